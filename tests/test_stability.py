@@ -1,0 +1,336 @@
+"""Tests of stabkit.stability (METHODS.md §3)."""
+import math
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stabkit.stability import COLUMNS, draw_probes, layer_names, measure, shuffle_channels, stability
+from stabkit.transforms import noisy_batch
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+class Small(nn.Module):
+    """conv-bn-relu(inplace)-residual add-pool-flatten-linear: modules, functions and an in-place op."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.fc = nn.Linear(16, 5)
+        with torch.no_grad():  # non-trivial running statistics
+            self.bn.running_mean.uniform_(-0.5, 0.5, generator=gen(1))
+            self.bn.running_var.uniform_(0.5, 2.0, generator=gen(2))
+
+    def forward(self, x):
+        h = self.relu(self.bn(self.conv1(x)))
+        h = h + self.conv2(h)
+        return self.fc(torch.flatten(self.pool(h), 1))
+
+
+def small_activations(m, x, batch_stats=False):
+    """Hand-written forward returning every node's value (no in-place op, float64)."""
+    c1 = m.conv1(x)
+    if batch_stats:
+        b = F.batch_norm(c1, None, None, m.bn.weight, m.bn.bias, True, 0.0, m.bn.eps)
+    else:
+        b = F.batch_norm(c1, m.bn.running_mean, m.bn.running_var, m.bn.weight, m.bn.bias, False, 0.0, m.bn.eps)
+    r = F.relu(b)
+    c2 = m.conv2(r)
+    a = r + c2
+    p = m.pool(a)
+    f = torch.flatten(p, 1)
+    return {"conv1": c1, "bn": b, "relu": r, "conv2": c2, "add": a, "pool": p, "flatten": f, "fc": m.fc(f)}
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(0)
+    return Small().double()
+
+
+# ------------------------------------------------------------------------------------ stability
+def test_stability_identical_outputs_and_pairwise_denominator():
+    o = torch.randn(13, 4, 5, generator=gen(0), dtype=torch.float64) + 3.0
+    nume, deno = stability(o, o)
+    assert nume == 0.0
+    brute = torch.cdist(o.flatten(1), o.flatten(1)).pow(2).mean().item() + 1e-10  # all ordered pairs incl. i=j
+    assert deno == pytest.approx(brute, rel=1e-12)
+    op = o + 0.1 * torch.randn(13, 4, 5, generator=gen(1), dtype=torch.float64)
+    nume, deno2 = stability(o, op)
+    assert deno2 == deno
+    assert nume == pytest.approx((op - o).pow(2).flatten(1).sum(1).mean().item(), rel=1e-12)
+    # median variant: sum over features of the per-feature median over the probes
+    med, deno3 = stability(o, op, mean=False)
+    d2 = (op - o).pow(2).flatten(1).numpy()
+    import numpy as np
+    assert med == pytest.approx(float(np.median(d2, axis=0).sum()), rel=1e-12)
+    assert deno3 == deno
+    med_even, _ = stability(o[:12], op[:12], mean=False)
+    assert med_even == pytest.approx(float(np.median(d2[:12], axis=0).sum()), rel=1e-12)
+
+
+def test_stability_float32_inputs_computed_in_float64():
+    o = torch.randn(50, 30, generator=gen(0)) + 1000.0  # large mean: naive float32 sums would cancel
+    nume, deno = stability(o, o + 1.0)
+    assert nume == pytest.approx(30.0, rel=1e-3)
+    o64 = o.double()
+    brute = torch.cdist(o64, o64).pow(2).mean().item() + 1e-10
+    assert deno == pytest.approx(brute, rel=1e-10)
+
+
+# -------------------------------------------------------------------------------------- measure
+@pytest.mark.parametrize("P, batch_size", [(10, 3), (70, None)])  # 3 does not divide 10; 70: conv slicing
+def test_measure_streaming_equals_direct_float64(small, P, batch_size):
+    x = torch.randn(P, 3, 8, 8, generator=gen(3), dtype=torch.float64)
+    x0, xt, xe = draw_probes(x, seed=5)
+    assert torch.equal(x0, x)
+    df = measure(small, x, seed=5, batch_size=batch_size)
+    assert list(df.columns) == COLUMNS
+    assert list(df.layer) == ["conv1", "bn", "relu", "conv2", "add", "pool", "flatten", "fc"]
+    assert list(df.kind) == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "add", "AdaptiveAvgPool2d", "flatten",
+                             "Linear"]
+    with torch.no_grad():
+        acts = [small_activations(small, t) for t in (x0, xt, xe)]
+    for row in df.itertuples():
+        o, ot, oe = (a[row.layer] for a in acts)
+        D, deno = stability(o, ot)
+        G, deno_g = stability(o, oe)
+        assert deno == deno_g
+        assert row.features == o[0].numel()
+        assert row.P == P
+        for got, want in [(row.D, D), (row.G, G), (row.deno, deno), (row.D_f, D / deno), (row.G_f, G / deno),
+                          (row.R_f, D / G)]:
+            assert got == pytest.approx(want, rel=1e-10)
+    assert list(df.depth) == list(range(1, 9))
+    assert df.rel_depth.iloc[-1] == 1.0 and df.rel_depth.between(0, 1).all()
+
+
+def test_measure_batch_stats_and_modes(small):
+    x = torch.randn(9, 3, 8, 8, generator=gen(4), dtype=torch.float64)
+    before = {k: v.clone() for k, v in small.state_dict().items()}
+    small.train()
+    small.relu.eval()  # mixed modes must be restored as they were
+    df = measure(small, x, seed=1, batch_stats=True)
+    assert small.training and small.bn.training and not small.relu.training
+    for k, v in small.state_dict().items():  # nothing updated, not even num_batches_tracked
+        assert torch.equal(v, before[k]), k
+    x0, xt, xe = draw_probes(x, seed=1)
+    with torch.no_grad():  # batch statistics separately over each full probe set
+        acts = [small_activations(small, t, batch_stats=True) for t in (x0, xt, xe)]
+    for row in df.itertuples():
+        o, ot, oe = (a[row.layer] for a in acts)
+        D, deno = stability(o, ot)
+        G, _ = stability(o, oe)
+        assert (row.D, row.G, row.deno) == pytest.approx((D, G, deno), rel=1e-10)
+    # eval-mode numbers differ from batch-statistics numbers after the batch-norm
+    df_eval = measure(small, x, seed=1)
+    assert df_eval.D.iloc[0] == pytest.approx(df.D.iloc[0], rel=1e-12)  # conv1: before any batch-norm
+    assert abs(df_eval.D.iloc[1] / df.D.iloc[1] - 1) > 1e-3
+    small.eval()
+
+
+def test_measure_identity_and_orthogonal_have_R_one():
+    x = torch.randn(12, 2, 10, 10, generator=gen(5), dtype=torch.float64)
+    df = measure(nn.Flatten(), x, seed=3)
+    assert len(df) == 1 and df.rel_depth.iloc[0] == 1.0
+    # noise norms equal diffeo norms image by image, so R_f = 1 for any isometry
+    assert df.R_f.iloc[0] == pytest.approx(1.0, rel=1e-12)
+    x0, xt, _ = draw_probes(x, seed=3)
+    assert df.D.iloc[0] == pytest.approx((xt - x0).pow(2).flatten(1).sum(1).mean().item(), rel=1e-12)
+    q, _ = torch.linalg.qr(torch.randn(200, 200, generator=gen(6), dtype=torch.float64))
+    lin = nn.Linear(200, 200).double()
+    with torch.no_grad():
+        lin.weight.copy_(q)
+    net = nn.Sequential(nn.Flatten(), lin)
+    out = measure(net, x, seed=3, layers="output")
+    assert list(out.layer) == ["1"] and out.rel_depth.iloc[0] == 1.0
+    assert out.R_f.iloc[0] == pytest.approx(1.0, rel=1e-10)
+    assert out.D.iloc[0] == pytest.approx(df.D.iloc[0], rel=1e-10)  # and the bias drops out
+
+
+def test_measure_gaussian_interp_blurs_clean_probes():
+    x = torch.randn(6, 1, 10, 10, generator=gen(5), dtype=torch.float64)
+    x0, xt, xe = draw_probes(x, interp="gaussian", seed=2)
+    assert not torch.allclose(x0, x)
+    torch.testing.assert_close((xe - x0).flatten(1).norm(dim=1), (xt - x0).flatten(1).norm(dim=1))
+    df = measure(nn.Flatten(), x, interp="gaussian", seed=2)
+    assert df.R_f.iloc[0] == pytest.approx(1.0, rel=1e-12)
+
+
+def test_measure_resnet18_every_layer():
+    torchvision = pytest.importorskip("torchvision")
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None)
+    model.train()
+    x = torch.randn(8, 3, 32, 32, generator=gen(0))
+    df = measure(model, x, batch_size=5)
+    assert model.training and all(m.training for m in model.modules())
+    assert next(model.parameters()).dtype == torch.float32  # the float64 copy did not leak
+    names = get_graph_node_names(model)[1][1:]  # eval-mode names without the input
+    assert list(df.layer) == names == layer_names(model) == layer_names(model, x)
+    assert df.layer.iloc[-1] == "fc" and df.rel_depth.iloc[-1] == 1.0
+    assert df.rel_depth.is_monotonic_increasing and (df.rel_depth > 0).all()
+    assert {"Conv2d", "BatchNorm2d", "ReLU", "add", "flatten", "Linear"} <= set(df.kind)
+    assert (df.P == 8).all() and (df.deno > 0).all() and df[["D", "G"]].gt(0).all().all()
+    assert df.features.iloc[0] == 64 * 16 * 16
+
+
+def test_measure_layers_subset_output_and_non_tensor_nodes(small):
+    class Viewer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+            self.fc = nn.Linear(2 * 6 * 6, 3)
+
+        def forward(self, x):
+            h = self.conv(x)
+            return self.fc(h.view(h.size(0), -1))
+
+    net = Viewer().double()
+    x = torch.randn(5, 1, 8, 8, generator=gen(1), dtype=torch.float64)
+    df = measure(net, x)
+    assert list(df.layer) == ["conv", "view", "fc"]  # `size` gives an int: not a layer
+    assert "size" in layer_names(net) and "size" not in layer_names(net, x)
+    sub = measure(net, x, layers=["fc", "conv"])
+    assert list(sub.layer) == ["conv", "fc"]  # execution order
+    pd.testing.assert_frame_equal(sub.reset_index(drop=True), df.iloc[[0, 2]].reset_index(drop=True))
+    out = measure(net, x, layers="output")
+    assert list(out.layer) == ["fc"] and out.depth.iloc[0] == 3 and out.rel_depth.iloc[0] == 1.0
+    with pytest.raises(ValueError, match="layers"):
+        measure(net, x, layers=["size"])
+
+
+def test_measure_reproducible_and_float32(small):
+    x = torch.randn(8, 3, 8, 8, generator=gen(2))
+    a = measure(small, x, seed=4)
+    pd.testing.assert_frame_equal(a, measure(small, x, seed=4))
+    b = measure(small, x, seed=5)
+    assert not (a.D == b.D).all()
+    c = measure(small, x, seed=4, dtype=torch.float32)
+    for col in ("D_f", "G_f", "R_f"):
+        assert ((c[col] - a[col]).abs() / a[col]).max() < 1e-4
+    # explicit probes give the same numbers as the seed that made them
+    pd.testing.assert_frame_equal(a, measure(small, None, probes=draw_probes(x, seed=4)))
+
+
+def test_measure_1d_conv_net_with_probes():
+    net = nn.Sequential(nn.Conv1d(2, 3, 3, padding=1, padding_mode="circular"), nn.ReLU(),
+                        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(3, 1)).double()
+    x = torch.randn(7, 2, 20, generator=gen(0), dtype=torch.float64)
+    xt = torch.roll(x, 1, dims=-1)
+    xe = noisy_batch(x, xt, generator=gen(1))
+    df = measure(net, None, probes=(x, xt, xe))
+    assert list(df.layer) == ["0", "1", "2", "3", "4"]
+    with torch.no_grad():
+        D, deno = stability(net(x), net(xt))
+        G, _ = stability(net(x), net(xe))
+    assert (df.D.iloc[-1], df.G.iloc[-1], df.deno.iloc[-1]) == pytest.approx((D, G, deno), rel=1e-10)
+    # a circular conv commutes with the shift: D of the pooled output is ~0
+    assert df.D.iloc[3] < 1e-20
+
+
+# ------------------------------------------------------------------------------------ shuffling
+def _perm_between(w, ws, axis):
+    """Permutation p with ws == w.index_select(axis, p), or None."""
+    a, b = w.movedim(axis, 0).flatten(1), ws.movedim(axis, 0).flatten(1)
+    p = []
+    for row in b:
+        hits = (a == row).all(1).nonzero().flatten()
+        if len(hits) != 1:
+            return None
+        p.append(int(hits[0]))
+    return p if sorted(p) == list(range(len(p))) else None
+
+
+def test_shuffle_mode1_keeps_spatial_sums_and_filter_multisets():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.ReLU(), nn.Conv2d(5, 6, 3, bias=False),
+                        nn.Conv1d(6, 4, 2), nn.Flatten(), nn.Linear(4, 2))
+    ref = {k: v.clone() for k, v in net.state_dict().items()}
+    s = shuffle_channels(net, mode=1, generator=gen(0))
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, ref[k])  # original untouched
+    moved = 0
+    for k, w in ref.items():
+        ws = s.state_dict()[k]
+        if w.ndim < 3:
+            assert torch.equal(ws, w), k  # biases, batch-norm, linear untouched
+            continue
+        p = _perm_between(w, ws, axis=1)
+        assert p is not None, k  # one permutation of the input channels, the same for every output channel
+        moved += p != sorted(p)
+        torch.testing.assert_close(ws.sum(1), w.sum(1))  # spatial sum per output channel
+        for o in range(w.shape[0]):  # multiset of k x k filters per output channel
+            assert sorted(map(tuple, w[o].flatten(1).tolist())) == sorted(map(tuple, ws[o].flatten(1).tolist()))
+    assert moved >= 2
+    s2 = shuffle_channels(net, mode=1, generator=gen(0))
+    for k, v in s.state_dict().items():
+        assert torch.equal(v, s2.state_dict()[k])
+
+
+def test_shuffle_mode2_permutes_output_channels_too():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3)
+    s = shuffle_channels(conv, mode=2, generator=gen(1))
+    w, ws = conv.weight.detach(), s.weight.detach()
+    assert torch.equal(s.bias, conv.bias)
+    assert _perm_between(w, ws, axis=1) is None  # not just an input permutation
+    key = lambda t: [sorted(t[o].flatten().tolist()) for o in range(t.shape[0])]  # noqa: E731
+    kw, kws = key(w), key(ws)
+    po = [kw.index(k) for k in kws]  # output channel o of the copy comes from po[o]
+    assert sorted(po) == list(range(6)) and po != sorted(po)
+    assert _perm_between(w[po], ws, axis=1) is not None
+
+
+def test_measure_shuffle_uses_seeded_copy(small):
+    x = torch.randn(6, 3, 8, 8, generator=gen(8))
+    a = measure(small, x, seed=3, shuffle_channels=1)
+    b = measure(shuffle_channels(small, 1, generator=gen(3)), x, seed=3)
+    pd.testing.assert_frame_equal(a, b)
+    assert not measure(small, x, seed=3).D.equals(a.D)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_measure_cuda_matches_cpu(small):
+    x = torch.randn(6, 3, 8, 8, generator=gen(8))
+    a = measure(small, x, seed=3)
+    b = measure(small, x.cuda(), seed=3, device="cuda")
+    for col in ("D", "G", "deno"):
+        assert ((a[col] - b[col]).abs() / a[col]).max() < 1e-9
+
+
+# --------------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("call, word", [
+    (lambda m: stability(torch.zeros(4, 3), torch.zeros(4, 2)), "shape"),
+    (lambda m: stability(torch.zeros(1, 3), torch.zeros(1, 3)), "P = 2"),
+    (lambda m: stability(torch.full((3, 2), math.nan), torch.zeros(3, 2)), "NaN"),
+    (lambda m: stability(torch.zeros(3, 2), torch.full((3, 2), math.inf)), "NaN"),
+    (lambda m: measure(m, torch.zeros(4, 3, 8, 8), layers="every"), "layers"),
+    (lambda m: measure(m, torch.zeros(4, 3, 8, 8), layers=["conv9"]), "layers"),
+    (lambda m: measure(m, torch.zeros(1, 3, 8, 8)), "P = 2"),
+    (lambda m: measure(m, torch.full((4, 3, 8, 8), math.nan)), "NaN"),
+    (lambda m: measure(m, torch.zeros(4, 3, 8, 9)), "square"),
+    (lambda m: measure(m, torch.zeros(4, 3, 8, 8), interp="bicubic"), "interp"),
+    (lambda m: measure(m, torch.zeros(4, 3, 8, 8), delta=-1.0), "delta"),
+    (lambda m: measure(m, torch.zeros(4, 3, 8, 8), cut=1), "cut"),
+    (lambda m: measure(m, torch.zeros(4, 3, 8, 8), shuffle_channels=3), "shuffle_channels"),
+    (lambda m: measure(m, torch.zeros(4, 3, 8, 8), batch_size=0), "batch_size"),
+    (lambda m: measure(m, None, probes=(torch.zeros(4, 3, 8, 8),) * 2), "probes"),
+    (lambda m: measure(m, None, probes=(torch.zeros(4, 3, 8, 8),) * 2 + (torch.zeros(3, 3, 8, 8),)), "probes"),
+    (lambda m: measure(m, torch.zeros(4, 3, 8)), "x"),
+    (lambda m: shuffle_channels(m, mode=5), "mode"),
+])
+def test_errors(small, call, word):
+    with pytest.raises(ValueError, match=word):
+        call(small)
