@@ -1,0 +1,317 @@
+"""Training: the paper's defaults per task, one screen of loop, checkpoints (METHODS.md section 6).
+
+Public API
+----------
+``defaults(task, net="") -> dict``                       paper's training hyper-parameters for a task/net
+``train(model, train_loader, test_loader, **options) -> TrainResult``
+``evaluate(model, loader, loss="ce") -> (mean loss, error rate)``
+``hinge_loss(out, y)``, ``make_loss(name)``, ``make_optimizer(...)``, ``make_schedule(...)``
+``save_checkpoint(path, state_dict, *, net, config_hash, **extra)``
+``load_checkpoint(path, *, net=None, config_hash=None) -> (state_dict, meta)``  (``weights_only=True``)
+
+Defaults (section 6 of the methods):
+
+- CIFAR-10 CNNs: SGD lr 0.1, momentum 0.9, weight decay 5e-4 on weights only (parameters with
+  ``ndim > 1``: not biases, not batch-norm), batch 128, 250 epochs, cosine schedule with
+  ``T_max = 0.8 * epochs`` stepped once per epoch (the rate rises again over the last 20 %: kept from the
+  original), cross-entropy, random crop + flip.
+- Fully-connected nets (``DenseNetL*``): Adam lr 0.1, constant, no weight decay.
+- Scale detection (``twopoints``): SGD lr 0.05 (momentum 0.9, weight decay 5e-4, cosine as above), 300
+  epochs, hinge loss ``mean(relu(1 - y f))`` on one output with ``y = +1`` for label 1 ("close") and
+  ``y = -1`` for label 0 ("far"), no augmentation, training stops after the first epoch whose mean
+  training loss is exactly zero.
+- 1-D scale detection (``scale1d``): plain SGD (no momentum, no weight decay), constant rate, hinge loss.
+
+The checkpoint analysed in the paper is the one with the best test error (model selection on the test
+set, as the original did); the last one is returned too.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+__all__ = [
+    "TASKS", "CHECKPOINT_FORMAT", "CheckpointError", "TrainResult", "defaults", "hinge_loss", "make_loss",
+    "make_optimizer", "make_schedule", "evaluate", "train", "save_checkpoint", "load_checkpoint",
+]
+
+TASKS = ("cifar10", "twopoints", "scale1d")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "constant")
+LOSSES = ("ce", "hinge")
+#: Format tag stored in every checkpoint; checkpoints without it (or with another) are refused.
+CHECKPOINT_FORMAT = "stabkit-checkpoint/1"
+
+_CNN = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine", batch_size=128)
+_DEFAULTS = {
+    "cifar10": dict(_CNN, epochs=250, loss="ce", augment=("crop", "flip"), stop_at_zero_loss=False),
+    "twopoints": dict(_CNN, lr=0.05, epochs=300, loss="hinge", augment=(), stop_at_zero_loss=True),
+    "scale1d": dict(_CNN, lr=0.05, momentum=0.0, weight_decay=0.0, schedule="constant", epochs=300,
+                    loss="hinge", augment=(), stop_at_zero_loss=True),
+}
+_FCN = dict(optimizer="adam", lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant")
+
+
+def _check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def defaults(task: str, net: str = "") -> dict[str, Any]:
+    """The paper's training hyper-parameters for ``task`` (and ``net``: FCNs ``DenseNetL*`` use Adam).
+
+    Returns a new dict with keys ``epochs, optimizer, lr, momentum, weight_decay, schedule, loss,
+    batch_size, augment (tuple of names), stop_at_zero_loss``.
+    """
+    _check_choice("task", task, TASKS)
+    out = dict(_DEFAULTS[task])
+    if net.lower().startswith("densenetl"):  # the paper's fully-connected nets
+        out.update(_FCN)
+    return out
+
+
+def hinge_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``mean(relu(1 - y f))`` for one output ``f`` (``[B]`` or ``[B, 1]``), labels ``y`` in {0, 1}
+    (mapped to -1, +1) or already in {-1, +1}."""
+    f = out.float().reshape(len(out), -1)
+    if f.shape[1] != 1:
+        raise ValueError(f"hinge loss needs a network with one output, got outputs of shape {tuple(out.shape)}")
+    y = torch.where(y > 0, 1.0, -1.0).to(f.dtype)
+    return torch.relu(1.0 - y * f[:, 0]).mean()
+
+
+def make_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``name`` in {"ce", "hinge"} -> ``fn(out, y) -> (mean loss, number of errors)`` (tensors)."""
+    _check_choice("loss", name, LOSSES)
+    if name == "ce":
+        def ce(out, y):
+            return nn.functional.cross_entropy(out.float(), y), (out.argmax(1) != y).sum()
+        return ce
+
+    def hinge(out, y):
+        pred = (out.reshape(len(out), -1)[:, 0] > 0).long()
+        return hinge_loss(out, y), (pred != (y > 0).long()).sum()
+    return hinge
+
+
+def make_optimizer(model: nn.Module, name: str = "sgd", lr: float = 0.1, momentum: float = 0.9,
+                   weight_decay: float = 5e-4) -> torch.optim.Optimizer:
+    """SGD (weight decay only on parameters with ``ndim > 1``: weights, not biases/batch-norm) or Adam."""
+    _check_choice("optimizer", name, OPTIMIZERS)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=momentum)
+
+
+def make_schedule(opt: torch.optim.Optimizer, name: str = "cosine", epochs: int = 250):
+    """Per-epoch schedule: ``cosine`` = ``lr * (1 + cos(pi e / T)) / 2`` with ``T = 0.8 * epochs`` (keeps
+    rising after ``T``, as the original's CosineAnnealingLR did), or ``constant``."""
+    _check_choice("schedule", name, SCHEDULES)
+    t_max = 0.8 * epochs
+    fn = (lambda e: 0.5 * (1.0 + math.cos(math.pi * e / t_max))) if name == "cosine" else (lambda e: 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(opt, fn)
+
+
+def _autocast(device: torch.device, fast: bool):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if fast and device.type == "cuda" else nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, loss: str = "ce", fast: bool = False) -> tuple[float, float]:
+    """Mean loss and error rate (fraction in [0, 1]) of ``model`` in eval mode over ``loader``."""
+    loss_fn, was_training = make_loss(loss), model.training
+    model.eval()
+    tot_loss = tot_err = 0.0
+    n = 0
+    for x, y in loader:
+        with _autocast(x.device, fast):
+            out = model(x.contiguous(memory_format=torch.channels_last) if fast and x.ndim == 4 else x)
+        l, e = loss_fn(out, y)
+        tot_loss, tot_err, n = tot_loss + l.double() * len(y), tot_err + e, n + len(y)
+    model.train(was_training)
+    if n == 0:
+        raise ValueError("loader must yield at least one batch")
+    return float(tot_loss) / n, float(tot_err) / n
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`: per-epoch ``metrics`` (epoch, train_loss, train_err, test_loss, test_err,
+    lr, seconds [+ extra test sets' ``<name>_err``]), CPU state dicts of the best-test and last epochs."""
+    metrics: pd.DataFrame
+    best_state: dict[str, torch.Tensor]
+    last_state: dict[str, torch.Tensor]
+    best_epoch: int
+    best_test_err: float
+    last_test_err: float
+    stopped_early: bool
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
+def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, task: str = "cifar10",
+          net: str = "", epochs: int | None = None, optimizer: str | None = None, lr: float | None = None,
+          momentum: float | None = None, weight_decay: float | None = None, schedule: str | None = None,
+          loss: str | None = None, stop_at_zero_loss: bool | None = None,
+          augment_fn: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+          extra_test_loaders: Mapping[str, Iterable] | None = None, select_on: str = "test",
+          fast: bool = False, seed: int = 0, checkpoint_dir: str | Path | None = None,
+          meta: Mapping[str, Any] | None = None, progress: bool = True,
+          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train ``model`` in place (it must already sit on the loaders' device).
+
+    ``train_loader`` / ``test_loader`` yield ``(x, y)`` batches on the device (e.g. ``data.DeviceLoader``;
+    the training loader reshuffles itself each epoch). Hyper-parameters left ``None`` take the paper's
+    values from :func:`defaults` for ``task`` / ``net``. ``augment_fn(x, generator)`` is applied to every
+    training batch (``generator`` seeded with ``seed``). ``extra_test_loaders`` (name -> loader) are also
+    evaluated each epoch (column ``<name>_err``); ``select_on`` names the error ("test" or one of them)
+    whose minimum picks the best checkpoint. ``fast`` (CUDA only): bf16 autocast and channels_last.
+    ``checkpoint_dir``: write ``best.pt`` and ``last.pt`` there (atomically; ``meta`` must then hold
+    ``net`` and ``config_hash``). ``on_epoch(row)`` is called after every epoch (e.g. a heartbeat).
+    """
+    cfg = defaults(task, net)
+    epochs = int(cfg["epochs"] if epochs is None else epochs)
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    loss = _check_choice("loss", cfg["loss"] if loss is None else loss, LOSSES)
+    stop0 = cfg["stop_at_zero_loss"] if stop_at_zero_loss is None else stop_at_zero_loss
+    extra = dict(extra_test_loaders or {})
+    _check_choice("select_on", select_on, ("test", *extra))
+    opt = make_optimizer(model, cfg["optimizer"] if optimizer is None else optimizer,
+                         cfg["lr"] if lr is None else lr, cfg["momentum"] if momentum is None else momentum,
+                         cfg["weight_decay"] if weight_decay is None else weight_decay)
+    sched = make_schedule(opt, cfg["schedule"] if schedule is None else schedule, epochs)
+    device = next(iter(model.parameters())).device
+    if fast and device.type != "cuda":
+        warnings.warn("fast=True only has an effect on CUDA (bf16 autocast, channels_last); ignored", stacklevel=2)
+    fast = fast and device.type == "cuda"
+    if fast:
+        model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    loss_fn, rows, best, stopped, t_start = make_loss(loss), [], None, False, time.perf_counter()
+    from tqdm.auto import tqdm
+    bar = tqdm(range(epochs), desc=str(meta.get("net", net) if meta else net) or "train", leave=False,
+               disable=not progress, unit="ep")
+    for epoch in bar:  # ------------------------------------------------------------------ the loop
+        model.train()
+        t0, lr_now = time.perf_counter(), opt.param_groups[0]["lr"]
+        tot_loss, tot_err, n = torch.zeros((), device=device, dtype=torch.float64), 0, 0
+        for x, y in train_loader:
+            x = augment_fn(x, gen) if augment_fn is not None else x
+            with _autocast(device, fast):
+                out = model(x.contiguous(memory_format=torch.channels_last) if fast and x.ndim == 4 else x)
+            l, e = loss_fn(out, y)
+            opt.zero_grad(set_to_none=True)
+            l.backward()
+            opt.step()
+            tot_loss, tot_err, n = tot_loss + l.detach().double() * len(y), tot_err + e.detach(), n + len(y)
+        sched.step()
+        row = dict(epoch=epoch + 1, train_loss=float(tot_loss) / n, train_err=float(tot_err) / n)
+        row["test_loss"], row["test_err"] = evaluate(model, test_loader, loss, fast)
+        for name, ld in extra.items():
+            row[f"{name}_err"] = evaluate(model, ld, loss, fast)[1]
+        row.update(lr=lr_now, seconds=time.perf_counter() - t0)
+        rows.append(row)
+        score = row["test_err" if select_on == "test" else f"{select_on}_err"]
+        if best is None or score < best[0]:
+            best = (score, epoch + 1, _cpu_state(model))
+        bar.set_postfix(loss=f"{row['train_loss']:.3g}", test_err=f"{row['test_err']:.3f}")
+        if on_epoch is not None:
+            on_epoch(row)
+        if not math.isfinite(row["train_loss"]):
+            raise FloatingPointError(f"training diverged at epoch {epoch + 1} (train loss {row['train_loss']})")
+        if stop0 and row["train_loss"] == 0.0:
+            stopped = True
+            break
+    bar.close()  # ---------------------------------------------------------------------------------
+    if fast:
+        model.to(memory_format=torch.contiguous_format)
+    res = TrainResult(pd.DataFrame(rows), best[2], _cpu_state(model), best[1],
+                      rows[best[1] - 1]["test_err"], rows[-1]["test_err"], stopped, time.perf_counter() - t_start)
+    if checkpoint_dir is not None:
+        meta = dict(meta or {})
+        for kind, state, ep in (("best", res.best_state, res.best_epoch), ("last", res.last_state, len(rows))):
+            save_checkpoint(Path(checkpoint_dir) / f"{kind}.pt", state, **{**meta, "kind": kind, "epoch": ep,
+                            "test_err": rows[ep - 1]["test_err"]})
+    return res
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+class CheckpointError(ValueError):
+    """A checkpoint file is corrupted, is not a stabkit checkpoint, or belongs to another run/net."""
+
+
+def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor], *, net: str, config_hash: str,
+                    **extra: Any) -> Path:
+    """Write ``{"meta": {format, net, config_hash, **extra}, "state_dict": ...}`` atomically (tmp + replace).
+
+    ``extra`` values must be plain Python scalars/strings so that the file loads with ``weights_only=True``.
+    """
+    path = Path(path)
+    meta = {"format": CHECKPOINT_FORMAT, "net": str(net), "config_hash": str(config_hash)}
+    for k, v in extra.items():
+        if not (v is None or isinstance(v, (str, int, float, bool))):
+            raise ValueError(f"checkpoint metadata {k!r} must be a str/int/float/bool/None, got {type(v).__name__}")
+        meta[k] = v
+    sd = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in state_dict.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save({"meta": meta, "state_dict": sd}, tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, *, net: str | None = None, config_hash: str | None = None,
+                    map_location: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load a checkpoint written by :func:`save_checkpoint` with ``torch.load(..., weights_only=True)``.
+
+    Raises :class:`CheckpointError` (a ``ValueError``) naming the file when it is missing, truncated or
+    corrupted, not a stabkit checkpoint (no/other format tag), or when ``net`` / ``config_hash`` are given
+    and differ from the ones it records.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling/zip failure means an unusable file
+        raise CheckpointError(f"checkpoint {path} is corrupted or not a torch checkpoint "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    meta = obj.get("meta") if isinstance(obj, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or not isinstance(
+            obj.get("state_dict"), dict):
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{path} is not a stabkit checkpoint (expected format tag {CHECKPOINT_FORMAT!r}, "
+                              f"found {found!r})")
+    if net is not None and meta.get("net") != net:
+        raise CheckpointError(f"checkpoint {path} holds net {meta.get('net')!r}, expected {net!r}")
+    if config_hash is not None and meta.get("config_hash") != config_hash:
+        raise CheckpointError(f"checkpoint {path} belongs to run {meta.get('config_hash')!r}, "
+                              f"expected {config_hash!r}")
+    return obj["state_dict"], meta

@@ -1,0 +1,142 @@
+"""stabkit.train: paper defaults, losses, optimiser groups, schedule, loop, checkpoints."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from stabkit import train as T
+
+
+def test_defaults_follow_the_paper():
+    c = T.defaults("cifar10", "VGG11")
+    assert (c["optimizer"], c["lr"], c["momentum"], c["weight_decay"], c["batch_size"]) == ("sgd", 0.1, 0.9, 5e-4, 128)
+    assert (c["epochs"], c["schedule"], c["loss"], c["augment"]) == (250, "cosine", "ce", ("crop", "flip"))
+    f = T.defaults("cifar10", "DenseNetL4")
+    assert (f["optimizer"], f["lr"], f["weight_decay"], f["schedule"]) == ("adam", 0.1, 0.0, "constant")
+    s = T.defaults("twopoints", "VGG11bn")
+    assert (s["lr"], s["epochs"], s["loss"], s["augment"], s["stop_at_zero_loss"]) == (0.05, 300, "hinge", (), True)
+    with pytest.raises(ValueError, match="task"):
+        T.defaults("mnist")
+
+
+def test_hinge_loss_and_errors():
+    out = torch.tensor([[2.0], [0.5], [-0.5], [-3.0]])
+    y = torch.tensor([1, 1, 1, 0])  # label 1 -> +1, label 0 -> -1
+    loss, err = T.make_loss("hinge")(out, y)
+    assert loss.item() == pytest.approx((0 + 0.5 + 1.5 + 0) / 4)
+    assert err.item() == 1
+    assert T.hinge_loss(out, torch.tensor([1, 1, 1, -1])).item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="one output"):
+        T.hinge_loss(torch.zeros(3, 2), torch.zeros(3))
+    loss, err = T.make_loss("ce")(torch.tensor([[5.0, 0.0], [5.0, 0.0]]), torch.tensor([0, 1]))
+    assert err.item() == 1 and loss.item() > 0
+    with pytest.raises(ValueError, match="loss"):
+        T.make_loss("mse")
+
+
+def test_weight_decay_only_on_weights_and_adam_for_fcn():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2, 1))
+    opt = T.make_optimizer(model, "sgd", 0.1, 0.9, 5e-4)
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == {id(model[0].weight), id(model[3].weight)}
+    assert all(g["momentum"] == 0.9 for g in opt.param_groups)
+    assert isinstance(T.make_optimizer(model, "adam", 0.1, 0.0, 0.0), torch.optim.Adam)
+
+
+def test_cosine_schedule_rises_over_the_last_20_percent():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = T.make_schedule(opt, "cosine", 10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1)
+    assert lrs[4] == pytest.approx(0.05 * (1 + math.cos(math.pi * 4 / 8)))
+    assert min(lrs) == pytest.approx(0.0, abs=1e-12) and lrs.index(min(lrs)) == 8
+    assert lrs[9] > lrs[8]  # rises again
+    sched = T.make_schedule(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.3), "constant", 5)
+    assert sched.get_last_lr() == [0.3]
+
+
+def _blobs(n=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = torch.randn(n, 4, generator=g) * 0.3 + (2.0 * y[:, None] - 1.0) * 2.0
+    return x, y
+
+
+def _batches(x, y, bs=32):
+    return [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(y), bs)]
+
+
+def test_train_loop_metrics_best_and_zero_loss_stop(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    x, y = _blobs()
+    res = T.train(model, _batches(x, y), _batches(*_blobs(seed=1)), task="twopoints", net="lin", epochs=50,
+                  lr=0.05, progress=False, checkpoint_dir=tmp_path, meta={"net": "lin", "config_hash": "abc"})
+    assert list(res.metrics.columns) == ["epoch", "train_loss", "train_err", "test_loss", "test_err", "lr", "seconds"]
+    assert res.stopped_early and len(res.metrics) < 50  # separable: hinge loss reaches exactly 0
+    assert res.metrics.train_loss.iloc[-1] == 0.0 and (res.metrics.train_loss.iloc[:-1] > 0).all()
+    assert res.best_test_err == res.metrics.test_err.min()
+    sd, meta = T.load_checkpoint(tmp_path / "best.pt", net="lin", config_hash="abc")
+    assert meta["kind"] == "best" and meta["epoch"] == res.best_epoch and meta["format"] == T.CHECKPOINT_FORMAT
+    assert torch.equal(sd["weight"], res.best_state["weight"])
+    sd_last, meta_last = T.load_checkpoint(tmp_path / "last.pt")
+    assert meta_last["epoch"] == len(res.metrics) and torch.equal(sd_last["weight"], model.weight.detach())
+
+
+def test_train_is_deterministic_on_cpu():
+    def once():
+        torch.manual_seed(3)
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 2))
+        x, y = _blobs()
+        noise = lambda b, g: b + 0.1 * torch.randn(b.shape, generator=g)  # noqa: E731
+        return T.train(model, _batches(x, y), _batches(x, y), epochs=3, augment_fn=noise, seed=5,
+                       progress=False).metrics.drop(columns="seconds")
+    a, b = once(), once()
+    assert a.equals(b)
+
+
+def test_select_on_extra_test_set():
+    torch.manual_seed(0)
+    x, y = _blobs()
+    res = T.train(nn.Linear(4, 2), _batches(x, y), _batches(x, y), epochs=2, progress=False,
+                  extra_test_loaders={"other": _batches(x, 1 - y)}, select_on="other")
+    assert "other_err" in res.metrics and res.best_test_err == res.metrics.test_err[res.best_epoch - 1]
+    with pytest.raises(ValueError, match="select_on"):
+        T.train(nn.Linear(4, 2), _batches(x, y), _batches(x, y), epochs=1, progress=False, select_on="nope")
+
+
+def test_corrupted_and_foreign_checkpoints_are_refused(tmp_path):
+    sd = nn.Linear(3, 2).state_dict()
+    good = T.save_checkpoint(tmp_path / "good.pt", sd, net="LeNet", config_hash="k1", epoch=3)
+    assert T.load_checkpoint(good, net="LeNet", config_hash="k1")[1]["epoch"] == 3
+    raw = good.read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(T.CheckpointError, match="corrupted"):
+        T.load_checkpoint(tmp_path / "trunc.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    with pytest.raises(T.CheckpointError, match="corrupted"):
+        T.load_checkpoint(tmp_path / "text.pt")
+    torch.save(sd, tmp_path / "foreign.pt")  # a plain state dict from elsewhere
+    with pytest.raises(T.CheckpointError, match="not a stabkit checkpoint"):
+        T.load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(T.CheckpointError, match="belongs to run"):
+        T.load_checkpoint(good, config_hash="other")
+    with pytest.raises(T.CheckpointError, match="holds net"):
+        T.load_checkpoint(good, net="VGG11")
+    with pytest.raises(T.CheckpointError, match="does not exist"):
+        T.load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="metadata"):
+        T.save_checkpoint(tmp_path / "x.pt", sd, net="a", config_hash="b", bad=[1, 2])
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary file
+
+
+def test_fast_mode_is_cuda_only():
+    x, y = _blobs()
+    with pytest.warns(UserWarning, match="only has an effect on CUDA"):
+        res = T.train(nn.Linear(4, 2), _batches(x, y), _batches(x, y), epochs=1, fast=True, progress=False)
+    assert len(res.metrics) == 1
