@@ -1,0 +1,341 @@
+"""Invariance of activations to a set of transformations: TV, SV and NV, layer by layer (PROBES.md, A).
+
+For one activation ``a`` (one unit of one layer) and ``N`` samples ``x_i``, ``T`` transformations ``t``,
+the samples x transformations matrix is ``M[i, t] = a(t(x_i))``. With ``s`` the unbiased standard deviation
+(``stat="std"``, the default, as the original measures: it calls them variances) or the unbiased variance
+(``stat="var"``):
+
+- transformation variance ``TV = mean_i s_t(M[i, t])`` (how much the unit moves when one image is
+  transformed),
+- sample variance ``SV = mean_t s_i(M[i, t])`` (how much it moves across images),
+- normalised variance ``NV = TV / SV`` with ``0/0 = 1`` and ``x/0 = inf`` (the number of infinite values
+  is reported). NV < 1: more invariant to the transformations than to a change of image.
+
+Stratified (``stratify=True``): the measures are computed within each class and the per-class NV (TV, SV)
+averaged with equal weights. Convolutional activations ``[C, H, W]`` are either kept per position
+(``aggregate="none"``) or reduced per channel over H, W (``"mean"``, ``"sum"`` (the 2019 experiments),
+``"max"``).
+
+The statistics are streamed in float64 over batches of samples: per layer the memory is ``O(T x A)``
+(a Welford mean / M2 per transformation, merged across batches with Chan's formula) plus ``O(b x A)`` for
+the batch being processed (a Welford over the transformations per sample); the full ``N x T x A`` array
+is never formed. Layers are the nodes of the model's FX graph, named and extracted as
+:mod:`stabkit.stability` does (:func:`stabkit.stability.layer_names`).
+
+Public API: :func:`invariance` (tables), :func:`rotations`, :func:`identity_transforms`,
+:class:`Transformation`, :func:`measures_from_array` (direct computation on a full array, the reference
+for tests), :func:`nv_ratio`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .transforms.spatial import rotate
+
+__all__ = ["STATS", "AGGREGATIONS", "Transformation", "rotations", "identity_transforms", "invariance",
+           "measures_from_array", "nv_ratio"]
+
+#: The dispersion statistic, unbiased standard deviation (as the original) or unbiased variance.
+STATS = ("std", "var")
+#: Reduction of a feature map ``[C, H, W]`` per channel over H, W (``none``: one activation per position).
+AGGREGATIONS = ("none", "mean", "sum", "max")
+
+
+@dataclass(frozen=True)
+class Transformation:
+    """One deterministic transformation ``fn(images [B, C, H, W]) -> images`` with a name and the value of
+    its parameter (e.g. the angle in degrees), recorded in the tables."""
+    name: str
+    value: float
+    fn: Callable[[torch.Tensor], torch.Tensor] = field(compare=False, repr=False)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.fn(images)
+
+
+def rotations(angles: Sequence[float] | None = None, n: int = 16, interp: str = "bilinear",
+              padding: str = "zeros") -> list[Transformation]:
+    """Rotations by explicit angles in **degrees** (default: ``n`` angles evenly over 360, i.e.
+    0, 22.5, ..., 337.5 for n = 16, as in the 2019 paper), with :func:`stabkit.transforms.rotate`
+    (multiples of 90 exact). ``padding="zeros"`` is black when applied before normalisation."""
+    if angles is None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+            raise ValueError(f"rotations: n must be an integer >= 2, got {n!r}")
+        angles = [360.0 * i / n for i in range(n)]
+    angles = [float(a) for a in angles]
+    if len(angles) < 2:
+        raise ValueError("rotations: angles must hold at least 2 angles (std over transformations)")
+    return [Transformation("rotate", a, (lambda x, a=a: rotate(x, a, interp=interp, padding=padding)))
+            for a in angles]
+
+
+def identity_transforms(n: int = 4) -> list[Transformation]:
+    """``n`` copies of the identity (sanity check: TV = 0)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"identity_transforms: n must be an integer >= 2, got {n!r}")
+    return [Transformation("identity", float(i), lambda x: x) for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------------ statistics
+def nv_ratio(tv: np.ndarray | torch.Tensor, sv: np.ndarray | torch.Tensor) -> np.ndarray:
+    """``TV / SV`` elementwise with ``0/0 = 1`` and ``x/0 = inf`` (float64 numpy)."""
+    tv = np.asarray(tv.cpu() if isinstance(tv, torch.Tensor) else tv, dtype=np.float64)
+    sv = np.asarray(sv.cpu() if isinstance(sv, torch.Tensor) else sv, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nv = tv / sv
+    nv = np.where(sv == 0, np.where(tv == 0, 1.0, np.inf), nv)
+    return nv
+
+
+def _s(m2: torch.Tensor, n: int, stat: str) -> torch.Tensor:
+    var = m2 / (n - 1)
+    return var.clamp_min(0).sqrt() if stat == "std" else var
+
+
+def measures_from_array(M, stat: str = "std", labels=None) -> dict[str, np.ndarray]:
+    """Direct (non-streaming) TV, SV, NV from a full array ``M [N, T, A]`` (or ``[N, T]``), float64.
+    With ``labels [N]``, stratified: per-class measures averaged with equal weights.
+    Returns ``{"TV": [A], "SV": [A], "NV": [A]}``. Reference implementation for tests."""
+    _check_choice("stat", stat, STATS)
+    M = np.asarray(M, dtype=np.float64)
+    if M.ndim == 2:
+        M = M[:, :, None]
+    if labels is not None:
+        labels = np.asarray(labels)
+        parts = [measures_from_array(M[labels == c], stat) for c in np.unique(labels)]
+        return {k: np.mean([p[k] for p in parts], axis=0) for k in ("TV", "SV", "NV")}
+    f = (lambda v: v) if stat == "var" else np.sqrt
+    tv = f(M.var(axis=1, ddof=1)).mean(axis=0)
+    sv = f(M.var(axis=0, ddof=1)).mean(axis=0)
+    return {"TV": tv, "SV": sv, "NV": nv_ratio(tv, sv)}
+
+
+class _Stream:
+    """Streaming TV / SV accumulators of one layer (float64)."""
+
+    def __init__(self, n_transforms: int, stat: str):
+        self.T, self.stat = n_transforms, stat
+        self.n = 0  # samples seen
+        self.mean_t = self.m2_t = None  # [T, A] per-transformation statistics across samples
+        self.tv_sum = None  # [A] sum over samples of s_t
+        self._ms = self._m2s = None  # [b, A] per-sample Welford over transformations (current batch)
+
+    def start_batch(self) -> None:
+        self._ms = self._m2s = None
+
+    def update(self, t: int, a: torch.Tensor) -> None:
+        """Activations ``a [b, A]`` (float64) of the current batch under transformation ``t``
+        (transformations must come in order 0..T-1 for each batch)."""
+        b = a.shape[0]
+        if self.mean_t is None:
+            A = a.shape[1]
+            self.mean_t = torch.zeros(self.T, A, dtype=torch.float64, device=a.device)
+            self.m2_t = torch.zeros_like(self.mean_t)
+            self.tv_sum = torch.zeros(A, dtype=torch.float64, device=a.device)
+        # per-sample Welford over transformations
+        if t == 0:
+            self._ms, self._m2s = a.clone(), torch.zeros_like(a)
+        else:
+            d = a - self._ms
+            self._ms += d / (t + 1)
+            self._m2s += d * (a - self._ms)
+        # per-transformation statistics across samples: merge the batch (Chan et al.)
+        mb = a.mean(0)
+        m2b = ((a - mb) ** 2).sum(0)
+        na = self.n
+        tot = na + b
+        d = mb - self.mean_t[t]
+        self.mean_t[t] += d * (b / tot)
+        self.m2_t[t] += m2b + d * d * (na * b / tot)
+        if t == self.T - 1:
+            self.tv_sum += _s(self._m2s, self.T, self.stat).sum(0)
+            self.n += b
+            self._ms = self._m2s = None
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        tv = self.tv_sum / self.n
+        sv = _s(self.m2_t, self.n, self.stat).mean(0)
+        return tv, sv
+
+
+# ------------------------------------------------------------------------------------------- measuring
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def _aggregate(a: torch.Tensor, how: str) -> torch.Tensor:
+    """[B, ...] -> [B, A] float64: feature maps [B, C, *spatial] reduced per channel unless ``none``."""
+    a = a.detach()
+    if a.dim() <= 2 or how == "none":
+        return a.reshape(a.shape[0], -1).to(torch.float64)
+    a = a.to(torch.float64).flatten(2)
+    if how == "mean":
+        return a.mean(2)
+    if how == "sum":
+        return a.sum(2)
+    return a.amax(2)
+
+
+def _normaliser(mean, std, device) -> Callable[[torch.Tensor], torch.Tensor]:
+    if mean is None and std is None:
+        return lambda x: x
+    m = torch.as_tensor(0.0 if mean is None else mean, dtype=torch.float32, device=device)
+    s = torch.as_tensor(1.0 if std is None else std, dtype=torch.float32, device=device)
+    m, s = (m.view(1, -1, 1, 1) if m.dim() == 1 else m), (s.view(1, -1, 1, 1) if s.dim() == 1 else s)
+    return lambda x: (x - m) / s
+
+
+def _graph(model: nn.Module):
+    """FX graph of ``model`` and its node names, exactly as :mod:`stabkit.stability` traces and runs it
+    (node by node, each value seen before a later in-place op could modify it)."""
+    from . import stability
+    graph, qual = stability._trace(model)
+    return stability._GraphRunner(model, graph), qual
+
+
+def _stream_subset(runner, qual, images, transformations, layers, aggregate, stat, batch_size, normalise,
+                   device):
+    streams = {name: _Stream(len(transformations), stat) for name in layers}
+    N = images.shape[0]
+    for start in range(0, N, batch_size):
+        xb = images[start:start + batch_size].to(device)
+        if not xb.is_floating_point():
+            xb = xb.float() / 255.0
+        for t, tr in enumerate(transformations):
+            def callback(node, value, t=t):
+                name = qual.get(node)
+                if name in streams and isinstance(value, torch.Tensor):
+                    streams[name].update(t, _aggregate(value, aggregate))
+            runner.run(normalise(tr(xb)), callback)
+    return {name: streams[name].result() for name in layers}
+
+
+@torch.no_grad()
+def invariance(model: nn.Module, images: torch.Tensor, transformations: Sequence[Transformation | Callable],
+               labels: torch.Tensor | None = None, *, layers: Sequence[str] | None = None,
+               stratify: bool = False, aggregate: str = "mean", stat: str = "std", batch_size: int = 64,
+               mean=None, std=None, device: str | torch.device | None = None,
+               per_activation: bool = False) -> dict[str, pd.DataFrame]:
+    """TV, SV and NV of every activation of every layer, streamed over batches.
+
+    Args:
+        model: any ``nn.Module`` traceable by ``torch.fx``; evaluated in eval mode (restored after).
+        images: [N, C, H, W] in pixel space: uint8 (scaled to [0, 1]) or float. The transformations are
+            applied there, then ``(x - mean) / std`` (per channel) if given.
+        transformations: T >= 2 deterministic transformations (:class:`Transformation` or plain
+            callables), the same for every sample, e.g. :func:`rotations`.
+        labels: [N] class labels; required when ``stratify``.
+        layers: FX node names (default: every node of :func:`stabkit.stability.layer_names`).
+        stratify: compute within each class, then average the per-class measures (equal weights).
+        aggregate: ``"none"`` (one activation per position) | ``"mean"`` (default) | ``"sum"`` | ``"max"``
+            (per channel over H, W); non-spatial layers are left as they are.
+        stat: ``"std"`` (default, the original's unbiased std) | ``"var"`` (unbiased variance).
+        batch_size: samples per forward pass (each is repeated for the T transformations).
+        mean, std: per-channel normalisation applied after the transformations (None: none).
+        device: where to compute (default: the model's device).
+        per_activation: also return the per-activation table (for heatmaps).
+
+    Returns:
+        ``{"layers": DataFrame}`` with one row per layer: ``layer, depth (1-based position among all
+        tensor-valued nodes, as in stability.measure), rel_depth (depth / number of such nodes; the output
+        is 1), n_activations, mean_NV (mean of the finite
+        NV), median_NV, n_inf (activations with SV = 0 < TV), mean_TV, mean_SV, stat, aggregate,
+        stratified, n_samples, n_transforms, transform``; plus ``"activations"`` (``layer, depth,
+        rel_depth, activation, TV, SV, NV``) if ``per_activation``.
+    """
+    _check_choice("stat", stat, STATS)
+    _check_choice("aggregate", aggregate, AGGREGATIONS)
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError(f"images must be a tensor [N, C, H, W], got "
+                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+    transformations = list(transformations)
+    if len(transformations) < 2:
+        raise ValueError(f"transformations must hold at least 2 transformations, got {len(transformations)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    N = images.shape[0]
+    if stratify:
+        if labels is None:
+            raise ValueError("stratify=True needs labels [N]")
+    if labels is not None:
+        labels = torch.as_tensor(labels).reshape(-1).cpu()
+        if labels.shape[0] != N:
+            raise ValueError(f"labels must have shape [N] = [{N}], got {tuple(labels.shape)}")
+    if device is None:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+    device = torch.device(device)
+    normalise = _normaliser(mean, std, device)
+    was_training = model.training
+    model.eval()
+    try:
+        from .stability import layer_names
+        example = images[:2].to(device)
+        example = normalise(example.float() / 255.0 if not example.is_floating_point() else example)
+        all_names = layer_names(model, example)  # tensor-valued nodes, execution order
+        if layers is None:
+            names = list(all_names)
+        else:
+            names = [layers] if isinstance(layers, str) else list(layers)
+            unknown = [n for n in names if n not in all_names]
+            if not names or unknown:
+                raise ValueError(f"layers must be a non-empty list of node names of layer_names(model, x); "
+                                 f"unknown {unknown}, accepted e.g. {all_names[:5]}")
+            names = [n for n in all_names if n in set(names)]
+        depth_of = {n: i + 1 for i, n in enumerate(all_names)}
+        runner, qual = _graph(model)
+        if stratify:
+            classes = torch.unique(labels).tolist()
+            parts = []
+            for c in classes:
+                idx = (labels == c).nonzero().squeeze(1)
+                if len(idx) < 2:
+                    raise ValueError(f"stratify: class {c} has {len(idx)} sample(s); each class needs >= 2")
+                parts.append(_stream_subset(runner, qual, images[idx], transformations, names, aggregate, stat,
+                                            batch_size, normalise, device))
+            per = {}
+            for name in names:
+                tvs = [p[name][0].cpu().numpy() for p in parts]
+                svs = [p[name][1].cpu().numpy() for p in parts]
+                nvs = [nv_ratio(tv, sv) for tv, sv in zip(tvs, svs)]
+                per[name] = (np.mean(tvs, 0), np.mean(svs, 0), np.mean(nvs, 0))
+        else:
+            if N < 2:
+                raise ValueError(f"images must hold at least 2 samples, got {N}")
+            res = _stream_subset(runner, qual, images, transformations, names, aggregate, stat, batch_size, normalise,
+                                 device)
+            per = {}
+            for name, (tv, sv) in res.items():
+                tv, sv = tv.cpu().numpy(), sv.cpu().numpy()
+                per[name] = (tv, sv, nv_ratio(tv, sv))
+    finally:
+        model.train(was_training)
+    L = len(all_names)
+    tname = ",".join(sorted({getattr(t, "name", getattr(t, "__name__", "custom")) for t in transformations}))
+    rows, acts = [], []
+    for name in names:
+        tv, sv, nv = per[name]
+        finite = np.isfinite(nv)
+        depth = depth_of[name]
+        rel = depth / L
+        rows.append(dict(layer=name, depth=depth, rel_depth=rel, n_activations=int(nv.size),
+                         mean_NV=float(nv[finite].mean()) if finite.any() else float("nan"),
+                         median_NV=float(np.median(nv)) if nv.size else float("nan"),
+                         n_inf=int(np.isinf(nv).sum()), mean_TV=float(tv.mean()), mean_SV=float(sv.mean()),
+                         stat=stat, aggregate=aggregate, stratified=bool(stratify), n_samples=int(N),
+                         n_transforms=len(transformations), transform=tname))
+        if per_activation:
+            acts.append(pd.DataFrame(dict(layer=name, depth=depth, rel_depth=rel,
+                                          activation=np.arange(nv.size), TV=tv, SV=sv, NV=nv)))
+    out = {"layers": pd.DataFrame(rows)}
+    if per_activation:
+        out["activations"] = pd.concat(acts, ignore_index=True)
+    return out
