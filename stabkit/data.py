@@ -350,8 +350,8 @@ def cifar10_tensors(root: str | os.PathLike | None = None, train: bool = True, *
         order. Archives and class folders are decoded once and cached (``cache_dir()/cifar10/*.npz``).
 
     Raises:
-        DataNotFoundError (a ``FileNotFoundError`` and ``ValueError``): nothing found; the message says where
-        it looked and how to get the data.
+        DataNotFoundError: nothing found (it is both a ``FileNotFoundError`` and a ``ValueError``); the
+            message says where it looked and how to get the data.
     """
     if not isinstance(train, bool):
         raise ValueError(f"train must be True or False, got {train!r}")

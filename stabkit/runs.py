@@ -529,7 +529,7 @@ class RunContext:
     """What a measurement gets besides the model and the config.
 
     Attributes: ``cfg``, ``state`` ("init" | "trained"), ``device`` (str), ``run_dir`` (Path), ``data``
-    (:class:`TaskData`, CPU tensors: ``test_x`` raw as the task stores it, e.g. uint8 CIFAR images),
+    (``TaskData``, CPU tensors: ``test_x`` raw as the task stores it, e.g. uint8 CIFAR images),
     ``train`` (``stabkit.train.TrainResult`` or None), ``batch_stats`` (True at init), ``cache`` (dict
     shared by the measurements of the run). Methods: ``probes()`` -> ``(x, x_tau, x_eta)`` normalised, on
     the device (the same for every net of a sweep); ``test_loader(noise_std=0.0)``; ``evaluate(model, loader=None) -> (loss, err)``;
@@ -540,13 +540,13 @@ class RunContext:
     state: str
     device: str
     run_dir: Path
-    data: TaskData
+    data: Any
     train: Any = None
     cache: dict = field(default_factory=dict)
 
     @property
     def batch_stats(self) -> bool:
-        """True at initialisation: batch-norm should use batch statistics (paper's convention)."""
+        """Whether batch norm uses batch statistics (``True`` at initialisation, the paper's convention)."""
         return self.state == "init"
 
     def generator(self, offset: int = 0):

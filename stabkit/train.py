@@ -1,7 +1,6 @@
 """Training: the paper's defaults per task, one screen of loop, checkpoints (METHODS.md section 6).
 
-Public API
-----------
+**Public API**
 ``defaults(task, net="") -> dict``                       paper's training hyper-parameters for a task/net
 ``train(model, train_loader, test_loader, **options) -> TrainResult``
 ``evaluate(model, loader, loss="ce") -> (mean loss, error rate)``

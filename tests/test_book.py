@@ -1,0 +1,224 @@
+"""The book runner (stabkit.book): refuses to publish failed notebooks, records provenance, glue format."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from stabkit import book
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------- glue helper
+def test_glue_bundle_hidden_format():
+    data, meta = book.glue_bundle("answer", 0.25)
+    assert data == {"application/papermill.record/text/plain": "0.25"}
+    assert meta["scrapbook"] == {"name": "answer", "mime_prefix": "application/papermill.record/"}
+
+
+def test_glue_bundle_displayed_and_scalars():
+    data, meta = book.glue_bundle("n", np.int64(3), display=True)
+    assert data == {"text/plain": "3"}
+    assert meta["scrapbook"] == {"name": "n", "mime_prefix": ""}
+    # numpy and torch scalars become Python numbers, so that {glue:text}`key:.2f` can format them
+    import torch
+
+    assert book.glue_bundle("x", np.float64(0.5))[0]["application/papermill.record/text/plain"] == "0.5"
+    assert book.glue_bundle("x", torch.tensor(2.0))[0]["application/papermill.record/text/plain"] == "2.0"
+
+
+@pytest.mark.parametrize("bad", ["", "two words", "a:b", 3])
+def test_glue_bundle_rejects_bad_names(bad):
+    with pytest.raises(ValueError, match="name"):
+        book.glue_bundle(bad, 1)
+
+
+def _capture_display(monkeypatch, target, attr):
+    calls = []
+    monkeypatch.setattr(target, attr, lambda obj, raw=False, metadata=None: calls.append((obj, raw, metadata)))
+    return calls
+
+
+def test_glue_with_and_without_myst_nb_emit_the_same(monkeypatch):
+    import IPython.display
+    import myst_nb.ext.glue as myst_glue
+
+    with_myst = _capture_display(monkeypatch, myst_glue, "ipy_display")
+    book.glue("k", np.float32(1.5))
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # import myst_nb now fails: fallback path
+    fallback = _capture_display(monkeypatch, IPython.display, "display")
+    book.glue("k", np.float32(1.5))
+    assert len(with_myst) == 1 and len(fallback) == 1
+    assert with_myst[0] == fallback[0]
+    obj, raw, meta = fallback[0]
+    assert raw is True and obj == {"application/papermill.record/text/plain": "1.5"}
+    assert meta["scrapbook"]["name"] == "k"
+
+
+# ----------------------------------------------------------------------------------- recorded inputs
+def test_record_inputs_hashes_files_and_frames(tmp_path, monkeypatch):
+    log = tmp_path / "records.jsonl"
+    monkeypatch.setenv(book.ENV_PROVENANCE, str(log))
+    df = pd.DataFrame({"a": [1, 2, 3], "b": [0.1, 0.2, 0.3]})
+    f = tmp_path / "results" / "output.parquet"
+    f.parent.mkdir()
+    df.to_parquet(f)
+    recs = book.record_inputs(f, df, label="fig")
+    assert [r["kind"] for r in recs] == ["file", "table"]
+    assert all(len(r["sha256"]) == 64 for r in recs)
+    assert recs[1]["rows"] == 3
+    # same content, same hash; different content, different hash
+    assert book.record_inputs(df.copy())[0]["sha256"] == recs[1]["sha256"]
+    assert book.record_inputs(df.assign(b=[0.1, 0.2, 0.4]))[0]["sha256"] != recs[1]["sha256"]
+    # a directory hashes every table below it
+    assert [r["path"] for r in book.record_inputs(f.parent)] == [str(f.resolve())]
+    book.record(device="cpu", seeds=[0, 1])
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert sum(x["type"] == "input" for x in lines) == 5 and lines[-1]["facts"]["device"] == "cpu"
+
+
+def test_record_inputs_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        book.record_inputs(tmp_path / "nothing.parquet")
+    with pytest.raises(ValueError, match="expected paths, DataFrames"):
+        book.record_inputs(3.0)
+
+
+def test_progress_enabled(monkeypatch):
+    monkeypatch.setenv(book.ENV_PROGRESS, "0")
+    assert not book.progress_enabled()
+    monkeypatch.setenv(book.ENV_PROGRESS, "1")
+    assert book.progress_enabled()
+
+
+# ---------------------------------------------------------------------------------------- toc parsing
+def test_toc_notebooks_maps_executed_entries(tmp_path):
+    toc = tmp_path / "_toc.yml"
+    toc.write_text(yaml.safe_dump({
+        "format": "jb-book", "root": "book/intro",
+        "parts": [{"caption": "A", "chapters": [
+            {"file": "book/methods"},
+            {"file": "book/executed/one", "sections": [{"file": "book/executed/sub/two.ipynb"}]}]}]}))
+    entries = book.toc_notebooks(toc)
+    assert [e.name for e in entries] == ["one", "sub/two"]
+    assert entries[1].source == tmp_path / "notebooks" / "sub" / "two.ipynb"
+    assert entries[0].target == tmp_path / "book" / "executed" / "one.ipynb"
+
+
+def test_repository_toc_and_config():
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    assert toc["format"] == "jb-book" and toc["root"] == "book/intro"
+    captions = [p["caption"] for p in toc["parts"]]
+    assert captions[0] == "The paper" and captions[-1] == "Reproduce and reuse"
+    for name in ["intro", "methods", "reproduce", "api", "references"]:
+        assert (REPO / "book" / f"{name}.md").is_file()
+    cfg = yaml.safe_load((REPO / "_config.yml").read_text())
+    assert cfg["execute"]["execute_notebooks"] == "off"
+    assert cfg["only_build_toc_files"] is True
+    assert cfg["sphinx"]["config"]["nb_output_stderr"] == "remove"
+    assert cfg["launch_buttons"]["thebe"] is False
+    assert cfg["sphinx"]["config"]["intersphinx_mapping"] == {}
+
+
+# ------------------------------------------------------------------------------- runner, end to end
+GOOD = [
+    new_markdown_cell("# A good page\n\nSome text."),
+    new_code_cell('scale: str = "small"  # scale\nseed: int = 0  # seed', metadata={"tags": ["parameters"]}),
+    new_code_cell(
+        "import os, sys\nimport pandas as pd\nfrom stabkit import book\n"
+        "df = pd.DataFrame({'x': [1.0, 2.0]})\n"
+        "book.record_inputs(df, label='demo table')\n"
+        "book.record(device='cpu', seeds=[seed])\n"
+        "print('noise on stderr', file=sys.stderr)\n"
+        "book.glue('progress', os.environ.get('STABKIT_PROGRESS'))\n"
+        "book.glue('scale_seen', scale)"),
+    new_markdown_cell("Scale {glue:text}`scale_seen`."),
+]
+BAD = [
+    new_markdown_cell("# A bad page"),
+    new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+    new_code_cell("1 / 0"),
+]
+
+
+def _write_nb(path: Path, cells) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                            "display_name": "Python 3"}})
+    nbformat.write(nb, path)
+
+
+@pytest.fixture()
+def tiny_book(tmp_path):
+    toc = {"format": "jb-book", "root": "book/intro",
+           "chapters": [{"file": "book/executed/good"}, {"file": "book/executed/bad"}]}
+    (tmp_path / "_toc.yml").write_text(yaml.safe_dump(toc))
+    _write_nb(tmp_path / "notebooks" / "good.ipynb", GOOD)
+    _write_nb(tmp_path / "notebooks" / "bad.ipynb", BAD)
+    stale = tmp_path / "book" / "executed" / "bad.ipynb"  # left over from an earlier, successful run
+    _write_nb(stale, GOOD)
+    return tmp_path
+
+
+@pytest.mark.timeout(300)
+def test_runner_refuses_failed_notebook_and_records_provenance(tiny_book, capsys):
+    status = book.main(["run", "--toc", str(tiny_book / "_toc.yml"), "--scale", "tiny", "--no-progress",
+                        "--timeout", "120"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "bad" in err and "ZeroDivisionError" in err and "Refusing" in err
+    executed = tiny_book / "book" / "executed"
+    assert not (executed / "bad.ipynb").exists(), "a failed notebook must not be published"
+    assert (tiny_book / "_build" / "failed" / "bad.ipynb").is_file()
+
+    nb = nbformat.read(executed / "good.ipynb", as_version=4)
+    prov = nb.metadata["stabkit"]["provenance"]
+    assert prov["parameters"] == {"scale": "tiny", "seed": 0}
+    assert prov["wall_seconds"] > 0 and prov["environment"]["torch"]
+    assert {"commit", "dirty"} <= set(prov["git"])
+    assert prov["recorded"]["facts"]["device"] == "cpu"
+    assert [i["label"] for i in prov["recorded"]["inputs"]] == ["demo table"]
+    assert len(prov["inputs_sha256"]) == 64
+    # provenance cell right after the title, injected parameters hidden, parameters collapsed
+    assert nb.cells[0].source.startswith("# A good page")
+    assert "stabkit-provenance" in nb.cells[1].metadata["tags"]
+    assert "Provenance" in nb.cells[1].source and "`tiny`" in nb.cells[1].source
+    tags = {c.source.split("\n")[0]: c.metadata.get("tags", []) for c in nb.cells if c.cell_type == "code"}
+    assert any("injected-parameters" in t and "remove-cell" in t for t in tags.values())
+    assert any("parameters" in t and "hide-cell" in t for t in tags.values())
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not any(o.get("name") == "stderr" for o in outputs), "stderr must be removed"
+    glued = {o.metadata["scrapbook"]["name"]: o.data["application/papermill.record/text/plain"]
+             for o in outputs if "scrapbook" in o.get("metadata", {})}
+    assert glued == {"progress": "'0'", "scale_seen": "'tiny'"}
+    manifest = json.loads((executed / "provenance.json").read_text())
+    assert set(manifest) == {"good"}
+
+
+def test_runner_reports_missing_sources_before_running(tmp_path, capsys):
+    (tmp_path / "_toc.yml").write_text(yaml.safe_dump(
+        {"format": "jb-book", "root": "book/intro", "chapters": [{"file": "book/executed/nowhere"}]}))
+    assert book.main(["run", "--toc", str(tmp_path / "_toc.yml"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "missing" in err
+    with pytest.raises(book.BookRunError, match="not in"):
+        book.run_notebooks(["other"], toc=tmp_path / "_toc.yml", progress=False)
+
+
+def test_kernel_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("STABKIT_DATA", raising=False)
+    monkeypatch.setenv("STABKIT_CACHE", str(tmp_path / "cache"))
+    env = book.kernel_environment()
+    assert env[book.ENV_PROGRESS] == "0" and env["TQDM_DISABLE"] == "1"
+    shared = book.shared_cifar10()
+    assert env.get("STABKIT_DATA") == (str(shared) if shared else None)
+    monkeypatch.setenv("STABKIT_DATA", "/somewhere/else")
+    assert "STABKIT_DATA" not in book.kernel_environment()

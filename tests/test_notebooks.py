@@ -1,0 +1,101 @@
+"""Every notebook of the book (_toc.yml) runs at scale="tiny", draws its figures and glues its numbers.
+
+Notebooks execute through papermill with the repository root as working directory (as in
+``python -m stabkit.book run``), into a temporary folder, with progress bars off. Runs of sweeps go to a
+temporary runs root shared by the session (``$STABKIT_RUNS``), so nothing cached from an earlier version of
+the code is reused. Per-notebook limit: 120 s.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import re
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from stabkit import book
+
+REPO = Path(__file__).resolve().parents[1]
+ENTRIES = book.toc_notebooks(REPO / "_toc.yml")
+TIMEOUT_S = 120
+
+# {glue}`key`, {glue:text}`key:.2f`, {glue:md}`key` ... and ```{glue:figure} key / :::{glue} key
+ROLE = re.compile(r"\{glue(?::[a-z]+)?\}`([^`]+)`")
+DIRECTIVE = re.compile(r"^(?:```+|:::+)\{glue(?::[a-z]+)?\}\s+(\S+)", re.M)
+
+
+def glue_keys(nb) -> set[str]:
+    """Keys glued into this notebook's own markdown (``path::key`` references to other pages excluded)."""
+    keys = set()
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        for ref in ROLE.findall(cell.source):
+            if "::" in ref:
+                continue
+            key, _, spec = ref.rpartition(":")
+            keys.add(key if key and spec else ref)
+        keys.update(k for k in DIRECTIVE.findall(cell.source) if "::" not in k)
+    return keys
+
+
+@pytest.fixture(scope="session")
+def runs_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+def test_toc_lists_notebooks():
+    assert ENTRIES, "_toc.yml lists no book/executed/<name> notebook"
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
+def test_notebook_conventions(entry):
+    """Committed without outputs; a title; first code cell tagged parameters with scale and device."""
+    assert entry.source.is_file(), (f"_toc.yml lists book/executed/{entry.name} but its source "
+                                    f"notebooks/{entry.name}.ipynb is missing")
+    nb = nbformat.read(entry.source, as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.lstrip().startswith("# "), \
+        "the first cell must be a markdown title '# ...'"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for c in code:
+        assert not c.outputs and c.execution_count is None, "committed notebooks carry no outputs"
+    assert "parameters" in code[0].metadata.get("tags", []), "the first code cell must be tagged 'parameters'"
+    params = {}
+    for node in ast.parse(code[0].source).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            params[node.target.id] = ast.literal_eval(node.value)
+    assert params.get("scale") == "small", "parameters must be typed (name: type = value), scale default 'small'"
+    assert params.get("device") == "auto", "parameter device must default to 'auto'"
+
+
+@pytest.mark.timeout(TIMEOUT_S)
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
+def test_notebook_runs_tiny(entry, tmp_path, runs_root, monkeypatch):
+    import papermill
+
+    assert entry.source.is_file(), f"notebook source notebooks/{entry.name}.ipynb is missing"
+    monkeypatch.setenv("STABKIT_RUNS", str(runs_root))
+    for key, value in book.kernel_environment().items():  # as the runner: no progress bars, offline data
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv(book.ENV_PROVENANCE, str(tmp_path / "records.jsonl"))
+    out = tmp_path / f"{entry.name.replace('/', '_')}.ipynb"
+    t0 = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(entry.source), str(out), parameters={"scale": "tiny"},
+                                   kernel_name="python3", cwd=str(REPO), progress_bar=False,
+                                   request_save_on_cell_execute=False, execution_timeout=TIMEOUT_S)
+    except papermill.PapermillExecutionError as exc:
+        pytest.fail(f"{entry.name} failed at scale=tiny: {exc.ename}: {exc.evalue}")
+    seconds = time.perf_counter() - t0
+    nb = nbformat.read(out, as_version=4)
+    assert not nb.metadata.get("papermill", {}).get("exception")
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), f"{entry.name} drew no figure"
+    glued = {o["metadata"]["scrapbook"]["name"] for o in outputs if "scrapbook" in o.get("metadata", {})}
+    missing = glue_keys(nb) - glued
+    assert not missing, f"{entry.name}: the text uses glue keys that the notebook never glued: {sorted(missing)}"
+    print(f"{entry.name}: {seconds:.1f} s at scale=tiny")
