@@ -1,0 +1,452 @@
+"""Figure functions shared by the figure notebooks.
+
+Each function takes tidy run tables (ARCHITECTURE.md, "Run tables") and returns a matplotlib ``Figure``.
+Nothing here runs a network: the notebooks get the tables from :func:`stabkit.runs.results` and pass them
+in. Values that must be logged (sensitivities, test errors, energies) are drawn on log axes; rows with
+non-positive or non-finite values are left out of log axes (they cannot be drawn there).
+
+**Public API.**
+
+- ``sensitivity_vs_error(output, ...)``  Fig. 1 / Fig. 5: output ``D_f, G_f, R_f`` against test error.
+- ``layer_profiles(layers, ...)``        Fig. 3 / Fig. 6: ``D_k, G_k, R_k`` against relative depth.
+- ``filter_spectra(spectra, ...)``       Fig. 2: energy per grid-Laplacian eigenvector, layer by layer.
+- ``zero_mode_profile(fractions, ...)``  Fig. 2: energy fraction at eigenvalue 0 against relative depth.
+- ``training_curves(metrics, ...)``      test error per epoch (a check that the runs trained).
+- ``geomean(df, by, values)``            geometric mean over runs (mean of log10).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+__all__ = ["LABELS", "VARIANTS", "MARKERS", "geomean", "colours", "sensitivity_vs_error",
+           "layer_profiles", "filter_spectra", "zero_mode_profile", "training_curves",
+           "laplacian_multiplicities"]
+
+#: Axis labels (mathtext) of the table columns.
+LABELS = {
+    "D_f": r"$D_f$", "G_f": r"$G_f$", "R_f": r"$R_f = D_f / G_f$",
+    "test_err": r"test error $\epsilon_t$", "test_err_corrupted": r"test error (noisy test set)",
+    "rel_depth": "relative depth", "depth": "layer", "eigenvalue": r"grid-Laplacian eigenvalue $\lambda$",
+    "energy": "filter energy", "fraction": "energy fraction", "noise_std": "noise std",
+    "ptr": r"$P_\mathrm{train}$", "epoch": "epoch",
+}
+#: Layer-wise labels used by :func:`layer_profiles`.
+LAYER_LABELS = {"D_f": r"$D_k$", "G_f": r"$G_k$", "R_f": r"$R_k = D_k / G_k$"}
+
+#: (label, state, shuffle, linestyle) of the curves drawn by :func:`layer_profiles`.
+VARIANTS = (("trained", "trained", 0, "-"), ("shuffled", "trained", 1, "--"), ("init", "init", 0, ":"))
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+
+
+def _require(df: pd.DataFrame, columns: Sequence[str], arg: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{arg} must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{arg} lacks column(s) {missing}; it has {list(df.columns)}")
+    if df.empty:
+        raise ValueError(f"{arg} is empty: nothing to plot")
+
+
+def _order(values) -> list:
+    vals = list(dict.fromkeys(v for v in values if not (isinstance(v, float) and np.isnan(v))))
+    try:
+        return sorted(vals)
+    except TypeError:
+        return sorted(vals, key=str)
+
+
+def colours(values, cmap: str = "tab10") -> dict:
+    """One colour per distinct value (in sorted order; ``tab10``, or ``tab20`` beyond 10 values)."""
+    vals = _order(values)
+    name = cmap if len(vals) <= 10 else "tab20"
+    cm = plt.get_cmap(name)
+    return {v: cm(i % cm.N) for i, v in enumerate(vals)}
+
+
+def _markers(values) -> dict:
+    return {v: MARKERS[i % len(MARKERS)] for i, v in enumerate(_order(values))}
+
+
+def _label(col: str, layer: bool = False) -> str:
+    if layer and col in LAYER_LABELS:
+        return LAYER_LABELS[col]
+    return LABELS.get(col, col)
+
+
+def geomean(df: pd.DataFrame, by: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
+    """Geometric mean of ``values`` within groups of ``by`` (rows with a non-positive or non-finite
+    value count as missing for that value). Returns a DataFrame with ``by`` + ``values`` columns."""
+    by = [b for b in by if b in df.columns]
+    logs = df[by].copy()
+    for v in values:
+        x = df[v].to_numpy(dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs[v] = np.where(np.isfinite(x) & (x > 0), np.log10(np.where(x > 0, x, 1.0)), np.nan)
+    if not by:
+        out = logs[list(values)].mean().to_frame().T
+    else:
+        out = logs.groupby(by, dropna=False)[list(values)].mean().reset_index()
+    for v in values:
+        out[v] = 10.0 ** out[v]
+    return out
+
+
+def _subplots(nrows: int, ncols: int, axes, width: float = 3.6, height: float = 3.0):
+    if axes is not None:
+        arr = np.asarray(axes, dtype=object).reshape(nrows, ncols)
+        return arr.flat[0].figure, arr
+    fig, arr = plt.subplots(nrows, ncols, figsize=(width * ncols + 1.6, height * nrows),
+                            squeeze=False, constrained_layout=True)
+    return fig, arr
+
+
+def _positive(df: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
+    ok = np.ones(len(df), dtype=bool)
+    for c in cols:
+        x = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
+        ok &= np.isfinite(x) & (x > 0)
+    return df[ok]
+
+
+def _plain_number(v: float, _pos=None) -> str:
+    return f"{v:.3g}"
+
+
+def _log_ticks(ax, axes: str = "xy") -> None:
+    """Readable ticks on log axes. Matplotlib's default leaves an axis spanning less than a couple of
+    decades with one label or none: below one decade use a few evenly spaced ticks, up to 2.5 decades
+    ticks at 1, 2, 5 x 10^k, both with plain-number labels; beyond, decade labels only."""
+    for name in axes:
+        axis = ax.xaxis if name == "x" else ax.yaxis
+        if (ax.get_xscale() if name == "x" else ax.get_yscale()) != "log":
+            continue
+        lo, hi = ax.get_xlim() if name == "x" else ax.get_ylim()
+        axis.set_minor_formatter(NullFormatter())
+        if not (lo > 0 and hi > 0):
+            continue
+        span = abs(np.log10(hi / lo))
+        if span < 1.0:
+            axis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
+            axis.set_major_formatter(FuncFormatter(_plain_number))
+        elif span < 2.5:
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FuncFormatter(_plain_number))
+
+
+def _run_columns(df: pd.DataFrame) -> list[str]:
+    from stabkit.claims import _run_columns as rc  # one definition of "a run"
+    return rc(df)
+
+
+# ------------------------------------------------------------------------------------- Fig. 1 / Fig. 5
+def sensitivity_vs_error(output: pd.DataFrame, quantities: Sequence[str] = ("D_f", "G_f", "R_f"),
+                         error: str = "test_err", hue: str = "net", marker: str | None = "noise_std",
+                         states: Sequence[str] = ("trained", "init"), shuffle: int | None = 0,
+                         init_at_trained_error: bool = True, law: bool = True, axes=None,
+                         xlabel: str | None = None, title: str | None = None) -> Figure:
+    """Output sensitivities against test error, one log-log panel per quantity.
+
+    ``output``: the ``output`` run table (columns ``state``, ``error``, ``hue``, the quantities, and
+    optionally ``marker`` and ``shuffle``). Colour = ``hue`` (the net), marker = ``marker`` (e.g. the
+    training noise std, or ``ptr``), filled = trained, hollow grey-edged = at initialisation. Each run
+    is one point. With ``init_at_trained_error`` an initial net is drawn at the test error of the same
+    run after training (so that the vertical offset is the effect of training). ``law`` adds the 2021
+    reference line ``eps_t = 0.2 sqrt(R_f)`` to the ``R_f`` panel. ``axes``: optional ``len(quantities)``
+    axes to draw into. ``xlabel``: label of the error axis (default: from :data:`LABELS`). Returns the
+    figure.
+    """
+    quantities = list(quantities)
+    if not quantities:
+        raise ValueError("quantities must name at least one column, e.g. ('D_f', 'G_f', 'R_f')")
+    _require(output, quantities + [error, hue, "state"], "output")
+    bad = [s for s in states if s not in ("trained", "init")]
+    if bad:
+        raise ValueError(f"states must be 'trained' and/or 'init', got {bad}")
+    df = output
+    if shuffle is not None and "shuffle" in df.columns:
+        df = df[df["shuffle"] == shuffle]
+    marker = marker if marker and marker in df.columns else None
+    df = df.copy()
+    if init_at_trained_error and "init" in states:
+        keys = [k for k in _run_columns(df) if k != error]
+        tr = df[df["state"] == "trained"].groupby(keys, dropna=False)[error].mean()
+        if len(tr) and keys:
+            idx = pd.MultiIndex.from_frame(df[keys]) if len(keys) > 1 else pd.Index(df[keys[0]])
+            mapped = tr.reindex(idx).to_numpy()
+            is_init = (df["state"] == "init").to_numpy()
+            df.loc[is_init, error] = np.where(np.isnan(mapped[is_init]), df.loc[is_init, error],
+                                              mapped[is_init])
+    cmap = colours(df[hue])
+    mmap = _markers(df[marker]) if marker else {}
+    fig, arr = _subplots(1, len(quantities), axes)
+    for ax, q in zip(arr.flat, quantities):
+        for state in states:
+            sub = _positive(df[df["state"] == state], [q, error])
+            groups = sub.groupby([hue] + ([marker] if marker else []), dropna=False)
+            for key, g in groups:
+                key = key if isinstance(key, tuple) else (key,)
+                c = cmap[key[0]]
+                m = mmap.get(key[1], "o") if marker else "o"
+                if state == "trained":
+                    ax.scatter(g[error], g[q], c=[c], marker=m, s=34, edgecolors="k", linewidths=0.4,
+                               zorder=3)
+                else:
+                    ax.scatter(g[error], g[q], facecolors="none", edgecolors=[c], marker=m, s=30,
+                               linewidths=0.9, alpha=0.8, zorder=2)
+        if law and q == "R_f":
+            tr = _positive(df[df["state"] == "trained"], [error])
+            if len(tr):
+                e = np.geomspace(tr[error].min() / 1.5, min(tr[error].max() * 1.5, 1.0), 50)
+                ax.plot(e, (e / 0.2) ** 2, color="0.5", lw=1, ls="-.", zorder=1)
+        if "init" in states and q == "R_f":
+            ax.axhline(1.0, color="0.8", lw=0.8, zorder=0)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _log_ticks(ax)
+        ax.set_xlabel(xlabel or _label(error))
+        ax.set_ylabel(_label(q))
+    handles = [Line2D([], [], ls="", marker="o", color=c, markeredgecolor="k", label=str(v))
+               for v, c in cmap.items()]
+    if marker:
+        handles.append(Line2D([], [], ls="", label=f"{_label(marker)}:"))
+        handles += [Line2D([], [], ls="", marker=m, color="0.3", label=str(v)) for v, m in mmap.items()]
+    handles.append(Line2D([], [], ls="", label=""))
+    if "trained" in states:
+        handles.append(Line2D([], [], ls="", marker="o", color="0.3", label="trained"))
+    if "init" in states:
+        handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", color="0.3",
+                              label="initialisation"))
+    if law and "R_f" in quantities:
+        handles.append(Line2D([], [], color="0.5", ls="-.", label=r"$\epsilon_t = 0.2\sqrt{R_f}$"))
+    arr.flat[len(quantities) - 1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5),
+                                         fontsize="small", frameon=False)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# ------------------------------------------------------------------------------------- Fig. 3 / Fig. 6
+def layer_profiles(layers: pd.DataFrame, quantities: Sequence[str] = ("D_f", "G_f", "R_f"),
+                   hue: str = "net", col: str | None = None, x: str = "rel_depth",
+                   variants: Sequence[tuple] = VARIANTS, axes=None, title: str | None = None) -> Figure:
+    """Layer-by-layer sensitivities against depth (log y).
+
+    ``layers``: the ``layers`` run table (``layer``, ``x``, ``state``, ``shuffle``, ``hue``, quantities).
+    One row of panels per quantity; with ``col`` (e.g. ``"net"``) one column per value of ``col``,
+    otherwise one column holding every ``hue``. Curves: geometric mean over runs of each layer;
+    ``variants`` = ``(label, state, shuffle, linestyle)`` tuples, by default trained (solid), trained
+    with shuffled channels (dashed), initialisation (dotted). Variants absent from the table are skipped.
+    """
+    quantities = list(quantities)
+    if not quantities:
+        raise ValueError("quantities must name at least one column, e.g. ('D_f', 'G_f', 'R_f')")
+    _require(layers, quantities + [x, hue, "state", "layer"], "layers")
+    if col is not None and col not in layers.columns:
+        raise ValueError(f"col must be a column of layers or None, got {col!r}")
+    df = layers if "shuffle" in layers.columns else layers.assign(shuffle=0)
+    cols = _order(df[col]) if col else [None]
+    cmap = colours(df[hue])
+    fig, arr = _subplots(len(quantities), len(cols), axes, width=3.4, height=2.6)
+    drawn = []
+    for j, cv in enumerate(cols):
+        sub = df if cv is None else df[df[col] == cv]
+        for label, state, shuffle, ls in variants:
+            part = sub[(sub["state"] == state) & (sub["shuffle"] == shuffle)]
+            if part.empty:
+                continue
+            if label not in drawn:
+                drawn.append(label)
+            avg = geomean(part, [hue, "layer", x], quantities).sort_values([hue, x])
+            for i, q in enumerate(quantities):
+                ax = arr[i, j]
+                for h, g in avg.groupby(hue, dropna=False):
+                    g = _positive(g, [q])
+                    ax.plot(g[x], g[q], ls=ls, color=cmap[h], lw=1.4, marker="." if ls == "-" else None,
+                            ms=4)
+        for i, q in enumerate(quantities):
+            ax = arr[i, j]
+            ax.set_yscale("log")
+            _log_ticks(ax, "y")
+            if i == len(quantities) - 1:
+                ax.set_xlabel(_label(x))
+            if j == 0:
+                ax.set_ylabel(_label(q, layer=True))
+            if i == 0 and cv is not None:
+                ax.set_title(str(cv))
+    styles = {lab: ls for lab, _, _, ls in variants}
+    handles = [Line2D([], [], color=c, lw=1.6, label=str(v)) for v, c in cmap.items()] if not col or \
+        col != hue else []
+    handles += [Line2D([], [], color="0.3", ls=styles[lab], label=lab) for lab in drawn]
+    arr[0, -1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
+                      frameon=False)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- Fig. 2
+def laplacian_multiplicities(k: int) -> dict[float, int]:
+    """Multiplicity of each distinct eigenvalue of the ``k x k`` grid Laplacian (open boundary):
+    eigenvalues ``4 - 2 cos(pi a/k) - 2 cos(pi b/k)``, ``a, b = 0..k-1``, rounded to 10 digits."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1 (the filter side), got {k!r}")
+    a = np.arange(k)
+    lam = (2 - 2 * np.cos(np.pi * a / k))[:, None] + (2 - 2 * np.cos(np.pi * a / k))[None, :]
+    vals, counts = np.unique(np.round(lam.ravel(), 6), return_counts=True)
+    return {round(float(v), 10): int(c) for v, c in zip(vals, counts)}
+
+
+def _per_mode(spectra: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Energy fraction per eigenvector (a distinct eigenvalue's share divided by its multiplicity)."""
+    df = spectra.copy()
+    if value == "fraction" and "fraction" not in df.columns:
+        keys = [c for c in df.columns if c not in ("eigenvalue", "energy")]
+        df["fraction"] = df["energy"] / df.groupby(keys, dropna=False)["energy"].transform("sum")
+    if "kernel_size" in df.columns:
+        mult = np.ones(len(df))
+        for k in df["kernel_size"].dropna().unique():
+            table = laplacian_multiplicities(int(k))
+            sel = (df["kernel_size"] == k).to_numpy()
+            mult[sel] = [table.get(round(float(lam), 6), 1) for lam in df.loc[sel, "eigenvalue"]]
+        df[value] = df[value] / mult
+    return df
+
+
+def filter_spectra(spectra: pd.DataFrame, col: str = "net", value: str = "fraction",
+                   states: Sequence[str] = ("trained", "init"), per_mode: bool = True, axes=None,
+                   cmap: str = "viridis", max_cols: int = 4, title: str | None = None) -> Figure:
+    """Grid-Laplacian spectrum of the filters, layer by layer (log y), one panel per ``col`` value.
+
+    ``spectra``: the ``spectra`` run table (``layer``, ``rel_depth``, ``eigenvalue``, ``energy`` and/or
+    ``fraction``, ``state``; ``kernel_size`` for ``per_mode``). Colour = relative depth of the layer (dark
+    = first layer), solid = trained, dotted = initialisation; averaged (geometric mean) over runs.
+    ``per_mode``: divide each eigenvalue's share by its multiplicity, so a flat spectrum (random
+    filters) is a horizontal line at ``1/k^2`` (drawn in grey). Panels wrap after ``max_cols`` columns.
+    """
+    _require(spectra, ["layer", "rel_depth", "eigenvalue", "state"], "spectra")
+    if value not in ("fraction", "energy"):
+        raise ValueError(f"value must be 'fraction' or 'energy', got {value!r}")
+    if value not in spectra.columns and not (value == "fraction" and "energy" in spectra.columns):
+        raise ValueError(f"spectra lacks column {value!r}")
+    df = _per_mode(spectra, value) if per_mode else spectra
+    if col not in df.columns:
+        df = df.assign(**{col: "net"})
+    cols = _order(df[col])
+    if isinstance(max_cols, bool) or not isinstance(max_cols, int) or max_cols < 1:
+        raise ValueError(f"max_cols must be an integer >= 1, got {max_cols!r}")
+    ncols = min(len(cols), max_cols)
+    nrows = -(-len(cols) // ncols)
+    fig, arr = _subplots(nrows, ncols, axes, width=3.2, height=2.8)
+    for ax in arr.flat[len(cols):]:
+        ax.set_visible(False)
+    cm = plt.get_cmap(cmap)
+    styles = {"trained": "-", "init": ":"}
+    for ax, cv in zip(arr.flat, cols):
+        sub = df[(df[col] == cv) & df["state"].isin(states)]
+        keys = ["state", "layer", "rel_depth", "eigenvalue"] + (
+            ["kernel_size"] if "kernel_size" in sub.columns else [])
+        avg = geomean(sub, keys, [value])
+        for (state, layer, rd), g in avg.groupby(["state", "layer", "rel_depth"], dropna=False):
+            g = _positive(g.sort_values("eigenvalue"), [value])
+            ax.plot(g["eigenvalue"], g[value], ls=styles.get(state, "-"), color=cm(0.9 * float(rd)),
+                    marker="o" if state == "trained" else None, ms=3, lw=1.2)
+        if per_mode and value == "fraction" and "kernel_size" in sub.columns:
+            for k in sub["kernel_size"].dropna().unique():
+                ax.axhline(1.0 / float(k) ** 2, color="0.6", lw=0.8, ls="-.")
+        ax.set_yscale("log")
+        _log_ticks(ax, "y")
+        ax.set_title(str(cv))
+        ax.set_xlabel(_label("eigenvalue"))
+    ylabel = ("energy fraction per eigenvector" if value == "fraction" else "energy per eigenvector") \
+        if per_mode else _label(value)
+    for ax in arr[:, 0]:
+        ax.set_ylabel(ylabel)
+    handles = [Line2D([], [], color="0.3", ls=styles[s], label=s if s == "trained" else "initialisation")
+               for s in states if s in styles]
+    handles += [Line2D([], [], color=cm(0.0), label="first layer"),
+                Line2D([], [], color=cm(0.9), label="last layer")]
+    if per_mode and value == "fraction":
+        handles.append(Line2D([], [], color="0.6", ls="-.", label=r"flat ($1/k^2$)"))
+    arr[0, -1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
+                      frameon=False)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def zero_mode_profile(fractions: pd.DataFrame, hue: str = "net", ax=None,
+                      title: str | None = None) -> Figure:
+    """Energy fraction at eigenvalue 0 against relative depth (output of
+    :func:`stabkit.claims.zero_mode_fraction`): solid = trained, dotted = initialisation, grey = the
+    flat value ``1/k^2``."""
+    _require(fractions, ["state", "rel_depth", "fraction"], "fractions")
+    df = fractions if hue in fractions.columns else fractions.assign(**{hue: "net"})
+    cmap = colours(df[hue])
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.2, 3.2), constrained_layout=True)
+    else:
+        fig = ax.figure
+    for (h, state), g in df.groupby([hue, "state"], dropna=False):
+        g = g.sort_values("rel_depth")
+        ax.plot(g["rel_depth"], g["fraction"], color=cmap[h], ls="-" if state == "trained" else ":",
+                marker="o" if state == "trained" else None, ms=3)
+    if "flat" in df.columns and np.isfinite(df["flat"]).any():
+        for f in np.unique(df["flat"].dropna()):
+            ax.axhline(f, color="0.6", lw=0.8, ls="-.")
+    ax.set_yscale("log")
+    _log_ticks(ax, "y")
+    ax.set_xlabel(_label("rel_depth"))
+    ax.set_ylabel(r"energy fraction at $\lambda = 0$")
+    handles = [Line2D([], [], color=c, label=str(v)) for v, c in cmap.items()]
+    handles += [Line2D([], [], color="0.3", ls="-", label="trained"),
+                Line2D([], [], color="0.3", ls=":", label="initialisation"),
+                Line2D([], [], color="0.6", ls="-.", label="flat spectrum")]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
+              frameon=False)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------- training
+def training_curves(metrics: pd.DataFrame, hue: str = "net", y: str = "test_err",
+                    style: str | None = None, ax=None, title: str | None = None) -> Figure:
+    """``y`` (default test error) per epoch, one thin line per run, colour = ``hue``, line style =
+    ``style`` (e.g. the noise level; optional); log y."""
+    _require(metrics, ["epoch", y, hue], "metrics")
+    cmap = colours(metrics[hue])
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.2, 3.2), constrained_layout=True)
+    else:
+        fig = ax.figure
+    keys = [k for k in _run_columns(metrics) if k != "epoch"] or [hue]
+    styles = {}
+    if style and style in metrics.columns:
+        styles = {v: ls for v, ls in zip(_order(metrics[style]), ["-", "--", ":", "-."] * 10)}
+    for key, g in metrics.groupby(keys, dropna=False):
+        g = _positive(g.sort_values("epoch"), [y])
+        if g.empty:
+            continue
+        ls = styles.get(g[style].iloc[0], "-") if styles else "-"
+        ax.plot(g["epoch"], g[y], color=cmap[g[hue].iloc[0]], lw=0.9, alpha=0.8, ls=ls)
+    ax.set_yscale("log")
+    _log_ticks(ax, "y")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(_label(y))
+    handles = [Line2D([], [], color=c, label=str(v)) for v, c in cmap.items()]
+    if styles:
+        handles.append(Line2D([], [], ls="", label=f"{_label(style)}:"))
+        handles += [Line2D([], [], color="0.3", ls=ls, label=str(v)) for v, ls in styles.items()]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
+    if title:
+        ax.set_title(title)
+    return fig

@@ -1,0 +1,378 @@
+"""Claim checks on synthetic tidy tables whose truth is known (fast, CPU, no networks)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stabkit import claims
+from stabkit.claims import (Claim, claim_channel_pooling_second_half, claim_error_correlation,
+                            claim_gf_grows, claim_rf_falls, claim_rf_init_order_one,
+                            claim_shuffle_no_effect, claim_spectra_concentrate, depth_exponents,
+                            error_fit, loglog_fit, ratio_stats, run_facts, shuffle_gap,
+                            sqrt_law_prefactor, trained_over_init, verdict, zero_mode_fraction)
+
+EIGEN_3 = {0.0: 1, 1.0: 2, 2.0: 1, 3.0: 2, 4.0: 2, 6.0: 1}  # 3x3 grid Laplacian
+
+
+def synthetic_output(seed: int = 0, run_column: bool = False, falls: float = 2.0) -> pd.DataFrame:
+    """Output table: trained R_f = 10**-falls * spread, eps_t = 0.2 sqrt(R_f) * small noise; init R_f ~ 1;
+    G_f grows 10x with training."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for net_i, net in enumerate(["VGG11", "LeNet", "ResNet18"]):
+        for s in (0, 1):
+            for noise in (0.0, 1.0, 10.0):
+                r_tr = 10 ** (-falls + 0.5 * net_i + 0.1 * np.log10(1 + noise) + rng.normal(0, 0.05))
+                err = 0.2 * np.sqrt(r_tr) * 10 ** rng.normal(0, 0.02)
+                g_init = 0.1 * 10 ** rng.normal(0, 0.1)
+                cfg = dict(net=net, seed=s, noise_std=noise, dataset="cifar10", device="cpu")
+                if run_column:
+                    cfg["run"] = f"{net}-{s}-{noise}"
+                r_init = 10 ** rng.normal(0, 0.1)
+                for state, r, g in (("init", r_init, g_init), ("trained", r_tr, 10 * g_init)):
+                    rows.append(dict(cfg, state=state, shuffle=0, R_f=r, G_f=g, D_f=r * g,
+                                     D=r * g, G=g, deno=1.0, P=100,
+                                     test_err=err if state == "trained" else 0.9))
+    return pd.DataFrame(rows)
+
+
+def synthetic_layers(second_half_gap: float = 1.0, first_half_gap: float = 0.0,
+                     n_layers: int = 10) -> pd.DataFrame:
+    rows = []
+    for net in ("VGG11", "AlexNet"):
+        for s in (0, 1):
+            for i in range(n_layers):
+                rd = i / (n_layers - 1)
+                r_tr = 10 ** (-2 * rd)
+                gap = first_half_gap if rd <= 0.5 else second_half_gap
+                for state, shuffle, r in (("init", 0, 1.0), ("trained", 0, r_tr),
+                                          ("trained", 1, r_tr * 10 ** gap)):
+                    rows.append(dict(net=net, seed=s, layer=f"l{i}", depth=i + 1, rel_depth=rd,
+                                     state=state, shuffle=shuffle, R_f=r, D_f=r, G_f=1.0, P=50))
+    return pd.DataFrame(rows)
+
+
+def synthetic_spectra(trained_zero: float = 0.6) -> pd.DataFrame:
+    rows = []
+    for net in ("VGG11", "LeNet"):
+        for s in (0, 1):
+            for i in range(4):
+                rd = i / 3
+                for state in ("init", "trained"):
+                    for lam, mult in EIGEN_3.items():
+                        if state == "init":
+                            frac = mult / 9
+                        elif rd <= 0.5:
+                            frac = trained_zero if lam == 0 else (1 - trained_zero) * mult / 8
+                        else:
+                            frac = mult / 9
+                        rows.append(dict(net=net, seed=s, layer=f"features.{3 * i}", depth=i,
+                                         rel_depth=rd, kernel_size=3, eigenvalue=lam,
+                                         energy=2.0 * frac, fraction=frac, state=state))
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------ fits
+def test_loglog_fit_recovers_power_law():
+    x = np.geomspace(1e-4, 1, 20)
+    fit = loglog_fit(x, 0.2 * x ** 0.5)
+    assert fit.slope == pytest.approx(0.5)
+    assert fit.prefactor == pytest.approx(0.2)
+    assert fit.r == pytest.approx(1.0)
+    assert fit.n == 20
+    np.testing.assert_allclose(fit.predict([1e-2]), [0.02])
+
+
+def test_loglog_fit_drops_nonpositive_and_rejects_too_few():
+    fit = loglog_fit([1, 10, 100, 0, -1, np.nan], [1, 10, 100, 5, 5, 5])
+    assert fit.n == 3 and fit.slope == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="x, y"):
+        loglog_fit([1, 2], [1, 2])
+    with pytest.raises(ValueError, match="same length"):
+        loglog_fit([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="distinct x"):
+        loglog_fit([1, 1, 1], [1, 2, 3])
+
+
+def test_negative_correlation_has_negative_r():
+    x = np.geomspace(1, 100, 10)
+    assert loglog_fit(x, 1 / x).r == pytest.approx(-1.0)
+
+
+def test_sqrt_law_prefactor():
+    r = np.geomspace(1e-3, 1e-1, 7)
+    assert sqrt_law_prefactor(r, 0.2 * np.sqrt(r)) == pytest.approx(0.2)
+    assert np.isnan(sqrt_law_prefactor([0.0], [0.1]))
+
+
+def test_ratio_stats():
+    st = ratio_stats([0.01, 0.1, 1.0, -1, np.nan])
+    assert st["n"] == 3
+    assert st["geomean"] == pytest.approx(0.1)
+    assert st["decades"] == pytest.approx(-1.0)
+    assert st["min"] == pytest.approx(0.01) and st["max"] == pytest.approx(1.0)
+    assert ratio_stats([])["n"] == 0
+
+
+# ------------------------------------------------------------------------------------------- output
+@pytest.mark.parametrize("run_column", [False, True])
+def test_trained_over_init_matches_runs(run_column):
+    out = synthetic_output(run_column=run_column)
+    ratios = trained_over_init(out, "G_f")
+    assert len(ratios) == 18  # 3 nets x 2 seeds x 3 noise levels
+    np.testing.assert_allclose(ratios["ratio"], 10.0)
+    np.testing.assert_allclose(ratios["decades"], 1.0)
+
+
+def test_trained_over_init_ignores_other_shuffles():
+    out = synthetic_output()
+    extra = out[out["state"] == "trained"].assign(shuffle=1, G_f=1e6)
+    ratios = trained_over_init(pd.concat([out, extra]), "G_f")
+    np.testing.assert_allclose(ratios["ratio"], 10.0)
+
+
+def test_error_fit_on_sqrt_law():
+    fit = error_fit(synthetic_output(), "R_f")
+    assert fit.slope == pytest.approx(0.5, abs=0.05)
+    assert fit.r > 0.95
+    assert fit.n == 18
+
+
+def test_output_claims_hold_on_paper_like_data():
+    out = synthetic_output(falls=2.5)
+    c = claim_rf_falls(out)
+    assert isinstance(c, Claim) and c.holds and c.verdict == "holds"
+    assert c.value < -1.0
+    assert claim_rf_init_order_one(out).holds
+    corr = claim_error_correlation(out)
+    assert corr.holds and corr.details["sqrt_prefactor"] == pytest.approx(0.2, rel=0.05)
+    assert corr.details["slope"] == pytest.approx(0.5, abs=0.05)
+    g = claim_gf_grows(out)
+    assert g.holds and g.value == pytest.approx(10.0)
+
+
+def test_output_claims_fail_when_they_should():
+    out = synthetic_output(falls=0.2)  # R_f barely falls (and rises for the worst net)
+    c = claim_rf_falls(out)
+    assert not c.holds and c.verdict == "does not hold"
+    shrunk = out.copy()
+    shrunk.loc[shrunk["state"] == "trained", "G_f"] /= 100  # G_f falls 10x
+    assert not claim_gf_grows(shrunk).holds
+    big = out.copy()
+    big.loc[big["state"] == "init", "R_f"] = 50.0
+    assert not claim_rf_init_order_one(big).holds
+    rng = np.random.default_rng(1)
+    scrambled = out.copy()
+    tr = scrambled["state"] == "trained"
+    scrambled.loc[tr, "test_err"] = rng.permutation(scrambled.loc[tr, "test_err"].to_numpy())[::-1]
+    scrambled.loc[tr, "test_err"] = 0.5 / scrambled.loc[tr, "R_f"] ** 0.3  # anti-correlated
+    assert not claim_error_correlation(scrambled).holds
+
+
+def test_verdict_strings():
+    assert verdict(True) == "holds" and verdict(False) == "does not hold"
+    assert verdict(np.bool_(True)) == "holds"
+
+
+# ------------------------------------------------------------------------------------------- layers
+def test_shuffle_gap_by_half():
+    gaps = shuffle_gap(synthetic_layers(second_half_gap=1.0, first_half_gap=0.0))
+    first = gaps[gaps["half"] == "first"]
+    second = gaps[gaps["half"] == "second"]
+    assert set(gaps["net"]) == {"VGG11", "AlexNet"}
+    np.testing.assert_allclose(first["gap"], 0.0, atol=1e-12)
+    np.testing.assert_allclose(second["gap"], 1.0)
+    assert (first["n"] == 2 * 5).all()  # 2 seeds x 5 layers with rel_depth <= 0.5
+
+
+def test_channel_pooling_claim():
+    c = claim_channel_pooling_second_half(synthetic_layers(1.0, 0.0))
+    assert c.holds and c.value == pytest.approx(1.0)
+    assert c.details["VGG11:second"] == pytest.approx(1.0)
+    assert not claim_channel_pooling_second_half(synthetic_layers(1.0, 1.0)).holds  # shuffling hurts everywhere
+    assert not claim_channel_pooling_second_half(synthetic_layers(0.05, 0.0)).holds  # too small
+
+
+def test_shuffle_no_effect_claim():
+    assert claim_shuffle_no_effect(synthetic_layers(0.05, -0.05)).holds
+    c = claim_shuffle_no_effect(synthetic_layers(1.0, 0.0))
+    assert not c.holds and c.value == pytest.approx(1.0)
+
+
+def test_shuffle_gap_without_shuffled_rows_is_empty():
+    lay = synthetic_layers()
+    assert shuffle_gap(lay[lay["shuffle"] == 0]).empty
+
+
+def test_depth_exponents_power_and_exp():
+    rows = []
+    for k in range(1, 9):
+        rows.append(dict(net="A", seed=0, layer=f"l{k}", depth=k, rel_depth=k / 8, state="trained",
+                         shuffle=0, R_f=k ** -1.5, D_f=2.0 ** -k))
+    lay = pd.DataFrame(rows)
+    p = depth_exponents(lay, "R_f", law="power")
+    assert p.loc[0, "slope"] == pytest.approx(-1.5) and p.loc[0, "r"] == pytest.approx(-1.0)
+    e = depth_exponents(lay, "D_f", law="exp")
+    assert e.loc[0, "base"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="law"):
+        depth_exponents(lay, law="linear")
+
+
+# ------------------------------------------------------------------------------------------ spectra
+def test_zero_mode_fraction_and_flat_value():
+    z = zero_mode_fraction(synthetic_spectra(0.6))
+    init = z[z["state"] == "init"]
+    np.testing.assert_allclose(init["fraction"], 1 / 9)
+    np.testing.assert_allclose(init["flat"], 1 / 9)
+    early = z[(z["state"] == "trained") & (z["rel_depth"] <= 0.5)]
+    np.testing.assert_allclose(early["fraction"], 0.6)
+
+
+def test_zero_mode_fraction_uses_energy_not_fraction_column():
+    sp = synthetic_spectra(0.6).drop(columns="fraction")
+    z = zero_mode_fraction(sp)
+    assert z["fraction"].max() == pytest.approx(0.6)
+
+
+def test_spectra_claim():
+    c = claim_spectra_concentrate(synthetic_spectra(0.6))
+    assert c.holds and c.value == pytest.approx(0.6 * 9)
+    assert not claim_spectra_concentrate(synthetic_spectra(1 / 9)).holds
+    sp = synthetic_spectra(0.6)
+    sp.loc[(sp["state"] == "init") & (sp["eigenvalue"] == 0), "energy"] *= 5  # init not flat
+    assert not claim_spectra_concentrate(sp).details["flat_ok"]
+
+
+# ------------------------------------------------------------------------------------------- errors
+def test_bad_input_names_argument():
+    with pytest.raises(ValueError, match="output"):
+        trained_over_init(pd.DataFrame({"x": [1]}), "R_f")
+    with pytest.raises(ValueError, match="layers"):
+        shuffle_gap(pd.DataFrame({"R_f": [1.0]}))
+    with pytest.raises(ValueError, match="spectra"):
+        zero_mode_fraction(pd.DataFrame({"layer": ["a"]}))
+    with pytest.raises(ValueError, match="table"):
+        run_facts([1, 2])
+
+
+def test_run_facts():
+    facts = run_facts(synthetic_output(), columns=("seed", "device", "dataset", "net", "missing"))
+    assert facts["seed"] == "0, 1"
+    assert facts["device"] == "cpu"
+    assert facts["net"] == "LeNet, ResNet18, VGG11"
+    assert "missing" not in facts
+    assert facts["n_runs"] == 18
+    assert run_facts(pd.DataFrame({"seed": [0, 1, 2, 3]}))["seed"] == "0-3"
+
+
+def test_module_exports_exist():
+    for name in claims.__all__:
+        assert hasattr(claims, name), name
+
+
+def test_differences_lists_only_changed_columns():
+    paper = pd.DataFrame({"net": ["VGG11", "LeNet", "AlexNet"] * 4, "seed": [0, 1, 2, 3] * 3,
+                          "epochs": 250, "P": 500})
+    here = pd.DataFrame({"net": ["VGG11", "LeNet"], "seed": [0, 0], "epochs": 3, "P": 500})
+    text = claims.differences(here, paper, labels={"epochs": "epochs"})
+    assert "epochs: 250 in the paper, 3 here" in text
+    assert "seed: 0-3 in the paper, 0 here" in text
+    assert "net: AlexNet, LeNet, VGG11 in the paper, LeNet, VGG11 here" in text
+    assert "P" not in text
+    assert claims.differences(paper, paper) == "nothing"
+    with pytest.raises(ValueError, match="here"):
+        claims.differences(None, paper)
+
+
+def test_differences_labels_missing_ptr():
+    paper = pd.DataFrame({"ptr": [None, None]})
+    here = pd.DataFrame({"ptr": [5000]})
+    assert claims.differences(here, paper) == "ptr: full training set in the paper, 5000 here"
+
+
+def test_page_facts_from_summary_and_sweep_mapping():
+    summary = pd.DataFrame({
+        "run": ["a", "b", "c"], "net": ["LeNet", "VGG11", "VGG11"], "seed": [0, 0, 1], "epochs": 2,
+        "P": 50, "status": ["done", "done", "failed"], "device": ["cpu", "cpu", None],
+        "device_name": ["x86_64", "x86_64", None], "task": "twopoints",
+        "task_options": '{"d": 28, "xi": 14.0}'})
+    spec = {"name": "t", "base": {"task": "twopoints", "epochs": 300, "P": 500},
+            "grid": {"net": ["LeNet", "VGG11"], "seed": [0, 1]},
+            "scales": {"tiny": {"base": {"epochs": 2}}, "paper": {}}}
+    f = claims.page_facts(summary, spec, "tiny")
+    assert f["seeds"] == "0" and f["nets"] == "LeNet, VGG11"
+    assert f["n_runs"] == 2 and f["n_failed"] == 1
+    assert f["device"] == "cpu (x86_64)"
+    assert "d = 28" in f["data"] and "scale detection" in f["data"]
+    assert "epochs: 300 in the paper, 2 here" in f["differences"]
+    assert "P: 500 in the paper, 50 here" in f["differences"]
+    assert "seed: 0, 1 in the paper, 0 here" in f["differences"]
+    assert claims.page_facts(summary, spec, "paper")["differences"].startswith("nothing")
+    assert claims.page_facts(summary)["differences"] == "unknown"
+
+
+def test_spatial_pooling_first_half():
+    lay = synthetic_layers(second_half_gap=1.0, first_half_gap=0.0)
+    mid = claims.mid_depth_change(lay, shuffle=1)
+    # deepest layer with rel_depth <= 0.5 is i = 4 (rel 4/9): R = 10**(-8/9) trained and shuffled, 1 at init
+    np.testing.assert_allclose(mid["decades"], -8 / 9)
+    assert (mid["n"] == 2).all()
+    c = claims.claim_spatial_pooling_first_half(lay)
+    assert c.holds and c.value == pytest.approx(-8 / 9)
+    flat = lay.copy()
+    flat.loc[flat["state"] == "trained", "R_f"] = 1.0  # training changed nothing
+    assert not claims.claim_spatial_pooling_first_half(flat).holds
+
+
+def test_untestable_claims_say_so():
+    out = synthetic_output().iloc[:4]  # two runs only
+    c = claim_error_correlation(out)
+    assert not c.testable and c.verdict == claims.UNTESTABLE and np.isnan(c.value)
+    lay = synthetic_layers()
+    c = claim_channel_pooling_second_half(lay[lay["shuffle"] == 0])
+    assert not c.testable and c.verdict == claims.UNTESTABLE
+    assert claim_shuffle_no_effect(lay[lay["shuffle"] == 0]).verdict == claims.UNTESTABLE
+    sp = synthetic_spectra()
+    assert claim_spectra_concentrate(sp[sp["state"] == "trained"]).verdict == claims.UNTESTABLE
+    assert claim_rf_falls(out[out["state"] == "trained"]).verdict == claims.UNTESTABLE
+    assert verdict(True, testable=False) == claims.UNTESTABLE
+
+
+def test_claims_table():
+    out = synthetic_output()
+    t = claims.claims_table([claim_rf_falls(out), claim_gf_grows(out)])
+    assert list(t.columns) == ["claim", "value", "rule", "verdict"]
+    assert t["rule"].str.len().min() > 10
+    assert list(t["verdict"]) == ["holds", "holds"]
+
+
+def test_claims_table_with_labels():
+    out = synthetic_output()
+    t = claims.claims_table({"R_f falls": claim_rf_falls(out)})
+    assert t.loc[0, "claim"] == "R_f falls"
+    with pytest.raises(ValueError, match="items"):
+        claims.claims_table({"x": 1.0})
+
+
+def test_claims_on_empty_tables_are_untestable():
+    assert claim_spectra_concentrate(synthetic_spectra().iloc[:0]).verdict == claims.UNTESTABLE
+    lay = synthetic_layers().iloc[:0]
+    for fn in (claim_channel_pooling_second_half, claim_shuffle_no_effect,
+               claims.claim_spatial_pooling_first_half):
+        assert fn(lay).verdict == claims.UNTESTABLE
+    out = synthetic_output().iloc[:0]
+    for fn in (claim_rf_falls, claim_error_correlation, claim_gf_grows, claim_rf_init_order_one):
+        assert fn(out).verdict == claims.UNTESTABLE
+
+
+def test_differences_compares_integral_floats_as_ints():
+    paper = pd.DataFrame({"ptr": [1024, 2048, None]})  # pandas makes this column float
+    here = pd.DataFrame({"ptr": [1024.0]})
+    assert claims.differences(here, paper) == "ptr: 1024, 2048, full training set in the paper, 1024 here"
+
+
+def test_run_facts_sorts_numbers_numerically():
+    assert run_facts(pd.DataFrame({"seed": list(range(11))}))["seed"] == "0-10"
+    assert run_facts(pd.DataFrame({"epochs": [15, 3]}))["epochs"] == "3, 15"
+    assert run_facts(pd.DataFrame({"ptr": [1024.0, 2048.0]}), columns=("ptr",))["ptr"] == "1024, 2048"

@@ -1,0 +1,226 @@
+"""Figure functions on small synthetic tidy tables (fast, Agg backend, no networks)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from stabkit import plots  # noqa: E402
+from stabkit.claims import zero_mode_fraction  # noqa: E402
+
+EIGEN_3 = {0.0: 1, 1.0: 2, 2.0: 1, 3.0: 2, 4.0: 2, 6.0: 1}
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def output_table(marker: str = "noise_std") -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, net in enumerate(["VGG11", "LeNet", "FC2"]):
+        for seed in (0, 1):
+            for m in ((0.0, 1.0, 10.0) if marker == "noise_std" else (1024, 2048)):
+                r = 10 ** (-2 + 0.5 * i + rng.normal(0, 0.1))
+                err = 0.2 * np.sqrt(r)
+                for state, rr in (("init", 1.0), ("trained", r)):
+                    rows.append({"net": net, "seed": seed, marker: m, "state": state, "shuffle": 0,
+                                 "D_f": rr * 0.1, "G_f": 0.1, "R_f": rr,
+                                 "test_err": err if state == "trained" else 0.9})
+    return pd.DataFrame(rows)
+
+
+def layers_table(nets=("VGG11", "AlexNet")) -> pd.DataFrame:
+    rows = []
+    for net in nets:
+        for seed in (0, 1):
+            for i in range(6):
+                rd = i / 5
+                for state, shuffle, r in (("init", 0, 1.0), ("trained", 0, 10 ** (-rd)),
+                                          ("trained", 1, 10 ** (-rd + (rd > 0.5)))):
+                    rows.append({"net": net, "seed": seed, "layer": f"l{i}", "depth": i, "rel_depth": rd,
+                                 "state": state, "shuffle": shuffle, "D_f": r, "G_f": 1.0, "R_f": r})
+    return pd.DataFrame(rows)
+
+
+def spectra_table() -> pd.DataFrame:
+    rows = []
+    for net in ("VGG11", "LeNet"):
+        for i in range(3):
+            for state in ("init", "trained"):
+                for lam, mult in EIGEN_3.items():
+                    frac = mult / 9 if state == "init" else (0.7 if lam == 0 else 0.3 * mult / 8)
+                    rows.append({"net": net, "seed": 0, "layer": f"c{i}", "depth": i, "rel_depth": i / 2,
+                                 "kernel_size": 3, "eigenvalue": lam, "energy": frac, "fraction": frac,
+                                 "state": state})
+    return pd.DataFrame(rows)
+
+
+def _points(ax) -> int:
+    return sum(len(c.get_offsets()) for c in ax.collections)
+
+
+def test_sensitivity_vs_error_panels_and_points():
+    out = output_table()
+    fig = plots.sensitivity_vs_error(out)
+    assert isinstance(fig, Figure)
+    axes = [ax for ax in fig.axes if ax.collections]
+    assert len(axes) == 3
+    for ax in axes:
+        assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+        assert _points(ax) == len(out)  # every run trained + init
+    assert "R_f" in axes[2].get_ylabel()
+    labels = [t.get_text() for t in axes[2].get_legend().get_texts()]
+    assert {"VGG11", "LeNet", "FC2", "trained", "initialisation"} <= set(labels)
+
+
+def test_sensitivity_vs_error_init_drawn_at_trained_error():
+    out = output_table()
+    fig = plots.sensitivity_vs_error(out, quantities=["R_f"], states=["init"], law=False)
+    xs = np.concatenate([c.get_offsets()[:, 0] for c in fig.axes[0].collections])
+    assert np.all(xs < 0.5)  # the trained errors, not the 0.9 of the init rows
+    fig = plots.sensitivity_vs_error(out, quantities=["R_f"], states=["init"], law=False,
+                                     init_at_trained_error=False)
+    xs = np.concatenate([c.get_offsets()[:, 0] for c in fig.axes[0].collections])
+    np.testing.assert_allclose(xs, 0.9)
+
+
+def test_sensitivity_vs_error_drops_nonpositive_and_other_marker():
+    out = output_table(marker="ptr")
+    out.loc[0, "R_f"] = 0.0
+    fig = plots.sensitivity_vs_error(out, quantities=["R_f"], marker="ptr")
+    assert _points(fig.axes[0]) == len(out) - 1
+
+
+def test_sensitivity_vs_error_into_given_axes():
+    fig, axes = plt.subplots(1, 2)
+    got = plots.sensitivity_vs_error(output_table(), quantities=["G_f", "R_f"], axes=axes)
+    assert got is fig and _points(axes[0]) > 0
+
+
+def test_sensitivity_vs_error_rejects_bad_input():
+    with pytest.raises(ValueError, match="output"):
+        plots.sensitivity_vs_error(output_table().drop(columns="R_f"))
+    with pytest.raises(ValueError, match="states"):
+        plots.sensitivity_vs_error(output_table(), states=["final"])
+    with pytest.raises(ValueError, match="empty"):
+        plots.sensitivity_vs_error(output_table().iloc[:0])
+
+
+def test_layer_profiles_lines_and_styles():
+    lay = layers_table()
+    fig = plots.layer_profiles(lay)
+    axes = [ax for ax in fig.axes if ax.lines]
+    assert len(axes) == 3
+    ax = axes[2]
+    assert ax.get_yscale() == "log"
+    assert len(ax.lines) == 2 * 3  # 2 nets x (trained, shuffled, init)
+    styles = {l.get_linestyle() for l in ax.lines}
+    assert styles == {"-", "--", ":"}
+    # geometric mean over seeds: trained R at the last layer = 10**-1
+    trained = [l for l in ax.lines if l.get_linestyle() == "-"][0]
+    assert trained.get_ydata()[-1] == pytest.approx(0.1)
+    assert list(trained.get_xdata()) == sorted(trained.get_xdata())
+
+
+def test_layer_profiles_one_column_per_net_and_missing_variant():
+    lay = layers_table(("VGG11", "VGG11bn", "VGG13bn"))
+    lay = lay[lay["shuffle"] == 0]  # no shuffled runs
+    fig = plots.layer_profiles(lay, quantities=["R_f"], col="net")
+    axes = [ax for ax in fig.axes if ax.lines]
+    assert len(axes) == 3
+    assert {ax.get_title() for ax in axes} == {"VGG11", "VGG11bn", "VGG13bn"}
+    assert all(len(ax.lines) == 2 for ax in axes)
+    with pytest.raises(ValueError, match="col"):
+        plots.layer_profiles(lay, col="nope")
+
+
+def test_laplacian_multiplicities():
+    assert plots.laplacian_multiplicities(3) == EIGEN_3
+    m5 = plots.laplacian_multiplicities(5)
+    assert sum(m5.values()) == 25 and m5[0.0] == 1
+    with pytest.raises(ValueError, match="k"):
+        plots.laplacian_multiplicities(0)
+
+
+def test_filter_spectra_flat_init_is_horizontal():
+    fig = plots.filter_spectra(spectra_table())
+    axes = [ax for ax in fig.axes if ax.lines]
+    assert len(axes) == 2 and axes[0].get_yscale() == "log"
+    init_lines = [l for l in axes[0].lines if l.get_linestyle() == ":"]
+    assert len(init_lines) == 3
+    for l in init_lines:
+        np.testing.assert_allclose(l.get_ydata(), 1 / 9)  # per eigenvector: flat
+    trained = [l for l in axes[0].lines if l.get_linestyle() == "-" and len(l.get_xdata()) == 6]
+    assert trained[0].get_ydata()[0] == pytest.approx(0.7)
+
+
+def test_filter_spectra_from_energy_only():
+    sp = spectra_table().drop(columns="fraction")
+    sp["energy"] *= 3.0
+    fig = plots.filter_spectra(sp, value="fraction")
+    init_lines = [l for l in fig.axes[0].lines if l.get_linestyle() == ":"]
+    np.testing.assert_allclose(init_lines[0].get_ydata(), 1 / 9)
+    with pytest.raises(ValueError, match="value"):
+        plots.filter_spectra(sp, value="power")
+
+
+def test_zero_mode_profile():
+    z = zero_mode_fraction(spectra_table())
+    fig = plots.zero_mode_profile(z)
+    ax = fig.axes[0]
+    assert len([l for l in ax.lines if l.get_linestyle() in ("-", ":")]) == 4
+    assert ax.get_yscale() == "log"
+
+
+def test_training_curves_one_line_per_run():
+    rows = [{"net": n, "seed": s, "epoch": e, "test_err": 0.9 / (e + 1)}
+            for n in ("A", "B") for s in (0, 1) for e in range(5)]
+    fig = plots.training_curves(pd.DataFrame(rows))
+    assert len(fig.axes[0].lines) == 4
+
+
+def test_geomean():
+    df = pd.DataFrame({"g": ["a", "a", "b"], "v": [1.0, 100.0, -1.0]})
+    out = plots.geomean(df, ["g"], ["v"]).set_index("g")["v"]
+    assert out["a"] == pytest.approx(10.0)
+    assert np.isnan(out["b"])
+
+
+def test_filter_spectra_wraps_panels():
+    sp = pd.concat([spectra_table().assign(net=f"net{i}") for i in range(5)])
+    fig = plots.filter_spectra(sp, max_cols=2)
+    visible = [ax for ax in fig.axes if ax.get_visible() and ax.lines]
+    assert len(visible) == 5
+    assert len(fig.axes) == 6
+    with pytest.raises(ValueError, match="max_cols"):
+        plots.filter_spectra(sp, max_cols=0)
+
+
+def test_log_axes_spanning_less_than_a_decade_have_labels():
+    out = output_table()
+    out["test_err"] = np.where(out["state"] == "trained", 0.30 + 0.01 * out["seed"], 0.9)
+    fig = plots.sensitivity_vs_error(out, quantities=["R_f"], law=False)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    labels = [t.get_text() for t, v in zip(ax.get_xticklabels(), ax.get_xticks()) if lo <= v <= hi]
+    assert len([l for l in labels if l]) >= 2
+
+
+def test_training_curves_style_legend():
+    rows = [{"net": "A", "seed": 0, "noise_std": n, "epoch": e, "test_err": 0.9 / (e + 1 + n)}
+            for n in (0.0, 30.0) for e in range(3)]
+    fig = plots.training_curves(pd.DataFrame(rows), style="noise_std")
+    ax = fig.axes[0]
+    assert {l.get_linestyle() for l in ax.lines} == {"-", "--"}
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "0.0" in labels and "30.0" in labels
