@@ -61,7 +61,7 @@ PROVENANCE_TAG = "stabkit-provenance"
 
 __all__ = [
     "glue", "glue_bundle", "record_inputs", "record", "recorded", "progress_enabled", "kernel_environment",
-    "shared_cifar10", "git_state",
+    "git_state",
     "NotebookEntry", "NotebookResult", "BookRunError", "toc_notebooks", "run_notebooks", "main",
 ]
 
@@ -477,27 +477,12 @@ def _postprocess(nb: Any, prov: dict) -> Any:
     return nb
 
 
-def shared_cifar10() -> Path | None:
-    """``../shared/data/cifar10-jpeg.tar.gz`` beside the repository, if it exists (the offline CIFAR-10 copy)."""
-    path = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
-    return path if path.is_file() else None
-
-
 def kernel_environment() -> dict[str, str]:
-    """Environment variables the runner (and the notebook tests) set for the kernels.
-
-    ``STABKIT_PROGRESS=0`` and ``TQDM_DISABLE=1`` (no progress bars on pages); ``STABKIT_DATA`` = the shared
-    offline CIFAR-10 archive (:func:`shared_cifar10`) when ``STABKIT_DATA`` is unset, no CIFAR-10 is in the
-    stabkit cache folder and the archive exists, so that a fresh clone beside ``shared/`` builds without
-    downloading anything. Existing settings of ``STABKIT_DATA`` are never changed.
-    """
-    env = {ENV_PROGRESS: "0", "TQDM_DISABLE": "1"}
-    if not os.environ.get("STABKIT_DATA"):
-        cache = Path(os.environ.get("STABKIT_CACHE") or Path.home() / ".cache" / "stabkit") / "data"
-        shared = shared_cifar10()
-        if shared is not None and not cache.exists():
-            env["STABKIT_DATA"] = str(shared)
-    return env
+    """Environment variables the runner (and the notebook tests) set for the kernels:
+    ``STABKIT_PROGRESS=0`` and ``TQDM_DISABLE=1`` (no progress bars on pages). Where CIFAR-10 is found is
+    :func:`stabkit.data.data_roots`'s business (``$STABKIT_DATA``, the cache, a ``shared/data`` folder
+    beside the checkout)."""
+    return {ENV_PROGRESS: "0", "TQDM_DISABLE": "1"}
 
 
 def _execute_one(entry: NotebookEntry, parameters: dict, kernel: str, cwd: Path, timeout: float | None,

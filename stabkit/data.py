@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 __all__ = [
-    "CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "DataNotFoundError", "cache_dir", "data_roots",
+    "CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "DataNotFoundError", "cache_dir", "data_roots", "shared_data_dir",
     "cifar10", "cifar10_tensors", "CIFAR10", "DeviceLoader", "crop_flip",
     "twopoints_pairs", "twopoints_images", "TwoPoints", "twopoints_probes",
     "scale1d_pairs", "scale1d_images", "ScaleDetection1D", "scale1d_probes",
@@ -80,9 +80,19 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "stabkit"
 
 
+def shared_data_dir() -> Path | None:
+    """``shared/data`` beside a source checkout of stabkit (this project's offline workplace keeps a JPEG copy
+    of CIFAR-10 there), or None when stabkit is not run from a checkout or the folder does not exist."""
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / "pyproject.toml").is_file():
+        return None
+    shared = checkout.parent / "shared" / "data"
+    return shared if shared.is_dir() else None
+
+
 def data_roots(root: str | os.PathLike | None = None) -> list[Path]:
-    """Where :func:`cifar10_tensors` looks: ``[root]`` if given, else ``$STABKIT_DATA`` (if set) then
-    ``cache_dir()/data``."""
+    """Where :func:`cifar10_tensors` looks: ``[root]`` if given, else ``$STABKIT_DATA`` (if set), then
+    ``cache_dir()/data``, then :func:`shared_data_dir` (if it exists)."""
     if root is not None:
         return [Path(root).expanduser()]
     roots = []
@@ -90,6 +100,9 @@ def data_roots(root: str | os.PathLike | None = None) -> list[Path]:
     if env:
         roots.append(Path(env).expanduser())
     roots.append(cache_dir() / "data")
+    shared = shared_data_dir()
+    if shared is not None:
+        roots.append(shared)
     return roots
 
 

@@ -1204,7 +1204,7 @@ def results(sweep: str | Path | Mapping | Sweep, scale: str = "small", table: st
     """The notebooks' entry point: the tidy ``table`` of ``sweep`` at ``scale``.
 
     1. ``<results_root>/<sweep>/<scale>/<table>.parquet`` if committed (e.g. produced on a GPU), else
-    2. run the sweep's missing runs (if ``run_missing``; progress bar) under ``runs_root`` and
+    2. run the sweep's missing and failed runs (if ``run_missing``; progress bar) under ``runs_root`` and
     3. :func:`collect` them. Warns if some runs failed; raises ``RuntimeError`` if nothing is available.
     """
     sw = _as_sweep(sweep, scale)
@@ -1212,7 +1212,7 @@ def results(sweep: str | Path | Mapping | Sweep, scale: str = "small", table: st
     if committed.is_file():
         return pd.read_parquet(committed)
     if run_missing:
-        rep = _run_sweep(sw, sw.scale, runs_root, jobs=jobs, device=device, progress=progress)
+        rep = _run_sweep(sw, sw.scale, runs_root, jobs=jobs, device=device, progress=progress, retry_failed=True)
         failed = rep[rep.status == "failed"]
         if len(failed):
             warnings.warn(f"{len(failed)} of {len(rep)} runs of {sw.name}/{sw.scale} failed: "

@@ -18,9 +18,10 @@ SHARED = Path(os.environ.get("STABKIT_SHARED_CIFAR", "/work/shared/data/cifar10-
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
-    """Every test gets its own cache and no STABKIT_DATA."""
+    """Every test gets its own cache, no STABKIT_DATA and no shared/data folder beside the checkout."""
     monkeypatch.setenv("STABKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("STABKIT_DATA", raising=False)
+    monkeypatch.setattr(data, "shared_data_dir", lambda: None)
 
 
 # ------------------------------------------------------------------------------------ generated layouts
@@ -135,6 +136,15 @@ def test_missing_data_error_says_where_and_how(tmp_path, monkeypatch):
     with pytest.raises(ValueError) as e:
         data.cifar10(train=False)
     assert str(tmp_path / "env-dir") in str(e.value) and str(tmp_path / "cache" / "data") in str(e.value)
+
+
+def test_data_roots_order(tmp_path, monkeypatch):
+    shared = tmp_path / "shared" / "data"
+    shared.mkdir(parents=True)
+    monkeypatch.setattr(data, "shared_data_dir", lambda: shared)
+    monkeypatch.setenv("STABKIT_DATA", str(tmp_path / "env"))
+    assert data.data_roots() == [tmp_path / "env", tmp_path / "cache" / "data", shared]
+    assert data.data_roots(tmp_path / "given") == [tmp_path / "given"]
 
 
 def test_download_goes_through_torchvision(tmp_path, monkeypatch):
