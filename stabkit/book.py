@@ -23,7 +23,7 @@ The runner, for each notebook:
   deleted, the failed copy is kept in ``_build/failed/<name>.ipynb`` for inspection, the error is
   printed with the notebook's name and the command exits with status 1;
 * otherwise post-processes it: the papermill ``injected-parameters`` cell is tagged ``remove-cell`` and
-  the ``parameters`` cell ``hide-cell``; stderr streams and progress-bar widgets are removed from the
+  the ``parameters`` cell ``hide-cell``, other code cells ``hide-input`` (outputs shown, code folded); stderr streams and progress-bar widgets are removed from the
   outputs; a "Provenance" admonition is inserted after the title (git commit and dirty flag, stabkit /
   torch / Python versions, device, scale and parameters, wall time, hashes of the recorded inputs); the
   same record goes to ``metadata.stabkit.provenance`` and to ``book/executed/provenance.json``.
@@ -453,6 +453,8 @@ def _postprocess(nb: Any, prov: dict) -> Any:
             tags.append("remove-cell")
         elif "parameters" in tags and not {"hide-cell", "remove-cell", "hide-input"} & set(tags):
             tags.append("hide-cell")
+        elif cell.cell_type == "code" and not {"hide-cell", "remove-cell", "hide-input", "remove-input"} & set(tags):
+            tags.append("hide-input")  # pages read as text and figures; the code stays one click away
         if cell.cell_type == "code":
             kept = []
             for out in cell.get("outputs", []):
