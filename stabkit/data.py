@@ -738,7 +738,29 @@ def twopoints_images(positions: torch.Tensor, d: int) -> torch.Tensor:
     return x
 
 
-class TwoPoints(torch.utils.data.Dataset):
+class _PairTask(torch.utils.data.Dataset):
+    """Common access of the two-active-pixel tasks: ``.x``, ``.y`` (labels 0/1) and ``.positions``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.y
+
+    @property
+    def y_hinge(self) -> torch.Tensor:
+        """Hinge targets ``float32``: +1 for label 1, -1 for label 0."""
+        return self.y.float() * 2 - 1
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        return self.x[i], self.y[i]
+
+
+class TwoPoints(_PairTask):
     """2-D scale detection: is the distance of the two active pixels of a ``d x d`` image small or large?
 
     Built on :func:`twopoints_pairs` with the split protocol of section 4: each class shuffled by a
@@ -761,21 +783,6 @@ class TwoPoints(torch.utils.data.Dataset):
         far, close = twopoints_pairs(d, xi, gap, norm, pbc)
         self.positions, self.y = _split(far, close, self.ptr, self.train, self.seed, self.testsize, "TwoPoints")
         self.x = twopoints_images(self.positions, self.d)
-
-    @property
-    def targets(self) -> torch.Tensor:
-        return self.y
-
-    @property
-    def y_hinge(self) -> torch.Tensor:
-        """Hinge targets ``float32``: -1 far, +1 close."""
-        return self.y.float() * 2 - 1
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int):
-        return self.x[i], self.y[i]
 
 
 def twopoints_probes(positions: torch.Tensor, d: int, P: int = 500, generator: torch.Generator | None = None,
@@ -852,7 +859,7 @@ def scale1d_images(positions: torch.Tensor, L: int) -> torch.Tensor:
     return x
 
 
-class ScaleDetection1D(torch.utils.data.Dataset):
+class ScaleDetection1D(_PairTask):
     """1-D scale detection (appendix): two active points on a line of ``L`` pixels.
 
     Task 1: close (periodic distance ``< xi - gap``, label 1, hinge +1) against far (``>= xi + gap``,
@@ -882,21 +889,6 @@ class ScaleDetection1D(torch.utils.data.Dataset):
         self.positions, self.y = _split(neg, pos, self.ptr, self.train, self.seed, self.testsize,
                                         "ScaleDetection1D")
         self.x = scale1d_images(self.positions, self.L)
-
-    @property
-    def targets(self) -> torch.Tensor:
-        return self.y
-
-    @property
-    def y_hinge(self) -> torch.Tensor:
-        """Hinge targets ``float32``: +1 for label 1, -1 for label 0."""
-        return self.y.float() * 2 - 1
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int):
-        return self.x[i], self.y[i]
 
 
 def scale1d_probes(positions, L: int | None = None, P: int = 500, generator: torch.Generator | None = None, *,

@@ -25,6 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from . import claims
+
 __all__ = ["LABELS", "VARIANTS", "MARKERS", "geomean", "colours", "sensitivity_vs_error",
            "layer_profiles", "filter_spectra", "zero_mode_profile", "training_curves",
            "laplacian_multiplicities"]
@@ -47,11 +49,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 
 
 def _require(df: pd.DataFrame, columns: Sequence[str], arg: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise ValueError(f"{arg} must be a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{arg} lacks column(s) {missing}; it has {list(df.columns)}")
+    claims._require(df, columns, arg)
     if df.empty:
         raise ValueError(f"{arg} is empty: nothing to plot")
 
