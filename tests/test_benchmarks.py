@@ -1,0 +1,49 @@
+"""Smoke test of the benchmark suite (``make bench``) at toy size: runs in a few seconds."""
+import torch
+
+from benchmarks import __main__ as bench_main
+from benchmarks import bench_measure, common, naive
+
+
+def test_quick_diffeo_case_writes_results(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "CIFAR_TAR", tmp_path / "absent.tar.gz")  # random images, no archive scan
+    out = tmp_path / "RESULTS.md"
+    assert bench_main.main(["--quick", "--only", "diffeo", "--output", str(out)]) == 0
+    text = out.read_text()
+    assert "## Machine" in text and "diffeo_batch 16x3x32x32" in text and "naive per-image loop" in text
+    assert "MISMATCH" not in text
+
+
+def test_naive_measure_agrees_with_stabkit():
+    from stabkit.nets import build
+    from stabkit.stability import draw_probes, measure
+
+    torch.manual_seed(0)
+    model = build("lenet").eval()
+    probes = draw_probes(torch.randn(6, 3, 32, 32), seed=0)
+    ref = naive.measure_float64(model, *probes)
+    table = measure(model, None, probes=probes)
+    assert bench_measure.max_rel_diff(table, ref) < 1e-9
+
+
+def test_naive_diffeo_loop_matches_diffeo_batch():
+    from stabkit.transforms import diffeo_batch
+
+    x = common.random_images(3, 16)
+    a = naive.diffeo_loop(x, generator=torch.Generator().manual_seed(3))
+    b = diffeo_batch(x, generator=torch.Generator().manual_seed(3))
+    assert (a - b).abs().max() < 1e-5 and (b - x).abs().max() > 1e-3
+
+
+def test_gpu_case_code_runs_on_cpu_at_toy_size():
+    """The GPU cases only run on CUDA machines; exercise their training code on the CPU here."""
+    from benchmarks import bench_gpu
+
+    train, test, source = bench_gpu.cifar_full(quick=True, random=True)
+    assert source == "random" and train[0].shape == (512, 32, 32, 3)
+    train = (train[0][:128], train[1][:128])
+    test = (test[0][:64], test[1][:64])
+    loss = bench_gpu._device_epoch("lenet", train, test, "cpu", fast=True)
+    loaders = (naive.pil_loader(*train), naive.pil_loader(*test, augment=False, shuffle=False))
+    loss_b = bench_gpu._loader_epoch("lenet", loaders, "cpu", fast=True)
+    assert 1.5 < loss < 3.5 and 1.5 < loss_b < 3.5
