@@ -43,7 +43,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "DataNotFoundError", "cache_dir", "data_roots", "shared_data_dir",
+    "CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "DataNotFoundError", "PairTask", "cache_dir", "data_roots",
+    "shared_data_dir",
     "cifar10", "cifar10_tensors", "CIFAR10", "DeviceLoader", "crop_flip",
     "twopoints_pairs", "twopoints_images", "TwoPoints", "twopoints_probes",
     "scale1d_pairs", "scale1d_images", "ScaleDetection1D", "scale1d_probes",
@@ -738,7 +739,7 @@ def twopoints_images(positions: torch.Tensor, d: int) -> torch.Tensor:
     return x
 
 
-class _PairTask(torch.utils.data.Dataset):
+class PairTask(torch.utils.data.Dataset):
     """Common access of the two-active-pixel tasks: ``.x``, ``.y`` (labels 0/1) and ``.positions``."""
 
     x: torch.Tensor
@@ -760,7 +761,7 @@ class _PairTask(torch.utils.data.Dataset):
         return self.x[i], self.y[i]
 
 
-class TwoPoints(_PairTask):
+class TwoPoints(PairTask):
     """2-D scale detection: is the distance of the two active pixels of a ``d x d`` image small or large?
 
     Built on :func:`twopoints_pairs` with the split protocol of section 4: each class shuffled by a
@@ -859,7 +860,7 @@ def scale1d_images(positions: torch.Tensor, L: int) -> torch.Tensor:
     return x
 
 
-class ScaleDetection1D(_PairTask):
+class ScaleDetection1D(PairTask):
     """1-D scale detection (appendix): two active points on a line of ``L`` pixels.
 
     Task 1: close (periodic distance ``< xi - gap``, label 1, hinge +1) against far (``>= xi + gap``,
