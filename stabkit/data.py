@@ -123,26 +123,25 @@ def _is_class_folders(p: Path) -> bool:
     return False
 
 
+def _folder_layout(p: Path) -> tuple[str, Path] | None:
+    """The layout held by folder ``p`` itself: pickles (also in its ``cifar-10-batches-py``) or class folders."""
+    for candidate in (p, p / _PICKLE_FOLDER):
+        if _is_pickle_folder(candidate):
+            return "pickle", candidate
+    return ("folders", p) if _is_class_folders(p) else None
+
+
 def _locate(root: Path) -> tuple[str, Path] | None:
     """``(kind, path)`` with kind in {"pickle", "folders", "archive"} for the first layout under root."""
     if root.is_file():
         return ("archive", root) if _is_archive(root) else None
     if not root.is_dir():
         return None
-    if _is_pickle_folder(root):
-        return "pickle", root
-    if _is_pickle_folder(root / _PICKLE_FOLDER):
-        return "pickle", root / _PICKLE_FOLDER
-    if _is_class_folders(root):
-        return "folders", root
     children = sorted(c for c in root.iterdir() if c.is_dir() and not c.name.startswith("."))
-    for c in children:  # one level deeper
-        if _is_pickle_folder(c):
-            return "pickle", c
-        if _is_pickle_folder(c / _PICKLE_FOLDER):
-            return "pickle", c / _PICKLE_FOLDER
-        if _is_class_folders(c):
-            return "folders", c
+    for folder in [root] + children:  # the root, then one level deeper
+        found = _folder_layout(folder)
+        if found is not None:
+            return found
     archives = sorted((a for a in root.iterdir() if _is_archive(a)),
                       key=lambda a: ("cifar" not in a.name.lower(), a.name))
     if archives:

@@ -126,30 +126,27 @@ _OPTIONAL_MODULES = ("stabkit.probes", "stabkit.invariance")
 _plugins_loaded = False
 
 
+def _registrar(registry: dict, what: str, name: str, overwrite: bool) -> Callable:
+    def deco(fn: Callable) -> Callable:
+        if name in registry and not overwrite and registry[name] is not fn:
+            raise ValueError(f"{what} {name!r} is already registered (pass overwrite=True to replace it)")
+        registry[name] = fn
+        return fn
+    return deco
+
+
 def register_measurement(name: str, *, overwrite: bool = False) -> Callable:
     """Decorator: ``@register_measurement("rotations") def fn(model, cfg, ctx) -> dict[str, DataFrame]``."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
-
-    def deco(fn: Callable) -> Callable:
-        if name in MEASUREMENTS and not overwrite and MEASUREMENTS[name] is not fn:
-            raise ValueError(f"measurement {name!r} is already registered (pass overwrite=True to replace it)")
-        MEASUREMENTS[name] = fn
-        return fn
-    return deco
+    return _registrar(MEASUREMENTS, "measurement", name, overwrite)
 
 
 def register_augmentation(name: str, *, overwrite: bool = False) -> Callable:
     """Decorator: ``@register_augmentation("rotate") def fn(x [B,C,H,W], generator) -> x``."""
     if not isinstance(name, str) or not name or name in _BUILTIN_AUGMENT:
         raise ValueError(f"augmentation name must be a non-empty string other than {_BUILTIN_AUGMENT}, got {name!r}")
-
-    def deco(fn: Callable) -> Callable:
-        if name in AUGMENTATIONS and not overwrite and AUGMENTATIONS[name] is not fn:
-            raise ValueError(f"augmentation {name!r} is already registered (pass overwrite=True to replace it)")
-        AUGMENTATIONS[name] = fn
-        return fn
-    return deco
+    return _registrar(AUGMENTATIONS, "augmentation", name, overwrite)
 
 
 def _load_plugins() -> None:
