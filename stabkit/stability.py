@@ -160,10 +160,15 @@ class _GraphRunner:
     after its last use (so that only live activations are held, and each node is seen before any
     in-place op of a later node can modify it)."""
 
-    def __init__(self, root: nn.Module, graph: fx.Graph, batch_stats_parts: int = 0) -> None:
+    def __init__(self, root: nn.Module, graph: fx.Graph, batch_stats_parts: int = 0,
+                 float64_nodes: Optional[set] = None) -> None:
         self.root = root
         self.nodes = list(graph.nodes)
         self.parts = batch_stats_parts
+        # Nodes computed in float64 whatever the forward dtype (their tensor inputs are promoted and
+        # their modules run as float64 copies, made once).
+        self.float64_nodes = float64_nodes or set()
+        self.modules64: dict[str, nn.Module] = {}
         last_use: dict[fx.Node, fx.Node] = {}
         for node in self.nodes:
             for inp in node.all_input_nodes:
@@ -193,12 +198,19 @@ class _GraphRunner:
             else:
                 args = fx.node.map_arg(node.args, lambda n: env[n])
                 kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+                promote = node in self.float64_nodes
+                if promote:
+                    args, kwargs = _to_float64((args, kwargs))
                 if node.op == "call_function":
                     value = node.target(*args, **kwargs)
                 elif node.op == "call_method":
                     value = getattr(args[0], node.target)(*args[1:], **kwargs)
                 else:  # call_module
                     module = self.root.get_submodule(node.target)
+                    if promote:
+                        if node.target not in self.modules64:
+                            self.modules64[node.target] = copy.deepcopy(module).to(torch.float64)
+                        module = self.modules64[node.target]
                     if self.parts and isinstance(module, _BatchNorm):
                         value = _batch_norm_per_part(module, *args, parts=self.parts)
                     elif (isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and len(args) == 1 and not kwargs
@@ -213,6 +225,27 @@ class _GraphRunner:
             for dead in self.free_after.get(node, ()):
                 env.pop(dead, None)
         return result
+
+
+def _to_float64(obj):
+    """Floating tensors inside nested tuples/lists/dicts promoted to float64."""
+    if isinstance(obj, torch.Tensor):
+        return obj.double() if obj.dtype.is_floating_point else obj
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_float64(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _to_float64(v) for k, v in obj.items()}
+    return obj
+
+
+def _after_last_conv(graph: fx.Graph, root: nn.Module) -> set:
+    """Nodes that come after the last convolution: for CNNs the cheap dense head."""
+    nodes = list(graph.nodes)
+    convs = [i for i, n in enumerate(nodes) if n.op == "call_module"
+             and isinstance(root.get_submodule(n.target), nn.modules.conv._ConvNd)]
+    if not convs:
+        return set()
+    return {n for n in nodes[convs[-1] + 1:] if n.op in ("call_module", "call_function", "call_method")}
 
 
 def _is_activation(value, batch: int) -> bool:
@@ -441,7 +474,10 @@ def measure(model: nn.Module, x: Optional[torch.Tensor], *, delta: float = 1.0, 
         device: where the network runs (default: the model's device, else ``x``'s).
         dtype: dtype of the forward pass (default float64, the reference).  Accumulation is always in
             float64.  ``torch.float32`` is faster on CPU and GPU; its relative error on ``D_f, G_f, R_f``
-            is typically 1e-7 .. 1e-5 (rounding of the activations relative to their differences).
+            is typically 1e-8 .. 1e-6 (rounding of the activations relative to their differences). With a
+            dtype below float64, the nodes after the last convolution (the cheap dense head of a CNN) run
+            in float64, because rounding the nearly constant outputs of a head at ``eps * |f|`` would
+            swamp their small differences.
             ``None`` keeps the model's dtype.
         batch_stats: batch-norm layers (``nn.BatchNorm*`` modules) use the statistics of the current
             batch instead of their running statistics (the paper's "at initialisation" convention),
@@ -532,7 +568,11 @@ def measure(model: nn.Module, x: Optional[torch.Tensor], *, delta: float = 1.0, 
                                  f"or names from layer_names(model), e.g. {list(by_name)[:5]}")
             selected = {by_name[s] for s in layers}
 
-        runner = _GraphRunner(work, graph, batch_stats_parts=3 if batch_stats else 0)
+        # A lower-precision forward rounds the (often nearly constant, bias-dominated) outputs of the dense
+        # head at eps * |f|, which swamps their small differences: run the cheap head in float64.
+        head64 = (_after_last_conv(graph, work)
+                  if in_dtype.is_floating_point and torch.finfo(in_dtype).bits < 64 else set())
+        runner = _GraphRunner(work, graph, batch_stats_parts=3 if batch_stats else 0, float64_nodes=head64)
         accs: dict[fx.Node, _Accumulator] = {}
         scratch = _Scratch()
         order: list[fx.Node] = []  # tensor-valued nodes, execution order (from the first chunk)

@@ -334,3 +334,19 @@ def test_measure_cuda_matches_cpu(small):
 def test_errors(small, call, word):
     with pytest.raises(ValueError, match=word):
         call(small)
+
+
+def test_float32_forward_runs_dense_head_in_float64():
+    # A head whose outputs are dominated by a large bias: a float32 head would round them at
+    # eps * |bias| ~ 1e-3 and swamp the small output differences; promoted to float64 it does not.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+                              torch.nn.Flatten(), torch.nn.Linear(32, 10))
+    with torch.no_grad():
+        net[-1].bias.fill_(1e4)
+    x = torch.rand(32, 3, 8, 8, dtype=torch.float64)
+    ref = measure(net, x, dtype=torch.float64, layers="output")
+    fast = measure(net, x, dtype=torch.float32, layers="output")
+    for col in ("D_f", "G_f", "R_f"):
+        assert abs(fast[col].iloc[0] / ref[col].iloc[0] - 1) < 1e-5, col
+    assert net[-1].weight.dtype == torch.float32  # the user's model is untouched
