@@ -474,18 +474,12 @@ def _task_data(cfg: RunConfig) -> TaskData:
         tr_x, tr_y = _subset(tr_x, tr_y, cfg.ptr, cfg.data_seed, "ptr")
         te_x, te_y = _subset(te_x, te_y, cfg.test_size, 0, "test_size")  # same test subset for every seed
         return TaskData(tr_x, tr_y, te_x, te_y, 3, int(tr_x.shape[-1]), data.CIFAR10_MEAN, data.CIFAR10_STD)
-    if cfg.task == "twopoints":
-        kw = dict(opts, ptr=cfg.ptr, seed=cfg.data_seed)
-        if cfg.test_size is not None:
-            kw.setdefault("testsize", cfg.test_size)
-        tr, te = data.TwoPoints(train=True, **kw), data.TwoPoints(train=False, **kw)
-        return TaskData(tr.x, tr.y, te.x, te.y, int(tr.x.shape[1]), int(tr.x.shape[-1]),
-                        test_positions=te.positions, dataset=te)
-    # scale1d
+    # the two-pixel tasks share one dataset protocol (data.PairTask)
+    task_cls = data.TwoPoints if cfg.task == "twopoints" else data.ScaleDetection1D
     kw = dict(opts, ptr=cfg.ptr, seed=cfg.data_seed)
     if cfg.test_size is not None:
         kw.setdefault("testsize", cfg.test_size)
-    tr, te = data.ScaleDetection1D(train=True, **kw), data.ScaleDetection1D(train=False, **kw)
+    tr, te = task_cls(train=True, **kw), task_cls(train=False, **kw)
     return TaskData(tr.x, tr.y, te.x, te.y, int(tr.x.shape[1]), int(tr.x.shape[-1]),
                     test_positions=te.positions, dataset=te)
 
