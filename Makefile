@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stabkit-installed
 
-.PHONY: book test lab bench clean venv
+.PHONY: book test test-fast lint lab bench clean venv check-book
 
 venv: $(STAMP)
 
@@ -21,12 +21,31 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 book: $(STAMP)
-	$(PY) -m stabkit.book run
+	$(PY) tools/book.py run
 	$(VENV)/bin/jupyter-book build -W -n --keep-going .
 	@echo "Book: file://$(CURDIR)/_build/html/index.html"
 
+# Open every page of the built book (make book first) in headless Chromium: raw TeX, broken images,
+# external requests and console errors fail it; screenshots land in _build/site-check/. Chromium is
+# Debian's package (installed here when missing and run as root); playwright comes with the [book] extra.
+check-book: $(STAMP)
+	@test -f _build/html/index.html || { echo "check-book: no _build/html/index.html: run make book first" >&2; exit 2; }
+	@test -n "$$CHROMIUM" || command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "check-book: needs Chromium (Debian: apt-get install chromium) or CHROMIUM=/path" >&2; exit 2; fi; }
+	$(PY) tools/check_site.py all _build/html --shots _build/site-check --json _build/site-check/report.json
+
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The suite without the tests marked slow (pytest -m "not slow"): under 2 minutes on 2 cores.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+# ruff (configured in pyproject.toml: pyflakes, pyupgrade; notebooks included).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

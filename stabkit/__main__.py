@@ -1,13 +1,13 @@
-"""Command line: ``python -m stabkit {train,measure,sweep,collect,status} --help``.
+"""Command line: ``python -m stabkit {train,remeasure,sweep,collect,export,status} --help``.
 
 Examples::
 
     python -m stabkit sweep sweeps/fig5_scale_detection.yaml --scale small --jobs 2
     python -m stabkit status --scale small
     python -m stabkit collect fig5_scale_detection --scale small --table output
-    python -m stabkit collect fig5_scale_detection --scale gpu --out results/fig5_scale_detection/gpu
+    python -m stabkit export fig5_scale_detection --scale gpu --out results/fig5_scale_detection/gpu
     python -m stabkit train --task twopoints --net LeNet --set epochs=20 --set width_factor=0.5
-    python -m stabkit measure runs/<key> --what output layers --shuffles 0 1
+    python -m stabkit remeasure runs/<key> --what output layers --shuffles 0 1
 
 Only the standard library, torch, pandas and PyYAML are needed (no Jupyter); submitit only for
 ``--executor slurm``.
@@ -18,6 +18,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .protocol import TASKS
+
+if TYPE_CHECKING:  # the command line imports pandas/torch only in the commands that need them
+    from .runs import RunConfig
 
 
 def _parse_value(text: str):
@@ -35,7 +41,7 @@ def _pairs(items: list[str] | None, what: str) -> dict:
     return out
 
 
-def _config_from_args(a) -> "object":
+def _config_from_args(a) -> RunConfig:
     from .runs import RunConfig
     d: dict = {}
     if a.config:
@@ -62,7 +68,7 @@ def cmd_train(a) -> int:
     return 0
 
 
-def cmd_measure(a) -> int:
+def cmd_remeasure(a) -> int:
     from . import runs
     tables = runs.remeasure(a.run_dir, measure=a.what, states=a.states, shuffles=a.shuffles, P=a.P,
                             device=a.device, out_dir=a.out)
@@ -81,6 +87,7 @@ def cmd_sweep(a) -> int:
     sw = runs.load_sweep(a.spec, a.scale)
     root = Path(a.root) if a.root else runs.default_runs_root()
     if a.dry_run:
+        sw.validate()
         for c in sw.configs:
             print(c.key, runs.run_state(root / c.key), json.dumps(c.to_dict(), sort_keys=True))
         print(f"{len(sw)} runs in {sw.name}/{sw.scale} under {root}")
@@ -94,12 +101,15 @@ def cmd_sweep(a) -> int:
     return 1 if counts.get("failed", 0) else 0
 
 
+def cmd_export(a) -> int:
+    from . import runs
+    out = runs.export(a.spec, a.scale, a.root, a.out)
+    print(f"exported {a.spec}/{a.scale} to {out}")
+    return 0
+
+
 def cmd_collect(a) -> int:
     from . import runs
-    if a.out:
-        out = runs.export(a.spec, a.scale, a.root, a.out)
-        print(f"exported {a.spec}/{a.scale} to {out}")
-        return 0
     df = runs.collect(a.root, a.table, a.spec, a.scale)
     if a.csv:
         df.to_csv(a.csv, index=False)
@@ -113,7 +123,6 @@ def cmd_collect(a) -> int:
 
 def cmd_status(a) -> int:
     from . import runs
-    import yaml
     specs = a.spec or sorted(str(p) for p in runs.sweeps_dir().glob("*.yaml"))
     if not specs:
         c = runs.status(a.root)
@@ -121,8 +130,8 @@ def cmd_status(a) -> int:
         return 0
     print(f"{'sweep':34s} {'scale':6s} {'total':>6s} {'done':>6s} {'pending':>8s} {'failed':>7s} {'running':>8s}")
     for spec in specs:
-        path = runs._sweep_path(spec)
-        scales = [a.scale] if a.scale else list((yaml.safe_load(path.read_text()) or {}).get("scales", {}))
+        path = runs.sweep_path(spec)
+        scales = [a.scale] if a.scale else runs.sweep_scales(path)
         for sc in scales:
             try:
                 c = runs.status(a.root, spec, sc)
@@ -137,7 +146,7 @@ def cmd_status(a) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m stabkit", description="stabkit: train, measure and sweep "
                                 "(diffeomorphism / noise stabilities of deep nets, layer by layer).")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,measure,sweep,collect,status}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,remeasure,sweep,collect,export,status}")
 
     def common(q, device=True):
         q.add_argument("--root", default=None, help="runs root (default: $STABKIT_RUNS, else <repo>/runs, "
@@ -148,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("train", help="train one configuration (a run without measurements unless --measure)",
                        description="Train one RunConfig; its folder is <root>/<key>.")
     q.add_argument("--config", help="YAML/JSON file with RunConfig fields")
-    q.add_argument("--task", choices=["cifar10", "twopoints", "scale1d"])
+    q.add_argument("--task", choices=list(TASKS))
     q.add_argument("--net")
     q.add_argument("--epochs", type=int)
     q.add_argument("--seed", type=int)
@@ -161,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(q)
     q.set_defaults(fn=cmd_train)
 
-    q = sub.add_parser("measure", help="measure a trained run (best checkpoint) again",
-                       description="Run measurements on a finished run folder; prints the tables.")
+    q = sub.add_parser("remeasure", help="measure a trained run (best checkpoint) again",
+                       description="Run measurements on a finished run folder (best checkpoint, checked "
+                                   "against the run's key); prints the tables, never writes into the folder.")
     q.add_argument("run_dir", help="a run folder <root>/<key> with config.json and best.pt")
     q.add_argument("--what", nargs="+", default=None, help="measurement names (default: the run's)")
     q.add_argument("--states", nargs="+", default=None, choices=["init", "trained"])
@@ -170,12 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--P", type=int, default=None, help="number of probes")
     q.add_argument("--out", default=None, help="write <table>.parquet here")
     q.add_argument("--device", default="auto")
-    q.set_defaults(fn=cmd_measure)
+    q.set_defaults(fn=cmd_remeasure)
 
     q = sub.add_parser("sweep", help="run a sweep (skips finished runs)",
                        description="Run every unfinished configuration of sweeps/<fig>.yaml at one scale.")
     q.add_argument("spec", help="sweep YAML file or name under sweeps/")
-    q.add_argument("--scale", default="small", help="tiny | small | paper | gpu (default small)")
+    q.add_argument("--scale", default="small", help="tiny | small | cpu | gpu | paper (default small)")
     q.add_argument("--jobs", type=int, default=1, help="concurrent runs (default 1)")
     q.add_argument("--executor", default="local", choices=["local", "slurm", "submitit-local", "submitit-debug"])
     q.add_argument("--slots-per-gpu", dest="slots_per_gpu", type=int, default=1)
@@ -187,16 +197,26 @@ def build_parser() -> argparse.ArgumentParser:
     common(q)
     q.set_defaults(fn=cmd_sweep)
 
-    q = sub.add_parser("collect", help="gather a table of a sweep's finished runs, or export them (--out)",
-                       description="Print/save one collected table, or with --out export every table and "
-                                   "provenance.json (for committing under results/<sweep>/<scale>/).")
+    q = sub.add_parser("collect", help="gather one table of a sweep's finished runs",
+                       description="Print/save one collected table (the rows of every finished run, then its "
+                                   "configuration columns; mapping fields as dotted columns, e.g. "
+                                   "task_options.d).")
     q.add_argument("spec", nargs="?", default=None, help="sweep YAML file or name (default: every run)")
     q.add_argument("--scale", default="small")
     q.add_argument("--table", default="output", help="metrics | output | layers | spectra | summary | ...")
     q.add_argument("--csv", default=None, help="write the table as CSV")
-    q.add_argument("--out", default=None, help="export directory (all tables + provenance.json)")
     common(q, device=False)
     q.set_defaults(fn=cmd_collect)
+
+    q = sub.add_parser("export", help="write every table of a sweep and provenance.json, for committing",
+                       description="Export every collected table of a sweep's finished runs and provenance.json "
+                                   "(git commit, versions, devices, wall times) to a folder (default "
+                                   "results/<sweep>/<scale>/).")
+    q.add_argument("spec", help="sweep YAML file or name")
+    q.add_argument("--scale", default="small")
+    q.add_argument("--out", default=None, help="export folder (default: <results root>/<sweep>/<scale>)")
+    common(q, device=False)
+    q.set_defaults(fn=cmd_export)
 
     q = sub.add_parser("status", help="done / pending / failed per sweep",
                        description="Count done / pending / failed / running runs per sweep and scale.")
@@ -209,8 +229,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "collect" and args.out and not args.spec:
-        raise SystemExit("error: collect --out needs a sweep")
     try:
         return int(args.fn(args) or 0)
     except ValueError as exc:

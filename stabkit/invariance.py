@@ -1,4 +1,6 @@
-"""Invariance of activations to a set of transformations: TV, SV and NV, layer by layer (PROBES.md, A).
+"""Invariance of activations to a set of transformations: TV, SV and NV, layer by layer.
+
+See ``book/probes.md`` (the rotation page and "Conventions").
 
 For one activation ``a`` (one unit of one layer) and ``N`` samples ``x_i``, ``T`` transformations ``t``,
 the samples x transformations matrix is ``M[i, t] = a(t(x_i))``. With ``s`` the unbiased standard deviation
@@ -19,28 +21,32 @@ averaged with equal weights. Convolutional activations ``[C, H, W]`` are either 
 The statistics are streamed in float64 over batches of samples: per layer the memory is ``O(T x A)``
 (a Welford mean / M2 per transformation, merged across batches with Chan's formula) plus ``O(b x A)`` for
 the batch being processed (a Welford over the transformations per sample); the full ``N x T x A`` array
-is never formed. Layers are the nodes of the model's FX graph, named and extracted as
-:mod:`stabkit.stability` does (:func:`stabkit.stability.layer_names`).
+is never formed. Layers are the nodes of the model's FX graph (:func:`stabkit.graph.trace`), named as
+:mod:`stabkit.stability` names them and run by the same :class:`stabkit.graph.LayerInterpreter`.
+
+Global summaries of a net (pooled over every activation, or the mean of the per-layer means) are in
+:mod:`stabkit.robustness` (:func:`~stabkit.robustness.global_nv`, :func:`~stabkit.robustness.layer_mean_nv`).
 
 Public API: :func:`invariance` (tables), :func:`rotations`, :func:`identity_transforms`,
 :class:`Transformation`, :func:`measures_from_array` (direct computation on a full array, the reference
-for tests), :func:`nv_ratio`.
+for tests), :func:`nv_ratio`, :func:`resolve_device`.
 """
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from .transforms.spatial import rotate
+from .checks import check_choice, check_device, check_int
+from .graph import LayerInterpreter, eval_mode, is_reshape, layer_name, model_device, node_kind, trace
+from .transforms import normalize, rotate
 
 __all__ = ["STATS", "AGGREGATIONS", "Transformation", "rotations", "identity_transforms", "invariance",
-           "measures_from_array", "nv_ratio"]
+           "measures_from_array", "nv_ratio", "resolve_device"]
 
 #: The dispersion statistic, unbiased standard deviation (as the original) or unbiased variance.
 STATS = ("std", "var")
@@ -60,20 +66,19 @@ class Transformation:
         return self.fn(images)
 
 
-def rotations(angles: Sequence[float] | None = None, n: int = 16, interp: str = "bilinear",
+def rotations(angles: Sequence[float] | None = None, n: int = 16, interpolation: str = "bilinear",
               padding: str = "zeros") -> list[Transformation]:
     """Rotations by explicit angles in **degrees** (default: ``n`` angles evenly over 360, i.e.
     0, 22.5, ..., 337.5 for n = 16, as in the 2019 paper), with :func:`stabkit.transforms.rotate`
     (multiples of 90 exact). ``padding="zeros"`` is black when applied before normalisation."""
     if angles is None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-            raise ValueError(f"rotations: n must be an integer >= 2, got {n!r}")
+        n = check_int("rotations: n", n, minimum=2)
         angles = [360.0 * i / n for i in range(n)]
     angles = [float(a) for a in angles]
     if len(angles) < 2:
         raise ValueError("rotations: angles must hold at least 2 angles (std over transformations)")
-    return [Transformation("rotate", a, (lambda x, a=a: rotate(x, a, interp=interp, padding=padding)))
-            for a in angles]
+    rotate(torch.zeros(1, 1, 2, 2), 0.0, interpolation, padding)  # check the options now (clear errors)
+    return [Transformation("rotate", a, (lambda x, a=a: rotate(x, a, interpolation, padding))) for a in angles]
 
 
 def identity_transforms(n: int = 4) -> list[Transformation]:
@@ -103,7 +108,7 @@ def measures_from_array(M, stat: str = "std", labels=None) -> dict[str, np.ndarr
     """Direct (non-streaming) TV, SV, NV from a full array ``M [N, T, A]`` (or ``[N, T]``), float64.
     With ``labels [N]``, stratified: per-class measures averaged with equal weights.
     Returns ``{"TV": [A], "SV": [A], "NV": [A]}``. Reference implementation for tests."""
-    _check_choice("stat", stat, STATS)
+    check_choice("stat", stat, STATS)
     M = np.asarray(M, dtype=np.float64)
     if M.ndim == 2:
         M = M[:, :, None]
@@ -166,9 +171,19 @@ class _Stream:
 
 
 # ------------------------------------------------------------------------------------------- measuring
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+def resolve_device(model: nn.Module, device: str | torch.device | None = None) -> torch.device:
+    """The device a measurement of ``model`` runs on: ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+    ``"mps"`` or a ``torch.device``), or the model's own device for ``None`` and ``"auto"`` (CPU for a
+    model without tensors). ``ValueError`` for another string or an accelerator that is not available."""
+    check_device("device", device)
+    if device is None or device == "auto":
+        return model_device(model, default="cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} asked for, but CUDA is not available here; use 'cpu' or 'auto'")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={str(device)!r} asked for, but MPS is not available here; use 'cpu' or 'auto'")
+    return device
 
 
 def _aggregate(a: torch.Tensor, how: str) -> torch.Tensor:
@@ -184,38 +199,41 @@ def _aggregate(a: torch.Tensor, how: str) -> torch.Tensor:
     return a.amax(2)
 
 
-def _normaliser(mean, std, device) -> Callable[[torch.Tensor], torch.Tensor]:
-    if mean is None and std is None:
-        return lambda x: x
-    m = torch.as_tensor(0.0 if mean is None else mean, dtype=torch.float32, device=device)
-    s = torch.as_tensor(1.0 if std is None else std, dtype=torch.float32, device=device)
-    m, s = (m.view(1, -1, 1, 1) if m.dim() == 1 else m), (s.view(1, -1, 1, 1) if s.dim() == 1 else s)
-    return lambda x: (x - m) / s
+def _pixels(x: torch.Tensor) -> torch.Tensor:
+    """Pixel images as floats: uint8 scaled to [0, 1], floating dtypes kept."""
+    return x if x.is_floating_point() else x.float() / 255.0
 
 
-def _graph(model: nn.Module):
-    """FX graph of ``model`` and its node names, exactly as :mod:`stabkit.stability` traces and runs it
-    (node by node, each value seen before a later in-place op could modify it)."""
-    from . import stability
-    graph, qual = stability._trace(model)
-    return stability._GraphRunner(model, graph), qual
-
-
-def _stream_subset(runner, qual, images, transformations, layers, aggregate, stat, batch_size, normalise,
-                   device):
-    streams = {name: _Stream(len(transformations), stat) for name in layers}
+def _stream_subset(interpreter, nodes, images, transformations, aggregate, stat, batch_size, normalise, device):
+    """``{node: (TV, SV)}`` of ``images`` streamed in batches through ``interpreter``."""
+    streams = {node: _Stream(len(transformations), stat) for node in nodes}
     N = images.shape[0]
     for start in range(0, N, batch_size):
-        xb = images[start:start + batch_size].to(device)
-        if not xb.is_floating_point():
-            xb = xb.float() / 255.0
+        xb = _pixels(images[start:start + batch_size].to(device))
         for t, tr in enumerate(transformations):
-            def callback(node, value, t=t):
-                name = qual.get(node)
-                if name in streams and isinstance(value, torch.Tensor):
-                    streams[name].update(t, _aggregate(value, aggregate))
-            runner.run(normalise(tr(xb)), callback)
-    return {name: streams[name].result() for name in layers}
+            def hook(node, value, t=t):
+                if isinstance(value, torch.Tensor):
+                    streams[node].update(t, _aggregate(value, aggregate))
+            interpreter.hook = hook
+            interpreter.run(normalise(tr(xb)))
+    return {node: streams[node].result() for node in nodes}
+
+
+def _activation_nodes(gm, example: torch.Tensor) -> list:
+    """Layer nodes whose value on ``example`` is a floating tensor with the batch axis first, in execution
+    order (the rows of :func:`stabkit.stability.measure` with ``layers="all"``)."""
+    keep = []
+
+    def hook(node, value):
+        if (isinstance(value, torch.Tensor) and value.dtype.is_floating_point and value.ndim >= 1
+                and value.shape[0] == example.shape[0]):
+            keep.append(node)
+
+    floats = [p for p in gm.parameters() if p.dtype.is_floating_point]
+    if floats:  # run in the model's dtype and on its device
+        example = example.to(device=floats[0].device, dtype=floats[0].dtype)
+    LayerInterpreter(gm, hook).run(example)
+    return keep
 
 
 @torch.no_grad()
@@ -228,19 +246,23 @@ def invariance(model: nn.Module, images: torch.Tensor, transformations: Sequence
 
     Args:
         model: any ``nn.Module`` traceable by ``torch.fx``; evaluated in eval mode (restored after).
-        images: [N, C, H, W] in pixel space: uint8 (scaled to [0, 1]) or float. The transformations are
-            applied there, then ``(x - mean) / std`` (per channel) if given.
+        images: [N, C, H, W] in pixel space: uint8 (scaled to [0, 1]) or float (finite: NaN or inf is
+            refused). The transformations are applied there, then
+            :func:`stabkit.transforms.normalize` with ``mean``, ``std`` (per channel) if given.
         transformations: T >= 2 deterministic transformations (:class:`Transformation` or plain
             callables), the same for every sample, e.g. :func:`rotations`.
         labels: [N] class labels; required when ``stratify``.
-        layers: FX node names (default: every node of :func:`stabkit.stability.layer_names`).
+        layers: FX node names (default: every node whose value is a floating tensor with the batch axis
+            first, i.e. the rows of :func:`stabkit.stability.measure`).
         stratify: compute within each class, then average the per-class measures (equal weights).
         aggregate: ``"none"`` (one activation per position) | ``"mean"`` (default) | ``"sum"`` | ``"max"``
             (per channel over H, W); non-spatial layers are left as they are.
         stat: ``"std"`` (default, the original's unbiased std) | ``"var"`` (unbiased variance).
         batch_size: samples per forward pass (each is repeated for the T transformations).
         mean, std: per-channel normalisation applied after the transformations (None: none).
-        device: where to compute (default: the model's device).
+        device: where to compute: the model's device (``None``, the default, or ``"auto"``), else
+            ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device`` (checked, see
+            :func:`resolve_device`).
         per_activation: also return the per-activation table (for heatmaps).
 
     Returns:
@@ -248,19 +270,23 @@ def invariance(model: nn.Module, images: torch.Tensor, transformations: Sequence
         tensor-valued nodes, as in stability.measure), rel_depth (depth / number of such nodes; the output
         is 1), n_activations, mean_NV (mean of the finite
         NV), median_NV, n_inf (activations with SV = 0 < TV), mean_TV, mean_SV, stat, aggregate,
-        stratified, n_samples, n_transforms, transform``; plus ``"activations"`` (``layer, depth,
-        rel_depth, activation, TV, SV, NV``) if ``per_activation``.
+        stratified, n_samples, n_transforms, transform, kind`` (module class or function name),
+        ``reshape`` (True for nodes that only rearrange the node before them: view, flatten, ...; they
+        repeat that layer and are left out of the global NV), ``n_finite`` (activations with a finite
+        NV); plus ``"activations"`` (``layer, depth, rel_depth, activation, TV, SV, NV``) if
+        ``per_activation``.
     """
-    _check_choice("stat", stat, STATS)
-    _check_choice("aggregate", aggregate, AGGREGATIONS)
+    check_choice("stat", stat, STATS)
+    check_choice("aggregate", aggregate, AGGREGATIONS)
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ValueError(f"images must be a tensor [N, C, H, W], got "
                          f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+    if images.is_floating_point() and images.numel() and not bool(torch.isfinite(images).all()):
+        raise ValueError("images must be finite (no NaN or inf)")
     transformations = list(transformations)
     if len(transformations) < 2:
         raise ValueError(f"transformations must hold at least 2 transformations, got {len(transformations)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     N = images.shape[0]
     if stratify:
         if labels is None:
@@ -269,29 +295,27 @@ def invariance(model: nn.Module, images: torch.Tensor, transformations: Sequence
         labels = torch.as_tensor(labels).reshape(-1).cpu()
         if labels.shape[0] != N:
             raise ValueError(f"labels must have shape [N] = [{N}], got {tuple(labels.shape)}")
-    if device is None:
-        p = next(model.parameters(), None)
-        device = p.device if p is not None else torch.device("cpu")
-    device = torch.device(device)
-    normalise = _normaliser(mean, std, device)
-    was_training = model.training
-    model.eval()
-    try:
-        from .stability import layer_names
-        example = images[:2].to(device)
-        example = normalise(example.float() / 255.0 if not example.is_floating_point() else example)
-        all_names = layer_names(model, example)  # tensor-valued nodes, execution order
+    device = resolve_device(model, device)
+
+    def normalise(x: torch.Tensor) -> torch.Tensor:
+        return normalize(x, mean, std)
+
+    with eval_mode(model):
+        gm = trace(model)
+        all_nodes = _activation_nodes(gm, normalise(_pixels(images[:2].to(device))))  # execution order
+        all_names = [layer_name(n) for n in all_nodes]
         if layers is None:
-            names = list(all_names)
+            nodes = list(all_nodes)
         else:
-            names = [layers] if isinstance(layers, str) else list(layers)
-            unknown = [n for n in names if n not in all_names]
-            if not names or unknown:
+            wanted = [layers] if isinstance(layers, str) else list(layers)
+            unknown = [n for n in wanted if n not in all_names]
+            if not wanted or unknown:
                 raise ValueError(f"layers must be a non-empty list of node names of layer_names(model, x); "
                                  f"unknown {unknown}, accepted e.g. {all_names[:5]}")
-            names = [n for n in all_names if n in set(names)]
+            nodes = [n for n in all_nodes if layer_name(n) in set(wanted)]
+        names = [layer_name(n) for n in nodes]
         depth_of = {n: i + 1 for i, n in enumerate(all_names)}
-        runner, qual = _graph(model)
+        interpreter = LayerInterpreter(gm, nodes=nodes)
         if stratify:
             classes = torch.unique(labels).tolist()
             parts = []
@@ -299,30 +323,28 @@ def invariance(model: nn.Module, images: torch.Tensor, transformations: Sequence
                 idx = (labels == c).nonzero().squeeze(1)
                 if len(idx) < 2:
                     raise ValueError(f"stratify: class {c} has {len(idx)} sample(s); each class needs >= 2")
-                parts.append(_stream_subset(runner, qual, images[idx], transformations, names, aggregate, stat,
+                parts.append(_stream_subset(interpreter, nodes, images[idx], transformations, aggregate, stat,
                                             batch_size, normalise, device))
             per = {}
-            for name in names:
-                tvs = [p[name][0].cpu().numpy() for p in parts]
-                svs = [p[name][1].cpu().numpy() for p in parts]
+            for node in nodes:
+                tvs = [p[node][0].cpu().numpy() for p in parts]
+                svs = [p[node][1].cpu().numpy() for p in parts]
                 nvs = [nv_ratio(tv, sv) for tv, sv in zip(tvs, svs)]
-                per[name] = (np.mean(tvs, 0), np.mean(svs, 0), np.mean(nvs, 0))
+                per[node] = (np.mean(tvs, 0), np.mean(svs, 0), np.mean(nvs, 0))
         else:
             if N < 2:
                 raise ValueError(f"images must hold at least 2 samples, got {N}")
-            res = _stream_subset(runner, qual, images, transformations, names, aggregate, stat, batch_size, normalise,
-                                 device)
+            res = _stream_subset(interpreter, nodes, images, transformations, aggregate, stat, batch_size,
+                                 normalise, device)
             per = {}
-            for name, (tv, sv) in res.items():
+            for node, (tv, sv) in res.items():
                 tv, sv = tv.cpu().numpy(), sv.cpu().numpy()
-                per[name] = (tv, sv, nv_ratio(tv, sv))
-    finally:
-        model.train(was_training)
+                per[node] = (tv, sv, nv_ratio(tv, sv))
     L = len(all_names)
     tname = ",".join(sorted({getattr(t, "name", getattr(t, "__name__", "custom")) for t in transformations}))
     rows, acts = [], []
-    for name in names:
-        tv, sv, nv = per[name]
+    for node, name in zip(nodes, names):
+        tv, sv, nv = per[node]
         finite = np.isfinite(nv)
         depth = depth_of[name]
         rel = depth / L
@@ -331,7 +353,8 @@ def invariance(model: nn.Module, images: torch.Tensor, transformations: Sequence
                          median_NV=float(np.median(nv)) if nv.size else float("nan"),
                          n_inf=int(np.isinf(nv).sum()), mean_TV=float(tv.mean()), mean_SV=float(sv.mean()),
                          stat=stat, aggregate=aggregate, stratified=bool(stratify), n_samples=int(N),
-                         n_transforms=len(transformations), transform=tname))
+                         n_transforms=len(transformations), transform=tname, kind=node_kind(node, gm),
+                         reshape=bool(is_reshape(node, gm)), n_finite=int(finite.sum())))
         if per_activation:
             acts.append(pd.DataFrame(dict(layer=name, depth=depth, rel_depth=rel,
                                           activation=np.arange(nv.size), TV=tv, SV=sv, NV=nv)))

@@ -1,4 +1,5 @@
-"""Grid-Laplacian spectrum of convolution filters (METHODS.md section 7).
+"""Grid-Laplacian spectrum of convolution filters (``book/methods.md``, section "Grid-Laplacian spectra of
+filters").
 
 A ``k x k`` filter slice is a function on the ``k x k`` pixel grid. The graph Laplacian of that grid
 (4-neighbours, open boundary) has an orthonormal eigenbasis ordered by "spatial frequency": eigenvalue 0 is
@@ -21,16 +22,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .checks import check_int
+
 __all__ = ["grid_laplacian", "laplacian_eigenvectors", "laplacian_projection", "filter_spectra"]
 
 #: Eigenvalues closer than this are treated as one degenerate eigenvalue.
 DEGENERACY_TOL = 1e-8
-
-
-def _check_side(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be an integer >= 1 (the side of the pixel grid), got {n!r}")
-    return int(n)
 
 
 def grid_laplacian(n: int = 3) -> np.ndarray:
@@ -39,7 +36,7 @@ def grid_laplacian(n: int = 3) -> np.ndarray:
     Pixels are numbered row-major (pixel ``(r, c)`` is index ``r * n + c``); each pixel is linked to its
     4 neighbours, with an open (non-periodic) boundary, so border pixels have degree 2 or 3.
     """
-    n = _check_side(n)
+    n = check_int("n", n, minimum=1)  # the side of the pixel grid
     lap = np.zeros((n * n, n * n), dtype=np.float64)
     for r in range(n):
         for c in range(n):
@@ -78,7 +75,7 @@ def laplacian_eigenvectors(n: int = 3) -> tuple[np.ndarray, np.ndarray]:
         Ascending. Closed form: ``2 - 2 cos(pi a / n) + 2 - 2 cos(pi b / n)``, ``a, b = 0..n-1``;
         for ``n = 3``: ``0, 1, 1, 2, 3, 3, 4, 4, 6``. ``psi[0]`` is the constant filter ``1/n``.
     """
-    psi, values = _eig(_check_side(n))
+    psi, values = _eig(check_int("n", n, minimum=1))
     return psi.copy(), values.copy()
 
 

@@ -1,8 +1,9 @@
-"""Relative stability of a network to diffeomorphisms and to noise, layer by layer (METHODS.md §3).
+"""Relative stability of a network to diffeomorphisms and to noise, layer by layer.
 
-For a function ``f`` (the network output, or the flattened activations of one node of its graph) and
-``P`` probes ``x_i`` with their deformed versions ``tau x_i`` and noisy versions ``x_i + eta_i``
-(``||eta_i|| = ||tau x_i - x_i||``):
+Definitions: ``book/methods.md``, section "Stabilities".  For a function ``f`` (the network output, or the
+flattened activations of one node of its graph) and ``P`` probes ``x_i`` with their deformed versions
+``tau x_i`` and noisy versions ``x_i + eta_i`` (``||eta_i|| = ||tau x_i - x_i||``), a :class:`Probes` set
+made by :func:`draw_probes`:
 
 * ``D = (1/P) sum_i ||f(tau x_i) - f(x_i)||^2``, ``G = (1/P) sum_i ||f(x_i + eta_i) - f(x_i)||^2``;
 * ``deno = (1/P^2) sum_{i,j} ||f(x_i) - f(x_j)||^2 + 1e-10`` over all ordered pairs *including* ``i = j``
@@ -10,28 +11,52 @@ For a function ``f`` (the network output, or the flattened activations of one no
   with a shift ``c`` (the mean of the first streamed batch) that removes the cancellation;
 * ``D_f = D / deno``, ``G_f = G / deno``, ``R_f = D / G``.
 
-:func:`measure` streams the probes through the network once, node by node of its FX graph, and
-accumulates these sums per node in float64, so that memory does not grow with the number of layers or of
-probes.  :func:`stability` computes the same two numbers from stored outputs (and the median variant).
+:func:`measure` streams the probes through the network once, node by node of its FX graph
+(:mod:`stabkit.graph`), and accumulates these sums per node in float64, so that memory does not grow with
+the number of layers or of probes.  :func:`stability` computes the same two numbers from stored outputs
+(and the median variant).  :func:`shuffle_channels` makes the channel-shuffled control network
+(``book/methods.md``, section "Channel shuffling").
 """
 from __future__ import annotations
 
 import copy
 import math
-import numbers
-from typing import Callable, Optional, Sequence, Union
+import warnings
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.conv import _ConvTransposeNd
+from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
+from .checks import check_choice, check_device, check_float, check_int
+from .graph import (
+    LayerInterpreter,
+    eval_mode,
+    layer_name,
+    layer_nodes,
+    model_device,
+    node_kind,
+    on_depth_axis,
+    output_node,
+    resolve_device,
+    strict_float32,
+    trace,
+)
 from .transforms.diffeo import deform, diffeo_batch
 from .transforms.noise import noisy_batch
 
-__all__ = ["stability", "measure", "shuffle_channels", "layer_names", "draw_probes", "COLUMNS"]
+__all__ = [
+    "COLUMNS",
+    "RELU_CONVENTIONS",
+    "Probes",
+    "draw_probes",
+    "layer_names",
+    "measure",
+    "shuffle_channels",
+    "stability",
+]
 
 #: Added to every denominator (as in the paper) so that a constant function gives finite ratios.
 EPS = 1e-10
@@ -41,15 +66,15 @@ COLUMNS = ["layer", "depth", "rel_depth", "kind", "features", "D", "G", "deno", 
 
 LAYER_CHOICES = ("all", "output")
 
-#: On CPU in float64, PyTorch's convolution unfolds the whole batch at once (im2col, ``k*k`` times the
-#: input); running convolutions on slices of this many samples bounds that buffer with identical results.
-CONV_CHUNK = 32
+#: ``measure(relu_convention=...)``: ``"true"`` every node's own value; ``"inplace"`` the value after the
+#: in-place ReLU that overwrites it, as the original code's feature extraction reported it.
+RELU_CONVENTIONS = ("true", "inplace")
 
 
 # ------------------------------------------------------------------------------------------ checks
 def _check_outputs(t, name: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor [P, ...]; got {type(t).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor [P, ...]; got {type(t).__name__}")
     if t.ndim < 1 or t.shape[0] < 2:
         raise ValueError(f"{name} must have shape [P, ...] with at least P = 2 probes; "
                          f"got shape {tuple(t.shape)}")
@@ -58,6 +83,18 @@ def _check_outputs(t, name: str) -> torch.Tensor:
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} must not contain NaN or inf")
     return t
+
+
+def _check_input(t, name: str) -> torch.Tensor:
+    """A network input ``[P, ...]``: floating (pixel bytes refused), finite, ``P >= 2``."""
+    if isinstance(t, torch.Tensor) and t.dtype == torch.uint8:
+        # Other entry points take pixel-space images and normalise them; measure takes the network's input
+        # as it is, so a silent /255 would feed unnormalised images to a net trained on normalised ones.
+        raise ValueError(f"{name} is uint8 (pixel values 0..255); measure takes the network's input as "
+                         f"floats: convert with {name}.float() / 255 (then normalise as in training)")
+    if isinstance(t, torch.Tensor) and not t.dtype.is_floating_point:
+        raise ValueError(f"{name} must be a floating tensor (the network's input); got dtype {t.dtype}")
+    return _check_outputs(t, name)
 
 
 def _ratio(a: float, b: float) -> float:
@@ -104,199 +141,9 @@ def stability(o: torch.Tensor, op: torch.Tensor, mean: bool = True) -> tuple[flo
     return float(nume), float(deno)
 
 
-# -------------------------------------------------------------------------------------- FX tracing
-def _tracer():
-    """torchvision's NodePathTracer with the defaults of ``get_graph_node_names`` (same node names)."""
-    from torchvision.models import feature_extraction as fe
-
-    try:
-        kwargs = fe._set_default_tracer_kwargs(None)
-    except AttributeError:  # private helper moved: fall back to plain FX leaves (same names on torch.nn)
-        kwargs = {}
-    return fe.NodePathTracer(**kwargs)
-
-
-def _trace(model: nn.Module) -> tuple[fx.Graph, dict]:
-    """Trace ``model`` in eval mode; return its graph and ``{node: torchvision node name}``."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        tracer = _tracer()
-        graph = tracer.trace(model)
-    except Exception as err:  # symbolic tracing failures are user-facing: say what is needed
-        raise ValueError(f"model must be traceable by torch.fx (torchvision feature extraction); "
-                         f"tracing failed with {type(err).__name__}: {err}") from err
-    finally:
-        for m, flag in modes:
-            m.training = flag
-    return graph, dict(tracer.node_to_qualname)
-
-
-def _kind(node: fx.Node, root: nn.Module) -> str:
-    if node.op == "call_module":
-        return type(root.get_submodule(node.target)).__name__
-    if node.op == "call_function":
-        return getattr(node.target, "__name__", str(node.target))
-    return str(node.target)
-
-
-def _fetch_attr(root: nn.Module, target: str):
-    obj = root
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _batch_norm_per_part(module: _BatchNorm, x: torch.Tensor, parts: int) -> torch.Tensor:
-    """Batch-norm with batch statistics computed separately on each of ``parts`` equal slices of the
-    batch (clean, deformed, noisy), running statistics neither used nor updated."""
-    out = [F.batch_norm(chunk, None, None, module.weight, module.bias, True, 0.0, module.eps)
-           for chunk in x.chunk(parts)]
-    return torch.cat(out)
-
-
-class _GraphRunner:
-    """Executes an FX graph node by node, hands every node value to a callback, and frees each value
-    after its last use (so that only live activations are held, and each node is seen before any
-    in-place op of a later node can modify it)."""
-
-    def __init__(self, root: nn.Module, graph: fx.Graph, batch_stats_parts: int = 0,
-                 float64_nodes: Optional[set] = None) -> None:
-        self.root = root
-        self.nodes = list(graph.nodes)
-        self.parts = batch_stats_parts
-        # Nodes computed in float64 whatever the forward dtype (their tensor inputs are promoted and
-        # their modules run as float64 copies, made once).
-        self.float64_nodes = float64_nodes or set()
-        self.modules64: dict[str, nn.Module] = {}
-        last_use: dict[fx.Node, fx.Node] = {}
-        for node in self.nodes:
-            for inp in node.all_input_nodes:
-                last_use[inp] = node
-        self.free_after: dict[fx.Node, list] = {}
-        for inp, user in last_use.items():
-            self.free_after.setdefault(user, []).append(inp)
-
-    def run(self, x: torch.Tensor, callback: Callable[[fx.Node, object], None]):
-        env: dict[fx.Node, object] = {}
-        first = True
-        result = None
-        for node in self.nodes:
-            if node.op == "placeholder":
-                if first:
-                    value, first = x, False
-                elif node.args:  # extra forward() arguments keep their defaults
-                    value = node.args[0]
-                else:
-                    raise ValueError(f"model.forward must take a single required input; "
-                                     f"argument {node.target!r} has no default")
-            elif node.op == "output":
-                result = fx.node.map_arg(node.args[0], lambda n: env[n])
-                break
-            elif node.op == "get_attr":
-                value = _fetch_attr(self.root, node.target)
-            else:
-                args = fx.node.map_arg(node.args, lambda n: env[n])
-                kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
-                promote = node in self.float64_nodes
-                if promote:
-                    args, kwargs = _to_float64((args, kwargs))
-                if node.op == "call_function":
-                    value = node.target(*args, **kwargs)
-                elif node.op == "call_method":
-                    value = getattr(args[0], node.target)(*args[1:], **kwargs)
-                else:  # call_module
-                    module = self.root.get_submodule(node.target)
-                    if promote:
-                        if node.target not in self.modules64:
-                            self.modules64[node.target] = copy.deepcopy(module).to(torch.float64)
-                        module = self.modules64[node.target]
-                    if self.parts and isinstance(module, _BatchNorm):
-                        value = _batch_norm_per_part(module, *args, parts=self.parts)
-                    elif (isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and len(args) == 1 and not kwargs
-                          and args[0].device.type == "cpu" and args[0].dtype == torch.float64
-                          and args[0].shape[0] > CONV_CHUNK):
-                        value = torch.cat([module(part) for part in args[0].split(CONV_CHUNK)])
-                    else:
-                        value = module(*args, **kwargs)
-            callback(node, value)
-            if node.users:
-                env[node] = value
-            for dead in self.free_after.get(node, ()):
-                env.pop(dead, None)
-        return result
-
-
-def _to_float64(obj):
-    """Floating tensors inside nested tuples/lists/dicts promoted to float64."""
-    if isinstance(obj, torch.Tensor):
-        return obj.double() if obj.dtype.is_floating_point else obj
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_float64(o) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _to_float64(v) for k, v in obj.items()}
-    return obj
-
-
-def _after_last_conv(graph: fx.Graph, root: nn.Module) -> set:
-    """Nodes that come after the last convolution: for CNNs the cheap dense head."""
-    nodes = list(graph.nodes)
-    convs = [i for i, n in enumerate(nodes) if n.op == "call_module"
-             and isinstance(root.get_submodule(n.target), nn.modules.conv._ConvNd)]
-    if not convs:
-        return set()
-    return {n for n in nodes[convs[-1] + 1:] if n.op in ("call_module", "call_function", "call_method")}
-
-
-def _is_activation(value, batch: int) -> bool:
-    return (isinstance(value, torch.Tensor) and value.dtype.is_floating_point and value.ndim >= 1
-            and value.shape[0] == batch)
-
-
-def _candidate_nodes(graph: fx.Graph) -> list[fx.Node]:
-    return [n for n in graph.nodes if n.op in ("call_module", "call_function", "call_method")]
-
-
-def layer_names(model: nn.Module, x: Optional[torch.Tensor] = None) -> list[str]:
-    """Names of the nodes of ``model``'s FX graph (eval mode), in execution order, as torchvision's
-    ``get_graph_node_names`` names them, without the input placeholder and parameter reads.
-
-    Without ``x`` the list is static and may contain nodes whose value is not a tensor (e.g.
-    ``x.size(0)``); with an example input ``x`` (``[P, ...]``, run once in eval mode, without gradients,
-    after conversion to the model's dtype and device)
-    only the nodes whose value is a floating tensor with the batch axis first are kept: exactly the rows
-    of ``measure(model, x, layers="all")``.
-    """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    graph, qual = _trace(model)
-    nodes = _candidate_nodes(graph)
-    if x is None:
-        return [qual[n] for n in nodes]
-    keep: list[str] = []
-    wanted = set(nodes)
-
-    def callback(node, value):
-        if node in wanted and _is_activation(value, x.shape[0]):
-            keep.append(qual[node])
-
-    floats = [p for p in model.parameters() if p.dtype.is_floating_point]
-    if floats:  # run in the model's dtype and on its device
-        x = x.to(device=floats[0].device, dtype=floats[0].dtype)
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            _GraphRunner(model, graph).run(x, callback)
-    finally:
-        for m, flag in modes:
-            m.training = flag
-    return keep
-
-
 # ---------------------------------------------------------------------------------------- shuffling
-def shuffle_channels(model: nn.Module, mode: int = 1, generator: Optional[torch.Generator] = None) -> nn.Module:
-    """Channel-shuffling control (METHODS.md §3): a deep copy of ``model`` with permuted conv filters.
+def shuffle_channels(model: nn.Module, mode: int = 1, generator: torch.Generator | None = None) -> nn.Module:
+    """Channel-shuffling control (``book/methods.md``, "Channel shuffling"): a deep copy of ``model`` with permuted conv filters.
 
     For every parameter with 3 or more dimensions (conv weights ``[C_out, C_in, k, k]``, 1-D conv
     ``[C_out, C_in, k]``, 3-D conv), in ``model.modules()`` order: ``mode=1`` permutes the input-channel
@@ -310,7 +157,7 @@ def shuffle_channels(model: nn.Module, mode: int = 1, generator: Optional[torch.
     ``torch.randperm(..., generator=generator)`` on the generator's device (global CPU RNG if ``None``).
     """
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if isinstance(mode, bool) or mode not in (0, 1, 2):
         raise ValueError(f"mode must be 0 (no shuffle), 1 (input channels) or 2 (input and output "
                          f"channels); got {mode!r}")
@@ -335,34 +182,60 @@ def shuffle_channels(model: nn.Module, mode: int = 1, generator: Optional[torch.
 
 
 # ------------------------------------------------------------------------------------------- probes
-def draw_probes(x: torch.Tensor, *, delta: float = 1.0, cut: int = 3, interp: str = "linear",
-                seed: int = 0, generator: Optional[torch.Generator] = None,
-                device: Union[str, torch.device, None] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The probe set used by :func:`measure`: ``(x0, x_tau, x_eta)``, float64, on ``device`` (default:
-    ``x``'s).
+class Probes(NamedTuple):
+    """A probe set (``book/methods.md``, sections "Random diffeomorphisms" to "Stabilities"): three
+    tensors of the same shape ``[P, ...]`` (``P >= 2``), the clean probes ``x``, their deformed versions
+    ``x_tau`` and their noisy versions ``x_eta`` (per-probe noise norm ``||x_tau_i - x_i||``)."""
 
-    ``x_tau = diffeo_batch(x, delta, cut, interp)`` (one field per image), then
-    ``x_eta = noisy_batch(x0, x_tau)`` (per-image noise of norm ``||x_tau_i - x0_i||``), both drawn in this
-    order from ``generator`` (default: a CPU generator seeded with ``seed``), so the same seed gives the
-    same probes bit for bit on any device.  ``x0 = x`` except for ``interp="gaussian"``, whose kernel blurs:
-    then ``x0 = deform(x, 0, cut, "gaussian")`` so that clean and deformed probes are blurred alike.
+    x: torch.Tensor
+    x_tau: torch.Tensor
+    x_eta: torch.Tensor
+
+
+def draw_probes(x: torch.Tensor, *, delta: float = 1.0, cut: int = 3, interpolation: str = "bilinear",
+                generator: torch.Generator | None = None, seed: int = 0,
+                device: str | torch.device | None = None, interp: str | None = None) -> Probes:
+    """The probe set of images ``x``: ``Probes(x, x_tau, x_eta)``, float64, on ``device`` (default: ``x``'s).
+
+    Args:
+        x: ``[P, C, n, n]`` images as the network takes them (``P >= 2``, floating, square).
+        delta: typical displacement of the diffeomorphisms in pixels (the paper: 1).
+        cut: mode cut-off of the diffeomorphisms (the paper: 3).
+        interpolation: ``"bilinear"`` (the paper's), ``"nearest"`` or ``"gaussian"``; see
+            :func:`stabkit.transforms.deform`.  ``interp`` is a deprecated name of it.
+        generator: source of every draw (default: a CPU generator seeded with ``seed``, so that the same
+            seed gives the same probes bit for bit on any device).
+        seed: used only when ``generator`` is ``None``.
+        device: where the probes are made and returned.
+
+    ``x_tau = diffeo_batch(x, delta, cut, interpolation)`` (one field per image), then
+    ``x_eta = noisy_batch(x, x_tau)`` (per-image noise of norm ``||x_tau_i - x_i||``), drawn in this order.
+    The returned ``x`` is ``x`` itself (in float64) except for ``interpolation="gaussian"``, whose kernel
+    blurs: then it is ``deform(x, 0, cut, "gaussian")``, so that clean and deformed probes are blurred alike.
     """
+    if interp is not None:
+        warnings.warn("draw_probes(interp=...) is deprecated: use interpolation=", DeprecationWarning,
+                      stacklevel=2)
+        interpolation = interp
+    if interpolation == "linear":  # the old spelling, still accepted by the transforms (deprecated there)
+        interpolation = "bilinear"
+    check_choice("interpolation", interpolation, ("bilinear", "nearest", "gaussian"))
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x must be images [P, C, n, n] to draw diffeomorphisms; got {shape} "
-                         f"(for other inputs pass probes=(x, x_tau, x_eta) to measure)")
-    if x.shape[0] < 2:
-        raise ValueError(f"x must hold at least 2 probes (P >= 2); got P = {x.shape[0]}")
+                         f"(for other inputs make a Probes(x, x_tau, x_eta) and pass it to measure)")
+    x = _check_input(x, "x")
     if generator is None:
-        generator = torch.Generator().manual_seed(int(seed))
+        generator = torch.Generator().manual_seed(check_int("seed", seed))
+    if device is not None:
+        device = torch.device(check_device("device", device))
     x64 = x.to(device=device if device is not None else x.device, dtype=torch.float64)
-    x_tau = diffeo_batch(x64, delta=delta, cut=cut, interp=interp, generator=generator)
-    x0 = deform(x64, 0.0, cut, interp="gaussian") if interp == "gaussian" else x64
+    x_tau = diffeo_batch(x64, delta=delta, cut=cut, interpolation=interpolation, generator=generator)
+    x0 = deform(x64, 0.0, cut, interpolation="gaussian") if interpolation == "gaussian" else x64
     x_eta = noisy_batch(x0, x_tau, generator=generator)
-    return x0, x_tau, x_eta
+    return Probes(x0, x_tau, x_eta)
 
 
-# ------------------------------------------------------------------------------------------ measure
 class _Scratch:
     """Float64 work buffers reused across nodes and batches (on CPU, a fresh allocation of a large
     temporary is paid in page faults at every node)."""
@@ -381,14 +254,14 @@ class _Accumulator:
     """Float64 running sums for one node: sum ||f(tau x)-f(x)||^2, sum ||f(x+eta)-f(x)||^2,
     sum (f - c), sum ||f - c||^2, with the shift ``c`` = mean of the first batch's clean outputs."""
 
-    __slots__ = ("sD", "sG", "s1", "s2", "c", "n", "features")
+    __slots__ = ("c", "features", "n", "s1", "s2", "sD", "sG")
 
     def __init__(self) -> None:
         self.sD = self.sG = self.s2 = 0.0
         self.s1 = self.c = None
         self.n = 0
 
-    def add(self, value: torch.Tensor, b: int, scratch: "_Scratch") -> None:
+    def add(self, value: torch.Tensor, b: int, scratch: _Scratch) -> None:
         value = value.detach().reshape(3 * b, -1)
         F_ = value.shape[1]
         n = b * F_
@@ -428,116 +301,230 @@ class _Accumulator:
                 "G_f": G / deno, "R_f": _ratio(D, G), "P": P}
 
 
-def _model_device(model: nn.Module) -> Optional[torch.device]:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return None
-
-
-def _needs_copy(model: nn.Module, device: torch.device, dtype: Optional[torch.dtype]) -> bool:
+def _needs_copy(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> bool:
     for t in list(model.parameters()) + list(model.buffers()):
         if t.device != device or (dtype is not None and t.dtype.is_floating_point and t.dtype != dtype):
             return True
     return False
 
 
-def measure(model: nn.Module, x: Optional[torch.Tensor], *, delta: float = 1.0, cut: int = 3,
-            interp: str = "linear", layers: Union[str, Sequence[str]] = "all", shuffle_channels: int = 0,
-            seed: int = 0, probes: Optional[Sequence[torch.Tensor]] = None, batch_size: Optional[int] = None,
-            device: Union[str, torch.device, None] = None, dtype: Optional[torch.dtype] = torch.float64,
-            batch_stats: bool = False) -> pd.DataFrame:
-    """Diffeomorphism and noise stabilities of every node of ``model``'s computation graph.
+def _after_last_conv(gm: fx.GraphModule) -> set:
+    """Nodes that come after the last convolution: for CNNs the cheap dense head."""
+    nodes = list(gm.graph.nodes)
+    convs = [i for i, n in enumerate(nodes) if n.op == "call_module" and isinstance(gm.get_submodule(n.target), _ConvNd)]
+    if not convs:
+        return set()
+    return {n for n in nodes[convs[-1] + 1:] if n.op in ("call_module", "call_function", "call_method")}
+
+
+def _is_activation(value, batch: int) -> bool:
+    return (isinstance(value, torch.Tensor) and value.dtype.is_floating_point and value.ndim >= 1
+            and value.shape[0] == batch)
+
+
+def _depth_nodes(gm: fx.GraphModule) -> set:
+    """Layer nodes that are not on the depth axis (pure reshapes other than the output)."""
+    return {n for n in layer_nodes(gm) if not on_depth_axis(n, gm)}
+
+
+def _check_fits(gm: fx.GraphModule, x: torch.Tensor, name: str) -> None:
+    """Refuse, naming ``name``, an input whose channels do not match a convolution that reads it directly."""
+    for node in gm.graph.nodes:
+        if node.op != "placeholder":
+            continue
+        for user in node.users:
+            if user.op == "call_module":
+                module = gm.get_submodule(user.target)
+                if isinstance(module, _ConvNd) and x.ndim >= 2 and x.shape[1] != module.in_channels:
+                    raise ValueError(f"{name} has {x.shape[1]} channels (shape {tuple(x.shape)}) but the model's "
+                                     f"first convolution {layer_name(user)!r} takes {module.in_channels}")
+        return  # only the first input is the probes
+
+
+def layer_names(model: nn.Module, x: torch.Tensor | None = None) -> list[str]:
+    """Names of the nodes of ``model``'s FX graph (eval mode), in execution order, as torchvision's
+    ``get_graph_node_names`` names them, without the input placeholder and parameter reads.
+
+    Without ``x`` the list is static: every node, including those whose value is not a tensor (e.g.
+    ``x.size(0)``) and pure reshapes (view, flatten...).  With an example input ``x`` (``[P, ...]``, run once
+    in eval mode, without gradients, after conversion to the model's dtype and device) only the layers are
+    kept: the nodes whose value is a floating tensor with the batch axis first, less the pure reshapes
+    (except the output): exactly the rows of ``measure(model, ..., layers="all")``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    gm = trace(model)
+    nodes = layer_nodes(gm)
+    if x is None:
+        return [layer_name(n) for n in nodes]
+    if not isinstance(x, torch.Tensor) or x.ndim < 1:
+        raise ValueError(f"x must be a tensor [P, ...]; got {type(x).__name__}")
+    skip = _depth_nodes(gm)
+    keep: list[str] = []
+
+    def hook(node, value):
+        if node not in skip and _is_activation(value, x.shape[0]):
+            keep.append(layer_name(node))
+
+    floats = [p for p in model.parameters() if p.dtype.is_floating_point]
+    if floats:  # run in the model's dtype and on its device
+        x = x.to(device=floats[0].device, dtype=floats[0].dtype)
+    with eval_mode(model), torch.no_grad():
+        LayerInterpreter(gm, hook).run(x)
+    return keep
+
+
+# ------------------------------------------------------------------------------------------ measure
+_LEGACY_KEYWORDS = ("x", "probes", "interp", "shuffle_channels")
+
+
+def _probe_set(probes, legacy: dict, delta, cut, interpolation, seed, device) -> tuple[Probes, str]:
+    """The probe set to measure, and the name of its clean part for error messages."""
+    if "x" in legacy:
+        if probes is not None:
+            raise TypeError("measure() got x both positionally and as a keyword")
+        probes = legacy.pop("x")
+    if "probes" in legacy:  # the old form measure(model, None, probes=(x, x_tau, x_eta))
+        given = legacy.pop("probes")
+        if probes is not None and not (isinstance(probes, torch.Tensor) and isinstance(given, (tuple, list))
+                                       and len(given) == 3 and isinstance(given[0], torch.Tensor)
+                                       and (probes is given[0] or (probes.shape == given[0].shape
+                                                                   and torch.equal(probes, given[0])))):
+            raise ValueError("x and probes[0] differ: pass the probes alone, measure(model, probes)")
+        probes = given
+    if "interp" in legacy:
+        warnings.warn("measure(interp=...) is deprecated: use interpolation=", DeprecationWarning, stacklevel=3)
+        interpolation = legacy.pop("interp")
+    if isinstance(probes, torch.Tensor):
+        _check_input(probes, "x")
+        drawn = draw_probes(probes, delta=1.0 if delta is None else delta, cut=3 if cut is None else cut,
+                            interpolation="bilinear" if interpolation is None else interpolation,
+                            seed=0 if seed is None else seed, device=device)
+        return drawn, "x"
+    if any(v is not None for v in (delta, cut, interpolation)):
+        raise ValueError("delta, cut and interpolation apply only when measure is given images x to draw "
+                         "probes from; a Probes set is measured as it is")
+    if probes is None:
+        raise ValueError("probes must be a Probes(x, x_tau, x_eta) (see draw_probes) or images x [P, C, n, n]; "
+                         "got None")
+    if not (isinstance(probes, (list, tuple)) and len(probes) == 3):
+        raise ValueError(f"probes must be a Probes(x, x_tau, x_eta) of three tensors [P, ...] or images x "
+                         f"[P, C, n, n]; got {type(probes).__name__}")
+    parts = [_check_input(t, f"probes.{field}") for t, field in zip(probes, Probes._fields)]
+    if not (parts[0].shape == parts[1].shape == parts[2].shape):
+        raise ValueError(f"probes must have equal shapes; got {[tuple(t.shape) for t in parts]}")
+    return Probes(*parts), "probes.x"
+
+
+def measure(model: nn.Module, probes: Probes | Sequence[torch.Tensor] | torch.Tensor | None = None, /, *,
+            layers: str | Sequence[str] = "all", batch_size: int | None = None,
+            dtype: torch.dtype | None = torch.float64, device: str | torch.device | None = None,
+            batch_stats: bool = False, relu_convention: str = "true", delta: float | None = None,
+            cut: int | None = None, interpolation: str | None = None, seed: int | None = None,
+            **legacy: Any) -> pd.DataFrame:
+    """Diffeomorphism and noise stabilities of every layer of ``model``'s computation graph
+    (``book/methods.md``, section "Stabilities").
 
     Args:
         model: any ``nn.Module`` traceable by ``torch.fx`` with one required input.  It is run in eval
             mode; the training flags of all its modules are restored afterwards, its parameters and
-            buffers are never modified (a deep copy is used when shuffling or converting dtype/device).
-        x: ``[P, C, n, n]`` clean probes (``P >= 2``, float).  May be ``None`` when ``probes`` is given.
-        delta, cut, interp: the diffeomorphisms (typical displacement in pixels, mode cut-off,
-            interpolation), see :func:`stabkit.transforms.diffeo_batch`.  With ``interp="gaussian"`` the
-            clean probes are blurred by the same kernel (``deform(x, 0, cut, "gaussian")``).
-        layers: ``"all"`` (every node whose value is a floating tensor ``[P, ...]``, in execution order,
-            the input placeholder excluded), ``"output"`` (the node the model returns), or a list of node
-            names as in :func:`layer_names` / torchvision's ``get_graph_node_names``.
-        shuffle_channels: 0, 1 or 2: measure ``shuffle_channels(model, mode=k, generator)`` instead, with
-            a CPU generator seeded with ``seed`` (independent of the probe generator).
-        seed: seed of the probe draws (:func:`draw_probes`): the same seed gives the same probes, so
-            several networks measured with the same ``x`` and ``seed`` share one probe set.
-        probes: ``(x, x_tau, x_eta)``, three tensors ``[P, ...]`` made elsewhere (e.g. the pixel moves of
-            the scale-detection task, or 1-D inputs); then nothing is drawn.
+            buffers are never modified (a deep copy is used when converting dtype/device).
+        probes: a :class:`Probes` ``(x, x_tau, x_eta)`` (e.g. from :func:`draw_probes`, or made elsewhere:
+            the pixel moves of the scale-detection task, 1-D inputs), three floating tensors ``[P, ...]``
+            of equal shapes, ``P >= 2``.  Or images ``x`` ``[P, C, n, n]``: then the probes are drawn with
+            ``draw_probes(x, delta=delta, cut=cut, interpolation=interpolation, seed=seed)`` (defaults 1,
+            3, "bilinear", 0), so that several networks measured with the same ``x`` and ``seed`` share
+            one probe set.  ``delta``, ``cut``, ``interpolation`` are refused with a :class:`Probes`.
+            Inputs are the network's own (normalised floats): uint8 images are refused.
+        layers: ``"all"`` (every layer: every node whose value is a floating tensor ``[P, ...]``, in
+            execution order, less the input and the pure reshapes such as view or flatten, which repeat
+            the node before them; the output is always a layer), ``"output"`` (the node the model
+            returns), or a list of layer names as in ``layer_names(model, x)``.
         batch_size: probes per forward chunk (each forward holds ``3 * batch_size`` inputs).  Default:
             ``min(P, 64)``, or ``P`` with ``batch_stats`` (batch statistics over all ``P`` probes; a smaller
             ``batch_size`` makes them per chunk).  Peak memory is about the few largest live activations
             of ``3 * batch_size`` inputs in ``dtype`` (VGG11 / CIFAR ResNet18 at 32x32, float64, default:
             well under 2 GB; with ``batch_stats`` and ``P = 500`` several GB on CPU: pass ``batch_size``
             to trade exactness of the batch statistics for memory).
-        device: where the network runs (default: the model's device, else ``x``'s).
         dtype: dtype of the forward pass (default float64, the reference).  Accumulation is always in
             float64.  ``torch.float32`` is faster on CPU and GPU; its relative error on ``D_f, G_f, R_f``
-            is typically 1e-8 .. 1e-6 (rounding of the activations relative to their differences). With a
-            dtype below float64, the nodes after the last convolution (the cheap dense head of a CNN) run
-            in float64, because rounding the nearly constant outputs of a head at ``eps * |f|`` would
-            swamp their small differences.
-            ``None`` keeps the model's dtype.
+            is typically 1e-8 .. 1e-6 (rounding of the activations relative to their differences); on CUDA
+            TF32 is switched off for the duration (:func:`stabkit.graph.strict_float32`).  With a dtype
+            below float64, the nodes after the last convolution (the cheap dense head of a CNN) run in
+            float64, because rounding the nearly constant outputs of a head at ``eps * |f|`` would swamp
+            their small differences.  ``None`` keeps the model's dtype.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``, ``"auto"`` (CUDA if available) or a
+            ``torch.device``: where the network runs (default: the model's device, else the probes').
         batch_stats: batch-norm layers (``nn.BatchNorm*`` modules) use the statistics of the current
             batch instead of their running statistics (the paper's "at initialisation" convention),
             computed separately for the clean, deformed and noisy probes (as three separate forwards
             would); running statistics are not updated.  Everything else stays in eval mode.
+        relu_convention: ``"true"`` (default): every layer's own value.  ``"inplace"``: at every node
+            overwritten by an in-place ReLU of the model (``nn.ReLU(inplace=True)``, ``F.relu(...,
+            inplace=True)``, ``relu_``), the post-ReLU value, as the original code's feature extraction
+            reported it (its VGG and AlexNet use in-place ReLUs: conv nodes, or batch-norm nodes with batch
+            norm, then show the ReLU's value).  Models without in-place ReLUs give the same table.
+        delta, cut, interpolation, seed: see ``probes`` (images only).
 
     Returns:
-        ``pandas.DataFrame``, one row per node in execution order, columns :data:`COLUMNS`:
-        ``layer`` (node name), ``depth`` (1-based position among all tensor-valued nodes), ``rel_depth``
-        (``depth / number of tensor-valued nodes``, so the output is 1), ``kind`` (module class such as
-        ``Conv2d``, or function / method name such as ``add``, ``flatten``), ``features`` (values per
-        probe), ``D``, ``G``, ``deno``, ``D_f``, ``G_f``, ``R_f`` and ``P``.
+        ``pandas.DataFrame``, one row per layer in execution order, columns :data:`COLUMNS`:
+        ``layer`` (node name), ``depth`` (1-based position among all layers, as in ``layers="all"``),
+        ``rel_depth`` (``depth / number of layers``, so the output is 1), ``kind`` (module class such as
+        ``Conv2d``, or function / method name such as ``add``), ``features`` (values per probe), ``D``,
+        ``G``, ``deno``, ``D_f``, ``G_f``, ``R_f`` and ``P``.
 
     Only the mean numerators are streamed; for the median variant store the outputs and call
     :func:`stability` with ``mean=False``.  The clean, deformed and noisy chunks go through the network
-    in one forward (concatenated along the batch axis).
+    in one forward (concatenated along the batch axis).  Older call forms still work:
+    ``measure(model, None, probes=(x, x_tau, x_eta))``, ``x=`` as a keyword, ``interp=`` (deprecated) and
+    ``shuffle_channels=k`` (deprecated: measure ``shuffle_channels(model, k, generator)`` instead).
     """
+    unknown = sorted(set(legacy) - set(_LEGACY_KEYWORDS))
+    if unknown:
+        raise TypeError(f"measure() got an unexpected keyword argument {unknown[0]!r}")
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if isinstance(layers, str):
         if layers not in LAYER_CHOICES:
             raise ValueError(f"layers must be 'all', 'output' or a list of node names; got {layers!r}")
     elif not (isinstance(layers, (list, tuple)) and layers and all(isinstance(s, str) for s in layers)):
         raise ValueError(f"layers must be 'all', 'output' or a non-empty list of node names; got {layers!r}")
-    if isinstance(shuffle_channels, bool) or shuffle_channels not in (0, 1, 2):
-        raise ValueError(f"shuffle_channels must be 0, 1 or 2; got {shuffle_channels!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
-                                   or batch_size < 1):
-        raise ValueError(f"batch_size must be None or an integer >= 1; got {batch_size!r}")
+    shuffle = legacy.pop("shuffle_channels", 0)
+    if isinstance(shuffle, bool) or shuffle not in (0, 1, 2):
+        raise ValueError(f"shuffle_channels must be 0, 1 or 2; got {shuffle!r}")
+    if shuffle:
+        warnings.warn("measure(shuffle_channels=k) is deprecated: measure shuffle_channels(model, k, generator)",
+                      DeprecationWarning, stacklevel=2)
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size, minimum=1)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating torch.dtype or None; got {dtype!r}")
+    if batch_stats not in (True, False):
+        raise TypeError(f"batch_stats must be True or False, got {batch_stats!r}")
+    check_choice("relu_convention", relu_convention, RELU_CONVENTIONS)
+    if delta is not None:
+        check_float("delta", delta, minimum=0.0)
 
     # ---- device and probes
     if device is None:
-        device = _model_device(model)
+        device = model_device(model)
         if device is None:
-            device = (probes[0] if probes is not None else x).device
-    device = torch.device(device)
-    if probes is None:
-        if x is None:
-            raise ValueError("x must be a tensor [P, C, n, n] (or give probes=(x, x_tau, x_eta))")
-        _check_outputs(x, "x")
-        x0, x_tau, x_eta = draw_probes(x, delta=delta, cut=cut, interp=interp, seed=seed, device=device)
-    else:
-        if not (isinstance(probes, (list, tuple)) and len(probes) == 3):
-            raise ValueError("probes must be a tuple (x, x_tau, x_eta) of three tensors [P, ...]")
-        x0, x_tau, x_eta = (_check_outputs(t, name) for t, name in zip(probes, ("probes[0]", "probes[1]",
-                                                                                 "probes[2]")))
-        if not (x0.shape == x_tau.shape == x_eta.shape):
-            raise ValueError(f"probes must have equal shapes; got {tuple(x0.shape)}, {tuple(x_tau.shape)}, "
-                             f"{tuple(x_eta.shape)}")
-        if x is not None and x is not probes[0] and (x.shape != x0.shape or not torch.equal(x, x0)):
-            raise ValueError("x and probes[0] differ: pass x=None together with probes")
+            first = legacy.get("probes", legacy.get("x", probes))
+            first = first if isinstance(first, torch.Tensor) else (first[0] if isinstance(first, (tuple, list))
+                                                                  and first else None)
+            device = first.device if isinstance(first, torch.Tensor) else torch.device("cpu")
+    device = resolve_device(device)
+    (x0, x_tau, x_eta), xname = _probe_set(probes, legacy, delta, cut, interpolation, seed, device)
+    if seed is not None and xname != "x":
+        raise ValueError("seed applies only when measure is given images x to draw probes from")
     P = x0.shape[0]
     b = batch_size if batch_size is not None else (P if batch_stats else min(P, 64))
     b = min(int(b), P)
 
     # ---- model (never modified: copy when something must change)
-    if shuffle_channels:
-        work = shuffle_channels_(model, mode=shuffle_channels, generator=torch.Generator().manual_seed(int(seed)))
+    if shuffle:
+        work = shuffle_channels(model, mode=shuffle, generator=torch.Generator().manual_seed(0 if seed is None
+                                                                                               else int(seed)))
         work = work.to(device=device, dtype=dtype) if dtype is not None else work.to(device)
     elif _needs_copy(model, device, dtype):
         work = copy.deepcopy(model)
@@ -548,74 +535,79 @@ def measure(model: nn.Module, x: Optional[torch.Tensor], *, delta: float = 1.0, 
     if in_dtype is None:
         floats = [p.dtype for p in work.parameters() if p.dtype.is_floating_point]
         in_dtype = floats[0] if floats else x0.dtype
-    modes = [(m, m.training) for m in work.modules()]
-    work.eval()
-    try:
-        graph, qual = _trace(work)
-        candidates = _candidate_nodes(graph)
-        by_name = {qual[n]: n for n in candidates}
-        output_arg = next(n for n in graph.nodes if n.op == "output").args[0]
+    with eval_mode(work), strict_float32(device.type == "cuda"), torch.no_grad():
+        gm = trace(work)
+        candidates = layer_nodes(gm)
+        skip = _depth_nodes(gm)
+        position = {n: i for i, n in enumerate(gm.graph.nodes)}
+        by_name = {layer_name(n): n for n in candidates}
         if layers == "output":
-            if not isinstance(output_arg, fx.Node) or output_arg not in by_name.values():
+            out = output_node(gm)
+            if out is None:
                 raise ValueError("layers='output' needs a model whose forward returns one computed tensor")
-            selected = {output_arg}
+            selected = {out}
         elif layers == "all":
-            selected = set(candidates)
+            selected = set(candidates) - skip
         else:
             unknown = [s for s in layers if s not in by_name]
             if unknown:
                 raise ValueError(f"layers contains unknown node names {unknown}; accepted: 'all', 'output' "
-                                 f"or names from layer_names(model), e.g. {list(by_name)[:5]}")
+                                 f"or names from layer_names(model, x), e.g. {list(by_name)[:5]}")
+            reshapes = [s for s in layers if by_name[s] in skip]
+            if reshapes:
+                raise ValueError(f"layers contains pure reshape nodes {reshapes}: they repeat the node before "
+                                 f"them and are not layers; accepted: names from layer_names(model, x)")
             selected = {by_name[s] for s in layers}
+        _check_fits(gm, x0, xname)
 
         # A lower-precision forward rounds the (often nearly constant, bias-dominated) outputs of the dense
         # head at eps * |f|, which swamps their small differences: run the cheap head in float64.
-        head64 = (_after_last_conv(graph, work)
-                  if in_dtype.is_floating_point and torch.finfo(in_dtype).bits < 64 else set())
-        runner = _GraphRunner(work, graph, batch_stats_parts=3 if batch_stats else 0, float64_nodes=head64)
+        head64 = _after_last_conv(gm) if torch.finfo(in_dtype).bits < 64 else set()
+        interpreter = LayerInterpreter(gm, batch_stats_parts=3 if batch_stats else 0, float64_nodes=head64,
+                                       inplace_relu=relu_convention == "inplace")
         accs: dict[fx.Node, _Accumulator] = {}
         scratch = _Scratch()
-        order: list[fx.Node] = []  # tensor-valued nodes, execution order (from the first chunk)
+        order: list[fx.Node] = []  # the layers (tensor-valued, not reshapes), seen in the first chunk
 
-        with torch.no_grad():
-            for start in range(0, P, b):
-                stop = min(start + b, P)
-                bb = stop - start
-                batch = torch.cat([t[start:stop].to(device=device, dtype=in_dtype)
-                                   for t in (x0, x_tau, x_eta)])
-                first = start == 0
+        for start in range(0, P, b):
+            stop = min(start + b, P)
+            bb = stop - start
+            batch = torch.cat([t[start:stop].to(device=device, dtype=in_dtype) for t in (x0, x_tau, x_eta)])
+            first = start == 0
 
-                def callback(node, value, bb=bb, first=first):
-                    if node.op not in ("call_module", "call_function", "call_method"):
+            def hook(node, value, bb=bb, first=first):
+                if first:
+                    if node in skip or not _is_activation(value, 3 * bb):
                         return
-                    if first:
-                        if not _is_activation(value, 3 * bb):
-                            return
-                        order.append(node)
-                        if node in selected:
-                            accs[node] = _Accumulator()
-                    if node in accs:
-                        accs[node].add(value, bb, scratch)
+                    order.append(node)
+                    if node in selected:
+                        accs[node] = _Accumulator()
+                if node in accs:
+                    accs[node].add(value, bb, scratch)
 
-                runner.run(batch, callback)
-    finally:
-        for m, flag in modes:
-            m.training = flag
+            interpreter.hook = hook
+            if not first:
+                interpreter.run(batch)
+                continue
+            try:
+                interpreter.run(batch)
+            except torch.OutOfMemoryError:
+                raise
+            except RuntimeError as err:  # a shape or dtype mismatch inside the network: say which input
+                msg = str(err).split("\n\nWhile executing")[0]
+                raise ValueError(f"{xname} (shape {tuple(x0.shape)}) does not fit the model: {msg}") from err
 
     if isinstance(layers, (list, tuple)) or layers == "output":
-        missing = [qual[n] for n in selected if n not in accs]
+        missing = [layer_name(n) for n in selected if n not in accs]
         if missing:
             raise ValueError(f"layers {missing} do not produce a floating tensor with the batch axis first")
+    order.sort(key=position.__getitem__)  # an in-place ReLU reports the node it overwrote after itself
     total = len(order)
     rows = []
     for depth, node in enumerate(order, start=1):
         if node not in accs:
             continue
-        row = {"layer": qual[node], "depth": depth, "rel_depth": depth / total, "kind": _kind(node, work)}
+        row = {"layer": layer_name(node), "depth": depth, "rel_depth": depth / total, "kind": node_kind(node, gm)}
         row.update(accs[node].result())
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
-
-
-# ``measure`` has a parameter called ``shuffle_channels``: keep a second name for the function.
-shuffle_channels_ = shuffle_channels

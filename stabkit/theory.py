@@ -1,4 +1,4 @@
-"""Constant-filter theory (METHODS.md section 8).
+"""Constant-filter theory (``book/methods.md``, section "Constant-filter theory").
 
 A toy model of a network that has learnt pure spatial pooling: a 1-D, one-channel CNN whose filters are
 constant. Each of its ``depth`` layers zero-pads ``(k-1)//2`` pixels on each side, sums the input over
@@ -13,7 +13,7 @@ stride 1 (any filter)       ``l^-1``          ``l^(1/2)``      ``l^(-3/2)``
 stride = filter = ``s``     ``s^-l``          ``s^l``          ``s^(-2l)``
 ==========================  ===============  ==============  ==================
 
-(``D_l``, ``G_l`` are relative to the layer's ``deno``, i.e. the ``D_f``/``G_f`` of section 3 applied to
+(``D_l``, ``G_l`` are relative to the layer's ``deno``, i.e. the ``D_f``/``G_f`` of the "Stabilities" section of ``book/methods.md`` applied to
 layer ``l``.) For ``s = 2`` this is ``D ~ 2^-l``, ``G ~ 2^l``, ``R ~ 4^-l``. **Fix:** the original notebook
 drew a constant R line for the stride-2 case, contradicting its own D and G lines; :func:`predicted_law`
 returns ``R ~ 4^-l`` there.
@@ -43,33 +43,16 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .checks import check_float, check_int
+
 __all__ = [
     "ConstantFiltersCNN", "receptive_field", "input_size", "one_hot_probes", "constant_filter_stabilities",
     "predicted_exponents", "predicted_law", "fit_exponents", "spread",
 ]
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_float(name: str, value, *, positive: bool = False, allow_none: bool = False):
-    if value is None and allow_none:
-        return None
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
-    if not math.isfinite(v) or (positive and v <= 0):
-        kind = "a finite number > 0" if positive else "a finite number"
-        raise ValueError(f"{name} must be {kind}{' or None' if allow_none else ''}, got {value!r}")
-    return v
-
-
 class ConstantFiltersCNN(nn.Module):
-    """1-D one-channel CNN with constant filters (the section-8 toy model).
+    """1-D one-channel CNN with constant filters (the toy model of the constant-filter theory).
 
     Parameters
     ----------
@@ -94,10 +77,10 @@ class ConstantFiltersCNN(nn.Module):
     def __init__(self, kernel_size: int, stride: int, depth: int, one_filters: bool = False,
                  bias: float = 0.0):
         super().__init__()
-        self.kernel_size = _check_int("kernel_size", kernel_size, 1)
-        self.stride = _check_int("stride", stride, 1)
-        self.depth = _check_int("depth", depth, 1)
-        self.bias = _check_float("bias", bias)
+        self.kernel_size = check_int("kernel_size", kernel_size, minimum=1)
+        self.stride = check_int("stride", stride, minimum=1)
+        self.depth = check_int("depth", depth, minimum=1)
+        self.bias = check_float("bias", bias)
         self.one_filters = bool(one_filters)
         k, s = self.kernel_size, self.stride
         value = 1.0 if self.one_filters else s / k
@@ -131,19 +114,19 @@ class ConstantFiltersCNN(nn.Module):
 
 
 def receptive_field(f: int, s: int, l: int) -> int:
-    """Receptive field ``RF(f, s, l) = f + (f - 1) * sum_{i=1..l} s^i`` in pixels (section 8 formula).
+    """Receptive field ``RF(f, s, l) = f + (f - 1) * sum_{i=1..l} s^i`` in pixels (the constant-filter theory's formula).
 
     ``f`` filter size (>= 1), ``s`` stride (>= 1), ``l`` number of layers (>= 0). E.g.
     ``RF(3, 1, l) = 3 + 2 l``, ``RF(2, 2, l) = 2^(l+1)``.
     """
-    f = _check_int("f", f, 1)
-    s = _check_int("s", s, 1)
-    l = _check_int("l", l, 0)
+    f = check_int("f", f, minimum=1)
+    s = check_int("s", s, minimum=1)
+    l = check_int("l", l, minimum=0)
     return f + (f - 1) * sum(s ** i for i in range(1, l + 1))
 
 
 def input_size(kernel_size: int, stride: int, depth: int) -> int:
-    """Input length ``N = RF(kernel_size, stride, depth) + 1`` used by the section-8 experiments."""
+    """Input length ``N = RF(kernel_size, stride, depth) + 1`` used by the constant-filter experiments."""
     return receptive_field(kernel_size, stride, depth) + 1
 
 
@@ -160,7 +143,7 @@ def _stabilities(o: torch.Tensor, o_tau: torch.Tensor, o_eta: Sequence[torch.Ten
 
 def one_hot_probes(kernel_size: int, stride: int, depth: int, seed: int = 0, rectify_noise: bool = True,
                    eta: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Probe set ``(x, x_tau, x_eta)`` of the section-8 experiments, float64 ``[N-1, N]`` each.
+    """Probe set ``(x, x_tau, x_eta)`` of the constant-filter experiments, float64 ``[N-1, N]`` each.
 
     ``N = RF(kernel_size, stride, depth) + 1``. ``x``: one-hot vectors at positions ``0 .. N-2``
     (``P = N - 1``; the shift of the last one-hot vector would leave the input, so it is left out, no
@@ -170,8 +153,8 @@ def one_hot_probes(kernel_size: int, stride: int, depth: int, seed: int = 0, rec
     Usable directly with ``stabkit.stability.measure(ConstantFiltersCNN(...).double(), None,
     probes=one_hot_probes(...))``.
     """
-    seed = _check_int("seed", seed, 0)
-    eta = _check_float("eta", eta, positive=True, allow_none=True)
+    seed = check_int("seed", seed, minimum=0)
+    eta = None if eta is None else check_float("eta", eta, positive=True)
     N = input_size(kernel_size, stride, depth)
     eye = torch.eye(N, dtype=torch.float64)
     x, x_tau = eye[:-1], eye[1:]
@@ -190,7 +173,7 @@ def constant_filter_stabilities(kernel_size: int, stride: int, depth: int, seeds
     Probes from :func:`one_hot_probes` (input length ``N = RF(kernel_size, stride, depth) + 1``,
     ``P = N - 1`` one-hot inputs, diffeo = shift by one pixel, noise = Gaussian rescaled to the norm of
     the shift, ``sqrt(2)``, or to ``eta``, then rectified when ``rectify_noise``); noise draw ``i`` of
-    ``seeds`` uses seed ``i``. Stabilities follow METHODS.md section 3 (``deno`` over all ordered pairs
+    ``seeds`` uses seed ``i``. Stabilities follow ``book/methods.md``, section "Stabilities" (``deno`` over all ordered pairs
     including ``i = j``, plus 1e-10), computed with :func:`stabkit.stability.stability`; ``G`` is averaged
     over the ``seeds`` noise draws before forming ``G_f`` and ``R_f``.
 
@@ -203,7 +186,7 @@ def constant_filter_stabilities(kernel_size: int, stride: int, depth: int, seeds
     ``seeds``, ``P``.
     """
     net = ConstantFiltersCNN(kernel_size, stride, depth, one_filters=one_filters, bias=bias).double()
-    seeds = _check_int("seeds", seeds, 1)
+    seeds = check_int("seeds", seeds, minimum=1)
     draws = [one_hot_probes(kernel_size, stride, depth, seed, rectify_noise, eta) for seed in range(seeds)]
     x, x_tau = draws[0][0], draws[0][1]
     xs_eta = [d[2] for d in draws]
@@ -231,8 +214,8 @@ def predicted_exponents(kernel_size: int, stride: int) -> dict[str, float]:
     Stride = kernel_size = ``s >= 2``: exponentials ``s^(e l)`` with ``{"D": -1, "G": 1, "R": -2}``
     (``R ~ 4^-l`` for ``s = 2``). Other combinations have no prediction: ValueError.
     """
-    kernel_size = _check_int("kernel_size", kernel_size, 1)
-    stride = _check_int("stride", stride, 1)
+    kernel_size = check_int("kernel_size", kernel_size, minimum=1)
+    stride = check_int("stride", stride, minimum=1)
     if stride == 1:
         return {"D": -1.0, "G": 0.5, "R": -1.5}
     if stride == kernel_size:
@@ -270,8 +253,8 @@ def fit_exponents(table: pd.DataFrame, stride: int, first_layer: int = 1,
     Uses the rows of ``table`` (a :func:`constant_filter_stabilities` table) with
     ``first_layer <= layer <= last_layer``. Returns ``{"D": ..., "G": ..., "R": ...}``.
     """
-    stride = _check_int("stride", stride, 1)
-    first_layer = _check_int("first_layer", first_layer, 1)
+    stride = check_int("stride", stride, minimum=1)
+    first_layer = check_int("first_layer", first_layer, minimum=1)
     t = table[table["layer"] >= first_layer]
     if last_layer is not None:
         t = t[t["layer"] <= last_layer]

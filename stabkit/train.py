@@ -1,14 +1,16 @@
-"""Training: the paper's defaults per task, one screen of loop, checkpoints (METHODS.md section 6).
+"""Training: the paper's defaults per task, one screen of loop, checkpoints (``book/methods.md``, "Training").
 
 **Public API**
 ``defaults(task, net="") -> dict``                       paper's training hyper-parameters for a task/net
 ``train(model, train_loader, test_loader, **options) -> TrainResult``
 ``evaluate(model, loader, loss="ce") -> (mean loss, error rate)``
+``deterministic_mode(enabled)``                          context: deterministic algorithms and cuDNN flags
+``cpu_state(model) -> state dict``                       a CPU copy of the weights
 ``hinge_loss(out, y)``, ``make_loss(name)``, ``make_optimizer(...)``, ``make_schedule(...)``
 ``save_checkpoint(path, state_dict, *, net, config_hash, **extra)``
 ``load_checkpoint(path, *, net=None, config_hash=None) -> (state_dict, meta)``  (``weights_only=True``)
 
-Defaults (section 6 of the methods):
+Defaults (:func:`stabkit.protocol.training_defaults`, which this module's :func:`defaults` returns):
 
 - CIFAR-10 CNNs: SGD lr 0.1, momentum 0.9, weight decay 5e-4 on weights only (parameters with
   ``ndim > 1``: not biases, not batch-norm), batch 128, 250 epochs, cosine schedule with
@@ -23,14 +25,19 @@ Defaults (section 6 of the methods):
 
 The checkpoint analysed in the paper is the one with the best test error (model selection on the test
 set, as the original did); the last one is returned too.
+
+GPU speed: the loop never waits for the device inside an epoch (no ``.item()``/``float()`` per batch: loss
+and error sums stay on the device and are read once per epoch, in one transfer), and the best weights are
+kept as a copy on the device, moved to the CPU once at the end.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,46 +47,26 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .checks import check_choice
+from .protocol import LOSSES, OPTIMIZERS, SCHEDULES, TASKS, training_defaults
+
 __all__ = [
     "TASKS", "CHECKPOINT_FORMAT", "CheckpointError", "TrainResult", "defaults", "hinge_loss", "make_loss",
-    "make_optimizer", "make_schedule", "evaluate", "train", "save_checkpoint", "load_checkpoint",
+    "make_optimizer", "make_schedule", "evaluate", "train", "save_checkpoint", "load_checkpoint", "cpu_state",
+    "deterministic_mode",
 ]
 
-TASKS = ("cifar10", "twopoints", "scale1d")
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("cosine", "constant")
-LOSSES = ("ce", "hinge")
 #: Format tag stored in every checkpoint; checkpoints without it (or with another) are refused.
 CHECKPOINT_FORMAT = "stabkit-checkpoint/1"
-
-_CNN = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine", batch_size=128)
-_DEFAULTS = {
-    "cifar10": dict(_CNN, epochs=250, loss="ce", augment=("crop", "flip"), stop_at_zero_loss=False),
-    "twopoints": dict(_CNN, lr=0.05, epochs=300, loss="hinge", augment=(), stop_at_zero_loss=True),
-    "scale1d": dict(_CNN, lr=0.05, momentum=0.0, weight_decay=0.0, schedule="constant", epochs=300,
-                    loss="hinge", augment=(), stop_at_zero_loss=True),
-}
-_FCN = dict(optimizer="adam", lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant")
-
-
-def _check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
-    choices = tuple(choices)
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
 
 
 def defaults(task: str, net: str = "") -> dict[str, Any]:
     """The paper's training hyper-parameters for ``task`` (and ``net``: FCNs ``DenseNetL*`` use Adam).
 
     Returns a new dict with keys ``epochs, optimizer, lr, momentum, weight_decay, schedule, loss,
-    batch_size, augment (tuple of names), stop_at_zero_loss``.
+    batch_size, augment (tuple of names), stop_at_zero_loss`` (:func:`stabkit.protocol.training_defaults`).
     """
-    _check_choice("task", task, TASKS)
-    out = dict(_DEFAULTS[task])
-    if net.lower().startswith("densenetl"):  # the paper's fully-connected nets
-        out.update(_FCN)
-    return out
+    return training_defaults(task, net)
 
 
 def hinge_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -94,7 +81,7 @@ def hinge_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def make_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """``name`` in {"ce", "hinge"} -> ``fn(out, y) -> (mean loss, number of errors)`` (tensors)."""
-    _check_choice("loss", name, LOSSES)
+    check_choice("loss", name, LOSSES)
     if name == "ce":
         def ce(out, y):
             return nn.functional.cross_entropy(out.float(), y), (out.argmax(1) != y).sum()
@@ -109,7 +96,7 @@ def make_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.T
 def make_optimizer(model: nn.Module, name: str = "sgd", lr: float = 0.1, momentum: float = 0.9,
                    weight_decay: float = 5e-4) -> torch.optim.Optimizer:
     """SGD (weight decay only on parameters with ``ndim > 1``: weights, not biases/batch-norm) or Adam."""
-    _check_choice("optimizer", name, OPTIMIZERS)
+    check_choice("optimizer", name, OPTIMIZERS)
     params = [p for p in model.parameters() if p.requires_grad]
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -121,7 +108,7 @@ def make_optimizer(model: nn.Module, name: str = "sgd", lr: float = 0.1, momentu
 def make_schedule(opt: torch.optim.Optimizer, name: str = "cosine", epochs: int = 250):
     """Per-epoch schedule: ``cosine`` = ``lr * (1 + cos(pi e / T)) / 2`` with ``T = 0.8 * epochs`` (keeps
     rising after ``T``, as the original's CosineAnnealingLR did), or ``constant``."""
-    _check_choice("schedule", name, SCHEDULES)
+    check_choice("schedule", name, SCHEDULES)
     t_max = 0.8 * epochs
     fn = (lambda e: 0.5 * (1.0 + math.cos(math.pi * e / t_max))) if name == "cosine" else (lambda e: 1.0)
     return torch.optim.lr_scheduler.LambdaLR(opt, fn)
@@ -132,9 +119,10 @@ def _autocast(device: torch.device, fast: bool):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, loss: str = "ce", fast: bool = False) -> tuple[float, float]:
-    """Mean loss and error rate (fraction in [0, 1]) of ``model`` in eval mode over ``loader``."""
-    loss_fn, was_training = make_loss(loss), model.training
+def _eval_sums(model: nn.Module, loader: Iterable, loss_fn: Callable, fast: bool) -> tuple[torch.Tensor, int]:
+    """``(tensor [loss sum, error count] float64 on the device, samples)`` of ``model`` in eval mode; the
+    sums stay on the device (no synchronisation per batch)."""
+    was_training = model.training
     model.eval()
     tot_loss = tot_err = 0.0
     n = 0
@@ -146,13 +134,71 @@ def evaluate(model: nn.Module, loader: Iterable, loss: str = "ce", fast: bool = 
     model.train(was_training)
     if n == 0:
         raise ValueError("loader must yield at least one batch")
-    return float(tot_loss) / n, float(tot_err) / n
+    return torch.stack([torch.as_tensor(tot_loss, dtype=torch.float64),
+                        torch.as_tensor(tot_err).to(torch.float64)]), n
+
+
+def evaluate(model: nn.Module, loader: Iterable, loss: str = "ce", fast: bool = False) -> tuple[float, float]:
+    """Mean loss and error rate (fraction in [0, 1]) of ``model`` in eval mode over ``loader``."""
+    sums, n = _eval_sums(model, loader, make_loss(loss), fast)
+    tot_loss, tot_err = sums.tolist()
+    return tot_loss / n, tot_err / n
+
+
+@contextlib.contextmanager
+def deterministic_mode(enabled: bool = True) -> Iterator[list[str]]:
+    """Within the block: ``torch.use_deterministic_algorithms(True, warn_only=True)``, cuDNN deterministic
+    and not benchmarking, and (for cuBLAS) ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless set; every flag is
+    restored afterwards. ``enabled=False`` changes nothing.
+
+    Yields a list that collects the names of the operations that have no deterministic implementation
+    and ran in the block (torch warns instead of failing: e.g. the CUDA backward of adaptive average
+    pooling), so that a run can record how deterministic it really was. On the CPU the kernels used by
+    stabkit's networks are deterministic already: results are the same with and without this mode.
+    """
+    ops: list[str] = []
+    if not enabled:
+        yield ops
+        return
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    # read by cuBLAS when its handle is created: effective if nothing ran on CUDA before in this process
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    show = warnings.showwarning
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
+        if category is UserWarning and "does not have a deterministic implementation" in text:
+            name = text.split(" does not have")[0].strip()
+            if name not in ops:
+                ops.append(name)
+            return
+        show(message, category, filename, lineno, file, line)
+
+    try:
+        with warnings.catch_warnings():
+            # every such op is seen in every block (not once per process); other warnings keep their filters
+            warnings.filterwarnings("always", message=".*does not have a deterministic implementation",
+                                    category=UserWarning)
+            warnings.showwarning = record
+            yield ops
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
 
 
 @dataclass
 class TrainResult:
     """Outcome of :func:`train`: per-epoch ``metrics`` (epoch, train_loss, train_err, test_loss, test_err,
-    lr, seconds [+ extra test sets' ``<name>_err``]), CPU state dicts of the best-test and last epochs."""
+    lr, seconds [+ extra test sets' ``<name>_err``]), CPU state dicts of the best-test and last epochs.
+
+    ``mode`` records how the run was computed: ``deterministic`` (the :func:`deterministic_mode` switch),
+    ``nondeterministic_ops`` (operations without a deterministic implementation that ran anyway),
+    ``fast`` (bf16 autocast + channels_last, CUDA only), ``device``, ``cudnn_benchmark``, ``tf32_matmul``
+    and ``tf32_cudnn`` (the flags in force during training).
+    """
     metrics: pd.DataFrame
     best_state: dict[str, torch.Tensor]
     last_state: dict[str, torch.Tensor]
@@ -162,10 +208,17 @@ class TrainResult:
     stopped_early: bool
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+    mode: dict[str, Any] = field(default_factory=dict)
 
 
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of ``model.state_dict()`` (contiguous tensors, detached)."""
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
+def _device_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the state on the model's own device (no host transfer, no synchronisation)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, task: str = "cifar10",
@@ -174,28 +227,32 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
           loss: str | None = None, stop_at_zero_loss: bool | None = None,
           augment_fn: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
           extra_test_loaders: Mapping[str, Iterable] | None = None, select_on: str = "test",
-          fast: bool = False, seed: int = 0, checkpoint_dir: str | Path | None = None,
-          meta: Mapping[str, Any] | None = None, progress: bool = True,
+          fast: bool = False, deterministic: bool = False, seed: int = 0,
+          checkpoint_dir: str | Path | None = None, meta: Mapping[str, Any] | None = None, progress: bool = True,
           on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     """Train ``model`` in place (it must already sit on the loaders' device).
 
     ``train_loader`` / ``test_loader`` yield ``(x, y)`` batches on the device (e.g. ``data.DeviceLoader``;
-    the training loader reshuffles itself each epoch). Hyper-parameters left ``None`` take the paper's
-    values from :func:`defaults` for ``task`` / ``net``. ``augment_fn(x, generator)`` is applied to every
-    training batch (``generator`` seeded with ``seed``). ``extra_test_loaders`` (name -> loader) are also
-    evaluated each epoch (column ``<name>_err``); ``select_on`` names the error ("test" or one of them)
-    whose minimum picks the best checkpoint. ``fast`` (CUDA only): bf16 autocast and channels_last.
-    ``checkpoint_dir``: write ``best.pt`` and ``last.pt`` there (atomically; ``meta`` must then hold
-    ``net`` and ``config_hash``). ``on_epoch(row)`` is called after every epoch (e.g. a heartbeat).
+    the training loader reshuffles itself each epoch; the evaluation batch size is the test loader's, see
+    ``data.default_eval_batch_size``). Hyper-parameters left ``None`` take the paper's values from
+    :func:`defaults` for ``task`` / ``net``. ``augment_fn(x, generator)`` is applied to every training
+    batch (``generator`` seeded with ``seed``). ``extra_test_loaders`` (name -> loader) are also evaluated
+    each epoch (column ``<name>_err``); ``select_on`` names the error ("test" or one of them) whose minimum
+    picks the best checkpoint. ``fast`` (CUDA only): bf16 autocast and channels_last. ``deterministic``:
+    train inside :func:`deterministic_mode` (GPU runs are not bit-reproducible otherwise; no change on the
+    CPU); ``TrainResult.mode`` records the mode. ``checkpoint_dir``: write ``best.pt`` and ``last.pt``
+    there (atomically; ``meta`` must then hold ``net`` and ``config_hash``; the checkpoints also record
+    ``deterministic``). ``on_epoch(row)`` is called after every epoch (e.g. a heartbeat).
     """
     cfg = defaults(task, net)
     epochs = int(cfg["epochs"] if epochs is None else epochs)
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    loss = _check_choice("loss", cfg["loss"] if loss is None else loss, LOSSES)
+    loss = check_choice("loss", cfg["loss"] if loss is None else loss, LOSSES)
     stop0 = cfg["stop_at_zero_loss"] if stop_at_zero_loss is None else stop_at_zero_loss
     extra = dict(extra_test_loaders or {})
-    _check_choice("select_on", select_on, ("test", *extra))
+    check_choice("select_on", select_on, ("test", *extra))
+    check_choice("deterministic", deterministic, (False, True))
     opt = make_optimizer(model, cfg["optimizer"] if optimizer is None else optimizer,
                          cfg["lr"] if lr is None else lr, cfg["momentum"] if momentum is None else momentum,
                          cfg["weight_decay"] if weight_decay is None else weight_decay)
@@ -204,19 +261,50 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
     if fast and device.type != "cuda":
         warnings.warn("fast=True only has an effect on CUDA (bf16 autocast, channels_last); ignored", stacklevel=2)
     fast = fast and device.type == "cuda"
-    if fast:
-        model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-    gen = torch.Generator(device=device).manual_seed(int(seed))
-    loss_fn, rows, best, stopped, t_start = make_loss(loss), [], None, False, time.perf_counter()
+    benchmark, t_start = torch.backends.cudnn.benchmark, time.perf_counter()
+    with deterministic_mode(bool(deterministic)) as nondeterministic_ops:
+        if fast:
+            model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = not deterministic
+        mode = dict(deterministic=bool(deterministic), fast=fast, device=str(device),
+                    cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
+                    tf32_matmul=bool(torch.backends.cuda.matmul.allow_tf32),
+                    tf32_cudnn=bool(torch.backends.cudnn.allow_tf32))
+        try:
+            rows, best, stopped = _loop(model, train_loader, test_loader, extra, opt, sched, make_loss(loss),
+                                        epochs, select_on, stop0, augment_fn, fast, device, seed, progress,
+                                        str(meta.get("net", net) if meta else net) or "train", on_epoch)
+        finally:
+            torch.backends.cudnn.benchmark = benchmark
+            if fast:
+                model.to(memory_format=torch.contiguous_format)
+    mode["nondeterministic_ops"] = list(nondeterministic_ops)
+    res = TrainResult(pd.DataFrame(rows), {k: v.to("cpu", copy=True).contiguous() for k, v in best[2].items()},
+                      cpu_state(model), best[1], rows[best[1] - 1]["test_err"], rows[-1]["test_err"], stopped,
+                      time.perf_counter() - t_start, mode=mode)
+    if checkpoint_dir is not None:
+        meta = dict(meta or {})
+        for kind, state, ep in (("best", res.best_state, res.best_epoch), ("last", res.last_state, len(rows))):
+            save_checkpoint(Path(checkpoint_dir) / f"{kind}.pt", state, **{**meta, "kind": kind, "epoch": ep,
+                            "test_err": rows[ep - 1]["test_err"], "deterministic": bool(deterministic)})
+    return res
+
+
+def _loop(model, train_loader, test_loader, extra, opt, sched, loss_fn, epochs, select_on, stop0, augment_fn,
+          fast, device, seed, progress, desc, on_epoch):
+    """The epochs of :func:`train`: ``(rows, (score, epoch, state dict on the device), stopped)``."""
     from tqdm.auto import tqdm
-    bar = tqdm(range(epochs), desc=str(meta.get("net", net) if meta else net) or "train", leave=False,
-               disable=not progress, unit="ep")
+
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    rows, best, stopped = [], None, False
+    bar = tqdm(range(epochs), desc=desc, leave=False, disable=not progress, unit="ep")
     for epoch in bar:  # ------------------------------------------------------------------ the loop
         model.train()
         t0, lr_now = time.perf_counter(), opt.param_groups[0]["lr"]
-        tot_loss, tot_err, n = torch.zeros((), device=device, dtype=torch.float64), 0, 0
-        for x, y in train_loader:
+        tot_loss = torch.zeros((), device=device, dtype=torch.float64)
+        tot_err = torch.zeros((), device=device, dtype=torch.int64)
+        n = 0
+        for x, y in train_loader:  # nothing here waits for the device
             x = augment_fn(x, gen) if augment_fn is not None else x
             with _autocast(device, fast):
                 out = model(x.contiguous(memory_format=torch.channels_last) if fast and x.ndim == 4 else x)
@@ -226,15 +314,22 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
             opt.step()
             tot_loss, tot_err, n = tot_loss + l.detach().double() * len(y), tot_err + e.detach(), n + len(y)
         sched.step()
-        row = dict(epoch=epoch + 1, train_loss=float(tot_loss) / n, train_err=float(tot_err) / n)
-        row["test_loss"], row["test_err"] = evaluate(model, test_loader, loss, fast)
-        for name, ld in extra.items():
-            row[f"{name}_err"] = evaluate(model, ld, loss, fast)[1]
+        sums = [torch.stack([tot_loss, tot_err.to(torch.float64)])]
+        counts = [n]
+        for ld in (test_loader, *extra.values()):
+            s, m = _eval_sums(model, ld, loss_fn, fast)
+            sums.append(s.to(device))
+            counts.append(m)
+        values = torch.cat(sums).tolist()  # the one host synchronisation of the epoch
+        row = dict(epoch=epoch + 1, train_loss=values[0] / n, train_err=values[1] / n,
+                   test_loss=values[2] / counts[1], test_err=values[3] / counts[1])
+        for k, name in enumerate(extra, start=2):
+            row[f"{name}_err"] = values[2 * k + 1] / counts[k]
         row.update(lr=lr_now, seconds=time.perf_counter() - t0)
         rows.append(row)
         score = row["test_err" if select_on == "test" else f"{select_on}_err"]
         if best is None or score < best[0]:
-            best = (score, epoch + 1, _cpu_state(model))
+            best = (score, epoch + 1, _device_state(model))  # a copy on the device, to the CPU at the end
         bar.set_postfix(loss=f"{row['train_loss']:.3g}", test_err=f"{row['test_err']:.3f}")
         if on_epoch is not None:
             on_epoch(row)
@@ -244,16 +339,7 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
             stopped = True
             break
     bar.close()  # ---------------------------------------------------------------------------------
-    if fast:
-        model.to(memory_format=torch.contiguous_format)
-    res = TrainResult(pd.DataFrame(rows), best[2], _cpu_state(model), best[1],
-                      rows[best[1] - 1]["test_err"], rows[-1]["test_err"], stopped, time.perf_counter() - t_start)
-    if checkpoint_dir is not None:
-        meta = dict(meta or {})
-        for kind, state, ep in (("best", res.best_state, res.best_epoch), ("last", res.last_state, len(rows))):
-            save_checkpoint(Path(checkpoint_dir) / f"{kind}.pt", state, **{**meta, "kind": kind, "epoch": ep,
-                            "test_err": rows[ep - 1]["test_err"]})
-    return res
+    return rows, best, stopped
 
 
 # ------------------------------------------------------------------------------------------ checkpoints

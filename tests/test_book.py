@@ -1,4 +1,5 @@
-"""The book runner (stabkit.book): refuses to publish failed notebooks, records provenance, glue format."""
+"""The book: the runner (tools/book.py) refuses to publish failed notebooks and records provenance; the
+notebooks' side (stabkit.report.glue) glues numbers and claims in myst-nb's format and loads pages."""
 from __future__ import annotations
 
 import json
@@ -12,9 +13,24 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from stabkit import book
+from stabkit.report import glue as book
+from stabkit.report.claims import Claim
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stabkit_book_tool", REPO / "tools" / "book.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+tool = _load_tool()
+
 
 
 # ----------------------------------------------------------------------------------------- glue helper
@@ -93,9 +109,9 @@ def test_record_inputs_rejects_bad_input(tmp_path):
 
 
 def test_progress_enabled(monkeypatch):
-    monkeypatch.setenv(book.ENV_PROGRESS, "0")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
     assert not book.progress_enabled()
-    monkeypatch.setenv(book.ENV_PROGRESS, "1")
+    monkeypatch.setenv("TQDM_DISABLE", "")
     assert book.progress_enabled()
 
 
@@ -107,7 +123,7 @@ def test_toc_notebooks_maps_executed_entries(tmp_path):
         "parts": [{"caption": "A", "chapters": [
             {"file": "book/methods"},
             {"file": "book/executed/one", "sections": [{"file": "book/executed/sub/two.ipynb"}]}]}]}))
-    entries = book.toc_notebooks(toc)
+    entries = tool.toc_notebooks(toc)
     assert [e.name for e in entries] == ["one", "sub/two"]
     assert entries[1].source == tmp_path / "notebooks" / "sub" / "two.ipynb"
     assert entries[0].target == tmp_path / "book" / "executed" / "one.ipynb"
@@ -117,7 +133,7 @@ def test_repository_toc_and_config():
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
     assert toc["format"] == "jb-book" and toc["root"] == "book/intro"
     captions = [p["caption"] for p in toc["parts"]]
-    assert captions[0] == "The paper" and captions[-1] == "Reproduce and reuse"
+    assert "The paper" in captions and captions[-1] == "Reproduce and reuse"
     for name in ["intro", "methods", "reproduce", "api", "references"]:
         assert (REPO / "book" / f"{name}.md").is_file()
     cfg = yaml.safe_load((REPO / "_config.yml").read_text())
@@ -133,12 +149,12 @@ GOOD = [
     new_markdown_cell("# A good page\n\nSome text."),
     new_code_cell('scale: str = "small"  # scale\nseed: int = 0  # seed', metadata={"tags": ["parameters"]}),
     new_code_cell(
-        "import os, sys\nimport pandas as pd\nfrom stabkit import book\n"
+        "import os, sys\nimport pandas as pd\nfrom stabkit.report import glue as book\n"
         "df = pd.DataFrame({'x': [1.0, 2.0]})\n"
         "book.record_inputs(df, label='demo table')\n"
         "book.record(device='cpu', seeds=[seed])\n"
         "print('noise on stderr', file=sys.stderr)\n"
-        "book.glue('progress', os.environ.get('STABKIT_PROGRESS'))\n"
+        "book.glue('progress', os.environ.get('TQDM_DISABLE'))\n"
         "book.glue('scale_seen', scale)"),
     new_markdown_cell("Scale {glue:text}`scale_seen`."),
 ]
@@ -170,7 +186,7 @@ def tiny_book(tmp_path):
 
 @pytest.mark.timeout(300)
 def test_runner_refuses_failed_notebook_and_records_provenance(tiny_book, capsys):
-    status = book.main(["run", "--toc", str(tiny_book / "_toc.yml"), "--scale", "tiny", "--no-progress",
+    status = tool.main(["run", "--toc", str(tiny_book / "_toc.yml"), "--scale", "tiny", "--no-progress",
                         "--timeout", "120"])
     err = capsys.readouterr().err
     assert status == 1
@@ -198,7 +214,7 @@ def test_runner_refuses_failed_notebook_and_records_provenance(tiny_book, capsys
     assert not any(o.get("name") == "stderr" for o in outputs), "stderr must be removed"
     glued = {o.metadata["scrapbook"]["name"]: o.data["application/papermill.record/text/plain"]
              for o in outputs if "scrapbook" in o.get("metadata", {})}
-    assert glued == {"progress": "'0'", "scale_seen": "'tiny'"}
+    assert glued == {"progress": "'1'", "scale_seen": "'tiny'"}
     manifest = json.loads((executed / "provenance.json").read_text())
     assert set(manifest) == {"good"}
 
@@ -206,15 +222,75 @@ def test_runner_refuses_failed_notebook_and_records_provenance(tiny_book, capsys
 def test_runner_reports_missing_sources_before_running(tmp_path, capsys):
     (tmp_path / "_toc.yml").write_text(yaml.safe_dump(
         {"format": "jb-book", "root": "book/intro", "chapters": [{"file": "book/executed/nowhere"}]}))
-    assert book.main(["run", "--toc", str(tmp_path / "_toc.yml"), "--no-progress"]) == 2
+    assert tool.main(["run", "--toc", str(tmp_path / "_toc.yml"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "nowhere" in err and "missing" in err
-    with pytest.raises(book.BookRunError, match="not in"):
-        book.run_notebooks(["other"], toc=tmp_path / "_toc.yml", progress=False)
+    with pytest.raises(tool.BookRunError, match="not in"):
+        tool.run_notebooks(["other"], toc=tmp_path / "_toc.yml", progress=False)
 
 
 def test_kernel_environment(monkeypatch):
     monkeypatch.setenv("STABKIT_DATA", "/somewhere/else")
-    env = book.kernel_environment()
-    assert env[book.ENV_PROGRESS] == "0" and env["TQDM_DISABLE"] == "1"
+    env = tool.kernel_environment()
+    assert env == {"TQDM_DISABLE": "1"}
     assert "STABKIT_DATA" not in env  # the data location is stabkit.data's business
+
+# ---------------------------------------------------------------------------------- pages and claims
+def _glued(monkeypatch) -> dict:
+    out = {}
+    monkeypatch.setattr(book, "glue", lambda name, value, display=False: out.__setitem__(name, (value, display)))
+    return out
+
+
+def test_glue_claim_standard_names_and_dashboard_record(monkeypatch):
+    glued = _glued(monkeypatch)
+    c = Claim("R_f_falls", True, -1.5, -1.0, {"n": 4, "geomean": 0.03, "VGG11:first": 1.0}, rule="r",
+              statement="R_f falls", ci_low=-2.0, ci_high=-1.1)
+    rec = book.glue_claim("rf_falls", c, page="fig1", figure="Fig. 1", scale="tiny")
+    assert glued["rf_falls_value"][0] == -1.5 and glued["rf_falls_verdict"][0] == "holds"
+    assert glued["rf_falls_n"][0] == 4 and glued["rf_falls_geomean"][0] == 0.03
+    assert "rf_falls_VGG11:first" not in glued  # not a plain name: not glued
+    assert glued["rf_falls_ci"][0] == "[-2, -1.1]" and "holds" in glued["rf_falls_text"][0]
+    text, display = glued["rf_falls_claim"]
+    assert display is False
+    parsed = json.loads(text)
+    assert parsed == rec
+    for key in ("id", "statement", "figure", "page", "scale", "value", "ci_low", "ci_high", "verdict"):
+        assert key in parsed, key
+    assert parsed["figure"] == "Fig. 1" and parsed["scale"] == "tiny" and parsed["id"] == "fig1:rf_falls"
+    nan_claim = Claim("x", False, float("nan"), 1.0, testable=False)
+    assert json.loads(book.glue_claim("x", nan_claim)["claim"] and glued["x_claim"][0])["value"] is None
+    with pytest.raises(ValueError, match="prefix"):
+        book.glue_claim("two words", c)
+    with pytest.raises(TypeError, match="claim"):
+        book.glue_claim("ok", 3.0)
+
+
+def test_page_loads_tables_glues_facts_and_sets_context(monkeypatch):
+    from stabkit import runs
+
+    summary = pd.DataFrame({"run": ["a", "b"], "net": ["LeNet", "VGG11"], "seed": [0, 1], "epochs": 2, "P": 50,
+                            "status": "done", "device": "cpu", "task": "twopoints", "ptr": 1024})
+    output = pd.DataFrame({"run": ["a", "b"], "R_f": [0.1, 0.2]})
+    calls = []
+
+    def fake_results(sweep, scale, table, **kw):
+        calls.append((sweep, scale, table, kw))
+        return {"summary": summary, "output": output}[table].copy()
+
+    monkeypatch.setattr(runs, "results", fake_results)
+    glued = _glued(monkeypatch)
+    monkeypatch.delenv(book.ENV_PROVENANCE, raising=False)
+    pg = book.page("fig5_scale_detection", "tiny", "output", name="fig5", runs_root="", device="cpu")
+    (out,) = pg
+    assert list(out["R_f"]) == [0.1, 0.2] and pg["summary"] is pg.tables["summary"]
+    assert [c[2] for c in calls] == ["output", "summary"]
+    assert calls[0][3]["runs_root"] is None and calls[0][3]["device"] == "cpu"
+    assert glued["scale"][0] == "tiny" and glued["nets"][0] == "LeNet, VGG11" and glued["ptr"][0] == "1024"
+    from stabkit.report.prose import FACT_KEYS
+    assert set(FACT_KEYS) <= set(glued)
+    assert book.current_page().name == "fig5"
+    rec = book.glue_claim("c", Claim("c", True, 1.0, 0.0))
+    assert rec["page"] == "fig5" and rec["scale"] == "tiny"
+    with pytest.raises(ValueError, match="tables"):
+        book.page("fig5_scale_detection", "tiny", "")

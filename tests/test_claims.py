@@ -1,16 +1,18 @@
-"""Claim checks on synthetic tidy tables whose truth is known (fast, CPU, no networks)."""
+"""Table analysis, claim checks and page prose (stabkit.report) on synthetic tidy tables whose truth is
+known (fast, CPU, no networks)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from stabkit import claims
-from stabkit.claims import (Claim, claim_channel_pooling_second_half, claim_error_correlation,
-                            claim_gf_grows, claim_rf_falls, claim_rf_init_order_one,
-                            claim_shuffle_no_effect, claim_spectra_concentrate, depth_exponents,
-                            error_fit, loglog_fit, ratio_stats, run_facts, shuffle_gap,
-                            sqrt_law_prefactor, trained_over_init, verdict, zero_mode_fraction)
+from stabkit.report import analysis, claims, prose
+from stabkit.report.analysis import (depth_exponents, error_fit, loglog_fit, ratio_stats, shuffle_gap,
+                                     sqrt_law_prefactor, trained_over_init, zero_mode_fraction)
+from stabkit.report.claims import (Claim, claim_channel_pooling_second_half, claim_error_correlation,
+                                   claim_gf_grows, claim_rf_falls, claim_rf_init_order_one,
+                                   claim_shuffle_no_effect, claim_spectra_concentrate, verdict)
+from stabkit.report.prose import run_facts
 
 EIGEN_3 = {0.0: 1, 1.0: 2, 2.0: 1, 3.0: 2, 4.0: 2, 6.0: 1}  # 3x3 grid Laplacian
 
@@ -266,29 +268,30 @@ def test_run_facts():
     assert run_facts(pd.DataFrame({"seed": [0, 1, 2, 3]}))["seed"] == "0-3"
 
 
-def test_module_exports_exist():
-    for name in claims.__all__:
-        assert hasattr(claims, name), name
+@pytest.mark.parametrize("module", [analysis, claims, prose])
+def test_module_exports_exist(module):
+    for name in module.__all__:
+        assert hasattr(module, name), name
 
 
 def test_differences_lists_only_changed_columns():
     paper = pd.DataFrame({"net": ["VGG11", "LeNet", "AlexNet"] * 4, "seed": [0, 1, 2, 3] * 3,
                           "epochs": 250, "P": 500})
     here = pd.DataFrame({"net": ["VGG11", "LeNet"], "seed": [0, 0], "epochs": 3, "P": 500})
-    text = claims.differences(here, paper, labels={"epochs": "epochs"})
+    text = prose.differences(here, paper, labels={"epochs": "epochs"})
     assert "epochs: 250 in the paper, 3 here" in text
     assert "seed: 0-3 in the paper, 0 here" in text
     assert "net: AlexNet, LeNet, VGG11 in the paper, LeNet, VGG11 here" in text
     assert "P" not in text
-    assert claims.differences(paper, paper) == "nothing"
+    assert prose.differences(paper, paper) == "nothing"
     with pytest.raises(ValueError, match="here"):
-        claims.differences(None, paper)
+        prose.differences(None, paper)
 
 
 def test_differences_labels_missing_ptr():
     paper = pd.DataFrame({"ptr": [None, None]})
     here = pd.DataFrame({"ptr": [5000]})
-    assert claims.differences(here, paper) == "ptr: full training set in the paper, 5000 here"
+    assert prose.differences(here, paper) == "ptr: full training set in the paper, 5000 here"
 
 
 def test_page_facts_from_summary_and_sweep_mapping():
@@ -300,7 +303,7 @@ def test_page_facts_from_summary_and_sweep_mapping():
     spec = {"name": "t", "base": {"task": "twopoints", "epochs": 300, "P": 500},
             "grid": {"net": ["LeNet", "VGG11"], "seed": [0, 1]},
             "scales": {"tiny": {"base": {"epochs": 2}}, "paper": {}}}
-    f = claims.page_facts(summary, spec, "tiny")
+    f = prose.page_facts(summary, spec, "tiny")
     assert f["seeds"] == "0" and f["nets"] == "LeNet, VGG11"
     assert f["n_runs"] == 2 and f["n_failed"] == 1
     assert f["device"] == "cpu (x86_64)"
@@ -308,13 +311,13 @@ def test_page_facts_from_summary_and_sweep_mapping():
     assert "epochs: 300 in the paper, 2 here" in f["differences"]
     assert "P: 500 in the paper, 50 here" in f["differences"]
     assert "seed: 0, 1 in the paper, 0 here" in f["differences"]
-    assert claims.page_facts(summary, spec, "paper")["differences"].startswith("nothing")
-    assert claims.page_facts(summary)["differences"] == "unknown"
+    assert prose.page_facts(summary, spec, "paper")["differences"].startswith("nothing")
+    assert prose.page_facts(summary)["differences"] == "unknown"
 
 
 def test_spatial_pooling_first_half():
     lay = synthetic_layers(second_half_gap=1.0, first_half_gap=0.0)
-    mid = claims.mid_depth_change(lay, shuffle=1)
+    mid = analysis.mid_depth_change(lay, shuffle=1)
     # deepest layer with rel_depth <= 0.5 is i = 4 (rel 4/9): R = 10**(-8/9) trained and shuffled, 1 at init
     np.testing.assert_allclose(mid["decades"], -8 / 9)
     assert (mid["n"] == 2).all()
@@ -369,10 +372,172 @@ def test_claims_on_empty_tables_are_untestable():
 def test_differences_compares_integral_floats_as_ints():
     paper = pd.DataFrame({"ptr": [1024, 2048, None]})  # pandas makes this column float
     here = pd.DataFrame({"ptr": [1024.0]})
-    assert claims.differences(here, paper) == "ptr: 1024, 2048, full training set in the paper, 1024 here"
+    assert prose.differences(here, paper) == "ptr: 1024, 2048, full training set in the paper, 1024 here"
 
 
 def test_run_facts_sorts_numbers_numerically():
     assert run_facts(pd.DataFrame({"seed": list(range(11))}))["seed"] == "0-10"
     assert run_facts(pd.DataFrame({"epochs": [15, 3]}))["epochs"] == "3, 15"
     assert run_facts(pd.DataFrame({"ptr": [1024.0, 2048.0]}), columns=("ptr",))["ptr"] == "1024, 2048"
+
+
+# ------------------------------------------------------------------------------- probe-page claims
+def curves_table(k2_kept: float = 0.76, kmax_acc: float = 20.0, salient_gap: float = -5.0) -> pd.DataFrame:
+    """Accuracy curves (%) as analysis.accuracy_curves returns them, for masking (variant) and patch
+    shuffling (mode), two nets trained without rotations."""
+    rows = []
+    for net, clean in (("VGG11bn", 80.0), ("LeNet", 60.0)):
+        for k, acc in ((1, clean), (2, clean * k2_kept), (4, 0.5 * clean), (8, kmax_acc)):
+            rows.append(dict(net=net, training="unrotated", mode="full", variant=None, magnitude=float(k),
+                             mean=acc, sd=1.0, n=2))
+        for f in (0.0, 0.5, 0.9):
+            acc = clean * (1 - f)
+            rows.append(dict(net=net, training="unrotated", mode=None, variant=analysis.MASK_VARIANTS["mask"],
+                             magnitude=f, mean=acc, sd=1.0, n=2))
+            rows.append(dict(net=net, training="unrotated", mode=None,
+                             variant=analysis.MASK_VARIANTS["mask_saliency"], magnitude=f,
+                             mean=acc + (salient_gap if f > 0 else 0.0), sd=1.0, n=2))
+    return pd.DataFrame(rows)
+
+
+def test_masking_claims():
+    c = claims.claim_mask_falls(curves_table())
+    assert c.verdict == claims.HOLDS and c.details["fmax"] == 0.9
+    assert c.details["clean_acc"] == pytest.approx(70.0) and c.details["acc_fmax"] == pytest.approx(7.0)
+    assert claims.claim_saliency_first(curves_table()).holds
+    worse = claims.claim_saliency_first(curves_table(salient_gap=+3.0))
+    assert worse.verdict == claims.FAILS and worse.value == pytest.approx(3.0)
+    assert claims.claim_mask_falls(curves_table().iloc[:0]).verdict == claims.UNTESTABLE
+
+
+def test_patch_shuffle_claims():
+    cur = curves_table()
+    falls = claims.claim_patch_shuffle_falls(cur)
+    assert falls.holds and falls.details["kmax"] == 8 and falls.details["acc_kmax"] == pytest.approx(20.0)
+    k2 = claims.claim_patch_shuffle_k2(cur)
+    assert k2.holds and k2.value == pytest.approx(76.0)
+    assert not claims.claim_patch_shuffle_k2(curves_table(k2_kept=0.95)).holds
+    assert claims.claim_patch_shuffle_chance(cur).holds
+    assert claims.claim_patch_shuffle_chance(curves_table(kmax_acc=40.0)).verdict == claims.FAILS
+    only_small = cur[cur["magnitude"] <= 2]
+    assert claims.claim_patch_shuffle_chance(only_small).verdict == claims.UNTESTABLE
+    rc = cur[cur["mode"] == "full"].assign(mode="rows_cols", mean=lambda d: d["mean"] + 2.0)
+    assert analysis.mode_difference(pd.concat([cur, rc]), "rows_cols", "full") == pytest.approx(2.0)
+
+
+def test_transfer_claims():
+    grid = pd.DataFrame([dict(resampling="bilinear", source=16, target=t, acc_source_mean=60.0,
+                              acc_ootb_mean=60.0 - d, delta_mean=-d) for t, d in ((16, 0.0), (32, 20.0))])
+    loses = claims.claim_transfer_loses(grid)
+    assert loses.holds and loses.value == pytest.approx(-20.0)
+    assert loses.details["rel_loss"] == pytest.approx(40.0)
+    assert claims.claim_transfer_loss_size(grid).holds
+    small = grid.assign(delta_mean=lambda d: -0.1 * d["delta_mean"].abs(), acc_ootb_mean=58.0)
+    assert not claims.claim_transfer_loss_size(small).holds
+    assert claims.claim_transfer_loses(grid[grid.target == 16]).verdict == claims.UNTESTABLE
+
+
+def invariance_table(rotated_nv: float = 0.5) -> pd.DataFrame:
+    rows = []
+    for net in ("LeNet", "VGG11bn"):
+        for tr, nv in (("unrotated", 0.8), ("rotated", rotated_nv)):
+            for strat, bump in ((False, 0.0), (True, 0.1)):
+                for seed in (0, 1):
+                    for i, layer in enumerate(("a", "b", "c", "d")):
+                        rows.append(dict(net=net, training=tr, stratified=strat, seed=seed, layer=layer,
+                                         rel_depth=i / 3, mean_NV=nv + bump + 0.01 * i, run=f"{net}{tr}{seed}",
+                                         n_activations=16, n_inf=0, reshape=False))
+    return pd.DataFrame(rows)
+
+
+def test_rotation_nv_claims():
+    inv = invariance_table()
+    lower = claims.claim_rotation_lowers_nv(inv)
+    assert lower.holds and lower.details["n_nets"] == 2 and lower.details["n_lower"] == 2
+    assert lower.details["nv_unrot"] == pytest.approx(0.815)
+    assert not claims.claim_rotation_lowers_nv(invariance_table(rotated_nv=0.9)).holds
+    ref = {"nv_unrotated": {"a": 0.7, "b": 0.9}, "nv_rotated": {"a": 0.4, "b": 0.6}}
+    assert claims.claim_nv_in_reference_range(inv, ref).holds
+    assert claims.claim_stratified_raises_nv(inv).value == pytest.approx(0.1)
+    assert claims.claim_stratified_raises_nv(inv[~inv.stratified]).verdict == claims.UNTESTABLE
+    one = claims.claim_rotation_lowers_nv(inv[inv.training == "unrotated"])
+    assert one.verdict == claims.UNTESTABLE
+
+
+def test_rotation_flattens_accuracy():
+    rows = []
+    for tr, keep in (("unrotated", 0.5), ("rotated", 0.9)):
+        for angle in (0.0, 90.0, 180.0):
+            rows.append(dict(net="LeNet", training=tr, probe="rotate", label=-1, magnitude=angle,
+                             accuracy=0.6 if angle == 0 else 0.6 * keep))
+    c = claims.claim_rotation_flattens_accuracy(pd.DataFrame(rows))
+    assert c.holds and c.details["kept_rot"] == pytest.approx(90.0) and c.details["acc0_unrot"] == pytest.approx(60.0)
+
+
+def test_nv_tracks_rk():
+    inv = invariance_table()
+    inv = inv[~inv.stratified]
+    layers = inv[["run", "layer"]].drop_duplicates().assign(
+        state="trained", shuffle=0, R_f=lambda d: 10.0 ** d["layer"].map({"a": 0, "b": 1, "c": 2, "d": 3}),
+        D_f=1.0, G_f=1.0)
+    c = claims.claim_nv_tracks_rk(inv, layers)
+    assert c.holds and c.value == pytest.approx(1.0) and c.details["n_corr"] == 8
+    anti = layers.assign(R_f=lambda d: 1.0 / d["R_f"])
+    assert claims.claim_nv_tracks_rk(inv, anti).verdict == claims.FAILS
+
+
+def test_claim_record_and_text():
+    c = claims.claim_rf_falls(synthetic_output())
+    rec = c.to_record()
+    assert rec["id"] == "R_f_falls" and rec["verdict"] == claims.HOLDS and rec["ci_low"] is None
+    assert c.statement and c.verdict in c.text
+    import json
+    json.dumps(rec)  # JSON-ready
+
+
+# ------------------------------------------------------------------------------------- analysis helpers
+def test_config_values_reads_json_dicts_and_expanded_columns():
+    df = pd.DataFrame({"task_options": ['{"task": 1}', {"task": 2}, None], "augment": ['["crop", "rotate"]', ["crop"], "crop"]})
+    assert analysis.config_values(df, "task_options", "task").tolist() == [1, 2, None]
+    expanded = pd.DataFrame({"task_options.task": [3, 4]})
+    assert analysis.config_values(expanded, "task_options", "task").tolist() == [3, 4]
+    assert analysis.training_label(df).tolist() == ["rotated", "unrotated", "unrotated"]
+    with pytest.raises(ValueError, match="column"):
+        analysis.config_values(df, "nothing")
+
+
+def test_layer_exponents_is_theory_fit():
+    from stabkit import theory
+
+    t = theory.constant_filter_stabilities(2, 2, 6, seeds=1)
+    assert analysis.layer_exponents(t, 2) == pytest.approx(
+        dict(zip(("D_f", "G_f", "R_f"), theory.fit_exponents(t, 2).values())))
+    raw = analysis.layer_exponents(t, 2, columns=("D", "G", "deno"))
+    assert set(raw) == {"D", "G", "deno"}
+    blocks = pd.DataFrame({"block": [1, 2, 3, 4], "D_f": 2.0 ** -np.arange(1, 5)})
+    assert analysis.layer_exponents(blocks, 2, layer="block", columns=("D_f",))["D_f"] == pytest.approx(-1.0)
+
+
+def test_block_profile_geomean_over_runs():
+    lay = pd.DataFrame({"layer": ["features.relu1", "features.relu2", "features.conv1"] * 2, "shuffle": 0,
+                        "state": "trained", "seed": [0, 0, 0, 1, 1, 1], "D_f": [1.0, 10.0, 5.0, 100.0, 1000.0, 5.0],
+                        "G_f": 1.0, "R_f": 1.0})
+    prof = analysis.block_profile(lay)
+    assert prof["block"].tolist() == [1, 2] and prof["D_f"].tolist() == pytest.approx([10.0, 100.0])
+
+
+def test_bootstrap_ci_brackets_the_mean():
+    x = np.random.default_rng(0).normal(1.0, 0.1, 200)
+    lo, hi = analysis.bootstrap_ci(np.mean, x, n_boot=500)
+    assert lo < 1.0 < hi and hi - lo < 0.1
+    assert np.isnan(analysis.bootstrap_ci(np.mean, [1.0, 2.0])[0])
+
+
+def test_differences_table():
+    paper = pd.DataFrame({"epochs": [250, 250], "P": 500})
+    here = pd.DataFrame({"epochs": [3], "P": 500})
+    t = prose.differences_table(here, paper)
+    assert t.to_dict("records") == [{"quantity": "epochs", "paper": "250", "here": "3"}]
+    assert prose.differences_table(paper, paper).empty
+    assert prose.ptr_text(pd.DataFrame({"ptr": [None], "task": ["cifar10"]})) == "all 50,000"
+    assert prose.ptr_text(pd.DataFrame({"ptr": [2048.0, 1024.0]})) == "1024, 2048"

@@ -1,5 +1,5 @@
 """`python -m stabkit`: help texts, every figure's sweep at the tiny scale, status/collect/export, train and
-measure commands; no Jupyter/papermill/submitit imports on the command-line path."""
+remeasure commands; no Jupyter/papermill/submitit imports on the command-line path."""
 import json
 import os
 import subprocess
@@ -47,8 +47,8 @@ def test_help_texts(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert all(c in out for c in ("train", "measure", "sweep", "collect", "status"))
-    for cmd in ("train", "measure", "sweep", "collect", "status"):
+    assert all(c in out for c in ("train", "remeasure", "sweep", "collect", "export", "status"))
+    for cmd in ("train", "remeasure", "sweep", "collect", "export", "status"):
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0 and "usage" in capsys.readouterr().out
@@ -82,9 +82,13 @@ def test_status_collect_and_export_commands(env, capsys, tmp_path):
     assert main(["collect", spec, "--scale", "tiny", "--root", str(env["root"]), "--table", "layers",
                  "--csv", str(tmp_path / "layers.csv")]) == 0
     assert pd.read_csv(tmp_path / "layers.csv").layer.nunique() > 3
-    assert main(["collect", spec, "--scale", "tiny", "--root", str(env["root"]), "--out", str(tmp_path / "exp")]) == 0
+    with pytest.raises(SystemExit):  # collect --out became the export command
+        main(["collect", spec, "--scale", "tiny", "--root", str(env["root"]), "--out", str(tmp_path / "exp")])
+    capsys.readouterr()
+    assert main(["export", spec, "--scale", "tiny", "--root", str(env["root"]), "--out", str(tmp_path / "exp")]) == 0
     prov = json.loads((tmp_path / "exp" / "provenance.json").read_text())
     assert prov["sweep"] == "fig5_scale_detection" and prov["scale"] == "tiny" and len(prov["runs"]) == 2
+    assert set(prov["git"]) == {"commit", "dirty"}
     assert (tmp_path / "exp" / "output.parquet").is_file()
     assert main(["sweep", spec, "--scale", "tiny", "--root", str(env["root"]), "--dry-run"]) == 0
     assert capsys.readouterr().out.count(" done ") == 2
@@ -101,10 +105,12 @@ def test_train_and_measure_commands(env, capsys):
     run_dir = Path(out.splitlines()[0])
     assert (run_dir / "best.pt").is_file() and "best test error" in out
     assert not (run_dir / "output.parquet").exists()  # train alone measures nothing
-    assert main(["measure", str(run_dir), "--what", "output", "--states", "trained", "--P", "6", "--shuffles",
+    assert main(["remeasure", str(run_dir), "--what", "output", "--states", "trained", "--P", "6", "--shuffles",
                  "0", "1", "--device", "cpu", "--out", str(env["base"] / "m")]) == 0
     m = pd.read_parquet(env["base"] / "m" / "output.parquet")
     assert list(m.shuffle) == [0, 1] and set(m.P) == {6}
+    with pytest.raises(SystemExit):  # the run-folder command is remeasure now
+        main(["measure", str(run_dir)])
 
 
 def test_python_m_stabkit_without_book_extras(env):

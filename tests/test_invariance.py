@@ -1,5 +1,6 @@
 """TV / SV / NV (stabkit.invariance): sanity cases, streaming = direct computation, tables, errors."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -139,3 +140,37 @@ def test_bad_arguments():
         invariance(Tiny(), x, _transforms(), batch_size=0)
     with pytest.raises(ValueError, match="n must"):
         rotations(n=1)
+
+
+def test_bad_images_and_devices_refused():
+    x = torch.rand(6, 1, 6, 6)
+    bad = x.clone()
+    bad[2, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="finite"):  # was measured silently (NaN statistics)
+        invariance(Tiny(), bad, _transforms())
+    for device in ("gpu", "cuda:x", "cpu:0"):
+        with pytest.raises(ValueError, match="device"):  # was torch's own error, or none
+            invariance(Tiny(), x, _transforms(), device=device)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            invariance(Tiny(), x, _transforms(), device="cuda")
+    a = invariance(Tiny(), x, _transforms(), device="auto")["layers"]
+    b = invariance(Tiny(), x, _transforms(), device="cpu")["layers"]
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_layer_kind_reshape_flag_and_finite_count():
+    x = torch.rand(8, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    r = invariance(Tiny(), x, _transforms())["layers"]
+    assert list(r.layer) == ["conv", "relu", "flat", "fc"]
+    assert list(r.kind) == ["Conv2d", "ReLU", "Flatten", "Linear"]
+    assert list(r.reshape) == [False, False, True, False]  # the flatten repeats the layer before it
+    assert (r.n_finite == r.n_activations - r.n_inf).all()
+
+
+def test_mixed_train_eval_modes_restored():
+    m = Tiny()
+    m.train()
+    m.conv.eval()  # mixed modes: each module gets its own flag back (not the root's)
+    invariance(m, torch.rand(6, 1, 6, 6), _transforms())
+    assert m.training and not m.conv.training and m.relu.training

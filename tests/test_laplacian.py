@@ -1,4 +1,4 @@
-"""Tests of stabkit.laplacian (METHODS.md section 7)."""
+"""Tests of stabkit.laplacian (book/methods.md, "Grid-Laplacian spectra of filters")."""
 import itertools
 import math
 

@@ -1,25 +1,38 @@
 """Every notebook of the book (_toc.yml) runs at scale="tiny", draws its figures and glues its numbers.
 
 Notebooks execute through papermill with the repository root as working directory (as in
-``python -m stabkit.book run``), into a temporary folder, with progress bars off. Runs of sweeps go to a
+``python tools/book.py run``), into a temporary folder, with progress bars off. Runs of sweeps go to a
 temporary runs root shared by the session (``$STABKIT_RUNS``), so nothing cached from an earlier version of
 the code is reused. Per-notebook limit: 120 s.
 """
 from __future__ import annotations
 
 import ast
-import os
+import importlib.util
+import json
 import re
+import sys
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from stabkit import book
+from stabkit.report.glue import ENV_PROVENANCE
 
 REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("stabkit_book_tool", REPO / "tools" / "book.py")
+book = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))
+if not hasattr(book, "toc_notebooks"):
+    _spec.loader.exec_module(book)
 ENTRIES = book.toc_notebooks(REPO / "_toc.yml")
+#: What a notebook's code cells may not contain any more (issue 11: thin notebooks).
+FORBIDDEN = {"def table(": "a copied table() helper (use stabkit.report.glue.page)",
+             "json.loads": "a JSON parser of config columns (use stabkit.report.analysis.config_values)",
+             "np.polyfit": "a re-implemented fit (use stabkit.theory.fit_exponents / report.analysis)",
+             ".verdict(": "an inline verdict (write a claim_* function in stabkit.report.claims)",
+             "stabkit.probes": "the old module name (stabkit.robustness)", "import seaborn": "seaborn (use report.figures)",
+             "from stabkit import book": "the old stabkit.book (stabkit.report.glue)"}
 TIMEOUT_S = 120
 
 # {glue}`key`, {glue:text}`key:.2f`, {glue:md}`key` ... and ```{glue:figure} key / :::{glue} key
@@ -69,8 +82,16 @@ def test_notebook_conventions(entry):
             params[node.target.id] = ast.literal_eval(node.value)
     assert params.get("scale") == "small", "parameters must be typed (name: type = value), scale default 'small'"
     assert params.get("device") == "auto", "parameter device must default to 'auto'"
+    sweep_page = any("page(" in c.source for c in code)  # pages of a sweep (not the demonstration pages)
+    for c in code[1:]:
+        for text, why in FORBIDDEN.items():
+            assert text not in c.source, f"{entry.name}: a code cell holds {why}"
+        if sweep_page:
+            n = len(c.source.splitlines())
+            assert n <= 16, f"{entry.name}: a code cell of {n} lines (keep parameters, a call, plots, prose)"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(TIMEOUT_S)
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
 def test_notebook_runs_tiny(entry, tmp_path, runs_root, monkeypatch):
@@ -80,7 +101,7 @@ def test_notebook_runs_tiny(entry, tmp_path, runs_root, monkeypatch):
     monkeypatch.setenv("STABKIT_RUNS", str(runs_root))
     for key, value in book.kernel_environment().items():  # as the runner: no progress bars, offline data
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv(book.ENV_PROVENANCE, str(tmp_path / "records.jsonl"))
+    monkeypatch.setenv(ENV_PROVENANCE, str(tmp_path / "records.jsonl"))
     out = tmp_path / f"{entry.name.replace('/', '_')}.ipynb"
     t0 = time.perf_counter()
     try:
@@ -98,4 +119,9 @@ def test_notebook_runs_tiny(entry, tmp_path, runs_root, monkeypatch):
     glued = {o["metadata"]["scrapbook"]["name"] for o in outputs if "scrapbook" in o.get("metadata", {})}
     missing = glue_keys(nb) - glued
     assert not missing, f"{entry.name}: the text uses glue keys that the notebook never glued: {sorted(missing)}"
-    print(f"{entry.name}: {seconds:.1f} s at scale=tiny")
+    # a glued string's text/plain is its repr: literal_eval, then the JSON record (as the dashboard reads it)
+    claims = [json.loads(ast.literal_eval(o["data"]["application/papermill.record/text/plain"]))
+              for o in outputs if o.get("metadata", {}).get("scrapbook", {}).get("name", "").endswith("_claim")]
+    for rec in claims:
+        assert {"id", "statement", "page", "scale", "value", "verdict"} <= set(rec), rec
+    print(f"{entry.name}: {seconds:.1f} s at scale=tiny, {len(claims)} claims")

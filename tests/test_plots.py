@@ -11,8 +11,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from stabkit import plots  # noqa: E402
-from stabkit.claims import zero_mode_fraction  # noqa: E402
+from stabkit.report import figures as plots  # noqa: E402
+from stabkit.report.analysis import geomean, zero_mode_fraction  # noqa: E402
 
 EIGEN_3 = {0.0: 1, 1.0: 2, 2.0: 1, 3.0: 2, 4.0: 2, 6.0: 1}
 
@@ -190,7 +190,7 @@ def test_training_curves_one_line_per_run():
 
 def test_geomean():
     df = pd.DataFrame({"g": ["a", "a", "b"], "v": [1.0, 100.0, -1.0]})
-    out = plots.geomean(df, ["g"], ["v"]).set_index("g")["v"]
+    out = geomean(df, ["g"], ["v"]).set_index("g")["v"]
     assert out["a"] == pytest.approx(10.0)
     assert np.isnan(out["b"])
 
@@ -224,3 +224,44 @@ def test_training_curves_style_legend():
     assert {l.get_linestyle() for l in ax.lines} == {"-", "--"}
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "0.0" in labels and "30.0" in labels
+
+
+# ------------------------------------------------------------------------------------------- palette
+def test_palette_covers_every_network_with_distinct_styles():
+    from stabkit import nets
+    from stabkit.report import palette
+
+    names = nets.list_models() if hasattr(nets, "list_models") else nets.NAMES
+    assert set(names) <= set(palette.NET_STYLES) | {n for n in names if n.split("-")[-1] in palette.NET_STYLES}
+    colours = [c for c, _ in palette.NET_STYLES.values()]
+    assert len(set(colours)) == len(colours), "two architectures share a colour"
+    assert palette.net_style("LowRes-ResNet18") == palette.net_style("ResNet18")
+    assert palette.net_style("SomethingNew") == palette.net_style("SomethingNew")  # fixed, also for unknowns
+
+
+def test_same_net_same_colour_on_every_figure():
+    from matplotlib.colors import to_hex
+
+    from stabkit.report import palette
+
+    fig = plots.sensitivity_vs_error(output_table(), quantities=["R_f"])
+    pts = fig.axes[0].collections
+    seen = {to_hex(c.get_facecolor()[0]) for c in pts if len(c.get_facecolor())}
+    assert to_hex(palette.net_style("VGG11")[0]) in seen
+    fig2 = plots.layer_profiles(layers_table(), quantities=["R_f"])
+    lines = {to_hex(ln.get_color()) for ln in fig2.axes[0].lines}
+    assert to_hex(palette.net_style("VGG11")[0]) in lines
+
+
+def test_probe_figures_draw():
+    from stabkit.report import probe_figures as pf
+
+    curves = pd.DataFrame([dict(net=n, training=t, variant=v, magnitude=m, mean=50.0 - m, sd=1.0, n=2)
+                           for n in ("LeNet", "VGG11bn") for t in ("unrotated", "rotated")
+                           for v in ("a", "b") for m in (0.0, 0.5, 0.9)])
+    fig = pf.accuracy_vs_magnitude(curves, style="variant", xlabel="fraction")
+    assert len(fig.axes) == 2
+    grid = pd.DataFrame([dict(source=s, target=t, acc_ootb_mean=50.0, delta_mean=float(t - s))
+                         for s in (16, 32) for t in (16, 32)])
+    assert len(pf.transfer_heatmaps(grid).axes) == 2
+    assert pf.nv_strip_image(np.array([3.0, 1.0, np.inf]), width=4).tolist()[-1] == np.inf

@@ -1,6 +1,7 @@
 """Spatial probes: rotations, patch shuffling, masking, resizing, pixelation (stabkit.transforms.spatial)."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,14 +68,28 @@ def test_rotate_shapes_dtypes_and_non_square():
 
 def test_rotate_bad_arguments():
     x = _imgs()
-    with pytest.raises(ValueError, match="interp"):
-        rotate(x, 10, interp="cubic")
+    with pytest.raises(ValueError, match="interpolation"):
+        rotate(x, 10, interpolation="cubic")
     with pytest.raises(ValueError, match="padding"):
         rotate(x, 10, padding="wrap")
     with pytest.raises(ValueError, match="degrees"):
         rotate(x, torch.zeros(2))
     with pytest.raises(ValueError, match="images"):
         rotate(torch.zeros(1, 1, 1, 2, 2), 10)
+
+
+def test_rotate_refuses_strings_and_nan_images():
+    x = _imgs()
+    with pytest.raises(TypeError, match="degrees must be a real number"):  # was an obscure torch error
+        rotate(x, "10")
+    with pytest.raises(TypeError, match="degrees"):
+        rotate(x, ["10", "20", "30"])
+    bad = x.clone()
+    bad[1, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="finite"):  # was silently rotated (NaN spreads by interpolation)
+        rotate(bad, 30)
+    with pytest.warns(DeprecationWarning, match="interpolation"):
+        assert torch.equal(rotate(x, 30, interp="nearest"), rotate(x, 30, "nearest"))
 
 
 # --------------------------------------------------------------------------------------- patch shuffle
@@ -123,7 +138,7 @@ def test_patch_shuffle_rows_cols_keeps_rows_and_columns_together():
 
 
 def test_patch_shuffle_uneven_division_rule():
-    # 7 rows in 3 parts: sizes 3, 2, 2 (the first n mod k parts are one longer); rows_cols moves the strips
+    # rows_cols: 7 rows in 3 parts: sizes 3, 2, 2 (the first n mod k parts are one longer); the strips move
     # with their sizes, so every output is a concatenation of the three strips in some order
     import itertools
     strips = [[0.0, 1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
@@ -135,18 +150,52 @@ def test_patch_shuffle_uneven_division_rule():
         assert tuple(out.tolist()) in layouts
         seen.add(tuple(out.tolist()))
     assert seen == layouts
-    # full mode: a patch only trades places with a patch of the same shape (the only 3x3 patch, top-left,
-    # stays put; the four 2x2 patches permute among themselves)
+    # full mode: nine 2x2 patches from the top-left corner, the remainder band (last row and column) fixed
     y = torch.arange(49.0).view(1, 1, 7, 7).repeat(20, 1, 1, 1)
     out = patch_shuffle(y, 3, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(out[:, :, :3, :3], y[:, :, :3, :3])
-    assert not torch.equal(out[:, :, 3:, 3:], y[:, :, 3:, 3:])
+    assert torch.equal(out[:, :, 6], y[:, :, 6]) and torch.equal(out[:, :, :, 6], y[:, :, :, 6])
+    patches = {tuple(y[0, 0, 2 * i:2 * i + 2, 2 * j:2 * j + 2].flatten().tolist()) for i in range(3) for j in range(3)}
+    for b in range(20):
+        got = {tuple(out[b, 0, 2 * i:2 * i + 2, 2 * j:2 * j + 2].flatten().tolist()) for i in range(3) for j in range(3)}
+        assert got == patches
+
+
+def test_patch_shuffle_full_uneven_grid_is_uniform():
+    # k = 3 on 32 px: every one of the 9 patches moves as in a uniform permutation (1/9 of the patches in
+    # place on average), none is pinned; the old rule (patches trade only with patches of their shape)
+    # left 45 % in place and never moved the bottom-right patch
+    B, k, n = 400, 3, 32
+    x = torch.zeros(B, 1, n, n)
+    _, index = patch_shuffle(x, k, generator=torch.Generator().manual_seed(0), return_index=True)
+    q = n // k
+    corners = torch.tensor([(i * q) * n + j * q for i in range(k) for j in range(k)])  # top-left pixel of a patch
+    src = index[:, corners]  # source pixel shown at each patch's top-left corner
+    in_place = (src == corners).float()
+    assert abs(in_place.mean().item() - 1 / 9) < 0.03
+    assert in_place[:, -1].mean() < 0.2  # the bottom-right patch moves
+    src_patch = (src // n // q) * k + (src % n) // q
+    counts = torch.bincount(src_patch[:, -1], minlength=9)
+    assert counts.min() > 0.5 * B / 9  # ... to any of the 9 places
+
+
+def test_patch_shuffle_same_permutations_when_k_divides():
+    # k dividing the side: the rule above is the plain grid, and the permutations drawn from a seed are
+    # those of earlier versions (same random keys): reference computed by hand
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    g = torch.Generator().manual_seed(7)
+    perm = torch.argsort(torch.rand(1, 4, generator=torch.Generator().manual_seed(7)).double(), dim=1)[0]
+    out = patch_shuffle(x, 2, generator=g)[0, 0]
+    for slot in range(4):
+        src = int(perm[slot])
+        r, c = divmod(slot, 2)
+        sr, sc = divmod(src, 2)
+        assert torch.equal(out[2 * r:2 * r + 2, 2 * c:2 * c + 2], x[0, 0, 2 * sr:2 * sr + 2, 2 * sc:2 * sc + 2])
 
 
 def test_patch_shuffle_bad_arguments():
     x = _imgs(H=8, W=8)
     for k in (0, 9, 2.0, True):
-        with pytest.raises(ValueError, match="k must"):
+        with pytest.raises((TypeError, ValueError), match="k must"):  # TypeError: not an integer
             patch_shuffle(x, k)
     with pytest.raises(ValueError, match="mode"):
         patch_shuffle(x, 2, mode="rows")
@@ -168,8 +217,8 @@ def test_mask_per_image_fraction_partial_tiles_and_fills():
     out, mask = mask_patches(x, 4, torch.tensor([0.0, 1 / 9, 1.0]), return_mask=True)  # 3x3 tiles, edges of 2
     assert mask[0].sum() == 0 and mask[2].all()
     assert mask[1].sum() in (16, 8, 4)  # one tile: full, edge or corner
-    mean_fill = mask_patches(x, 5, 1.0, fill="mean")
-    assert torch.allclose(mean_fill, x.mean(dim=(0, 2, 3), keepdim=True).expand_as(x))
+    mean_fill = mask_patches(x, 5, 1.0, fill="mean")  # default: the CIFAR-10 mean for 3 channels
+    assert torch.allclose(mean_fill, torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1).expand_as(x))
     val = mask_patches(x, 5, 1.0, fill=torch.tensor([0.1, 0.2, 0.3]))
     assert torch.allclose(val[:, 1], torch.full_like(val[:, 1], 0.2))
     noisy = mask_patches(x, 5, 0.5, fill="noise", generator=torch.Generator().manual_seed(0))
@@ -202,13 +251,51 @@ def test_mask_bad_arguments():
         mask_patches(x, 0, 0.5)
 
 
+def test_mask_fill_does_not_depend_on_the_batch():
+    # fill="mean" used the batch's mean: the same image got another fill in a batch of 64 and of 8
+    x = _imgs(B=64, H=8, W=8)
+    for fill in ("mean", "zeros", "zero"):
+        big = mask_patches(x, 4, 0.5, fill=fill, generator=torch.Generator().manual_seed(0))
+        small = mask_patches(x[:8], 4, 0.5, fill=fill, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(big[:8], small)
+    mean = (0.1, 0.2, 0.3)
+    out, mask = mask_patches(x, 4, 0.5, fill="mean", mean=mean, return_mask=True)
+    assert torch.allclose(out[:, 1][mask[:, 0]], torch.tensor(0.2))
+    gray = _imgs(B=2, C=1, H=8, W=8)
+    with pytest.raises(ValueError, match="mean"):  # no default mean for 1 channel
+        mask_patches(gray, 4, 0.5, fill="mean")
+    assert torch.allclose(mask_patches(gray, 4, 1.0, fill="mean", mean=[0.5]), torch.full_like(gray, 0.5))
+    with pytest.raises(ValueError, match="std"):
+        mask_patches(gray, 4, 0.5, fill="noise", mean=[0.5])
+
+
+def test_mask_noise_fill_clipped_to_the_image_range():
+    x = _imgs(B=16, H=8, W=8)
+    out = mask_patches(x, 2, 1.0, fill="noise", std=(2.0, 2.0, 2.0), generator=torch.Generator().manual_seed(0))
+    assert out.min() == 0.0 and out.max() == 1.0  # wide noise: clipped at both ends
+    u = (x * 255).to(torch.uint8)
+    ou = mask_patches(u, 2, 1.0, fill="mean")  # integer images: the mean is scaled to 0..255
+    assert ou.dtype == torch.uint8 and ou[:, 0].float().mean().item() == pytest.approx(round(0.4914 * 255), abs=0.5)
+
+
+def test_integer_arguments_accept_numpy_integers():
+    x = _imgs(H=8, W=8)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert torch.equal(patch_shuffle(x, np.int64(2), generator=g()), patch_shuffle(x, 2, generator=g()))
+    assert torch.equal(patch_shuffle(x, torch.tensor(2), generator=g()), patch_shuffle(x, 2, generator=g()))
+    assert torch.equal(mask_patches(x, np.int32(4), 0.5, generator=g()), mask_patches(x, 4, 0.5, generator=g()))
+    assert torch.equal(pixelate(x, np.int64(2)), pixelate(x, 2))
+    assert resize(x, np.int64(4)).shape == (3, 3, 4, 4)
+    assert resize(x, (np.int64(4), 6)).shape == (3, 3, 4, 6)
+
+
 # ---------------------------------------------------------------------------------------------- resize
 @pytest.mark.parametrize("interp", ["bilinear", "nearest", "area", "bicubic"])
 def test_resize_same_size_identity_and_shapes(interp):
     x = _imgs(H=16, W=16)
-    assert torch.equal(resize(x, 16, interp=interp), x)
-    assert resize(x, 8, interp=interp).shape == (3, 3, 8, 8)
-    assert resize(x, (20, 24), interp=interp).shape == (3, 3, 20, 24)
+    assert torch.equal(resize(x, 16, interpolation=interp), x)
+    assert resize(x, 8, interpolation=interp).shape == (3, 3, 8, 8)
+    assert resize(x, (20, 24), interpolation=interp).shape == (3, 3, 20, 24)
 
 
 def test_resize_antialias_and_blur():
@@ -216,7 +303,7 @@ def test_resize_antialias_and_blur():
     x = ((torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2).float().view(1, 1, 16, 16)
     aa = resize(x, 4, antialias=True)
     assert torch.allclose(aa, torch.full_like(aa, 0.5), atol=0.05)
-    assert torch.equal(resize(x, 8, interp="area"), torch.full((1, 1, 8, 8), 0.5))
+    assert torch.equal(resize(x, 8, interpolation="area"), torch.full((1, 1, 8, 8), 0.5))
     blurred = resize(x, 16, blur_sigma=1.0)
     assert torch.allclose(blurred, gaussian_blur(x, 1.0))
     assert blurred.std() < x.std() / 5
@@ -231,14 +318,16 @@ def test_resize_antialias_and_blur():
 
 def test_resize_and_pixelate_bad_arguments():
     x = _imgs()
-    with pytest.raises(ValueError, match="interp"):
-        resize(x, 8, interp="lanczos")
+    with pytest.raises(ValueError, match="interpolation"):
+        resize(x, 8, interpolation="lanczos")
     with pytest.raises(ValueError, match="size"):
         resize(x, 0)
     with pytest.raises(ValueError, match="blur_sigma"):
         resize(x, 8, blur_sigma=-1.0)
     with pytest.raises(ValueError, match="factor"):
         pixelate(x, 0)
+    with pytest.raises(TypeError, match="factor"):
+        pixelate(x, 2.5)
 
 
 def test_pixelate_blocks():

@@ -1,4 +1,5 @@
-"""Tests of stabkit.stability (METHODS.md §3)."""
+"""Tests of stabkit.stability (book/methods.md, "Stabilities" and "Channel shuffling")."""
+import copy
 import math
 
 import pandas as pd
@@ -7,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stabkit.stability import COLUMNS, draw_probes, layer_names, measure, shuffle_channels, stability
+from stabkit.stability import COLUMNS, Probes, draw_probes, layer_names, measure, shuffle_channels, stability
 from stabkit.transforms import noisy_batch
 
 
@@ -95,9 +96,9 @@ def test_measure_streaming_equals_direct_float64(small, P, batch_size):
     assert torch.equal(x0, x)
     df = measure(small, x, seed=5, batch_size=batch_size)
     assert list(df.columns) == COLUMNS
-    assert list(df.layer) == ["conv1", "bn", "relu", "conv2", "add", "pool", "flatten", "fc"]
-    assert list(df.kind) == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "add", "AdaptiveAvgPool2d", "flatten",
-                             "Linear"]
+    # the flatten node repeats the pooled values: not a layer
+    assert list(df.layer) == ["conv1", "bn", "relu", "conv2", "add", "pool", "fc"]
+    assert list(df.kind) == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "add", "AdaptiveAvgPool2d", "Linear"]
     with torch.no_grad():
         acts = [small_activations(small, t) for t in (x0, xt, xe)]
     for row in df.itertuples():
@@ -110,7 +111,7 @@ def test_measure_streaming_equals_direct_float64(small, P, batch_size):
         for got, want in [(row.D, D), (row.G, G), (row.deno, deno), (row.D_f, D / deno), (row.G_f, G / deno),
                           (row.R_f, D / G)]:
             assert got == pytest.approx(want, rel=1e-10)
-    assert list(df.depth) == list(range(1, 9))
+    assert list(df.depth) == list(range(1, 8))
     assert df.rel_depth.iloc[-1] == 1.0 and df.rel_depth.between(0, 1).all()
 
 
@@ -159,10 +160,10 @@ def test_measure_identity_and_orthogonal_have_R_one():
 
 def test_measure_gaussian_interp_blurs_clean_probes():
     x = torch.randn(6, 1, 10, 10, generator=gen(5), dtype=torch.float64)
-    x0, xt, xe = draw_probes(x, interp="gaussian", seed=2)
+    x0, xt, xe = draw_probes(x, interpolation="gaussian", seed=2)
     assert not torch.allclose(x0, x)
     torch.testing.assert_close((xe - x0).flatten(1).norm(dim=1), (xt - x0).flatten(1).norm(dim=1))
-    df = measure(nn.Flatten(), x, interp="gaussian", seed=2)
+    df = measure(nn.Flatten(), x, interpolation="gaussian", seed=2)
     assert df.R_f.iloc[0] == pytest.approx(1.0, rel=1e-12)
 
 
@@ -178,10 +179,12 @@ def test_measure_resnet18_every_layer():
     assert model.training and all(m.training for m in model.modules())
     assert next(model.parameters()).dtype == torch.float32  # the float64 copy did not leak
     names = get_graph_node_names(model)[1][1:]  # eval-mode names without the input
-    assert list(df.layer) == names == layer_names(model) == layer_names(model, x)
+    assert layer_names(model) == names
+    layers = [n for n in names if n != "flatten"]  # the flatten node repeats the pooled values
+    assert list(df.layer) == layers == layer_names(model, x)
     assert df.layer.iloc[-1] == "fc" and df.rel_depth.iloc[-1] == 1.0
     assert df.rel_depth.is_monotonic_increasing and (df.rel_depth > 0).all()
-    assert {"Conv2d", "BatchNorm2d", "ReLU", "add", "flatten", "Linear"} <= set(df.kind)
+    assert {"Conv2d", "BatchNorm2d", "ReLU", "add", "Linear"} <= set(df.kind) and "flatten" not in set(df.kind)
     assert (df.P == 8).all() and (df.deno > 0).all() and df[["D", "G"]].gt(0).all().all()
     assert df.features.iloc[0] == 64 * 16 * 16
 
@@ -200,15 +203,17 @@ def test_measure_layers_subset_output_and_non_tensor_nodes(small):
     net = Viewer().double()
     x = torch.randn(5, 1, 8, 8, generator=gen(1), dtype=torch.float64)
     df = measure(net, x)
-    assert list(df.layer) == ["conv", "view", "fc"]  # `size` gives an int: not a layer
-    assert "size" in layer_names(net) and "size" not in layer_names(net, x)
+    assert list(df.layer) == ["conv", "fc"]  # `size` gives an int, `view` repeats conv: not layers
+    assert {"size", "view"} <= set(layer_names(net)) and layer_names(net, x) == ["conv", "fc"]
     sub = measure(net, x, layers=["fc", "conv"])
     assert list(sub.layer) == ["conv", "fc"]  # execution order
-    pd.testing.assert_frame_equal(sub.reset_index(drop=True), df.iloc[[0, 2]].reset_index(drop=True))
+    pd.testing.assert_frame_equal(sub.reset_index(drop=True), df.reset_index(drop=True))
     out = measure(net, x, layers="output")
-    assert list(out.layer) == ["fc"] and out.depth.iloc[0] == 3 and out.rel_depth.iloc[0] == 1.0
+    assert list(out.layer) == ["fc"] and out.depth.iloc[0] == 2 and out.rel_depth.iloc[0] == 1.0
     with pytest.raises(ValueError, match="layers"):
         measure(net, x, layers=["size"])
+    with pytest.raises(ValueError, match="reshape"):
+        measure(net, x, layers=["view"])
 
 
 def test_measure_reproducible_and_float32(small):
@@ -230,14 +235,15 @@ def test_measure_1d_conv_net_with_probes():
     x = torch.randn(7, 2, 20, generator=gen(0), dtype=torch.float64)
     xt = torch.roll(x, 1, dims=-1)
     xe = noisy_batch(x, xt, generator=gen(1))
-    df = measure(net, None, probes=(x, xt, xe))
-    assert list(df.layer) == ["0", "1", "2", "3", "4"]
+    df = measure(net, Probes(x, xt, xe))
+    assert list(df.layer) == ["0", "1", "2", "4"]  # "3" (Flatten) repeats the pooled values
+    pd.testing.assert_frame_equal(df, measure(net, None, probes=(x, xt, xe)))  # the older call form
     with torch.no_grad():
         D, deno = stability(net(x), net(xt))
         G, _ = stability(net(x), net(xe))
     assert (df.D.iloc[-1], df.G.iloc[-1], df.deno.iloc[-1]) == pytest.approx((D, G, deno), rel=1e-10)
     # a circular conv commutes with the shift: D of the pooled output is ~0
-    assert df.D.iloc[3] < 1e-20
+    assert df.D.iloc[2] < 1e-20
 
 
 # ------------------------------------------------------------------------------------ shuffling
@@ -295,7 +301,8 @@ def test_shuffle_mode2_permutes_output_channels_too():
 
 def test_measure_shuffle_uses_seeded_copy(small):
     x = torch.randn(6, 3, 8, 8, generator=gen(8))
-    a = measure(small, x, seed=3, shuffle_channels=1)
+    with pytest.warns(DeprecationWarning, match="shuffle_channels"):
+        a = measure(small, x, seed=3, shuffle_channels=1)
     b = measure(shuffle_channels(small, 1, generator=gen(3)), x, seed=3)
     pd.testing.assert_frame_equal(a, b)
     assert not measure(small, x, seed=3).D.equals(a.D)
@@ -321,10 +328,14 @@ def test_measure_cuda_matches_cpu(small):
     (lambda m: measure(m, torch.zeros(1, 3, 8, 8)), "P = 2"),
     (lambda m: measure(m, torch.full((4, 3, 8, 8), math.nan)), "NaN"),
     (lambda m: measure(m, torch.zeros(4, 3, 8, 9)), "square"),
-    (lambda m: measure(m, torch.zeros(4, 3, 8, 8), interp="bicubic"), "interp"),
+    (lambda m: measure(m, torch.zeros(4, 3, 8, 8), interpolation="bicubic"), "interpolation"),
     (lambda m: measure(m, torch.zeros(4, 3, 8, 8), delta=-1.0), "delta"),
     (lambda m: measure(m, torch.zeros(4, 3, 8, 8), cut=1), "cut"),
     (lambda m: measure(m, torch.zeros(4, 3, 8, 8), shuffle_channels=3), "shuffle_channels"),
+    (lambda m: measure(m, draw_probes(torch.zeros(4, 3, 8, 8)), delta=2.0), "delta"),
+    (lambda m: measure(m, draw_probes(torch.zeros(4, 3, 8, 8)), seed=2), "seed"),
+    (lambda m: measure(m, torch.zeros(4, 3, 8, 8), relu_convention="post"), "relu_convention"),
+    (lambda m: measure(m, None), "probes"),
     (lambda m: measure(m, torch.zeros(4, 3, 8, 8), batch_size=0), "batch_size"),
     (lambda m: measure(m, None, probes=(torch.zeros(4, 3, 8, 8),) * 2), "probes"),
     (lambda m: measure(m, None, probes=(torch.zeros(4, 3, 8, 8),) * 2 + (torch.zeros(3, 3, 8, 8),)), "probes"),
@@ -350,3 +361,169 @@ def test_float32_forward_runs_dense_head_in_float64():
     for col in ("D_f", "G_f", "R_f"):
         assert abs(fast[col].iloc[0] / ref[col].iloc[0] - 1) < 1e-5, col
     assert net[-1].weight.dtype == torch.float32  # the user's model is untouched
+
+
+# ------------------------------------------------------------------------------------- probe sets
+def test_draw_probes_returns_probes_and_measure_takes_them(small):
+    x = torch.randn(6, 3, 8, 8, generator=gen(2))
+    probes = draw_probes(x, delta=1.0, cut=3, interpolation="bilinear", generator=gen(4))
+    assert isinstance(probes, Probes) and probes._fields == ("x", "x_tau", "x_eta")
+    assert all(t.dtype == torch.float64 and t.shape == x.shape for t in probes)
+    again = draw_probes(x, seed=4)  # a seed is a CPU generator seeded with it
+    assert all(torch.equal(a, b) for a, b in zip(probes, again))
+    with pytest.warns(DeprecationWarning):  # old spellings still draw the same probes
+        old = draw_probes(x, interp="linear", seed=4)
+    assert all(torch.equal(a, b) for a, b in zip(probes, old))
+    table = measure(small, probes)
+    pd.testing.assert_frame_equal(table, measure(small, x, seed=4))  # images: drawn with the defaults
+    pd.testing.assert_frame_equal(table, measure(small, None, probes=probes))  # the older call form
+    pd.testing.assert_frame_equal(table, measure(small, tuple(probes)))
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        measure(small, probes, layer="all")
+
+
+# ------------------------------------------------------------------------------ checks of the input
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cpu:0", "cuda0"])
+def test_measure_device_strings_checked(small, device):
+    x = torch.randn(4, 3, 8, 8, generator=gen(0))
+    with pytest.raises(ValueError, match="device"):
+        measure(small, x, device=device)
+
+
+def test_measure_device_auto_and_absent_cuda(small):
+    x = torch.randn(4, 3, 8, 8, generator=gen(0), dtype=torch.float64)
+    if not torch.cuda.is_available():
+        pd.testing.assert_frame_equal(measure(small, x, device="auto"), measure(small, x, device="cpu"))
+        with pytest.raises(ValueError, match="device='cuda'.*not available"):
+            measure(small, x, device="cuda")
+
+
+def test_measure_channel_mismatch_names_x(small):
+    with pytest.raises(ValueError, match=r"x has 1 channels .* 'conv1' takes 3"):
+        measure(small, torch.randn(4, 1, 8, 8, generator=gen(0)))
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))  # no convolution to check: the forward tells
+    with pytest.raises(ValueError, match=r"x \(shape \(4, 3, 3, 3\)\) does not fit the model"):
+        measure(net, torch.randn(4, 3, 3, 3, generator=gen(0)))
+    with pytest.raises(ValueError, match=r"probes.x has 1 channels"):
+        measure(small, draw_probes(torch.randn(4, 1, 8, 8, generator=gen(0))))
+
+
+def test_measure_refuses_uint8_and_integer_inputs(small):
+    x = torch.randint(0, 256, (4, 3, 8, 8), generator=gen(0), dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"uint8.*x.float\(\) / 255"):
+        measure(small, x)
+    with pytest.raises(ValueError, match=r"uint8.*/ 255"):
+        draw_probes(x)
+    p = draw_probes(x.double() / 255)
+    with pytest.raises(ValueError, match=r"probes.x_tau must be a floating tensor"):
+        measure(small, Probes(p.x, p.x_tau.long(), p.x_eta))
+
+
+# ----------------------------------------------------------------------------- depth and reshapes
+def test_reshape_nodes_are_not_layers():
+    class Reshaper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 3, padding=1)
+            self.flat = nn.Flatten()
+            self.fc = nn.Linear(3 * 6 * 6, 4)
+
+        def forward(self, x):
+            h = self.conv(x).contiguous()
+            h = torch.relu(h.permute(0, 1, 3, 2).reshape(x.shape[0], 3, 6, 6))
+            return self.fc(self.flat(h)).unsqueeze(1).squeeze(1)  # the output is a reshape: still a layer
+
+    net = Reshaper().double()
+    x = torch.randn(5, 2, 6, 6, generator=gen(0), dtype=torch.float64)
+    df = measure(net, x)
+    assert list(df.layer) == ["conv", "relu", "fc", "squeeze"]
+    assert list(df.depth) == [1, 2, 3, 4] and list(df.rel_depth) == [0.25, 0.5, 0.75, 1.0]
+    assert layer_names(net, x) == list(df.layer)
+    # the dropped nodes repeat the values of the node before them
+    assert (df.D.iloc[-1], df.G.iloc[-1]) == pytest.approx((df.D.iloc[-2], df.G.iloc[-2]), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- in-place ReLUs
+class InplaceSmall(Small):
+    """Small with a second in-place ReLU directly after conv2 (the VGG pattern)."""
+
+    def __init__(self):
+        super().__init__()
+        self.relu2 = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        h = self.relu(self.bn(self.conv1(x)))
+        h = h + self.relu2(self.conv2(h))
+        return self.fc(torch.flatten(self.pool(h), 1))
+
+
+def test_relu_convention_inplace_reports_post_relu_values():
+    torch.manual_seed(0)
+    net = InplaceSmall().double()
+    x = torch.randn(9, 3, 8, 8, generator=gen(3), dtype=torch.float64)
+    true = measure(net, x, seed=1).set_index("layer")
+    orig = measure(net, x, seed=1, relu_convention="inplace").set_index("layer")
+    assert list(true.index) == list(orig.index) == ["conv1", "bn", "relu", "conv2", "relu2", "add", "pool", "fc"]
+    cols = ["D", "G", "deno"]
+    # true values: bn and conv2 as a hand-written forward without in-place ops gives them
+    x0, xt, xe = draw_probes(x, seed=1)
+    with torch.no_grad():
+        acts = [small_activations(net, t) for t in (x0, xt, xe)]
+    D, deno = stability(acts[0]["bn"], acts[1]["bn"])
+    assert (true.loc["bn", "D"], true.loc["bn", "deno"]) == pytest.approx((D, deno), rel=1e-10)
+    # original convention: the nodes a ReLU overwrites show the ReLU's values, the others are unchanged
+    for node, relu in [("bn", "relu"), ("conv2", "relu2")]:
+        assert tuple(orig.loc[node, cols]) == pytest.approx(tuple(true.loc[relu, cols]), rel=1e-12)
+        assert abs(orig.loc[node, "D"] / true.loc[node, "D"] - 1) > 1e-3
+    for node in ["conv1", "relu", "relu2", "add", "pool", "fc"]:
+        assert tuple(orig.loc[node, cols]) == tuple(true.loc[node, cols])
+    assert list(orig.depth) == list(true.depth) and list(orig.kind) == list(true.kind)
+    # without in-place ReLUs the convention changes nothing
+    plain = Small().double()
+    plain.relu.inplace = False
+    pd.testing.assert_frame_equal(measure(plain, x, seed=1), measure(plain, x, seed=1, relu_convention="inplace"))
+
+
+def test_vgg11_first_conv_inplace_convention_at_init():
+    # The original VGG11's in-place ReLUs make its first conv node report the post-ReLU value: a larger D_f
+    # at initialisation (issue: 0.113 against the true 0.091 with CIFAR-10 probes, P = 500, float64).
+    from stabkit import nets
+
+    torch.manual_seed(0)
+    vgg = nets.build("VGG11", width_factor=0.25).double()
+    original = copy.deepcopy(vgg)
+    for m in original.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = True  # as in the original code
+    x = F.avg_pool2d(torch.randn(24, 3, 64, 64, generator=gen(0), dtype=torch.float64), 2)  # smooth images
+    probes = draw_probes(x, generator=gen(1))
+    layers = ["features.conv1", "features.relu1", "features.conv2"]
+    true = measure(vgg, probes, layers=layers).set_index("layer")
+    pd.testing.assert_frame_equal(true, measure(original, probes, layers=layers).set_index("layer"))
+    orig = measure(original, probes, layers=layers, relu_convention="inplace").set_index("layer")
+    assert orig.loc["features.conv1", "D_f"] == pytest.approx(true.loc["features.relu1", "D_f"], rel=1e-12)
+    assert orig.loc["features.conv1", "D_f"] > 1.1 * true.loc["features.conv1", "D_f"]
+
+
+# ------------------------------------------------------------------------------------------ TF32
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_measure_float32_on_cuda_turns_tf32_off(small):
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append((torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision))
+            return x
+
+    net = nn.Sequential(copy.deepcopy(small), Probe())
+    before = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    torch.backends.cudnn.conv.fp32_precision = "tf32"
+    try:
+        a = measure(net, torch.randn(6, 3, 8, 8, generator=gen(8)), device="cuda", dtype=torch.float32)
+        assert seen and all(s == ("ieee", "ieee") for s in seen)
+        assert torch.backends.cudnn.conv.fp32_precision == "tf32"  # restored
+    finally:
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = before
+    b = measure(small, torch.randn(6, 3, 8, 8, generator=gen(8)), device="cpu")
+    for col in ("D_f", "G_f", "R_f"):
+        assert ((a[col].iloc[:len(b)].to_numpy() - b[col].to_numpy()) / b[col].to_numpy()).max() < 1e-5

@@ -1,4 +1,4 @@
-"""Tests of stabkit.theory (METHODS.md section 8)."""
+"""Tests of stabkit.theory (book/methods.md, "Constant-filter theory")."""
 import math
 
 import numpy as np
@@ -21,8 +21,13 @@ def test_receptive_field_values():
 @pytest.mark.parametrize("args, name", [((0, 1, 1), "f"), ((3, 0, 1), "s"), ((3, 1, -1), "l"),
                                         ((2.5, 1, 1), "f"), ((True, 1, 1), "f")])
 def test_receptive_field_errors(args, name):
-    with pytest.raises(ValueError, match=rf"^{name} must"):
+    with pytest.raises((TypeError, ValueError), match=rf"^{name} must"):  # TypeError: not an integer
         receptive_field(*args)
+
+
+def test_numpy_integers_accepted():
+    assert receptive_field(np.int64(3), np.int32(1), np.int64(4)) == receptive_field(3, 1, 4)
+    assert ConstantFiltersCNN(np.int64(3), np.int64(1), np.int64(2)).depth == 2
 
 
 def test_bad_arguments_name_the_argument():

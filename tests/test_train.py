@@ -1,5 +1,7 @@
-"""stabkit.train: paper defaults, losses, optimiser groups, schedule, loop, checkpoints."""
+"""stabkit.train: paper defaults, losses, optimiser groups, schedule, loop, checkpoints, determinism, no host
+synchronisation inside an epoch (book/methods.md, "Training")."""
 import math
+import warnings
 
 import pytest
 import torch
@@ -18,6 +20,10 @@ def test_defaults_follow_the_paper():
     assert (s["lr"], s["epochs"], s["loss"], s["augment"], s["stop_at_zero_loss"]) == (0.05, 300, "hinge", (), True)
     with pytest.raises(ValueError, match="task"):
         T.defaults("mnist")
+    from stabkit.protocol import training_defaults
+    for task in T.TASKS:
+        for net in ("VGG11", "DenseNetL2"):
+            assert T.defaults(task, net) == training_defaults(task, net)  # one table, in stabkit.protocol
 
 
 def test_hinge_loss_and_errors():
@@ -140,3 +146,104 @@ def test_fast_mode_is_cuda_only():
     with pytest.warns(UserWarning, match="only has an effect on CUDA"):
         res = T.train(nn.Linear(4, 2), _batches(x, y), _batches(x, y), epochs=1, fast=True, progress=False)
     assert len(res.metrics) == 1
+
+
+def _run(deterministic, tmp_path=None):
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 2))
+    x, y = _blobs()
+    noise = lambda b, g: b + 0.1 * torch.randn(b.shape, generator=g)  # noqa: E731
+    return T.train(model, _batches(x, y), _batches(x, y), epochs=3, augment_fn=noise, seed=5, progress=False,
+                   deterministic=deterministic, checkpoint_dir=tmp_path,
+                   meta={"net": "mlp", "config_hash": "k"} if tmp_path else None)
+
+
+def test_deterministic_switch_is_recorded_and_restores_flags(tmp_path):
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
+    fast_res, det_res = _run(False), _run(True, tmp_path)
+    assert fast_res.mode["deterministic"] is False and det_res.mode["deterministic"] is True
+    assert det_res.mode["nondeterministic_ops"] == [] and det_res.mode["device"] == "cpu"
+    assert set(det_res.mode) >= {"fast", "cudnn_benchmark", "tf32_matmul", "tf32_cudnn"}
+    # on the CPU the switch changes nothing in the numbers
+    assert fast_res.metrics.drop(columns="seconds").equals(det_res.metrics.drop(columns="seconds"))
+    assert all(torch.equal(fast_res.best_state[k], det_res.best_state[k]) for k in fast_res.best_state)
+    assert T.load_checkpoint(tmp_path / "best.pt")[1]["deterministic"] is True
+    after = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark)
+    assert after == before  # global flags restored
+    with pytest.raises(ValueError, match="deterministic"):
+        _run("yes")
+
+
+def test_deterministic_mode_records_ops_without_a_deterministic_kernel():
+    with T.deterministic_mode() as ops:
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        warnings.warn("foo_backward_cuda does not have a deterministic implementation, but you set ...")
+        warnings.warn("foo_backward_cuda does not have a deterministic implementation, but you set ...")
+    assert ops == ["foo_backward_cuda"]
+    assert not torch.are_deterministic_algorithms_enabled()
+    with T.deterministic_mode(False) as ops:
+        assert not torch.are_deterministic_algorithms_enabled()
+    assert ops == []
+
+
+def test_one_host_read_per_epoch(monkeypatch):
+    """Loss and error sums stay on the device; the loop reads them once per epoch, whatever the batch count."""
+    x, y = _blobs(n=192)
+    reads = []
+    for bs in (8, 64):  # 24 and 3 training batches per epoch
+        counter = [0]
+        with monkeypatch.context() as mp:
+            for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+                def spy(self, *a, _real=getattr(torch.Tensor, name), **k):
+                    counter[0] += 1
+                    return _real(self, *a, **k)
+                mp.setattr(torch.Tensor, name, spy)
+            torch.manual_seed(0)
+            T.train(nn.Linear(4, 2), _batches(x, y, bs), _batches(x, y, bs),
+                    extra_test_loaders={"other": _batches(x, 1 - y, bs)}, epochs=3, progress=False)
+        reads.append(counter[0])
+    assert reads == [3, 3]  # one read per epoch: train, test and extra sums together
+
+
+def test_best_state_is_a_cpu_copy_of_the_best_epoch():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    x, y = _blobs()
+    seen = {}
+    res = T.train(model, _batches(x, y), _batches(x, 1 - y), epochs=4, progress=False,
+                  on_epoch=lambda row: seen.setdefault(row["epoch"], T.cpu_state(model)))
+    assert all(v.device.type == "cpu" and v.is_contiguous() for v in res.best_state.values())
+    assert all(torch.equal(res.best_state[k], seen[res.best_epoch][k]) for k in res.best_state)
+    assert all(torch.equal(res.last_state[k], seen[4][k]) for k in res.last_state)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_no_host_synchronisation_per_batch_on_cuda():
+    """The number of host-device synchronisations of a CUDA training run does not grow with the batches."""
+    from stabkit import data, nets
+
+    x = torch.randint(0, 256, (512, 3, 32, 32), dtype=torch.uint8)
+    y = torch.randint(0, 10, (512,))
+
+    def syncs(batch_size: int) -> int:
+        torch.manual_seed(0)
+        model = nets.build("LeNet").cuda()
+        kw = dict(mean=data.CIFAR10_MEAN, std=data.CIFAR10_STD, device="cuda")
+        tr = data.DeviceLoader(x, y, batch_size, augment=True, noise_std=1.0, **kw)
+        te = data.DeviceLoader(x[:256], y[:256], batch_size, shuffle=False, **kw)
+        T.train(model, tr, te, epochs=1, progress=False)  # warm-up (lazy CUDA initialisation)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as w:
+                warnings.simplefilter("always")
+                T.train(model, tr, te, epochs=2, progress=False)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        return sum("synchroniz" in str(m.message) for m in w)
+
+    few, many = syncs(256), syncs(16)  # 2 and 32 training batches per epoch
+    assert many == few, (few, many)
+

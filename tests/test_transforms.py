@@ -1,4 +1,4 @@
-"""Tests of stabkit.transforms.diffeo and stabkit.transforms.noise (METHODS.md §1-2)."""
+"""Tests of stabkit.transforms.diffeo and stabkit.transforms.noise (book/methods.md, "Random diffeomorphisms", "Noise matched to the diffeomorphism")."""
 import math
 
 import pytest
@@ -57,7 +57,7 @@ def test_temperature_formulas():
 
 
 # ------------------------------------------------------------------------------------ deform
-@pytest.mark.parametrize("interp", ["linear", "nearest"])
+@pytest.mark.parametrize("interp", ["bilinear", "nearest"])
 @pytest.mark.parametrize("shape", [(3, 2, 12, 12), (2, 12, 12), (12, 12)])
 def test_zero_temperature_is_identity(interp, shape):
     x = torch.randn(shape, generator=gen(1))
@@ -75,7 +75,7 @@ def test_gaussian_interp_blurs_but_keeps_constants():
     torch.testing.assert_close(deform(const, T, 3, "gaussian", generator=gen()), const)
 
 
-@pytest.mark.parametrize("interp", ["linear", "nearest", "gaussian"])
+@pytest.mark.parametrize("interp", ["bilinear", "nearest", "gaussian"])
 def test_border_is_fixed(interp):
     x = torch.randn(4, 2, 16, 16, generator=gen(2), dtype=torch.float64)
     T = temperature_range(16, 3)[1]  # large but diffeomorphic
@@ -92,7 +92,7 @@ def test_ramp_recovers_field():
     dx, dy = reference_fields(B, n, T, cut, seed)
     # channel 0: ramp along x (column index), channel 1: ramp along y; one field per image, shared
     img = torch.stack([ramp(n, B)[:, 0], ramp(n, B)[:, 0].transpose(1, 2)], dim=1)
-    out = deform(img, T, cut, "linear", generator=gen(seed))
+    out = deform(img, T, cut, "bilinear", generator=gen(seed))
     pos = torch.arange(n, dtype=torch.float64)
     sx, sy = pos[None, None, :] - dx, pos[None, :, None] - dy
     inside = (sx >= 0) & (sx <= n - 1) & (sy >= 0) & (sy <= n - 1)  # no clamping there
@@ -210,7 +210,7 @@ def test_gaussian_noise_corruption():
     (lambda: deform(torch.zeros(8, 8), -0.1, 3), "T"),
     (lambda: deform(torch.zeros(8, 8), float("nan"), 3), "T"),
     (lambda: deform(torch.zeros(2, 1, 8, 8), torch.tensor([0.1, -0.1]), 3), "T"),
-    (lambda: deform(torch.zeros(8, 8), 0.1, 3, interp="cubic"), "interp"),
+    (lambda: deform(torch.zeros(8, 8), 0.1, 3, interpolation="cubic"), "interpolation"),
     (lambda: deform(torch.full((8, 8), float("nan")), 0.1, 3), "NaN"),
     (lambda: deform(torch.zeros(8, 8, dtype=torch.uint8), 0.1, 3), "floating"),
     (lambda: deform(torch.zeros(8, 8), 0.1, 0), "cut"),
@@ -230,3 +230,62 @@ def test_gaussian_noise_corruption():
 def test_errors(call, word):
     with pytest.raises(ValueError, match=word):
         call()
+
+
+def test_linear_is_a_deprecated_spelling_of_bilinear():
+    x = torch.rand(2, 3, 8, 8, generator=gen(1))
+    new = diffeo_batch(x, 1.0, 3, "bilinear", generator=gen(2))
+    with pytest.warns(DeprecationWarning, match="bilinear"):
+        assert torch.equal(diffeo_batch(x, 1.0, 3, "linear", generator=gen(2)), new)
+    with pytest.warns(DeprecationWarning, match="interpolation"):
+        assert torch.equal(deform(x, 1e-3, 3, interp="bilinear", generator=gen(2)),
+                           deform(x, 1e-3, 3, "bilinear", generator=gen(2)))
+
+
+def test_integer_arguments_accept_numpy_and_refuse_floats():
+    import numpy as np
+    x = torch.rand(2, 1, 8, 8, generator=gen(1))
+    assert torch.equal(deform(x, 1e-3, np.int64(3), generator=gen(2)), deform(x, 1e-3, 3, generator=gen(2)))
+    assert temperature_range(np.int32(32), np.int64(3)) == temperature_range(32, 3)
+    with pytest.raises(TypeError, match="cut"):
+        deform(x, 1e-3, 2.5)
+
+
+def test_noisy_batch_empty_batch():
+    # an empty batch used to fail in reshape(0, -1)
+    empty = torch.zeros(0, 3, 8, 8)
+    assert noisy_batch(empty, empty.clone(), generator=gen()).shape == (0, 3, 8, 8)
+    assert noisy_batch(empty, None, sigma=1.0).shape == (0, 3, 8, 8)
+
+
+def test_normalize_is_the_per_channel_affine_map():
+    from stabkit.transforms import normalize
+    x = torch.rand(4, 3, 5, 5, generator=gen())
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    assert torch.equal(normalize(x, mean, std), (x - m) / s)
+    assert torch.equal(normalize(x, torch.tensor(mean), torch.tensor(std)), (x - m) / s)
+    assert normalize(x, None, None) is x
+    assert torch.equal(normalize(x, 0.5, 0.25), (x - 0.5) / 0.25)
+    assert normalize(x.double(), mean, std).dtype == torch.float64
+    y = torch.rand(2, 3, 7, generator=gen())  # any [B, C, ...] layout: channels on axis 1
+    assert torch.equal(normalize(y, mean, None), y - torch.tensor(mean).view(1, 3, 1))
+    with pytest.raises(ValueError, match="mean"):
+        normalize(x, (0.1, 0.2), std)
+    with pytest.raises(TypeError, match="x must"):
+        normalize((x * 255).to(torch.uint8), mean, std)
+    with pytest.raises(TypeError, match="std"):
+        normalize(x, mean, "0.2")
+
+
+def test_draws_happen_on_the_generator_device():
+    from stabkit.transforms import draws
+    g = gen(5)
+    a = draws.randn((3, 4), g, dtype=torch.float64)
+    assert a.device.type == "cpu" and torch.equal(a, torch.randn(3, 4, generator=gen(5), dtype=torch.float64))
+    assert torch.equal(draws.rand((6,), gen(1), device="cpu"), torch.rand(6, generator=gen(1)))
+    assert draws.draw_device(None).type == "cpu"
+    assert draws.draw_device(None, default_device="meta").type == "meta"
+    with pytest.raises(TypeError, match="generator"):
+        draws.rand((2,), 0)

@@ -1,6 +1,6 @@
-"""Random diffeomorphisms of square images: max-entropy sinusoidal displacement fields (METHODS.md §1).
+"""Random diffeomorphisms of square images: max-entropy sinusoidal displacement fields.
 
-Conventions (all from the spec):
+See ``book/methods.md``, section "Random diffeomorphisms". Conventions:
 
 * image side ``n``; pixel ``p`` sits at ``p / (n - 1)`` in ``[0, 1]`` (end pixels exactly at 0 and 1);
 * modes ``i, j = 1..cut`` kept iff ``sqrt(i^2 + j^2) < cut + 0.5``;
@@ -11,59 +11,63 @@ Conventions (all from the spec):
 
 Random draws: for a batch of ``B`` images the coefficients are one ``torch.randn(B, 2, cut, cut)`` float64
 tensor drawn from ``generator`` on the generator's device (the global CPU generator when ``generator`` is
-``None``), then moved to the images' device.  Entry ``[b, 0, i-1, j-1]`` is ``C_ij`` of the x-displacement
-field of image ``b`` (before the ``1/sqrt(i^2+j^2)`` scaling and the mode mask), ``[b, 1]`` the y field.
-So the fields depend only on the generator state and on ``(B, cut)``, not on the device or dtype of the
-images.
+``None``; :func:`stabkit.transforms.draws.randn`), then moved to the images' device.  Entry
+``[b, 0, i-1, j-1]`` is ``C_ij`` of the x-displacement field of image ``b`` (before the ``1/sqrt(i^2+j^2)``
+scaling and the mode mask), ``[b, 1]`` the y field. So the fields depend only on the generator state and
+on ``(B, cut)``, not on the device or dtype of the images.
 """
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional
+import warnings
 
 import torch
+
+from ..checks import check_choice, check_float, check_int
+from .draws import randn
 
 __all__ = ["temperature_range", "typical_temperature", "typical_displacement", "deform", "diffeo_batch"]
 
 #: Width (in pixels) of the Gaussian interpolation kernel, ``exp(-d^2 / (2 * GAUSSIAN_SIGMA^2))``.
 GAUSSIAN_SIGMA = 0.4715
 
-INTERPOLATIONS = ("linear", "nearest", "gaussian")
+INTERPOLATIONS = ("bilinear", "nearest", "gaussian")
 
 
 # --------------------------------------------------------------------------------------------- checks
+def _interpolation(interpolation: str, interp: str | None) -> str:
+    """The interpolation mode, with the deprecated spellings (keyword ``interp``, value ``"linear"``)."""
+    if interp is not None:
+        warnings.warn("interp= is deprecated: use interpolation=", DeprecationWarning, stacklevel=3)
+        interpolation = interp
+    if interpolation == "linear":
+        warnings.warn('interpolation="linear" is deprecated: use "bilinear"', DeprecationWarning, stacklevel=3)
+        interpolation = "bilinear"
+    return check_choice("interpolation", interpolation, INTERPOLATIONS)
+
+
 def _check_cut(cut, *, need_log: bool) -> int:
-    """Validate the mode cut-off; ``need_log`` when a formula divides by ``ln(cut)``."""
-    if isinstance(cut, bool) or not isinstance(cut, numbers.Real) or not float(cut).is_integer():
-        raise ValueError(f"cut must be an integer (>= 2, the number of sine modes per axis); got {cut!r}")
-    cut = int(cut)
-    lowest = 2 if need_log else 1
-    if cut < lowest:
-        why = " (the temperature formulas divide by ln(cut), which is 0 for cut = 1)" if need_log else ""
-        raise ValueError(f"cut must be an integer >= {lowest}{why}; got {cut}")
-    return cut
+    """The mode cut-off as an int; ``need_log`` when a formula divides by ``ln(cut)`` (cut >= 2)."""
+    if need_log and not isinstance(cut, bool) and isinstance(cut, numbers.Integral) and cut == 1:
+        raise ValueError("cut must be an integer >= 2 (the temperature formulas divide by ln(cut), which is 0 "
+                         "for cut = 1); got 1")
+    return check_int("cut", cut, minimum=2 if need_log else 1)
 
 
 def _check_n(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Real) or not float(n).is_integer() or n < 2:
-        raise ValueError(f"n (image side in pixels) must be an integer >= 2; got {n!r}")
-    return int(n)
+    return check_int("n (image side in pixels)", n, minimum=2)
 
 
 def _check_nonneg(value, name: str):
-    """Accept a finite number >= 0 or a tensor of such numbers; return it unchanged."""
+    """Accept a finite number >= 0 or a real tensor of such numbers; return it unchanged (numbers as float)."""
     if isinstance(value, torch.Tensor):
         if not (value.dtype.is_floating_point or value.dtype in (torch.int32, torch.int64)):
             raise ValueError(f"{name} must be a real number or a real tensor; got dtype {value.dtype}")
         if not bool(torch.isfinite(value).all()) or bool((value < 0).any()):
             raise ValueError(f"{name} must be finite and >= 0; got {value}")
         return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a finite number >= 0 (or a tensor of them); got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
-    return value
+    return check_float(name, value, minimum=0.0)
 
 
 def _sqrt(value):
@@ -138,10 +142,9 @@ def _field_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-def _draw_coefficients(batch: int, cut: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+def _draw_coefficients(batch: int, cut: int, generator: torch.Generator | None) -> torch.Tensor:
     """Raw N(0, 1) draws ``[B, 2, cut, cut]`` float64 on the generator's device (CPU by default)."""
-    device = generator.device if generator is not None else torch.device("cpu")
-    return torch.randn(batch, 2, cut, cut, generator=generator, dtype=torch.float64, device=device)
+    return randn((batch, 2, cut, cut), generator, dtype=torch.float64)
 
 
 def _sine_table(n: int, cut: int, device, dtype) -> torch.Tensor:
@@ -186,7 +189,7 @@ def _sample(images: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, interp: st
 
     if interp == "nearest":
         out = gather(sy.round().long(), sx.round().long())
-    elif interp == "linear":
+    elif interp == "bilinear":
         # x0 <= n-2 so that x0 + 1 is in range; at sx = n-1 the weight of x0 is then exactly 0.
         x0 = sx.floor().clamp(max=n - 2)
         y0 = sy.floor().clamp(max=n - 2)
@@ -209,8 +212,8 @@ def _sample(images: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, interp: st
 
 
 # ------------------------------------------------------------------------------------------ public
-def deform(images: torch.Tensor, T, cut: int, interp: str = "linear",
-           generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def deform(images: torch.Tensor, T, cut: int, interpolation: str = "bilinear",
+           generator: torch.Generator | None = None, *, interp: str | None = None) -> torch.Tensor:
     """Apply one random diffeomorphism per image at temperature ``T``.
 
     Args:
@@ -218,17 +221,18 @@ def deform(images: torch.Tensor, T, cut: int, interp: str = "linear",
             floating dtype, any device.  Images must be square.
         T: temperature (dimensionless, >= 0), a number or a tensor of shape ``[B]`` (one per image).
         cut: mode cut-off (integer >= 1); modes ``(i, j)`` with ``sqrt(i^2+j^2) < cut + 0.5`` are used.
-        interp: ``"linear"`` (bilinear; exact on linear ramps), ``"nearest"`` or ``"gaussian"`` (kernel
+        interpolation: ``"bilinear"`` (exact on linear ramps), ``"nearest"`` or ``"gaussian"`` (kernel
             ``exp(-d^2 / (2 * 0.4715^2))`` over all pixels, normalised; note that it blurs, so ``T = 0``
             is *not* the identity for it: compare with ``deform(images, 0, cut, "gaussian")``).
+            ``"linear"`` is a deprecated spelling of ``"bilinear"``.
         generator: source of the random coefficients (see the module docstring for the draw layout).
+        interp: deprecated name of ``interpolation``.
 
     Returns:
         Tensor of the same shape, dtype and device as ``images``.  Every image of the batch gets its own
         independent field; all channels of an image share it.  The displacement vanishes on the border.
     """
-    if interp not in INTERPOLATIONS:
-        raise ValueError(f"interp must be one of {INTERPOLATIONS}; got {interp!r}")
+    interp = _interpolation(interpolation, interp)
     cut = _check_cut(cut, need_log=False)
     T = _check_nonneg(T, "T")
     x, shape = _as_batch(images)
@@ -248,13 +252,15 @@ def deform(images: torch.Tensor, T, cut: int, interp: str = "linear",
     return _sample(x, sx, sy, interp).reshape(shape)
 
 
-def diffeo_batch(images: torch.Tensor, delta: float = 1.0, cut: int = 3, interp: str = "linear",
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def diffeo_batch(images: torch.Tensor, delta: float = 1.0, cut: int = 3, interpolation: str = "bilinear",
+                 generator: torch.Generator | None = None, *, interp: str | None = None) -> torch.Tensor:
     """Deform every image at the temperature of typical displacement ``delta`` pixels.
 
-    Same as ``deform(images, typical_temperature(delta, cut, n), cut, interp, generator)`` with ``n`` the
-    image side.  Defaults are the paper's: ``delta = 1`` pixel, ``cut = 3``, bilinear.
+    Same as ``deform(images, typical_temperature(delta, cut, n), cut, interpolation, generator)`` with
+    ``n`` the image side.  Defaults are the paper's: ``delta = 1`` pixel, ``cut = 3``, bilinear.
+    ``interp`` is a deprecated name of ``interpolation``.
     """
+    interpolation = _interpolation(interpolation, interp)
     x, _ = _as_batch(images)
     T = typical_temperature(delta, cut, x.shape[-1])
-    return deform(images, T, cut, interp=interp, generator=generator)
+    return deform(images, T, cut, interpolation, generator)

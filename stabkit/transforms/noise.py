@@ -1,12 +1,17 @@
-"""Gaussian noise: matched to a diffeomorphism (METHODS.md §2) and as a training-time corruption (Fig. 1)."""
+"""Gaussian noise: matched to a diffeomorphism and as a training-time corruption (Fig. 1).
+
+See ``book/methods.md``, sections "Noise matched to the diffeomorphism" and "Tasks, networks and
+training" (the Fig. 1 corruption).
+"""
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Optional
 
 import torch
 from torch import nn
+
+from ..checks import check_float
+from .draws import randn
 
 __all__ = ["noisy_batch", "GaussianNoiseCorruption"]
 
@@ -21,8 +26,8 @@ def _check_tensor(t, name: str) -> torch.Tensor:
     return t
 
 
-def noisy_batch(images: torch.Tensor, perturbed: Optional[torch.Tensor], sigma: Optional[float] = None,
-                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def noisy_batch(images: torch.Tensor, perturbed: torch.Tensor | None, sigma: float | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
     """Add to every image isotropic Gaussian noise of a prescribed norm.
 
     Args:
@@ -38,6 +43,7 @@ def noisy_batch(images: torch.Tensor, perturbed: Optional[torch.Tensor], sigma: 
     Returns:
         ``images + eta`` with ``||eta_i||`` equal to the target norm (up to rounding in ``images.dtype``),
         same shape, dtype and device as ``images``.  No clamping.  One independent direction per image.
+        An empty batch (``B = 0``) comes back as an empty copy.
     """
     _check_tensor(images, "images")
     if images.ndim < 2:
@@ -51,15 +57,12 @@ def noisy_batch(images: torch.Tensor, perturbed: Optional[torch.Tensor], sigma: 
         if perturbed.shape != images.shape:
             raise ValueError(f"perturbed must have the shape of images {tuple(images.shape)}; "
                              f"got {tuple(perturbed.shape)}")
-        target = (perturbed.to(torch.float64) - images.to(torch.float64)).reshape(B, -1).norm(dim=1)
+        # flatten(1), not reshape(B, -1): the latter cannot infer -1 for an empty batch
+        target = (perturbed.to(torch.float64) - images.to(torch.float64)).flatten(1).norm(dim=1)
     else:
-        if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not math.isfinite(sigma) \
-                or sigma < 0:
-            raise ValueError(f"sigma must be a finite number >= 0 (the noise norm); got {sigma!r}")
-        target = torch.full((B,), float(sigma), dtype=torch.float64, device=images.device)
-    device = generator.device if generator is not None else torch.device("cpu")
-    eta = torch.randn(images.shape, generator=generator, dtype=torch.float64, device=device)
-    eta = eta.to(images.device).reshape(B, -1)
+        sigma = check_float("sigma (the noise norm)", sigma, minimum=0.0)
+        target = torch.full((B,), sigma, dtype=torch.float64, device=images.device)
+    eta = randn(images.shape, generator, dtype=torch.float64, device=images.device).flatten(1)
     # The norm of a non-degenerate Gaussian draw is > 0 with probability 1; guard anyway.
     eta = eta * (target / eta.norm(dim=1).clamp_min(torch.finfo(torch.float64).tiny)).unsqueeze(1)
     return (images.to(torch.float64) + eta.reshape(images.shape)).to(images.dtype)
@@ -81,11 +84,9 @@ class GaussianNoiseCorruption(nn.Module):
         generator: optional ``torch.Generator`` for reproducible draws.
     """
 
-    def __init__(self, std: float, generator: Optional[torch.Generator] = None) -> None:
+    def __init__(self, std: float, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        if isinstance(std, bool) or not isinstance(std, numbers.Real) or not math.isfinite(std) or std < 0:
-            raise ValueError(f"std must be a finite number >= 0; got {std!r}")
-        self.std = float(std)
+        self.std = check_float("std", std, minimum=0.0)
         self.generator = generator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,8 +99,8 @@ class GaussianNoiseCorruption(nn.Module):
         if self.std == 0:
             return x
         per_image = x[0].numel() if x.ndim == 4 else x.numel()
-        device = self.generator.device if self.generator is not None else x.device
-        z = torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=device).to(x.device)
+        # without a generator, draw with the global generator of x's device: no host round trip in training
+        z = randn(x.shape, self.generator, dtype=x.dtype, device=x.device, default_device=x.device)
         return x + z * (self.std / math.sqrt(per_image))
 
     def extra_repr(self) -> str:

@@ -1,8 +1,9 @@
-"""Spatial probes: rotations, patch shuffling, patch masking, resolution changes.
+"""Spatial probes: rotations, patch shuffling, patch masking, resolution changes (``book/probes.md``).
 
 Every function takes ``(B, C, H, W)`` images (``(C, H, W)`` and ``(H, W)`` are accepted too and come back in
 the same layout), works on the images' device, is vectorised over the batch, and draws its randomness from
-an explicit ``torch.Generator`` (``None``: the global generator) so that a batch can be replayed.
+an explicit ``torch.Generator`` (``None``: the global CPU generator), drawn on the generator's device
+(:mod:`stabkit.transforms.draws`), so that a batch can be replayed on any device.
 Floating-point images are transformed in their dtype; integer images (e.g. ``uint8``) are transformed in
 float32 and rounded back (clamped to the dtype's range).
 
@@ -12,27 +13,43 @@ Conventions
 -----------
 - ``rotate``: degrees, counter-clockwise as displayed (row 0 at the top), about the image centre
   ``((H-1)/2, (W-1)/2)``; multiples of 90 degrees on square images are returned by ``torch.rot90`` exactly.
-- ``patch_shuffle``: an axis of length ``n`` cut into ``k`` parts is cut as ``torch.tensor_split`` does:
-  the first ``n mod k`` parts are one pixel longer than the others (sizes differ by at most one).
+- ``patch_shuffle``: mode ``"full"`` cuts each axis of length ``n`` into ``k`` equal parts of
+  ``floor(n / k)`` pixels from the top-left corner; the remainder band (the last ``n mod k`` rows and
+  columns) stays in place and all ``k^2`` patches are permuted uniformly. Mode ``"rows_cols"`` cuts an axis
+  as ``torch.tensor_split`` does (the first ``n mod k`` strips are one pixel longer) and the strips move
+  with their size.
 - ``mask_patches``: square tiles of side ``patch`` from the top-left corner, partial tiles at the right and
-  bottom edges; ``round(fraction * n_tiles)`` tiles are masked (halves round up).
+  bottom edges; ``round(fraction * n_tiles)`` tiles are masked (halves round up). Fills ``"mean"`` and
+  ``"noise"`` use the data set's per-channel mean (and std), never the batch's, so an image gets the same
+  fill whatever batch it is in.
+- Fill and padding modes are spelled as torch spells them: ``"zeros"`` (``"zero"`` is accepted by
+  ``mask_patches`` as an alias). Interpolation modes: ``"bilinear"``, ``"nearest"``, ``"bicubic"``,
+  ``"area"``.
 - ``resize``: ``torch.nn.functional.interpolate`` with ``align_corners=False``; ``"nearest"`` means
   torch's ``"nearest-exact"`` (pixel-centre aligned, as PIL), not torch's legacy ``"nearest"``.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+import numbers
+import warnings
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from ..checks import check_choice, check_float, check_int
+from ..protocol import CIFAR10_MEAN, CIFAR10_STD
+from .draws import rand, randn
 
 __all__ = ["rotate", "patch_shuffle", "mask_patches", "resize", "pixelate", "gaussian_blur"]
 
 ROTATE_INTERP = ("bilinear", "nearest", "bicubic")
 ROTATE_PADDING = ("zeros", "border", "reflection")
 SHUFFLE_MODES = ("full", "rows_cols")
-MASK_FILLS = ("zero", "mean", "noise", "blur")
+MASK_FILLS = ("zeros", "mean", "noise", "blur")
+#: Other accepted spellings of the mask fills (``"zero"``: the spelling of existing sweep files).
+MASK_FILL_ALIASES = {"zero": "zeros"}
 MASK_ORDERS = ("random", "saliency")
 RESIZE_INTERP = ("bilinear", "nearest", "area", "bicubic")
 
@@ -50,6 +67,19 @@ def _to4d(images: torch.Tensor, fn: str) -> tuple[torch.Tensor, Callable[[torch.
     raise ValueError(f"{fn}: images must have shape (B, C, H, W), (C, H, W) or (H, W), got {tuple(images.shape)}")
 
 
+def _finite(x: torch.Tensor, fn: str) -> None:
+    if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{fn}: images must be finite (no NaN or inf)")
+
+
+def _interpolation(fn: str, interpolation: str, interp: str | None, choices: Sequence[str]) -> str:
+    """The interpolation mode (``interp`` is the deprecated keyword)."""
+    if interp is not None:
+        warnings.warn(f"{fn}: interp= is deprecated: use interpolation=", DeprecationWarning, stacklevel=3)
+        interpolation = interp
+    return check_choice(f"{fn}: interpolation", interpolation, choices)
+
+
 def _float(x: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
     """Float view of ``x`` and a function that casts a result back to ``x``'s dtype."""
     if x.is_floating_point():
@@ -61,19 +91,15 @@ def _float(x: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torc
     return x.float(), lambda y: y.round().clamp(info.min, info.max).to(dtype)
 
 
-def _rand(shape: Sequence[int], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    return torch.rand(tuple(shape), generator=generator, device=gdev).to(device)
-
-
-def _randn(shape: Sequence[int], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    return torch.randn(tuple(shape), generator=generator, device=gdev).to(device)
-
-
 def _per_image(value, batch: int, name: str, fn: str, device: torch.device) -> torch.Tensor:
     """A scalar or a [B] tensor/sequence -> float64 tensor [B] on ``device``."""
-    t = torch.as_tensor(value, dtype=torch.float64).to(device)
+    what = f"{fn}: {name} must be a real number or a [B] tensor / sequence of real numbers"
+    if isinstance(value, (str, bytes, bool)):
+        raise TypeError(f"{what}, got {value!r}")
+    try:
+        t = torch.as_tensor(value, dtype=torch.float64).to(device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{what}, got {value!r}") from err
     if t.dim() == 0:
         t = t.expand(batch)
     if t.dim() != 1 or t.shape[0] != batch:
@@ -92,8 +118,7 @@ def _splits(n: int, k: int) -> torch.Tensor:
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur, kernel size ``2*ceil(3 sigma)+1``, reflect padding (replicate when the
     image is too small to reflect). ``sigma = 0`` returns the input unchanged. (B, C, H, W) -> same."""
-    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
-        raise ValueError(f"gaussian_blur: sigma must be a finite number >= 0, got {sigma!r}")
+    sigma = check_float("gaussian_blur: sigma", sigma, minimum=0.0)
     x4, back = _to4d(images, "gaussian_blur")
     if sigma == 0:
         return images.clone()
@@ -112,25 +137,26 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- rotate
-def rotate(images: torch.Tensor, degrees, interp: str = "bilinear", padding: str = "zeros") -> torch.Tensor:
+def rotate(images: torch.Tensor, degrees, interpolation: str = "bilinear", padding: str = "zeros", *,
+           interp: str | None = None) -> torch.Tensor:
     """Rotate each image by its own angle.
 
     Args:
         images: (B, C, H, W) (or (C, H, W), (H, W)).
         degrees: angle in **degrees**, counter-clockwise as displayed; a scalar or a [B] tensor (one angle
             per image). Multiples of 90 on square images are exactly ``torch.rot90`` (no interpolation).
-        interp: ``"bilinear"`` (default) | ``"nearest"`` | ``"bicubic"`` (``grid_sample`` modes).
+        interpolation: ``"bilinear"`` (default) | ``"nearest"`` | ``"bicubic"`` (``grid_sample`` modes).
         padding: value of the pixels rotated in from outside: ``"zeros"`` (default, black before
             normalisation) | ``"border"`` (replicate) | ``"reflection"``.
+        interp: deprecated name of ``interpolation``.
 
     Returns: rotated images, same shape and dtype. The rotation is about the image centre in pixel units
-    (non-square images are not stretched).
+    (non-square images are not stretched). Images with NaN or inf are refused (``ValueError``).
     """
-    if interp not in ROTATE_INTERP:
-        raise ValueError(f"rotate: interp must be one of {ROTATE_INTERP}, got {interp!r}")
-    if padding not in ROTATE_PADDING:
-        raise ValueError(f"rotate: padding must be one of {ROTATE_PADDING}, got {padding!r}")
+    interp = _interpolation("rotate", interpolation, interp, ROTATE_INTERP)
+    check_choice("rotate: padding", padding, ROTATE_PADDING)
     x4, back = _to4d(images, "rotate")
+    _finite(x4, "rotate")
     B, C, H, W = x4.shape
     deg = _per_image(degrees, B, "degrees", "rotate", x4.device)
     quarter = torch.remainder(deg, 360.0) / 90.0
@@ -191,94 +217,93 @@ def patch_shuffle(images: torch.Tensor, k: int, mode: str = "full", generator: t
 
     Args:
         images: (B, C, H, W) (or (C, H, W), (H, W)); apply before normalisation.
-        k: grid size, ``1 <= k <= min(H, W)``; ``k = 1`` is the identity.
+        k: grid size, ``1 <= k <= min(H, W)`` (Python, numpy or torch integer); ``k = 1`` is the identity.
         mode: ``"full"``: a uniformly random permutation of the k^2 patches (Zhang & Zhu 2019);
             ``"rows_cols"``: permute the k horizontal strips, then independently the k vertical strips
             ((k!)^2 layouts).
-        generator: seeds the permutations.
+        generator: seeds the permutations (drawn on the generator's device).
         return_index: also return the [B, H*W] source pixel index of every output pixel.
 
-    Uneven division: each axis is cut as ``torch.tensor_split`` does (the first ``n mod k`` parts are one
-    pixel longer). In ``rows_cols`` strips of unequal size simply move with their size. In ``full`` a patch
-    can only take the place of a patch of the same shape (otherwise the grid would not tile); when k divides
-    H and W (k in {1, 2, 4, 8} for 32 px) all patches share one shape and the permutation is uniform over
-    all k^2 patches. Either way the output is a permutation of each image's pixels (all channels alike).
+    Uneven division (k does not divide the side ``n``):
+
+    - ``full``: every patch is ``floor(H/k) x floor(W/k)`` pixels, laid from the top-left corner; the
+      remainder band (the last ``H mod k`` rows and ``W mod k`` columns) stays in place. All k^2 patches
+      are then alike and the permutation is uniform over all of them, so no patch is pinned (at k = 3 on
+      32 px: 10 x 10 patches and a fixed 2-pixel band at the bottom and on the right).
+    - ``rows_cols``: each axis is cut as ``torch.tensor_split`` does (the first ``n mod k`` strips are one
+      pixel longer) and the strips move with their size.
+
+    When k divides H and W both modes cut the same grid. Either way the output is a permutation of each
+    image's pixels (all channels alike).
 
     Returns: shuffled images (same shape/dtype) [, index].
     """
-    if mode not in SHUFFLE_MODES:
-        raise ValueError(f"patch_shuffle: mode must be one of {SHUFFLE_MODES}, got {mode!r}")
+    check_choice("patch_shuffle: mode", mode, SHUFFLE_MODES)
     x, back = _to4d(images, "patch_shuffle")
     B, C, H, W = x.shape
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k > min(H, W):
-        raise ValueError(f"patch_shuffle: k must be an integer in [1, min(H, W)] = [1, {min(H, W)}], got {k!r}")
+    k = check_int("patch_shuffle: k", k, minimum=1, maximum=min(H, W))
     dev = x.device
-    hs, ws = _splits(H, k), _splits(W, k)
     if mode == "rows_cols":
-        pr = torch.argsort(_rand((B, k), generator, dev), dim=1)
-        pc = torch.argsort(_rand((B, k), generator, dev), dim=1)
-        rows, cols = _strip_map(hs, pr), _strip_map(ws, pc)  # [B, H], [B, W]
+        pr = torch.argsort(rand((B, k), generator, device=dev), dim=1)
+        pc = torch.argsort(rand((B, k), generator, device=dev), dim=1)
+        rows, cols = _strip_map(_splits(H, k), pr), _strip_map(_splits(W, k), pc)  # [B, H], [B, W]
+        index = (rows[:, :, None] * W + cols[:, None, :]).reshape(B, H * W)
     else:
-        # patch slots in row-major order; shape class of each slot
-        ri, ci = torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij")
-        ri, ci = ri.reshape(-1).to(dev), ci.reshape(-1).to(dev)
-        hs_d, ws_d = hs.to(dev), ws.to(dev)
-        cls = (hs_d[ri] - hs_d.min()) * 2 + (ws_d[ci] - ws_d.min())  # 0..3
-        slots = torch.argsort(cls, stable=True)  # slots grouped by class
-        keys = cls.to(torch.float64)[None, :] * 2 + _rand((B, k * k), generator, dev).to(torch.float64)
-        shuffled = torch.argsort(keys, dim=1)  # same grouping, random within each class
-        src_slot = torch.empty((B, k * k), dtype=torch.long, device=dev)
-        src_slot[:, slots] = shuffled  # output slot -> source slot
-        rstart, cstart = torch.cumsum(hs_d, 0) - hs_d, torch.cumsum(ws_d, 0) - ws_d
-        row_part = torch.repeat_interleave(torch.arange(k, device=dev), hs_d)  # [H]
-        col_part = torch.repeat_interleave(torch.arange(k, device=dev), ws_d)  # [W]
-        out_slot = row_part[:, None] * k + col_part[None, :]  # [H, W]
-        src = src_slot[:, out_slot]  # [B, H, W]
-        dy = torch.arange(H, device=dev) - rstart[row_part]
-        dx = torch.arange(W, device=dev) - cstart[col_part]
-        rows = rstart[ri[src]] + dy[None, :, None]  # [B, H, W]
-        cols = cstart[ci[src]] + dx[None, None, :]
+        qh, qw = H // k, W // k
+        # src_slot[b, j]: source patch (row-major) shown in output patch j (float64 keys: the draws of
+        # earlier versions, so that grids dividing the image give the same permutations as before)
+        src_slot = torch.argsort(rand((B, k * k), generator, device=dev).to(torch.float64), dim=1)
+        ys, xs = torch.arange(H, device=dev), torch.arange(W, device=dev)
+        pr, pc = (ys // qh).clamp(max=k - 1), (xs // qw).clamp(max=k - 1)  # patch row / column of a pixel
+        inside = (ys < k * qh)[:, None] & (xs < k * qw)[None, :]  # [H, W]: False on the remainder band
+        src = src_slot[:, pr[:, None] * k + pc[None, :]]  # [B, H, W]
+        rows = torch.where(inside, (src // k) * qh + (ys % qh)[None, :, None], ys[None, :, None])
+        cols = torch.where(inside, (src % k) * qw + (xs % qw)[None, None, :], xs[None, None, :])
         index = (rows * W + cols).reshape(B, H * W)
-        out = torch.gather(x.reshape(B, C, H * W), 2, index[:, None, :].expand(B, C, H * W)).reshape(B, C, H, W)
-        return (back(out), index) if return_index else back(out)
-    index = (rows[:, :, None] * W + cols[:, None, :]).reshape(B, H * W)
     out = torch.gather(x.reshape(B, C, H * W), 2, index[:, None, :].expand(B, C, H * W)).reshape(B, C, H, W)
     return (back(out), index) if return_index else back(out)
 
 
 # ---------------------------------------------------------------------------------------- mask patches
-def mask_patches(images: torch.Tensor, patch: int, fraction, fill="zero", order: str = "random",
+def mask_patches(images: torch.Tensor, patch: int, fraction, fill="zeros", order: str = "random",
                  saliency: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                 blur_sigma: float | None = None, return_mask: bool = False):
+                 blur_sigma: float | None = None, return_mask: bool = False, *,
+                 mean: Sequence[float] | torch.Tensor | None = None,
+                 std: Sequence[float] | torch.Tensor | None = None):
     """Occlude a fraction of square patches of every image.
 
     Args:
         images: (B, C, H, W) (or (C, H, W), (H, W)).
         patch: tile side q in pixels (tiles from the top-left corner; partial tiles at the right and bottom
-            edges count as tiles). ``n_tiles = ceil(H/q) * ceil(W/q)``.
+            edges count as tiles). ``n_tiles = ceil(H/q) * ceil(W/q)``. Python, numpy or torch integer.
         fraction: share of tiles masked, in [0, 1]; scalar or [B]. ``round(fraction * n_tiles)`` tiles are
             masked (halves round up), so the masked pixel share is exactly ``fraction`` when ``q`` divides
             H and W and ``fraction * n_tiles`` is an integer.
-        fill: ``"zero"`` | ``"mean"`` (per-channel mean of the batch, a stand-in for the data-set mean) |
-            ``"noise"`` (Gaussian with the batch's per-channel mean and std) | ``"blur"`` (the image blurred
-            with a Gaussian of ``blur_sigma``, default ``q/2``) | a number or a [C] tensor (e.g. the exact
-            data-set mean).
+        fill: ``"zeros"`` (``"zero"`` is an alias) | ``"mean"`` (the data set's per-channel ``mean``) |
+            ``"noise"`` (Gaussian with the data set's per-channel ``mean`` and ``std``, clipped to the image
+            range [0, 1]) | ``"blur"`` (the image blurred with a Gaussian of ``blur_sigma``, default
+            ``q/2``) | a number or a [C] tensor. The fill of an image never depends on the rest of the batch.
         order: ``"random"`` (uniform random tiles per image) | ``"saliency"`` (tiles with the largest mean
             ``saliency`` first, ties by tile index).
         saliency: [B, H, W], [B, 1, H, W] or per-tile [B, n_rows, n_cols]; required by ``order="saliency"``.
         generator: seeds the random order and the noise fill.
         return_mask: also return the boolean mask [B, 1, H, W] (True = masked).
+        mean, std: the data set's per-channel pixel mean and std in [0, 1] units (``C`` values; scaled to
+            the dtype's range for integer images), used by ``fill="mean"`` / ``"noise"``. Default: the
+            CIFAR-10 values of :mod:`stabkit.protocol` for 3-channel images; other channel counts must
+            give them.
 
     Returns: masked images (same shape/dtype) [, mask].
     """
-    if order not in MASK_ORDERS:
-        raise ValueError(f"mask_patches: order must be one of {MASK_ORDERS}, got {order!r}")
-    if isinstance(fill, str) and fill not in MASK_FILLS:
-        raise ValueError(f"mask_patches: fill must be one of {MASK_FILLS} or a number / [C] tensor, got {fill!r}")
+    check_choice("mask_patches: order", order, MASK_ORDERS)
+    if isinstance(fill, str):
+        fill = MASK_FILL_ALIASES.get(fill, fill)
+        if fill not in MASK_FILLS:
+            raise ValueError(f"mask_patches: fill must be one of {MASK_FILLS} or a number / [C] tensor, "
+                             f"got {fill!r}")
     x4, back = _to4d(images, "mask_patches")
     B, C, H, W = x4.shape
-    if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1 or patch > max(H, W):
-        raise ValueError(f"mask_patches: patch must be an integer in [1, max(H, W)] = [1, {max(H, W)}], got {patch!r}")
+    patch = check_int("mask_patches: patch", patch, minimum=1, maximum=max(H, W))
     frac = _per_image(fraction, B, "fraction", "mask_patches", x4.device)
     if ((frac < 0) | (frac > 1)).any():
         raise ValueError("mask_patches: fraction must lie in [0, 1]")
@@ -305,7 +330,7 @@ def mask_patches(images: torch.Tensor, patch: int, fraction, fill="zero", order:
     else:
         if saliency is not None:
             raise ValueError("mask_patches: saliency is only used with order='saliency'")
-        rank = torch.argsort(_rand((B, n), generator, dev), dim=1)
+        rank = torch.argsort(rand((B, n), generator, device=dev), dim=1)
     n_mask = torch.floor(frac * n + 0.5).long().clamp(0, n)  # [B]
     pos = torch.empty_like(rank)
     pos.scatter_(1, rank, torch.arange(n, device=dev).expand(B, n).contiguous())  # rank position of tile
@@ -313,14 +338,15 @@ def mask_patches(images: torch.Tensor, patch: int, fraction, fill="zero", order:
     mask = tile_mask.repeat_interleave(patch, 2).repeat_interleave(patch, 3)[:, :, :H, :W]
     x, cast = _float(x4)
     if isinstance(fill, str):
-        if fill == "zero":
+        if fill == "zeros":
             filler = torch.zeros((), dtype=x.dtype, device=dev)
         elif fill == "mean":
-            filler = x.mean(dim=(0, 2, 3), keepdim=True)
+            filler = _data_stat("mean", mean, CIFAR10_MEAN, x4)
         elif fill == "noise":
-            mu = x.mean(dim=(0, 2, 3), keepdim=True)
-            sd = x.std(dim=(0, 2, 3), keepdim=True) if x.numel() // C > 1 else torch.zeros_like(mu)
-            filler = mu + sd * _randn(x.shape, generator, dev).to(x.dtype)
+            mu = _data_stat("mean", mean, CIFAR10_MEAN, x4)
+            sd = _data_stat("std", std, CIFAR10_STD, x4)
+            top = 1.0 if x4.is_floating_point() else float(torch.iinfo(x4.dtype).max)
+            filler = (mu + sd * randn(x.shape, generator, device=dev).to(x.dtype)).clamp(0.0, top)
         else:
             sig = patch / 2.0 if blur_sigma is None else blur_sigma
             filler = gaussian_blur(x, float(sig))
@@ -336,43 +362,59 @@ def mask_patches(images: torch.Tensor, patch: int, fraction, fill="zero", order:
     return (out, back(mask)) if return_mask else out
 
 
+def _data_stat(name: str, value, default: Sequence[float], images: torch.Tensor) -> torch.Tensor:
+    """The data set's per-channel ``mean``/``std`` of ``mask_patches`` as [1, C, 1, 1] in the images' units."""
+    C = images.shape[1]
+    if value is None:
+        if C != len(default):
+            raise ValueError(f"mask_patches: {name} (the data set's per-channel {name}) must be given for "
+                             f"{C}-channel images: the default is CIFAR-10's {len(default)} values")
+        value = default
+    dtype = images.dtype if images.is_floating_point() else torch.float32
+    t = torch.as_tensor(value, dtype=dtype, device=images.device).reshape(-1)
+    if t.numel() not in (1, C) or not bool(torch.isfinite(t).all()):
+        raise ValueError(f"mask_patches: {name} must hold 1 or {C} (channels) finite values, got {value!r}")
+    if not images.is_floating_point():  # [0, 1] units -> the integer dtype's range (uint8: 0..255)
+        t = t * float(torch.iinfo(images.dtype).max)
+    return t.view(1, -1, 1, 1)
+
+
 # ---------------------------------------------------------------------------------------------- resize
 def _size2(size, fn: str) -> tuple[int, int]:
-    if isinstance(size, int) and not isinstance(size, bool):
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
         size = (size, size)
     try:
-        h, w = (int(s) for s in size)
-        ok = all(isinstance(s, int) and not isinstance(s, bool) for s in size) and h >= 1 and w >= 1 \
-            and len(tuple(size)) == 2
-    except (TypeError, ValueError):
+        pair = tuple(size)
+        ok = len(pair) == 2 and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
+                                    for s in pair)
+    except TypeError:
         ok = False
     if not ok:
         raise ValueError(f"{fn}: size must be a positive int or a pair (height, width) of positive ints, got {size!r}")
-    return h, w
+    return int(pair[0]), int(pair[1])
 
 
-def resize(images: torch.Tensor, size, interp: str = "bilinear", antialias: bool = True,
-           blur_sigma: float = 0.0) -> torch.Tensor:
+def resize(images: torch.Tensor, size, interpolation: str = "bilinear", antialias: bool = True,
+           blur_sigma: float = 0.0, *, interp: str | None = None) -> torch.Tensor:
     """Resample images to ``size`` with explicit, recordable options.
 
     Args:
         images: (B, C, H, W) (or (C, H, W), (H, W)).
         size: int (square) or (height, width).
-        interp: ``"bilinear"`` (default) | ``"nearest"`` (torch ``nearest-exact``) | ``"area"`` |
+        interpolation: ``"bilinear"`` (default) | ``"nearest"`` (torch ``nearest-exact``) | ``"area"`` |
             ``"bicubic"``.
         antialias: low-pass when downsampling (bilinear / bicubic only: ``area`` always averages and
             ``nearest`` never does, so it is ignored for them). Without it, downsampling aliases.
         blur_sigma: optional Gaussian pre-blur (pixels of the input), kernel ``2*ceil(3 sigma)+1``.
+        interp: deprecated name of ``interpolation``.
 
     Returns: (B, C, h, w) images of the same dtype. The same size with ``blur_sigma = 0`` returns an exact
     copy. Bicubic can overshoot the input range (not clamped, except for integer dtypes).
     """
-    if interp not in RESIZE_INTERP:
-        raise ValueError(f"resize: interp must be one of {RESIZE_INTERP}, got {interp!r}")
+    interp = _interpolation("resize", interpolation, interp, RESIZE_INTERP)
     if not isinstance(antialias, bool):
         raise ValueError(f"resize: antialias must be True or False, got {antialias!r}")
-    if not (isinstance(blur_sigma, (int, float)) and math.isfinite(blur_sigma) and blur_sigma >= 0):
-        raise ValueError(f"resize: blur_sigma must be a finite number >= 0, got {blur_sigma!r}")
+    blur_sigma = check_float("resize: blur_sigma", blur_sigma, minimum=0.0)
     x4, back = _to4d(images, "resize")
     h, w = _size2(size, "resize")
     x, cast = _float(x4)
@@ -392,11 +434,11 @@ def resize(images: torch.Tensor, size, interp: str = "bilinear", antialias: bool
 def pixelate(images: torch.Tensor, factor: int) -> torch.Tensor:
     """Resolution-loss corruption: box-average down by ``factor`` (to ``ceil(H/factor) x ceil(W/factor)``,
     ``area`` interpolation; exact block means when ``factor`` divides the side) then nearest (exact) back
-    up to (H, W). ``factor = 1`` is the identity. (B, C, H, W) -> same shape and dtype."""
+    up to (H, W). ``factor = 1`` is the identity; ``factor`` may be a Python, numpy or torch integer.
+    (B, C, H, W) -> same shape and dtype."""
     x4, back = _to4d(images, "pixelate")
     H, W = x4.shape[-2:]
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1 or factor > max(H, W):
-        raise ValueError(f"pixelate: factor must be an integer in [1, max(H, W)] = [1, {max(H, W)}], got {factor!r}")
+    factor = check_int("pixelate: factor", factor, minimum=1, maximum=max(H, W))
     if factor == 1:
         return images.clone()
     x, cast = _float(x4)

@@ -1,10 +1,10 @@
-"""Build support for the Jupyter Book: a papermill runner with provenance, and notebook helpers.
+"""Build tool of the Jupyter Book: a papermill runner with provenance (not part of the stabkit package).
 
-Command line (run from anywhere; paths default to the repository that holds this package)::
+Command line (run from anywhere; paths default to the repository that holds this file)::
 
-    python -m stabkit.book run [--scale S] [--only NAME ...] [--jobs N] [-p KEY VALUE ...]
-                               [--toc _toc.yml] [--out book/executed] [--timeout SECONDS]
-    python -m stabkit.book list [--toc _toc.yml]
+    python tools/book.py run [--scale S] [--only NAME ...] [--jobs N] [-p KEY VALUE ...]
+                             [--toc _toc.yml] [--out book/executed] [--timeout SECONDS]
+    python tools/book.py list [--toc _toc.yml]
 
 ``run`` executes every notebook listed in ``_toc.yml`` under ``book/executed/<name>``: the source is
 ``notebooks/<name>.ipynb``, the executed copy ``book/executed/<name>.ipynb``. Notebooks execute with
@@ -13,11 +13,10 @@ notebooks (``results/``, ``runs/``, ``sweeps/``) are relative to the repository 
 
 The runner, for each notebook:
 
-* sets ``STABKIT_PROGRESS=0`` and ``TQDM_DISABLE=1`` in the kernel's environment (no progress bars on the
-  pages; stabkit code should call :func:`progress_enabled` before drawing one), ``STABKIT_DATA`` to the
-  offline CIFAR-10 copy ``../shared/data/cifar10-jpeg.tar.gz`` when nothing else is configured (see
-  :func:`kernel_environment`), and ``STABKIT_PROVENANCE=<file>`` so that :func:`record_inputs` and
-  :func:`record` in the notebook can report which result tables it read, the device it used, its seeds;
+* sets ``TQDM_DISABLE=1`` in the kernel's environment (no progress bars on the pages; see
+  :func:`kernel_environment`) and ``STABKIT_PROVENANCE=<file>`` so that
+  :func:`stabkit.report.glue.record_inputs` and :func:`stabkit.report.glue.record` in the notebook can
+  report which result tables it read, the device it used, its seeds;
 * executes it into a temporary file; if papermill raised or the notebook carries
   ``metadata.papermill.exception``, the notebook is **not** published: ``book/executed/<name>.ipynb`` is
   deleted, the failed copy is kept in ``_build/failed/<name>.ipynb`` for inspection, the error is
@@ -26,14 +25,13 @@ The runner, for each notebook:
   the ``parameters`` cell ``hide-cell``, other code cells ``hide-input`` (outputs shown, code folded); stderr streams and progress-bar widgets are removed from the
   outputs; a "Provenance" admonition is inserted after the title (git commit and dirty flag, stabkit /
   torch / Python versions, device, scale and parameters, wall time, hashes of the recorded inputs); the
-  same record goes to ``metadata.stabkit.provenance`` and to ``book/executed/provenance.json``.
+  same record goes to ``metadata.stabkit.provenance`` and to ``book/executed/provenance.json`` (written
+  atomically).
 
 A notebook source listed in the table of contents but missing from ``notebooks/`` is an error reported
 before anything runs (exit status 2).
 
-Notebook helpers: :func:`glue` (numbers and figures for the text, ``{glue:text}`` in the markdown),
-:func:`record_inputs` (hash the tables or files a notebook used), :func:`record` (free facts such as
-the device), :func:`progress_enabled`.
+The notebooks' side (glue, provenance records, page facts) is :mod:`stabkit.report.glue`.
 """
 from __future__ import annotations
 
@@ -50,209 +48,21 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without an installed stabkit
+    sys.path.insert(0, str(REPO_ROOT))
+
+from stabkit.atomic import atomic_write, atomic_write_text  # noqa: E402
+from stabkit.report.glue import ENV_PROVENANCE, collect_records  # noqa: E402
+
 EXECUTED_PREFIX = "book/executed/"
-ENV_PROVENANCE = "STABKIT_PROVENANCE"
-ENV_PROGRESS = "STABKIT_PROGRESS"
-GLUE_PREFIX = "application/papermill.record/"
 PROVENANCE_TAG = "stabkit-provenance"
 
-__all__ = [
-    "glue", "glue_bundle", "record_inputs", "record", "recorded", "progress_enabled", "kernel_environment",
-    "git_state",
-    "NotebookEntry", "NotebookResult", "BookRunError", "toc_notebooks", "run_notebooks", "main",
-]
-
-
-# --------------------------------------------------------------------------------------------------
-# Helpers used inside notebooks
-# --------------------------------------------------------------------------------------------------
-def progress_enabled() -> bool:
-    """Whether progress bars should be drawn: ``False`` when ``STABKIT_PROGRESS=0`` (set by the runner).
-
-    Code that draws a tqdm bar should pass ``disable=not stabkit.book.progress_enabled()``.
-    """
-    return os.environ.get(ENV_PROGRESS, "1").strip().lower() not in {"0", "false", "no", "off"}
-
-
-def _plain(value: Any) -> Any:
-    """Convert numpy / torch scalars to Python numbers so that ``{glue:text}`key:.2f``` can format them."""
-    item = getattr(value, "item", None)
-    shape = getattr(value, "shape", None)
-    if callable(item) and shape == ():
-        try:
-            return item()
-        except (TypeError, ValueError, RuntimeError):
-            return value
-    return value
-
-
-def glue_bundle(name: str, value: Any, display: bool = False) -> tuple[dict, dict]:
-    """The mime bundle and metadata that myst-nb's ``glue`` displays for ``value`` under ``name``.
-
-    Returns ``(data, metadata)``: with ``display=False`` every mime type of ``data`` is prefixed with
-    ``application/papermill.record/`` (hidden on the page, available to ``{glue:...}``), and
-    ``metadata["scrapbook"] = {"name": name, "mime_prefix": prefix}``. Numpy and torch scalars are
-    converted to Python numbers first (their ``repr`` would not parse as a number).
-    """
-    if not isinstance(name, str) or not name or any(c.isspace() for c in name) or ":" in name:
-        raise ValueError(f"name must be a non-empty string without spaces or ':', got {name!r}")
-    value = _plain(value)
-    try:
-        from IPython.core.formatters import format_display_data
-
-        data, metadata = format_display_data(value)
-    except ImportError:  # no IPython: plain text only
-        data, metadata = {"text/plain": repr(value)}, {}
-    prefix = "" if display else GLUE_PREFIX
-    metadata = dict(metadata)
-    metadata["scrapbook"] = {"name": name, "mime_prefix": prefix}
-    return {prefix + k: v for k, v in data.items()}, metadata
-
-
-def glue(name: str, value: Any, display: bool = False) -> None:
-    """Store ``value`` under ``name`` for the book's text (``{glue:text}`name:.3g``` in markdown).
-
-    Wraps ``myst_nb.glue`` when myst-nb is importable; otherwise displays the same glue-compatible mime
-    bundle (see :func:`glue_bundle`). Numpy / torch scalars become Python numbers. Figures work too
-    (``{glue:figure}`name```). Returns nothing, so that a glue call ending a cell prints nothing.
-    """
-    plain = _plain(value)
-    try:
-        from myst_nb import glue as _myst_glue
-    except ImportError:
-        _myst_glue = None
-    if _myst_glue is not None:
-        glue_bundle(name, plain, display)  # validates the name
-        _myst_glue(name, plain, display=display)
-        return None
-    data, metadata = glue_bundle(name, plain, display)
-    try:
-        from IPython.display import display as _display
-    except ImportError:
-        return None
-    _display(data, raw=True, metadata=metadata)
-    return None
-
-
-_RECORDS: list[dict] = []
-
-
-def _emit(rec: dict) -> dict:
-    _RECORDS.append(rec)
-    target = os.environ.get(ENV_PROVENANCE)
-    if target:
-        with open(target, "a", encoding="utf8") as fh:
-            fh.write(json.dumps(rec, default=str) + "\n")
-    return rec
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _hash_frame(df: Any) -> str:
-    import pandas as pd
-
-    h = hashlib.sha256()
-    h.update(json.dumps([str(c) for c in df.columns]).encode())
-    try:
-        h.update(pd.util.hash_pandas_object(df, index=False).values.tobytes())
-    except TypeError:  # unhashable cells (lists, dicts)
-        h.update(df.to_json(orient="split", index=False, default_handler=str).encode())
-    return h.hexdigest()
-
-
-def _relative(path: Path) -> str:
-    path = path.resolve()
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
-def _describe(obj: Any, label: str | None) -> list[dict]:
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pd = None
-    if isinstance(obj, (str, os.PathLike)):
-        path = Path(obj)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in {".parquet", ".json", ".csv"})
-            if not files:
-                raise ValueError(f"record_inputs: directory {path} holds no .parquet/.json/.csv file")
-            return [r for f in files for r in _describe(f, label)]
-        if not path.is_file():
-            raise ValueError(f"record_inputs: path {path} does not exist")
-        return [{"kind": "file", "label": label or path.name, "path": _relative(path),
-                 "sha256": _sha256_file(path), "bytes": path.stat().st_size}]
-    if pd is not None and isinstance(obj, pd.DataFrame):
-        attrs_src = obj.attrs.get("source") if hasattr(obj, "attrs") else None
-        rec = {"kind": "table", "label": label or attrs_src or "table", "sha256": _hash_frame(obj),
-               "rows": int(len(obj)), "columns": int(obj.shape[1])}
-        return [rec]
-    if isinstance(obj, dict):
-        return [r for k, v in obj.items() for r in _describe(v, f"{label}:{k}" if label else str(k))]
-    if isinstance(obj, (list, tuple)):
-        return [r for v in obj for r in _describe(v, label)]
-    raise ValueError(f"record_inputs: expected paths, DataFrames, or lists/dicts of them, got {type(obj).__name__}")
-
-
-def record_inputs(*objs: Any, label: str | None = None) -> list[dict]:
-    """Register the result tables or files a notebook used; their hashes appear in the page's provenance.
-
-    Parameters
-    ----------
-    *objs : str | os.PathLike | pandas.DataFrame | list | dict
-        Files (hashed by content), directories (every ``.parquet``/``.json``/``.csv`` below, recursively),
-        DataFrames (hashed by values and column names; ``df.attrs["source"]`` names it), or lists / dicts
-        of these (dict keys become labels).
-    label : str, optional
-        A name shown on the page (defaults to the file name or ``"table"``).
-
-    Returns the records (``kind``, ``label``, ``sha256``, ``path`` or ``rows``). Inside
-    ``python -m stabkit.book run`` the records are written to the file named by ``STABKIT_PROVENANCE``;
-    interactively they are only kept in memory (:func:`recorded`).
-    """
-    out = []
-    for obj in objs:
-        for rec in _describe(obj, label):
-            out.append(_emit({"type": "input", **rec}))
-    return out
-
-
-def record(**facts: Any) -> dict:
-    """Record free provenance facts (e.g. ``device="cpu"``, ``seeds=[0, 1]``, ``data="CIFAR-10 JPEG"``).
-
-    The runner shows them in the page's provenance box; the last value of a key wins.
-    """
-    facts = {k: _plain(v) for k, v in facts.items()}
-    return _emit({"type": "fact", "facts": facts})
-
-
-def recorded() -> dict:
-    """What this process recorded so far: ``{"inputs": [...], "facts": {...}}``."""
-    return _collect(_RECORDS)
-
-
-def _collect(records: Iterable[dict]) -> dict:
-    inputs, facts, seen = [], {}, set()
-    for rec in records:
-        if rec.get("type") == "input":
-            key = (rec.get("label"), rec.get("sha256"), rec.get("path"))
-            if key not in seen:
-                seen.add(key)
-                inputs.append({k: v for k, v in rec.items() if k != "type"})
-        elif rec.get("type") == "fact":
-            facts.update(rec.get("facts", {}))
-    return {"inputs": inputs, "facts": facts}
+__all__ = ["kernel_environment", "git_state", "NotebookEntry", "NotebookResult", "BookRunError", "toc_notebooks",
+           "run_notebooks", "main"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -314,6 +124,14 @@ def toc_notebooks(toc: str | os.PathLike = REPO_ROOT / "_toc.yml", root: str | o
 # --------------------------------------------------------------------------------------------------
 # Provenance
 # --------------------------------------------------------------------------------------------------
+def _relative(path: Path) -> str:
+    path = path.resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def _git(root: Path, *args: str) -> str | None:
     try:
         res = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20)
@@ -480,11 +298,11 @@ def _postprocess(nb: Any, prov: dict) -> Any:
 
 
 def kernel_environment() -> dict[str, str]:
-    """Environment variables the runner (and the notebook tests) set for the kernels:
-    ``STABKIT_PROGRESS=0`` and ``TQDM_DISABLE=1`` (no progress bars on pages). Where CIFAR-10 is found is
+    """Environment variables the runner (and the notebook tests) set for the kernels: tqdm's own
+    ``TQDM_DISABLE=1`` (no progress bars on pages). Where CIFAR-10 is found is
     :func:`stabkit.data.data_roots`'s business (``$STABKIT_DATA``, the cache, a ``shared/data`` folder
     beside the checkout)."""
-    return {ENV_PROGRESS: "0", "TQDM_DISABLE": "1"}
+    return {"TQDM_DISABLE": "1"}
 
 
 def _execute_one(entry: NotebookEntry, parameters: dict, kernel: str, cwd: Path, timeout: float | None,
@@ -531,7 +349,7 @@ def _execute_one(entry: NotebookEntry, parameters: dict, kernel: str, cwd: Path,
                 shutil.copyfile(tmp_out, copy)
             return NotebookResult(entry.name, False, seconds, _error_summary(exc, nb), None, copy)
         records = [json.loads(line) for line in prov_file.read_text(encoding="utf8").splitlines() if line.strip()]
-        rec = _collect(records)
+        rec = collect_records(records)
         params = {**_default_parameters(entry.source), **parameters}
         prov = {
             "notebook": entry.name,
@@ -546,9 +364,7 @@ def _execute_one(entry: NotebookEntry, parameters: dict, kernel: str, cwd: Path,
                 "".join(sorted(r["sha256"] for r in rec["inputs"])).encode()).hexdigest(),
         }
         nb = _postprocess(nb, prov)
-        partial = entry.target.with_name(f".{entry.target.name}.partial")
-        nbformat.write(nb, partial)
-        os.replace(partial, entry.target)
+        atomic_write(entry.target, lambda tmp: nbformat.write(nb, str(tmp)))
         (failed_dir / f"{entry.name}.ipynb").unlink(missing_ok=True)  # a failed copy of an earlier run
         return NotebookResult(entry.name, True, seconds, "", entry.target, None, prov)
     finally:
@@ -668,7 +484,7 @@ def run_notebooks(
             else:
                 manifest.pop(r.name, None)
         manifest_path.parent.mkdir(parents=True, exist_ok=True)
-        manifest_path.write_text(json.dumps(manifest, indent=1, default=str), encoding="utf8")
+        atomic_write_text(manifest_path, json.dumps(manifest, indent=1, default=str))
     return ordered
 
 
@@ -682,8 +498,8 @@ def _parse_value(text: str) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m stabkit.book``; returns the exit status (0 ok, 1 failed, 2 usage)."""
-    p = argparse.ArgumentParser(prog="python -m stabkit.book", description=__doc__.split("\n\n")[0])
+    """Entry point of ``python tools/book.py``; returns the exit status (0 ok, 1 failed, 2 usage)."""
+    p = argparse.ArgumentParser(prog="python tools/book.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="execute the book's notebooks into book/executed/ with provenance")
     r.add_argument("--scale", default=None, help="inject scale=S into every notebook (tiny | small | paper); "

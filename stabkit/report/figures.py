@@ -1,22 +1,22 @@
-"""Figure functions shared by the figure notebooks.
+"""Figures of the paper's pages, drawn from tidy run tables.
 
 Each function takes tidy run tables (ARCHITECTURE.md, "Run tables") and returns a matplotlib ``Figure``.
-Nothing here runs a network: the notebooks get the tables from :func:`stabkit.runs.results` and pass them
+Nothing here runs a network: the pages get the tables from :func:`stabkit.report.glue.page` and pass them
 in. Values that must be logged (sensitivities, test errors, energies) are drawn on log axes; rows with
-non-positive or non-finite values are left out of log axes (they cannot be drawn there).
-
-**Public API.**
+non-positive or non-finite values are left out of log axes (they cannot be drawn there). Networks are
+coloured and marked by :mod:`stabkit.report.palette` (the same on every page); the probe pages' figures
+are in :mod:`stabkit.report.probe_figures`.
 
 - ``sensitivity_vs_error(output, ...)``  Fig. 1 / Fig. 5: output ``D_f, G_f, R_f`` against test error.
 - ``layer_profiles(layers, ...)``        Fig. 3 / Fig. 6: ``D_k, G_k, R_k`` against relative depth.
 - ``filter_spectra(spectra, ...)``       Fig. 2: energy per grid-Laplacian eigenvector, layer by layer.
 - ``zero_mode_profile(fractions, ...)``  Fig. 2: energy fraction at eigenvalue 0 against relative depth.
 - ``training_curves(metrics, ...)``      test error per epoch (a check that the runs trained).
-- ``geomean(df, by, values)``            geometric mean over runs (mean of log10).
+- ``block_profiles(profile, ...)``       appendix: block-by-block sensitivities with the theory's law.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -25,11 +25,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from . import claims
+from .analysis import geomean, require_columns, run_columns
+from .palette import hue_colours, net_style
 
-__all__ = ["LABELS", "VARIANTS", "MARKERS", "geomean", "colours", "sensitivity_vs_error",
-           "layer_profiles", "filter_spectra", "zero_mode_profile", "training_curves",
-           "laplacian_multiplicities"]
+__all__ = ["LABELS", "VARIANTS", "MARKERS", "colours", "sensitivity_vs_error", "layer_profiles",
+           "filter_spectra", "zero_mode_profile", "training_curves", "laplacian_multiplicities",
+           "block_profiles", "task_states", "log_ticks", "subplots"]
 
 #: Axis labels (mathtext) of the table columns.
 LABELS = {
@@ -48,12 +49,6 @@ VARIANTS = (("trained", "trained", 0, "-"), ("shuffled", "trained", 1, "--"), ("
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 
 
-def _require(df: pd.DataFrame, columns: Sequence[str], arg: str) -> None:
-    claims._require(df, columns, arg)
-    if df.empty:
-        raise ValueError(f"{arg} is empty: nothing to plot")
-
-
 def _order(values) -> list:
     vals = list(dict.fromkeys(v for v in values if not (isinstance(v, float) and np.isnan(v))))
     try:
@@ -63,7 +58,8 @@ def _order(values) -> list:
 
 
 def colours(values, cmap: str = "tab10") -> dict:
-    """One colour per distinct value (in sorted order; ``tab10``, or ``tab20`` beyond 10 values)."""
+    """One colour per distinct value (in sorted order; ``tab10``, or ``tab20`` beyond 10 values).
+    Network names get their fixed palette colour instead (see :func:`hue_colours`)."""
     vals = _order(values)
     name = cmap if len(vals) <= 10 else "tab20"
     cm = plt.get_cmap(name)
@@ -80,25 +76,14 @@ def _label(col: str, layer: bool = False) -> str:
     return LABELS.get(col, col)
 
 
-def geomean(df: pd.DataFrame, by: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
-    """Geometric mean of ``values`` within groups of ``by`` (rows with a non-positive or non-finite
-    value count as missing for that value). Returns a DataFrame with ``by`` + ``values`` columns."""
-    by = [b for b in by if b in df.columns]
-    logs = df[by].copy()
-    for v in values:
-        x = df[v].to_numpy(dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            logs[v] = np.where(np.isfinite(x) & (x > 0), np.log10(np.where(x > 0, x, 1.0)), np.nan)
-    if not by:
-        out = logs[list(values)].mean().to_frame().T
-    else:
-        out = logs.groupby(by, dropna=False)[list(values)].mean().reset_index()
-    for v in values:
-        out[v] = 10.0 ** out[v]
-    return out
+def _require(df: pd.DataFrame, columns: Sequence[str], arg: str) -> None:
+    require_columns(df, columns, arg)
+    if df.empty:
+        raise ValueError(f"{arg} is empty: nothing to plot")
 
 
-def _subplots(nrows: int, ncols: int, axes, width: float = 3.6, height: float = 3.0):
+def subplots(nrows: int, ncols: int, axes=None, width: float = 3.6, height: float = 3.0):
+    """``(figure, axes array [nrows, ncols])``: new constrained-layout axes, or the given ``axes``."""
     if axes is not None:
         arr = np.asarray(axes, dtype=object).reshape(nrows, ncols)
         return arr.flat[0].figure, arr
@@ -119,7 +104,7 @@ def _plain_number(v: float, _pos=None) -> str:
     return f"{v:.3g}"
 
 
-def _log_ticks(ax, axes: str = "xy") -> None:
+def log_ticks(ax, axes: str = "xy") -> None:
     """Readable ticks on log axes. Matplotlib's default leaves an axis spanning less than a couple of
     decades with one label or none: below one decade use a few evenly spaced ticks, up to 2.5 decades
     ticks at 1, 2, 5 x 10^k, both with plain-number labels; beyond, decade labels only."""
@@ -138,11 +123,6 @@ def _log_ticks(ax, axes: str = "xy") -> None:
         elif span < 2.5:
             axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             axis.set_major_formatter(FuncFormatter(_plain_number))
-
-
-def _run_columns(df: pd.DataFrame) -> list[str]:
-    from stabkit.claims import _run_columns as rc  # one definition of "a run"
-    return rc(df)
 
 
 # ------------------------------------------------------------------------------------- Fig. 1 / Fig. 5
@@ -175,7 +155,7 @@ def sensitivity_vs_error(output: pd.DataFrame, quantities: Sequence[str] = ("D_f
     marker = marker if marker and marker in df.columns else None
     df = df.copy()
     if init_at_trained_error and "init" in states:
-        keys = [k for k in _run_columns(df) if k != error]
+        keys = [k for k in run_columns(df) if k != error]
         tr = df[df["state"] == "trained"].groupby(keys, dropna=False)[error].mean()
         if len(tr) and keys:
             idx = pd.MultiIndex.from_frame(df[keys]) if len(keys) > 1 else pd.Index(df[keys[0]])
@@ -183,9 +163,9 @@ def sensitivity_vs_error(output: pd.DataFrame, quantities: Sequence[str] = ("D_f
             is_init = (df["state"] == "init").to_numpy()
             df.loc[is_init, error] = np.where(np.isnan(mapped[is_init]), df.loc[is_init, error],
                                               mapped[is_init])
-    cmap = colours(df[hue])
+    cmap = hue_colours(df[hue], hue)
     mmap = _markers(df[marker]) if marker else {}
-    fig, arr = _subplots(1, len(quantities), axes)
+    fig, arr = subplots(1, len(quantities), axes)
     for ax, q in zip(arr.flat, quantities):
         for state in states:
             sub = _positive(df[df["state"] == state], [q, error])
@@ -193,7 +173,7 @@ def sensitivity_vs_error(output: pd.DataFrame, quantities: Sequence[str] = ("D_f
             for key, g in groups:
                 key = key if isinstance(key, tuple) else (key,)
                 c = cmap[key[0]]
-                m = mmap.get(key[1], "o") if marker else "o"
+                m = mmap.get(key[1], "o") if marker else (net_style(key[0])[1] if hue == "net" else "o")
                 if state == "trained":
                     ax.scatter(g[error], g[q], c=[c], marker=m, s=34, edgecolors="k", linewidths=0.4,
                                zorder=3)
@@ -209,11 +189,11 @@ def sensitivity_vs_error(output: pd.DataFrame, quantities: Sequence[str] = ("D_f
             ax.axhline(1.0, color="0.8", lw=0.8, zorder=0)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        _log_ticks(ax)
+        log_ticks(ax)
         ax.set_xlabel(xlabel or _label(error))
         ax.set_ylabel(_label(q))
-    handles = [Line2D([], [], ls="", marker="o", color=c, markeredgecolor="k", label=str(v))
-               for v, c in cmap.items()]
+    handles = [Line2D([], [], ls="", marker=net_style(v)[1] if hue == "net" and not marker else "o", color=c,
+                      markeredgecolor="k", label=str(v)) for v, c in cmap.items()]
     if marker:
         handles.append(Line2D([], [], ls="", label=f"{_label(marker)}:"))
         handles += [Line2D([], [], ls="", marker=m, color="0.3", label=str(v)) for v, m in mmap.items()]
@@ -252,8 +232,8 @@ def layer_profiles(layers: pd.DataFrame, quantities: Sequence[str] = ("D_f", "G_
         raise ValueError(f"col must be a column of layers or None, got {col!r}")
     df = layers if "shuffle" in layers.columns else layers.assign(shuffle=0)
     cols = _order(df[col]) if col else [None]
-    cmap = colours(df[hue])
-    fig, arr = _subplots(len(quantities), len(cols), axes, width=3.4, height=2.6)
+    cmap = hue_colours(df[hue], hue)
+    fig, arr = subplots(len(quantities), len(cols), axes, width=3.4, height=2.6)
     drawn = []
     for j, cv in enumerate(cols):
         sub = df if cv is None else df[df[col] == cv]
@@ -268,12 +248,12 @@ def layer_profiles(layers: pd.DataFrame, quantities: Sequence[str] = ("D_f", "G_
                 ax = arr[i, j]
                 for h, g in avg.groupby(hue, dropna=False):
                     g = _positive(g, [q])
-                    ax.plot(g[x], g[q], ls=ls, color=cmap[h], lw=1.4, marker="." if ls == "-" else None,
-                            ms=4)
+                    mk = (net_style(h)[1] if hue == "net" else ".") if ls == "-" else None
+                    ax.plot(g[x], g[q], ls=ls, color=cmap[h], lw=1.4, marker=mk, ms=3.5)
         for i, q in enumerate(quantities):
             ax = arr[i, j]
             ax.set_yscale("log")
-            _log_ticks(ax, "y")
+            log_ticks(ax, "y")
             if i == len(quantities) - 1:
                 ax.set_xlabel(_label(x))
             if j == 0:
@@ -343,7 +323,7 @@ def filter_spectra(spectra: pd.DataFrame, col: str = "net", value: str = "fracti
         raise ValueError(f"max_cols must be an integer >= 1, got {max_cols!r}")
     ncols = min(len(cols), max_cols)
     nrows = -(-len(cols) // ncols)
-    fig, arr = _subplots(nrows, ncols, axes, width=3.2, height=2.8)
+    fig, arr = subplots(nrows, ncols, axes, width=3.2, height=2.8)
     for ax in arr.flat[len(cols):]:
         ax.set_visible(False)
     cm = plt.get_cmap(cmap)
@@ -361,7 +341,7 @@ def filter_spectra(spectra: pd.DataFrame, col: str = "net", value: str = "fracti
             for k in sub["kernel_size"].dropna().unique():
                 ax.axhline(1.0 / float(k) ** 2, color="0.6", lw=0.8, ls="-.")
         ax.set_yscale("log")
-        _log_ticks(ax, "y")
+        log_ticks(ax, "y")
         ax.set_title(str(cv))
         ax.set_xlabel(_label("eigenvalue"))
     ylabel = ("energy fraction per eigenvector" if value == "fraction" else "energy per eigenvector") \
@@ -384,11 +364,11 @@ def filter_spectra(spectra: pd.DataFrame, col: str = "net", value: str = "fracti
 def zero_mode_profile(fractions: pd.DataFrame, hue: str = "net", ax=None,
                       title: str | None = None) -> Figure:
     """Energy fraction at eigenvalue 0 against relative depth (output of
-    :func:`stabkit.claims.zero_mode_fraction`): solid = trained, dotted = initialisation, grey = the
+    :func:`stabkit.report.analysis.zero_mode_fraction`): solid = trained, dotted = initialisation, grey = the
     flat value ``1/k^2``."""
     _require(fractions, ["state", "rel_depth", "fraction"], "fractions")
     df = fractions if hue in fractions.columns else fractions.assign(**{hue: "net"})
-    cmap = colours(df[hue])
+    cmap = hue_colours(df[hue], hue)
     if ax is None:
         fig, ax = plt.subplots(figsize=(5.2, 3.2), constrained_layout=True)
     else:
@@ -401,7 +381,7 @@ def zero_mode_profile(fractions: pd.DataFrame, hue: str = "net", ax=None,
         for f in np.unique(df["flat"].dropna()):
             ax.axhline(f, color="0.6", lw=0.8, ls="-.")
     ax.set_yscale("log")
-    _log_ticks(ax, "y")
+    log_ticks(ax, "y")
     ax.set_xlabel(_label("rel_depth"))
     ax.set_ylabel(r"energy fraction at $\lambda = 0$")
     handles = [Line2D([], [], color=c, label=str(v)) for v, c in cmap.items()]
@@ -421,12 +401,12 @@ def training_curves(metrics: pd.DataFrame, hue: str = "net", y: str = "test_err"
     """``y`` (default test error) per epoch, one thin line per run, colour = ``hue``, line style =
     ``style`` (e.g. the noise level; optional); log y."""
     _require(metrics, ["epoch", y, hue], "metrics")
-    cmap = colours(metrics[hue])
+    cmap = hue_colours(metrics[hue], hue)
     if ax is None:
         fig, ax = plt.subplots(figsize=(5.2, 3.2), constrained_layout=True)
     else:
         fig = ax.figure
-    keys = [k for k in _run_columns(metrics) if k != "epoch"] or [hue]
+    keys = [k for k in run_columns(metrics) if k != "epoch"] or [hue]
     styles = {}
     if style and style in metrics.columns:
         styles = {v: ls for v, ls in zip(_order(metrics[style]), ["-", "--", ":", "-."] * 10)}
@@ -437,7 +417,7 @@ def training_curves(metrics: pd.DataFrame, hue: str = "net", y: str = "test_err"
         ls = styles.get(g[style].iloc[0], "-") if styles else "-"
         ax.plot(g["epoch"], g[y], color=cmap[g[hue].iloc[0]], lw=0.9, alpha=0.8, ls=ls)
     ax.set_yscale("log")
-    _log_ticks(ax, "y")
+    log_ticks(ax, "y")
     ax.set_xlabel("epoch")
     ax.set_ylabel(_label(y))
     handles = [Line2D([], [], color=c, label=str(v)) for v, c in cmap.items()]
@@ -447,4 +427,69 @@ def training_curves(metrics: pd.DataFrame, hue: str = "net", y: str = "test_err"
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
     if title:
         ax.set_title(title)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------- appendix
+def block_profiles(profile: pd.DataFrame, panels: Sequence[str], panel: str = "task_name",
+                   quantities: Sequence[str] = ("D_f", "G_f", "R_f"), law=None, net: str = "CNN1D",
+                   axes=None) -> Figure:
+    """Block-by-block sensitivities (log y) of trained (the net's palette colour) and initial (grey,
+    dashed) networks, one column per value of ``panel`` (in the order of ``panels``), one row per quantity.
+
+    ``profile``: :func:`stabkit.report.analysis.block_profile` rows (``block``, ``state``, ``panel``,
+    quantities). ``law``: optional ``law(quantity, blocks) -> values`` drawn dotted through the first
+    trained point (e.g. :func:`stabkit.theory.predicted_law` with filter = stride = 2).
+    """
+    _require(profile, ["block", "state", panel, *quantities], "profile")
+    fig, arr = subplots(len(quantities), len(panels), axes, width=3.8, height=2.6)
+    colour = net_style(net)[0]
+    for j, p in enumerate(panels):
+        for i, q in enumerate(quantities):
+            ax = arr[i, j]
+            for state, ls, c in (("init", "--", "0.5"), ("trained", "-", colour)):
+                d = profile[(profile[panel] == p) & (profile["state"] == state)].sort_values("block")
+                ax.plot(d["block"], d[q], ls, marker=net_style(net)[1], ms=4, color=c, label=state)
+            d = profile[(profile[panel] == p) & (profile["state"] == "trained")].sort_values("block")
+            if law is not None and len(d):
+                values = np.asarray(law(q, d["block"]), dtype=np.float64)
+                ax.plot(d["block"], values * d[q].iloc[0] / values[0], ":", color="0.2",
+                        label="theory, filter = stride = 2")
+            ax.set_yscale("log")
+            log_ticks(ax, "y")
+            ax.set_ylabel(f"${q[0]}_k$ (dimensionless)")
+            if i == 0:
+                ax.set_title(str(p))
+            if i == len(quantities) - 1:
+                ax.set_xlabel("block $k$")
+    arr[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
+    return fig
+
+
+def task_states(output: pd.DataFrame, panel: str = "task_name",
+                quantities: Sequence[tuple[str, str, str]] = (("R_f", "output $R_f$ (dimensionless)", "log"),
+                                                              ("test_err", "test error (fraction)", "linear")),
+                net: str = "CNN1D") -> Figure:
+    """Per value of ``panel`` (x), every run's value at initialisation (grey) and after training (the
+    net's palette colour) as points, with the mean as a bar; one panel per ``(column, label, yscale)``."""
+    _require(output, [panel, "state", *[q for q, _, _ in quantities]], "output")
+    fig, arr = subplots(1, len(quantities), width=3.6, height=3.2)
+    cats = _order(output[panel])
+    colour, mk = net_style(net)
+    for ax, (q, label, yscale) in zip(arr.flat, quantities):
+        for k, (state, c, dx) in enumerate((("init", "0.55", -0.15), ("trained", colour, 0.15))):
+            for i, cat in enumerate(cats):
+                v = output.loc[(output[panel] == cat) & (output["state"] == state), q].to_numpy(dtype=np.float64)
+                if not len(v):
+                    continue
+                ax.scatter(np.full(len(v), i + dx), v, color=c, marker=mk, s=22, zorder=3,
+                           label=state if i == 0 else None)
+                ax.hlines(np.mean(v), i + dx - 0.1, i + dx + 0.1, color="k", lw=1.5, zorder=4)
+        ax.set_xticks(range(len(cats)), [str(c) for c in cats])
+        ax.set_xlim(-0.6, len(cats) - 0.4)
+        ax.set_yscale(yscale)
+        if yscale == "log":
+            log_ticks(ax, "y")
+        ax.set_ylabel(label)
+    arr.flat[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
     return fig

@@ -1,0 +1,349 @@
+"""What a notebook page calls: load its tables, glue numbers and claims into the text, record provenance.
+
+* :func:`page` loads a page's run tables through :func:`stabkit.runs.results` (committed results first,
+  else the sweep's missing runs are run), records them as the page's inputs and glues the standard page
+  facts (:data:`stabkit.report.prose.FACT_KEYS` and ``scale``) for the "This run" paragraph.
+* :func:`glue` stores a number, a string or a figure for the text (``{glue:text}`name:.3g``` in markdown).
+* :func:`glue_claim` glues a :class:`~stabkit.report.claims.Claim` under standard names and as one JSON
+  record ``<prefix>_claim`` (hidden), which the book's claims dashboard collects from every executed page.
+* :func:`record_inputs` and :func:`record` report the tables a page read and free facts (device, seeds)
+  to the book runner (``tools/book.py``), which writes them into the page's provenance box.
+
+Progress bars follow tqdm's own switch: the book runner sets ``TQDM_DISABLE=1`` for its kernels.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Environment variable naming the file (JSON lines) that :func:`record_inputs` / :func:`record` append to.
+ENV_PROVENANCE = "STABKIT_PROVENANCE"
+GLUE_PREFIX = "application/papermill.record/"
+
+__all__ = ["glue", "glue_bundle", "glue_claim", "claim_record", "page", "Page", "current_page",
+           "record_inputs", "record", "recorded", "collect_records", "progress_enabled", "ENV_PROVENANCE",
+           "GLUE_PREFIX", "REPO_ROOT"]
+
+
+def progress_enabled() -> bool:
+    """Whether progress bars should be drawn: ``False`` when tqdm's ``TQDM_DISABLE`` is set to a true
+    value (the book runner sets it for its kernels)."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in {"1", "true", "yes", "on"}
+
+
+def _plain(value: Any) -> Any:
+    """Convert numpy / torch scalars to Python numbers so that ``{glue:text}`key:.2f``` can format them."""
+    item = getattr(value, "item", None)
+    shape = getattr(value, "shape", None)
+    if callable(item) and shape == ():
+        try:
+            return item()
+        except (TypeError, ValueError, RuntimeError):
+            return value
+    return value
+
+
+def glue_bundle(name: str, value: Any, display: bool = False) -> tuple[dict, dict]:
+    """The mime bundle and metadata that myst-nb's ``glue`` displays for ``value`` under ``name``.
+
+    Returns ``(data, metadata)``: with ``display=False`` every mime type of ``data`` is prefixed with
+    ``application/papermill.record/`` (hidden on the page, available to ``{glue:...}``), and
+    ``metadata["scrapbook"] = {"name": name, "mime_prefix": prefix}``. Numpy and torch scalars are
+    converted to Python numbers first (their ``repr`` would not parse as a number).
+    """
+    if not isinstance(name, str) or not name or any(c.isspace() for c in name) or ":" in name:
+        raise ValueError(f"name must be a non-empty string without spaces or ':', got {name!r}")
+    value = _plain(value)
+    try:
+        from IPython.core.formatters import format_display_data
+
+        data, metadata = format_display_data(value)
+    except ImportError:  # no IPython: plain text only
+        data, metadata = {"text/plain": repr(value)}, {}
+    prefix = "" if display else GLUE_PREFIX
+    metadata = dict(metadata)
+    metadata["scrapbook"] = {"name": name, "mime_prefix": prefix}
+    return {prefix + k: v for k, v in data.items()}, metadata
+
+
+def glue(name: str, value: Any, display: bool = False) -> None:
+    """Store ``value`` under ``name`` for the book's text (``{glue:text}`name:.3g``` in markdown).
+
+    Wraps ``myst_nb.glue`` when myst-nb is importable; otherwise displays the same glue-compatible mime
+    bundle (see :func:`glue_bundle`). Numpy / torch scalars become Python numbers. Figures work too
+    (``{glue:figure}`name```). Returns nothing, so that a glue call ending a cell prints nothing.
+    """
+    plain = _plain(value)
+    try:
+        from myst_nb import glue as _myst_glue
+    except ImportError:
+        _myst_glue = None
+    if _myst_glue is not None:
+        glue_bundle(name, plain, display)  # validates the name
+        _myst_glue(name, plain, display=display)
+        return None
+    data, metadata = glue_bundle(name, plain, display)
+    try:
+        from IPython.display import display as _display
+    except ImportError:
+        return None
+    _display(data, raw=True, metadata=metadata)
+    return None
+
+
+_RECORDS: list[dict] = []
+
+
+def _emit(rec: dict) -> dict:
+    _RECORDS.append(rec)
+    target = os.environ.get(ENV_PROVENANCE)
+    if target:
+        with open(target, "a", encoding="utf8") as fh:
+            fh.write(json.dumps(rec, default=str) + "\n")
+    return rec
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _hash_frame(df: Any) -> str:
+    import pandas as pd
+
+    h = hashlib.sha256()
+    h.update(json.dumps([str(c) for c in df.columns]).encode())
+    try:
+        h.update(pd.util.hash_pandas_object(df, index=False).values.tobytes())
+    except TypeError:  # unhashable cells (lists, dicts)
+        h.update(df.to_json(orient="split", index=False, default_handler=str).encode())
+    return h.hexdigest()
+
+
+def _relative(path: Path) -> str:
+    path = path.resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _describe(obj: Any, label: str | None) -> list[dict]:
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pd = None
+    if isinstance(obj, (str, os.PathLike)):
+        path = Path(obj)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in {".parquet", ".json", ".csv"})
+            if not files:
+                raise ValueError(f"record_inputs: directory {path} holds no .parquet/.json/.csv file")
+            return [r for f in files for r in _describe(f, label)]
+        if not path.is_file():
+            raise ValueError(f"record_inputs: path {path} does not exist")
+        return [{"kind": "file", "label": label or path.name, "path": _relative(path),
+                 "sha256": _sha256_file(path), "bytes": path.stat().st_size}]
+    if pd is not None and isinstance(obj, pd.DataFrame):
+        attrs_src = obj.attrs.get("source") if hasattr(obj, "attrs") else None
+        rec = {"kind": "table", "label": label or attrs_src or "table", "sha256": _hash_frame(obj),
+               "rows": int(len(obj)), "columns": int(obj.shape[1])}
+        return [rec]
+    if isinstance(obj, dict):
+        return [r for k, v in obj.items() for r in _describe(v, f"{label}:{k}" if label else str(k))]
+    if isinstance(obj, (list, tuple)):
+        return [r for v in obj for r in _describe(v, label)]
+    raise ValueError(f"record_inputs: expected paths, DataFrames, or lists/dicts of them, got {type(obj).__name__}")
+
+
+def record_inputs(*objs: Any, label: str | None = None) -> list[dict]:
+    """Register the result tables or files a notebook used; their hashes appear in the page's provenance.
+
+    Parameters
+    ----------
+    *objs : str | os.PathLike | pandas.DataFrame | list | dict
+        Files (hashed by content), directories (every ``.parquet``/``.json``/``.csv`` below, recursively),
+        DataFrames (hashed by values and column names; ``df.attrs["source"]`` names it), or lists / dicts
+        of these (dict keys become labels).
+    label : str, optional
+        A name shown on the page (defaults to the file name or ``"table"``).
+
+    Returns the records (``kind``, ``label``, ``sha256``, ``path`` or ``rows``). Inside
+    ``python tools/book.py run`` the records are written to the file named by ``STABKIT_PROVENANCE``;
+    interactively they are only kept in memory (:func:`recorded`).
+    """
+    out = []
+    for obj in objs:
+        for rec in _describe(obj, label):
+            out.append(_emit({"type": "input", **rec}))
+    return out
+
+
+def record(**facts: Any) -> dict:
+    """Record free provenance facts (e.g. ``device="cpu"``, ``seeds=[0, 1]``, ``data="CIFAR-10 JPEG"``).
+
+    The runner shows them in the page's provenance box; the last value of a key wins.
+    """
+    facts = {k: _plain(v) for k, v in facts.items()}
+    return _emit({"type": "fact", "facts": facts})
+
+
+def recorded() -> dict:
+    """What this process recorded so far: ``{"inputs": [...], "facts": {...}}``."""
+    return collect_records(_RECORDS)
+
+
+def collect_records(records: Iterable[dict]) -> dict:
+    """Merge provenance records (as written by :func:`record_inputs` and :func:`record`): unique inputs
+    in order, facts with the last value of a key winning. Returns ``{"inputs": [...], "facts": {...}}``."""
+    inputs, facts, seen = [], {}, set()
+    for rec in records:
+        if rec.get("type") == "input":
+            key = (rec.get("label"), rec.get("sha256"), rec.get("path"))
+            if key not in seen:
+                seen.add(key)
+                inputs.append({k: v for k, v in rec.items() if k != "type"})
+        elif rec.get("type") == "fact":
+            facts.update(rec.get("facts", {}))
+    return {"inputs": inputs, "facts": facts}
+
+
+
+
+# --------------------------------------------------------------------------------------------- pages
+@dataclass
+class Page:
+    """The tables and facts of one page (returned by :func:`page`).
+
+    ``name``: the page (notebook) name; ``sweep``, ``scale``; ``tables``: table name -> DataFrame in the
+    order asked (``summary`` always present); ``facts``: :func:`stabkit.report.prose.page_facts`.
+    Iterating yields the asked tables in order, so ``output, summary = page(...)`` works.
+    """
+
+    name: str
+    sweep: str
+    scale: str
+    tables: dict[str, Any]
+    facts: dict[str, Any]
+    asked: tuple[str, ...] = field(default=())
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter([self.tables[t] for t in self.asked])
+
+    def __getitem__(self, table: str) -> Any:
+        return self.tables[table]
+
+
+_CURRENT: list[Page] = []
+
+
+def current_page() -> Page | None:
+    """The page of the last :func:`page` call in this process (``None`` before any)."""
+    return _CURRENT[-1] if _CURRENT else None
+
+
+def page(sweep: str, scale: str, *tables: str, name: str | None = None, runs_root: str | None = None,
+         results_root: str | None = None, device: str = "auto", jobs: int = 1, data_root: str | None = None,
+         glue_facts: bool = True) -> Page:
+    """Load a page's run tables and glue its standard facts.
+
+    ``sweep``: the sweep whose tables the page shows; ``scale``: ``tiny | small | paper | ...``;
+    ``tables``: table names (``"output"``, ``"layers"``...; ``"summary"`` is always loaded for the facts).
+    ``name``: the page (default: ``sweep``), used by :func:`glue_claim`. ``runs_root``, ``results_root``,
+    ``device``, ``jobs``: passed to :func:`stabkit.runs.results` (empty strings mean "default", as in the
+    notebooks' parameters). ``data_root``: a CIFAR-10 folder or archive, exported as ``$STABKIT_DATA``
+    (worker processes inherit it; run keys do not depend on it).
+
+    Records every table as an input of the page and glues ``scale`` and each of
+    :data:`stabkit.report.prose.FACT_KEYS` (``seeds``, ``nets``, ``epochs``, ``P``, ``ptr``, ``device``,
+    ``data``, ``differences``, ``n_runs``, ``n_failed``) unless ``glue_facts=False``. Returns a
+    :class:`Page`; iterating it yields the asked tables in order.
+    """
+    from stabkit import runs
+
+    from .prose import FACT_KEYS, page_facts
+
+    if not isinstance(sweep, str) or not sweep:
+        raise ValueError(f"sweep must be a sweep name such as 'fig1_noise_corrupted_cifar', got {sweep!r}")
+    bad = [t for t in tables if not isinstance(t, str) or not t]
+    if bad:
+        raise ValueError(f"tables must be table names such as 'output' or 'layers', got {bad!r}")
+    if data_root:
+        os.environ["STABKIT_DATA"] = str(data_root)
+    loaded: dict[str, Any] = {}
+    for t in dict.fromkeys([*tables, "summary"]):
+        loaded[t] = runs.results(sweep, scale, t, runs_root=runs_root or None, results_root=results_root or None,
+                                 device=device, jobs=jobs, progress=progress_enabled())
+    record_inputs(loaded)
+    facts = page_facts(loaded["summary"], sweep, scale)
+    if glue_facts:
+        glue("scale", scale)
+        for key in FACT_KEYS:
+            glue(key, facts[key])
+    record(scale=scale, device=facts["device"], seeds=facts["seeds"], data=facts["data"])
+    pg = Page(name or sweep, sweep, scale, loaded, facts, tuple(tables))
+    _CURRENT.append(pg)
+    return pg
+
+
+# --------------------------------------------------------------------------------------------- claims
+_NAME_OK = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _finite_or_none(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def claim_record(prefix: str, claim: Any, *, page: str | None = None, figure: str | None = None,
+                 scale: str | None = None) -> dict[str, Any]:
+    """The dashboard record of a claim: ``id``, ``key`` (``prefix``), ``page``, ``figure``, ``scale``,
+    ``statement``, ``value``, ``ci_low``, ``ci_high``, ``threshold``, ``verdict``, ``rule`` (``None`` for
+    a missing number). ``page`` and ``scale`` default to those of the last :func:`page` call."""
+    current = current_page()
+    rec = claim.to_record()
+    rec.pop("details", None)
+    pg = page or (current.name if current else None)
+    return {"id": f"{pg}:{prefix}" if pg else prefix, "key": prefix, "page": pg, "figure": figure or pg,
+            "scale": scale or (current.scale if current else None), **{k: v for k, v in rec.items() if k != "id"},
+            "claim": rec["id"]}
+
+
+def glue_claim(prefix: str, claim: Any, *, page: str | None = None, figure: str | None = None,
+               scale: str | None = None) -> dict[str, Any]:
+    """Glue a :class:`~stabkit.report.claims.Claim` for the page text and the claims dashboard.
+
+    Glued names: ``<prefix>_value``, ``<prefix>_verdict``, ``<prefix>_text`` (one sentence),
+    ``<prefix>_rule``, ``<prefix>_threshold``, ``<prefix>_ci`` (``"[low, high]"`` or ``"not computed"``),
+    ``<prefix>_<key>`` for every detail whose key is a plain name, and ``<prefix>_claim``: the JSON text
+    of :func:`claim_record` (hidden; ``display=False``). Returns that record.
+    """
+    if not isinstance(prefix, str) or not _NAME_OK.match(prefix):
+        raise ValueError(f"prefix must be a name of letters, digits, '_', '.' or '-', got {prefix!r}")
+    if not all(hasattr(claim, a) for a in ("value", "verdict", "rule", "details", "to_record")):
+        raise TypeError(f"claim must be a stabkit.report.claims.Claim, got {type(claim).__name__}")
+    rec = claim_record(prefix, claim, page=page, figure=figure, scale=scale)
+    glue(f"{prefix}_value", claim.value)
+    glue(f"{prefix}_verdict", claim.verdict)
+    glue(f"{prefix}_text", claim.text)
+    glue(f"{prefix}_rule", claim.rule)
+    glue(f"{prefix}_threshold", claim.threshold)
+    lo, hi = claim.ci_low, claim.ci_high
+    glue(f"{prefix}_ci", f"[{lo:.3g}, {hi:.3g}]" if math.isfinite(lo) and math.isfinite(hi) else "not computed")
+    for key, v in claim.details.items():
+        if isinstance(key, str) and key.isidentifier():
+            glue(f"{prefix}_{key}", v)
+    glue(f"{prefix}_claim", json.dumps({k: _finite_or_none(v) for k, v in rec.items()}, default=str))
+    return rec

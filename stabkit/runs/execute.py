@@ -1,0 +1,204 @@
+"""One run in this process: train, then measure (:func:`run`); measure a finished run again
+(:func:`remeasure`). Both go through the same measurement loop, :func:`measure_states`."""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import platform
+import shutil
+import socket
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..checks import check_device
+from .config import RunConfig
+from .measurements import GRAD_FREE, MEASUREMENTS, load_plugins
+from .store import (RunLocked, hold_lock, mark_done, read_config, run_dir, write_config, write_status,
+                    write_table)
+from .tasks import RunContext, build_net, loader, task_data
+
+__all__ = ["RESERVED_TABLES", "resolve_device", "device_name", "check_measurements", "measure_states", "run",
+           "remeasure"]
+
+#: Tables a measurement may not write (the run writes them itself).
+RESERVED_TABLES = ("metrics", "summary")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` -> ``"cuda"`` if available else ``"cpu"``; ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``
+    as is (``ValueError`` for another form, or for CUDA where there is none)."""
+    import torch
+    check_device("device", device)
+    if not isinstance(device, str):
+        device = str(device)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} asked for, but CUDA is not available here; use 'cpu' or 'auto'")
+    return device
+
+
+def device_name(device: str) -> str:
+    """The GPU model of a CUDA device, else the processor's name."""
+    import torch
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def check_measurements(names: Sequence[str]) -> None:
+    """``ValueError`` listing the registered measurements if one of ``names`` is unknown."""
+    load_plugins()
+    unknown = [m for m in names if m not in MEASUREMENTS]
+    if unknown:
+        raise ValueError(f"unknown measurement(s) {unknown}; registered: {sorted(MEASUREMENTS)}")
+
+
+def _cpu_copy(model) -> dict:
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
+def measure_states(model, cfg: RunConfig, data, device: str, path: Path, *, init_state: Mapping,
+                   checkpoint: Path, config_hash: str, train_result: Any = None,
+                   heartbeat: Callable[[], Any] = lambda: None) -> dict[str, pd.DataFrame]:
+    """Run every measurement of ``cfg.measure`` on ``model`` in each state of ``cfg.states`` (``init``:
+    ``init_state``; ``trained``: the weights of ``checkpoint``, which must belong to run ``config_hash``
+    and net ``cfg.net``), in eval mode, the built-ins of :data:`GRAD_FREE` under ``torch.no_grad()``.
+
+    Returns one DataFrame per table name, the states concatenated, with a ``state`` column. Raises
+    ``TypeError`` if a measurement returns something other than a mapping, ``ValueError`` if it writes
+    a table of :data:`RESERVED_TABLES`.
+    """
+    import torch
+
+    from ..train import load_checkpoint
+    check_measurements(cfg.measure)
+    tables: dict[str, list[pd.DataFrame]] = {}
+    cache: dict = {}
+    for state in cfg.states:
+        if state == "init":
+            model.load_state_dict(init_state)
+        else:
+            sd, _ = load_checkpoint(checkpoint, net=cfg.net, config_hash=config_hash)
+            model.load_state_dict(sd)
+        model.eval()  # at init, measure() uses batch statistics (ctx.batch_stats)
+        ctx = RunContext(cfg, state, device, path, data, train_result, cache)
+        for name in cfg.measure:
+            with torch.no_grad() if name in GRAD_FREE else contextlib.nullcontext():
+                out = MEASUREMENTS[name](model, cfg, ctx)
+            if not isinstance(out, Mapping):
+                raise TypeError(f"measurement {name!r} must return dict[str, DataFrame], got {type(out).__name__}")
+            for tname, df in out.items():
+                if tname in RESERVED_TABLES:
+                    raise ValueError(f"measurement {name!r} may not write the reserved table {tname!r}")
+                df = df.copy()
+                if "state" not in df.columns:
+                    df.insert(0, "state", state)
+                tables.setdefault(tname, []).append(df)
+        for k in [k for k in cache if isinstance(k, tuple) and k[1] == state]:
+            del cache[k]  # free shuffled copies/activations of this state
+        heartbeat()
+    return {k: pd.concat(v, ignore_index=True) for k, v in tables.items()}
+
+
+def run(config: RunConfig | Mapping[str, Any], root: str | Path | None = None, *, device: str = "auto",
+        progress: bool = True, force: bool = False) -> Path:
+    """Train ``config`` and measure it in this process; return its folder ``<root>/<key>``.
+
+    Already finished (``done``) runs are returned untouched unless ``force``. A leftover folder of an
+    interrupted run is cleared and redone. On error, ``status.json`` (status failed) and ``error.txt``
+    (traceback) are written and the exception is re-raised. Raises :class:`RunLocked` (a
+    ``RuntimeError``) if another live process holds the run's lock.
+    """
+    cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
+    path = run_dir(cfg, root)
+    if (path / "done").exists() and not force:
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    with hold_lock(path) as heartbeat:
+        if heartbeat is None:
+            raise RunLocked(f"run {path} is being computed by another live process (lock file)")
+        if (path / "done").exists() and not force:
+            return path
+        for child in path.iterdir():  # start clean: leftovers of an interrupted or failed attempt
+            if child.name != "lock":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        write_config(path, cfg)
+        t0 = time.time()
+        try:
+            summary = _run_body(cfg, path, resolve_device(device), progress, heartbeat)
+        except Exception as exc:  # Ctrl-C / SIGKILL leave an "interrupted" run, redone next time
+            write_status(path, {"status": "failed", "key": cfg.key, "host": socket.gethostname(),
+                                "error": f"{type(exc).__name__}: {exc}"[:2000], "wall_seconds": time.time() - t0},
+                         traceback.format_exc())
+            raise
+        summary["wall_seconds"] = time.time() - t0
+        write_table(path / "summary.parquet", pd.DataFrame([summary]))
+        write_status(path, {"status": "done", **summary})
+        mark_done(path)  # LAST
+    return path
+
+
+def _run_body(cfg: RunConfig, path: Path, device: str, progress: bool, heartbeat: Callable) -> dict:
+    import torch
+
+    from .. import train as T
+    cfg.check_registries()
+    check_measurements(cfg.measure)  # before hours of training
+    d = task_data(cfg)
+    model = build_net(cfg, d).to(device)
+    init_state = _cpu_copy(model)
+    train_ld = loader(cfg, d, device, train=True, noise_std=cfg.noise_std, seed=cfg.data_seed)
+    test_ld = loader(cfg, d, device, train=False, seed=cfg.data_seed + 1)
+    extra = {"test_corrupted": loader(cfg, d, device, train=False, noise_std=cfg.noise_std,
+                                      seed=cfg.data_seed + 2)} if cfg.noise_std > 0 else {}
+    t0 = time.time()
+    res = T.train(model, train_ld, test_ld, task=cfg.task, net=cfg.net, epochs=cfg.epochs,
+                  optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                  schedule=cfg.schedule, loss=cfg.loss, stop_at_zero_loss=cfg.stop_at_zero_loss,
+                  extra_test_loaders=extra,
+                  select_on="test_corrupted" if extra else "test", fast=cfg.fast, seed=cfg.data_seed,
+                  checkpoint_dir=path, meta={"net": cfg.net, "config_hash": cfg.key}, progress=progress,
+                  on_epoch=heartbeat)
+    train_s = time.time() - t0
+    write_table(path / "metrics.parquet", res.metrics)
+    t1 = time.time()
+    tables = measure_states(model, cfg, d, device, path, init_state=init_state, checkpoint=path / "best.pt",
+                            config_hash=cfg.key, train_result=res, heartbeat=heartbeat)
+    for tname, df in tables.items():
+        write_table(path / f"{tname}.parquet", df)
+    best_row = res.metrics.iloc[res.best_epoch - 1]
+    corrupted = {"best_test_err_corrupted": float(best_row["test_corrupted_err"])} if extra else {}
+    return {"key": cfg.key, "status": "done", "best_test_err": res.best_test_err, **corrupted,
+            "last_test_err": res.last_test_err, "best_epoch": res.best_epoch, "epochs_run": len(res.metrics),
+            "stopped_early": res.stopped_early, "train_seconds": train_s, "measure_seconds": time.time() - t1,
+            "device": device, "device_name": device_name(device), "host": socket.gethostname(),
+            "torch": torch.__version__, "finished": _dt.datetime.now(_dt.timezone.utc).isoformat()}
+
+
+def remeasure(path: str | Path, *, measure: Sequence[str] | None = None, states: Sequence[str] | None = None,
+              shuffles: Sequence[int] | None = None, P: int | None = None, device: str = "auto",
+              out_dir: str | Path | None = None) -> dict[str, pd.DataFrame]:
+    """Measure a finished run again (best checkpoint, checked against the run's key and net; "init"
+    rebuilds the same initial weights) with other measurement options; returns the tables and writes
+    them to ``out_dir`` if given (never into the run folder, whose tables belong to its configuration).
+    Same measurement loop as :func:`run` (:func:`measure_states`)."""
+    path = Path(path)
+    original = RunConfig.from_dict(read_config(path))
+    changes = {k: v for k, v in dict(measure=measure, states=states, shuffles=shuffles, P=P).items() if v is not None}
+    cfg = original.replace(**changes)
+    check_measurements(cfg.measure)
+    dev = resolve_device(device)
+    d = task_data(cfg)
+    model = build_net(cfg, d).to(dev)
+    out = measure_states(model, cfg, d, dev, path, init_state=_cpu_copy(model), checkpoint=path / "best.pt",
+                         config_hash=original.key)
+    if out_dir is not None:
+        for k, df in out.items():
+            write_table(Path(out_dir) / f"{k}.parquet", df)
+    return out

@@ -1,0 +1,194 @@
+"""Sweeps: a YAML file of run configurations at several scales (torch-free).
+
+:func:`load_sweep` expands a file of ``sweeps/`` (grammar in its docstring) into the unique
+:class:`~stabkit.runs.config.RunConfig` objects of one scale. Reading a sweep never imports torch: the
+network-registry checks are deferred to :meth:`Sweep.validate`, which :func:`stabkit.runs.sweep` calls
+before it trains anything.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig, deferred_registry_checks
+from .paths import sweeps_dir
+
+__all__ = ["SCALES", "Sweep", "load_sweep", "as_sweep", "sweep_path", "sweep_scales"]
+
+#: The scales of the figure sweeps, smallest first: ``tiny`` (tests), ``small`` (book default on a CPU),
+#: ``cpu`` (the paper's protocol on the subset 2 CPU cores finish), ``gpu`` (the paper's grid, fewer
+#: seeds), ``paper`` (everything). A sweep file may define any subset, or other names.
+SCALES = ("tiny", "small", "cpu", "gpu", "paper")
+_TOP_KEYS = ("name", "description", "include", "base", "grid", "scales")
+
+
+@dataclass
+class Sweep:
+    """A sweep at one scale: ``name`` (file stem), ``scale``, ``configs`` (unique, in grid order)."""
+    name: str
+    scale: str
+    configs: list[RunConfig]
+    path: Path | None = None
+    description: str = ""
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+    @property
+    def keys(self) -> list[str]:
+        return [c.key for c in self.configs]
+
+    def validate(self) -> Sweep:
+        """Run the checks that need the registries (imports torch) on every configuration; raises
+        ``ValueError`` naming the sweep, the scale and the run. Returns ``self``."""
+        for c in self.configs:
+            try:
+                c.check_registries()
+            except ValueError as exc:
+                raise ValueError(f"sweep {self.name!r}, scale {self.scale!r}, run {c.key}: {exc}") from None
+        return self
+
+
+def sweep_path(spec: str | Path) -> Path:
+    """The YAML file of ``spec``: a path, or a name under :func:`~stabkit.runs.paths.sweeps_dir`."""
+    p = Path(spec)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ValueError(f"sweep file {p} does not exist")
+        return p
+    cand = sweeps_dir() / f"{spec}.yaml"
+    if not cand.is_file():
+        avail = sorted(q.stem for q in sweeps_dir().glob("*.yaml")) if sweeps_dir().is_dir() else []
+        raise ValueError(f"unknown sweep {spec!r}: no file {cand}; available: {avail}")
+    return cand
+
+
+def _read(spec: str | Path | Mapping) -> tuple[dict, Path | None]:
+    if isinstance(spec, Mapping):
+        return dict(spec), None
+    import yaml
+    path = sweep_path(spec)
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"sweep file {path}: invalid YAML: {exc}") from None
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"sweep file {path}: the top level must be a mapping of {_TOP_KEYS}, got "
+                         f"{type(doc).__name__}")
+    return dict(doc), path
+
+
+def sweep_scales(spec: str | Path | Mapping) -> list[str]:
+    """The scale names a sweep file defines, in file order."""
+    return list(_read(spec)[0].get("scales") or {})
+
+
+def _grid_blocks(grid: Any, where: str) -> list[dict]:
+    blocks = [grid] if isinstance(grid, Mapping) else list(grid or [{}])
+    for b in blocks:
+        if not isinstance(b, Mapping):
+            raise ValueError(f"{where}: grid must be a mapping of lists or a list of such mappings, got {b!r}")
+        for k, v in b.items():
+            if not isinstance(v, list):
+                raise ValueError(f"{where}: grid value of {k!r} must be a list (of values to sweep), got {v!r}")
+    return [dict(b) for b in blocks] or [{}]
+
+
+def load_sweep(spec: str | Path | Mapping, scale: str = "small") -> Sweep:
+    """Expand a sweep file (or name under ``sweeps/``, or an already parsed mapping) at ``scale``.
+
+    Format (YAML)::
+
+        name: fig5_scale_detection        # optional, default: the file stem
+        description: one line             # optional
+        include:                          # optional: also the configs of other sweeps at this scale
+          - other_sweep                   #   all of them, or a subset:
+          - {sweep: fig5_scale_detection, where: {net: [VGG11bn], ptr: [1024]}}
+        base: {task: twopoints, P: 500}   # fields of RunConfig shared by every run
+        grid: {net: [VGG11, LeNet], seed: [0, 1]}   # product over the lists (or a list of such blocks:
+                                                    # union of products)
+        scales:                           # each scale overrides base and/or grid keys
+          tiny:  {base: {epochs: 1, ptr: 64}, grid: {net: [LeNet]}}
+          small: {base: {...}, grid: {...}}
+          paper: {}
+
+    A key set in a scale's ``base`` is removed from the grid (fixed) and vice versa; a scale's ``grid``
+    given as a list of blocks replaces the grid. Values are RunConfig fields (lists for tuple fields).
+    A sweep with ``include`` and no ``grid`` is exactly the included runs (same keys, same folders: no
+    rework). Configurations are deduplicated by key, in order. Torch is not imported: network names are
+    checked by :meth:`Sweep.validate`.
+    """
+    with deferred_registry_checks():
+        return _load(spec, scale)
+
+
+def _load(spec: str | Path | Mapping, scale: str) -> Sweep:
+    doc, path = _read(spec)
+    name = str(doc.get("name") or (path.stem if path else "sweep"))
+    extra = sorted(k for k in doc if k not in _TOP_KEYS and not str(k).startswith("_"))
+    if extra:
+        raise ValueError(f"sweep {name!r}: unknown top-level key(s) {extra}; accepted: name, description, include, "
+                         f"base, grid, scales (keys starting with '_' are free, e.g. YAML anchors)")
+    scales = doc.get("scales") or {}
+    if scale not in scales:
+        raise ValueError(f"sweep {name!r} has no scale {scale!r}; scales: {sorted(scales)}")
+    over = scales[scale] or {}
+    unknown = sorted(set(over) - {"base", "grid", "description"})
+    if unknown:
+        raise ValueError(f"sweep {name!r}, scale {scale!r}: unknown key(s) {unknown}; use 'base' and 'grid'")
+    base = dict(doc.get("base") or {})
+    blocks = _grid_blocks(doc.get("grid"), f"sweep {name!r}")
+    sbase = dict(over.get("base") or {})
+    sgrid = over.get("grid")
+    if isinstance(sgrid, list):
+        blocks = _grid_blocks(sgrid, f"sweep {name!r}, scale {scale!r}")
+        sgrid = {}
+    sgrid = _grid_blocks(sgrid or {}, f"sweep {name!r}, scale {scale!r}")[0]
+    base.update(sbase)
+    for k in sgrid:
+        base.pop(k, None)
+    blocks = [{**{k: v for k, v in b.items() if k not in sbase}, **sgrid} for b in blocks]
+    configs: dict[str, RunConfig] = {}
+    for inc in doc.get("include") or []:
+        inc = {"sweep": inc} if isinstance(inc, (str, Path)) else dict(inc)
+        where = dict(inc.get("where") or {})
+        target = inc.get("sweep")
+        if target is None or set(inc) - {"sweep", "where"}:
+            raise ValueError(f"sweep {name!r}: include entries are names or "
+                             f"{{sweep: name, where: {{field: [values]}}}}, got {inc!r}")
+        if path is not None and (path.parent / f"{target}.yaml").is_file():
+            target = path.parent / f"{target}.yaml"
+        for c in _load(target, scale).configs:
+            if all(_matches(getattr(c, k, _MISSING), v, k) for k, v in where.items()):
+                configs.setdefault(c.key, c)
+    if doc.get("include") and not doc.get("grid") and not over.get("grid"):
+        blocks = []  # a sweep made only of other sweeps' runs
+    for b in blocks:
+        keys = list(b)
+        for values in itertools.product(*(b[k] for k in keys)):
+            try:
+                c = RunConfig.from_dict({**base, **dict(zip(keys, values))})
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"sweep {name!r}, scale {scale!r}: bad configuration: {exc}") from exc
+            configs.setdefault(c.key, c)
+    desc = str(over.get("description") or doc.get("description") or "")
+    return Sweep(name, scale, list(configs.values()), path, desc)
+
+
+_MISSING = object()
+
+
+def _matches(value: Any, allowed: Any, field_name: str) -> bool:
+    if value is _MISSING:
+        raise ValueError(f"include/where: unknown RunConfig field {field_name!r}")
+    allowed = allowed if isinstance(allowed, list) else [allowed]
+    value = list(value) if isinstance(value, tuple) else value
+    return any(value == (list(a) if isinstance(a, tuple) else a) for a in allowed)
+
+
+def as_sweep(spec: str | Path | Mapping | Sweep, scale: str | None) -> Sweep:
+    """``spec`` itself if it is a :class:`Sweep`, else :func:`load_sweep` at ``scale`` (default small)."""
+    return spec if isinstance(spec, Sweep) else load_sweep(spec, scale or "small")

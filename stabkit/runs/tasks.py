@@ -1,0 +1,196 @@
+"""From a configuration to tensors: task data, loaders, normalisation, the network, the probe set.
+
+Everything a run needs besides training and measuring, built on the CPU from the configuration alone
+(so that ``init`` is reproducible from a finished run folder), and :class:`RunContext`, what a measurement
+receives besides the model. Tasks and probe sets: ``book/methods.md``, sections "Tasks, networks and
+training" and "Random diffeomorphisms"; the Fig. 1 corruption (``noise_std``) is the one of
+:class:`stabkit.transforms.GaussianNoiseCorruption`, applied by the loaders after normalisation.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig
+from .measurements import AUGMENTATIONS, BUILTIN_AUGMENT, load_plugins
+
+__all__ = ["TaskData", "RunContext", "task_data", "loader", "augment_fn", "build_net", "normalize", "probe_set"]
+
+
+@dataclass
+class TaskData:
+    """Tensors of one task, as the loaders and probes need them (built by :func:`task_data`)."""
+    train_x: Any
+    train_y: Any
+    test_x: Any
+    test_y: Any
+    in_channels: int
+    input_size: int
+    mean: Any = None
+    std: Any = None
+    test_positions: Any = None   # twopoints / scale1d: positions of the test samples (for probes)
+    dataset: Any = None          # the task object (TwoPoints / ScaleDetection1D) when there is one
+
+
+def _subset(x, y, n: int | None, seed: int, name: str):
+    import torch
+    if n is None or n >= len(y):
+        if n is not None and n > len(y):
+            raise ValueError(f"{name}={n} is larger than the {len(y)} available samples")
+        return x, y
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
+    return x[idx], y[idx]
+
+
+def task_data(cfg: RunConfig) -> TaskData:
+    """Load/generate the data of ``cfg`` on the CPU (``stabkit.data``): the ``ptr`` training samples
+    drawn with ``data_seed``, the ``test_size`` test samples drawn with seed 0 (the same for every seed)."""
+    from .. import data
+    opts = dict(cfg.task_options)
+    if cfg.task == "cifar10":
+        root = opts.pop("root", None)
+        if opts:
+            raise ValueError(f"task_options for cifar10 accept only 'root', got {sorted(opts)}")
+        tr_x, tr_y = data.cifar10_tensors(root=root, train=True)
+        te_x, te_y = data.cifar10_tensors(root=root, train=False)
+        tr_x, tr_y = _subset(tr_x, tr_y, cfg.ptr, cfg.data_seed, "ptr")
+        te_x, te_y = _subset(te_x, te_y, cfg.test_size, 0, "test_size")  # same test subset for every seed
+        return TaskData(tr_x, tr_y, te_x, te_y, 3, int(tr_x.shape[-1]), data.CIFAR10_MEAN, data.CIFAR10_STD)
+    # the two-pixel tasks share one dataset protocol (data.PairTask)
+    task_cls = data.TwoPoints if cfg.task == "twopoints" else data.ScaleDetection1D
+    kw = dict(opts, ptr=cfg.ptr, seed=cfg.data_seed)
+    if cfg.test_size is not None:
+        kw.setdefault("testsize", cfg.test_size)
+    tr, te = task_cls(train=True, **kw), task_cls(train=False, **kw)
+    return TaskData(tr.x, tr.y, te.x, te.y, int(tr.x.shape[1]), int(tr.x.shape[-1]),
+                    test_positions=te.positions, dataset=te)
+
+
+def loader(cfg: RunConfig, d: TaskData, device: str, *, train: bool, noise_std: float = 0.0, seed: int = 0):
+    """A ``stabkit.data.DeviceLoader`` over the training or test tensors: batches of ``cfg.batch_size``
+    (test: at least 512), crop/flip and registered augmentations when training, normalisation, then the
+    Fig. 1 corruption of norm ``noise_std``."""
+    from .. import data
+    x, y = (d.train_x, d.train_y) if train else (d.test_x, d.test_y)
+    aug = [a for a in cfg.augment if a in BUILTIN_AUGMENT] if train else []
+    if aug and cfg.task != "cifar10":
+        raise ValueError(f"augment {aug} (crop/flip) is only defined for cifar10, not {cfg.task!r}")
+    if aug and sorted(aug) != ["crop", "flip"]:
+        raise ValueError(f"augment: 'crop' and 'flip' go together (DeviceLoader does both), got {cfg.augment}")
+    return data.DeviceLoader(x, y, cfg.batch_size if train else max(cfg.batch_size, 512), shuffle=train,
+                             augment=bool(aug), mean=d.mean, std=d.std, noise_std=noise_std, device=device,
+                             seed=seed, extra_augment=augment_fn(cfg) if train else None)
+
+
+def augment_fn(cfg: RunConfig) -> Callable | None:
+    """The registered augmentations of ``cfg.augment`` (other than crop/flip) chained, or None."""
+    extra = [a for a in cfg.augment if a not in BUILTIN_AUGMENT]
+    if not extra:
+        return None
+    load_plugins()
+    missing = [a for a in extra if a not in AUGMENTATIONS]
+    if missing:
+        raise ValueError(f"unknown augment {missing}; accepted: {list(BUILTIN_AUGMENT) + sorted(AUGMENTATIONS)}")
+    fns = [AUGMENTATIONS[a] for a in extra]
+
+    def apply(x, gen):
+        for fn in fns:
+            x = fn(x, gen)
+        return x
+    return apply
+
+
+def build_net(cfg: RunConfig, d: TaskData):
+    """The network of ``cfg`` with its initial weights (``torch.manual_seed(cfg.seed)`` first), on the CPU."""
+    from .. import nets
+    import torch
+    torch.manual_seed(cfg.seed)
+    opts = dict(cfg.net_options)
+    opts.setdefault("input_size", d.input_size)
+    return nets.build(cfg.net, in_channels=d.in_channels, num_classes=1 if cfg.hinge else 10,
+                      width_factor=cfg.width_factor, **opts)
+
+
+def normalize(x, mean: Sequence[float] | None, std: Sequence[float] | None, device: str = "cpu"):
+    """Raw images -> network input, float32 on ``device``: uint8 scaled to [0, 1], then ``(x - mean) /
+    std`` per channel when ``mean`` is given (``[B, C, H, W]``)."""
+    import torch
+    x = torch.as_tensor(x).to(device)
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    if mean is not None:
+        m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        x = (x - m) / s
+    return x
+
+
+def probe_set(cfg: RunConfig, d: TaskData):
+    """Probe set ``(x, x_tau, x_eta)`` of a run on the CPU, float64: depends only on task/data options,
+    ``P``, ``probe_seed``, ``delta`` and ``cut`` (so every net of a sweep sees the same probes)."""
+    import torch
+    from .. import data
+    gen = torch.Generator().manual_seed(cfg.probe_seed)
+    if cfg.task == "cifar10":
+        from ..stability import draw_probes
+        n = len(d.test_y)
+        if cfg.P > n:
+            raise ValueError(f"P={cfg.P} is larger than the test set ({n} images)")
+        idx = torch.randperm(n, generator=gen)[: cfg.P]
+        x = normalize(d.test_x[idx], d.mean, d.std)
+        return tuple(draw_probes(x, delta=cfg.delta, cut=cfg.cut, generator=gen))  # float64, CPU
+    if cfg.task == "twopoints":
+        return tuple(data.twopoints_probes(d.test_positions, d.input_size, cfg.P, gen))
+    return tuple(data.scale1d_probes(d.dataset, P=cfg.P, generator=gen))
+
+
+@dataclass
+class RunContext:
+    """What a measurement gets besides the model and the config.
+
+    Attributes: ``cfg``, ``state`` ("init" | "trained"), ``device`` (str), ``run_dir`` (Path), ``data``
+    (``TaskData``, CPU tensors: ``test_x`` raw as the task stores it, e.g. uint8 CIFAR images),
+    ``train`` (``stabkit.train.TrainResult`` or None), ``batch_stats`` (True at init), ``cache`` (dict
+    shared by the measurements of the run). Methods: ``probes()`` -> ``(x, x_tau, x_eta)`` normalised, on
+    the device (the same for every net of a sweep); ``test_loader(noise_std=0.0)``;
+    ``evaluate(model, loader=None) -> (loss, err)``; ``normalize(x)`` (raw images -> network input on the
+    device); ``build_net()`` (fresh, same init seed); ``generator(offset=0)`` (CPU generator seeded from
+    ``probe_seed``).
+    """
+    cfg: RunConfig
+    state: str
+    device: str
+    run_dir: Path
+    data: Any
+    train: Any = None
+    cache: dict = field(default_factory=dict)
+
+    @property
+    def batch_stats(self) -> bool:
+        """Whether batch norm uses batch statistics (``True`` at initialisation, the paper's convention)."""
+        return self.state == "init"
+
+    def generator(self, offset: int = 0):
+        import torch
+        return torch.Generator().manual_seed(int(self.cfg.probe_seed) * 1_000_003 + int(offset))
+
+    def normalize(self, x):
+        return normalize(x, self.data.mean, self.data.std, self.device)
+
+    def test_loader(self, noise_std: float = 0.0):
+        return loader(self.cfg, self.data, self.device, train=False, noise_std=noise_std,
+                      seed=self.cfg.data_seed + 1)
+
+    def evaluate(self, model, loader=None) -> tuple[float, float]:
+        from ..train import evaluate
+        return evaluate(model, loader if loader is not None else self.test_loader(), self.cfg.loss)
+
+    def build_net(self):
+        return build_net(self.cfg, self.data).to(self.device)
+
+    def probes(self):
+        """``(x, x_tau, x_eta)``, float64 ``[P, C, ...]`` on the device, cached per run."""
+        if "probes" not in self.cache:
+            self.cache["probes"] = tuple(t.to(self.device) for t in probe_set(self.cfg, self.data))
+        return self.cache["probes"]

@@ -1,0 +1,99 @@
+"""stabkit.runs.config: RunConfig defaults, keys (pinned: run folders exist under these names), round
+trips, validation, replace re-deriving the defaults of a new task."""
+import json
+from pathlib import Path
+
+import pytest
+
+from stabkit import runs
+from stabkit.runs import RunConfig
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(task="twopoints", net="LeNet", ptr=64, test_size=64, epochs=1, P=8, width_factor=0.25,
+            batch_size=32)
+# config.json of a run of the background cpu-scale sweep (fig5, LeNet, ptr 1024, seed 0), as written
+# by the code before the runs package: its key must never change.
+FIG5_CPU_LENET = {
+    "P": 500, "augment": [], "batch_size": 128, "cut": 3, "data_seed": 0, "delta": 1.0, "epochs": 300,
+    "fast": False, "format": 1, "key": "8e5883877c25", "layers": "all", "loss": "hinge", "lr": 0.05,
+    "measure": ["output", "layers", "spectra"], "measure_dtype": "float64", "momentum": 0.9, "net": "LeNet",
+    "net_options": {}, "noise_std": 0.0, "optimizer": "sgd", "options": {}, "probe_seed": 0, "ptr": 1024,
+    "schedule": "cosine", "seed": 0, "shuffles": [0, 1], "states": ["init", "trained"],
+    "stop_at_zero_loss": True, "task": "twopoints", "task_options": {"d": 28, "gap": 2.0, "norm": "L2", "xi": 14.0},
+    "test_size": None, "weight_decay": 0.0005, "width_factor": 1.0}
+
+
+def test_keys_of_existing_runs_never_change():
+    assert RunConfig.from_dict(FIG5_CPU_LENET).key == "8e5883877c25"
+    real = Path("/work/runs-cpu/8e5883877c25/config.json")  # the live folder, when this machine has it
+    if real.is_file():
+        assert RunConfig.from_dict(json.loads(real.read_text())).key == "8e5883877c25"
+    assert RunConfig(**TINY).key == "4aa66cfa797a"
+    assert RunConfig(task="cifar10", net="VGG11").key == "3290788df66f"
+    assert RunConfig(task="cifar10", net="DenseNetL2", noise_std=1).key == "906acfccc28c"
+    assert runs.load_sweep("fig5_scale_detection", "tiny").keys == ["39c79ffa71f6", "840d6775ae87"]
+    assert runs.load_sweep("fig1_noise_corrupted_cifar", "tiny").keys == ["f59b6c277bfc", "7829321d9885"]
+
+
+def test_defaults_hash_and_roundtrip():
+    c = RunConfig(task="twopoints", net="VGG11")
+    assert (c.lr, c.epochs, c.loss, c.augment, c.stop_at_zero_loss, c.ptr) == (0.05, 300, "hinge", (), True, 1024)
+    assert c.data_seed == c.seed == 0
+    assert RunConfig(task="twopoints", net="VGG11", lr=0.05, epochs=300, ptr=1024).key == c.key
+    assert RunConfig(task="twopoints", net="VGG11", width_factor=1).key == c.key  # 1 == 1.0
+    assert RunConfig(task="twopoints", net="VGG11", lr="5e-2").key == c.key  # YAML 1.1 reads 5e-2 as a string
+    assert RunConfig(task="twopoints", net="VGG11", seed=1).key != c.key
+    assert RunConfig(task="twopoints", net="VGG11", seed=1).data_seed == 1
+    assert RunConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert len(c.key) == 12 and hash(c) == hash(RunConfig.from_dict(c.to_dict()))
+    f = RunConfig(net="DenseNetL2")
+    assert (f.optimizer, f.lr, f.weight_decay, f.augment) == ("adam", 0.1, 0.0, ("crop", "flip"))
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(task="mnist"), "task"), (dict(shuffles=[3]), "shuffles"), (dict(states=["done"]), "states"),
+    (dict(net="NoSuchNet"), "net must be one of"), (dict(net=3), "net"), (dict(epochs=1.5), "epochs"),
+    (dict(epochs="ten"), "epochs"), (dict(lr="fast"), "lr"), (dict(width_factor=float("inf")), "width_factor"),
+    (dict(loss="mse"), "loss"), (dict(P=0), "P"), (dict(task_options=[1]), "task_options")])
+def test_bad_fields_are_refused_naming_the_field(kw, match):
+    with pytest.raises(ValueError, match=match):
+        RunConfig(**kw)
+
+
+def test_unknown_fields_are_refused():
+    with pytest.raises(ValueError, match="unknown RunConfig field"):
+        RunConfig.from_dict({"nett": "VGG11"})
+    with pytest.raises(ValueError, match="unknown RunConfig field"):
+        RunConfig().replace(nett="VGG11")
+
+
+def test_net_registry_check_can_be_deferred():
+    with runs.deferred_registry_checks():
+        c = RunConfig(net="NoSuchNet")
+    with pytest.raises(ValueError, match="NoSuchNet"):
+        c.check_registries()
+    assert "VGG11" in runs.known_nets() and "LeNet" in runs.known_nets()
+
+
+def test_replace_rederives_the_defaults_of_a_new_task_or_net():
+    a = RunConfig(task="twopoints", net="VGG11").replace(task="cifar10")
+    b = RunConfig(task="cifar10", net="VGG11")
+    assert a == b and a.key == b.key and (a.lr, a.loss, a.epochs, a.ptr) == (0.1, "ce", 250, None)
+    assert RunConfig(task="cifar10", net="VGG11").replace(net="DenseNetL2") == RunConfig(net="DenseNetL2")
+    assert RunConfig(seed=1).replace(seed=3).data_seed == 3  # data_seed follows seed unless set
+    # explicit fields are kept, also through several replaces
+    c = RunConfig(task="twopoints", net="VGG11", lr=0.3, ptr=512, data_seed=7).replace(task="scale1d").replace(seed=2)
+    assert (c.lr, c.ptr, c.data_seed, c.momentum) == (0.3, 512, 7, 0.0) and c.explicit == {"lr", "ptr", "data_seed"}
+    assert c.replace(lr=None).lr == 0.05  # None: derived again
+    # a config read back from config.json has every field explicit
+    d = RunConfig.from_dict(RunConfig(task="twopoints", net="VGG11").to_dict()).replace(task="cifar10")
+    assert (d.lr, d.loss) == (0.05, "hinge")
+    # the explicit set is no part of the key or of equality
+    assert RunConfig(task="twopoints", net="VGG11", lr=0.05) == RunConfig(task="twopoints", net="VGG11")
+
+
+def test_default_runs_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("STABKIT_RUNS", str(tmp_path))
+    assert runs.default_runs_root() == tmp_path
+    monkeypatch.delenv("STABKIT_RUNS")
+    assert runs.default_runs_root() == REPO / "runs"

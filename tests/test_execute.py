@@ -1,0 +1,139 @@
+"""stabkit.runs.execute: one run (tables, not redone, deterministic on the CPU), the probe set shared by
+every net, and remeasure going through the same checks as a run (checkpoint key, result type, no_grad)."""
+import pandas as pd
+import pytest
+import torch
+
+from stabkit import runs, train as T
+
+TINY = dict(task="twopoints", net="LeNet", ptr=64, test_size=64, epochs=1, P=8, width_factor=0.25,
+            batch_size=32)
+
+
+def tiny(**kw) -> runs.RunConfig:
+    return runs.RunConfig(**{**TINY, **kw})
+
+
+def test_run_writes_tables_and_is_not_redone(tmp_path):
+    cfg = tiny(shuffles=(0, 1))
+    path = runs.run(cfg, tmp_path, device="cpu", progress=False)
+    assert path == tmp_path / cfg.key and runs.run_state(path) == "done"
+    names = {p.name for p in path.iterdir()}
+    assert {"config.json", "best.pt", "last.pt", "metrics.parquet", "output.parquet", "layers.parquet",
+            "spectra.parquet", "summary.parquet", "status.json", "done"} <= names and "lock" not in names
+    out = pd.read_parquet(path / "output.parquet")
+    assert {"state", "shuffle", "D_f", "G_f", "R_f", "D", "G", "deno", "P", "test_err"} <= set(out.columns)
+    assert sorted(zip(out.state, out.shuffle)) == [("init", 0), ("init", 1), ("trained", 0), ("trained", 1)]
+    lay = pd.read_parquet(path / "layers.parquet")
+    assert {"layer", "depth", "rel_depth", "D", "G", "deno", "D_f", "G_f", "R_f", "P", "state",
+            "shuffle"} <= set(lay.columns)
+    # the output row of `output` is the last node of `layers`
+    last = lay[(lay.state == "trained") & (lay.shuffle == 0)].sort_values("depth").iloc[-1]
+    assert out[(out.state == "trained") & (out.shuffle == 0)].R_f.item() == pytest.approx(last.R_f)
+    assert set(pd.read_parquet(path / "spectra.parquet").state) == {"init", "trained"}
+    summ = pd.read_parquet(path / "summary.parquet").iloc[0]
+    assert summ.status == "done" and summ.device == "cpu" and summ.wall_seconds > 0
+    assert T.load_checkpoint(path / "best.pt", config_hash=cfg.key)[1]["net"] == "LeNet"
+    mtimes = {p.name: p.stat().st_mtime_ns for p in path.iterdir()}
+    assert runs.run(cfg, tmp_path, device="cpu", progress=False) == path
+    assert {p.name: p.stat().st_mtime_ns for p in path.iterdir()} == mtimes
+    # remeasure: the same numbers as the run, written elsewhere only
+    again = runs.remeasure(path, measure=["output"], device="cpu", out_dir=tmp_path / "re")
+    pd.testing.assert_frame_equal(again["output"], out, check_like=True)
+    assert (tmp_path / "re" / "output.parquet").is_file()
+    assert {p.name: p.stat().st_mtime_ns for p in path.iterdir()} == mtimes
+
+
+def test_same_config_gives_identical_results_on_cpu(tmp_path):
+    cfg = tiny(epochs=2, seed=3)
+    a = runs.run(cfg, tmp_path / "a", device="cpu", progress=False)
+    b = runs.run(cfg, tmp_path / "b", device="cpu", progress=False)
+    for t in ("metrics", "output", "layers", "spectra"):
+        da, db = pd.read_parquet(a / f"{t}.parquet"), pd.read_parquet(b / f"{t}.parquet")
+        da, db = da.drop(columns=["seconds"], errors="ignore"), db.drop(columns=["seconds"], errors="ignore")
+        pd.testing.assert_frame_equal(da, db)
+
+
+def test_same_probe_set_for_every_net():
+    d = runs.task_data(tiny())
+    p1 = runs.probe_set(tiny(net="LeNet"), d)
+    p2 = runs.probe_set(tiny(net="VGG11bn", seed=4), d)
+    assert len(p1) == 3 and all(torch.equal(u, v) for u, v in zip(p1, p2))
+
+
+def test_remeasure_checks_the_checkpoint_like_a_run(tmp_path):
+    cfg = tiny(measure=("output",), states=("trained",))
+    path = runs.run(cfg, tmp_path, device="cpu", progress=False)
+    raw = (path / "best.pt").read_bytes()
+    (path / "best.pt").write_bytes(raw[:100])
+    with pytest.raises(T.CheckpointError, match="corrupted"):
+        runs.remeasure(path, device="cpu")
+    T.save_checkpoint(path / "best.pt", torch.nn.Linear(2, 2).state_dict(), net="VGG11", config_hash="x")
+    with pytest.raises(T.CheckpointError, match="holds net"):
+        runs.remeasure(path, device="cpu")
+    # the right net but the checkpoint of another run (e.g. a copied folder)
+    other = runs.run(tiny(seed=5, measure=(), states=()), tmp_path, device="cpu", progress=False)
+    (path / "best.pt").write_bytes((other / "best.pt").read_bytes())
+    with pytest.raises(T.CheckpointError, match="belongs to run"):
+        runs.remeasure(path, device="cpu")
+
+
+def test_one_measurement_loop_for_run_and_remeasure(tmp_path):
+    seen = []
+
+    @runs.register_measurement("test_probe_grad", overwrite=True)
+    def probe_grad(model, cfg, ctx):
+        seen.append((ctx.state, torch.is_grad_enabled(), model.training))
+        return {"probe_grad": pd.DataFrame({"v": [1]})}
+
+    @runs.register_measurement("test_not_a_dict", overwrite=True)
+    def not_a_dict(model, cfg, ctx):
+        return pd.DataFrame({"v": [1]})
+
+    path = runs.run(tiny(measure=("output", "test_probe_grad")), tmp_path, device="cpu", progress=False)
+    tabs = runs.remeasure(path, measure=["test_probe_grad"], device="cpu")
+    assert list(tabs["probe_grad"].state) == ["init", "trained"]
+    assert seen == [("init", True, False), ("trained", True, False)] * 2  # eval mode, grad as the caller's
+    for fn in (lambda: runs.remeasure(path, measure=["test_not_a_dict"], device="cpu"),
+               lambda: runs.run(tiny(seed=1, measure=("test_not_a_dict",)), tmp_path, device="cpu", progress=False)):
+        with pytest.raises(TypeError, match="must return dict"):
+            fn()
+    with pytest.raises(ValueError, match="unknown measurement"):
+        runs.remeasure(path, measure=["no_such_measurement"], device="cpu")
+
+
+def test_builtin_measurements_run_without_grad(tmp_path, monkeypatch):
+    from stabkit.runs import measurements
+    grad = []
+    real = measurements.MEASUREMENTS["spectra"]
+
+    def spy(model, cfg, ctx):
+        grad.append(torch.is_grad_enabled())
+        return real(model, cfg, ctx)
+
+    monkeypatch.setitem(measurements.MEASUREMENTS, "spectra", spy)
+    path = runs.run(tiny(measure=("spectra",), states=("trained",)), tmp_path, device="cpu", progress=False)
+    runs.remeasure(path, device="cpu")
+    assert grad == [False, False]
+
+
+def test_registered_augmentation_is_applied(tmp_path):
+    calls = []
+
+    @runs.register_augmentation("test_negate", overwrite=True)
+    def negate(x, generator):
+        calls.append(tuple(x.shape))
+        return -x
+
+    runs.run(tiny(augment=["test_negate"], measure=()), tmp_path, device="cpu", progress=False)
+    assert calls and calls[0][1:] == (1, 28, 28)
+    with pytest.raises(ValueError, match="unknown augment"):
+        runs.run(tiny(augment=["no_such_aug"], measure=()), tmp_path, device="cpu", progress=False)
+    assert {"rotate"} <= set(runs.AUGMENTATIONS)
+    assert {"output", "layers", "spectra", "accuracy", "invariance", "resolution"} <= set(runs.MEASUREMENTS)
+
+
+def test_resolve_device():
+    assert runs.resolve_device("cpu") == "cpu" and runs.resolve_device("auto") in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="device"):
+        runs.resolve_device("gpu")

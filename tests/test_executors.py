@@ -1,0 +1,126 @@
+"""stabkit.runs.executors: sweeps record failures without stopping, submitit executors, a SIGKILLed sweep
+resumes (also with the local process pool)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from stabkit import runs
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(task="twopoints", net="LeNet", ptr=64, test_size=64, epochs=1, P=8, width_factor=0.25,
+            batch_size=32)
+
+
+def _env(**extra):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    env.update(extra)
+    return env
+
+
+# ---------------------------------------------------------------------------------- sweeps, failures
+def test_failed_run_is_recorded_and_does_not_stop_the_sweep(tmp_path):
+    @runs.register_measurement("test_boom", overwrite=True)
+    def boom(model, cfg, ctx):
+        raise RuntimeError("boom in measurement")
+
+    @runs.register_measurement("test_extra", overwrite=True)
+    def extra(model, cfg, ctx):
+        return {"extra": pd.DataFrame({"value": [1.0, 2.0]})}
+
+    spec = {"name": "fails", "base": TINY, "grid": [{"measure": [["test_boom"]]},
+                                                  {"measure": [["output", "test_extra"]]}],
+            "scales": {"tiny": {}}}
+    rep = runs.sweep(spec, "tiny", tmp_path, device="cpu", progress=False)
+    assert list(rep.status) == ["failed", "done"] and "boom in measurement" in rep.error[0]
+    bad = Path(rep.run_dir[0])
+    assert "RuntimeError: boom in measurement" in (bad / "error.txt").read_text()
+    assert json.loads((bad / "status.json").read_text())["status"] == "failed" and not (bad / "done").exists()
+    assert runs.status(tmp_path, spec, "tiny") == dict(total=2, done=1, pending=0, failed=1, running=0)
+    summ = runs.collect(tmp_path, "summary", spec, "tiny")
+    assert sorted(summ.status) == ["done", "failed"]
+    ext = runs.collect(tmp_path, "extra", spec, "tiny")  # a registered measurement's own table
+    assert list(ext.value) == [1.0, 2.0, 1.0, 2.0] and set(ext.state) == {"init", "trained"}
+    # failed runs are skipped unless retry_failed
+    assert list(runs.sweep(spec, "tiny", tmp_path, device="cpu", progress=False).status) == ["failed", "done"]
+    runs.MEASUREMENTS["test_boom"] = lambda m, c, x: {}
+    assert list(runs.sweep(spec, "tiny", tmp_path, device="cpu", progress=False,
+                           retry_failed=True).status) == ["done", "done"]
+
+
+# ------------------------------------------------------------------------------------------ executors
+def test_submitit_debug_and_local_executors(tmp_path):
+    pytest.importorskip("submitit")
+    spec = {"name": "sub", "base": {**TINY, "measure": ["output"]}, "grid": {"seed": [0, 1]},
+            "scales": {"tiny": {}}}
+    rep = runs.sweep(spec, "tiny", tmp_path / "debug", executor="submitit-debug", device="cpu", progress=False)
+    assert list(rep.status) == ["done", "done"]
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    one = {**spec, "grid": {"seed": [0]}}  # one job: a subprocess importing torch is slow on a busy CPU
+    rep = runs.sweep(one, "tiny", tmp_path / "local", executor="submitit-local", device="cpu",
+                     progress=False, submitit_params={"timeout_min": 10})
+    assert list(rep.status) == ["done"]
+    assert len(runs.collect(tmp_path / "local", "output", one, "tiny")) == 2
+
+
+_PLUGIN = '''
+import os, time
+import pandas as pd
+from stabkit.runs import register_measurement
+
+@register_measurement("test_slow")
+def slow(model, cfg, ctx):
+    if os.environ.get("TEST_NO_SLEEP") != "1":
+        time.sleep(float(cfg.options.get("test_slow", {}).get("seconds", 0)))
+    return {"slow": pd.DataFrame({"slept": [1]})}
+'''
+
+
+def test_sigkill_in_the_middle_then_resume(tmp_path):
+    (tmp_path / "slowplug.py").write_text(_PLUGIN)
+    base = {**TINY, "measure": ["output", "test_slow"], "states": ["trained"]}
+    spec = {"name": "killme", "base": base, "scales": {"tiny": {}},
+            "grid": [{"seed": [0], "options": [{"test_slow": {"seconds": 0}}]},
+                     {"seed": [1], "options": [{"test_slow": {"seconds": 300}}]},
+                     {"seed": [2], "options": [{"test_slow": {"seconds": 0}}]}]}
+    import yaml
+    (tmp_path / "killme.yaml").write_text(yaml.safe_dump(spec))
+    root = tmp_path / "runs"
+    first, second, third = (root / k for k in runs.load_sweep(spec, "tiny").keys)
+    env = _env(STABKIT_PLUGINS="slowplug", PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]))
+    cmd = [sys.executable, "-m", "stabkit", "sweep", str(tmp_path / "killme.yaml"), "--scale", "tiny",
+           "--root", str(root), "--device", "cpu", "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 240
+        while not ((first / "done").exists() and (second / "metrics.parquet").exists()):
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.time() < deadline, "sweep did not reach the second run in time"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert runs.run_state(second) == "interrupted" and not third.exists()
+    assert (second / "lock").exists()  # stale lock of the killed process
+    before = {p.name: p.stat().st_mtime_ns for p in first.iterdir()}
+    t_kill = time.time_ns()
+    # resume with 2 local worker processes (also covers the process-pool executor)
+    res = subprocess.run(cmd + ["--jobs", "2"], env={**env, "TEST_NO_SLEEP": "1"}, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in first.iterdir()} == before  # untouched
+    assert (second / "done").exists() and (second / "config.json").stat().st_mtime_ns > t_kill  # redone
+    assert (third / "done").exists()
+    out = runs.collect(root, "output", tmp_path / "killme.yaml", "tiny")
+    assert sorted(out.run) == sorted([first.name, second.name, third.name])  # each run once
+    assert len(runs.collect(root, "slow")) == 3
+    assert not list(root.rglob(".*.tmp-*")) and not list(root.rglob("lock"))

@@ -1,0 +1,104 @@
+"""stabkit.runs.sweepfile: the sweep YAML grammar (base, grid blocks, scales, include/where), the figure
+sweeps sharing runs, the cpu scale of Fig. 5, and loading a sweep without importing torch."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stabkit import runs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_load_sweep_grid_scales_blocks_and_include(tmp_path):
+    (tmp_path / "a.yaml").write_text("""
+base: {task: twopoints, net: LeNet, P: 10}
+grid: {seed: [0, 1], ptr: [64, 128]}
+scales:
+  paper: {}
+  tiny: {base: {ptr: 32}, grid: {width_factor: [0.5, 0.25]}}
+  blocks: {grid: [{net: [LeNet], seed: [0]}, {net: [VGG11], seed: [0, 1]}]}
+""")
+    (tmp_path / "b.yaml").write_text("""
+include: [{sweep: a, where: {seed: [1]}}]
+scales: {paper: {}, tiny: {}}
+""")
+    paper = runs.load_sweep(tmp_path / "a.yaml", "paper")
+    assert len(paper) == 4 and paper.name == "a"
+    t = runs.load_sweep(tmp_path / "a.yaml", "tiny")  # ptr fixed by the scale, width gridded
+    assert sorted((c.seed, c.ptr, c.width_factor) for c in t.configs) == [
+        (0, 32, 0.25), (0, 32, 0.5), (1, 32, 0.25), (1, 32, 0.5)]
+    blocks = runs.load_sweep(tmp_path / "a.yaml", "blocks")
+    assert [(c.net, c.seed) for c in blocks.configs] == [("LeNet", 0), ("VGG11", 0), ("VGG11", 1)]
+    b = runs.load_sweep(tmp_path / "b.yaml", "paper")
+    assert sorted(c.key for c in b.configs) == sorted(c.key for c in paper.configs if c.seed == 1)
+    assert runs.sweep_scales(tmp_path / "a.yaml") == ["paper", "tiny", "blocks"]
+
+
+@pytest.mark.parametrize("doc, match", [
+    ({"grid": {"seed": 0}, "scales": {"tiny": {}}}, "must be a list"),
+    ({"scales": {"paper": {}}}, "no scale 'tiny'"),
+    ({"gird": {}, "scales": {"tiny": {}}}, "unknown top-level key"),
+    ({"scales": {"tiny": {"bas": {}}}}, "unknown key"),
+    ({"base": {"epochs": "ten"}, "scales": {"tiny": {}}}, "epochs"),
+    ({"include": [{"sweep": "x", "bad": 1}], "scales": {"tiny": {}}}, "include entries")])
+def test_bad_sweeps_are_refused(doc, match):
+    with pytest.raises(ValueError, match=match):
+        runs.load_sweep(doc, "tiny")
+
+
+def test_bad_files_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown sweep"):
+        runs.load_sweep("no_such_sweep", "tiny")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="list.yaml.*mapping"):
+        runs.load_sweep(tmp_path / "list.yaml", "tiny")
+    (tmp_path / "broken.yaml").write_text("base: {a: [\n")
+    with pytest.raises(ValueError, match="broken.yaml.*invalid YAML"):
+        runs.load_sweep(tmp_path / "broken.yaml", "tiny")
+
+
+def test_unknown_networks_fail_validation_not_loading():
+    doc = {"base": {"task": "twopoints"}, "grid": {"net": ["LeNet", "NoSuchNet"]}, "scales": {"tiny": {}}}
+    sw = runs.load_sweep(doc, "tiny")  # torch-free: the registry is not consulted here
+    with pytest.raises(ValueError, match="scale 'tiny', run .*NoSuchNet"):
+        sw.validate()
+    with pytest.raises(ValueError, match="NoSuchNet"):
+        runs.sweep(sw, "tiny", "/nonexistent/never/created", device="cpu", progress=False)
+
+
+def test_paper_figure_sweeps_share_runs():
+    fig1 = {c.key for c in runs.load_sweep("fig1_noise_corrupted_cifar", "paper").configs}
+    fig3 = runs.load_sweep("fig3_layers_cifar", "paper")
+    assert {c.net for c in fig3.configs} == {"VGG11", "VGG11bn", "AlexNet", "LeNet"}
+    assert set(fig3.keys) <= fig1 and all(c.shuffles == (0, 1) for c in fig3.configs)
+    fig5 = runs.load_sweep("fig5_scale_detection", "paper")
+    assert len(fig5) == 11 * 2 * 10 and len(fig1) == 13 * 7 * 4
+    fig6 = runs.load_sweep("fig6_layers_scale_detection", "paper")
+    assert set(fig6.keys) <= set(fig5.keys) and {c.net for c in fig6.configs} == {"VGG11", "VGG11bn", "VGG13bn"}
+    assert len(fig6) == 3 * 2 * 10
+    assert set(runs.load_sweep("fig2_laplacian_spectra", "paper").keys) == set(fig5.keys) | set(fig3.keys)
+
+
+def test_cpu_scale_of_fig5_is_the_background_sweep():
+    cpu = runs.load_sweep("fig5_scale_detection", "cpu")
+    assert len(cpu) == 18 and "8e5883877c25" in cpu.keys
+    assert {c.net for c in cpu.configs} == {"LeNet", "AlexNet", "VGG11bn", "VGG13bn", "VGG11", "ResNet18"}
+    assert {(c.seed, c.ptr, c.width_factor, c.measure_dtype, c.P, c.stop_at_zero_loss) for c in cpu.configs} == {
+        (s, 1024, 1.0, "float64", 500, True) for s in (0, 1, 2)}
+    fig6 = runs.load_sweep("fig6_layers_scale_detection", "cpu")
+    assert len(fig6) == 9 and set(fig6.keys) <= set(cpu.keys)
+    assert runs.SCALES == ("tiny", "small", "cpu", "gpu", "paper")
+
+
+def test_loading_a_sweep_does_not_import_torch():
+    code = ("import sys; from stabkit.runs import load_sweep; "
+            "sw = load_sweep('fig5_scale_detection', 'paper'); k = sw.keys; "
+            "load_sweep('fig6_layers_scale_detection', 'cpu'); load_sweep('fig2_laplacian_spectra', 'tiny'); "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'torch'); "
+            "assert not bad and len(k) == 220, bad[:5]")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
