@@ -1,7 +1,8 @@
 """``make bench`` = ``python -m benchmarks``: stabkit against naive baselines, table + RESULTS.md.
 
-Usage: ``python -m benchmarks [--quick] [--only measure,diffeo,train,gpu] [--repeats N] [--no-memory]
-[--output PATH]``. ``--quick`` is a smoke test at toy sizes (prints, writes nothing unless ``--output``).
+Usage: ``python -m benchmarks [--quick] [--gpu] [--only measure,diffeo,train,gpu] [--repeats N] [--no-memory]
+[--output PATH]``. ``--gpu``: only the CUDA cases (``--only gpu``), written to ``benchmarks/RESULTS-gpu.md``;
+needs nothing beyond torch, numpy, PIL/torchvision (no papermill, no Jupyter). ``--quick`` is a smoke test at toy sizes (prints, writes nothing unless ``--output``).
 The full run writes ``benchmarks/RESULTS.md``. GPU cases run only when ``torch.cuda.is_available()``.
 """
 from __future__ import annotations
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="toy sizes, 1 repeat (smoke test)")
     p.add_argument("--only", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
+    p.add_argument("--gpu", action="store_true", help="only the CUDA cases, into benchmarks/RESULTS-gpu.md")
     p.add_argument("--repeats", type=int, default=None, help="repeats per case (default: per-case)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--budget", type=float, default=BUDGET_S,
@@ -151,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", default=None,
                    help="RESULTS.md path (default: benchmarks/RESULTS.md for a full run, none for --quick)")
     args = p.parse_args(argv)
+    if args.gpu:
+        args.only = "gpu"
+        if not torch.cuda.is_available():
+            print("--gpu: torch.cuda.is_available() is False on this machine", file=sys.stderr)
+            return 2
     only = [c.strip() for c in args.only.split(",") if c.strip()]
     unknown = [c for c in only if c not in CASES]
     if unknown:
@@ -205,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("\n".join(table(results)))
     print("\n".join(verdicts(results)))
-    out = args.output or (None if args.quick else str(HERE / "RESULTS.md"))
+    out = args.output or (None if args.quick else str(HERE / ("RESULTS-gpu.md" if args.gpu else "RESULTS.md")))
     if out:
         write_results(Path(out), results, info, vers, args, wall, skipped, errors)
         print(f"wrote {out} ({wall:.0f} s)")

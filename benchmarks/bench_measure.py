@@ -35,7 +35,7 @@ def prepare(P: int, seed: int = 0):
 def _stabkit(dtype):
     def fn(model, probes):
         from stabkit.stability import measure
-        return measure(model, None, probes=probes, layers="all", dtype=dtype)
+        return measure(model, probes, layers="all", dtype=dtype)
     return fn
 
 

@@ -1,11 +1,13 @@
-"""Command line: ``python -m stabkit {train,remeasure,sweep,collect,export,status} --help``.
+"""Command line: ``python -m stabkit {train,remeasure,sweep,collect,export,import,status} --help``.
 
 Examples::
 
     python -m stabkit sweep sweeps/fig5_scale_detection.yaml --scale small --jobs 2
     python -m stabkit status --scale small
     python -m stabkit collect fig5_scale_detection --scale small --table output
-    python -m stabkit export fig5_scale_detection --scale gpu --out results/fig5_scale_detection/gpu
+    python -m stabkit export fig5_scale_detection --scale cpu       # merge into results/<sweep>/cpu/
+    python -m stabkit import campaign-out/                            # merge a campaign's runs.tar
+    python -m stabkit campaign --deadline 540 --out campaign-out --device cuda --jobs 4
     python -m stabkit train --task twopoints --net LeNet --set epochs=20 --set width_factor=0.5
     python -m stabkit remeasure runs/<key> --what output layers --shuffles 0 1
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +29,16 @@ if TYPE_CHECKING:  # the command line imports pandas/torch only in the commands 
     from .runs import RunConfig
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
+
+
 def _parse_value(text: str):
     import yaml
     return yaml.safe_load(text)
@@ -34,10 +47,13 @@ def _parse_value(text: str):
 def _pairs(items: list[str] | None, what: str) -> dict:
     out = {}
     for it in items or []:
-        if "=" not in it:
-            raise SystemExit(f"error: {what} expects KEY=VALUE, got {it!r}")
+        if "=" not in it or not it.split("=", 1)[0].strip():
+            raise ValueError(f"{what} expects KEY=VALUE, got {it!r}")
         k, v = it.split("=", 1)
-        out[k.strip()] = _parse_value(v)
+        try:
+            out[k.strip()] = _parse_value(v)
+        except Exception as exc:  # noqa: BLE001 - a YAML error: name the option
+            raise ValueError(f"{what} {it!r}: the value is not valid YAML ({' '.join(str(exc).split())})") from None
     return out
 
 
@@ -46,7 +62,16 @@ def _config_from_args(a) -> RunConfig:
     d: dict = {}
     if a.config:
         import yaml
-        d.update(yaml.safe_load(Path(a.config).read_text()) or {})
+        f = Path(a.config)
+        if not f.is_file():
+            raise ValueError(f"--config {f}: no such file")
+        try:
+            doc = yaml.safe_load(f.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--config {f}: invalid YAML: {' '.join(str(exc).split())}") from None
+        if not isinstance(doc, dict):
+            raise ValueError(f"--config {f}: must be a mapping of RunConfig fields, got {type(doc).__name__}")
+        d.update(doc)
     for k in ("task", "net", "epochs", "seed", "ptr", "width_factor"):
         v = getattr(a, k, None)
         if v is not None:
@@ -70,6 +95,11 @@ def cmd_train(a) -> int:
 
 def cmd_remeasure(a) -> int:
     from . import runs
+    if not Path(a.run_dir).is_dir():
+        raise ValueError(f"run folder {a.run_dir} does not exist")
+    for f in ("config.json", "best.pt"):
+        if not (Path(a.run_dir) / f).is_file():
+            raise ValueError(f"{a.run_dir} is not a finished run folder: no {f}")
     tables = runs.remeasure(a.run_dir, measure=a.what, states=a.states, shuffles=a.shuffles, P=a.P,
                             device=a.device, out_dir=a.out)
     import pandas as pd
@@ -86,25 +116,80 @@ def cmd_sweep(a) -> int:
     from . import runs
     sw = runs.load_sweep(a.spec, a.scale)
     root = Path(a.root) if a.root else runs.default_runs_root()
+    committed = set() if a.recompute else runs.committed_keys(sw.name, sw.scale, a.results_root)
     if a.dry_run:
         sw.validate()
         for c in sw.configs:
-            print(c.key, runs.run_state(root / c.key), json.dumps(c.to_dict(), sort_keys=True))
-        print(f"{len(sw)} runs in {sw.name}/{sw.scale} under {root}")
+            st = runs.run_state(root / c.key)
+            st = "committed" if c.key in committed and st != "done" else st
+            print(c.key, st, json.dumps(c.to_dict(), sort_keys=True))
+        print(f"{len(sw)} runs in {sw.name}/{sw.scale} under {root} ({len(committed & set(sw.keys))} committed)")
         return 0
     rep = runs.sweep(sw, a.scale, root, executor=a.executor, jobs=a.jobs, device=a.device,
                      slots_per_gpu=a.slots_per_gpu, retry_failed=a.retry_failed, progress=not a.quiet,
-                     submitit_params=_pairs(a.submitit_param, "--submitit-param") or None)
+                     submitit_params=_pairs(a.submitit_param, "--submitit-param") or None, verify=a.verify,
+                     redo=True if a.redo == [] else (a.redo or False), threads=a.threads,
+                     wait_timeout_s=a.wait_timeout, skip_keys=committed)
     counts = rep.status.value_counts().to_dict()
-    print(f"{sw.name}/{sw.scale}: " + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("done", "failed", "running",
-                                                                                  "pending")) + f" (root {root})")
-    return 1 if counts.get("failed", 0) else 0
+    print(f"{sw.name}/{sw.scale}: " + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("done", "committed", "failed",
+                                                                                  "running", "pending"))
+          + f" (root {root})")
+    bad = rep[~rep.status.isin(["done", "committed"])]
+    if len(bad) and a.quiet:  # without --quiet, sweep() has printed the list already
+        print(f"{len(bad)} of {len(rep)} run(s) did not finish:\n  " + "\n  ".join(
+            f"{r.key} {r.net} {r.status}: {str(r.error)[:200]}" for r in bad.itertuples()), file=sys.stderr)
+    return 1 if len(bad) else 0
 
 
 def cmd_export(a) -> int:
     from . import runs
-    out = runs.export(a.spec, a.scale, a.root, a.out)
+    out = runs.export(a.spec, a.scale, a.root, a.results_root, out_dir=a.out)
     print(f"exported {a.spec}/{a.scale} to {out}")
+    return 0
+
+
+def cmd_import(a) -> int:
+    from . import runs
+    rep = runs.import_runs(a.path, a.results_root)
+    for (sw, sc), g in rep.groupby(["sweep", "scale"], sort=True):
+        counts = g.action.value_counts().to_dict()
+        print(f"{sw}/{sc}: " + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("added", "replaced", "kept"))
+              + f" -> {runs.store_dir(sw, sc, a.results_root)}")
+    print(f"imported {len(rep)} run record(s) from {a.path}")
+    return 0
+
+
+def _process_start() -> float:
+    """When this process started (``time.time()`` clock): the campaign's deadline counts from there."""
+    import time
+    try:  # field 22 of /proc/self/stat: start time in clock ticks after boot
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return min(time.time(), boot + ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, StopIteration, AttributeError):
+        return time.time()
+
+
+def cmd_campaign(a) -> int:
+    from .runs import campaign as C
+    only = [o.strip() for o in a.only.split(",") if o.strip()] if a.only else None
+    if a.dry_run:
+        from .runs.timemodel import TimeModel
+        plan = C.make_plan(a.scale, only=only, runs_root=a.root, results_root=a.results_root)
+        dev = a.device if a.device != "auto" else "cuda"
+        est = C.estimate_plan(plan, TimeModel(dev), a.jobs if not dev.startswith("cuda") else 1)
+        print(f"time model (assumptions, device {dev}), scale {a.scale}:")
+        for r in est["stages"]:
+            print(f"  {r['stage']:24s} {r['runs']:4d} runs, {r['committed']:3d} committed, {r['todo']:4d} to do, "
+                  f"{r['estimate_serial_s']:9.0f} s")
+        print(f"  total {len(plan.todo)} runs to do, {est['total_serial_s']:.0f} s on one slot")
+        return 0
+    s = C.campaign(a.out, a.deadline, jobs=a.jobs, device=a.device, scale=a.scale, only=only, runs_root=a.root,
+                   results_root=a.results_root, smoke_seconds=a.smoke_seconds, deterministic=a.deterministic,
+                   started=_process_start())
+    print(f"campaign: {s.get('finished', 0)} run(s) finished, {s.get('failed', 0)} failed, "
+          f"{s.get('not_started', 0)} not started; files in {a.out}")
     return 0
 
 
@@ -146,7 +231,7 @@ def cmd_status(a) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m stabkit", description="stabkit: train, measure and sweep "
                                 "(diffeomorphism / noise stabilities of deep nets, layer by layer).")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,remeasure,sweep,collect,export,status}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,remeasure,sweep,collect,export,import,campaign,status}")
 
     def common(q, device=True):
         q.add_argument("--root", default=None, help="runs root (default: $STABKIT_RUNS, else <repo>/runs, "
@@ -186,10 +271,26 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run every unfinished configuration of sweeps/<fig>.yaml at one scale.")
     q.add_argument("spec", help="sweep YAML file or name under sweeps/")
     q.add_argument("--scale", default="small", help="tiny | small | cpu | gpu | paper (default small)")
-    q.add_argument("--jobs", type=int, default=1, help="concurrent runs (default 1)")
-    q.add_argument("--executor", default="local", choices=["local", "slurm", "submitit-local", "submitit-debug"])
-    q.add_argument("--slots-per-gpu", dest="slots_per_gpu", type=int, default=1)
+    q.add_argument("--jobs", type=_positive_int, default=1, help="concurrent runs (default 1)")
+    q.add_argument("--executor", default="local", choices=["local", "slurm", "submitit-local", "submitit-debug"],
+                   help="local (default) | slurm (refused where SLURM is absent) | submitit-local | submitit-debug")
+    q.add_argument("--slots-per-gpu", dest="slots_per_gpu", type=_positive_int, default=1,
+                   help="concurrent runs per GPU with --jobs (default 1)")
+    q.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads of every run (default $STABKIT_THREADS, else the usable CPUs; the same "
+                        "whatever --jobs, so that results do not depend on it)")
+    q.add_argument("--verify", action="store_true",
+                   help="check the files of finished runs first; redo those that are damaged (named)")
+    q.add_argument("--redo", nargs="*", default=None, metavar="KEY",
+                   help="recompute these runs (default: every run of the sweep) even if finished")
+    q.add_argument("--wait-timeout", dest="wait_timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop waiting for runs computed by another process after this long (default: wait "
+                        "while their heartbeat is younger than 2 h)")
     q.add_argument("--retry-failed", dest="retry_failed", action="store_true")
+    q.add_argument("--recompute", action="store_true",
+                   help="also run configurations whose results are committed under results/ (skipped by default)")
+    q.add_argument("--results-root", dest="results_root", default=None,
+                   help="committed results store (default: $STABKIT_RESULTS, else <repo>/results)")
     q.add_argument("--submitit-param", dest="submitit_param", action="append", metavar="KEY=VALUE",
                    help="submitit update_parameters, e.g. timeout_min=600 slurm_partition=gpu")
     q.add_argument("--dry-run", dest="dry_run", action="store_true", help="list the runs and their state")
@@ -214,9 +315,46 @@ def build_parser() -> argparse.ArgumentParser:
                                    "results/<sweep>/<scale>/).")
     q.add_argument("spec", help="sweep YAML file or name")
     q.add_argument("--scale", default="small")
-    q.add_argument("--out", default=None, help="export folder (default: <results root>/<sweep>/<scale>)")
-    common(q, device=False)
+    q.add_argument("--runs-root", "--root", dest="root", default=None,
+                   help="runs root (default: $STABKIT_RUNS, else <repo>/runs)")
+    q.add_argument("--results-root", dest="results_root", default=None,
+                   help="results store root (default: $STABKIT_RESULTS, else <repo>/results)")
+    q.add_argument("--out", default=None, help="the store folder itself (default: <results root>/<sweep>/<scale>)")
     q.set_defaults(fn=cmd_export)
+
+    q = sub.add_parser("import", help="merge a campaign's runs.tar into the results store",
+                       description="Merge the finished runs packed by `campaign` (a campaign folder, its runs.tar, "
+                                   "or a folder of run folders with manifest.json) into results/<sweep>/<scale>/ "
+                                   "for every sweep and scale the manifest lists, by run key.")
+    q.add_argument("path", help="campaign folder, runs.tar, or folder with manifest.json")
+    q.add_argument("--results-root", dest="results_root", default=None,
+                   help="results store root (default: $STABKIT_RESULTS, else <repo>/results)")
+    q.set_defaults(fn=cmd_import)
+
+    q = sub.add_parser("campaign", help="run the missing figure runs that fit before a deadline (GPU allocations)",
+                       description="Smoke test, then the configurations missing from results/ in priority order "
+                                   "(Fig. 6, Fig. 5 ptr 1024, Fig. 3, Fig. 2, Fig. 5 ptr 2048, 1-D appendix, Fig. 1, "
+                                   "probes), never starting a run whose estimated time passes the deadline; "
+                                   "after each run DIR/runs.tar holds every finished run's tables (no "
+                                   "checkpoints). DIR gets at most 5 files: runs.tar, campaign.log, smoke.json, "
+                                   "gpu_trace.csv, timing.json. Merge with `python -m stabkit import DIR`.")
+    q.add_argument("--deadline", type=float, required=True, help="seconds from now when everything must be done")
+    q.add_argument("--out", required=True, help="campaign folder DIR (at most 5 files)")
+    q.add_argument("--jobs", type=int, default=1, help="worker processes (CUDA: runs sharing the GPU chosen from "
+                   "measured throughput, at most this many; CPU: all of them)")
+    q.add_argument("--scale", default="gpu", help="sweep scale (default gpu; tiny for a rehearsal)")
+    q.add_argument("--only", default=None, help="comma-separated sweep names or prefixes, e.g. fig6,fig5")
+    q.add_argument("--smoke-seconds", dest="smoke_seconds", type=float, default=30.0,
+                   help="smoke-test budget (default 30)")
+    q.add_argument("--deterministic", action="store_true", help="deterministic training (slower on CUDA)")
+    q.add_argument("--results-root", dest="results_root", default=None,
+                   help="committed results (default: $STABKIT_RESULTS, else <repo>/results)")
+    q.add_argument("--dry-run", dest="dry_run", action="store_true",
+                   help="print the plan and the time model's estimates (assumptions), run nothing")
+    q.add_argument("--root", default=None, help="runs root for run folders and checkpoints (default: "
+                   "$STABKIT_RUNS, else a new temporary folder; never inside --out)")
+    q.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    q.set_defaults(fn=cmd_campaign)
 
     q = sub.add_parser("status", help="done / pending / failed per sweep",
                        description="Count done / pending / failed / running runs per sweep and scale.")
@@ -227,12 +365,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that report bad input or a missing file: one line on stderr, exit status 2."""
+    errs: list[type[BaseException]] = [ValueError, TypeError, OSError]
+    try:
+        import yaml
+        errs.append(yaml.YAMLError)
+    except ImportError:
+        pass
+    from .runs import RunLocked
+    return (*errs, RunLocked)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; an expected error (bad input, a missing file or folder, a run locked by another
+    process) prints one line ``error: ...`` on stderr and returns 2 (``$STABKIT_DEBUG=1``: traceback)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("STABKIT_DEBUG") or not isinstance(exc, _expected_errors()):
+            raise
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
+            msg = f"{exc.filename}: {msg}"
+        print(f"error: {msg}", file=sys.stderr)
         return 2
 
 

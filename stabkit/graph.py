@@ -32,6 +32,7 @@ __all__ = [
     "LAYER_OPS",
     "LayerInterpreter",
     "eval_mode",
+    "measurement_device",
     "is_inplace_relu",
     "is_reshape",
     "layer_name",
@@ -322,6 +323,15 @@ def resolve_device(device: str | torch.device, *, name: str = "device") -> torch
     if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ValueError(f"{name}='mps' asked for, but MPS is not available here; use 'cpu' or 'auto'")
     return device
+
+
+def measurement_device(model: nn.Module, device: str | torch.device | None = None, *,
+                       name: str = "device") -> torch.device:
+    """Where a measurement of ``model`` runs: the model's own device for ``None`` and ``"auto"`` (CPU for a
+    model without tensors), else ``device`` checked by :func:`resolve_device`."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return model_device(model, default="cpu")
+    return resolve_device(device, name=name)
 
 
 def _fp32_flags() -> list[tuple[Any, str, Any]]:

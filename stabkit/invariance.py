@@ -29,24 +29,26 @@ Global summaries of a net (pooled over every activation, or the mean of the per-
 
 Public API: :func:`invariance` (tables), :func:`rotations`, :func:`identity_transforms`,
 :class:`Transformation`, :func:`measures_from_array` (direct computation on a full array, the reference
-for tests), :func:`nv_ratio`, :func:`resolve_device`.
+for tests), :func:`nv_ratio`. Devices are resolved by :func:`stabkit.graph.measurement_device`.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from .checks import check_choice, check_device, check_int
-from .graph import LayerInterpreter, eval_mode, is_reshape, layer_name, model_device, node_kind, trace
+from . import graph
+from .checks import check_choice, check_int
+from .graph import LayerInterpreter, eval_mode, is_reshape, layer_name, node_kind, on_depth_axis, trace
 from .transforms import normalize, rotate
 
 __all__ = ["STATS", "AGGREGATIONS", "Transformation", "rotations", "identity_transforms", "invariance",
-           "measures_from_array", "nv_ratio", "resolve_device"]
+           "measures_from_array", "nv_ratio"]
 
 #: The dispersion statistic, unbiased standard deviation (as the original) or unbiased variance.
 STATS = ("std", "var")
@@ -171,21 +173,6 @@ class _Stream:
 
 
 # ------------------------------------------------------------------------------------------- measuring
-def resolve_device(model: nn.Module, device: str | torch.device | None = None) -> torch.device:
-    """The device a measurement of ``model`` runs on: ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``,
-    ``"mps"`` or a ``torch.device``), or the model's own device for ``None`` and ``"auto"`` (CPU for a
-    model without tensors). ``ValueError`` for another string or an accelerator that is not available."""
-    check_device("device", device)
-    if device is None or device == "auto":
-        return model_device(model, default="cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} asked for, but CUDA is not available here; use 'cpu' or 'auto'")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={str(device)!r} asked for, but MPS is not available here; use 'cpu' or 'auto'")
-    return device
-
-
 def _aggregate(a: torch.Tensor, how: str) -> torch.Tensor:
     """[B, ...] -> [B, A] float64: feature maps [B, C, *spatial] reduced per channel unless ``none``."""
     a = a.detach()
@@ -221,7 +208,8 @@ def _stream_subset(interpreter, nodes, images, transformations, aggregate, stat,
 
 def _activation_nodes(gm, example: torch.Tensor) -> list:
     """Layer nodes whose value on ``example`` is a floating tensor with the batch axis first, in execution
-    order (the rows of :func:`stabkit.stability.measure` with ``layers="all"``)."""
+    order (the rows of :func:`stabkit.stability.measure` with ``layers="all"``, plus the pure reshapes,
+    which :func:`stabkit.graph.on_depth_axis` leaves off the depth axis)."""
     keep = []
 
     def hook(node, value):
@@ -253,7 +241,7 @@ def invariance(model: nn.Module, images: torch.Tensor, transformations: Sequence
             callables), the same for every sample, e.g. :func:`rotations`.
         labels: [N] class labels; required when ``stratify``.
         layers: FX node names (default: every node whose value is a floating tensor with the batch axis
-            first, i.e. the rows of :func:`stabkit.stability.measure`).
+            first: the rows of :func:`stabkit.stability.measure` plus the pure reshapes, flagged).
         stratify: compute within each class, then average the per-class measures (equal weights).
         aggregate: ``"none"`` (one activation per position) | ``"mean"`` (default) | ``"sum"`` | ``"max"``
             (per channel over H, W); non-spatial layers are left as they are.
@@ -262,17 +250,18 @@ def invariance(model: nn.Module, images: torch.Tensor, transformations: Sequence
         mean, std: per-channel normalisation applied after the transformations (None: none).
         device: where to compute: the model's device (``None``, the default, or ``"auto"``), else
             ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device`` (checked, see
-            :func:`resolve_device`).
+            :func:`stabkit.graph.resolve_device`).
         per_activation: also return the per-activation table (for heatmaps).
 
     Returns:
-        ``{"layers": DataFrame}`` with one row per layer: ``layer, depth (1-based position among all
-        tensor-valued nodes, as in stability.measure), rel_depth (depth / number of such nodes; the output
-        is 1), n_activations, mean_NV (mean of the finite
+        ``{"layers": DataFrame}`` with one row per layer: ``layer, depth (1-based position among the
+        layers on the depth axis, as in stability.measure: pure reshapes such as view or flatten are not
+        on it and get nan), rel_depth (depth / number of such layers; the output is 1), n_activations,
+        mean_NV (mean of the finite
         NV), median_NV, n_inf (activations with SV = 0 < TV), mean_TV, mean_SV, stat, aggregate,
         stratified, n_samples, n_transforms, transform, kind`` (module class or function name),
         ``reshape`` (True for nodes that only rearrange the node before them: view, flatten, ...; they
-        repeat that layer and are left out of the global NV), ``n_finite`` (activations with a finite
+        repeat that layer, are off the depth axis and are left out of the global NV), ``n_finite`` (activations with a finite
         NV); plus ``"activations"`` (``layer, depth, rel_depth, activation, TV, SV, NV``) if
         ``per_activation``.
     """
@@ -295,7 +284,7 @@ def invariance(model: nn.Module, images: torch.Tensor, transformations: Sequence
         labels = torch.as_tensor(labels).reshape(-1).cpu()
         if labels.shape[0] != N:
             raise ValueError(f"labels must have shape [N] = [{N}], got {tuple(labels.shape)}")
-    device = resolve_device(model, device)
+    device = graph.measurement_device(model, device)
 
     def normalise(x: torch.Tensor) -> torch.Tensor:
         return normalize(x, mean, std)
@@ -314,7 +303,8 @@ def invariance(model: nn.Module, images: torch.Tensor, transformations: Sequence
                                  f"unknown {unknown}, accepted e.g. {all_names[:5]}")
             nodes = [n for n in all_nodes if layer_name(n) in set(wanted)]
         names = [layer_name(n) for n in nodes]
-        depth_of = {n: i + 1 for i, n in enumerate(all_names)}
+        axis = [n for n in all_nodes if on_depth_axis(n, gm)]  # the depth axis of stability.measure
+        depth_of = {layer_name(n): i + 1 for i, n in enumerate(axis)}
         interpreter = LayerInterpreter(gm, nodes=nodes)
         if stratify:
             classes = torch.unique(labels).tolist()
@@ -340,13 +330,13 @@ def invariance(model: nn.Module, images: torch.Tensor, transformations: Sequence
             for node, (tv, sv) in res.items():
                 tv, sv = tv.cpu().numpy(), sv.cpu().numpy()
                 per[node] = (tv, sv, nv_ratio(tv, sv))
-    L = len(all_names)
+    L = len(depth_of)
     tname = ",".join(sorted({getattr(t, "name", getattr(t, "__name__", "custom")) for t in transformations}))
     rows, acts = [], []
     for node, name in zip(nodes, names):
         tv, sv, nv = per[node]
         finite = np.isfinite(nv)
-        depth = depth_of[name]
+        depth = depth_of.get(name, float("nan"))  # a pure reshape is off the depth axis
         rel = depth / L
         rows.append(dict(layer=name, depth=depth, rel_depth=rel, n_activations=int(nv.size),
                          mean_NV=float(nv[finite].mean()) if finite.any() else float("nan"),

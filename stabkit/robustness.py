@@ -23,7 +23,7 @@ own seeded generator.
 Public API: :func:`apply_family`, :func:`family_options`, :func:`accuracy_under`, :func:`summarize`,
 :func:`gradient_saliency`, :func:`resolution_transfer`, :func:`transfer_grid`, :func:`rotate_augment`,
 :func:`global_nv` (pooled over activations, the reference convention), :func:`layer_mean_nv`,
-:func:`example_images`; :class:`AtResolution` is :class:`stabkit.nets.AtResolution`. The run
+:func:`example_images`; ``AtResolution`` is :class:`stabkit.nets.AtResolution`. The run
 measurements that wrap them live in :mod:`stabkit.runs`.
 """
 from __future__ import annotations
@@ -42,8 +42,7 @@ from torch import nn
 from . import data
 from .checks import check_int
 from .data import CLASSES as CIFAR10_CLASSES
-from .graph import eval_mode
-from .invariance import resolve_device
+from .graph import eval_mode, measurement_device
 from .nets import VARIABLE_INPUT_NETS, AtResolution
 from .transforms import draws, mask_patches, normalize, patch_shuffle, pixelate, resize, rotate
 
@@ -173,7 +172,7 @@ def accuracy_under(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     seeds = [check_int("seeds", s) for s in seeds] if random_family else [0]
     if not seeds:
         raise ValueError("seeds must not be empty")
-    device = resolve_device(model, device)
+    device = measurement_device(model, device)
 
     def norm(x: torch.Tensor) -> torch.Tensor:
         return normalize(x, mean, std)

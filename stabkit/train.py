@@ -6,6 +6,7 @@
 ``evaluate(model, loader, loss="ce") -> (mean loss, error rate)``
 ``deterministic_mode(enabled)``                          context: deterministic algorithms and cuDNN flags
 ``cpu_state(model) -> state dict``                       a CPU copy of the weights
+``tf32_state() -> {"matmul", "cudnn_conv"}``              whether float32 may use TF32 (never raises)
 ``hinge_loss(out, y)``, ``make_loss(name)``, ``make_optimizer(...)``, ``make_schedule(...)``
 ``save_checkpoint(path, state_dict, *, net, config_hash, **extra)``
 ``load_checkpoint(path, *, net=None, config_hash=None) -> (state_dict, meta)``  (``weights_only=True``)
@@ -53,7 +54,7 @@ from .protocol import LOSSES, OPTIMIZERS, SCHEDULES, TASKS, training_defaults
 __all__ = [
     "TASKS", "CHECKPOINT_FORMAT", "CheckpointError", "TrainResult", "defaults", "hinge_loss", "make_loss",
     "make_optimizer", "make_schedule", "evaluate", "train", "save_checkpoint", "load_checkpoint", "cpu_state",
-    "deterministic_mode",
+    "deterministic_mode", "tf32_state",
 ]
 
 #: Format tag stored in every checkpoint; checkpoints without it (or with another) are refused.
@@ -211,6 +212,29 @@ class TrainResult:
     mode: dict[str, Any] = field(default_factory=dict)
 
 
+def tf32_state() -> dict[str, bool | None]:
+    """Whether float32 matrix products (``matmul``) and cuDNN convolutions (``cudnn_conv``) may use TF32.
+
+    Read through the per-backend ``fp32_precision`` flags where torch has them (2.9 and later), else the
+    legacy ``allow_tf32`` flags, and never raises: on torch 2.9-2.11 reading a legacy flag after a write
+    through the new API (as ``stabkit.graph.strict_float32`` does) raises a "mix of the legacy and new
+    APIs" ``RuntimeError``. ``None`` where neither can be read."""
+    b = torch.backends
+
+    def read(new_obj, legacy_obj, legacy_attr):
+        prec = getattr(new_obj, "fp32_precision", None) if new_obj is not None else None
+        if prec == "tf32":
+            return True
+        if prec == "ieee":
+            return False
+        try:  # "none" (never set through the new API) or no new API: the legacy flag decides
+            return bool(getattr(legacy_obj, legacy_attr))
+        except (RuntimeError, AttributeError):
+            return None
+    return {"matmul": read(b.cuda.matmul, b.cuda.matmul, "allow_tf32"),
+            "cudnn_conv": read(getattr(b.cudnn, "conv", None), b.cudnn, "allow_tf32")}
+
+
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """A CPU copy of ``model.state_dict()`` (contiguous tensors, detached)."""
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
@@ -227,7 +251,7 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
           loss: str | None = None, stop_at_zero_loss: bool | None = None,
           augment_fn: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
           extra_test_loaders: Mapping[str, Iterable] | None = None, select_on: str = "test",
-          fast: bool = False, deterministic: bool = False, seed: int = 0,
+          fast: bool = False, deterministic: bool = False, compile: bool = False, seed: int = 0,
           checkpoint_dir: str | Path | None = None, meta: Mapping[str, Any] | None = None, progress: bool = True,
           on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     """Train ``model`` in place (it must already sit on the loaders' device).
@@ -240,7 +264,9 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
     each epoch (column ``<name>_err``); ``select_on`` names the error ("test" or one of them) whose minimum
     picks the best checkpoint. ``fast`` (CUDA only): bf16 autocast and channels_last. ``deterministic``:
     train inside :func:`deterministic_mode` (GPU runs are not bit-reproducible otherwise; no change on the
-    CPU); ``TrainResult.mode`` records the mode. ``checkpoint_dir``: write ``best.pt`` and ``last.pt``
+    CPU); ``TrainResult.mode`` records the mode. ``compile`` (CUDA only, off by default): the training
+    forward goes through ``torch.compile(model)`` (same parameters; evaluation and checkpoints use
+    ``model``); not measured on a GPU yet, so it is not known to pay. ``checkpoint_dir``: write ``best.pt`` and ``last.pt``
     there (atomically; ``meta`` must then hold ``net`` and ``config_hash``; the checkpoints also record
     ``deterministic``). ``on_epoch(row)`` is called after every epoch (e.g. a heartbeat).
     """
@@ -266,14 +292,17 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
         if fast:
             model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = not deterministic
+        tf32 = tf32_state()
         mode = dict(deterministic=bool(deterministic), fast=fast, device=str(device),
                     cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
-                    tf32_matmul=bool(torch.backends.cuda.matmul.allow_tf32),
-                    tf32_cudnn=bool(torch.backends.cudnn.allow_tf32))
+                    tf32_matmul=tf32["matmul"], tf32_cudnn=tf32["cudnn_conv"],
+                    compile=bool(compile and device.type == "cuda"))
         try:
+            forward = torch.compile(model) if compile and device.type == "cuda" else model
             rows, best, stopped = _loop(model, train_loader, test_loader, extra, opt, sched, make_loss(loss),
                                         epochs, select_on, stop0, augment_fn, fast, device, seed, progress,
-                                        str(meta.get("net", net) if meta else net) or "train", on_epoch)
+                                        str(meta.get("net", net) if meta else net) or "train", on_epoch,
+                                        forward)
         finally:
             torch.backends.cudnn.benchmark = benchmark
             if fast:
@@ -291,11 +320,12 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
 
 
 def _loop(model, train_loader, test_loader, extra, opt, sched, loss_fn, epochs, select_on, stop0, augment_fn,
-          fast, device, seed, progress, desc, on_epoch):
+          fast, device, seed, progress, desc, on_epoch, forward=None):
     """The epochs of :func:`train`: ``(rows, (score, epoch, state dict on the device), stopped)``."""
     from tqdm.auto import tqdm
 
     gen = torch.Generator(device=device).manual_seed(int(seed))
+    forward = model if forward is None else forward
     rows, best, stopped = [], None, False
     bar = tqdm(range(epochs), desc=desc, leave=False, disable=not progress, unit="ep")
     for epoch in bar:  # ------------------------------------------------------------------ the loop
@@ -307,7 +337,7 @@ def _loop(model, train_loader, test_loader, extra, opt, sched, loss_fn, epochs, 
         for x, y in train_loader:  # nothing here waits for the device
             x = augment_fn(x, gen) if augment_fn is not None else x
             with _autocast(device, fast):
-                out = model(x.contiguous(memory_format=torch.channels_last) if fast and x.ndim == 4 else x)
+                out = forward(x.contiguous(memory_format=torch.channels_last) if fast and x.ndim == 4 else x)
             l, e = loss_fn(out, y)
             opt.zero_grad(set_to_none=True)
             l.backward()

@@ -35,6 +35,13 @@ def test_naive_diffeo_loop_matches_diffeo_batch():
     assert (a - b).abs().max() < 1e-5 and (b - x).abs().max() > 1e-3
 
 
+def test_gpu_flag_without_cuda_says_so(capsys):
+    if torch.cuda.is_available():
+        return
+    assert bench_main.main(["--gpu"]) == 2
+    assert "cuda" in capsys.readouterr().err.lower()
+
+
 def test_gpu_case_code_runs_on_cpu_at_toy_size():
     """The GPU cases only run on CUDA machines; exercise their training code on the CPU here."""
     from benchmarks import bench_gpu

@@ -94,6 +94,17 @@ def test_status_collect_and_export_commands(env, capsys, tmp_path):
     assert capsys.readouterr().out.count(" done ") == 2
     assert main(["sweep", "no_such_sweep", "--scale", "tiny"]) == 2
     assert "unknown sweep" in capsys.readouterr().err
+    # committed configurations are skipped (issue 16): export to a results root, then sweep from an empty runs root
+    res, empty = tmp_path / "res", tmp_path / "empty-runs"
+    assert main(["export", spec, "--scale", "tiny", "--root", str(env["root"]), "--results-root", str(res)]) == 0
+    capsys.readouterr()
+    assert main(["sweep", spec, "--scale", "tiny", "--root", str(empty), "--results-root", str(res), "--dry-run"]) == 0
+    assert capsys.readouterr().out.count(" committed ") == 2
+    assert main(["sweep", spec, "--scale", "tiny", "--root", str(empty), "--results-root", str(res), "--quiet"]) == 0
+    assert "done 0, committed 2," in capsys.readouterr().out and not any(empty.glob("*/done"))
+    assert main(["sweep", spec, "--scale", "tiny", "--root", str(empty), "--results-root", str(res), "--dry-run",
+                 "--recompute"]) == 0
+    assert capsys.readouterr().out.count(" pending ") == 2
 
 
 def test_train_and_measure_commands(env, capsys):
@@ -128,3 +139,75 @@ def test_python_m_stabkit_without_book_extras(env):
     res = subprocess.run([sys.executable, "-m", "stabkit", "status", "fig5_scale_detection", "--scale", "tiny",
                           "--root", str(env["root"])], env=e, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "fig5_scale_detection" in res.stdout, res.stdout + res.stderr
+
+
+# ------------------------------------------------------------------ issue 15.8/15.10: one-line errors, exit 2
+TINY = dict(task="twopoints", net="LeNet", ptr=64, test_size=64, epochs=1, P=8, width_factor=0.25, batch_size=32)
+
+
+def test_expected_errors_are_one_line_and_exit_status_2(tmp_path, capsys, monkeypatch):
+    import yaml
+    monkeypatch.setenv("PATH", str(tmp_path / "nobin"))  # no sbatch here
+    (tmp_path / "broken.yaml").write_text("base: {a: [\n")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    (tmp_path / "self.yaml").write_text("include: [self]\nscales: {tiny: {}}\n")
+    (tmp_path / "escape.yaml").write_text("name: ../../x\nscales: {tiny: {}}\n")
+    (tmp_path / "bigp.yaml").write_text(yaml.safe_dump({"base": {**TINY, "P": 500}, "scales": {"tiny": {}}}))
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump({"base": {**TINY, "measure": ["output"]}, "scales": {"tiny": {}}}))
+    (tmp_path / "norun").mkdir()
+    root = tmp_path / "runs"
+    runs.run(runs.RunConfig(**TINY, measure=["output"]), root, device="cpu", progress=False)
+    r = ["--root", str(root)]
+    train = ["train", "--task", "twopoints", "--net", "LeNet", *r]
+    cases = [
+        (["remeasure", str(tmp_path / "missing")], "run folder .*missing does not exist"),
+        (["remeasure", str(tmp_path / "norun")], "not a finished run folder: no config.json"),
+        ([*train, "--config", str(tmp_path / "nosuch.yaml")], "--config .*nosuch.yaml: no such file"),
+        ([*train, "--config", str(tmp_path / "broken.yaml")], "--config .*broken.yaml: invalid YAML"),
+        ([*train, "--config", str(tmp_path / "list.yaml")], "must be a mapping"),
+        ([*train, "--set", "epochs"], "--set expects KEY=VALUE, got 'epochs'"),
+        ([*train, "--set", "=3"], "--set expects KEY=VALUE"),
+        ([*train, "--set", "epochs=[1"], "--set 'epochs=\\[1': the value is not valid YAML"),
+        ([*train, "--set", "nosuch=1"], "unknown RunConfig field"),
+        ([*train, "--set", "epochs=ten"], "epochs must be an integer"),
+        ([*train, "--device", "cuda:x"], "device must be one of"),
+        (["sweep", str(tmp_path / "broken.yaml"), *r], "broken.yaml: invalid YAML"),
+        (["sweep", str(tmp_path / "list.yaml"), *r], "list.yaml: the top level must be a mapping"),
+        (["sweep", str(tmp_path / "self.yaml"), "--scale", "tiny", *r], "include makes a cycle"),
+        (["sweep", str(tmp_path / "escape.yaml"), "--scale", "tiny", *r], "name must be a plain name"),
+        (["sweep", str(tmp_path / "bigp.yaml"), "--scale", "tiny", "--dry-run", *r], "P=500 is larger than"),
+        (["sweep", str(tmp_path / "ok.yaml"), "--scale", "tiny", "--executor", "slurm", *r], "needs SLURM"),
+        (["sweep", str(tmp_path / "ok.yaml"), "--scale", "tiny", "--redo", "nokey", *r], "no runs of sweep"),
+        (["sweep", "no_such_sweep", "--scale", "tiny", *r], "unknown sweep"),
+        (["collect", "--table", "nosuch", *r], "table 'nosuch'.*accepted tables"),
+        (["status", str(tmp_path / "broken.yaml"), *r], "invalid YAML"),
+    ]
+    for argv, match in cases:
+        rc = main(argv)
+        cap = capsys.readouterr()
+        lines = cap.err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), (argv, rc, cap.err)
+        assert __import__("re").search(match, lines[0]), (argv, lines[0])
+    for argv in (["sweep", "x", "--slots-per-gpu", "0"], ["sweep", "x", "--jobs", "0"], ["sweep", "x", "--threads", "-1"]):
+        with pytest.raises(SystemExit) as e:  # argparse: usage + one error line, status 2
+            main(argv)
+        assert e.value.code == 2 and ">= 1" in capsys.readouterr().err
+
+
+def test_a_sweep_that_leaves_runs_unfinished_exits_non_zero_with_the_list(tmp_path, capsys):
+    import yaml
+    (tmp_path / "held.yaml").write_text(yaml.safe_dump({"base": {**TINY, "measure": ["output"]},
+                                                        "grid": {"seed": [0, 1]}, "scales": {"tiny": {}}}))
+    root = tmp_path / "runs"
+    held = runs.load_sweep(tmp_path / "held.yaml", "tiny").keys[1]
+    (root / held).mkdir(parents=True)
+    other = runs.RunLock(root / held)
+    assert other.acquire()
+    try:
+        rc = main(["sweep", str(tmp_path / "held.yaml"), "--scale", "tiny", "--root", str(root), "--device", "cpu",
+                   "--quiet", "--wait-timeout", "1"])
+    finally:
+        other.release()
+    cap = capsys.readouterr()
+    assert rc == 1 and "done 1, committed 0, failed 0, running 1, pending 0" in cap.out
+    assert "1 of 2 run(s) did not finish" in cap.err and held in cap.err and "after waiting 1 s" in cap.err

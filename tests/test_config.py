@@ -97,3 +97,58 @@ def test_default_runs_root(monkeypatch, tmp_path):
     assert runs.default_runs_root() == tmp_path
     monkeypatch.delenv("STABKIT_RUNS")
     assert runs.default_runs_root() == REPO / "runs"
+
+
+# ------------------------------------------------------------------ validated before training (issue 15.7)
+@pytest.mark.parametrize("kw, match", [
+    (dict(width_factor=0), "width_factor must be > 0"), (dict(width_factor=-1), "width_factor"),
+    (dict(lr=0), "lr must be > 0"), (dict(lr=-0.1), "lr"), (dict(noise_std=-1), "noise_std must be >= 0"),
+    (dict(momentum=-0.5), "momentum"), (dict(weight_decay=-1), "weight_decay"), (dict(delta=-1), "delta"),
+    (dict(cut=1), "cut must be an integer >= 2"), (dict(ptr=0), "ptr must be >= 1"),
+    (dict(test_size=0), "test_size"), (dict(shuffles=[1, 1]), "shuffles lists \\[1\\] more than once"),
+    (dict(states=["init", "init"]), "states lists"), (dict(measure=["output", "output"]), "measure lists"),
+    (dict(layers="some"), "layers must be one of"), (dict(layers=[]), "layers must be"),
+    (dict(layers=[""]), "layers must be")])
+def test_bad_values_are_refused_when_the_config_is_made(kw, match):
+    with runs.deferred_registry_checks():  # torch-free checks: also while a sweep file loads
+        with pytest.raises(ValueError, match=match):
+            RunConfig(**{**TINY, **kw})
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(net_options={"depht": 3}), "net_options \\['depht'\\] are no options of LeNet; accepted"),
+    (dict(task_options={"dd": 28}), "task_options \\['dd'\\] are no options of task 'twopoints'; accepted.*'xi'"),
+    (dict(task="cifar10", task_options={"d": 28}, test_size=None, ptr=None), "accepted: \\['root'\\]"),
+    (dict(measure=["outputs"]), "measure: unknown measurement.*'outputs'.*registered"),
+    (dict(augment=["crop", "flip"]), "only defined for cifar10"),
+    (dict(task="cifar10", augment=["crop"], ptr=None, test_size=None), "go together"),
+    (dict(augment=["rotat"]), "unknown augmentation.*'rotat'.*accepted"),
+    (dict(P=500, test_size=None), "P=500 is larger than the test set \\(256 samples"),  # 4 ptr
+    (dict(P=65), "P=65 is larger than the test set \\(64"),
+    (dict(task="cifar10", ptr=None, test_size=None, P=10_001), "P=10001 is larger than the test set"),
+    (dict(task="cifar10", ptr=None, test_size=20_000), "test_size=20000 is larger than the CIFAR-10 test set"),
+    (dict(task="scale1d", net="CNN1D", ptr=16, test_size=None, P=500), "P=500 is larger than the test set"),
+    (dict(net_options={"input_size": 4}), "net LeNet with net_options \\{'input_size': 4\\} on a 28-pixel"),
+    (dict(task_options={"d": 8, "xi": 4.0}, P=8), "net LeNet .* on a 8-pixel twopoints input"),
+    (dict(layers=["features.conv1", "no_such_node"]), "layers: \\['no_such_node'\\] are no nodes of LeNet")])
+def test_registry_and_data_checks_run_before_training(kw, match):
+    with runs.deferred_registry_checks():
+        c = RunConfig(**{**TINY, **kw})  # accepted while a sweep loads (torch-free) ...
+    with pytest.raises(ValueError, match=match):
+        c.check_registries()  # ... refused by Sweep.validate / --dry-run / run, before any training
+    if match.startswith(("net LeNet", "layers:", "P=")):
+        RunConfig(**{**TINY, **kw})  # building the net is left to validation (replace chains may pass here)
+    else:
+        with pytest.raises(ValueError, match=match):
+            RunConfig(**{**TINY, **kw})
+
+
+def test_valid_options_pass_the_checks():
+    RunConfig(**{**TINY, "net_options": {"input_size": 28}, "task_options": {"xi": 14.0, "d": 28}})
+    RunConfig(**{**TINY, "P": 64, "layers": "output"})
+    RunConfig(**{**TINY, "measure": ["accuracy"], "P": 10_000})  # P is not used without output/layers
+    RunConfig(task="cifar10", net="VGG11", augment=["crop", "flip", "rotate"], test_size=500, P=500)
+    from stabkit.stability import layer_names
+    from stabkit import nets
+    names = layer_names(nets.build("LeNet", in_channels=1, num_classes=1, width_factor=0.25, input_size=28))
+    RunConfig(**{**TINY, "layers": names[:2]})

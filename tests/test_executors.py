@@ -77,9 +77,10 @@ from stabkit.runs import register_measurement
 
 @register_measurement("test_slow")
 def slow(model, cfg, ctx):
+    import torch
     if os.environ.get("TEST_NO_SLEEP") != "1":
         time.sleep(float(cfg.options.get("test_slow", {}).get("seconds", 0)))
-    return {"slow": pd.DataFrame({"slept": [1]})}
+    return {"slow": pd.DataFrame({"slept": [1], "threads": [torch.get_num_threads()]})}
 '''
 
 
@@ -94,7 +95,10 @@ def test_sigkill_in_the_middle_then_resume(tmp_path):
     (tmp_path / "killme.yaml").write_text(yaml.safe_dump(spec))
     root = tmp_path / "runs"
     first, second, third = (root / k for k in runs.load_sweep(spec, "tiny").keys)
-    env = _env(STABKIT_PLUGINS="slowplug", PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]))
+    # the sequential run (in the sweep process) and the pool workers' runs must use one thread count
+    # (issue 15.6): before, the first got OMP_NUM_THREADS and the workers cpu_count // jobs
+    env = _env(STABKIT_PLUGINS="slowplug", PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]),
+               OMP_NUM_THREADS="2", STABKIT_THREADS="1")
     cmd = [sys.executable, "-m", "stabkit", "sweep", str(tmp_path / "killme.yaml"), "--scale", "tiny",
            "--root", str(root), "--device", "cpu", "--quiet"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -122,5 +126,99 @@ def test_sigkill_in_the_middle_then_resume(tmp_path):
     assert (third / "done").exists()
     out = runs.collect(root, "output", tmp_path / "killme.yaml", "tiny")
     assert sorted(out.run) == sorted([first.name, second.name, third.name])  # each run once
-    assert len(runs.collect(root, "slow")) == 3
+    slow = runs.collect(root, "slow")
+    assert len(slow) == 3 and list(slow.threads) == [1, 1, 1]
     assert not list(root.rglob(".*.tmp-*")) and not list(root.rglob("lock"))
+
+
+# ------------------------------------------------------------------------ issue 15: executors refuse clearly
+def test_executors_that_cannot_work_here_are_refused(tmp_path, monkeypatch):
+    spec = {"name": "ex", "base": {**TINY, "measure": ["output"]}, "scales": {"tiny": {}}}
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch: SLURM is absent
+    with pytest.raises(ValueError, match="executor='slurm' needs SLURM.*sbatch"):
+        runs.sweep(spec, "tiny", tmp_path / "r", executor="slurm", device="cpu", progress=False)
+    with pytest.raises(ValueError, match="executor must be one of"):
+        runs.sweep(spec, "tiny", tmp_path / "r", executor="nosuch", device="cpu", progress=False)
+    for kw in (dict(slots_per_gpu=0), dict(jobs=0), dict(jobs=1.5), dict(threads=0)):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            runs.sweep(spec, "tiny", tmp_path / "r", device="cpu", progress=False, **kw)
+    assert not (tmp_path / "r").exists()  # refused before anything was made
+
+
+def test_every_run_uses_the_same_thread_count(monkeypatch, tmp_path):
+    """Issue 15.6: the thread count of a run does not depend on --jobs (sequential, pool, submitit)."""
+    import torch
+    monkeypatch.setenv("STABKIT_THREADS", "1")
+    assert runs.run_threads() == 1 and runs.run_threads(3) == 3
+    monkeypatch.delenv("STABKIT_THREADS")
+    assert runs.run_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("STABKIT_THREADS", "x")
+    with pytest.raises(ValueError, match="STABKIT_THREADS"):
+        runs.run_threads()
+    before = torch.get_num_threads()
+
+    @runs.register_measurement("test_threads", overwrite=True)
+    def threads(model, cfg, ctx):
+        return {"threads": pd.DataFrame({"threads": [torch.get_num_threads()]})}
+
+    from stabkit.runs.executors import run_guarded
+    torch.set_num_threads(2)
+    cfg = runs.RunConfig(**TINY, measure=["test_threads"], states=["trained"])
+    assert run_guarded(cfg.to_dict(), str(tmp_path), "cpu", False, False, 1)[1] == "done"
+    assert torch.get_num_threads() == 2  # restored: a notebook's own setting is left alone
+    assert list(pd.read_parquet(tmp_path / cfg.key / "threads.parquet").threads) == [1]
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killing_a_jobs_sweep_leaves_no_process_behind(tmp_path, sig):
+    """Issue 15.4: the workers of a --jobs 2 sweep die with it (before, they finished their run and then
+    blocked forever, holding their memory)."""
+    psutil = pytest.importorskip("psutil")
+    (tmp_path / "slowplug.py").write_text(_PLUGIN)
+    spec = {"name": "orphans", "base": {**TINY, "measure": ["test_slow"], "states": ["trained"],
+                                        "options": {"test_slow": {"seconds": 300}}},
+            "grid": {"seed": [0, 1]}, "scales": {"tiny": {}}}
+    import yaml
+    (tmp_path / "orphans.yaml").write_text(yaml.safe_dump(spec))
+    root = tmp_path / "runs"
+    dirs = [root / k for k in runs.load_sweep(spec, "tiny").keys]
+    env = _env(STABKIT_PLUGINS="slowplug", PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]))
+    proc = subprocess.Popen([sys.executable, "-m", "stabkit", "sweep", str(tmp_path / "orphans.yaml"), "--scale",
+                             "tiny", "--root", str(root), "--device", "cpu", "--quiet", "--jobs", "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    family = []
+    try:
+        deadline = time.time() + 240
+        while not all((d / "metrics.parquet").exists() for d in dirs):  # both workers now in the measurement
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.time() < deadline, "the workers did not start in time"
+            time.sleep(0.2)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        assert len([p for p in family if "spawn" in " ".join(p.cmdline())]) >= 2
+        proc.send_signal(sig)
+        proc.wait(30)
+
+        def alive():
+            out = []
+            for p in family:
+                try:
+                    if p.status() != psutil.STATUS_ZOMBIE:
+                        out.append(p)
+                except psutil.NoSuchProcess:
+                    pass
+            return out
+        deadline = time.time() + 20
+        while alive() and time.time() < deadline:
+            time.sleep(0.2)
+        left = alive()
+        assert not left, f"left behind after {signal.Signals(sig).name}: {[p.cmdline()[-2:] for p in left]}"
+    finally:
+        for p in [*family, psutil.Process(proc.pid) if proc.poll() is None else None]:
+            if p is not None:
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
+    assert all(runs.run_state(d) == "interrupted" for d in dirs)  # locks freed: resumable

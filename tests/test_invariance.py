@@ -107,7 +107,9 @@ def test_table_columns_depth_and_inf_count():
     for c in ("layer", "depth", "rel_depth", "mean_NV", "n_inf", "n_activations", "mean_TV", "mean_SV", "stat"):
         assert c in t.columns
     assert list(t.layer) == ["conv", "relu", "flat", "fc"]
-    assert list(t.depth) == [1, 2, 3, 4] and t.rel_depth.iloc[-1] == 1.0
+    # the flatten is a pure reshape: off the depth axis (nan), as in stability.measure
+    np.testing.assert_array_equal(t.depth.to_numpy(), [1, 2, np.nan, 3])
+    assert t.rel_depth.iloc[-1] == 1.0
     # a unit that is zero on every clean image but not when shifted gives SV = 0 < TV: inf, counted
     tr = [Transformation("a", 0.0, lambda z: z * 0), Transformation("b", 1.0, lambda z: z * 0 + 1)]
     t2 = invariance(Tiny(), x, tr, layers=["conv"])["layers"]
@@ -174,3 +176,30 @@ def test_mixed_train_eval_modes_restored():
     m.conv.eval()  # mixed modes: each module gets its own flag back (not the root's)
     invariance(m, torch.rand(6, 1, 6, 6), _transforms())
     assert m.training and not m.conv.training and m.relu.training
+
+
+def test_depth_axis_matches_stability_measure():
+    """Issue 12.4: reshape nodes are left out of depth / rel_depth, exactly as stability.measure does
+    (before, the flatten counted and shifted every later layer's relative depth)."""
+    from stabkit.stability import measure
+    x = torch.rand(8, 1, 6, 6, generator=torch.Generator().manual_seed(2))
+    inv = invariance(Tiny(), x, _transforms())["layers"]
+    st = measure(Tiny(), x.double(), delta=0.5, cut=2, seed=0)
+    on_axis = inv[~inv.reshape]
+    assert list(on_axis.layer) == list(st.layer)
+    np.testing.assert_array_equal(on_axis.depth.to_numpy(), st.depth.to_numpy())
+    np.testing.assert_allclose(on_axis.rel_depth.to_numpy(), st.rel_depth.to_numpy())
+    assert inv[inv.reshape].depth.isna().all() and inv[inv.reshape].rel_depth.isna().all()
+
+
+def test_devices_come_from_graph_resolve_device(monkeypatch):
+    """invariance checks devices with stabkit.graph.resolve_device (through measurement_device)."""
+    import stabkit.graph as graph
+    import stabkit.invariance as inv_mod
+    seen = []
+    real = graph.resolve_device
+    monkeypatch.setattr(graph, "resolve_device", lambda d, **kw: seen.append(d) or real(d, **kw))
+    invariance(Tiny(), torch.rand(6, 1, 6, 6), _transforms(), device="cpu")
+    assert seen == ["cpu"]
+    assert not hasattr(inv_mod, "resolve_device")
+    assert graph.measurement_device(Tiny(), None) == torch.device("cpu")

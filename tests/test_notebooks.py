@@ -19,6 +19,7 @@ import nbformat
 import pytest
 
 from stabkit.report.glue import ENV_PROVENANCE
+from stabkit.report.prose import ENV_PAGE_TABLES
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("stabkit_book_tool", REPO / "tools" / "book.py")
@@ -80,7 +81,7 @@ def test_notebook_conventions(entry):
     for node in ast.parse(code[0].source).body:
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             params[node.target.id] = ast.literal_eval(node.value)
-    assert params.get("scale") == "small", "parameters must be typed (name: type = value), scale default 'small'"
+    assert params.get("scale") == "auto", "parameters must be typed (name: type = value), scale default 'auto'"
     assert params.get("device") == "auto", "parameter device must default to 'auto'"
     sweep_page = any("page(" in c.source for c in code)  # pages of a sweep (not the demonstration pages)
     for c in code[1:]:
@@ -89,6 +90,23 @@ def test_notebook_conventions(entry):
         if sweep_page:
             n = len(c.source.splitlines())
             assert n <= 16, f"{entry.name}: a code cell of {n} lines (keep parameters, a call, plots, prose)"
+        if "plt.show()" in c.source:  # a figure: caption, label and alt text (issue 13)
+            meta = c.metadata.get("mystnb", {})
+            fig, img = meta.get("figure", {}), meta.get("image", {})
+            assert fig.get("caption") and fig.get("name") and img.get("alt"), (
+                f"{entry.name}: a figure cell needs metadata mystnb.figure.caption/name and mystnb.image.alt")
+            assert "display(" not in c.source, f"{entry.name}: a figure cell also displays a table (it would " \
+                "be captioned as the figure): display it in its own cell"
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    if sweep_page:  # issue 13 items 5, 7 and issue 16: the differences as a table, coverage, downloads
+        assert "{glue:text}`differences`" not in text, "show the differences as a table (differences_md)"
+        for key in ("differences_md", "downloads"):
+            assert re.search(r"\{glue:md\}\s+" + key + r"\s*\n:format: myst", text), \
+                f"{entry.name}: render {key} with a glue:md directive and ':format: myst'"
+        for key in ("coverage", "sources"):
+            assert f"{{glue:text}}`{key}`" in text, f"{entry.name}: the 'This run' paragraph must state {key}"
+    names = [c.metadata["mystnb"]["figure"]["name"] for c in nb.cells if "figure" in c.metadata.get("mystnb", {})]
+    assert len(names) == len(set(names)), f"{entry.name}: figure names must be unique"
 
 
 @pytest.mark.slow
@@ -102,6 +120,7 @@ def test_notebook_runs_tiny(entry, tmp_path, runs_root, monkeypatch):
     for key, value in book.kernel_environment().items():  # as the runner: no progress bars, offline data
         monkeypatch.setenv(key, value)
     monkeypatch.setenv(ENV_PROVENANCE, str(tmp_path / "records.jsonl"))
+    monkeypatch.setenv(ENV_PAGE_TABLES, str(tmp_path / "tables"))  # not into the book's own folder
     out = tmp_path / f"{entry.name.replace('/', '_')}.ipynb"
     t0 = time.perf_counter()
     try:
@@ -124,4 +143,63 @@ def test_notebook_runs_tiny(entry, tmp_path, runs_root, monkeypatch):
               for o in outputs if o.get("metadata", {}).get("scrapbook", {}).get("name", "").endswith("_claim")]
     for rec in claims:
         assert {"id", "statement", "page", "scale", "value", "verdict"} <= set(rec), rec
+    for c in nb.cells:  # a captioned figure cell shows the figure only (hidden glue outputs aside)
+        if c.cell_type == "code" and "figure" in c.metadata.get("mystnb", {}):
+            shown = [o for o in c.get("outputs", []) if o.get("output_type") in ("display_data", "execute_result")
+                     and "scrapbook" not in o.get("metadata", {})]
+            assert shown and all("image/png" in o["data"] for o in shown), \
+                f"{entry.name}: a captioned cell shows no figure or something besides its figure"
+    tables = sorted((tmp_path / "tables").rglob("*.csv"))
+    if any("page(" in c.source for c in nb.cells if c.cell_type == "code"):
+        assert tables, f"{entry.name}: wrote no table for download"
+    for path in tables:
+        head = path.read_text().splitlines()[0].split(",")
+        if {"D_f", "G_f", "R_f"} <= set(head):
+            assert {"D", "G", "deno"} <= set(head), f"{path.name}: the raw D, G and deno columns are missing"
     print(f"{entry.name}: {seconds:.1f} s at scale=tiny, {len(claims)} claims")
+
+
+# ------------------------------------------------------------------ page text helpers (stabkit.report.prose)
+def test_ratio_parts_shows_the_denominator():
+    """Issue 12 item 12: a ratio that moves because of its denominator is shown with D, G and deno."""
+    import pandas as pd
+
+    from stabkit.report import prose
+
+    rows = []
+    for run in ("a", "b"):
+        for state, D, G, deno in (("init", 1.0, 1.0, 1.0), ("trained", 2.0, 0.5, 20.0)):
+            rows.append(dict(run=run, state=state, shuffle=0, D=D, G=G, deno=deno, D_f=D / deno, G_f=G / deno,
+                             R_f=D / G, noise_std=0.0))
+    parts = prose.ratio_parts(pd.DataFrame(rows))
+    ratio = parts[parts[""] == "trained / init"].iloc[0]
+    assert abs(ratio["deno"] - 20) < 1e-9 and abs(ratio["R_f"] - 4) < 1e-9 and ratio["n"] == 2
+    assert prose.parts_display(parts).data.equals(parts)
+
+
+def test_differences_markdown_table_and_not_given(tmp_path):
+    """Issue 12 item 13 / issue 13 item 5: a small table; a value the paper does not give reads so."""
+    import pandas as pd
+
+    from stabkit.report import prose
+
+    here = pd.DataFrame({"task": ["scale1d"], "lr": [10.0], "epochs": [30], "measure_dtype": ["float32"]})
+    paper = pd.DataFrame({"task": ["scale1d"], "lr": [100.0], "epochs": [300], "measure_dtype": ["float64"]})
+    table = prose.differences_table(here, paper)
+    assert table.set_index("quantity").loc["lr", "paper"] == "not given"
+    md = prose.markdown_table(table)
+    assert md.splitlines()[0] == "| quantity | paper | here |" and "| lr | not given | 10 |" in md
+    assert prose.markdown_table(table.iloc[:0], empty="Nothing.") == "Nothing."
+
+
+def test_table_downloads_writes_csv_and_links(tmp_path):
+    import pandas as pd
+
+    from stabkit.report import prose
+
+    df = pd.DataFrame({"D": [1.0], "G": [2.0], "deno": [3.0], "R_f": [0.5]})
+    md = prose.table_downloads("fig1", {"output": df}, folder=tmp_path / "t", relative_to=tmp_path / "book")
+    assert md == "- {download}`output.csv <../t/fig1/output.csv>`: 1 row, 4 columns"
+    assert (tmp_path / "t" / "fig1" / "output.csv").read_text().splitlines()[0] == "D,G,deno,R_f"
+    with pytest.raises(ValueError, match="page"):
+        prose.table_downloads("../x", {"output": df}, folder=tmp_path)

@@ -265,3 +265,84 @@ def test_probe_figures_draw():
                          for s in (16, 32) for t in (16, 32)])
     assert len(pf.transfer_heatmaps(grid).axes) == 2
     assert pf.nv_strip_image(np.array([3.0, 1.0, np.inf]), width=4).tolist()[-1] == np.inf
+
+
+def _legend_outside(fig) -> bool:
+    """Every legend's box lies outside the data area of every axes (issue 13: legends off the data)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = [leg for ax in fig.axes for leg in ([ax.get_legend()] if ax.get_legend() else [])] + fig.legends
+    for leg in legends:
+        box = leg.get_window_extent(renderer)
+        for ax in fig.axes:
+            if ax.get_visible() and ax.has_data() and box.overlaps(ax.get_window_extent(renderer)):
+                return False
+    return True
+
+
+def test_sensitivity_vs_error_shares_the_error_axis():
+    """Fig. 1 / Fig. 5: the three panels have the same error axis (limits and labelled ticks), and the law
+    line of the R_f panel does not widen it."""
+    fig = plots.sensitivity_vs_error(output_table())
+    axes = [ax for ax in fig.axes if ax.collections]
+    lims = {tuple(np.round(ax.get_xlim(), 12)) for ax in axes}
+    assert len(lims) == 1
+    fig.canvas.draw()
+    ticks = [[t.get_text() for t in ax.get_xticklabels() if t.get_text()] for ax in axes]
+    assert ticks[0] and all(t == ticks[0] for t in ticks)
+    assert _legend_outside(fig)
+
+
+def test_legends_are_off_the_data():
+    from stabkit.report import probe_figures as pf
+
+    assert _legend_outside(plots.layer_profiles(layers_table()))
+    assert _legend_outside(plots.training_curves(pd.DataFrame(
+        {"net": ["VGG11"] * 3, "seed": 0, "epoch": [1, 2, 3], "test_err": [0.9, 0.5, 0.3]})))
+    both = pd.DataFrame([dict(net=n, training=t, rel_depth=d / 4, mean_NV=0.5 + d / 10, log10_R=-d / 4, run=n)
+                         for n in ("LeNet", "VGG11bn") for t in ("unrotated", "rotated") for d in range(5)])
+    assert _legend_outside(pf.nv_vs_rk(both))
+    assert _legend_outside(pf.nv_rk_profile(both))
+
+
+def test_task_states_points_not_bars():
+    """Appendix: every run is a point (no log-scale bars), the mean a short horizontal line."""
+    out = pd.DataFrame([dict(task_name=f"task {t} (x)", state=s, seed=k, R_f=10.0 ** -k, test_err=0.1 * (k + 1))
+                        for t in (1, 2) for s in ("init", "trained") for k in range(3)])
+    fig = plots.task_states(out)
+    for ax in fig.axes[:2]:
+        assert not ax.patches  # no bars
+        assert sum(len(c.get_offsets()) for c in ax.collections if hasattr(c, "get_offsets")) >= 12
+        assert all("\n" in t.get_text() for t in ax.get_xticklabels())  # long task names wrap
+
+
+def test_two_points_examples():
+    fig = plots.two_points_examples(n=3)
+    images = [ax for ax in fig.axes if ax.get_visible() and ax.images]
+    assert len(images) == 3 + 3 + 3
+    titles = [ax.get_title() for ax in fig.axes[:3]]
+    assert all(float(t.split()[-1]) > 15 for t in titles)  # far: beyond xi + gap/2
+    assert all(float(ax.get_title().split()[-1]) < 13 for ax in fig.axes[3:6])
+    with pytest.raises(ValueError, match="n must be"):
+        plots.two_points_examples(n=1)
+
+
+def test_nv_strip_labels_readable():
+    from stabkit.report import probe_figures as pf
+
+    acts = pd.DataFrame([dict(layer=f"features.conv{i}", depth=i, NV=v) for i in range(4) for v in (0.1, 0.5, 2.0)])
+    fig, ax = plt.subplots()
+    pf.plot_nv_strips(acts, ax=ax)
+    labels = ax.get_yticklabels()
+    assert [t.get_text() for t in labels] == ["conv0", "conv1", "conv2", "conv3"]
+    assert min(t.get_fontsize() for t in labels) >= 7
+
+
+def test_pixelation_curves_no_minor_ticks():
+    from stabkit.report import probe_figures as pf
+
+    curves = pd.DataFrame([dict(resampling="bilinear", source=16, magnitude=m, mean=50.0 - m, sd=1.0)
+                           for m in (1.0, 2.0, 4.0, 8.0)])
+    ax = pf.pixelation_curves(curves).axes[0]
+    assert not len(ax.xaxis.get_minorticklocs())
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "8"]

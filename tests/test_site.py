@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import importlib
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -143,11 +144,91 @@ def test_sphinx_extension_fails_loudly_without_mathjax(monkeypatch):
         ext._config_inited(None, Cfg())
 
 
+@pytest.mark.parametrize("line, split", [
+    ("Kinds of network: image CNNs, fully-connected nets", True),
+    ("Environment variable: a true value recomputes", True),
+    ("Kinds of network (``cnn`` image CNNs)", False),
+    ("name -> ``fn(x: int)`` applied to each batch", False),
+    ("see :data:`SCALES` for the order", False),
+    ("ends with a colon:", False),
+])
+def test_data_docstring_first_line_stays_prose(line, split):
+    pytest.importorskip("sphinx")
+    ext = importlib.import_module("sphinx_offline")
+    assert ext.napoleon_would_split(line) is split
+    for what, restored in (("data", split), ("attribute", split), ("function", False)):
+        lines = [line, "more text"]
+        ext._save_data_docstring(None, what, "m.X", None, {}, lines)
+        lines[:] = ["", ":type: napoleon's reading"]
+        ext._restore_data_docstring(None, what, "m.X", None, {}, lines)
+        assert lines == ([line, "more text"] if restored else ["", ":type: napoleon's reading"])
+
+
 def test_mathjax_package_has_the_entry_point():
     pytest.importorskip("mathjax", reason="django-static-mathjax ([book] extra) not installed")
     ext = importlib.import_module("sphinx_offline")
     assert (ext.mathjax_dir() / "tex-chtml.js").is_file()
     assert (ext.mathjax_dir() / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
+
+
+def test_api_reference_documents_every_module():
+    """book/api.md has an ``automodule`` for every module of the package (a new module needs a line there)."""
+    api = (REPO / "book" / "api.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\.\. automodule:: ([\w.]+)", api, flags=re.M))
+    pkg = REPO / "stabkit"
+    modules = set()
+    for f in pkg.rglob("*.py"):
+        parts = f.relative_to(REPO).with_suffix("").parts
+        if parts[-1] == "__main__" or any(p.startswith("_") and p != "__init__" for p in parts):
+            continue
+        modules.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    assert sorted(modules - documented) == []
+    assert sorted(documented - modules) == []
+
+
+# ------------------------------------------------------------------------------------ committed results
+def _store(root: Path, sweep: str, scale: str, rows: list[dict] | None) -> Path:
+    d = root / sweep / scale
+    d.mkdir(parents=True)
+    (d / "output.parquet").write_bytes(b"")
+    if rows is not None:
+        pd = pytest.importorskip("pandas")
+        pytest.importorskip("pyarrow")
+        pd.DataFrame(rows).to_parquet(d / "runs.parquet")
+    return d
+
+
+def test_committed_results_lists_stores_largest_scale_first(tmp_path):
+    ext = importlib.import_module("sphinx_offline")
+    assert ext.committed_results(tmp_path / "missing") == []
+    assert "No results are committed" in ext.results_markdown([])
+    run = {"key": "a", "device_name": "NVIDIA H200", "finished": "2026-11-30T10:00:00+00:00"}
+    _store(tmp_path, "fig5_scale_detection", "cpu", [run, {**run, "key": "b", "device_name": "x86_64",
+                                                               "finished": "2026-12-01T09:00:00+00:00"}])
+    _store(tmp_path, "fig5_scale_detection", "gpu", [run])
+    _store(tmp_path, "fig1_noise_corrupted_cifar", "cpu", None)  # no index: nothing committed
+    (tmp_path / "fig2_laplacian_spectra" / "small").mkdir(parents=True)
+    (tmp_path / "fig2_laplacian_spectra" / "small" / "runs.parquet").write_text("not parquet")
+    recs = ext.committed_results(tmp_path)
+    assert [(r["sweep"], r["scale"], r["runs"]) for r in recs] == [
+        ("fig2_laplacian_spectra", "small", None), ("fig5_scale_detection", "gpu", 1),
+        ("fig5_scale_detection", "cpu", 2)]
+    assert recs[2]["devices"] == ["NVIDIA H200", "x86_64"] and recs[2]["last"] == "2026-12-01"
+    assert recs[0]["error"]
+    md = ext.results_markdown(recs)
+    assert "3 stores of 2 sweeps" in md
+    assert "| `fig5_scale_detection` | `cpu` | 2 | NVIDIA H200, x86_64 | 2026-12-01 |" in md
+    assert "index unreadable" in md
+    book = tmp_path / "book"
+    assert ext.write_results_page(book, tmp_path) is True
+    assert ext.write_results_page(book, tmp_path) is False  # unchanged: not rewritten
+    assert (book / "_generated" / "results.md").read_text() == md
+
+
+def test_landing_page_includes_the_generated_pages():
+    intro = (REPO / "book" / "intro.md").read_text(encoding="utf-8")
+    assert "```{include} _generated/results.md" in intro
+    assert "```{include} _generated/landing.md" in intro
 
 
 # ------------------------------------------------------------------------------------------- built site
@@ -300,14 +381,16 @@ def _browser_available() -> bool:
 def test_browser_check_on_a_synthetic_site(tmp_path):
     (tmp_path / "ok.png").write_bytes(PNG)
     site = _site(tmp_path, {
-        "index.html": "<html><body><p>All good.</p><img src='ok.png'><pre>\\(code\\)</pre></body></html>",
+        "index.html": ("<html><body><p>All good.</p><img src='ok.png' alt='A dot.'><img src='ok.png' alt='ok.png'>"
+                       "<pre>\\(code\\)</pre></body></html>"),
         "bad.html": ("<html><body><p>Raw \\(R_f\\) here.</p><img src='missing.png'>"
                      "<script src='https://cdn.example.org/x.js'></script>"
                      "<script>console.error('boom')</script></body></html>"),
     })
     reports = {r.page: r for r in check_site.check_browser(site, shots=tmp_path / "shots")}
     assert reports["index.html"].problems == []
-    assert reports["index.html"].images == 1
+    assert reports["index.html"].images == 2
+    assert reports["index.html"].notes == ["image without alt text: ok.png"]  # a file name is no alt text
     bad = "\n".join(reports["bad.html"].problems)
     for expected in ("raw TeX", "broken image: missing.png", "external request blocked: https://cdn.example.org/x.js",
                      "console error: boom"):

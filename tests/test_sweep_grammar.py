@@ -63,7 +63,7 @@ def test_bad_files_are_refused(tmp_path):
 def test_unknown_networks_fail_validation_not_loading():
     doc = {"base": {"task": "twopoints"}, "grid": {"net": ["LeNet", "NoSuchNet"]}, "scales": {"tiny": {}}}
     sw = runs.load_sweep(doc, "tiny")  # torch-free: the registry is not consulted here
-    with pytest.raises(ValueError, match="scale 'tiny', run .*NoSuchNet"):
+    with pytest.raises(ValueError, match="scale 'tiny'.*run .*NoSuchNet"):
         sw.validate()
     with pytest.raises(ValueError, match="NoSuchNet"):
         runs.sweep(sw, "tiny", "/nonexistent/never/created", device="cpu", progress=False)
@@ -75,7 +75,8 @@ def test_paper_figure_sweeps_share_runs():
     assert {c.net for c in fig3.configs} == {"VGG11", "VGG11bn", "AlexNet", "LeNet"}
     assert set(fig3.keys) <= fig1 and all(c.shuffles == (0, 1) for c in fig3.configs)
     fig5 = runs.load_sweep("fig5_scale_detection", "paper")
-    assert len(fig5) == 11 * 2 * 10 and len(fig1) == 13 * 7 * 4
+    # 10 CNNs with seeds 0-3 and 3 FCNs with seeds 0-10, at 7 noise levels (the paper's lists)
+    assert len(fig5) == 11 * 2 * 10 and len(fig1) == (10 * 4 + 3 * 11) * 7
     fig6 = runs.load_sweep("fig6_layers_scale_detection", "paper")
     assert set(fig6.keys) <= set(fig5.keys) and {c.net for c in fig6.configs} == {"VGG11", "VGG11bn", "VGG13bn"}
     assert len(fig6) == 3 * 2 * 10
@@ -102,3 +103,42 @@ def test_loading_a_sweep_does_not_import_torch():
     env = dict(os.environ, PYTHONPATH=str(REPO))
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+# ---------------------------------------------------------------------- clear errors (issue 15.8, 15.11)
+@pytest.mark.parametrize("text, match", [
+    ("base: [1, 2]\nscales: {tiny: {}}\n", "bad.yaml: base must be a mapping"),
+    ("scales: [tiny]\n", "bad.yaml: scales must be a mapping"),
+    ("scales: {tiny: [1]}\n", "bad.yaml: scales.tiny must be a mapping"),
+    ("scales: {tiny: {base: 3}}\n", "scales.tiny.base must be a mapping"),
+    ("base: {task: twopoints, net: LeNet, epochs: ten}\nscales: {tiny: {}}\n", "bad.yaml, scale 'tiny'.*epochs"),
+    ("include: bad\nscales: {tiny: {}}\n", "include must be a list"),
+    ("include: [{sweep: bad, where: [1]}]\nscales: {tiny: {}}\n", "include.where must be a mapping"),
+    ("include: [bad]\nscales: {tiny: {}}\n", "include makes a cycle: bad -> bad"),
+    ("name: ../../x\nscales: {tiny: {}}\n", "name must be a plain name.*'../../x'"),
+    ("name: a/b\nscales: {tiny: {}}\n", "name must be a plain name"),
+    ("name: ..\nscales: {tiny: {}}\n", "name must be a plain name"),
+    ("base: {a: [\n", "bad.yaml: invalid YAML: .*line"),
+    ("- a\n- b\n", "bad.yaml.*mapping")])
+def test_bad_sweep_files_get_a_message_naming_the_file_and_field(tmp_path, text, match):
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(ValueError, match=match) as e:
+        runs.load_sweep(tmp_path / "bad.yaml", "tiny")
+    assert "\n" not in str(e.value)  # one line: the command line prints it as is
+
+
+def test_include_cycles_through_two_files_are_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("include: [b]\nscales: {tiny: {}}\n")
+    (tmp_path / "b.yaml").write_text("include: [a]\nscales: {tiny: {}}\n")
+    with pytest.raises(ValueError, match="cycle: a -> b -> a"):
+        runs.load_sweep(tmp_path / "a.yaml", "tiny")
+    (tmp_path / "ok.yaml").write_text("name: ok_name-1.2\ninclude: [c, c]\nscales: {tiny: {}}\n")
+    (tmp_path / "c.yaml").write_text("base: {task: twopoints, net: LeNet, ptr: 64}\nscales: {tiny: {}}\n")
+    assert len(runs.load_sweep(tmp_path / "ok.yaml", "tiny")) == 1  # the same sweep twice is no cycle
+
+
+def test_validation_lists_every_bad_run():
+    doc = {"base": {"task": "twopoints", "ptr": 64}, "grid": {"net": ["LeNet", "NoSuchNet"], "P": [100, 500]},
+           "scales": {"tiny": {}}}
+    with pytest.raises(ValueError, match="3 of 4 run\\(s\\) refused: run \\w+ \\(LeNet\\): P=500.*NoSuchNet"):
+        runs.load_sweep(doc, "tiny").validate()

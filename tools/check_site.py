@@ -15,7 +15,8 @@ Two checks over every page of a built Jupyter Book (``_build/html``):
     no browser download). Every request that is not ``file:``/``data:``/``blob:`` is blocked and
     reported. Per page it reports raw TeX left in the rendered text (``\\(``, ``\\)``, ``\\[``, ``\\]``,
     ``$$`` or a ``\\command`` outside code), MathJax errors, broken images, external or failed requests,
-    console errors and uncaught exceptions, and saves a screenshot.
+    console errors and uncaught exceptions, and saves a screenshot. Images without a real alt text (none,
+    or a file name) are listed as *notes*: reported, not failures.
 
 Usage::
 
@@ -179,10 +180,11 @@ class PageReport:
     maths: int = 0
     images: int = 0
     screenshot: str | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 # Visible text without code, scripts and typeset maths; MathJax errors and broken images counted.
-_PAGE_PROBE_JS = """() => {
+_PAGE_PROBE_JS = r"""() => {
   const clone = document.body.cloneNode(true);
   // Code is code (API signatures included: a constant's value may hold TeX strings).
   clone.querySelectorAll('pre, code, script, style, noscript, textarea, mjx-container, .MathJax, '
@@ -196,6 +198,8 @@ _PAGE_PROBE_JS = """() => {
         .map(e => e.getAttribute('data-mjx-error') || e.textContent).slice(0, 5),
     images: imgs.length,
     broken: imgs.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.getAttribute('src')),
+    noAlt: imgs.filter(i => { const a = (i.getAttribute('alt') || '').trim();
+        return !a || /^[^\s]*\.(png|jpe?g|svg|gif|webp)$/i.test(a); }).map(i => i.getAttribute('src')),
     mathjax: typeof window.MathJax === 'object' && !!window.MathJax.startup,
   };
 }"""
@@ -293,6 +297,7 @@ def check_browser(site: str | os.PathLike, *, shots: str | os.PathLike | None = 
             rep.problems += [f"raw TeX: ...{t}..." for t in raw_tex(info["text"])]
             rep.problems += [f"TeX error: {t}" for t in info["texErrors"]]
             rep.problems += [f"broken image: {src}" for src in info["broken"]]
+            rep.notes += [f"image without alt text: {src}" for src in info["noAlt"]]
             if shot_dir:
                 out = shot_dir / (rel.replace("/", "__").removesuffix(".html") + ".png")
                 page.screenshot(path=str(out), full_page=full_page)
@@ -336,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         for r in reps:
             entry = report.setdefault(r.page, {"problems": []})
-            entry.update(maths=r.maths, images=r.images, screenshot=r.screenshot)
+            entry.update(maths=r.maths, images=r.images, screenshot=r.screenshot, notes=r.notes)
             entry["problems"] += r.problems
         bad += sum(1 for r in reps if r.problems)
         print(f"browser: {len(reps)} pages opened, {sum(1 for r in reps if r.problems)} with problems, "
@@ -349,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"         {p}")
         if len(entry["problems"]) > 20:
             print(f"         ... and {len(entry['problems']) - 20} more")
+        notes = entry.get("notes") or []
+        for n in notes[:5]:
+            print(f"         note: {n}")
+        if len(notes) > 5:
+            print(f"         note: ... and {len(notes) - 5} more")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1, sort_keys=True), encoding="utf-8")

@@ -1,7 +1,7 @@
 """CIFAR-10 reading (``book/methods.md``, "Tasks").
 
-:func:`cifar10_tensors` returns a whole split as ``uint8 [N, 3, 32, 32]`` images and ``int64 [N]`` labels
-from the two layouts the data really come in, found under ``root``:
+:func:`~stabkit.data.cifar10_tensors` returns a whole split as ``uint8 [N, 3, 32, 32]`` images and
+``int64 [N]`` labels from the two layouts the data really come in, found under ``root``:
 
 - torchvision's pickles ``cifar-10-batches-py/{data_batch_1..5, test_batch}`` (``root`` may be that
   folder or its parent; also the archive torchvision downloads, ``cifar-10-python.tar.gz``);
@@ -11,12 +11,13 @@ from the two layouts the data really come in, found under ``root``:
 - class folders ``<root>/{train,test}/<class>/*.png|jpg`` (or one level deeper,
   ``<root>/cifar10-jpeg/train/...``), unpacked or as a ``.tar`` / ``.tar.gz`` / ``.tgz`` archive.
   Archives are read once, streaming; decoded class folders and archives are cached as ``.npz`` under
-  :func:`cache_dir` (written to a temporary file and renamed: safe with concurrent runs).
+  :func:`~stabkit.data.cache_dir` (written to a temporary file and renamed: safe with concurrent runs).
 
 ``root=None`` searches ``$STABKIT_DATA`` (a folder or an archive), then ``~/.cache/stabkit/data``
-(``$STABKIT_CACHE/data`` when set), then :func:`shared_data_dir`. Labels follow CIFAR-10's canonical
-class order :data:`CLASSES`. Unreadable data raise a ``ValueError`` naming the file.
-:func:`cifar10` wraps a split as a ``Dataset`` with the paper's augmentation, normalisation and noise.
+(``$STABKIT_CACHE/data`` when set), then :func:`~stabkit.data.shared_data_dir`. Labels follow CIFAR-10's
+canonical class order :data:`~stabkit.data.cifar.CLASSES`. Unreadable data raise a ``ValueError`` naming
+the file. :func:`~stabkit.data.cifar10` wraps a split as a ``Dataset`` with the paper's augmentation,
+normalisation and noise.
 """
 from __future__ import annotations
 
@@ -403,8 +404,9 @@ def cifar10_tensors(root: str | os.PathLike | None = None, train: bool = True, *
 
     Returns:
         ``(images, labels)``: ``uint8 [N, 3, 32, 32]`` (RGB, 0..255) and ``int64 [N]`` in ``0..9``
-        (:data:`CLASSES` order). Class folders are ordered by class then file name; pickles keep their
-        order. Archives and class folders are decoded once and cached (``cache_dir()/cifar10/*.npz``).
+        (:data:`~stabkit.data.cifar.CLASSES` order). Class folders are ordered by class then file name;
+        pickles keep their order. Archives and class folders are decoded once and cached
+        (``cache_dir()/cifar10/*.npz``).
 
     Raises:
         DataNotFoundError: nothing found (it is both a ``FileNotFoundError`` and a ``ValueError``); the
@@ -467,7 +469,8 @@ class CIFAR10(torch.utils.data.Dataset):
     """CIFAR-10 split as a map-style ``Dataset`` yielding ``(x, label)``.
 
     Default pipeline (``transform=None``): training split ``RandomCrop(32, padding=4)`` + horizontal flip,
-    then ``ToTensor`` and normalisation with :data:`CIFAR10_MEAN` / :data:`CIFAR10_STD`; test split only
+    then ``ToTensor`` and normalisation with :data:`~stabkit.protocol.CIFAR10_MEAN` /
+    :data:`~stabkit.protocol.CIFAR10_STD`; test split only
     ``ToTensor`` + normalisation (``augment`` overrides the split's choice). A user ``transform`` receives
     a PIL image (torchvision convention) and replaces that pipeline. When ``noise_std > 0`` every load adds
     fresh noise ``noise_std * z / sqrt(C*H*W)`` to the (tensor) output, after normalisation

@@ -7,7 +7,7 @@
 
 No host-device synchronisation per batch: the order, crop offsets and flips of an epoch are drawn once,
 on the CPU generator (so CPU and GPU runs see the same crops), and moved to the device in one copy per
-epoch; the noise and ``extra_augment`` draw on a generator that lives on the device.
+epoch (through pinned memory on CUDA, without blocking the host); the noise and ``extra_augment`` draw on a generator that lives on the device.
 """
 from __future__ import annotations
 
@@ -159,6 +159,17 @@ class DeviceLoader:
         g_dev = g_cpu if self.device.type == "cpu" else torch.Generator(device=self.device).manual_seed(s + 1)
         return g_cpu, g_dev
 
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
+    def _arange(self) -> torch.Tensor:
+        """``arange(n)`` on the device, made once (evaluation loaders do not shuffle)."""
+        if getattr(self, "_order", None) is None:
+            self._order = torch.arange(len(self.labels), device=self.device)
+        return self._order
+
     def _corrupt(self, x: torch.Tensor, noise: GaussianNoiseCorruption) -> torch.Tensor:
         if x.ndim == 4:
             return noise(x)
@@ -170,12 +181,14 @@ class DeviceLoader:
         self.epoch += 1
         g_cpu, g_dev = self._generators(epoch)
         n = len(self.labels)
-        # one epoch's random choices, drawn on the CPU generator and copied once (no transfer per batch)
-        order = torch.randperm(n, generator=g_cpu) if self.shuffle else torch.arange(n)
+        # one epoch's random choices, drawn on the CPU generator and copied once (no transfer per batch);
+        # on CUDA through pinned memory without blocking: a copy from pageable memory would make the host
+        # wait for every kernel queued before it (the end of the training epoch, before evaluation starts)
+        order = torch.randperm(n, generator=g_cpu) if self.shuffle else None
         if self.augment:
-            offsets = torch.randint(0, 2 * self.padding + 1, (n, 2), generator=g_cpu).to(self.device)
-            flips = (torch.rand(n, generator=g_cpu) < 0.5).to(self.device)
-        order = order.to(self.device)
+            offsets = self._to_device(torch.randint(0, 2 * self.padding + 1, (n, 2), generator=g_cpu))
+            flips = self._to_device(torch.rand(n, generator=g_cpu) < 0.5)
+        order = self._to_device(order) if order is not None else self._arange()
         noise = GaussianNoiseCorruption(self.noise_std, g_dev) if self.noise_std > 0 else None
         scale = 1.0 / 255.0 if self.images.dtype == torch.uint8 else 1.0
         for k in range(len(self)):

@@ -1,10 +1,11 @@
 """The scale-detection tasks (``book/methods.md``, "Tasks"): two active pixels,
 is their distance small or large?
 
-:func:`twopoints_pairs`, :class:`TwoPoints`, :func:`twopoints_probes` (2-D, d x d images with two active
-pixels) and :func:`scale1d_pairs`, :class:`ScaleDetection1D`, :func:`scale1d_probes` (1-D, appendix).
-Both share one split protocol (:class:`PairTask`; classes shuffled with a fixed seed, the test set does
-not depend on the training seed).
+:func:`~stabkit.data.twopoints_pairs`, :class:`~stabkit.data.TwoPoints`, :func:`~stabkit.data.twopoints_probes`
+(2-D, d x d images with two active pixels) and :func:`~stabkit.data.scale1d_pairs`,
+:class:`~stabkit.data.ScaleDetection1D`, :func:`~stabkit.data.scale1d_probes` (1-D, appendix). Both share
+one split protocol (:class:`~stabkit.data.PairTask`; classes shuffled with the fixed seed
+:data:`SHUFFLE_SEED`, the test set does not depend on the training seed).
 """
 from __future__ import annotations
 
@@ -101,8 +102,9 @@ def twopoints_pairs(d: int = 28, xi: float = 14.0, gap: float = 2.0, norm: str =
         ``(far, close)``: int64 ``[n_far, 2, 2]`` and ``[n_close, 2, 2]``: (row, col) of the two points.
 
     Raises:
-        ValueError: ``xi <= 0``, ``gap < 0``, ``d < 2``, an unknown ``norm``; TypeError for non-numbers.
-        (A class may be empty here; :class:`TwoPoints` refuses that, naming ``xi`` and ``gap``.)
+        ValueError: ``xi <= 0``, ``gap < 0``, ``d < 2`` or an unknown ``norm``. (A class may be empty
+            here; :class:`TwoPoints` refuses that, naming ``xi`` and ``gap``.)
+        TypeError: ``d``, ``xi`` or ``gap`` is not a number.
     """
     d = _check_int("d", d, 2)
     norm = _norm_name(norm)

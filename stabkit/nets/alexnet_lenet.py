@@ -16,6 +16,10 @@ class AlexNet(nn.Module):
     """CIFAR AlexNet: conv3x3/2 64 + ReLU + pool, conv 192 + pool, conv 384, conv 256, conv 256 + pool
     (3x3, pad 1), then dropout, FC 256*2*2 -> 4096, dropout, 4096 -> 4096, -> classes.
 
+    The ReLUs are in place (``nn.ReLU(inplace=True)``, as in the original code); measurements report
+    every node's own value unless ``relu_convention="inplace"`` is asked for (``book/methods.md``,
+    "Parity with the original code").
+
     Input ``[B, C, s, s]`` with ``s <= 32`` (zero-padded to 32); output ``[B, num_classes]``.
     """
 
@@ -34,7 +38,7 @@ class AlexNet(nn.Module):
         for i, (out, stride, pool) in enumerate(spec, start=1):
             out = scaled_width(out, width_factor)
             layers.append((f"conv{i}", nn.Conv2d(c, out, 3, stride=stride, padding=1)))
-            layers.append((f"relu{i}", nn.ReLU()))
+            layers.append((f"relu{i}", nn.ReLU(inplace=True)))  # in place, as the original code
             if pool:
                 n_pool += 1
                 layers.append((f"pool{n_pool}", nn.MaxPool2d(2)))
@@ -45,10 +49,10 @@ class AlexNet(nn.Module):
         self.classifier = nn.Sequential(OrderedDict([
             ("drop1", nn.Dropout(dropout)),
             ("fc1", nn.Linear(c * 2 * 2, hidden)),
-            ("relu1", nn.ReLU()),
+            ("relu1", nn.ReLU(inplace=True)),
             ("drop2", nn.Dropout(dropout)),
             ("fc2", nn.Linear(hidden, hidden)),
-            ("relu2", nn.ReLU()),
+            ("relu2", nn.ReLU(inplace=True)),
             ("fc3", nn.Linear(hidden, num_classes)),
         ]))
 
@@ -69,7 +73,7 @@ class LeNet(nn.Module):
         input_size = check_image_size("LeNet", input_size)
         side = ((input_size - 4) // 2 - 4) // 2
         if side < 1:
-            raise ValueError(f"LeNet: input_size must be >= 12, got {input_size}")
+            raise ValueError(f"LeNet: input_size must be >= 16 (two 5x5 convolutions and two 2x2 pools), got {input_size}")
         c1, c2, h1, h2 = (scaled_width(v, width_factor) for v in (6, 16, 120, 84))
         self.features = nn.Sequential(OrderedDict([
             ("conv1", nn.Conv2d(in_channels, c1, 5)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),

@@ -12,7 +12,7 @@ from .registry import register
 
 __all__ = ["EfficientNet", "MBConv", "SqueezeExcite", "EFFICIENTNET_B0"]
 
-#: Stages of B0: (expansion, out channels, kernel, stride of the first block, blocks).
+#: Stages of B0, one tuple ``(expansion, out channels, kernel, stride of the first block, blocks)`` each.
 EFFICIENTNET_B0 = (
     (1, 16, 3, 1, 1), (6, 24, 3, 2, 2), (6, 40, 5, 2, 2), (6, 80, 3, 2, 3),
     (6, 112, 5, 1, 3), (6, 192, 5, 2, 4), (6, 320, 3, 1, 1),

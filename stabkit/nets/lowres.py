@@ -3,7 +3,8 @@
 
 :class:`AtResolution` resamples its input to ``source_size`` inside the model, so a run trains "at a
 source resolution" with the ordinary 32 px data pipeline. Registered for the networks that take any
-input side (:data:`VARIABLE_INPUT_NETS`, the ones with a global pooling before the readout).
+input side (:data:`~stabkit.nets.lowres.VARIABLE_INPUT_NETS`, the ones with a global pooling before the
+readout).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from .registry import build, model_info, register
 
 __all__ = ["AtResolution", "VARIABLE_INPUT_NETS"]
 
-#: Networks that accept any input side (global average pooling before the readout): the only ones usable
+#: Networks that accept any input side (global average pooling before the readout), the only ones usable
 #: for resolution transfer. VGG/AlexNet zero-pad smaller inputs to the size they were built for and
 #: LeNet/the FCNs have a fixed flatten size.
 VARIABLE_INPUT_NETS = ("ResNet18", "ResNet34", "ResNet50", "EfficientNetB0")

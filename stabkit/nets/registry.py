@@ -1,11 +1,11 @@
 """The network registry: names -> builders with metadata, and the functions that read it.
 
-A builder is ``fn(in_channels, num_classes, width_factor, **options) -> nn.Module``; :func:`register`
-stores it with its metadata (family, kind, batch norm, default input, ...), :func:`build` checks the
-arguments and calls it, :func:`model_info` returns the metadata as a plain dict (nothing is patched onto
-the modules), :func:`complexity` counts parameters and multiply-accumulates with
-``torch.utils.flop_counter.FlopCounterMode``. The families register themselves when :mod:`stabkit.nets`
-is imported, so the registry is complete on import.
+A builder is ``fn(in_channels, num_classes, width_factor, **options) -> nn.Module``;
+:func:`~stabkit.nets.register` stores it with its metadata (family, kind, batch norm, default input, ...),
+:func:`~stabkit.nets.build` checks the arguments and calls it, :func:`~stabkit.nets.model_info` returns
+the metadata as a plain dict (nothing is patched onto the modules), :func:`~stabkit.nets.complexity`
+counts parameters and multiply-accumulates with ``torch.utils.flop_counter.FlopCounterMode``. The
+families register themselves when :mod:`stabkit.nets` is imported, so the registry is complete on import.
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from ..checks import check_choice, check_float, check_int
 __all__ = ["KINDS", "register", "list_models", "model_info", "canonical_name", "build", "complexity",
            "model_table"]
 
-#: Kinds of network: image CNNs, fully-connected nets on flattened images, 1-D CNNs on signals.
+#: Kinds of network (``cnn`` image CNNs, ``fcn`` fully-connected nets on flattened images, ``cnn1d`` 1-D CNNs
+#: on signals).
 KINDS = ("cnn", "fcn", "cnn1d")
 _COMMON = ("in_channels", "num_classes", "width_factor")
 

@@ -26,6 +26,10 @@ VGG_CONFIGS: dict[int, list] = {
 class VGG(nn.Module):
     """CIFAR VGG: 3x3 convs (pad 1, bias) [+BN] + ReLU, max-pool 2 at each ``"M"``, one linear layer.
 
+    The ReLUs are in place (``nn.ReLU(inplace=True)``, as in the original code; ``book/methods.md``,
+    "Parity with the original code"): stabkit's measurements report every node's own value unless
+    ``relu_convention="inplace"`` is asked for.
+
     Input ``[B, C, s, s]`` with ``s <= 32`` (zero-padded to 32); output ``[B, num_classes]``.
     """
 
@@ -48,7 +52,9 @@ class VGG(nn.Module):
             layers.append((f"conv{n_conv}", nn.Conv2d(c, out, 3, padding=1, bias=True)))
             if batch_norm:
                 layers.append((f"bn{n_conv}", nn.BatchNorm2d(out)))
-            layers.append((f"relu{n_conv}", nn.ReLU()))
+            # in place, as the original code: the node names and the values are the same, and
+            # measure(..., relu_convention="inplace") then reproduces the original's feature extraction
+            layers.append((f"relu{n_conv}", nn.ReLU(inplace=True)))
             c = out
         self.features = nn.Sequential(OrderedDict(layers))
         side = 32 >> n_pool

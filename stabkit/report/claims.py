@@ -1,4 +1,5 @@
-"""The paper's claims (and the related probes' findings), checked on tidy run tables.
+"""The paper's claims, checked on tidy run tables (the related probes' claims are in
+:mod:`stabkit.report.probe_claims`, re-exported here).
 
 Every ``claim_*`` function takes tidy tables (or the small tables of :mod:`stabkit.report.analysis`) and
 returns a :class:`Claim`: the headline ``value``, the ``threshold`` it was compared with, the computed
@@ -7,129 +8,88 @@ words, a one-line ``statement`` of what the paper says and further numbers in ``
 claim with :func:`stabkit.report.glue.glue_claim`, so a sentence such as "R_f falls by decades with
 training" is never decided by hand, and the book's claims dashboard lists every claim of every page.
 
-A claim may carry a confidence interval (``ci_low``, ``ci_high``; ``nan`` when not computed, e.g. from
-:func:`stabkit.report.analysis.bootstrap_ci`).
+Claims test what the paper claims (``book/methods.md``, "Parity with the original code"): the figure's
+probe set (a noise-trained net on its own corrupted images: :func:`stabkit.report.fidelity.paper_rows`),
+the networks a statement is made for (R_f falls by decades: CNNs that train well; G_f grows: networks
+trained without corruption), a bootstrap interval for every correlation and fit
+(:mod:`stabkit.report.stats`), and "cannot be tested at this scale" when there are fewer than 5 networks,
+the networks are near chance or the interval spans the threshold.
 """
 from __future__ import annotations
-
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .analysis import (MASK_VARIANTS, error_fit, global_nv_table, layer_nv_vs_rk, mid_depth_change, per_net, positive_logs,
-                       rank_correlation, ratio_stats, require_columns, rotation_kept, select, shuffle_gap,
-                       sqrt_law_prefactor, trained_over_init, zero_mode_fraction)
+from .analysis import mid_depth_change, ratio_stats, require_columns, select, shuffle_gap, trained_over_init, \
+    zero_mode_fraction
+from .fidelity import (MAX_ERROR, layer_shuffle_gaps, paper_rows, task_error_column,
+                       well_trained_cnns, well_trained_rule)
+from .probe_claims import (claim_mask_falls, claim_nv_in_reference_range, claim_nv_tracks_rk,
+                           claim_patch_shuffle_chance, claim_patch_shuffle_falls, claim_patch_shuffle_k2,
+                           claim_rotation_flattens_accuracy, claim_rotation_lowers_nv, claim_saliency_first,
+                           claim_stratified_raises_nv, claim_transfer_loses, claim_transfer_loss_size,
+                           nv_rk_correlations)
+from .stats import (MIN_NETWORKS, NEAR_CHANCE, SQRT_LAW_A, chance_error, interval_decision, log_correlation,
+                    mean_ci, sample_decision, sqrt_law_fit)
+from .verdicts import FAILS, HOLDS, UNTESTABLE, Claim, claims_table, verdict
 
 __all__ = [
     "HOLDS", "FAILS", "UNTESTABLE", "Claim", "verdict", "claims_table",
     # figure pages
     "claim_rf_falls", "claim_rf_init_order_one", "claim_error_correlation", "claim_gf_grows",
     "claim_channel_pooling_second_half", "claim_spatial_pooling_first_half", "claim_shuffle_no_effect",
-    "claim_spectra_concentrate",
-    # probe pages
+    "claim_spectra_concentrate", "claim_sqrt_law", "error_correlation_by_noise", "claim_error_correlation_noisy",
+    "claim_gf_falls_with_noise",
+    # probe pages (stabkit.report.probe_claims)
     "claim_mask_falls", "claim_saliency_first", "claim_patch_shuffle_falls", "claim_patch_shuffle_k2",
     "claim_patch_shuffle_chance", "claim_transfer_loses", "claim_transfer_loss_size",
     "claim_rotation_lowers_nv", "claim_nv_in_reference_range", "claim_stratified_raises_nv",
     "claim_rotation_flattens_accuracy", "claim_nv_tracks_rk", "nv_rk_correlations",
 ]
 
-HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "cannot be tested at this scale"
-
-
-def verdict(holds: bool, testable: bool = True) -> str:
-    """``"holds"`` if ``holds`` else ``"does not hold"`` (the string glued into the page text);
-    ``"cannot be tested at this scale"`` if not ``testable`` (too few runs or rows)."""
-    if not testable:
-        return UNTESTABLE
-    return HOLDS if bool(holds) else FAILS
-
-
-@dataclass(frozen=True)
-class Claim:
-    """Outcome of one claim check.
-
-    ``name``: short identifier (the claim's id on the dashboard); ``holds``: the computed truth value;
-    ``value``: the headline number the decision is based on; ``threshold``: what it was compared with;
-    ``details``: further numbers (JSON-serialisable floats / ints / strings), e.g. per-net values;
-    ``testable``: False when the tables hold too little to decide (then ``holds`` is False and ``value``
-    usually nan); ``rule``: the test in words, e.g. ``"log10 geomean(R_f trained / init) <= -1"``;
-    ``statement``: what the paper claims, in one line; ``ci_low``, ``ci_high``: a confidence interval of
-    ``value`` (``nan`` when none was computed).
-    """
-
-    name: str
-    holds: bool
-    value: float
-    threshold: float
-    details: dict[str, Any] = field(default_factory=dict)
-    testable: bool = True
-    rule: str = ""
-    statement: str = ""
-    ci_low: float = math.nan
-    ci_high: float = math.nan
-
-    @property
-    def verdict(self) -> str:
-        """``"holds"``, ``"does not hold"`` or ``"cannot be tested at this scale"``."""
-        return verdict(self.holds, self.testable)
-
-    @property
-    def text(self) -> str:
-        """One sentence for a page: ``"<statement>: <verdict> (value v, rule: ...)"``."""
-        head = self.statement or self.name
-        return f"{head}: {self.verdict} (value {self.value:.3g}; rule: {self.rule})"
-
-    def to_record(self) -> dict[str, Any]:
-        """A JSON-ready record: ``id``, ``statement``, ``value``, ``ci_low``, ``ci_high``, ``threshold``,
-        ``verdict``, ``rule``, ``details`` (``nan`` becomes ``None``)."""
-        def num(v):
-            v = float(v)
-            return v if math.isfinite(v) else None
-
-        details = {k: (num(v) if isinstance(v, (float, np.floating)) else
-                       int(v) if isinstance(v, (np.integer,)) else v) for k, v in self.details.items()}
-        return {"id": self.name, "statement": self.statement, "value": num(self.value),
-                "ci_low": num(self.ci_low), "ci_high": num(self.ci_high), "threshold": num(self.threshold),
-                "verdict": self.verdict, "rule": self.rule, "details": details}
-
-
-def claims_table(items: Sequence[Claim] | Mapping[str, Claim]) -> pd.DataFrame:
-    """One row per claim: ``claim``, ``value``, ``rule``, ``verdict`` (for display on a page).
-
-    ``items``: claims (named by ``Claim.name``) or a mapping ``label -> Claim`` (named by the label).
-    """
-    pairs = items.items() if isinstance(items, Mapping) else ((c.name, c) for c in items)
-    rows = []
-    for label, c in pairs:
-        if not isinstance(c, Claim):
-            raise ValueError(f"items must hold Claim objects, got {type(c).__name__} for {label!r}")
-        rows.append({"claim": label, "value": c.value, "rule": c.rule, "verdict": c.verdict})
-    return pd.DataFrame(rows, columns=["claim", "value", "rule", "verdict"])
-
 
 # ---------------------------------------------------------------------------------------------- claims
-def claim_rf_falls(output: pd.DataFrame, decades: float = 1.0, quantity: str = "R_f",
-                   **where) -> Claim:
-    """"R_f falls by decades with training": the geometric mean over runs of
-    ``R_f(trained) / R_f(init)`` is at most ``10**-decades``. ``value`` = log10 of that mean."""
+def _trained_ratio_claim(name: str, output: pd.DataFrame, quantity: str, threshold_decades: float, below: bool,
+                         rule: str, statement: str, restriction: str, **where) -> Claim:
+    """A "trained / init" claim: mean over runs of log10(trained / init) with its bootstrap interval,
+    compared with ``threshold_decades`` (``below``: the claim is "<="); at least 3 runs."""
     ratios = trained_over_init(output, quantity, **where)
     st = ratio_stats(ratios["ratio"])
-    return Claim(f"{quantity}_falls", bool(st["decades"] <= -decades), st["decades"], -decades,
-                 {**st, "threshold_decades": decades}, testable=st["n"] > 0,
-                 rule=f"log10 geomean({quantity} trained / init) <= {-decades:g}",
-                 statement="R_f falls by decades with training")
+    dec = ratios["decades"].to_numpy(dtype=np.float64)
+    mean, lo, hi = mean_ci(dec[np.isfinite(dec)])
+    holds, ok, reason = interval_decision(mean, lo, hi, threshold_decades, above=not below)
+    if st["n"] < 3:
+        holds, ok, reason = False, False, f"{st['n']} runs (fewer than 3)"
+    details = {**st, "threshold_decades": threshold_decades, "restricted_to": restriction, "reason": reason}
+    return Claim(name, holds, st["decades"], threshold_decades, details, testable=ok, rule=rule,
+                 statement=statement, ci_low=lo, ci_high=hi)
+
+
+def claim_rf_falls(output: pd.DataFrame, decades: float = 1.0, quantity: str = "R_f", restrict: bool = True,
+                   max_error: float = MAX_ERROR, probes: str = "paper", **where) -> Claim:
+    """"R_f falls by decades with training", stated by the paper for CNNs that train well: over those
+    runs (``restrict``: :func:`stabkit.report.fidelity.well_trained_rule`, error below ``max_error``),
+    the mean of ``log10(R_f trained / init)`` and its 95 % bootstrap interval lie at or below
+    ``-decades``. ``value`` = log10 of the geometric mean ratio; "cannot be tested" with fewer than 3
+    such runs or an interval spanning ``-decades``."""
+    rows = paper_rows(output, probes)
+    restriction = "all networks"
+    if restrict:
+        rows = well_trained_cnns(rows, max_error=max_error)
+        restriction = well_trained_rule(max_error)
+    return _trained_ratio_claim(f"{quantity}_falls", rows, quantity, -decades, True,
+                                f"{restriction}: mean log10({quantity} trained / init) <= {-decades:g}, "
+                                f"95 % bootstrap interval below it (>= 3 runs)",
+                                "R_f falls by decades with training (CNNs that train well)", restriction, **where)
 
 
 def claim_rf_init_order_one(output: pd.DataFrame, tolerance_decades: float = 0.5,
-                            quantity: str = "R_f", shuffle: int | None = 0, **where) -> Claim:
+                            quantity: str = "R_f", shuffle: int | None = 0, probes: str = "paper",
+                            **where) -> Claim:
     """"At initialisation R_f ~ 1": the geometric mean of R_f over nets at initialisation is within
     ``tolerance_decades`` of 1. ``value`` = that geometric mean."""
     require_columns(output, [quantity, "state"], "output")
-    rows = select(output, state="init", shuffle=shuffle, **where)
+    rows = select(paper_rows(output, probes), state="init", shuffle=shuffle, **where)
     st = ratio_stats(rows[quantity])
     holds = bool(np.isfinite(st["decades"]) and abs(st["decades"]) <= tolerance_decades)
     return Claim(f"{quantity}_init_order_one", holds, st["geomean"], tolerance_decades, st,
@@ -142,37 +102,146 @@ _CORR = "R_f correlates with the test error"
 
 
 def claim_error_correlation(output: pd.DataFrame, quantity: str = "R_f", error: str = "test_err",
-                            min_r: float = 0.5, shuffle: int | None = 0, **where) -> Claim:
-    """"R_f correlates with test error": Pearson correlation of log10 error and log10 R_f over trained
-    nets is at least ``min_r`` and the slope is positive. ``value`` = r; details hold slope, prefactor,
-    the sqrt-law prefactor (2021: ~0.2) and n. Untestable with fewer than 3 usable nets."""
+                            min_r: float = 0.5, shuffle: int | None = 0, probes: str = "paper",
+                            min_networks: int = MIN_NETWORKS, chance: float | None = None, **where) -> Claim:
+    """"R_f correlates with test error": Pearson correlation r of log10 error and log10 R_f over trained
+    nets, with a 95 % bootstrap interval; holds when the interval lies above ``min_r`` (and the slope is
+    positive), does not hold when it lies below; "cannot be tested at this scale" with fewer than
+    ``min_networks`` nets, when most nets are near chance (error >= 0.9 x ``chance``, default from the
+    task) or when the interval spans ``min_r``. ``value`` = r; details: slope (and interval), the fitted
+    prefactor, the sqrt-law prefactor ``a`` of ``err = a sqrt(R_f)`` (2021: ~0.2) with its interval, n."""
     require_columns(output, [quantity, error, "state"], "output")
-    rows = select(output, state="trained", shuffle=shuffle, **where)
-    a = sqrt_law_prefactor(rows[quantity], rows[error])
-    name = f"{error}_vs_{quantity}"
-    try:
-        fit = error_fit(output, quantity, error, shuffle=shuffle, **where)
-    except ValueError:
-        nan = float("nan")
-        n = int(len(positive_logs(rows[quantity], rows[error])[0]))
-        return Claim(name, False, nan, min_r, {"r": nan, "slope": nan, "prefactor": nan,
-                                                "sqrt_prefactor": a, "n": n}, testable=False,
-                     rule=f"r(log {quantity}, log {error}) >= {min_r:g}, slope > 0 (needs >= 3 nets)",
-                     statement=_CORR)
-    holds = bool(np.isfinite(fit.r) and fit.r >= min_r and fit.slope > 0)
-    return Claim(name, holds, fit.r, min_r,
-                 {"r": fit.r, "slope": fit.slope, "prefactor": fit.prefactor, "sqrt_prefactor": a,
-                  "n": fit.n}, testable=bool(np.isfinite(fit.r)),
-                 rule=f"r(log {quantity}, log {error}) >= {min_r:g}, slope > 0", statement=_CORR)
+    rows = select(paper_rows(output, probes), state="trained", shuffle=shuffle, **where)
+    chance = chance_error(rows) if chance is None else chance
+    c = log_correlation(rows[quantity], rows[error])
+    law = sqrt_law_fit(rows[quantity], rows[error])
+    ok_n, why, sample = sample_decision(c["n"], rows[error], chance, min_networks)
+    holds, ok, reason = interval_decision(c["r"], c["r_low"], c["r_high"], min_r)
+    holds = holds and np.isfinite(c["slope"]) and c["slope"] > 0
+    if not ok_n:
+        holds, ok, reason = False, False, why
+    prefactor = float(10 ** (np.mean(np.log10(rows[error].clip(lower=1e-300))) - c["slope"] *
+                             np.mean(np.log10(rows[quantity].clip(lower=1e-300))))) if c["n"] else float("nan")
+    details = {"r": c["r"], "slope": c["slope"], "slope_low": c["slope_low"], "slope_high": c["slope_high"],
+               "prefactor": prefactor, "sqrt_prefactor": law["a"], "sqrt_prefactor_low": law["a_low"],
+               "sqrt_prefactor_high": law["a_high"], "n": c["n"], "reason": reason, **sample}
+    details["n"] = c["n"]
+    return Claim(f"{error}_vs_{quantity}", bool(holds), c["r"], min_r, details, testable=ok,
+                 rule=f"r(log {quantity}, log {error}) >= {min_r:g} with its 95 % bootstrap interval, slope > 0; "
+                      f">= {min_networks} nets, most not near chance (error < {NEAR_CHANCE:g} x chance)",
+                 statement=_CORR, ci_low=c["r_low"], ci_high=c["r_high"])
 
 
-def claim_gf_grows(output: pd.DataFrame, quantity: str = "G_f", **where) -> Claim:
-    """"G_f grows with training": geometric mean over runs of ``G_f(trained) / G_f(init)`` > 1.
-    ``value`` = that geometric mean."""
-    st = ratio_stats(trained_over_init(output, quantity, **where)["ratio"])
-    return Claim(f"{quantity}_grows", bool(st["geomean"] > 1.0), st["geomean"], 1.0, st,
-                 testable=st["n"] > 0, rule=f"geomean({quantity} trained / init) > 1",
-                 statement="G_f grows with training")
+def claim_sqrt_law(output: pd.DataFrame, quantity: str = "R_f", error: str = "test_err", a: float = SQRT_LAW_A,
+                   factor: float = 2.0, shuffle: int | None = 0, probes: str = "paper",
+                   min_networks: int = MIN_NETWORKS, chance: float | None = None, **where) -> Claim:
+    """The 2021 law ``eps_t = a sqrt(R_f)`` with ``a`` about 0.2: fit of ``a`` (slope fixed at 1/2) over
+    trained nets with a 95 % bootstrap interval; holds when the interval lies within a ``factor`` of
+    ``a`` (0.1-0.4 by default), does not hold when it lies outside, else (or with too few nets, or nets
+    near chance) "cannot be tested at this scale". ``value`` = fitted a; details: the free log-log slope
+    (0.5 for the law) with its interval."""
+    require_columns(output, [quantity, error, "state"], "output")
+    rows = select(paper_rows(output, probes), state="trained", shuffle=shuffle, **where)
+    chance = chance_error(rows) if chance is None else chance
+    law = sqrt_law_fit(rows[quantity], rows[error])
+    c = log_correlation(rows[quantity], rows[error])
+    lo_t, hi_t = a / factor, a * factor
+    ok_n, why, sample = sample_decision(law["n"], rows[error], chance, min_networks)
+    if not ok_n:
+        holds, ok, reason = False, False, why
+    elif not (np.isfinite(law["a_low"]) and np.isfinite(law["a_high"])):
+        holds, ok, reason = False, False, "no confidence interval"
+    elif lo_t <= law["a_low"] and law["a_high"] <= hi_t:
+        holds, ok, reason = True, True, ""
+    elif law["a_high"] < lo_t or law["a_low"] > hi_t:
+        holds, ok, reason = False, True, ""
+    else:
+        holds, ok, reason = False, False, f"the interval [{law['a_low']:.3g}, {law['a_high']:.3g}] straddles " \
+                                          f"[{lo_t:g}, {hi_t:g}]"
+    details = {"a": law["a"], "n": law["n"], "slope": c["slope"], "slope_low": c["slope_low"],
+               "slope_high": c["slope_high"], "reference_a": a, "reason": reason, **sample}
+    details["n"] = law["n"]
+    return Claim(f"sqrt_law_{error}", bool(holds), law["a"], a, details, testable=ok,
+                 rule=f"fit of a in {error} = a sqrt({quantity}): 95 % interval within [{lo_t:g}, {hi_t:g}]; "
+                      f">= {min_networks} nets, most not near chance",
+                 statement=f"The test error follows eps_t = {a:g} sqrt(R_f) (2021 paper)",
+                 ci_low=law["a_low"], ci_high=law["a_high"])
+
+
+def error_correlation_by_noise(output: pd.DataFrame, quantity: str = "R_f", error: str | None = None,
+                               min_r: float = 0.5, **kw) -> dict[float, Claim]:
+    """:func:`claim_error_correlation` at each training noise level (``noise_std``) of noise-trained
+    nets (> 0): the paper's statement that R_f still tracks the test error with noisy training. ``error``
+    defaults to :func:`stabkit.report.fidelity.task_error_column`."""
+    require_columns(output, ["noise_std"], "output")
+    error = error or task_error_column(output)
+    levels = sorted(float(v) for v in output["noise_std"].dropna().unique() if v > 0)
+    return {lv: claim_error_correlation(output, quantity, error, min_r, noise_std=lv, **kw) for lv in levels}
+
+
+def claim_error_correlation_noisy(output: pd.DataFrame, quantity: str = "R_f", error: str | None = None,
+                                  min_r: float = 0.5, **kw) -> Claim:
+    """R_f tracks the test error at every training noise level > 0 (:func:`error_correlation_by_noise`):
+    holds when every testable level holds (at least one), does not hold when a testable level does not,
+    "cannot be tested at this scale" when no level is testable. ``value`` = the smallest r over
+    testable levels; details ``r@<level>`` and ``verdict@<level>``."""
+    per = error_correlation_by_noise(output, quantity, error, min_r, **kw)
+    testable = {lv: c for lv, c in per.items() if c.testable}
+    details: dict = {}
+    for lv, c in per.items():
+        details[f"r@{lv:g}"] = c.value
+        details[f"verdict@{lv:g}"] = c.verdict
+    details["n"] = int(sum(c.details.get("n", 0) for c in per.values()))  # nets over all levels
+    details["n_levels"] = len(per)
+    details["n_testable"] = len(testable)
+    value = min((c.value for c in testable.values()), default=float("nan"))
+    holds = bool(testable) and all(c.holds for c in testable.values())
+    return Claim("error_correlation_each_noise", holds, value, min_r, details, testable=bool(testable),
+                 rule=f"at every training noise level > 0: r(log {quantity}, log error) >= {min_r:g} with its 95 % "
+                      f"bootstrap interval (levels with too few nets, nets near chance or an interval spanning "
+                      f"{min_r:g} are not testable)",
+                 statement="With noise-corrupted training, R_f still tracks the test error at each noise level")
+
+
+def claim_gf_grows(output: pd.DataFrame, quantity: str = "G_f", clean_only: bool = True, probes: str = "paper",
+                   **where) -> Claim:
+    """"G_f grows with training", stated for networks trained without corruption (``clean_only``: rows
+    with ``noise_std == 0`` when the table has the column; training on noise larger than the probe noise
+    is noise augmentation, where a lower G_f is expected: :func:`claim_gf_falls_with_noise`). The mean of
+    ``log10(G_f trained / init)`` and its 95 % bootstrap interval lie above 0. ``value`` = the geometric
+    mean ratio; "cannot be tested" with fewer than 3 runs or an interval spanning 1."""
+    rows = paper_rows(output, probes)
+    restriction = "all networks"
+    if clean_only and "noise_std" in rows.columns:
+        rows = rows[rows["noise_std"] == 0]
+        restriction = "networks trained without corruption (noise_std = 0)"
+    c = _trained_ratio_claim(f"{quantity}_grows", rows, quantity, 0.0, False,
+                             f"{restriction}: mean log10({quantity} trained / init) > 0, 95 % bootstrap interval "
+                             f"above it (>= 3 runs)", "G_f grows with training", restriction, **where)
+    return Claim(c.name, c.holds, c.details["geomean"], 1.0, c.details, c.testable, c.rule, c.statement,
+                 10 ** c.ci_low, 10 ** c.ci_high)
+
+
+def claim_gf_falls_with_noise(output: pd.DataFrame, quantity: str = "G_f", probes: str = "paper",
+                              min_networks: int = MIN_NETWORKS, **where) -> Claim:
+    """Noise-trained networks: G_f after training falls as the training noise grows (training on noise is
+    noise augmentation). Pearson r of ``log10 G_f`` (trained) against ``log10 noise_std`` over nets with
+    ``noise_std > 0``, with its bootstrap interval: holds when the interval lies below 0. The table
+    behind it: :func:`stabkit.report.fidelity.gf_by_noise`."""
+    require_columns(output, [quantity, "state", "noise_std"], "output")
+    rows = select(paper_rows(output, probes), state="trained", shuffle=0, **where)
+    rows = rows[rows["noise_std"] > 0]
+    c = log_correlation(rows["noise_std"], rows[quantity])
+    holds, ok, reason = interval_decision(c["r"], c["r_low"], c["r_high"], 0.0, above=False)
+    levels = int(rows["noise_std"].nunique())
+    if c["n"] < min_networks or levels < 2:
+        holds, ok, reason = False, False, f"{c['n']} nets over {levels} noise level(s) (need {min_networks}, 2)"
+    return Claim(f"{quantity}_falls_with_noise", bool(holds and c["r"] < 0), c["r"], 0.0,
+                 {"r": c["r"], "slope": c["slope"], "n": c["n"], "levels": levels, "reason": reason}, testable=ok,
+                 rule=f"r(log noise_std, log {quantity} trained) < 0 with its 95 % bootstrap interval "
+                      f"(noise_std > 0, >= {min_networks} nets, >= 2 levels)",
+                 statement="Training on larger noise lowers G_f (noise augmentation)",
+                 ci_low=c["r_low"], ci_high=c["r_high"])
 
 
 def _half(gaps: pd.DataFrame, half: str, col: str = "gap") -> float:
@@ -183,10 +252,12 @@ def _half(gaps: pd.DataFrame, half: str, col: str = "gap") -> float:
 
 
 def claim_channel_pooling_second_half(layers: pd.DataFrame, quantity: str = "R_f",
-                                      margin: float = 0.3, split: float = 0.5, **where) -> Claim:
+                                      margin: float = 0.3, split: float = 0.5, probes: str = "paper",
+                                      relu_convention: str = "true", **where) -> Claim:
     """Fig. 3: "channel pooling in the second half": shuffling raises R_k by at least ``margin``
     decades more in the second half than in the first, and the first-half gap stays below ``margin``.
     ``value`` = second-half gap minus first-half gap (decades, pooled over nets)."""
+    layers = paper_rows(layers, probes, relu_convention)
     gaps = shuffle_gap(layers, quantity, split=split, by=(), **where)
     first, second = _half(gaps, "first"), _half(gaps, "second")
     diff = second - first
@@ -204,11 +275,13 @@ def claim_channel_pooling_second_half(layers: pd.DataFrame, quantity: str = "R_f
 
 
 def claim_spatial_pooling_first_half(layers: pd.DataFrame, quantity: str = "R_f", margin: float = 0.3,
-                                     split: float = 0.5, shuffled: int = 1, **where) -> Claim:
+                                     split: float = 0.5, shuffled: int = 1, probes: str = "paper",
+                                     relu_convention: str = "true", **where) -> Claim:
     """Fig. 3: "spatial pooling in the first half": by mid-depth, training has already lowered R_k by at
     least ``margin`` decades, **also with shuffled channels** (spatial pooling survives shuffling).
     ``value`` = the mid-depth change of the shuffled nets (decades, all nets pooled); details give the
     unshuffled change too."""
+    layers = paper_rows(layers, probes, relu_convention)
     sh = mid_depth_change(layers, quantity, split, shuffle=shuffled, by=(), **where)
     un = mid_depth_change(layers, quantity, split, shuffle=0, by=(), **where)
     v_sh = float(sh["decades"].iloc[0]) if len(sh) else float("nan")
@@ -221,17 +294,36 @@ def claim_spatial_pooling_first_half(layers: pd.DataFrame, quantity: str = "R_f"
 
 
 def claim_shuffle_no_effect(layers: pd.DataFrame, quantity: str = "R_f", tolerance: float = 0.3,
-                            split: float = 0.5, **where) -> Claim:
-    """Fig. 6: "shuffling changes nothing": the mean absolute shuffled/unshuffled gap is below
-    ``tolerance`` decades in both halves. ``value`` = the larger of the two mean absolute gaps."""
-    gaps = shuffle_gap(layers, quantity, split=split, by=(), **where)
-    first, second = _half(gaps, "first", "abs_gap"), _half(gaps, "second", "abs_gap")
-    worst = float(np.nanmax([first, second])) if np.isfinite([first, second]).any() else float("nan")
-    holds = bool(np.isfinite(worst) and worst < tolerance)
-    return Claim("shuffle_no_effect", holds, worst, tolerance,
-                 {"first": first, "second": second, "tolerance": tolerance},
-                 testable=bool(np.isfinite(worst)),
-                 rule=f"mean |shuffling gap of {quantity}| < {tolerance:g} decades in both halves",
+                            split: float = 0.5, probes: str = "paper", relu_convention: str = "true",
+                            **where) -> Claim:
+    """Fig. 6: "shuffling changes nothing", tested layer by layer: for every net and layer, the shuffled /
+    unshuffled gap of ``quantity`` (decades, mean over runs) is below ``tolerance`` in absolute value.
+    ``value`` = the largest |gap|; details: the worst net and layer with the D_k and G_k parts of its gap
+    (``worst_D``, ``worst_G``: gaps of D_f and G_f; ``gap_R = gap_D - gap_G``), the number of layers
+    over the tolerance, and the mean |gap| of each half (``first``, ``second``, as before)."""
+    layers = paper_rows(layers, probes, relu_convention)
+    parts = [q for q in (quantity, "D_f", "G_f") if q in layers.columns]
+    gaps = layer_shuffle_gaps(layers, list(dict.fromkeys(parts)), **where)
+    col = f"gap_{quantity}"
+    g = gaps.dropna(subset=[col]) if col in gaps.columns else gaps
+    halves = shuffle_gap(layers, quantity, split=split, by=(), **where)
+    details: dict = {"first": _half(halves, "first", "abs_gap"), "second": _half(halves, "second", "abs_gap"),
+                     "tolerance": tolerance}
+    if g.empty:
+        return Claim("shuffle_no_effect", False, float("nan"), tolerance, details, testable=False,
+                     rule=f"|shuffling gap of {quantity}| < {tolerance:g} decades at every layer of every net",
+                     statement="Shuffling channels changes nothing on scale detection")
+    worst = g.loc[g[col].abs().idxmax()]
+    value = float(abs(worst[col]))
+    details.update({"worst_layer": str(worst["layer"]), "worst_rel_depth": float(worst["rel_depth"]),
+                    "worst_gap": float(worst[col]), "worst_D": float(worst.get("gap_D_f", np.nan)),
+                    "worst_G": float(worst.get("gap_G_f", np.nan)),
+                    "n_over": int((g[col].abs() >= tolerance).sum()), "n_layers": int(len(g))})
+    if "net" in g.columns:
+        details["worst_net"] = str(worst["net"])
+    return Claim("shuffle_no_effect", bool(value < tolerance), value, tolerance, details, testable=True,
+                 rule=f"|shuffling gap of {quantity}| < {tolerance:g} decades at every layer of every net "
+                      f"(D_k and G_k parts reported)",
                  statement="Shuffling channels changes nothing on scale detection")
 
 
@@ -259,225 +351,3 @@ def claim_spectra_concentrate(spectra: pd.DataFrame, early: float = 0.5, factor:
                  statement="Trained early-layer filters concentrate on the constant filter")
 
 
-# ------------------------------------------------------------------------------------------ probe pages
-def _nan() -> float:
-    return float("nan")
-
-
-def _mean(s) -> float:
-    return float(np.mean(s)) if len(s) else float("nan")
-
-
-def claim_mask_falls(curves: pd.DataFrame, variant: str = MASK_VARIANTS["mask"],
-                     training: str = "unrotated") -> Claim:
-    """Masking: accuracy falls with the masked fraction. For every net trained ``training`` (random
-    order, zero fill: ``variant``), the accuracy at the largest fraction is below the clean one.
-
-    ``curves``: :func:`stabkit.report.analysis.accuracy_curves` of the masking probes (column
-    ``variant``). ``value`` = mean accuracy at the largest fraction minus the clean one (points);
-    details ``clean_acc``, ``fmax``, ``acc_fmax`` (%)."""
-    rnd = per_net(curves, training=training, variant=variant)
-    if rnd.empty or 0.0 not in rnd.columns:
-        return Claim("mask_falls", False, _nan(), 0.0, {"clean_acc": _nan(), "fmax": _nan(), "acc_fmax": _nan()},
-                     testable=False, rule="accuracy at the largest masked fraction < clean, every net",
-                     statement="Masking more of the image lowers the accuracy")
-    fmax = float(rnd.columns.max())
-    clean, worst = rnd[0.0], rnd[fmax]
-    return Claim("mask_falls", bool((worst < clean).all()), _mean(worst) - _mean(clean), 0.0,
-                 {"clean_acc": _mean(clean), "fmax": fmax, "acc_fmax": _mean(worst)}, testable=fmax > 0,
-                 rule="accuracy at the largest masked fraction < clean, every net",
-                 statement="Masking more of the image lowers the accuracy")
-
-
-def claim_saliency_first(curves: pd.DataFrame, salient: str = MASK_VARIANTS["mask_saliency"],
-                         random: str = MASK_VARIANTS["mask"], training: str = "unrotated") -> Claim:
-    """Masking the most salient tiles first hurts at least as much as random tiles: per net, the mean
-    over fractions > 0 of salient-first minus random accuracy is <= 0 for every net. ``value`` = the
-    mean of that gap over nets (points)."""
-    u = select(curves, training=training)
-    u = u[u["magnitude"] > 0]
-
-    def by_net(v):
-        return u[u["variant"] == v].groupby("net")["mean"].mean()
-
-    gap = (by_net(salient) - by_net(random)).dropna()
-    return Claim("saliency_first", bool(len(gap) and (gap <= 0).all()), _mean(gap), 0.0,
-                 {"n_nets": int(len(gap))}, testable=len(gap) > 0,
-                 rule="salient-first minus random accuracy <= 0 for every net (fractions > 0)",
-                 statement="Masking the most salient tiles first hurts more than masking at random")
-
-
-def _full(curves: pd.DataFrame, training: str) -> pd.DataFrame:
-    return per_net(curves, training=training, mode="full")
-
-
-def claim_patch_shuffle_falls(curves: pd.DataFrame, training: str = "unrotated") -> Claim:
-    """Patch shuffling (mode ``full``): accuracy at the largest grid ``k`` is below the clean accuracy
-    (k = 1) for every net. ``curves``: accuracy curves with a ``mode`` column. ``value`` = mean accuracy
-    at the largest k minus the clean one (points); details ``clean_acc``, ``kmax``, ``acc_kmax``."""
-    nets = _full(curves, training)
-    if nets.empty or 1.0 not in nets.columns:
-        return Claim("patch_shuffle_falls", False, _nan(), 0.0, {"clean_acc": _nan(), "kmax": _nan(),
-                     "acc_kmax": _nan()}, testable=False, rule="accuracy at the largest k < clean, every net",
-                     statement="Shuffling patches lowers the accuracy")
-    kmax = float(nets.columns.max())
-    clean, worst = nets[1.0], nets[kmax]
-    return Claim("patch_shuffle_falls", bool((worst < clean).all()), _mean(worst) - _mean(clean), 0.0,
-                 {"clean_acc": _mean(clean), "kmax": int(kmax), "acc_kmax": _mean(worst)},
-                 testable=len(nets) > 0 and kmax > 1, rule="accuracy at the largest k < clean, every net",
-                 statement="Shuffling patches lowers the accuracy")
-
-
-def claim_patch_shuffle_k2(curves: pd.DataFrame, low: float = 0.61, high: float = 0.91,
-                           training: str = "unrotated") -> Claim:
-    """Zhang & Zhu 2019: at k = 2 a CIFAR-10 ResNet keeps about 76 % of its clean accuracy; holds if every
-    net keeps a fraction in ``[low, high]``. ``value`` = the mean kept fraction (%); details ``acc_k2``."""
-    nets = _full(curves, training)
-    if nets.empty or 2.0 not in nets.columns or 1.0 not in nets.columns:
-        return Claim("patch_shuffle_k2", False, _nan(), 76.0, {"acc_k2": _nan()}, testable=False,
-                     rule=f"accuracy kept at k = 2 in [{low:.0%}, {high:.0%}], every net",
-                     statement="At k = 2 a network keeps about 76 % of its clean accuracy")
-    kept = nets[2.0] / nets[1.0]
-    return Claim("patch_shuffle_k2", bool(kept.between(low, high).all()), 100 * _mean(kept), 76.0,
-                 {"acc_k2": _mean(nets[2.0])}, testable=len(kept) > 0,
-                 rule=f"accuracy kept at k = 2 in [{low:.0%}, {high:.0%}], every net",
-                 statement="At k = 2 a network keeps about 76 % of its clean accuracy")
-
-
-def claim_patch_shuffle_chance(curves: pd.DataFrame, ceiling: float = 25.0, training: str = "unrotated") -> Claim:
-    """Zhang & Zhu 2019: by large k the accuracy is near chance (23-25 % at k = 10): every net at most
-    ``ceiling`` % at the largest k, testable when the largest k is at least 4. ``value`` = mean accuracy."""
-    nets = _full(curves, training)
-    kmax = float(nets.columns.max()) if len(nets.columns) else _nan()
-    worst = nets[kmax] if len(nets.columns) else pd.Series(dtype=float)
-    return Claim("patch_shuffle_chance", bool(len(worst) and (worst <= ceiling).all()), _mean(worst), ceiling,
-                 {"kmax": kmax}, testable=bool(np.isfinite(kmax) and kmax >= 4),
-                 rule=f"accuracy at the largest k (>= 4) <= {ceiling:g} %, every net",
-                 statement="With many small patches the accuracy falls to near chance")
-
-
-def _transfer_row(grid: pd.DataFrame, source: int, target: int, resampling: str) -> dict[str, float]:
-    row = select(grid, resampling=resampling, source=source, target=target)
-    if len(row) != 1:
-        return {"delta": _nan(), "acc_source": _nan(), "acc_ootb": _nan(), "rel_loss": _nan(), "n": len(row)}
-    d, a = float(row["delta_mean"].iloc[0]), float(row["acc_source_mean"].iloc[0])
-    return {"delta": d, "acc_source": a, "acc_ootb": float(row["acc_ootb_mean"].iloc[0]),
-            "rel_loss": 100 * -d / max(a - 10.0, 1e-9), "n": 1}
-
-
-def claim_transfer_loses(grid: pd.DataFrame, source: int = 16, target: int = 32,
-                         resampling: str = "bilinear") -> Claim:
-    """FlexConv protocol: a net trained at ``source`` px loses accuracy at ``target`` px out of the box
-    (delta < 0). ``grid``: :func:`stabkit.robustness.transfer_grid` by (resampling, source, target).
-    ``value`` = delta (points); details ``acc_source``, ``acc_ootb``, ``rel_loss`` (% of the above-chance
-    accuracy lost)."""
-    r = _transfer_row(grid, source, target, resampling)
-    return Claim("transfer_loses", bool(r["delta"] < 0), r["delta"], 0.0,
-                 {k: r[k] for k in ("acc_source", "acc_ootb", "rel_loss")}, testable=r["n"] == 1,
-                 rule=f"accuracy at {target} px - at {source} px < 0 (trained at {source} px)",
-                 statement=f"A CNN trained at {source} px loses accuracy at {target} px out of the box")
-
-
-def claim_transfer_loss_size(grid: pd.DataFrame, source: int = 16, target: int = 32,
-                             resampling: str = "bilinear", points: float = 15.0, fraction: float = 1 / 3) -> Claim:
-    """The loss is of the reported size (ResNet-44: -31.6 points, 38 % of the above-chance accuracy):
-    delta <= -``points`` or a relative loss >= ``fraction``; testable when the source accuracy is above
-    15 %. ``value`` = delta (points)."""
-    r = _transfer_row(grid, source, target, resampling)
-    holds = bool(r["delta"] <= -points or r["rel_loss"] >= 100 * fraction)
-    return Claim("transfer_loss_size", holds, r["delta"], -points, {"rel_loss": r["rel_loss"]},
-                 testable=bool(r["n"] == 1 and r["acc_source"] > 15),
-                 rule=f"delta <= -{points:g} points or >= {fraction:.0%} of the above-chance accuracy lost",
-                 statement="The out-of-the-box loss is as large as reported (ResNet-44: -31.6 points)")
-
-
-def claim_rotation_lowers_nv(inv: pd.DataFrame) -> Claim:
-    """Quiroga et al. 2019: rotation augmentation lowers the global mean NV, for every net (unstratified).
-    ``inv``: the ``invariance`` table with a ``training`` column. ``value`` = mean over nets of NV rotated
-    minus unrotated; details ``nv_unrot``, ``nv_rot``, ``n_lower``, ``n_nets``."""
-    g = global_nv_table(inv)
-    plain = g[~g["stratified"].astype(bool)].pivot(index="net", columns="training", values="global_NV")
-    cols = [c for c in ("unrotated", "rotated") if c in plain.columns]
-    both = plain.dropna(subset=cols)
-    testable = len(cols) == 2 and len(both) > 0
-    lower = (both["rotated"] < both["unrotated"]) if testable else pd.Series(dtype=bool)
-    nv_u = _mean(plain["unrotated"].dropna()) if "unrotated" in plain else _nan()
-    nv_r = _mean(plain["rotated"].dropna()) if "rotated" in plain else _nan()
-    return Claim("rotation_lowers_nv", bool(testable and lower.all()),
-                 _mean(both["rotated"] - both["unrotated"]) if testable else _nan(), 0.0,
-                 {"nv_unrot": nv_u, "nv_rot": nv_r, "n_lower": int(lower.sum()), "n_nets": int(len(both))},
-                 testable=testable, rule="global mean NV rotated < unrotated training, every net",
-                 statement="Rotation augmentation lowers the networks' rotation NV")
-
-
-def claim_nv_in_reference_range(inv: pd.DataFrame, reference: Mapping[str, Mapping[str, float]]) -> Claim:
-    """Global mean NV of every net within the range of the 2019 paper's values (``reference``:
-    ``{"nv_unrotated": {net: value}, "nv_rotated": {...}}``), for both trainings. ``value`` = the number
-    of nets in range (both trainings); details ``n_in_unrot``, ``n_in_rot``."""
-    g = global_nv_table(inv)
-    plain = g[~g["stratified"].astype(bool)].pivot(index="net", columns="training", values="global_NV")
-    cols = [c for c in ("unrotated", "rotated") if c in plain.columns]
-    testable = len(cols) == 2 and len(plain.dropna(subset=cols)) > 0
-    inside = {}
-    for tr in ("unrotated", "rotated"):
-        ref = list(reference[f"nv_{tr}"].values())
-        inside[tr] = plain[tr].between(min(ref), max(ref)) if tr in plain else pd.Series(dtype=bool)
-    holds = all(len(s) and s.all() for s in inside.values())
-    n_u, n_r = int(inside["unrotated"].sum()), int(inside["rotated"].sum())
-    return Claim("nv_in_reference_range", bool(holds), float(n_u + n_r), float(2 * len(plain)),
-                 {"n_in_unrot": n_u, "n_in_rot": n_r}, testable=testable,
-                 rule="global mean NV within the 2019 range for every net and training",
-                 statement="The global mean NV falls in the range of the 2019 paper's networks")
-
-
-def claim_stratified_raises_nv(inv: pd.DataFrame) -> Claim:
-    """Class-stratified NV is higher than the plain NV, for every net and training. ``value`` = the mean
-    gain (stratified minus plain)."""
-    g = global_nv_table(inv)
-    strat = g.pivot_table(index=["net", "training"], columns="stratified", values="global_NV")
-    testable = {True, False} <= set(strat.columns)
-    gain = (strat[True] - strat[False]) if testable else pd.Series(dtype=float)
-    return Claim("stratified_raises_nv", bool(testable and (gain > 0).all()), _mean(gain), 0.0, {},
-                 testable=testable, rule="stratified NV > plain NV for every net and training",
-                 statement="Stratifying the NV by class raises it")
-
-
-def claim_rotation_flattens_accuracy(acc: pd.DataFrame) -> Claim:
-    """Rotation augmentation flattens the accuracy-angle curve: the fraction of the upright accuracy kept
-    at other angles (mean over nets) is larger for rotated than for unrotated training. ``acc``: the
-    ``accuracy`` table with a ``training`` column. ``value`` = kept (rotated) - kept (unrotated), in %;
-    details ``acc0_unrot``, ``acc0_rot``, ``kept_unrot``, ``kept_rot`` (%)."""
-    k = rotation_kept(acc)
-    kept = k.groupby("training")["kept"].mean()
-    clean = k.groupby("training")["clean"].mean()
-    ku, kr = float(kept.get("unrotated", np.nan)), float(kept.get("rotated", np.nan))
-    return Claim("rotation_flattens_accuracy", bool(kr > ku), 100 * (kr - ku), 0.0,
-                 {"acc0_unrot": float(clean.get("unrotated", np.nan)), "acc0_rot": float(clean.get("rotated", np.nan)),
-                  "kept_unrot": 100 * ku, "kept_rot": 100 * kr}, testable=len(kept) == 2,
-                 rule="accuracy kept over angles: rotated training > unrotated training",
-                 statement="Rotation augmentation flattens the accuracy-angle curve")
-
-
-def nv_rk_correlations(both: pd.DataFrame, min_layers: int = 4) -> pd.DataFrame:
-    """Spearman correlation between a layer's rotation NV and ``log10 R_k`` per (net, training, seed),
-    over runs with at least ``min_layers`` matched layers (``both``: :func:`analysis.layer_nv_vs_rk`)."""
-    rows = []
-    for (net, tr, seed), d in both.groupby(["net", "training", "seed"]):
-        if len(d) >= min_layers:
-            rows.append({"net": net, "training": tr, "seed": seed, "layers": len(d),
-                         "spearman": rank_correlation(d["log10_R"], d["mean_NV"])})
-    return pd.DataFrame(rows, columns=["net", "training", "seed", "layers", "spearman"])
-
-
-def claim_nv_tracks_rk(inv: pd.DataFrame, layers: pd.DataFrame, min_rho: float = 0.5) -> Claim:
-    """A layer's rotation NV tracks its relative stability: the median Spearman correlation between
-    layer mean NV and ``log10 R_k`` over trained nets is at least ``min_rho``. ``value`` = the median;
-    details ``rho_min``, ``rho_max``, ``n_corr``."""
-    corr = nv_rk_correlations(layer_nv_vs_rk(inv, layers))
-    rho = corr["spearman"]
-    med = float(rho.median()) if len(rho) else _nan()
-    return Claim("nv_tracks_rk", bool(med >= min_rho), med, min_rho,
-                 {"rho_min": float(rho.min()) if len(rho) else _nan(),
-                  "rho_max": float(rho.max()) if len(rho) else _nan(), "n_corr": int(len(rho))},
-                 testable=len(rho) > 0, rule=f"median Spearman(layer NV, log10 R_k) >= {min_rho:g}",
-                 statement="A layer's rotation NV tracks its relative stability R_k")

@@ -13,6 +13,8 @@ are in :mod:`stabkit.report.probe_figures`.
 - ``zero_mode_profile(fractions, ...)``  Fig. 2: energy fraction at eigenvalue 0 against relative depth.
 - ``training_curves(metrics, ...)``      test error per epoch (a check that the runs trained).
 - ``block_profiles(profile, ...)``       appendix: block-by-block sensitivities with the theory's law.
+- ``two_points_examples(...)``           Fig. 5: far and close images of the scale-detection task, and
+                                         one image with its one-pixel move and the matched noise.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from .palette import hue_colours, net_style
 
 __all__ = ["LABELS", "VARIANTS", "MARKERS", "colours", "sensitivity_vs_error", "layer_profiles",
            "filter_spectra", "zero_mode_profile", "training_curves", "laplacian_multiplicities",
-           "block_profiles", "task_states", "log_ticks", "subplots"]
+           "block_profiles", "task_states", "two_points_examples", "log_ticks", "subplots"]
 
 #: Axis labels (mathtext) of the table columns.
 LABELS = {
@@ -166,6 +168,9 @@ def sensitivity_vs_error(output: pd.DataFrame, quantities: Sequence[str] = ("D_f
     cmap = hue_colours(df[hue], hue)
     mmap = _markers(df[marker]) if marker else {}
     fig, arr = subplots(1, len(quantities), axes)
+    # One error axis for every panel (the same limits and ticks), spanning the points drawn in any panel.
+    drawn = _positive(df[df["state"].isin(states)], [error])[error].to_numpy(dtype=np.float64)
+    xlim = (drawn.min() / 1.25, drawn.max() * 1.25) if len(drawn) else None
     for ax, q in zip(arr.flat, quantities):
         for state in states:
             sub = _positive(df[df["state"] == state], [q, error])
@@ -181,14 +186,15 @@ def sensitivity_vs_error(output: pd.DataFrame, quantities: Sequence[str] = ("D_f
                     ax.scatter(g[error], g[q], facecolors="none", edgecolors=[c], marker=m, s=30,
                                linewidths=0.9, alpha=0.8, zorder=2)
         if law and q == "R_f":
-            tr = _positive(df[df["state"] == "trained"], [error])
-            if len(tr):
-                e = np.geomspace(tr[error].min() / 1.5, min(tr[error].max() * 1.5, 1.0), 50)
-                ax.plot(e, (e / 0.2) ** 2, color="0.5", lw=1, ls="-.", zorder=1)
+            if xlim is not None:  # drawn over the shared error axis only: it must not widen it
+                e = np.geomspace(*xlim, 50)
+                ax.plot(e, (e / 0.2) ** 2, color="0.5", lw=1, ls="-.", zorder=1, scalex=False)
         if "init" in states and q == "R_f":
             ax.axhline(1.0, color="0.8", lw=0.8, zorder=0)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        if xlim is not None:
+            ax.set_xlim(*xlim)
         log_ticks(ax)
         ax.set_xlabel(xlabel or _label(error))
         ax.set_ylabel(_label(q))
@@ -395,6 +401,46 @@ def zero_mode_profile(fractions: pd.DataFrame, hue: str = "net", ax=None,
     return fig
 
 
+# ------------------------------------------------------------------------------------ Fig. 5 examples
+def two_points_examples(n: int = 4, d: int = 28, xi: float = 14.0, gap: float = 2.0, seed: int = 0) -> Figure:
+    """The 2-D scale-detection task (:class:`stabkit.data.TwoPoints`) in pictures: ``n`` far and ``n``
+    close test images (two active pixels; title = their L2 distance in pixels: far > ``xi + gap/2``,
+    close < ``xi - gap/2``),
+    and a last row with one close image, its one-pixel move and the isotropic noise of the same norm
+    (:func:`stabkit.data.twopoints_probes`). ``d``, ``xi``, ``gap``: the task's options; ``seed``: which
+    images and moves are drawn."""
+    import torch
+
+    from stabkit.data import TwoPoints, twopoints_probes
+
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 3:
+        raise ValueError(f"n must be an integer >= 3 (images per class), got {n!r}")
+    task = TwoPoints(d=d, xi=xi, gap=gap, ptr=4 * n, train=False, seed=seed)
+    pos = task.positions.to(torch.float64)
+    dist = (pos[:, 0] - pos[:, 1]).norm(dim=-1)
+    fig, arr = plt.subplots(3, n, figsize=(1.55 * n + 0.6, 5.0), squeeze=False, constrained_layout=True)
+    for row, (label, cls) in enumerate(((f"far (> {xi + gap / 2:g} px)", 0), (f"close (< {xi - gap / 2:g} px)", 1))):
+        idx = torch.nonzero(task.y == cls).flatten()[:n]
+        for j, i in enumerate(idx.tolist()):
+            arr[row, j].imshow(task.x[i, 0].numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+            arr[row, j].set_title(f"distance {float(dist[i]):.1f}", fontsize=8)
+        arr[row, 0].set_ylabel(label, fontsize=9)
+    close = task.positions[task.y == 1][:1]
+    x, x_tau, x_eta = twopoints_probes(close, d, P=1, generator=torch.Generator().manual_seed(seed))
+    lim = float(x.abs().max()) / 4  # the two active pixels saturate, so that the noise shows
+    for j, (img, title) in enumerate(((x, "clean"), (x_tau, "one-pixel move"), (x_eta, "noise, same norm"))):
+        arr[2, j].imshow(img[0, 0].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        arr[2, j].set_title(title, fontsize=8)
+    arr[2, 0].set_ylabel("the probes", fontsize=9)
+    for ax in arr.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+    for ax in arr[2, 3:]:
+        ax.set_visible(False)
+    return fig
+
+
 # ------------------------------------------------------------------------------------------- training
 def training_curves(metrics: pd.DataFrame, hue: str = "net", y: str = "test_err",
                     style: str | None = None, ax=None, title: str | None = None) -> Figure:
@@ -485,7 +531,7 @@ def task_states(output: pd.DataFrame, panel: str = "task_name",
                 ax.scatter(np.full(len(v), i + dx), v, color=c, marker=mk, s=22, zorder=3,
                            label=state if i == 0 else None)
                 ax.hlines(np.mean(v), i + dx - 0.1, i + dx + 0.1, color="k", lw=1.5, zorder=4)
-        ax.set_xticks(range(len(cats)), [str(c) for c in cats])
+        ax.set_xticks(range(len(cats)), [str(c).replace(" (", "\n(") for c in cats])  # no overlap
         ax.set_xlim(-0.6, len(cats) - 0.4)
         ax.set_yscale(yscale)
         if yscale == "log":

@@ -2,7 +2,9 @@
 
 * :func:`page` loads a page's run tables through :func:`stabkit.runs.results` (committed results first,
   else the sweep's missing runs are run), records them as the page's inputs and glues the standard page
-  facts (:data:`stabkit.report.prose.FACT_KEYS` and ``scale``) for the "This run" paragraph.
+  facts (:data:`stabkit.report.prose.FACT_KEYS` and ``scale``) for the "This run" paragraph, and the
+  page's coverage of its grid and the provenance of its runs (:data:`COVERAGE_KEYS`); ``scale="auto"``
+  shows the largest committed scale.
 * :func:`glue` stores a number, a string or a figure for the text (``{glue:text}`name:.3g``` in markdown).
 * :func:`glue_claim` glues a :class:`~stabkit.report.claims.Claim` under standard names and as one JSON
   record ``<prefix>_claim`` (hidden), which the book's claims dashboard collects from every executed page.
@@ -28,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV_PROVENANCE = "STABKIT_PROVENANCE"
 GLUE_PREFIX = "application/papermill.record/"
 
-__all__ = ["glue", "glue_bundle", "glue_claim", "claim_record", "page", "Page", "current_page",
+__all__ = ["glue", "glue_bundle", "glue_claim", "claim_record", "page", "Page", "current_page", "COVERAGE_KEYS",
            "record_inputs", "record", "recorded", "collect_records", "progress_enabled", "ENV_PROVENANCE",
            "GLUE_PREFIX", "REPO_ROOT"]
 
@@ -246,6 +248,27 @@ class Page:
 
 
 _CURRENT: list[Page] = []
+#: Coverage and provenance facts :func:`page` glues besides :data:`stabkit.report.prose.FACT_KEYS`.
+COVERAGE_KEYS = ("coverage", "n_configs", "n_grid", "missing", "sources")
+
+
+def _short_list(items: Any, n: int = 5) -> str:
+    items = list(items or [])
+    if not items:
+        return "none"
+    return "; ".join(map(str, items[:n])) + (f"; and {len(items) - n} more" if len(items) > n else "")
+
+
+def _coverage(summary: Any, facts: dict[str, Any]) -> dict[str, Any]:
+    """The coverage facts of a page from its summary table's ``attrs["results"]``
+    (:func:`stabkit.runs.lookup.coverage_facts`), or plain counts when the table carries none."""
+    info = dict(getattr(summary, "attrs", {}).get("results") or {})
+    if not info:
+        n = facts.get("n_runs", len(summary))
+        info = {"coverage": f"{n} runs (grid coverage unknown)", "n_configs": n, "n_grid": "n/a", "missing": [],
+                "sources": "unknown"}
+    return {k: info.get(k) for k in COVERAGE_KEYS} | {"coverage_source": info.get("source", "unknown"),
+                                                     "sources_list": info.get("sources_list", [])}
 
 
 def current_page() -> Page | None:
@@ -253,22 +276,27 @@ def current_page() -> Page | None:
     return _CURRENT[-1] if _CURRENT else None
 
 
-def page(sweep: str, scale: str, *tables: str, name: str | None = None, runs_root: str | None = None,
+def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None, runs_root: str | None = None,
          results_root: str | None = None, device: str = "auto", jobs: int = 1, data_root: str | None = None,
          glue_facts: bool = True) -> Page:
     """Load a page's run tables and glue its standard facts.
 
-    ``sweep``: the sweep whose tables the page shows; ``scale``: ``tiny | small | paper | ...``;
+    ``sweep``: the sweep whose tables the page shows; ``scale``: ``tiny | small | cpu | gpu | paper`` or
+    ``"auto"`` (default: the largest scale with committed results of the sweep's grid, else ``small``
+    computed on the spot; :func:`stabkit.runs.resolve_scale`; ``$STABKIT_RECOMPUTE=1`` computes ``small``);
     ``tables``: table names (``"output"``, ``"layers"``...; ``"summary"`` is always loaded for the facts).
     ``name``: the page (default: ``sweep``), used by :func:`glue_claim`. ``runs_root``, ``results_root``,
     ``device``, ``jobs``: passed to :func:`stabkit.runs.results` (empty strings mean "default", as in the
     notebooks' parameters). ``data_root``: a CIFAR-10 folder or archive, exported as ``$STABKIT_DATA``
     (worker processes inherit it; run keys do not depend on it).
 
-    Records every table as an input of the page and glues ``scale`` and each of
+    Records every table as an input of the page and glues ``scale`` (the resolved one) and each of
     :data:`stabkit.report.prose.FACT_KEYS` (``seeds``, ``nets``, ``epochs``, ``P``, ``ptr``, ``device``,
-    ``data``, ``differences``, ``n_runs``, ``n_failed``) unless ``glue_facts=False``. Returns a
-    :class:`Page`; iterating it yields the asked tables in order.
+    ``data``, ``differences``, ``n_runs``, ``n_failed``) and of :data:`COVERAGE_KEYS`: ``coverage`` (one
+    sentence: "41 of 66 configurations of the gpu grid (committed); missing: ..."), ``n_configs``,
+    ``n_grid``, ``missing`` (a short list, or "none"), ``sources`` (devices, code commits and dates of
+    the runs) unless ``glue_facts=False``. Returns a :class:`Page` (the coverage facts are in
+    ``Page.facts`` too, ``missing`` there as a list); iterating it yields the asked tables in order.
     """
     from stabkit import runs
 
@@ -281,17 +309,23 @@ def page(sweep: str, scale: str, *tables: str, name: str | None = None, runs_roo
         raise ValueError(f"tables must be table names such as 'output' or 'layers', got {bad!r}")
     if data_root:
         os.environ["STABKIT_DATA"] = str(data_root)
+    if scale == "auto":  # resolved once, so that every table of the page comes from the same scale
+        scale = runs.resolve_scale(sweep, "auto", results_root or None)
     loaded: dict[str, Any] = {}
     for t in dict.fromkeys([*tables, "summary"]):
         loaded[t] = runs.results(sweep, scale, t, runs_root=runs_root or None, results_root=results_root or None,
                                  device=device, jobs=jobs, progress=progress_enabled())
     record_inputs(loaded)
     facts = page_facts(loaded["summary"], sweep, scale)
+    facts.update(_coverage(loaded["summary"], facts))
     if glue_facts:
         glue("scale", scale)
         for key in FACT_KEYS:
             glue(key, facts[key])
-    record(scale=scale, device=facts["device"], seeds=facts["seeds"], data=facts["data"])
+        for key in COVERAGE_KEYS:
+            glue(key, _short_list(facts[key]) if key == "missing" else facts[key])
+    record(scale=scale, device=facts["device"], seeds=facts["seeds"], data=facts["data"],
+           coverage=facts["coverage"], sources=facts["sources"])
     pg = Page(name or sweep, sweep, scale, loaded, facts, tuple(tables))
     _CURRENT.append(pg)
     return pg

@@ -59,15 +59,14 @@ def plot_nv_strips(acts: pd.DataFrame, vmax: float = 1.5, width: int = 200, titl
     layers = acts.drop_duplicates("layer").sort_values("depth")["layer"].tolist()
     img = np.stack([nv_strip_image(acts.loc[acts.layer == name, "NV"].to_numpy(), width) for name in layers])
     shown = np.where(np.isinf(img), np.inf, np.minimum(img, vmax * (1 - 1e-9)))
-    cmap = plt.get_cmap("inferno").copy()
-    cmap.set_over("cyan")
-    cmap.set_bad("lightgrey")
+    cmap = plt.get_cmap("inferno").with_extremes(over="cyan", bad="lightgrey")
     ax = ax if ax is not None else plt.gca()
     art = ax.imshow(np.ma.masked_invalid(np.where(np.isinf(shown), vmax * 10, shown)), aspect="auto",
                     cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest")
     ax.grid(False)
     ax.set_yticks(range(len(layers)))
-    ax.set_yticklabels(layers if labels else [], fontsize=5)
+    short = [name.removeprefix("features.") for name in layers]  # the common prefix of the VGG nodes
+    ax.set_yticklabels(short if labels else [], fontsize=7)
     ax.set_xticks([0, width / 2, width - 1], ["0", "50", "100"])
     ax.set_xlabel("units sorted by NV (%)", fontsize=8)
     if title:
@@ -82,7 +81,7 @@ def nv_strips(acts: pd.DataFrame, trainings: Sequence[str] = ("unrotated", "rota
     a = a[a["seed"] == a["seed"].min()]
     nets = _order(a["net"])
     fig, axes = plt.subplots(len(nets), len(trainings), squeeze=False,
-                             figsize=(9, 0.16 * a["layer"].nunique() * len(nets) + 1.5))
+                             figsize=(9, 0.2 * a["layer"].nunique() * len(nets) + 1.5))
     art = None
     for i, net in enumerate(nets):
         for j, tr in enumerate(trainings):
@@ -278,9 +277,11 @@ def nv_vs_rk(both: pd.DataFrame) -> Figure:
                             marker=marker, s=22, label=f"trained {tr}", edgecolor="k", linewidth=0.2)
         ax.set(title=net, xlabel="$\\log_{10} R_k$ (diffeo / noise)",
                ylabel="layer mean NV (rotations)" if ax is axes[0, 0] else "")
-        ax.legend(fontsize=7)
     if sc is not None:
         fig.colorbar(sc, ax=axes, label="relative depth", shrink=0.8)
+    handles = [Line2D([], [], ls="", marker=m, color="0.5", markeredgecolor="k", label=f"trained {tr}")
+               for tr, m in (("unrotated", "o"), ("rotated", "^"))]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize="small", frameon=False)
     return fig
 
 
@@ -300,6 +301,8 @@ def nv_rk_profile(both: pd.DataFrame, training: str = "unrotated") -> Figure:
     ax2.set_ylabel("$\\log_{10} R_k$ (dashed)")
     ax2.grid(False)
     handles = [Line2D([], [], color=c, marker=net_style(n)[1], label=str(n)) for n, c in cmap.items()]
-    ax1.legend(handles=handles, fontsize=7, loc="best")
+    handles += [Line2D([], [], color="0.3", ls="-", label="NV (left axis)"),
+                Line2D([], [], color="0.3", ls="--", label=r"$\log_{10} R_k$ (right axis)")]
+    ax1.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.12, 1.0), fontsize="small", frameon=False)
     ax1.set_title(f"networks trained {training}", fontsize=10)
     return fig

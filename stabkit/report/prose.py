@@ -2,28 +2,53 @@
 from the paper's protocol (as text and as a small table).
 
 ``page_facts(summary, sweep, scale)`` gives the strings every figure page shows under "This run"
-(seeds, nets, epochs, P, training-set size, device, data, differences from the paper's grid);
-:func:`stabkit.report.glue.page` glues them under the standard names.
+(seeds, nets, epochs, P, training-set size, device, data, and the differences from the paper's protocol
+as a line of text and as a small markdown table); :func:`stabkit.report.glue.page` glues them under the
+standard names.
+
+:func:`ratio_parts` / :func:`parts_display`: the table of ``D``, ``G`` and ``deno`` at initialisation and after
+training, which shows whether a ratio (``R_f = D/G``, ``D_f = D/deno``) moved because of its numerator or
+its denominator (the sentences are :mod:`stabkit.report.narrative`'s). :func:`table_downloads` writes a page's tables as CSV
+files and returns the ``{download}`` links the page shows under "Data".
 """
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from stabkit.atomic import atomic_write_text
+
 from .analysis import config_values, run_columns
+from .fidelity import paper_protocol
 
-__all__ = ["NONE_LABELS", "DIFFERENCE_COLUMNS", "differences", "differences_table", "page_facts", "run_facts",
-           "ptr_text", "FACT_KEYS", "closer_to_prediction"]
+__all__ = ["NONE_LABELS", "DIFFERENCE_COLUMNS", "DIFFERENCE_LABELS", "NOT_GIVEN", "differences",
+           "differences_table", "markdown_table", "page_facts", "run_facts", "ptr_text", "FACT_KEYS",
+           "closer_to_prediction", "ratio_parts", "parts_display",
+           "table_downloads", "ENV_PAGE_TABLES", "MarkdownText"]
 
-#: The facts :func:`page_facts` returns (and :func:`stabkit.report.glue.page` glues, under these names).
-FACT_KEYS = ("seeds", "nets", "epochs", "P", "ptr", "device", "data", "differences", "n_runs", "n_failed")
-#: Configuration columns compared by :func:`differences` and :func:`differences_table`.
+#: The facts :func:`page_facts` returns (and :func:`stabkit.report.glue.page` glues, under these names):
+#: ``differences`` is one line of text, ``differences_md`` the same as a small markdown table (render it
+#: with a ``{glue:md}`` directive and ``:format: myst``).
+FACT_KEYS = ("seeds", "nets", "epochs", "P", "ptr", "device", "data", "differences", "differences_md", "n_runs",
+             "n_failed")
+#: Configuration columns compared by :func:`differences` and :func:`differences_table`: the paper's
+#: protocol (networks, seeds, epochs, training-set size, width, probes, precision of the measurement...).
 DIFFERENCE_COLUMNS = ("net", "seed", "epochs", "ptr", "test_size", "P", "noise_std", "width_factor",
-                      "batch_size", "lr")
+                      "batch_size", "lr", "measure_dtype")
+#: Row labels of the "different from the paper" table on the pages.
+DIFFERENCE_LABELS = {"net": "networks", "seed": "seeds", "epochs": "epochs (at most)", "ptr": "training-set size",
+                     "test_size": "test-set size", "P": "probes $P$", "noise_std": "training noise std",
+                     "width_factor": "width (factor on the channels)", "batch_size": "batch size",
+                     "lr": "learning rate", "measure_dtype": "measurement precision"}
+#: Protocol values the paper does not give, per task: the page says "not given" for the paper instead of
+#: quoting the ``paper`` scale's choice (the 1-D appendix's learning rate and batch size are ours).
+NOT_GIVEN = {"scale1d": ("lr", "batch_size")}
 
 # ------------------------------------------------------------------------------------------ page facts
 def _fmt_values(values) -> str:
@@ -57,16 +82,39 @@ def differences_table(here: pd.DataFrame, paper: pd.DataFrame, columns: Sequence
         if not isinstance(df, pd.DataFrame):
             raise ValueError(f"{arg} must be a pandas DataFrame, got {type(df).__name__}")
     labels = labels or {}
+    not_given = {c for t in (set(here["task"].dropna()) if "task" in here.columns else ())
+                 for c in NOT_GIVEN.get(t, ())}
     rows = []
     for c in columns:
-        if c not in here.columns or c not in paper.columns:
+        if c not in here.columns:
             continue
         none = NONE_LABELS.get(c, "default")
-        a = {none if _missing(v) else _integral(v) for v in paper[c].tolist()}
         b = {none if _missing(v) else _integral(v) for v in here[c].tolist()}
+        if c in not_given:
+            rows.append({"quantity": labels.get(c, c), "paper": "not given", "here": _short(b)})
+            continue
+        if c not in paper.columns:
+            continue
+        a = {none if _missing(v) else _integral(v) for v in paper[c].tolist()}
         if a != b:
             rows.append({"quantity": labels.get(c, c), "paper": _short(a), "here": _short(b)})
     return pd.DataFrame(rows, columns=["quantity", "paper", "here"])
+
+
+def markdown_table(table: pd.DataFrame, empty: str = "") -> str:
+    """A DataFrame as a markdown (pipe) table, cells as text (``|`` escaped); ``empty`` if it has no row."""
+    if not isinstance(table, pd.DataFrame):
+        raise ValueError(f"table must be a pandas DataFrame, got {type(table).__name__}")
+    if table.empty:
+        return empty
+
+    def cell(v) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in table.columns) + " |",
+             "|" + "---|" * table.shape[1]]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
 
 
 def differences(here: pd.DataFrame, paper: pd.DataFrame, columns: Sequence[str] = DIFFERENCE_COLUMNS,
@@ -99,9 +147,10 @@ def _missing(v) -> bool:
 
 
 def _short(values: set, limit: int = 6) -> str:
-    if len(values) > limit:
-        return f"{len(values)} values"
-    return _fmt_values(list(values)) if values else "none"
+    text = _fmt_values(list(values)) if values else "none"
+    if len(values) > limit and not (all(isinstance(v, (int, np.integer)) for v in values) and "-" in text):
+        return f"{len(values)} values"  # a long list (a range of integers stays "0-9")
+    return text
 
 
 def _device_text(summary: pd.DataFrame) -> str:
@@ -183,14 +232,32 @@ def page_facts(summary: pd.DataFrame, sweep: Any = None, scale: str | None = Non
     }
     if sweep is None:
         out["differences"] = "unknown"
-    elif scale == "paper":
-        out["differences"] = "nothing (this is the paper's grid)"
+        out["differences_md"] = MarkdownText("Unknown (no sweep given).")
     else:
         from stabkit import runs
 
-        paper = pd.DataFrame([c.to_dict() for c in runs.load_sweep(sweep, "paper").configs])
-        out["differences"] = differences(ok, paper)
+        # The paper's protocol (fidelity.PAPER_PROTOCOL: what the paper states, not the `paper` scale's
+        # choices); the probe pages, which reproduce other papers, compare with their sweep's paper grid.
+        # At the paper scale the grid is the paper's: only values the paper does not give are listed.
+        proto = paper_protocol(sweep)
+        paper = ok if scale == "paper" else proto if proto is not None else pd.DataFrame(
+            [c.to_dict() for c in runs.load_sweep(sweep, "paper").configs])
+        table = differences_table(ok, paper)
+        table = table.assign(here=[_protocol_value(q, v) for q, v in zip(table["quantity"], table["here"])],
+                             paper=[_protocol_value(q, v) for q, v in zip(table["quantity"], table["paper"])])
+        text = "; ".join(f"{r.quantity}: {r.paper} in the paper, {r.here} here" for r in table.itertuples())
+        out["differences"] = text or ("nothing (this is the paper's grid)" if scale == "paper" else "nothing")
+        shown = table.assign(quantity=[DIFFERENCE_LABELS.get(q, q) for q in table["quantity"]])
+        shown.columns = ["", "the paper", f"this page ({scale})" if scale else "this page"]
+        out["differences_md"] = MarkdownText(markdown_table(shown, empty="Nothing: these runs follow the paper's "
+                                                                      "protocol."))
     return out
+
+
+def _protocol_value(column: str, value: str) -> str:
+    if column == "measure_dtype" and value in ("float32", "float64"):
+        return f"{value} measurement"
+    return value
 
 
 def run_facts(table: pd.DataFrame, columns: Sequence[str] = ("seed", "device", "dataset", "data",
@@ -228,3 +295,92 @@ def closer_to_prediction(exponents: dict, predicted: dict, tasks: dict) -> tuple
             if ids:
                 bucket.append(f"{q} (task{'s' if len(ids) > 1 else ''} {' and '.join(ids)})")
     return ", ".join(closer) or "none", ", ".join(farther) or "none"
+
+
+class MarkdownText(str):
+    """A string that notebooks display as markdown (``text/markdown``): what a ``{glue:md}`` directive
+    needs (a plain string is glued as ``text/plain`` only)."""
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
+
+
+# ------------------------------------------------------------------------------ what the data show
+def ratio_parts(output: pd.DataFrame, by: Sequence[str] = (), shuffle: int | None = 0) -> pd.DataFrame:
+    """Where a ratio's change comes from: the geometric means over runs of ``D``, ``G``, ``deno`` and of
+    ``D_f = D/deno``, ``G_f = G/deno``, ``R_f = D/G``, at initialisation, after training, and their
+    ratio trained / init (the row ``"trained / init"``), optionally per ``by`` (e.g. ``("noise_std",)``).
+    Only runs measured in both states count. ``output``: the ``output`` run table."""
+    cols = ["D", "G", "deno", "D_f", "G_f", "R_f"]
+    if not isinstance(output, pd.DataFrame):
+        raise ValueError(f"output must be a pandas DataFrame, got {type(output).__name__}")
+    missing = [c for c in [*cols, "state", *by] if c not in output.columns]
+    if missing:
+        raise ValueError(f"output lacks columns {missing}")
+    df = output if shuffle is None or "shuffle" not in output.columns else output[output["shuffle"] == shuffle]
+    keys = [k for k in run_columns(df) if k not in cols and k not in ("state", "test_err", "task_err",
+                                                                     "test_err_corrupted", "P")]
+    keys = [*by, *[k for k in keys if k not in by]]
+    logs = df[[*keys, "state"]].copy()
+    for c in cols:
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
+        logs[c] = np.log10(np.where(v > 0, v, np.nan))
+    wide = logs.groupby([*keys, "state"], dropna=False)[cols].mean().unstack("state")
+    rows = []
+    groups = wide.groupby(level=list(by), dropna=False) if by else [((), wide)]
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        for state in ("init", "trained"):
+            if state in g.columns.get_level_values(1):
+                both = g.dropna(subset=[(c, s) for c in ("R_f",) for s in ("init", "trained")
+                                        if s in g.columns.get_level_values(1)])
+                rows.append({**dict(zip(by, key)), "": state, "n": len(both),
+                             **{c: 10 ** both[(c, state)].mean() for c in cols}})
+        if {"init", "trained"} <= set(g.columns.get_level_values(1)):
+            both = g.dropna(subset=[("R_f", "init"), ("R_f", "trained")])
+            rows.append({**dict(zip(by, key)), "": "trained / init", "n": len(both),
+                         **{c: 10 ** (both[(c, "trained")] - both[(c, "init")]).mean() for c in cols}})
+    return pd.DataFrame(rows, columns=[*by, "", "n", *cols])
+
+
+def parts_display(parts: pd.DataFrame):
+    """:func:`ratio_parts` for display: numbers with 3 significant digits, no index (a pandas Styler)."""
+    cols = [c for c in ("D", "G", "deno", "D_f", "G_f", "R_f") if c in parts.columns]
+    return parts.style.format("{:.3g}", subset=cols).hide(axis="index")
+
+
+# ---------------------------------------------------------------------------------------- downloads
+#: Environment variable naming the folder :func:`table_downloads` writes to (the tests point it to a
+#: temporary folder); default ``<repo>/book/_generated/tables``.
+ENV_PAGE_TABLES = "STABKIT_PAGE_TABLES"
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def table_downloads(page: str, tables: dict[str, pd.DataFrame], folder: str | os.PathLike | None = None,
+                    relative_to: str | os.PathLike | None = None) -> str:
+    """Write a page's tables as CSV files and return a markdown list of ``{download}`` links to them.
+
+    ``page``: the page name (a sub-folder); ``tables``: ``{name: DataFrame}``, written whole (with the raw
+    ``D``, ``G``, ``deno`` columns next to the ratios, and every configuration column) to
+    ``<folder>/<page>/<name>.csv``. ``folder``: default ``$STABKIT_PAGE_TABLES``, else
+    ``<repo>/book/_generated/tables``. ``relative_to``: the folder of the executed notebook the links are
+    written for (default ``<repo>/book/executed``, where ``tools/book.py`` puts the pages). Render the
+    returned text with ``{glue:md}`` and ``:format: myst`` (the ``{download}`` role is MyST).
+    """
+    if not isinstance(page, str) or not page or "/" in page or page.startswith("."):
+        raise ValueError(f"page must be a page name such as 'fig1_noise_corrupted_cifar', got {page!r}")
+    if not isinstance(tables, dict) or not all(isinstance(v, pd.DataFrame) for v in tables.values()):
+        raise ValueError("tables must be a dict {name: pandas DataFrame}")
+    root = Path(folder or os.environ.get(ENV_PAGE_TABLES) or _REPO / "book" / "_generated" / "tables")
+    base = Path(relative_to) if relative_to else _REPO / "book" / "executed"
+    lines = []
+    for name, df in tables.items():
+        if not isinstance(name, str) or not name.replace("_", "").isalnum():
+            raise ValueError(f"table names must be words such as 'output', got {name!r}")
+        path = root / page / f"{name}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, df.to_csv(index=False))
+        link = Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+        rows = f"{len(df)} row{'' if len(df) == 1 else 's'}"
+        lines.append(f"- {{download}}`{name}.csv <{link}>`: {rows}, {df.shape[1]} columns")
+    return MarkdownText("\n".join(lines))

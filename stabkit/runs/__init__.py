@@ -37,11 +37,15 @@ from __future__ import annotations
 from .config import (DERIVED_FIELDS, FORMAT_VERSION, STATES, TASKS, RunConfig, deferred_registry_checks,
                      known_nets)
 from .execute import check_measurements, device_name, measure_states, remeasure, resolve_device, run
-from .executors import EXECUTORS, results, sweep
+from .executors import EXECUTORS, run_threads, sweep
+from .locks import RunLock, lock_held
 from .measurements import AUGMENTATIONS, MEASUREMENTS, load_plugins, register_augmentation, register_measurement
 from .paths import default_results_root, default_runs_root, sweeps_dir
-from .store import (TABLES, RunLocked, collect, committed_table, config_columns, export, git_state, provenance,
-                    run_dir, run_state, status)
+from .lookup import RECOMPUTE_ENV, coverage_facts, recompute_requested, resolve_scale, results
+from .resultstore import (SCALE_ORDER, committed_keys, committed_runs, committed_scales, export, import_runs, load,
+                          merge_runs, store_dir)
+from .store import (KNOWN_TABLES, TABLES, RunLocked, collect, config_columns, git_state, provenance, run_dir,
+                    run_state, status, verify_run)
 from .sweepfile import SCALES, Sweep, as_sweep, load_sweep, sweep_path, sweep_scales
 from .tasks import RunContext, TaskData, build_net, loader, normalize, probe_set, task_data
 
@@ -52,7 +56,12 @@ __all__ = [
     "status", "results", "export", "resolve_device", "TABLES", "SCALES",
     # new names of the package split
     "TASKS", "STATES", "DERIVED_FIELDS", "EXECUTORS", "TaskData", "as_sweep", "build_net", "check_measurements",
-    "committed_table", "config_columns", "deferred_registry_checks", "device_name", "git_state", "known_nets",
+    "config_columns", "deferred_registry_checks", "device_name", "git_state", "known_nets",
     "load_plugins", "loader", "measure_states", "normalize", "probe_set", "provenance", "sweep_path",
     "sweep_scales", "task_data",
+    # the results store (runs/resultstore.py) and the notebooks' lookup (runs/lookup.py)
+    "RECOMPUTE_ENV", "SCALE_ORDER", "committed_keys", "committed_runs", "committed_scales", "coverage_facts",
+    "import_runs", "load", "merge_runs", "recompute_requested", "resolve_scale", "store_dir",
+    # runs reliability (issue 15)
+    "KNOWN_TABLES", "RunLock", "lock_held", "run_threads", "verify_run",
 ]

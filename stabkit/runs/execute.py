@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import os
 import platform
 import shutil
 import socket
@@ -18,12 +19,12 @@ import pandas as pd
 from ..checks import check_device
 from .config import RunConfig
 from .measurements import GRAD_FREE, MEASUREMENTS, load_plugins
-from .store import (RunLocked, hold_lock, mark_done, read_config, run_dir, write_config, write_status,
+from .store import (RunLocked, git_state, hold_lock, mark_done, read_config, run_dir, write_config, write_status,
                     write_table)
 from .tasks import RunContext, build_net, loader, task_data
 
 __all__ = ["RESERVED_TABLES", "resolve_device", "device_name", "check_measurements", "measure_states", "run",
-           "remeasure"]
+           "remeasure", "run_mode"]
 
 #: Tables a measurement may not write (the run writes them itself).
 RESERVED_TABLES = ("metrics", "summary")
@@ -59,8 +60,17 @@ def check_measurements(names: Sequence[str]) -> None:
         raise ValueError(f"unknown measurement(s) {unknown}; registered: {sorted(MEASUREMENTS)}")
 
 
-def _cpu_copy(model) -> dict:
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+def _env_flag(name: str) -> bool:
+    """An on/off environment variable: ``1``, ``true``, ``yes``, ``on`` (any case) are on."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def run_mode() -> dict[str, bool]:
+    """How runs of this process train, from the environment (not part of a run's configuration, so not of
+    its key): ``deterministic`` (``STABKIT_DETERMINISTIC``: ``stabkit.train.deterministic_mode``; GPU runs
+    are not bit-reproducible otherwise) and ``compile`` (``STABKIT_COMPILE``: ``torch.compile`` of the
+    training forward on CUDA, off by default). Each run records the mode it used in its summary table."""
+    return {"deterministic": _env_flag("STABKIT_DETERMINISTIC"), "compile": _env_flag("STABKIT_COMPILE")}
 
 
 def measure_states(model, cfg: RunConfig, data, device: str, path: Path, *, init_state: Mapping,
@@ -152,7 +162,7 @@ def _run_body(cfg: RunConfig, path: Path, device: str, progress: bool, heartbeat
     check_measurements(cfg.measure)  # before hours of training
     d = task_data(cfg)
     model = build_net(cfg, d).to(device)
-    init_state = _cpu_copy(model)
+    init_state = T.cpu_state(model)
     train_ld = loader(cfg, d, device, train=True, noise_std=cfg.noise_std, seed=cfg.data_seed)
     test_ld = loader(cfg, d, device, train=False, seed=cfg.data_seed + 1)
     extra = {"test_corrupted": loader(cfg, d, device, train=False, noise_std=cfg.noise_std,
@@ -164,7 +174,7 @@ def _run_body(cfg: RunConfig, path: Path, device: str, progress: bool, heartbeat
                   extra_test_loaders=extra,
                   select_on="test_corrupted" if extra else "test", fast=cfg.fast, seed=cfg.data_seed,
                   checkpoint_dir=path, meta={"net": cfg.net, "config_hash": cfg.key}, progress=progress,
-                  on_epoch=heartbeat)
+                  on_epoch=heartbeat, **run_mode())
     train_s = time.time() - t0
     write_table(path / "metrics.parquet", res.metrics)
     t1 = time.time()
@@ -173,30 +183,43 @@ def _run_body(cfg: RunConfig, path: Path, device: str, progress: bool, heartbeat
     for tname, df in tables.items():
         write_table(path / f"{tname}.parquet", df)
     best_row = res.metrics.iloc[res.best_epoch - 1]
+    code = git_state()
     corrupted = {"best_test_err_corrupted": float(best_row["test_corrupted_err"])} if extra else {}
     return {"key": cfg.key, "status": "done", "best_test_err": res.best_test_err, **corrupted,
             "last_test_err": res.last_test_err, "best_epoch": res.best_epoch, "epochs_run": len(res.metrics),
             "stopped_early": res.stopped_early, "train_seconds": train_s, "measure_seconds": time.time() - t1,
             "device": device, "device_name": device_name(device), "host": socket.gethostname(),
-            "torch": torch.__version__, "finished": _dt.datetime.now(_dt.timezone.utc).isoformat()}
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+            "code_commit": code["commit"], "code_dirty": code["dirty"], "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            **_mode_columns(res.mode)}
+
+
+def _mode_columns(mode: Mapping[str, Any]) -> dict[str, Any]:
+    """``TrainResult.mode`` as flat summary columns ``mode_<name>`` (lists joined by commas)."""
+    return {f"mode_{k}": (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for k, v in mode.items()}
 
 
 def remeasure(path: str | Path, *, measure: Sequence[str] | None = None, states: Sequence[str] | None = None,
               shuffles: Sequence[int] | None = None, P: int | None = None, device: str = "auto",
-              out_dir: str | Path | None = None) -> dict[str, pd.DataFrame]:
+              out_dir: str | Path | None = None, options: Mapping[str, Any] | None = None) -> dict[str, pd.DataFrame]:
     """Measure a finished run again (best checkpoint, checked against the run's key and net; "init"
     rebuilds the same initial weights) with other measurement options; returns the tables and writes
     them to ``out_dir`` if given (never into the run folder, whose tables belong to its configuration).
+    ``options`` updates the run's measurement options by measurement name, e.g.
+    ``{"layers": {"relu_conventions": ["true", "inplace"]}}`` for the original code's in-place ReLU values.
     Same measurement loop as :func:`run` (:func:`measure_states`)."""
     path = Path(path)
     original = RunConfig.from_dict(read_config(path))
     changes = {k: v for k, v in dict(measure=measure, states=states, shuffles=shuffles, P=P).items() if v is not None}
+    if options is not None:
+        changes["options"] = {**(original.options or {}), **dict(options)}
     cfg = original.replace(**changes)
     check_measurements(cfg.measure)
+    from ..train import cpu_state
     dev = resolve_device(device)
     d = task_data(cfg)
     model = build_net(cfg, d).to(dev)
-    out = measure_states(model, cfg, d, dev, path, init_state=_cpu_copy(model), checkpoint=path / "best.pt",
+    out = measure_states(model, cfg, d, dev, path, init_state=cpu_state(model), checkpoint=path / "best.pt",
                          config_hash=original.key)
     if out_dir is not None:
         for k, df in out.items():

@@ -1,128 +1,310 @@
-"""Many runs: :func:`sweep` (sequential, a local process pool, or submitit / SLURM) and :func:`results`,
-the notebooks' entry point (committed tables first, else compute the missing runs and collect)."""
+"""Many runs: :func:`sweep` (sequential, a local process pool, or submitit / SLURM); the notebooks'
+entry point :func:`~stabkit.runs.lookup.results` is in :mod:`~stabkit.runs.lookup`.
+
+A sweep finishes or retries every run it was asked for: a run another process was computing (its lock)
+is waited for, and retried if that process died before finishing it; the returned table (and the
+command line's exit status) says which runs did not finish. Every run uses the same number of torch
+threads (:func:`run_threads`, whatever ``jobs`` is), so that results do not depend on ``--jobs``. Worker
+processes die with the sweep that started them (Linux: ``PR_SET_PDEATHSIG``; elsewhere a watchdog
+thread), so a killed sweep leaves no process holding memory or a GPU.
+"""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ..checks import check_int
 from .config import RunConfig
 from .execute import resolve_device, run
+from .locks import heartbeat_age, lock_info
 from .paths import default_runs_root
-from .store import RunLocked, collect, committed_table, error_line, run_state
+from .store import RunLocked, error_line, run_state, verify_run
 from .sweepfile import Sweep, as_sweep
 
-__all__ = ["EXECUTORS", "sweep", "results", "run_guarded"]
+__all__ = ["EXECUTORS", "WAIT_STALE_S", "sweep", "run_guarded", "run_threads"]
 
 EXECUTORS = ("local", "slurm", "submitit-local", "submitit-debug")
+#: A run held by another live process whose heartbeat (lock file touched every epoch) is older than this
+#: is not waited for any more: the sweep reports it as not finished (a hung process, or one that keeps
+#: a lock by mistake), instead of waiting forever.
+WAIT_STALE_S = 2 * 3600
+_MAX_ATTEMPTS = 3  # a run is started at most this many times per sweep call (a dying worker is retried)
 
 
-def run_guarded(cfg_dict: dict, root: str, device: str, progress: bool = False) -> tuple[str, str, str]:
-    """Worker: run one config; never raises. Returns (key, status, error line)."""
+def run_threads(threads: int | None = None) -> int:
+    """Torch threads of every run: ``threads``, else ``$STABKIT_THREADS``, else the CPUs this process
+    may use. A property of the machine, never of ``jobs``: float reductions depend on the thread count,
+    so the same run gives the same numbers whether the sweep runs 1 or N at a time (with N > 1 the
+    threads of the workers oversubscribe the cores: set ``threads`` = cores / N for speed, knowing that
+    the last digits may then differ from a run made with another count)."""
+    if threads is None:
+        env = os.environ.get("STABKIT_THREADS", "").strip()
+        if env:
+            try:
+                threads = int(env)
+            except ValueError:
+                raise ValueError(f"$STABKIT_THREADS must be an integer >= 1, got {env!r}") from None
+        else:
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return check_int("threads", threads, minimum=1)
+
+
+def run_guarded(cfg_dict: dict, root: str, device: str, progress: bool = False, force: bool = False,
+                threads: int | None = None) -> tuple[str, str, str]:
+    """Worker: run one config with :func:`run_threads` torch threads (restored afterwards); never raises.
+    Returns (key, status, error line); status ``running`` when another live process holds the run."""
+    import torch
     cfg = RunConfig.from_dict(cfg_dict)
+    before = torch.get_num_threads()
+    torch.set_num_threads(run_threads(threads))
     try:
-        run(cfg, root, device=device, progress=progress)
+        run(cfg, root, device=device, progress=progress, force=force)
         return cfg.key, "done", ""
     except RunLocked as exc:
         return cfg.key, "running", str(exc)
     except Exception as exc:  # noqa: BLE001 - recorded in the run folder by run()
         return cfg.key, "failed", f"{type(exc).__name__}: {exc}"
+    finally:
+        torch.set_num_threads(before)
 
 
 _WORKER_DEVICE = "cpu"
 
 
-def _pool_init(device_queue, threads: int) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker die when the sweep process does: the kernel sends SIGKILL at the parent's death
+    (Linux ``prctl(PR_SET_PDEATHSIG)``), and a daemon thread exits when the parent pid changes (any
+    POSIX system; the fallback where prctl is missing)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)  # nothing to clean up: locks are released by the kernel, run folders stay resumable
+    threading.Thread(target=watch, name="stabkit-parent-watchdog", daemon=True).start()
+
+
+def _pool_init(device_queue, parent_pid: int) -> None:
     global _WORKER_DEVICE
-    import torch
-    torch.set_num_threads(max(1, threads))
+    _die_with_parent(parent_pid)
     _WORKER_DEVICE = device_queue.get() if device_queue is not None else "cpu"
 
 
-def _pool_run(cfg_dict: dict, root: str) -> tuple[str, str, str]:
-    return run_guarded(cfg_dict, root, _WORKER_DEVICE, False)
+def _pool_run(cfg_dict: dict, root: str, force: bool, threads: int) -> tuple[str, str, str]:
+    return run_guarded(cfg_dict, root, _WORKER_DEVICE, False, force, threads)
+
+
+def _check_executor(executor: Any) -> None:
+    """Refuse, before anything runs, an executor that cannot work here (clear ``ValueError``)."""
+    if isinstance(executor, str):
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS} or a submitit Executor, got {executor!r}")
+        if executor == "local":
+            return
+        try:
+            import submitit  # noqa: F401 - only needed by these executors
+        except ImportError:
+            raise ValueError(f"executor={executor!r} needs the submitit package (pip install submitit); "
+                             f"use executor='local'") from None
+        if executor == "slurm" and shutil.which("sbatch") is None:
+            raise ValueError("executor='slurm' needs SLURM, but there is no sbatch on PATH here (submitit would "
+                             "silently run the jobs locally); use executor='local', or 'submitit-local' to test")
+    elif not hasattr(executor, "map_array"):
+        raise ValueError(f"executor must be one of {EXECUTORS} or a submitit Executor, got {executor!r}")
+
+
+def _redo_keys(sw: Sweep, redo: bool | Iterable[str]) -> set[str]:
+    if redo is True:
+        return set(sw.keys)
+    if not redo:
+        return set()
+    keys = {redo} if isinstance(redo, str) else set(redo)
+    unknown = sorted(keys - set(sw.keys))
+    if unknown:
+        raise ValueError(f"redo: {unknown} are no runs of sweep {sw.name!r} at scale {sw.scale!r}; its runs: "
+                         f"{sw.keys}")
+    return keys
 
 
 def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | Path | None = None,
           executor: Any = "local", jobs: int = 1, *, device: str = "auto", slots_per_gpu: int = 1,
           retry_failed: bool = False, progress: bool = True, submitit_params: Mapping | None = None,
-          submitit_folder: str | Path | None = None, wait_running: bool = True, poll_s: float = 2.0) -> pd.DataFrame:
+          submitit_folder: str | Path | None = None, wait_running: bool = True, poll_s: float = 2.0,
+          verify: bool = False, redo: bool | Iterable[str] = False, threads: int | None = None,
+          wait_timeout_s: float | None = None, stale_s: float = WAIT_STALE_S,
+          skip_keys: Iterable[str] = ()) -> pd.DataFrame:
     """Run every configuration of a sweep that is not finished; return one row per config
-    (key, net, status in {done, failed, running, pending}, error, run_dir).
+    (key, net, status in {done, failed, running, pending, committed}, error, run_dir). A status other
+    than ``done`` or ``committed`` means the run did not finish in this call; ``error`` says why.
+    ``skip_keys``: configurations not to run because their results are committed already
+    (:func:`stabkit.runs.committed_keys`; the CLI passes them unless ``--recompute``); reported
+    ``committed`` unless their run folder is here and done.
 
-    The sweep is validated first (:meth:`Sweep.validate`: unknown networks fail before any training).
-    Finished runs are skipped untouched; interrupted ones are redone; failed ones are skipped unless
-    ``retry_failed`` (their traceback stays in ``error.txt``); a failing run never stops the sweep. Runs
-    that another live process is computing (lock file) are waited for if ``wait_running`` (default), so
-    that two notebooks sharing runs both see them finished.
+    The sweep is validated first (:meth:`Sweep.validate`: unknown networks, options, measurements, P
+    above the test set... fail before any training). Finished runs are skipped untouched (``verify``:
+    checked first with :func:`~stabkit.runs.store.verify_run`, and redone with a warning naming the
+    damaged file; ``redo``: True or some keys, recomputed anyway); interrupted ones are redone; failed
+    ones are skipped unless ``retry_failed`` (their traceback stays in ``error.txt``); a failing run never
+    stops the sweep. Runs that another live process is computing (its lock) are waited for if
+    ``wait_running`` (default) and retried if that process dies before finishing them; the wait for a
+    run ends after ``wait_timeout_s`` (default: none) or when its heartbeat is older than ``stale_s``
+    (a hung holder), and the run is then reported ``running``. A run is started at most 3 times.
 
     ``executor``: ``"local"`` (``jobs`` = 1: sequential in this process; > 1: worker processes, at most
-    ``slots_per_gpu`` concurrent runs per visible GPU on CUDA), ``"slurm"`` (submitit AutoExecutor job
-    array, ``submitit_params`` passed to ``update_parameters``, e.g. ``timeout_min``, ``slurm_partition``,
-    ``gpus_per_node``; ``jobs`` > 1 sets the array parallelism), ``"submitit-local"`` / ``"submitit-debug"``
-    (submitit's LocalExecutor / DebugExecutor, for testing; the local one is throttled to ``jobs`` at a
-    time), or any submitit ``Executor`` instance.
+    ``slots_per_gpu`` concurrent runs per visible GPU on CUDA; the workers die with this process),
+    ``"slurm"`` (submitit AutoExecutor job array, ``submitit_params`` passed to ``update_parameters``, e.g.
+    ``timeout_min``, ``slurm_partition``, ``gpus_per_node``; ``jobs`` > 1 sets the array parallelism;
+    refused where SLURM is absent), ``"submitit-local"`` / ``"submitit-debug"`` (submitit's LocalExecutor
+    / DebugExecutor, for testing; the local one is throttled to ``jobs`` at a time), or any submitit
+    ``Executor`` instance. ``threads``: torch threads of every run (:func:`run_threads`).
     """
+    jobs = _positive("jobs", jobs)
+    slots_per_gpu = _positive("slots_per_gpu", slots_per_gpu)
+    threads = run_threads(threads)
+    _check_executor(executor)
     sw = as_sweep(spec, scale).validate()
+    redo_keys = _redo_keys(sw, redo)
+    skip = set(skip_keys) - redo_keys
     root = Path(root or default_runs_root())
     root.mkdir(parents=True, exist_ok=True)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
-    states = {c.key: run_state(root / c.key) for c in sw.configs}
-    todo = [c for c in sw.configs if states[c.key] in ("pending", "interrupted")
-            or (retry_failed and states[c.key] == "failed")]
-    outcome: dict[str, tuple[str, str]] = {}
+    if verify:
+        for c in sw.configs:
+            if c.key not in redo_keys and (problems := verify_run(root / c.key)):
+                warnings.warn(f"run {c.key} of {sw.name}/{sw.scale} is damaged, redoing it: "
+                              + "; ".join(problems), stacklevel=2)
+                redo_keys.add(c.key)
+    dev = resolve_device(device) if executor == "local" else device
     from tqdm.auto import tqdm
-    bar = tqdm(total=len(todo), desc=f"{sw.name}/{sw.scale}", unit="run", disable=not progress or not todo)
-    args = [(c.to_dict(), str(root)) for c in todo]
-    if isinstance(executor, str) and executor == "local":
-        dev = resolve_device(device)
-        if jobs == 1 or len(todo) <= 1:
-            for a in args:
-                k, st, err = run_guarded(*a, dev, progress)
-                outcome[k] = (st, err)
-                bar.update()
-        else:
-            outcome.update(_local_pool(args, dev, jobs, slots_per_gpu, bar))
-    else:
-        outcome.update(_submitit_map(args, executor, jobs, device, root, submitit_params, submitit_folder, bar))
-    bar.close()
-    if wait_running:  # runs another live process is computing (e.g. a notebook sharing them): wait for them
-        busy = [c.key for c in sw.configs if outcome.get(c.key, ("running",))[0] == "running"
-                and run_state(root / c.key) == "running"]
-        if busy and progress:
-            print(f"{sw.name}/{sw.scale}: waiting for {len(busy)} run(s) computed by another process", file=sys.stderr)
-        while busy:
+    bar = tqdm(total=0, desc=f"{sw.name}/{sw.scale}", unit="run", disable=not progress)
+    outcome: dict[str, tuple[str, str]] = {}
+    attempts = dict.fromkeys(sw.keys, 0)
+    given_up: dict[str, str] = {}
+    try:
+        while True:
+            todo, force = [], []
+            for c in sw.configs:
+                k, st = c.key, run_state(root / c.key)
+                if attempts[k] >= _MAX_ATTEMPTS or st == "running" or k in skip:
+                    continue
+                if (k in redo_keys and attempts[k] == 0) or st in ("pending", "interrupted") or (
+                        st == "failed" and retry_failed and attempts[k] == 0):
+                    todo.append(c)
+                    force.append(k in redo_keys and attempts[k] == 0)
+            for c in todo:
+                attempts[c.key] += 1
+            bar.total += len(todo)
+            bar.refresh()
+            args = [(c.to_dict(), str(root), f) for c, f in zip(todo, force)]
+            if executor == "local" and (jobs == 1 or len(todo) == 1):
+                for cfg_dict, r, f in args:
+                    k, st, err = run_guarded(cfg_dict, r, dev, progress, f, threads)
+                    outcome[k] = (st, err)
+                    bar.update()
+            elif executor == "local" and todo:
+                outcome.update(_local_pool(args, dev, jobs, slots_per_gpu, threads, bar))
+            elif todo:
+                outcome.update(_submitit_map(args, executor, jobs, device, threads, root, submitit_params,
+                                             submitit_folder, bar))
+            # runs held by another live process: wait, then retry those it left unfinished
+            busy = [k for k in sw.keys if k not in given_up and k not in skip and run_state(root / k) == "running"]
+            if busy and wait_running:
+                if progress:
+                    print(f"{sw.name}/{sw.scale}: waiting for {len(busy)} run(s) computed by another process",
+                          file=sys.stderr)
+                stuck = _wait(root, busy, poll_s, wait_timeout_s, stale_s)
+                given_up.update(stuck)
+                for k in busy:
+                    outcome[k] = ("running", stuck[k]) if k in stuck else ("", "")
+                continue
+            for k in busy:
+                outcome[k] = ("running", "computed by another process (not waited for)")
+            if not todo:
+                break
+    finally:
+        bar.close()
+    return _report(sw, root, outcome, progress, skip)
+
+
+def _positive(name: str, value: Any) -> int:
+    try:
+        return check_int(name, value, minimum=1)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _wait(root: Path, keys: list[str], poll_s: float, timeout_s: float | None, stale_s: float) -> dict[str, str]:
+    """Wait until none of ``keys`` is held by another live process; returns the keys given up on (wait
+    timeout, or heartbeat older than ``stale_s``) with the reason."""
+    t0, stuck = time.time(), {}
+    keys = list(keys)
+    while keys:
+        keys = [k for k in keys if run_state(root / k) == "running"]
+        for k in list(keys):
+            age = heartbeat_age(root / k / "lock")
+            if age is not None and age > stale_s:
+                info = lock_info(root / k / "lock")
+                stuck[k] = (f"held by another process (host {info.get('host')}, pid {info.get('pid')}) whose "
+                            f"heartbeat is {age:.0f} s old (> {stale_s:g} s): not waited for")
+                keys.remove(k)
+        if keys and timeout_s is not None and time.time() - t0 > timeout_s:
+            for k in keys:
+                stuck[k] = f"still computed by another process after waiting {timeout_s:g} s"
+            break
+        if keys:
             time.sleep(poll_s)
-            busy = [k for k in busy if run_state(root / k) == "running"]
-        for k, (st, _) in list(outcome.items()):
-            if st == "running":
-                outcome[k] = (run_state(root / k), "")
+    return stuck
+
+
+def _report(sw: Sweep, root: Path, outcome: dict, progress: bool, skip: set = frozenset()) -> pd.DataFrame:
     rows = []
     for c in sw.configs:
-        st, err = outcome.get(c.key, (None, ""))
-        st = st or run_state(root / c.key)
-        rows.append({"key": c.key, "net": c.net, "status": "pending" if st == "interrupted" else st,
-                     "error": err or (error_line(root / c.key) if st == "failed" else ""),
+        st = run_state(root / c.key)
+        if c.key in skip and st != "done":
+            rows.append({"key": c.key, "net": c.net, "status": "committed", "error": "",
+                         "run_dir": str(root / c.key)})
+            continue
+        ost, err = outcome.get(c.key, (st, ""))
+        if st in ("done", "failed", "running"):  # the folder has the last word
+            ost = st
+            err = err if st != "done" else ""
+            if st == "running":
+                err = err or "computed by another process"
+        else:
+            ost = "pending"
+            err = err or ("interrupted: the process computing it died; run the sweep again"
+                          if st == "interrupted" else "not started")
+        rows.append({"key": c.key, "net": c.net, "status": ost,
+                     "error": err or (error_line(root / c.key) if ost == "failed" else ""),
                      "run_dir": str(root / c.key)})
     out = pd.DataFrame(rows, columns=["key", "net", "status", "error", "run_dir"])
-    n_failed = int((out.status == "failed").sum())
-    if n_failed and progress:
-        print(f"{sw.name}/{sw.scale}: {n_failed} failed run(s); see error.txt in:\n  "
-              + "\n  ".join(out.run_dir[out.status == "failed"]), file=sys.stderr)
+    bad = out[~out.status.isin(["done", "committed"])]
+    if len(bad) and progress:
+        print(f"{sw.name}/{sw.scale}: {len(bad)} of {len(out)} run(s) did not finish:\n  "
+              + "\n  ".join(f"{r.key} {r.net} {r.status}: {str(r.error)[:200]} ({r.run_dir})"
+                            for r in bad.itertuples()), file=sys.stderr)
     return out
 
 
-_run_sweep = sweep  # `results` takes a parameter named sweep
-
-
-def _local_pool(args: list, device: str, jobs: int, slots_per_gpu: int, bar) -> dict:
+def _local_pool(args: list, device: str, jobs: int, slots_per_gpu: int, threads: int, bar) -> dict:
     import concurrent.futures as cf
     import multiprocessing as mp
     ctx = mp.get_context("spawn")
@@ -130,16 +312,15 @@ def _local_pool(args: list, device: str, jobs: int, slots_per_gpu: int, bar) -> 
     if device.startswith("cuda"):
         import torch
         gpus = [device] if ":" in device else [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-        slots = [g for _ in range(max(1, slots_per_gpu)) for g in gpus]
+        slots = [g for _ in range(slots_per_gpu) for g in gpus]
         jobs = min(jobs, len(slots))
         queue = ctx.Queue()
         for g in slots[:jobs]:
             queue.put(g)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
     out = {}
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_pool_init,
-                                initargs=(queue, threads)) as pool:
-        futs = {pool.submit(_pool_run, *a): a for a in args}
+    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(args)), mp_context=ctx, initializer=_pool_init,
+                                initargs=(queue, os.getpid())) as pool:
+        futs = {pool.submit(_pool_run, *a, threads): a for a in args}
         for f in cf.as_completed(futs):
             try:
                 k, st, err = f.result()
@@ -150,8 +331,8 @@ def _local_pool(args: list, device: str, jobs: int, slots_per_gpu: int, bar) -> 
     return out
 
 
-def _submitit_map(args: list, executor: Any, jobs: int, device: str, root: Path, params: Mapping | None,
-                  folder: str | Path | None, bar) -> dict:
+def _submitit_map(args: list, executor: Any, jobs: int, device: str, threads: int, root: Path,
+                  params: Mapping | None, folder: str | Path | None, bar) -> dict:
     import submitit  # only needed here
     folder = Path(folder or root / "_submitit")
     throttle = False
@@ -162,10 +343,8 @@ def _submitit_map(args: list, executor: Any, jobs: int, device: str, root: Path,
                 ex.update_parameters(slurm_array_parallelism=jobs)
         elif executor == "submitit-local":
             ex, throttle = submitit.LocalExecutor(folder=folder), True
-        elif executor == "submitit-debug":
-            ex = submitit.DebugExecutor(folder=folder)
         else:
-            raise ValueError(f"executor must be one of {EXECUTORS} or a submitit Executor, got {executor!r}")
+            ex = submitit.DebugExecutor(folder=folder)
     else:
         ex, throttle = executor, isinstance(executor, submitit.LocalExecutor)
     if params:
@@ -176,8 +355,9 @@ def _submitit_map(args: list, executor: Any, jobs: int, device: str, root: Path,
     chunk = jobs if throttle else len(args)
     for i in range(0, len(args), chunk):
         part = args[i:i + chunk]
-        js = ex.map_array(run_guarded, [a[0] for a in part], [a[1] for a in part], [device] * len(part),
-                          [False] * len(part))
+        n = len(part)
+        js = ex.map_array(run_guarded, [a[0] for a in part], [a[1] for a in part], [device] * n, [False] * n,
+                          [a[2] for a in part], [threads] * n)
         for a, j in zip(part, js):
             try:
                 k, st, err = j.result()
@@ -186,31 +366,3 @@ def _submitit_map(args: list, executor: Any, jobs: int, device: str, root: Path,
             out[k] = (st, err)
             bar.update()
     return out
-
-
-def results(sweep: str | Path | Mapping | Sweep, scale: str = "small", table: str = "output", *,
-            runs_root: str | Path | None = None, results_root: str | Path | None = None,
-            run_missing: bool = True, device: str = "auto", jobs: int = 1, progress: bool = True) -> pd.DataFrame:
-    """The notebooks' entry point: the tidy ``table`` of ``sweep`` at ``scale``.
-
-    1. ``<results_root>/<sweep>/<scale>/<table>.parquet`` if committed (e.g. produced on a GPU), else
-    2. run the sweep's missing and failed runs (if ``run_missing``; progress bar) under ``runs_root`` and
-    3. :func:`~stabkit.runs.store.collect` them. Warns if some runs failed; raises ``RuntimeError`` if
-    nothing is available.
-    """
-    sw = as_sweep(sweep, scale)
-    committed = committed_table(sw, table, results_root)
-    if committed.is_file():
-        return pd.read_parquet(committed)
-    if run_missing:
-        rep = _run_sweep(sw, sw.scale, runs_root, jobs=jobs, device=device, progress=progress, retry_failed=True)
-        failed = rep[rep.status == "failed"]
-        if len(failed):
-            warnings.warn(f"{len(failed)} of {len(rep)} runs of {sw.name}/{sw.scale} failed: "
-                          f"{'; '.join(failed.error.astype(str).str[:200])}", stacklevel=2)
-    df = collect(runs_root, table, sw)
-    if df.empty:
-        raise RuntimeError(f"no {table!r} table for sweep {sw.name!r} at scale {sw.scale!r}: not committed under "
-                           f"{committed.parent} and no finished run under {runs_root or default_runs_root()}"
-                           + ("" if run_missing else " (run_missing=False)"))
-    return df

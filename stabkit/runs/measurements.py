@@ -25,8 +25,8 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["MEASUREMENTS", "AUGMENTATIONS", "BUILTIN_AUGMENT", "GRAD_FREE", "register_measurement",
-           "register_augmentation", "load_plugins", "eval_subset"]
+__all__ = ["MEASUREMENTS", "AUGMENTATIONS", "BUILTIN_AUGMENT", "GRAD_FREE", "RELU_CONVENTIONS", "register_measurement",
+           "register_augmentation", "load_plugins", "eval_subset", "relu_conventions"]
 
 MEASUREMENTS: dict[str, Callable[..., dict[str, pd.DataFrame]]] = {}
 """name -> ``fn(model, cfg, ctx) -> {table name: DataFrame}``. Called once per state in ``cfg.states``
@@ -85,45 +85,88 @@ def _options(cfg, name: str) -> dict:
 def _shuffled(model, ctx, shuffle: int):
     if shuffle == 0:
         return model
-    from ..stability import shuffle_channels
-    return shuffle_channels(model, mode=shuffle, generator=ctx.generator(100 + shuffle))
+    key = ("model", ctx.state, shuffle)
+    if key not in ctx.cache:  # one shuffled copy per state, whatever probe set or convention is measured
+        from ..stability import shuffle_channels
+        ctx.cache[key] = shuffle_channels(model, mode=shuffle, generator=ctx.generator(100 + shuffle))
+    return ctx.cache[key]
 
 
-def _stability(model, ctx, shuffle: int) -> pd.DataFrame:
-    """Layer-by-layer table of ``stability.measure`` for (state, shuffle), computed once per run."""
-    key = ("stability", ctx.state, shuffle)
+#: ``options.layers.relu_conventions`` values (YAML ``true`` reads as the boolean: both mean "true").
+RELU_CONVENTIONS = ("true", "inplace")
+
+
+def relu_conventions(cfg) -> list[str]:
+    """The ReLU conventions the ``layers`` measurement reports (``options.layers.relu_conventions``,
+    default ``["true"]``): ``"true"`` every node's own value, ``"inplace"`` the original code's (post-ReLU
+    values at nodes an in-place ReLU overwrites; ``stabkit.stability.measure(relu_convention=...)``)."""
+    o = _options(cfg, "layers")
+    vals = o.pop("relu_conventions", ["true"])
+    if o:
+        raise ValueError(f"options.layers: unknown key(s) {sorted(o)}; accepted: relu_conventions")
+    vals = [vals] if isinstance(vals, (str, bool)) else list(vals)
+    out = ["true" if v is True else v for v in vals]
+    bad = [v for v in out if v not in RELU_CONVENTIONS]
+    if bad or not out:
+        raise ValueError(f"options.layers.relu_conventions must be a non-empty list of {RELU_CONVENTIONS}, "
+                         f"got {vals!r}")
+    return list(dict.fromkeys(out))
+
+
+def _stability(model, ctx, shuffle: int, probes: str | None = None, relu: str = "true") -> pd.DataFrame:
+    """Layer-by-layer table of ``stability.measure`` for (state, shuffle, probe set, ReLU convention),
+    computed once per run. ``probes``: "corrupted" / "clean" (default: the paper's, ``tasks.probe_kinds``)."""
+    probes = ctx.probe_kinds()[0] if probes is None else probes
+    key = ("stability", ctx.state, shuffle, probes, relu)
     if key not in ctx.cache:
         import torch
 
         from ..stability import measure
         m = _shuffled(model, ctx, shuffle)
-        ctx.cache[key] = measure(m, ctx.probes(), layers=ctx.cfg.layers, batch_stats=ctx.batch_stats,
-                                 dtype=getattr(torch, ctx.cfg.measure_dtype))
-        ctx.cache[("model", ctx.state, shuffle)] = m
+        ctx.cache[key] = measure(m, ctx.probes(probes), layers=ctx.cfg.layers, batch_stats=ctx.batch_stats,
+                                 dtype=getattr(torch, ctx.cfg.measure_dtype), relu_convention=relu)
     return ctx.cache[key]
 
 
 @register_measurement("layers")
 def _measure_layers(model, cfg, ctx) -> dict[str, pd.DataFrame]:
-    """``layers``: stability.measure rows (every graph node) per shuffle in ``cfg.shuffles``."""
-    tabs = [_stability(model, ctx, sh).assign(shuffle=sh) for sh in cfg.shuffles]
+    """``layers``: stability.measure rows (every graph node) per shuffle in ``cfg.shuffles`` and probe set
+    (column ``probes``: "corrupted", the paper's for a noise-trained CIFAR-10 net, then "clean"; only
+    "clean" otherwise). With ``options.layers.relu_conventions`` (e.g. ``[true, inplace]``), one block of
+    rows per convention, labelled by a ``relu_convention`` column (absent by default)."""
+    conventions = relu_conventions(cfg)
+    tabs = []
+    for relu in conventions:
+        for kind in ctx.probe_kinds():
+            for sh in cfg.shuffles:
+                t = _stability(model, ctx, sh, kind, relu).assign(shuffle=sh, probes=kind)
+                if "relu_conventions" in _options(cfg, "layers"):
+                    t = t.assign(relu_convention=relu)
+                tabs.append(t)
     return {"layers": pd.concat(tabs, ignore_index=True)}
 
 
 @register_measurement("output")
 def _measure_output(model, cfg, ctx) -> dict[str, pd.DataFrame]:
-    """``output``: D_f, G_f, R_f, D, G, deno, P of the output, test error (+ corrupted) per shuffle."""
+    """``output``: D_f, G_f, R_f, D, G, deno, P of the output, test error (+ corrupted) per shuffle and
+    probe set (column ``probes``: "corrupted" rows first for a noise-trained CIFAR-10 net, the paper's
+    measurement, then "clean"; only "clean" otherwise)."""
     rows = []
-    for sh in cfg.shuffles:
-        tab = _stability(model, ctx, sh)
-        out = tab.loc[tab["depth"].idxmax()]  # the last node in execution order: the network output
-        row = {"shuffle": sh, **{k: float(out[k]) for k in ("D_f", "G_f", "R_f", "D", "G", "deno")},
-               "P": int(out["P"]) if "P" in out else cfg.P}
-        m = ctx.cache.get(("model", ctx.state, sh), model)
-        row["test_err"] = ctx.evaluate(m)[1]
-        if cfg.noise_std > 0:
-            row["test_err_corrupted"] = ctx.evaluate(m, ctx.test_loader(cfg.noise_std))[1]
-        rows.append(row)
+    errors: dict = {}
+    for kind in ctx.probe_kinds():
+        for sh in cfg.shuffles:
+            tab = _stability(model, ctx, sh, kind)
+            out = tab.loc[tab["depth"].idxmax()]  # the last node in execution order: the network output
+            row = {"shuffle": sh, **{k: float(out[k]) for k in ("D_f", "G_f", "R_f", "D", "G", "deno")},
+                   "P": int(out["P"]) if "P" in out else cfg.P}
+            if sh not in errors:  # the errors do not depend on the probe set
+                m = _shuffled(model, ctx, sh)
+                errors[sh] = {"test_err": ctx.evaluate(m)[1]}
+                if cfg.noise_std > 0:
+                    errors[sh]["test_err_corrupted"] = ctx.evaluate(m, ctx.test_loader(cfg.noise_std))[1]
+            row.update(errors[sh])
+            row["probes"] = kind
+            rows.append(row)
     return {"output": pd.DataFrame(rows)}
 
 

@@ -1,9 +1,11 @@
-"""Run folders on disk: layout, locks, states, collected tables, export with provenance.
+"""Run folders on disk: layout, locks, states, collected tables, provenance (the committed results store
+is :mod:`stabkit.runs.resultstore`).
 
 Folder of a run (``<root>/<key>``)::
 
     config.json      the configuration (plus key and format version)
-    lock             while a process works on it (host, pid; touched every epoch)
+    lock             while a process works on it: flock held for the run (stabkit.runs.locks), JSON
+                     host/pid/since/nonce, touched every epoch (heartbeat)
     best.pt last.pt  checkpoints (state dicts + metadata, loaded with weights_only=True)
     metrics.parquet output.parquet layers.parquet spectra.parquet summary.parquet [+ registered tables]
     status.json      {"status": "done" | "failed", ...};   error.txt   traceback of a failed run
@@ -11,38 +13,41 @@ Folder of a run (``<root>/<key>``)::
 
 Every file is written with :mod:`stabkit.atomic` (temporary file, ``fsync``, ``os.replace``), so a reader
 or a crash sees a whole file or none, and ``done`` comes last: a run without it is never read. Nothing
-here imports torch except :func:`export` (library versions).
+here imports torch except :func:`provenance` (library versions).
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
-import math
 import os
 import platform
 import socket
 import subprocess
-import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..atomic import atomic_write_json, atomic_write_table, atomic_write_text, fsync_dir
-from .config import FORMAT_VERSION, RunConfig
-from .paths import REPO_ROOT, default_results_root, default_runs_root
+from .config import FORMAT_VERSION, RunConfig, deferred_registry_checks
+from .locks import RunLock, hold_lock, lock_held
+from .paths import REPO_ROOT, default_runs_root
 from .sweepfile import Sweep, as_sweep
 
-__all__ = ["TABLES", "RunLocked", "run_dir", "run_state", "hold_lock", "write_config", "write_table",
+__all__ = ["TABLES", "KNOWN_TABLES", "MEASUREMENT_TABLES", "RunLocked", "RunLock", "run_dir",
+           "run_state", "verify_run", "expected_tables", "hold_lock", "lock_held", "write_config", "write_table",
            "write_status", "mark_done", "read_config", "error_line", "run_dirs", "config_columns", "collect",
-           "status", "committed_table", "git_state", "provenance", "export"]
+           "status", "git_state", "provenance"]
 
 #: Tables written by the built-in measurements (plus ``metrics`` and ``summary``).
 TABLES = ("metrics", "output", "layers", "spectra", "summary")
-_STALE_FOREIGN_S = 2 * 3600  # a lock from another host untouched this long is stale
+#: Tables of each built-in measurement (a finished run must have them; ``invariance_act`` is optional).
+MEASUREMENT_TABLES = {"output": ("output",), "layers": ("layers",), "spectra": ("spectra",),
+                      "accuracy": ("accuracy",), "invariance": ("invariance",), "resolution": ("resolution",)}
+#: Every table name the built-in code writes.
+KNOWN_TABLES = (*TABLES, "accuracy", "invariance", "invariance_act", "resolution")
 
 
 class RunLocked(RuntimeError):
@@ -89,36 +94,16 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ locks and states
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _lock_alive(lock: Path) -> bool:
-    try:
-        info = json.loads(lock.read_text())
-        age = time.time() - lock.stat().st_mtime
-    except (OSError, ValueError):
-        return False
-    if info.get("host") == socket.gethostname():
-        return _pid_alive(int(info.get("pid", -1)))
-    return age < _STALE_FOREIGN_S
-
-
 def run_state(path: str | Path) -> str:
-    """State of a run folder: ``done``, ``failed``, ``running`` (live lock), ``interrupted`` (folder
-    without done/failed marker and no live lock) or ``pending`` (no folder)."""
+    """State of a run folder: ``done``, ``failed``, ``running`` (its lock is held by a live process,
+    :mod:`~stabkit.runs.locks`), ``interrupted`` (folder without done/failed marker and no live lock) or
+    ``pending`` (no folder). Cheap: the files of a done run are not checked (see :func:`verify_run`)."""
     path = Path(path)
     if (path / "done").exists():
         return "done"
     if not path.is_dir():
         return "pending"
-    if (path / "lock").exists() and _lock_alive(path / "lock"):
+    if lock_held(path):
         return "running"
     try:
         if json.loads((path / "status.json").read_text()).get("status") == "failed":
@@ -126,32 +111,6 @@ def run_state(path: str | Path) -> str:
     except (OSError, ValueError):
         pass
     return "interrupted"
-
-
-@contextlib.contextmanager
-def hold_lock(path: Path) -> Iterator[Any]:
-    """Hold ``path/lock`` (created exclusively); a stale lock (dead pid) is taken over. Yields a heartbeat
-    function (touches the lock), or None if another live process holds it."""
-    lock = path / "lock"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            if _lock_alive(lock):
-                yield None
-                return
-            lock.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}, fh)
-        break
-    else:
-        yield None
-        return
-    try:
-        yield lambda *_: os.utime(lock)
-    finally:
-        lock.unlink(missing_ok=True)
 
 
 def error_line(path: Path) -> str:
@@ -197,6 +156,60 @@ def config_columns(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _table_ok(f: Path) -> str:
+    """``""`` if ``f`` is a readable parquet table, else the problem (naming the file)."""
+    if not f.is_file():
+        return f"{f}: missing"
+    try:
+        import pyarrow.parquet as pq
+        pq.read_metadata(f)
+    except Exception as exc:  # noqa: BLE001 - any reader error means the file is damaged
+        return f"{f}: unreadable parquet ({type(exc).__name__}: {str(exc)[:200]})"
+    return ""
+
+
+def expected_tables(cfg: Mapping[str, Any]) -> list[str]:
+    """Tables a finished run of configuration ``cfg`` (a ``config.json`` dict) must have: ``metrics``,
+    ``summary`` and those of its built-in measurements (:data:`MEASUREMENT_TABLES`) when it measures
+    some state; a registered measurement's tables are not known in advance."""
+    out = ["metrics", "summary"]
+    if cfg.get("states"):
+        for m in cfg.get("measure") or ():
+            out += [t for t in MEASUREMENT_TABLES.get(m, ()) if t not in out]
+    return out
+
+
+def verify_run(path: str | Path) -> list[str]:
+    """The problems of a finished run folder, each naming the file: ``config.json`` unreadable or not
+    the configuration of this folder's key, ``status.json`` not ``done``, a table of
+    :func:`expected_tables` missing, any ``*.parquet`` unreadable. ``[]`` for a sound run (or one that
+    is not finished: only finished runs are verified)."""
+    path = Path(path)
+    if not (path / "done").exists():
+        return []
+    problems = []
+    try:
+        cfg = read_config(path)
+    except (OSError, ValueError) as exc:
+        return [str(exc) if str(path) in str(exc) else f"{path / 'config.json'}: {exc}"]
+    try:
+        with deferred_registry_checks():
+            key = RunConfig.from_dict(cfg).key
+        if key != path.name or cfg.get("key", key) != key:
+            problems.append(f"{path / 'config.json'}: configuration of run {key}, not of {path.name}")
+    except (TypeError, ValueError) as exc:
+        problems.append(f"{path / 'config.json'}: not a RunConfig ({exc})")
+    try:
+        st = json.loads((path / "status.json").read_text()).get("status")
+        if st != "done":
+            problems.append(f"{path / 'status.json'}: status {st!r}, not 'done'")
+    except (OSError, ValueError, AttributeError) as exc:
+        problems.append(f"{path / 'status.json'}: unreadable ({type(exc).__name__})")
+    names = set(expected_tables(cfg)) | {f.stem for f in path.glob("*.parquet")}
+    problems += [p for p in (_table_ok(path / f"{t}.parquet") for t in sorted(names)) if p]
+    return problems
+
+
 def collect(root: str | Path | None = None, table: str = "output", sweep: str | Path | Mapping | Sweep | None = None,
             scale: str | None = None) -> pd.DataFrame:
     """Gather ``<table>.parquet`` of every finished run (``done`` marker present) under ``root`` (or of
@@ -204,26 +217,50 @@ def collect(root: str | Path | None = None, table: str = "output", sweep: str | 
     columns of :func:`config_columns` (``run`` = key; a mapping field such as ``task_options`` becomes
     columns ``task_options.d``, ``task_options.xi``, ...; list fields are comma-joined strings) unless
     the table has a column of that name. Unfinished runs are never read. ``table="summary"`` also lists
-    failed runs (status failed, error)."""
+    failed runs (status failed, error).
+
+    A finished run whose ``config.json`` or table is unreadable, or that lacks a table its configuration
+    must have (:func:`expected_tables`), is skipped with a ``UserWarning`` naming the file (``sweep
+    --verify`` redoes such runs). ``ValueError`` naming the accepted tables if no finished run has
+    ``table`` and it is no table of the built-in measurements."""
     root = Path(root or default_runs_root())
     sw = as_sweep(sweep, scale) if sweep is not None else None
-    frames = []
+    frames, present, n_done = [], set(), 0
     for p in run_dirs(root, sw):
         st = run_state(p)
+        if st not in ("done", "failed") or (st == "failed" and table != "summary"):
+            continue
+        try:
+            cfg = read_config(p)
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"skipped run {p.name}: {exc}", stacklevel=2)
+            continue
         if st == "done":
+            n_done += 1
             f = p / f"{table}.parquet"
             if not f.is_file():
+                if table in expected_tables(cfg):
+                    warnings.warn(f"skipped run {p.name}: {f} is missing (the run is finished; "
+                                  f"`sweep --verify` redoes it)", stacklevel=2)
+                else:
+                    present.update(q.stem for q in p.glob("*.parquet"))
                 continue
-            df = pd.read_parquet(f)
-        elif st == "failed" and table == "summary":
-            df = pd.DataFrame([{"key": p.name, "status": "failed", "error": error_line(p)}])
+            try:
+                df = pd.read_parquet(f)
+            except Exception as exc:  # noqa: BLE001 - a damaged table: skip the run, say which file
+                warnings.warn(f"skipped run {p.name}: {f} is unreadable ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}); `sweep --verify` redoes it", stacklevel=2)
+                continue
         else:
-            continue
-        cfg = config_columns(read_config(p))
+            df = pd.DataFrame([{"key": p.name, "status": "failed", "error": error_line(p)}])
+        cfg = config_columns(cfg)
         cfg["run"] = cfg.pop("key", p.name)
         extra = {k: [v] * len(df) for k, v in cfg.items() if k not in df.columns}
         frames.append(pd.concat([df, pd.DataFrame(extra, index=df.index)], axis=1) if extra else df)
     if not frames:
+        if n_done and table not in KNOWN_TABLES and table not in present:
+            raise ValueError(f"table {table!r}: no finished run has it; accepted tables: "
+                             f"{sorted(set(KNOWN_TABLES) | present)}")
         return pd.DataFrame()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # concat of all-NA columns (e.g. ptr None)
@@ -242,12 +279,6 @@ def status(root: str | Path | None = None, sweep: str | Path | Mapping | Sweep |
         counts["total"] += 1
         counts["pending" if st in ("pending", "interrupted") else st] += 1
     return counts
-
-
-def committed_table(sw: Sweep, table: str, results_root: str | Path | None = None) -> Path:
-    """Where the committed ``table`` of ``sw`` lives: ``<results_root>/<sweep>/<scale>/<table>.parquet``
-    (it may not exist)."""
-    return Path(results_root or default_results_root()) / sw.name / sw.scale / f"{table}.parquet"
 
 
 # ----------------------------------------------------------------------------------------- provenance
@@ -277,40 +308,3 @@ def provenance() -> dict[str, Any]:
     return {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(), "git": git_state(),
             "host": socket.gethostname(), "python": platform.python_version(), "torch": torch.__version__,
             "stabkit": getattr(stabkit, "__version__", None)}
-
-
-_RUN_FIELDS = ("run", "net", "status", "device", "device_name", "host", "wall_seconds", "train_seconds",
-               "measure_seconds", "epochs_run", "best_test_err", "error")
-
-
-def export(sweep: str | Path | Mapping | Sweep, scale: str = "small", runs_root: str | Path | None = None,
-           out_dir: str | Path | None = None) -> Path:
-    """Write every collected table of a sweep (``<table>.parquet``) and ``provenance.json`` to ``out_dir``
-    (default ``<results_root>/<sweep>/<scale>``), for committing results produced elsewhere; returns
-    ``out_dir``. ``provenance.json``: :func:`provenance` (``git: {commit, dirty}``, versions, host, date)
-    plus ``sweep``, ``scale``, ``format_version``, ``tables``, ``counts``, ``devices``,
-    ``total_wall_seconds`` and ``runs`` (per run: device, wall time, epochs, best test error, ...)."""
-    sw = as_sweep(sweep, scale)
-    root = Path(runs_root or default_runs_root())
-    out = Path(out_dir or default_results_root() / sw.name / sw.scale)
-    out.mkdir(parents=True, exist_ok=True)
-    names: set[str] = set()
-    for p in run_dirs(root, sw):
-        if run_state(p) == "done":
-            names.update(f.stem for f in p.glob("*.parquet"))
-    written = []
-    for t in sorted(names):
-        df = collect(root, t, sw)
-        if not df.empty:
-            write_table(out / f"{t}.parquet", df)
-            written.append(t)
-    summ = collect(root, "summary", sw)
-    runs = [] if summ.empty else [
-        {k: (None if isinstance(r.get(k), float) and math.isnan(r.get(k)) else r.get(k)) for k in _RUN_FIELDS
-         if k in r} for r in summ.to_dict("records")]
-    prov = {"sweep": sw.name, "scale": sw.scale, **provenance(), "format_version": FORMAT_VERSION,
-            "tables": written, "counts": status(root, sw),
-            "devices": sorted({str(r.get("device_name")) for r in runs if r.get("device_name")}),
-            "total_wall_seconds": float(sum(r.get("wall_seconds") or 0 for r in runs)), "runs": runs}
-    atomic_write_json(out / "provenance.json", prov)
-    return out

@@ -8,6 +8,7 @@ before it trains anything.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +43,20 @@ class Sweep:
         return [c.key for c in self.configs]
 
     def validate(self) -> Sweep:
-        """Run the checks that need the registries (imports torch) on every configuration; raises
-        ``ValueError`` naming the sweep, the scale and the run. Returns ``self``."""
+        """Run the checks that need the registries (imports torch) on every configuration
+        (:meth:`RunConfig.check_registries`: net, options, measurements, augmentations, P, layers);
+        raises one ``ValueError`` naming the sweep, the scale, and each bad run with its problem (the
+        first five). Returns ``self``."""
+        bad = []
         for c in self.configs:
             try:
                 c.check_registries()
-            except ValueError as exc:
-                raise ValueError(f"sweep {self.name!r}, scale {self.scale!r}, run {c.key}: {exc}") from None
+            except (TypeError, ValueError) as exc:
+                bad.append(f"run {c.key} ({c.net}): {exc}")
+        if bad:
+            more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+            raise ValueError(f"sweep {self.name!r}, scale {self.scale!r}: {len(bad)} of {len(self)} run(s) "
+                             f"refused: " + "; ".join(bad[:5]) + more)
         return self
 
 
@@ -74,7 +82,7 @@ def _read(spec: str | Path | Mapping) -> tuple[dict, Path | None]:
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f"sweep file {path}: invalid YAML: {exc}") from None
+        raise ValueError(f"sweep file {path}: invalid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(doc, Mapping):
         raise ValueError(f"sweep file {path}: the top level must be a mapping of {_TOP_KEYS}, got "
                          f"{type(doc).__name__}")
@@ -83,7 +91,36 @@ def _read(spec: str | Path | Mapping) -> tuple[dict, Path | None]:
 
 def sweep_scales(spec: str | Path | Mapping) -> list[str]:
     """The scale names a sweep file defines, in file order."""
-    return list(_read(spec)[0].get("scales") or {})
+    doc, path = _read(spec)
+    return list(_mapping(doc.get("scales"), "scales", _where(doc, path)))
+
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+
+
+def _where(doc: Mapping, path: Path | None) -> str:
+    return f"sweep file {path}" if path is not None else f"sweep {doc.get('name', 'sweep')!r}"
+
+
+def _mapping(value: Any, field_name: str, where: str) -> dict:
+    """``value`` as a dict (``None`` -> ``{}``), else ``ValueError`` naming the field."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: {field_name} must be a mapping (key: value), got {type(value).__name__} "
+                         f"{value!r}"[:300])
+    return dict(value)
+
+
+def _sweep_name(doc: Mapping, path: Path | None) -> str:
+    """The sweep's name: ``name:`` or the file stem; a plain name (it names folders under results/)."""
+    name = doc.get("name")
+    if name is None or name == "":
+        return path.stem if path else "sweep"
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"{_where(doc, path)}: name must be a plain name (letters, digits, '_', '-', '.', "
+                         f"'+'; no path separator, no '..'), got {name!r}")
+    return name
 
 
 def _grid_blocks(grid: Any, where: str) -> list[dict]:
@@ -125,23 +162,29 @@ def load_sweep(spec: str | Path | Mapping, scale: str = "small") -> Sweep:
         return _load(spec, scale)
 
 
-def _load(spec: str | Path | Mapping, scale: str) -> Sweep:
+def _load(spec: str | Path | Mapping, scale: str, _stack: tuple = ()) -> Sweep:
     doc, path = _read(spec)
-    name = str(doc.get("name") or (path.stem if path else "sweep"))
+    name = _sweep_name(doc, path)
+    ident = str(path.resolve()) if path is not None else f"<mapping {name}>"
+    if ident in _stack:
+        raise ValueError(f"{_where(doc, path)}: include makes a cycle: "
+                         + " -> ".join(Path(p).stem if not p.startswith("<") else p for p in (*_stack, ident)))
+    _stack = (*_stack, ident)
     extra = sorted(k for k in doc if k not in _TOP_KEYS and not str(k).startswith("_"))
     if extra:
         raise ValueError(f"sweep {name!r}: unknown top-level key(s) {extra}; accepted: name, description, include, "
                          f"base, grid, scales (keys starting with '_' are free, e.g. YAML anchors)")
-    scales = doc.get("scales") or {}
+    where = _where(doc, path)
+    scales = _mapping(doc.get("scales"), "scales", where)
     if scale not in scales:
         raise ValueError(f"sweep {name!r} has no scale {scale!r}; scales: {sorted(scales)}")
-    over = scales[scale] or {}
+    over = _mapping(scales[scale], f"scales.{scale}", where)
     unknown = sorted(set(over) - {"base", "grid", "description"})
     if unknown:
         raise ValueError(f"sweep {name!r}, scale {scale!r}: unknown key(s) {unknown}; use 'base' and 'grid'")
-    base = dict(doc.get("base") or {})
+    base = _mapping(doc.get("base"), "base", where)
     blocks = _grid_blocks(doc.get("grid"), f"sweep {name!r}")
-    sbase = dict(over.get("base") or {})
+    sbase = _mapping(over.get("base"), f"scales.{scale}.base", where)
     sgrid = over.get("grid")
     if isinstance(sgrid, list):
         blocks = _grid_blocks(sgrid, f"sweep {name!r}, scale {scale!r}")
@@ -152,17 +195,21 @@ def _load(spec: str | Path | Mapping, scale: str) -> Sweep:
         base.pop(k, None)
     blocks = [{**{k: v for k, v in b.items() if k not in sbase}, **sgrid} for b in blocks]
     configs: dict[str, RunConfig] = {}
-    for inc in doc.get("include") or []:
-        inc = {"sweep": inc} if isinstance(inc, (str, Path)) else dict(inc)
-        where = dict(inc.get("where") or {})
-        target = inc.get("sweep")
-        if target is None or set(inc) - {"sweep", "where"}:
+    includes = doc.get("include") or []
+    if not isinstance(includes, list):
+        raise ValueError(f"{where}: include must be a list of sweep names or {{sweep: name, where: {{...}}}}, "
+                         f"got {includes!r}")
+    for inc in includes:
+        inc = {"sweep": inc} if isinstance(inc, (str, Path)) else inc
+        target = inc.get("sweep") if isinstance(inc, Mapping) else None
+        if not isinstance(target, (str, Path)) or set(inc) - {"sweep", "where"}:
             raise ValueError(f"sweep {name!r}: include entries are names or "
                              f"{{sweep: name, where: {{field: [values]}}}}, got {inc!r}")
+        cond = _mapping(inc.get("where"), "include.where", where)
         if path is not None and (path.parent / f"{target}.yaml").is_file():
             target = path.parent / f"{target}.yaml"
-        for c in _load(target, scale).configs:
-            if all(_matches(getattr(c, k, _MISSING), v, k) for k, v in where.items()):
+        for c in _load(target, scale, _stack).configs:
+            if all(_matches(getattr(c, k, _MISSING), v, k) for k, v in cond.items()):
                 configs.setdefault(c.key, c)
     if doc.get("include") and not doc.get("grid") and not over.get("grid"):
         blocks = []  # a sweep made only of other sweeps' runs
@@ -172,7 +219,7 @@ def _load(spec: str | Path | Mapping, scale: str) -> Sweep:
             try:
                 c = RunConfig.from_dict({**base, **dict(zip(keys, values))})
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"sweep {name!r}, scale {scale!r}: bad configuration: {exc}") from exc
+                raise ValueError(f"{where}, scale {scale!r}: bad configuration: {exc}") from None
             configs.setdefault(c.key, c)
     desc = str(over.get("description") or doc.get("description") or "")
     return Sweep(name, scale, list(configs.values()), path, desc)

@@ -16,7 +16,8 @@ from typing import Any
 from .config import RunConfig
 from .measurements import AUGMENTATIONS, BUILTIN_AUGMENT, load_plugins
 
-__all__ = ["TaskData", "RunContext", "task_data", "loader", "augment_fn", "build_net", "normalize", "probe_set"]
+__all__ = ["TaskData", "RunContext", "task_data", "loader", "augment_fn", "build_net", "normalize", "probe_set",
+           "probe_kinds", "corruption_generator", "PROBE_KINDS", "CORRUPTION_SEED_OFFSET"]
 
 
 @dataclass
@@ -70,7 +71,7 @@ def task_data(cfg: RunConfig) -> TaskData:
 
 def loader(cfg: RunConfig, d: TaskData, device: str, *, train: bool, noise_std: float = 0.0, seed: int = 0):
     """A ``stabkit.data.DeviceLoader`` over the training or test tensors: batches of ``cfg.batch_size``
-    (test: at least 512), crop/flip and registered augmentations when training, normalisation, then the
+    (test: :func:`stabkit.data.default_eval_batch_size`), crop/flip and registered augmentations when training, normalisation, then the
     Fig. 1 corruption of norm ``noise_std``."""
     from .. import data
     x, y = (d.train_x, d.train_y) if train else (d.test_x, d.test_y)
@@ -79,7 +80,7 @@ def loader(cfg: RunConfig, d: TaskData, device: str, *, train: bool, noise_std: 
         raise ValueError(f"augment {aug} (crop/flip) is only defined for cifar10, not {cfg.task!r}")
     if aug and sorted(aug) != ["crop", "flip"]:
         raise ValueError(f"augment: 'crop' and 'flip' go together (DeviceLoader does both), got {cfg.augment}")
-    return data.DeviceLoader(x, y, cfg.batch_size if train else max(cfg.batch_size, 512), shuffle=train,
+    return data.DeviceLoader(x, y, cfg.batch_size if train else data.default_eval_batch_size(cfg.batch_size, device), shuffle=train,
                              augment=bool(aug), mean=d.mean, std=d.std, noise_std=noise_std, device=device,
                              seed=seed, extra_augment=augment_fn(cfg) if train else None)
 
@@ -126,11 +127,50 @@ def normalize(x, mean: Sequence[float] | None, std: Sequence[float] | None, devi
     return x
 
 
-def probe_set(cfg: RunConfig, d: TaskData):
+#: The probe sets a run measures (column ``probes`` of the ``output`` and ``layers`` tables): ``"corrupted"``
+#: (Fig. 1: test images corrupted with the network's own training noise, as the paper measures a
+#: noise-trained network) and ``"clean"`` (the test images themselves).
+PROBE_KINDS = ("corrupted", "clean")
+#: Offset of the corruption generator's seed (``probe_seed * 1_000_003 + offset``): a stream of its own, so
+#: that the clean probes stay exactly those of ``probe_seed`` and every net of a sweep shares the corruption.
+CORRUPTION_SEED_OFFSET = 7919
+
+
+def probe_kinds(cfg: RunConfig) -> tuple[str, ...]:
+    """The probe sets a run measures, the paper's first: ``("corrupted", "clean")`` for a CIFAR-10 run
+    trained with noise corruption (``noise_std > 0``), else ``("clean",)`` (at ``noise_std = 0`` the
+    corrupted images are the clean ones)."""
+    return PROBE_KINDS if (cfg.task == "cifar10" and cfg.noise_std > 0) else ("clean",)
+
+
+def corruption_generator(cfg: RunConfig):
+    """The CPU generator of the probe images' corruption: seeded from ``probe_seed`` only, so every net of
+    a noise level sees the same corrupted images (and every level the same direction ``z``)."""
+    import torch
+    return torch.Generator().manual_seed(int(cfg.probe_seed) * 1_000_003 + CORRUPTION_SEED_OFFSET)
+
+
+def probe_set(cfg: RunConfig, d: TaskData, kind: str | None = None):
     """Probe set ``(x, x_tau, x_eta)`` of a run on the CPU, float64: depends only on task/data options,
-    ``P``, ``probe_seed``, ``delta`` and ``cut`` (so every net of a sweep sees the same probes)."""
+    ``P``, ``probe_seed``, ``delta``, ``cut`` and, for ``kind="corrupted"``, ``noise_std`` (so every net
+    of a sweep, or of one noise level, sees the same probes).
+
+    ``kind``: ``"clean"`` (the test images) or ``"corrupted"`` (CIFAR-10 only: the normalised test images
+    corrupted once with :class:`stabkit.transforms.GaussianNoiseCorruption` of the run's ``noise_std``,
+    the training corruption, drawn from :func:`corruption_generator`; then ``x_tau`` and ``x_eta`` are
+    drawn from the corrupted images, as the paper does: ``book/methods.md``, "Parity with the original
+    code"). Default (``None``): the first of :func:`probe_kinds`. Both kinds use the same images, the same
+    diffeomorphisms and the same noise directions (the same generator draws).
+    """
     import torch
     from .. import data
+    kinds = probe_kinds(cfg)
+    kind = kinds[0] if kind is None else kind
+    if kind not in PROBE_KINDS:
+        raise ValueError(f"kind must be one of {PROBE_KINDS} or None, got {kind!r}")
+    if kind == "corrupted" and kind not in kinds:
+        raise ValueError(f"kind='corrupted' needs a cifar10 run with noise_std > 0 (task {cfg.task!r}, "
+                         f"noise_std {cfg.noise_std})")
     gen = torch.Generator().manual_seed(cfg.probe_seed)
     if cfg.task == "cifar10":
         from ..stability import draw_probes
@@ -139,6 +179,9 @@ def probe_set(cfg: RunConfig, d: TaskData):
             raise ValueError(f"P={cfg.P} is larger than the test set ({n} images)")
         idx = torch.randperm(n, generator=gen)[: cfg.P]
         x = normalize(d.test_x[idx], d.mean, d.std)
+        if kind == "corrupted":
+            from ..transforms import GaussianNoiseCorruption
+            x = GaussianNoiseCorruption(cfg.noise_std, corruption_generator(cfg))(x.double())
         return tuple(draw_probes(x, delta=cfg.delta, cut=cfg.cut, generator=gen))  # float64, CPU
     if cfg.task == "twopoints":
         return tuple(data.twopoints_probes(d.test_positions, d.input_size, cfg.P, gen))
@@ -152,11 +195,12 @@ class RunContext:
     Attributes: ``cfg``, ``state`` ("init" | "trained"), ``device`` (str), ``run_dir`` (Path), ``data``
     (``TaskData``, CPU tensors: ``test_x`` raw as the task stores it, e.g. uint8 CIFAR images),
     ``train`` (``stabkit.train.TrainResult`` or None), ``batch_stats`` (True at init), ``cache`` (dict
-    shared by the measurements of the run). Methods: ``probes()`` -> ``(x, x_tau, x_eta)`` normalised, on
-    the device (the same for every net of a sweep); ``test_loader(noise_std=0.0)``;
+    shared by the measurements of the run). Methods: ``probes(kind=None)`` -> ``(x, x_tau, x_eta)``
+    normalised, on the device (the same for every net of a sweep; ``kind`` "corrupted" or "clean", default
+    the paper's: corrupted with the run's own training noise for a noise-trained CIFAR-10 run); ``test_loader(noise_std=0.0)``;
     ``evaluate(model, loader=None) -> (loss, err)``; ``normalize(x)`` (raw images -> network input on the
     device); ``build_net()`` (fresh, same init seed); ``generator(offset=0)`` (CPU generator seeded from
-    ``probe_seed``).
+    ``probe_seed``); ``probe_kinds()`` (the probe sets of the run, :func:`probe_kinds`).
     """
     cfg: RunConfig
     state: str
@@ -189,8 +233,15 @@ class RunContext:
     def build_net(self):
         return build_net(self.cfg, self.data).to(self.device)
 
-    def probes(self):
-        """``(x, x_tau, x_eta)``, float64 ``[P, C, ...]`` on the device, cached per run."""
-        if "probes" not in self.cache:
-            self.cache["probes"] = tuple(t.to(self.device) for t in probe_set(self.cfg, self.data))
-        return self.cache["probes"]
+    def probe_kinds(self) -> tuple[str, ...]:
+        """The probe sets this run measures, the paper's first (:func:`probe_kinds`)."""
+        return probe_kinds(self.cfg)
+
+    def probes(self, kind: str | None = None):
+        """``(x, x_tau, x_eta)``, float64 ``[P, C, ...]`` on the device, cached per run. ``kind``:
+        ``"corrupted"`` or ``"clean"`` (:func:`probe_set`); default the paper's (:func:`probe_kinds`)."""
+        kind = probe_kinds(self.cfg)[0] if kind is None else kind
+        key = "probes" if kind == "clean" else f"probes_{kind}"
+        if key not in self.cache:
+            self.cache[key] = tuple(t.to(self.device) for t in probe_set(self.cfg, self.data, kind))
+        return self.cache[key]

@@ -1,8 +1,8 @@
 """Per-channel normalisation of pixel images: the one ``(x - mean) / std`` of the package.
 
 The data loaders, the run contexts, :mod:`stabkit.robustness` and :mod:`stabkit.invariance` all turn
-pixel images in [0, 1] into network inputs with :func:`normalize`, so that a change of convention happens
-in one place (``book/methods.md``, "Tasks, networks and training", gives the CIFAR-10 values).
+pixel images in [0, 1] into network inputs with :func:`~stabkit.transforms.normalize`, so that a change of
+convention happens in one place (``book/methods.md``, "Tasks, networks and training", gives the CIFAR-10 values).
 """
 from __future__ import annotations
 

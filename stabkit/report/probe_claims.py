@@ -1,0 +1,241 @@
+"""Claims of the related probes' pages (masking, patch shuffling, resolution, rotation), checked on the
+tables of :mod:`stabkit.report.analysis`. Re-exported by :mod:`stabkit.report.claims`."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from .analysis import (MASK_VARIANTS, global_nv_table, layer_nv_vs_rk, per_net, rank_correlation, rotation_kept,
+                       select)
+from .verdicts import Claim
+
+__all__ = ["claim_mask_falls", "claim_saliency_first", "claim_patch_shuffle_falls", "claim_patch_shuffle_k2",
+           "claim_patch_shuffle_chance", "claim_transfer_loses", "claim_transfer_loss_size",
+           "claim_rotation_lowers_nv", "claim_nv_in_reference_range", "claim_stratified_raises_nv",
+           "claim_rotation_flattens_accuracy", "claim_nv_tracks_rk", "nv_rk_correlations"]
+
+
+# ------------------------------------------------------------------------------------------ probe pages
+def _nan() -> float:
+    return float("nan")
+
+
+def _mean(s) -> float:
+    return float(np.mean(s)) if len(s) else float("nan")
+
+
+def claim_mask_falls(curves: pd.DataFrame, variant: str = MASK_VARIANTS["mask"],
+                     training: str = "unrotated") -> Claim:
+    """Masking: accuracy falls with the masked fraction. For every net trained ``training`` (random
+    order, zero fill: ``variant``), the accuracy at the largest fraction is below the clean one.
+
+    ``curves``: :func:`stabkit.report.analysis.accuracy_curves` of the masking probes (column
+    ``variant``). ``value`` = mean accuracy at the largest fraction minus the clean one (points);
+    details ``clean_acc``, ``fmax``, ``acc_fmax`` (%)."""
+    rnd = per_net(curves, training=training, variant=variant)
+    if rnd.empty or 0.0 not in rnd.columns:
+        return Claim("mask_falls", False, _nan(), 0.0, {"clean_acc": _nan(), "fmax": _nan(), "acc_fmax": _nan()},
+                     testable=False, rule="accuracy at the largest masked fraction < clean, every net",
+                     statement="Masking more of the image lowers the accuracy")
+    fmax = float(rnd.columns.max())
+    clean, worst = rnd[0.0], rnd[fmax]
+    return Claim("mask_falls", bool((worst < clean).all()), _mean(worst) - _mean(clean), 0.0,
+                 {"clean_acc": _mean(clean), "fmax": fmax, "acc_fmax": _mean(worst)}, testable=fmax > 0,
+                 rule="accuracy at the largest masked fraction < clean, every net",
+                 statement="Masking more of the image lowers the accuracy")
+
+
+def claim_saliency_first(curves: pd.DataFrame, salient: str = MASK_VARIANTS["mask_saliency"],
+                         random: str = MASK_VARIANTS["mask"], training: str = "unrotated") -> Claim:
+    """Masking the most salient tiles first hurts at least as much as random tiles: per net, the mean
+    over fractions > 0 of salient-first minus random accuracy is <= 0 for every net. ``value`` = the
+    mean of that gap over nets (points)."""
+    u = select(curves, training=training)
+    u = u[u["magnitude"] > 0]
+
+    def by_net(v):
+        return u[u["variant"] == v].groupby("net")["mean"].mean()
+
+    gap = (by_net(salient) - by_net(random)).dropna()
+    return Claim("saliency_first", bool(len(gap) and (gap <= 0).all()), _mean(gap), 0.0,
+                 {"n_nets": int(len(gap))}, testable=len(gap) > 0,
+                 rule="salient-first minus random accuracy <= 0 for every net (fractions > 0)",
+                 statement="Masking the most salient tiles first hurts more than masking at random")
+
+
+def _full(curves: pd.DataFrame, training: str) -> pd.DataFrame:
+    return per_net(curves, training=training, mode="full")
+
+
+def claim_patch_shuffle_falls(curves: pd.DataFrame, training: str = "unrotated") -> Claim:
+    """Patch shuffling (mode ``full``): accuracy at the largest grid ``k`` is below the clean accuracy
+    (k = 1) for every net. ``curves``: accuracy curves with a ``mode`` column. ``value`` = mean accuracy
+    at the largest k minus the clean one (points); details ``clean_acc``, ``kmax``, ``acc_kmax``."""
+    nets = _full(curves, training)
+    if nets.empty or 1.0 not in nets.columns:
+        return Claim("patch_shuffle_falls", False, _nan(), 0.0, {"clean_acc": _nan(), "kmax": _nan(),
+                     "acc_kmax": _nan()}, testable=False, rule="accuracy at the largest k < clean, every net",
+                     statement="Shuffling patches lowers the accuracy")
+    kmax = float(nets.columns.max())
+    clean, worst = nets[1.0], nets[kmax]
+    return Claim("patch_shuffle_falls", bool((worst < clean).all()), _mean(worst) - _mean(clean), 0.0,
+                 {"clean_acc": _mean(clean), "kmax": int(kmax), "acc_kmax": _mean(worst)},
+                 testable=len(nets) > 0 and kmax > 1, rule="accuracy at the largest k < clean, every net",
+                 statement="Shuffling patches lowers the accuracy")
+
+
+def claim_patch_shuffle_k2(curves: pd.DataFrame, low: float = 0.61, high: float = 0.91,
+                           training: str = "unrotated") -> Claim:
+    """Zhang & Zhu 2019: at k = 2 a CIFAR-10 ResNet keeps about 76 % of its clean accuracy; holds if every
+    net keeps a fraction in ``[low, high]``. ``value`` = the mean kept fraction (%); details ``acc_k2``."""
+    nets = _full(curves, training)
+    if nets.empty or 2.0 not in nets.columns or 1.0 not in nets.columns:
+        return Claim("patch_shuffle_k2", False, _nan(), 76.0, {"acc_k2": _nan()}, testable=False,
+                     rule=f"accuracy kept at k = 2 in [{low:.0%}, {high:.0%}], every net",
+                     statement="At k = 2 a network keeps about 76 % of its clean accuracy")
+    kept = nets[2.0] / nets[1.0]
+    return Claim("patch_shuffle_k2", bool(kept.between(low, high).all()), 100 * _mean(kept), 76.0,
+                 {"acc_k2": _mean(nets[2.0])}, testable=len(kept) > 0,
+                 rule=f"accuracy kept at k = 2 in [{low:.0%}, {high:.0%}], every net",
+                 statement="At k = 2 a network keeps about 76 % of its clean accuracy")
+
+
+def claim_patch_shuffle_chance(curves: pd.DataFrame, ceiling: float = 25.0, training: str = "unrotated") -> Claim:
+    """Zhang & Zhu 2019: by large k the accuracy is near chance (23-25 % at k = 10): every net at most
+    ``ceiling`` % at the largest k, testable when the largest k is at least 4. ``value`` = mean accuracy."""
+    nets = _full(curves, training)
+    kmax = float(nets.columns.max()) if len(nets.columns) else _nan()
+    worst = nets[kmax] if len(nets.columns) else pd.Series(dtype=float)
+    return Claim("patch_shuffle_chance", bool(len(worst) and (worst <= ceiling).all()), _mean(worst), ceiling,
+                 {"kmax": kmax}, testable=bool(np.isfinite(kmax) and kmax >= 4),
+                 rule=f"accuracy at the largest k (>= 4) <= {ceiling:g} %, every net",
+                 statement="With many small patches the accuracy falls to near chance")
+
+
+def _transfer_row(grid: pd.DataFrame, source: int, target: int, resampling: str) -> dict[str, float]:
+    row = select(grid, resampling=resampling, source=source, target=target)
+    if len(row) != 1:
+        return {"delta": _nan(), "acc_source": _nan(), "acc_ootb": _nan(), "rel_loss": _nan(), "n": len(row)}
+    d, a = float(row["delta_mean"].iloc[0]), float(row["acc_source_mean"].iloc[0])
+    return {"delta": d, "acc_source": a, "acc_ootb": float(row["acc_ootb_mean"].iloc[0]),
+            "rel_loss": 100 * -d / max(a - 10.0, 1e-9), "n": 1}
+
+
+def claim_transfer_loses(grid: pd.DataFrame, source: int = 16, target: int = 32,
+                         resampling: str = "bilinear") -> Claim:
+    """FlexConv protocol: a net trained at ``source`` px loses accuracy at ``target`` px out of the box
+    (delta < 0). ``grid``: :func:`stabkit.robustness.transfer_grid` by (resampling, source, target).
+    ``value`` = delta (points); details ``acc_source``, ``acc_ootb``, ``rel_loss`` (% of the above-chance
+    accuracy lost)."""
+    r = _transfer_row(grid, source, target, resampling)
+    return Claim("transfer_loses", bool(r["delta"] < 0), r["delta"], 0.0,
+                 {k: r[k] for k in ("acc_source", "acc_ootb", "rel_loss")}, testable=r["n"] == 1,
+                 rule=f"accuracy at {target} px - at {source} px < 0 (trained at {source} px)",
+                 statement=f"A CNN trained at {source} px loses accuracy at {target} px out of the box")
+
+
+def claim_transfer_loss_size(grid: pd.DataFrame, source: int = 16, target: int = 32,
+                             resampling: str = "bilinear", points: float = 15.0, fraction: float = 1 / 3) -> Claim:
+    """The loss is of the reported size (ResNet-44: -31.6 points, 38 % of the above-chance accuracy):
+    delta <= -``points`` or a relative loss >= ``fraction``; testable when the source accuracy is above
+    15 %. ``value`` = delta (points)."""
+    r = _transfer_row(grid, source, target, resampling)
+    holds = bool(r["delta"] <= -points or r["rel_loss"] >= 100 * fraction)
+    return Claim("transfer_loss_size", holds, r["delta"], -points, {"rel_loss": r["rel_loss"]},
+                 testable=bool(r["n"] == 1 and r["acc_source"] > 15),
+                 rule=f"delta <= -{points:g} points or >= {fraction:.0%} of the above-chance accuracy lost",
+                 statement="The out-of-the-box loss is as large as reported (ResNet-44: -31.6 points)")
+
+
+def claim_rotation_lowers_nv(inv: pd.DataFrame) -> Claim:
+    """Quiroga et al. 2019: rotation augmentation lowers the global mean NV, for every net (unstratified).
+    ``inv``: the ``invariance`` table with a ``training`` column. ``value`` = mean over nets of NV rotated
+    minus unrotated; details ``nv_unrot``, ``nv_rot``, ``n_lower``, ``n_nets``."""
+    g = global_nv_table(inv)
+    plain = g[~g["stratified"].astype(bool)].pivot(index="net", columns="training", values="global_NV")
+    cols = [c for c in ("unrotated", "rotated") if c in plain.columns]
+    both = plain.dropna(subset=cols)
+    testable = len(cols) == 2 and len(both) > 0
+    lower = (both["rotated"] < both["unrotated"]) if testable else pd.Series(dtype=bool)
+    nv_u = _mean(plain["unrotated"].dropna()) if "unrotated" in plain else _nan()
+    nv_r = _mean(plain["rotated"].dropna()) if "rotated" in plain else _nan()
+    return Claim("rotation_lowers_nv", bool(testable and lower.all()),
+                 _mean(both["rotated"] - both["unrotated"]) if testable else _nan(), 0.0,
+                 {"nv_unrot": nv_u, "nv_rot": nv_r, "n_lower": int(lower.sum()), "n_nets": int(len(both))},
+                 testable=testable, rule="global mean NV rotated < unrotated training, every net",
+                 statement="Rotation augmentation lowers the networks' rotation NV")
+
+
+def claim_nv_in_reference_range(inv: pd.DataFrame, reference: Mapping[str, Mapping[str, float]]) -> Claim:
+    """Global mean NV of every net within the range of the 2019 paper's values (``reference``:
+    ``{"nv_unrotated": {net: value}, "nv_rotated": {...}}``), for both trainings. ``value`` = the number
+    of nets in range (both trainings); details ``n_in_unrot``, ``n_in_rot``."""
+    g = global_nv_table(inv)
+    plain = g[~g["stratified"].astype(bool)].pivot(index="net", columns="training", values="global_NV")
+    cols = [c for c in ("unrotated", "rotated") if c in plain.columns]
+    testable = len(cols) == 2 and len(plain.dropna(subset=cols)) > 0
+    inside = {}
+    for tr in ("unrotated", "rotated"):
+        ref = list(reference[f"nv_{tr}"].values())
+        inside[tr] = plain[tr].between(min(ref), max(ref)) if tr in plain else pd.Series(dtype=bool)
+    holds = all(len(s) and s.all() for s in inside.values())
+    n_u, n_r = int(inside["unrotated"].sum()), int(inside["rotated"].sum())
+    return Claim("nv_in_reference_range", bool(holds), float(n_u + n_r), float(2 * len(plain)),
+                 {"n_in_unrot": n_u, "n_in_rot": n_r}, testable=testable,
+                 rule="global mean NV within the 2019 range for every net and training",
+                 statement="The global mean NV falls in the range of the 2019 paper's networks")
+
+
+def claim_stratified_raises_nv(inv: pd.DataFrame) -> Claim:
+    """Class-stratified NV is higher than the plain NV, for every net and training. ``value`` = the mean
+    gain (stratified minus plain)."""
+    g = global_nv_table(inv)
+    strat = g.pivot_table(index=["net", "training"], columns="stratified", values="global_NV")
+    testable = {True, False} <= set(strat.columns)
+    gain = (strat[True] - strat[False]) if testable else pd.Series(dtype=float)
+    return Claim("stratified_raises_nv", bool(testable and (gain > 0).all()), _mean(gain), 0.0, {},
+                 testable=testable, rule="stratified NV > plain NV for every net and training",
+                 statement="Stratifying the NV by class raises it")
+
+
+def claim_rotation_flattens_accuracy(acc: pd.DataFrame) -> Claim:
+    """Rotation augmentation flattens the accuracy-angle curve: the fraction of the upright accuracy kept
+    at other angles (mean over nets) is larger for rotated than for unrotated training. ``acc``: the
+    ``accuracy`` table with a ``training`` column. ``value`` = kept (rotated) - kept (unrotated), in %;
+    details ``acc0_unrot``, ``acc0_rot``, ``kept_unrot``, ``kept_rot`` (%)."""
+    k = rotation_kept(acc)
+    kept = k.groupby("training")["kept"].mean()
+    clean = k.groupby("training")["clean"].mean()
+    ku, kr = float(kept.get("unrotated", np.nan)), float(kept.get("rotated", np.nan))
+    return Claim("rotation_flattens_accuracy", bool(kr > ku), 100 * (kr - ku), 0.0,
+                 {"acc0_unrot": float(clean.get("unrotated", np.nan)), "acc0_rot": float(clean.get("rotated", np.nan)),
+                  "kept_unrot": 100 * ku, "kept_rot": 100 * kr}, testable=len(kept) == 2,
+                 rule="accuracy kept over angles: rotated training > unrotated training",
+                 statement="Rotation augmentation flattens the accuracy-angle curve")
+
+
+def nv_rk_correlations(both: pd.DataFrame, min_layers: int = 4) -> pd.DataFrame:
+    """Spearman correlation between a layer's rotation NV and ``log10 R_k`` per (net, training, seed),
+    over runs with at least ``min_layers`` matched layers (``both``: :func:`analysis.layer_nv_vs_rk`)."""
+    rows = []
+    for (net, tr, seed), d in both.groupby(["net", "training", "seed"]):
+        if len(d) >= min_layers:
+            rows.append({"net": net, "training": tr, "seed": seed, "layers": len(d),
+                         "spearman": rank_correlation(d["log10_R"], d["mean_NV"])})
+    return pd.DataFrame(rows, columns=["net", "training", "seed", "layers", "spearman"])
+
+
+def claim_nv_tracks_rk(inv: pd.DataFrame, layers: pd.DataFrame, min_rho: float = 0.5) -> Claim:
+    """A layer's rotation NV tracks its relative stability: the median Spearman correlation between
+    layer mean NV and ``log10 R_k`` over trained nets is at least ``min_rho``. ``value`` = the median;
+    details ``rho_min``, ``rho_max``, ``n_corr``."""
+    corr = nv_rk_correlations(layer_nv_vs_rk(inv, layers))
+    rho = corr["spearman"]
+    med = float(rho.median()) if len(rho) else _nan()
+    return Claim("nv_tracks_rk", bool(med >= min_rho), med, min_rho,
+                 {"rho_min": float(rho.min()) if len(rho) else _nan(),
+                  "rho_max": float(rho.max()) if len(rho) else _nan(), "n_corr": int(len(rho))},
+                 testable=len(rho) > 0, rule=f"median Spearman(layer NV, log10 R_k) >= {min_rho:g}",
+                 statement="A layer's rotation NV tracks its relative stability R_k")

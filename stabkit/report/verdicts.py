@@ -1,0 +1,89 @@
+"""What a claim check returns: :class:`Claim`, the three verdicts and the claims table.
+
+Split from :mod:`stabkit.report.claims` (which re-exports every name) so that the claim modules of the
+figure pages and of the probe pages share one definition.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["HOLDS", "FAILS", "UNTESTABLE", "Claim", "verdict", "claims_table"]
+
+HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "cannot be tested at this scale"
+
+
+def verdict(holds: bool, testable: bool = True) -> str:
+    """``"holds"`` if ``holds`` else ``"does not hold"`` (the string glued into the page text);
+    ``"cannot be tested at this scale"`` if not ``testable`` (too few runs or rows)."""
+    if not testable:
+        return UNTESTABLE
+    return HOLDS if bool(holds) else FAILS
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Outcome of one claim check.
+
+    ``name``: short identifier (the claim's id on the dashboard); ``holds``: the computed truth value;
+    ``value``: the headline number the decision is based on; ``threshold``: what it was compared with;
+    ``details``: further numbers (JSON-serialisable floats / ints / strings), e.g. per-net values;
+    ``testable``: False when the tables hold too little to decide (then ``holds`` is False and ``value``
+    usually nan); ``rule``: the test in words, e.g. ``"log10 geomean(R_f trained / init) <= -1"``;
+    ``statement``: what the paper claims, in one line; ``ci_low``, ``ci_high``: a confidence interval of
+    ``value`` (``nan`` when none was computed).
+    """
+
+    name: str
+    holds: bool
+    value: float
+    threshold: float
+    details: dict[str, Any] = field(default_factory=dict)
+    testable: bool = True
+    rule: str = ""
+    statement: str = ""
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+
+    @property
+    def verdict(self) -> str:
+        """``"holds"``, ``"does not hold"`` or ``"cannot be tested at this scale"``."""
+        return verdict(self.holds, self.testable)
+
+    @property
+    def text(self) -> str:
+        """One sentence for a page: ``"<statement>: <verdict> (value v, rule: ...)"``."""
+        head = self.statement or self.name
+        return f"{head}: {self.verdict} (value {self.value:.3g}; rule: {self.rule})"
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-ready record: ``id``, ``statement``, ``value``, ``ci_low``, ``ci_high``, ``threshold``,
+        ``verdict``, ``rule``, ``details`` (``nan`` becomes ``None``)."""
+        def num(v):
+            v = float(v)
+            return v if math.isfinite(v) else None
+
+        details = {k: (num(v) if isinstance(v, (float, np.floating)) else
+                       int(v) if isinstance(v, (np.integer,)) else v) for k, v in self.details.items()}
+        return {"id": self.name, "statement": self.statement, "value": num(self.value),
+                "ci_low": num(self.ci_low), "ci_high": num(self.ci_high), "threshold": num(self.threshold),
+                "verdict": self.verdict, "rule": self.rule, "details": details}
+
+
+def claims_table(items: Sequence[Claim] | Mapping[str, Claim]) -> pd.DataFrame:
+    """One row per claim: ``claim``, ``value``, ``rule``, ``verdict`` (for display on a page).
+
+    ``items``: claims (named by ``Claim.name``) or a mapping ``label -> Claim`` (named by the label).
+    """
+    pairs = items.items() if isinstance(items, Mapping) else ((c.name, c) for c in items)
+    rows = []
+    for label, c in pairs:
+        if not isinstance(c, Claim):
+            raise ValueError(f"items must hold Claim objects, got {type(c).__name__} for {label!r}")
+        rows.append({"claim": label, "value": c.value, "rule": c.rule, "verdict": c.verdict})
+    return pd.DataFrame(rows, columns=["claim", "value", "rule", "verdict"])

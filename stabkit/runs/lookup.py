@@ -1,0 +1,186 @@
+"""The notebooks' entry point: :func:`results` loads a sweep's table at a scale, committed results first
+(:mod:`stabkit.runs.resultstore`), else runs the sweep; ``scale="auto"`` is the largest scale with committed
+runs of the sweep's grid (:data:`~stabkit.runs.resultstore.SCALE_ORDER`), else ``small`` computed on the
+spot; :func:`coverage_facts` says how much of the grid a table covers and where its runs came from.
+``STABKIT_RECOMPUTE=1`` (:data:`RECOMPUTE_ENV`) ignores the store: everything is computed, ``auto``
+meaning ``small``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import DERIVED_FIELDS
+from .executors import sweep as run_sweep
+from .paths import default_runs_root
+from .resultstore import KEY, committed_keys, committed_runs, committed_scales, load, store_dir
+from .store import collect, run_state
+from .sweepfile import SCALES, Sweep, as_sweep, load_sweep, sweep_path
+
+__all__ = ["RECOMPUTE_ENV", "recompute_requested", "resolve_scale", "coverage_facts", "results"]
+
+#: Environment variable: a true value (1, true, yes, on) ignores committed results (``make book``
+#: recomputes every page at ``small``).
+RECOMPUTE_ENV = "STABKIT_RECOMPUTE"
+
+
+def recompute_requested() -> bool:
+    """Whether ``$STABKIT_RECOMPUTE`` asks to ignore committed results."""
+    return os.environ.get(RECOMPUTE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _sweep_name(spec: str | Path | Mapping | Sweep) -> str:
+    if isinstance(spec, Sweep):
+        return spec.name
+    if isinstance(spec, Mapping):
+        return str(spec.get("name") or "sweep")
+    import yaml
+    path = sweep_path(spec)
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"sweep file {path}: invalid YAML: {exc}") from None
+    return str(doc.get("name") or path.stem) if isinstance(doc, Mapping) else path.stem
+
+
+def resolve_scale(sweep: str | Path | Mapping | Sweep, scale: str = "auto", results_root: str | Path | None = None) -> str:
+    """``scale`` itself unless ``"auto"``: then the largest scale (:data:`SCALE_ORDER`) whose committed
+    runs include some of the sweep's grid at that scale, else ``"small"`` (always ``"small"`` when
+    ``$STABKIT_RECOMPUTE`` is set)."""
+    if scale != "auto":
+        return scale
+    if isinstance(sweep, Sweep):
+        return sweep.scale
+    if recompute_requested():
+        return "small"
+    for sc in committed_scales(_sweep_name(sweep), results_root):
+        if sc not in SCALES:
+            continue
+        try:
+            keys = set(load_sweep(sweep, sc).keys)
+        except ValueError:  # the sweep file no longer defines this scale
+            continue
+        if keys & committed_keys(_sweep_name(sweep), sc, results_root):
+            return sc
+    return "small"
+
+
+def _describe(configs: list, keys: list[str]) -> list[str]:
+    """Short names of the configurations ``keys``: the fields that vary across ``configs``."""
+    dicts = {c.key: c.to_dict() for c in configs}
+    val = lambda d, f: json.dumps(d.get(f), sort_keys=True, default=str)  # noqa: E731
+    vary = [f for f in next(iter(dicts.values()), {}) if len({val(d, f) for d in dicts.values()}) > 1]
+    vary.sort(key=lambda f: (f != "net", f in DERIVED_FIELDS, f))
+    kept: list[str] = []
+    for f in vary:  # a field the kept ones determine (data_seed = seed) adds nothing
+        seen: dict[tuple, set] = {}
+        for d in dicts.values():
+            seen.setdefault(tuple(val(d, g) for g in kept), set()).add(val(d, f))
+        if any(len(v) > 1 for v in seen.values()):
+            kept.append(f)
+    vary = kept
+    out = []
+    for k in keys:
+        d = dicts.get(k, {})
+        parts = [str(d[f]) if f == "net" else f"{f} {json.dumps(d[f], default=str)}" for f in vary if f in d]
+        out.append(" ".join(parts) or k)
+    return out
+
+
+def _sources_text(rows: list[Mapping]) -> tuple[str, list[dict]]:
+    groups: dict[tuple, list[Mapping]] = {}
+    for r in rows:
+        c = r.get("code_commit")
+        code = "unknown code" if not c else f"code {str(c)[:7]}{' + local changes' if r.get('code_dirty') else ''}"
+        groups.setdefault((str(r.get("device_name") or r.get("device") or "unknown device"), code), []).append(r)
+    out, parts = [], []
+    for (dev, code), rs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        dates = sorted(str(r["finished"])[:10] for r in rs if r.get("finished"))
+        span = "" if not dates else dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+        out.append({"device": dev, "code": code, "n_runs": len(rs), "dates": span,
+                    "hosts": sorted({str(r.get("host")) for r in rs if r.get("host")})})
+        parts.append(f"{len(rs)} run{'s' * (len(rs) != 1)} on {dev} ({code}{', ' + span if span else ''})")
+    return ("; ".join(parts) or "none"), out
+
+
+def coverage_facts(sw: Sweep, done: list[str], source: str, rows: list[Mapping], notes: Mapping[str, str] | None = None,
+                   outside: int = 0) -> dict[str, Any]:
+    """The coverage and provenance facts of a table of ``sw``: ``scale``, ``source`` (committed |
+    computed), ``n_configs`` (of the grid, available), ``n_grid``, ``missing`` (short names, with the
+    reason when known), ``missing_keys``, ``coverage`` (one sentence), ``sources`` (devices, code and
+    dates, one sentence) and ``sources_list``, ``outside_grid`` (committed runs not in the grid)."""
+    keys, have = sw.keys, set(done)
+    missing_keys = [k for k in keys if k not in have]
+    names = _describe(sw.configs, missing_keys)
+    missing = [f"{n} ({notes[k]})" if notes and notes.get(k) else n for n, k in zip(names, missing_keys)]
+    n, total = len(keys) - len(missing_keys), len(keys)
+    how = "committed" if source == "committed" else "computed on this machine"
+    if not missing_keys:
+        sentence = f"all {total} configurations of the {sw.scale} grid ({how})"
+    else:
+        shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
+        sentence = f"{n} of {total} configurations of the {sw.scale} grid ({how}); missing: {shown}"
+    text, groups = _sources_text(rows)
+    return {"scale": sw.scale, "source": source, "n_configs": n, "n_grid": total, "missing": missing,
+            "missing_keys": missing_keys, "coverage": sentence, "sources": text, "sources_list": groups,
+            "outside_grid": outside, "complete": not missing_keys}
+
+
+def results(sweep: str | Path | Mapping | Sweep, scale: str = "small", table: str = "output", *,
+            runs_root: str | Path | None = None, results_root: str | Path | None = None,
+            run_missing: bool = True, device: str = "auto", jobs: int = 1, progress: bool = True) -> pd.DataFrame:
+    """The notebooks' entry point: the tidy ``table`` of ``sweep`` at ``scale`` (``"auto"``: see
+    :func:`resolve_scale`).
+
+    1. The committed table (:func:`load`) restricted to the sweep's grid, if some of the grid is committed
+       (not when ``$STABKIT_RECOMPUTE`` is set); else
+    2. run the sweep's missing and failed runs (if ``run_missing``) under ``runs_root`` and collect them.
+
+    ``df.attrs["results"]`` holds :func:`coverage_facts`; when the table covers only part of the grid
+    (runs not committed, failed or not finished) a warning says which. ``RuntimeError`` when nothing is
+    available.
+    """
+    sc = resolve_scale(sweep, scale, results_root)
+    sw = as_sweep(sweep, sc)
+    grid = set(sw.keys)
+    if not recompute_requested():
+        idx = committed_runs(sw.name, sw.scale, results_root)
+        rows = [r for r in idx.to_dict("records") if r["key"] in grid]
+        if rows:
+            df = load(sw.name, sw.scale, table, results_root)
+            df = df[df[KEY].isin(grid)].reset_index(drop=True) if len(df) else df
+            info = coverage_facts(sw, [r["key"] for r in rows], "committed", rows, outside=len(idx) - len(rows))
+            return _finish(df, info, sw)
+        if len(idx):
+            warnings.warn(f"{len(idx)} committed run(s) of {sw.name}/{sw.scale} are not in the sweep's grid: "
+                          "computing the grid", stacklevel=2)
+    rep = None
+    if run_missing:
+        rep = run_sweep(sw, sw.scale, runs_root, jobs=jobs, device=device, progress=progress, retry_failed=True)
+    df = collect(runs_root, table, sw)
+    root = Path(runs_root or default_runs_root())
+    state = dict(zip(rep.key, rep.status)) if rep is not None else {k: run_state(root / k) for k in sw.keys}
+    errors = dict(zip(rep.key, rep.error)) if rep is not None else {}
+    done = [k for k in sw.keys if state.get(k) == "done"]
+    notes = {k: f"{state.get(k)}{': ' + str(errors[k])[:120] if errors.get(k) else ''}" for k in sw.keys if k not in done}
+    summ = collect(runs_root, "summary", sw) if done else pd.DataFrame()
+    rows = [] if summ.empty else [r for r in summ.to_dict("records") if r.get("status", "done") == "done"]
+    info = coverage_facts(sw, done, "computed", rows, notes)
+    if df.empty:
+        raise RuntimeError(f"no {table!r} table for sweep {sw.name!r} at scale {sw.scale!r}: not committed under "
+                           f"{store_dir(sw.name, sw.scale, results_root)} and no finished run under {root}"
+                           + ("" if run_missing else " (run_missing=False)"))
+    return _finish(df, info, sw)
+
+
+def _finish(df: pd.DataFrame, info: dict, sw: Sweep) -> pd.DataFrame:
+    if not info["complete"]:
+        warnings.warn(f"{sw.name}/{sw.scale}: {info['coverage']}", stacklevel=3)
+    df.attrs["results"] = info
+    return df

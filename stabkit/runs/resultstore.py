@@ -1,0 +1,528 @@
+"""The committed results store: tables that accumulate across machines (the notebooks read it through
+:mod:`stabkit.runs.lookup`).
+
+Layout (one store per sweep and scale)::
+
+    results/<sweep>/<scale>/
+        runs.parquet       the index, one row per committed run (the commit point, written last)
+        <table>.parquet    tidy rows of every committed run (``output``, ``layers``, ``summary``, ...)
+        provenance.json    a readable summary of the index (devices, commits, dates; for humans and diffs)
+
+A ``<table>.parquet`` holds the rows :func:`~stabkit.runs.store.collect` gives for a run (the run's own
+columns, then its configuration columns; the run key, the configuration hash, is the ``run`` column)
+plus ``run_version``: which copy of the run the rows belong to (a hash of key, host and finish date).
+``runs.parquet`` has one row per run key (:data:`INDEX_COLUMNS`): ``key``, ``run_version``, ``config``
+(the run's ``config.json`` as JSON text), ``code_commit``, ``code_dirty``, ``commit_source`` (``run``:
+recorded by the run itself; ``campaign``: by the campaign that packed it; ``export``: the exporting
+checkout, when the run recorded none), ``device``, ``device_name``, ``host`` (the machine), ``torch``,
+``python``, ``finished`` (UTC ISO date), ``wall_seconds``, ``epochs_run``, ``best_test_err``,
+``status`` (the run's whole ``status.json``), ``tables`` and ``schema`` (per table, the run's columns
+and dtypes, so that a run's rows come back exactly as the run wrote them).
+
+Merging (:func:`export` from run folders, :func:`import_runs` from a campaign's ``runs.tar``):
+
+* by run key, never dropping a run: a key the store lacks is added; a key it has is kept or replaced by
+  one rule, the same whatever the order of the merges (so merging A then B equals B then A): **the copy
+  with the latest ``finished`` date wins, ties broken by the larger device name, then host name, then
+  ``run_version``, then the provenance record**;
+* a run whose configuration differs from the committed one under the same key, a store file that is
+  not a valid table of the store, or an incoming column whose type contradicts the committed one
+  (numbers against text) is a ``ValueError`` naming the file;
+* atomic: every file is replaced with :mod:`stabkit.atomic`, tables first (holding the rows of both the
+  old and the new index), ``runs.parquet`` last, then the rows no index lists are dropped. Readers trust
+  only the (key, run_version) pairs of the index and re-read when the index changed under them, so a
+  reader never sees a half-merged store, a kill at any moment loses nothing, and a store whose
+  ``runs.parquet`` was never written (an interrupted first export) is not committed at all;
+* one merge at a time per store (``flock`` on its folder).
+
+Skipping committed work: :func:`committed_keys` gives the keys a sweep need not run
+(``python -m stabkit sweep --recompute`` runs them anyway).
+
+:func:`stabkit.runs.lookup.results` is the notebooks' entry point (``scale="auto"``, coverage facts).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..atomic import atomic_write_json, atomic_write_table
+from .paths import default_results_root, default_runs_root
+from .store import config_columns, git_state, provenance, read_config, run_state, status, verify_run
+from .sweepfile import Sweep, as_sweep
+
+__all__ = ["STORE_FORMAT", "SCALE_ORDER", "INDEX_COLUMNS", "store_dir", "committed_runs",
+           "committed_keys", "committed_scales", "load", "export", "import_runs", "merge_runs"]
+
+STORE_FORMAT = 1
+#: Scales by preference for ``scale="auto"``, largest first.
+SCALE_ORDER = ("paper", "gpu", "cpu", "small", "tiny")
+INDEX_COLUMNS = ("key", "run_version", "config", "code_commit", "code_dirty", "commit_source", "device",
+                 "device_name", "host", "torch", "python", "finished", "wall_seconds", "epochs_run",
+                 "best_test_err", "status", "tables", "schema")
+KEY, VERSION, INDEX, PROVENANCE = "run", "run_version", "runs.parquet", "provenance.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_MEMBER = re.compile(r"^(manifest\.json|[A-Za-z0-9]+(/[A-Za-z0-9][A-Za-z0-9_.-]*)?)$")
+
+
+def _check_name(what: str, value: Any) -> str:
+    if not isinstance(value, str) or not _NAME.match(value) or ".." in value:
+        raise ValueError(f"{what} must be a plain name (letters, digits, '_', '.', '-'; no path), got {value!r}")
+    return value
+
+
+def store_dir(sweep: str, scale: str, results_root: str | Path | None = None) -> Path:
+    """``<results_root>/<sweep>/<scale>`` (default root: :func:`~stabkit.runs.paths.default_results_root`);
+    names that would leave the root (``../x``) are refused."""
+    return Path(results_root or default_results_root()) / _check_name("sweep", sweep) / _check_name("scale", scale)
+
+
+# ---------------------------------------------------------------------------------------- reading
+def _read_parquet(f: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(f)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a damaged file
+        raise ValueError(f"{f}: not a readable parquet table ({type(exc).__name__}: {exc})") from None
+
+
+def _norm(row: Mapping) -> dict[str, Any]:
+    """An index row in plain Python types (a row read back from parquet equals the row written)."""
+    out = {}
+    for c in INDEX_COLUMNS:
+        v = row.get(c)
+        v = v.item() if hasattr(v, "item") and getattr(v, "shape", None) == () else v
+        if v is None or (isinstance(v, float) and v != v) or v is pd.NA:
+            v = None
+        elif c in ("wall_seconds", "best_test_err"):
+            v = float(v)
+        elif c == "epochs_run":
+            v = int(v)
+        elif c == "code_dirty":
+            v = bool(v)
+        else:
+            v = str(v)
+        out[c] = v
+    return out
+
+
+def _read_index(d: Path) -> pd.DataFrame:
+    f = d / INDEX
+    if not f.is_file():
+        return pd.DataFrame(columns=list(INDEX_COLUMNS))
+    idx = _read_parquet(f)
+    lacking = [c for c in INDEX_COLUMNS if c not in idx.columns]
+    if lacking:
+        raise ValueError(f"{f}: not a results index (columns {lacking} missing)")
+    if idx.key.duplicated().any():
+        raise ValueError(f"{f}: run keys listed twice: {sorted(set(idx.key[idx.key.duplicated()]))}")
+    return idx
+
+
+def _sig(f: Path) -> tuple | None:
+    try:
+        st = f.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def committed_runs(sweep: str, scale: str, results_root: str | Path | None = None) -> pd.DataFrame:
+    """The index of a store (:data:`INDEX_COLUMNS`, one row per committed run; empty if none)."""
+    return _read_index(store_dir(sweep, scale, results_root))
+
+
+def committed_keys(sweep: str, scale: str, results_root: str | Path | None = None) -> set[str]:
+    """Keys of the runs committed for ``sweep`` at ``scale``: a sweep need not run them."""
+    return set(committed_runs(sweep, scale, results_root).key)
+
+
+def committed_scales(sweep: str, results_root: str | Path | None = None) -> list[str]:
+    """Scales of ``sweep`` with committed runs, largest first (:data:`SCALE_ORDER`, then other names)."""
+    base = Path(results_root or default_results_root()) / _check_name("sweep", sweep)
+    found = [p.name for p in base.iterdir() if (p / INDEX).is_file()] if base.is_dir() else []
+    found = [s for s in found if _NAME.match(s) and len(_read_index(base / s))]
+    return sorted(found, key=lambda s: (SCALE_ORDER.index(s) if s in SCALE_ORDER else len(SCALE_ORDER), s))
+
+
+def _schema(row: Mapping) -> dict[str, list]:
+    try:
+        return json.loads(row["schema"])
+    except (TypeError, ValueError):
+        raise ValueError(f"run {row.get('key')}: unreadable schema record in {INDEX}") from None
+
+
+def _restore(df: pd.DataFrame, cols: list) -> pd.DataFrame:
+    """The rows of one run as it wrote them: its own columns, its dtypes where they survive the union."""
+    df = df[[c for c, _ in cols]].reset_index(drop=True)
+    for c, dt in cols:
+        if str(df[c].dtype) != dt:
+            with contextlib.suppress(TypeError, ValueError):
+                df[c] = df[c].astype(dt)
+    return df
+
+
+def _assemble(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    if not frames:
+        return pd.DataFrame()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # concat of all-NA columns (e.g. ptr None)
+        return pd.concat(frames, ignore_index=True)
+
+
+def _split(table: pd.DataFrame, f: Path) -> dict[tuple[str, str], pd.DataFrame]:
+    if KEY not in table.columns or VERSION not in table.columns:
+        raise ValueError(f"{f}: not a table of the results store (columns {KEY!r} and {VERSION!r} required)")
+    return {(str(k), str(v)): g.drop(columns=[VERSION]) for (k, v), g in table.groupby([KEY, VERSION], sort=False)}
+
+
+def _frames_of(d: Path, table: str, rows: list[Mapping]) -> dict[tuple[str, str], pd.DataFrame]:
+    """The per-run frames of ``table`` for the index ``rows`` that list it (error if the file lacks some)."""
+    want = {(r["key"], r["run_version"]): _schema(r)[table] for r in rows if table in _schema(r)}
+    if not want:
+        return {}
+    f = d / f"{table}.parquet"
+    if not f.is_file():
+        raise ValueError(f"{f}: missing, but {d / INDEX} lists {len(want)} run(s) with table {table!r}")
+    parts = _split(_read_parquet(f), f)
+    lost = sorted(p[0] for p in want if p not in parts)
+    if lost:
+        raise ValueError(f"{f}: no rows of run(s) {lost[:5]} that {d / INDEX} lists with this table")
+    try:
+        return {p: _restore(parts[p], cols) for p, cols in want.items()}
+    except KeyError as exc:
+        raise ValueError(f"{f}: column {exc} of the recorded schema is missing") from None
+
+
+def load(sweep: str, scale: str, table: str, results_root: str | Path | None = None) -> pd.DataFrame:
+    """The committed ``table`` of ``sweep`` at ``scale``: the rows of every run in the index, in key order,
+    as :func:`~stabkit.runs.store.collect` gives them (``run`` = key). ``ValueError`` naming the file for a
+    damaged store, or listing the committed tables when none of the runs has ``table``; an empty frame
+    when nothing is committed."""
+    d = store_dir(sweep, scale, results_root)
+    _check_name("table", table)
+    for _ in range(20):  # a merge replacing the index while we read: read again
+        before = _sig(d / INDEX)
+        idx = _read_index(d)
+        rows = sorted(idx.to_dict("records"), key=lambda r: r["key"])
+        try:
+            frames = _frames_of(d, table, rows)
+        except ValueError:
+            if _sig(d / INDEX) != before:
+                continue
+            raise
+        if _sig(d / INDEX) == before:
+            break
+    if rows and not frames:
+        have = sorted({t for r in rows for t in _schema(r)})
+        raise ValueError(f"no committed table {table!r} in {d}; committed tables: {have}")
+    return _assemble([frames[p] for p in sorted(frames)])
+
+
+# ------------------------------------------------------------------------------------- incoming runs
+@dataclass
+class _Incoming:
+    key: str
+    folder: Path
+    config: dict
+    row: dict                        # the index row (without schema / tables)
+    tables: dict[str, pd.DataFrame]  # collected rows (run columns + configuration columns)
+
+
+def _iso(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    with contextlib.suppress(TypeError, ValueError):
+        t = _dt.datetime.fromisoformat(str(value))
+        return (t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)).astimezone(_dt.timezone.utc).isoformat()
+    return str(value)
+
+
+def _read_run(folder: Path, fallback: Mapping[str, Any]) -> _Incoming:
+    """One finished run folder as an incoming run; ``fallback``: provenance the run did not record."""
+    problems = verify_run(folder) if (folder / "done").exists() else [f"{folder / 'done'}: missing (not finished)"]
+    if problems:
+        raise ValueError("; ".join(problems))
+    cfg = read_config(folder)
+    key = str(cfg.get("key"))
+    try:
+        st = json.loads((folder / "status.json").read_text())
+    except (OSError, ValueError):
+        st = {}
+    summ = _read_parquet(folder / "summary.parquet").iloc[0].to_dict() if (folder / "summary.parquet").is_file() else {}
+    get = lambda k: st.get(k, summ.get(k))  # noqa: E731
+    git = st.get("git") if isinstance(st.get("git"), Mapping) else {}
+    commit = st.get("code_commit", git.get("commit", st.get("commit")))
+    row = {"key": key, "config": json.dumps(cfg, sort_keys=True), "device": get("device"),
+           "device_name": get("device_name"), "host": get("host"), "torch": get("torch"),
+           "python": get("python") or fallback.get("python"), "finished": _iso(get("finished")),
+           "wall_seconds": get("wall_seconds"), "epochs_run": get("epochs_run"),
+           "best_test_err": get("best_test_err"), "status": json.dumps(st, sort_keys=True, default=str)}
+    if commit:
+        row.update(code_commit=commit, code_dirty=st.get("code_dirty", git.get("dirty")), commit_source="run")
+    else:
+        row.update(code_commit=fallback.get("commit"), code_dirty=fallback.get("dirty"),
+                   commit_source=fallback.get("source"))
+    for k in ("wall_seconds", "best_test_err"):
+        row[k] = None if row[k] is None else float(row[k])
+    row["epochs_run"] = None if row["epochs_run"] is None else int(row["epochs_run"])
+    row["run_version"] = hashlib.sha256(f"{key}|{row['host']}|{row['finished']}|{row['wall_seconds']}".encode()
+                                        ).hexdigest()[:12]
+    cols = config_columns(cfg)
+    cols["run"] = cols.pop("key", key)
+    tables = {}
+    for f in sorted(folder.glob("*.parquet")):
+        df = _read_parquet(f)
+        extra = {k: [v] * len(df) for k, v in cols.items() if k not in df.columns}
+        tables[f.stem] = pd.concat([df, pd.DataFrame(extra, index=df.index)], axis=1) if extra else df
+    return _Incoming(key, folder, cfg, row, tables)
+
+
+# ------------------------------------------------------------------------------------------- merging
+def _rank(row: Mapping) -> tuple:
+    prov = json.dumps({k: row.get(k) for k in INDEX_COLUMNS if k not in ("schema", "tables")}, sort_keys=True,
+                      default=str)
+    return (row.get("finished") or "", str(row.get("device_name") or ""), str(row.get("host") or ""),
+            row.get("run_version") or "", prov)
+
+
+def _kind(s: pd.Series) -> str | None:
+    s = s.dropna()
+    if s.empty:
+        return None
+    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+        return "number"
+    return "text" if all(isinstance(v, str) for v in s) else None
+
+
+def _check_schema(stored: pd.DataFrame, f: Path, inc: pd.DataFrame, src: Path) -> None:
+    for c in inc.columns:
+        if c in stored.columns:
+            a, b = _kind(stored[c]), _kind(inc[c])
+            if a and b and a != b:
+                raise ValueError(f"{src}: column {c!r} holds {b} values, but the committed table {f} holds "
+                                 f"{a} values there (wrong schema)")
+
+
+@contextlib.contextmanager
+def _merge_lock(d: Path) -> Iterator[None]:
+    d.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: one merger at a time is the user's business
+        yield
+        return
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _write_index(d: Path, rows: list[dict]) -> None:
+    idx = pd.DataFrame(sorted(rows, key=lambda r: r["key"]), columns=list(INDEX_COLUMNS))
+    atomic_write_table(d / INDEX, idx)
+
+
+def _write_tables(d: Path, names: list[str], frames: dict[str, dict], keep: set, old_files: dict) -> None:
+    for t in names:
+        parts = {p: fr.assign(**{VERSION: p[1]}) for p, fr in frames[t].items() if p in keep}
+        if set(parts) == old_files.get(t):
+            continue  # this file already holds exactly these rows
+        if parts:
+            atomic_write_table(d / f"{t}.parquet", _assemble([parts[p] for p in sorted(parts)]))
+        else:
+            (d / f"{t}.parquet").unlink(missing_ok=True)
+        old_files[t] = set(parts)
+
+
+def merge_runs(d: str | Path, incoming: list[_Incoming], *, sweep: str | None = None, scale: str | None = None,
+               extra: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Merge incoming runs into the store folder ``d`` (see the module docstring for the rule and the order
+    of the writes). Returns one row per incoming run: key, action (added | replaced | kept), run_version."""
+    d = Path(d)
+    with _merge_lock(d):
+        old = {r["key"]: _norm(r) for r in _read_index(d).to_dict("records")}
+        new = dict(old)
+        report, chosen = [], {}
+        for inc in sorted(incoming, key=lambda i: (i.key, _rank(i.row))):
+            cur = new.get(inc.key)
+            if cur is not None and json.loads(cur["config"]) != inc.config:
+                diff = sorted(k for k in set(inc.config) | set(json.loads(cur["config"]))
+                              if inc.config.get(k) != json.loads(cur["config"]).get(k))
+                where = "an incoming run" if inc.key in chosen else d / INDEX
+                raise ValueError(f"{inc.folder / 'config.json'}: run {inc.key} has another configuration than "
+                                 f"the one committed under this key in {where} (fields {diff})")
+            schema = {t: [[c, str(df[c].dtype)] for c in df.columns] for t, df in inc.tables.items()}
+            row = _norm({**inc.row, "tables": ",".join(sorted(inc.tables)), "schema": json.dumps(schema, sort_keys=True)})
+            if cur is None or _rank(row) > _rank(cur):
+                action = "added" if inc.key not in old else ("kept" if old[inc.key] == row else "replaced")
+                new[inc.key], chosen[inc.key] = row, inc
+            else:
+                action = "kept"
+            report.append({"key": inc.key, "action": action, "run_version": new[inc.key]["run_version"]})
+        # every table: stored per-run frames of the old and new index, plus the incoming winners
+        names = sorted({t for r in [*old.values(), *new.values()] for t in _schema(r)})
+        frames, old_files = {}, {}
+        for t in names:
+            f = d / f"{t}.parquet"
+            stored = _read_parquet(f) if f.is_file() else None
+            parts = {}
+            if stored is not None:
+                raw = _split(stored, f)
+                old_files[t] = set(raw)
+                for r in [*old.values(), *new.values()]:
+                    p = (r["key"], r["run_version"])
+                    if t in _schema(r) and p in raw and p not in parts:
+                        parts[p] = _restore(raw[p], _schema(r)[t])
+            for k, inc in chosen.items():
+                if t in inc.tables:
+                    if stored is not None:
+                        _check_schema(stored, f, inc.tables[t], inc.folder / f"{t}.parquet")
+                    parts.setdefault((k, new[k]["run_version"]), inc.tables[t])
+            frames[t] = parts
+        both = {(r["key"], r["run_version"]) for r in [*old.values(), *new.values()]}
+        live = {(r["key"], r["run_version"]) for r in new.values()}
+        changed = new != old
+        if changed:
+            _write_tables(d, names, frames, both, old_files)  # 1. tables: rows of the old and the new index
+            _write_index(d, list(new.values()))               # 2. the commit point
+        if changed or not (d / PROVENANCE).is_file():  # a summary for people; readers use the index
+            _write_provenance(d, list(new.values()), sweep, scale, extra)
+        _write_tables(d, names, frames, live, old_files)      # 3. drop the rows no index lists any more
+    return pd.DataFrame(report, columns=["key", "action", "run_version"])
+
+
+def _write_provenance(d: Path, rows: list[dict], sweep: str | None, scale: str | None,
+                      extra: Mapping[str, Any] | None) -> None:
+    runs = [{k: r.get(k) for k in INDEX_COLUMNS if k not in ("config", "schema", "status")} for r in
+            sorted(rows, key=lambda r: r["key"])]
+    for r in runs:
+        r["run"] = r["key"]
+    dates = sorted(r["finished"] for r in runs if r.get("finished"))
+    prov = {"store_format": STORE_FORMAT, "sweep": sweep or d.parent.name, "scale": scale or d.name,
+            **provenance(), "tables": sorted({t for r in rows for t in _schema(r)}), "n_runs": len(rows),
+            "devices": sorted({str(r["device_name"]) for r in runs if r.get("device_name")}),
+            "commits": sorted({str(r["code_commit"]) for r in runs if r.get("code_commit")}),
+            "hosts": sorted({str(r["host"]) for r in runs if r.get("host")}),
+            "first_finished": dates[0] if dates else None, "last_finished": dates[-1] if dates else None,
+            "total_wall_seconds": float(sum(r.get("wall_seconds") or 0 for r in runs)), "runs": runs,
+            **dict(extra or {})}
+    atomic_write_json(d / PROVENANCE, prov)
+
+
+def _exporter() -> dict[str, Any]:
+    import platform
+    g = git_state()
+    return {"commit": g["commit"], "dirty": g["dirty"], "source": "export", "python": platform.python_version()}
+
+
+def export(sweep: str | Path | Mapping | Sweep, scale: str = "small", runs_root: str | Path | None = None,
+           results_root: str | Path | None = None, *, out_dir: str | Path | None = None) -> Path:
+    """Merge the finished runs of ``sweep`` at ``scale`` (run folders under ``runs_root``) into the store
+    ``<results_root>/<sweep>/<scale>`` (or ``out_dir``); returns the store folder. A finished run that
+    fails :func:`~stabkit.runs.store.verify_run` is skipped with a warning naming the file; no finished run
+    at all is a ``ValueError``."""
+    sw = as_sweep(sweep, scale)
+    root = Path(runs_root or default_runs_root())
+    d = Path(out_dir) if out_dir else store_dir(sw.name, sw.scale, results_root)
+    fallback, incoming = _exporter(), []
+    for k in sw.keys:
+        if run_state(root / k) != "done":
+            continue
+        try:
+            incoming.append(_read_run(root / k, fallback))
+        except ValueError as exc:
+            warnings.warn(f"run {k} not exported: {exc}", stacklevel=2)
+    if not incoming:
+        raise ValueError(f"no finished run of sweep {sw.name!r} at scale {sw.scale!r} under {root}")
+    merge_runs(d, incoming, sweep=sw.name, scale=sw.scale, extra={"counts": status(root, sw)})
+    return d
+
+
+def _extract(tar: Path, dest: Path) -> None:
+    """Extract a campaign's ``runs.tar``: only ``manifest.json`` and ``<key>/<file>`` regular files."""
+    try:
+        with tarfile.open(tar, "r:*") as tf:
+            members = tf.getmembers()
+            for m in members:
+                if not (m.isfile() or m.isdir()) or not _MEMBER.match(m.name.rstrip("/")):
+                    raise ValueError(f"{tar}: unexpected member {m.name!r} (a campaign archive holds manifest.json "
+                                     "and <key>/<file> only)")
+            kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tf.extractall(dest, members=members, **kw)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ValueError(f"{tar}: not a readable tar archive ({exc})") from None
+
+
+def import_runs(path: str | Path, results_root: str | Path | None = None) -> pd.DataFrame:
+    """Merge a campaign's runs into the store: ``path`` = the campaign folder (with ``runs.tar``), the
+    ``runs.tar`` itself, or a folder of run folders with a ``manifest.json`` (``{"format": 1, "runs": {key:
+    [[sweep, scale], ...]}, "created", "device", ...}``). Each run goes into every (sweep, scale) the
+    manifest lists. Returns one row per (sweep, scale, key): action (added | replaced | kept)."""
+    p = Path(path)
+    if p.is_dir() and not (p / "manifest.json").is_file() and (p / "runs.tar").is_file():
+        p = p / "runs.tar"
+    if p.is_file():
+        tmp = Path(tempfile.mkdtemp(prefix="stabkit-import-"))
+        try:
+            _extract(p, tmp)
+            return _import_folder(tmp, results_root, label=(str(tmp), f"{p}:"))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if p.is_dir() and (p / "manifest.json").is_file():
+        return _import_folder(p, results_root)
+    raise ValueError(f"path must be a campaign folder (with runs.tar), a runs.tar or a folder with manifest.json, "
+                     f"got {path!r}")
+
+
+def _import_folder(folder: Path, results_root: str | Path | None, label: tuple[str, str] | None = None) -> pd.DataFrame:
+    try:
+        return _import_checked(folder, results_root)
+    except ValueError as exc:  # name the archive member, not the temporary folder it was extracted to
+        if label is None:
+            raise
+        raise ValueError(str(exc).replace(label[0] + os.sep, label[1]).replace(label[0], label[1])) from None
+
+
+def _import_checked(folder: Path, results_root: str | Path | None) -> pd.DataFrame:
+    mf = folder / "manifest.json"
+    try:
+        man = json.loads(mf.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{mf}: not readable JSON ({exc})") from None
+    if not isinstance(man, Mapping) or man.get("format") != 1 or not isinstance(man.get("runs"), Mapping):
+        raise ValueError(f"{mf}: not a campaign manifest (format 1 with a 'runs' mapping of key -> [[sweep, scale]])")
+    groups: dict[tuple[str, str], list[str]] = {}
+    for key, where in man["runs"].items():
+        _check_name("run key", key)
+        if not isinstance(where, list) or not all(isinstance(w, (list, tuple)) and len(w) == 2 for w in where):
+            raise ValueError(f"{mf}: runs[{key!r}] must be a list of [sweep, scale] pairs, got {where!r}")
+        for sw, sc in where:
+            groups.setdefault((_check_name("sweep", sw), _check_name("scale", sc)), []).append(key)
+    git = man.get("git") if isinstance(man.get("git"), Mapping) else {}
+    fallback = {"commit": git.get("commit", man.get("commit")), "dirty": git.get("dirty", man.get("dirty")),
+                "source": "campaign", "python": man.get("python")}
+    read = {k: _read_run(folder / k, fallback) for k in sorted({k for ks in groups.values() for k in ks})}
+    out = []
+    for (sw, sc), keys in sorted(groups.items()):
+        rep = merge_runs(store_dir(sw, sc, results_root), [read[k] for k in keys], sweep=sw, scale=sc)
+        out.append(rep.assign(sweep=sw, scale=sc))
+    cols = ["sweep", "scale", "key", "action", "run_version"]
+    return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
+
+
+# ---------------------------------------------------------------------------------- notebooks' entry

@@ -1,0 +1,338 @@
+"""stabkit.runs.resultstore: the committed results store (merge by run key, order-free, atomic, schema and
+configuration errors naming the file), campaign imports, skipping committed runs, scale="auto" and the
+coverage / provenance facts of a page. Synthetic run folders: no training, a few seconds in all."""
+import importlib
+import io
+import json
+import tarfile
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from stabkit import runs
+from stabkit.__main__ import main
+
+R = importlib.import_module("stabkit.runs.resultstore")
+
+TINY = dict(task="twopoints", net="LeNet", ptr=64, test_size=64, epochs=1, P=8, width_factor=0.25, batch_size=32,
+            measure=["output"])
+SPEC = {"name": "st", "base": TINY, "grid": {"seed": [0, 1, 2]},
+        "scales": {"tiny": {}, "small": {"base": {"epochs": 2}}, "cpu": {"base": {"epochs": 3}}, "paper": {}}}
+
+
+def configs(scale="tiny"):
+    return runs.load_sweep(SPEC, scale).configs
+
+
+def fake_run(root: Path, cfg, host="a", finished="2026-01-01T00:00:00+00:00", rf=1.0, extra=None, device="cpu"):
+    """A finished run folder as `runs.run` writes it (config, status, done, metrics/output/summary)."""
+    d = Path(root) / cfg.key
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps({"key": cfg.key, "format": runs.FORMAT_VERSION, **cfg.to_dict()}))
+    summary = {"key": cfg.key, "status": "done", "best_test_err": 0.1, "epochs_run": 1, "device": device,
+               "device_name": "NVIDIA H200" if device == "cuda" else "x86_64", "host": host, "torch": "2.x",
+               "finished": finished, "wall_seconds": 2.5}
+    pd.DataFrame([summary]).to_parquet(d / "summary.parquet")
+    (d / "status.json").write_text(json.dumps(summary))
+    pd.DataFrame({"epoch": [1], "train_loss": [0.5], "test_err": [0.1]}).to_parquet(d / "metrics.parquet")
+    out = pd.DataFrame({"state": ["init", "trained"], "shuffle": [0, 0], "R_f": [rf, rf / 2]})
+    for k, v in (extra or {}).items():
+        out[k] = v
+    out.to_parquet(d / "output.parquet")
+    (d / "done").touch()
+    return d
+
+
+def store_state(d: Path) -> dict:
+    return {f.name: pd.read_parquet(f) for f in sorted(Path(d).glob("*.parquet"))}
+
+
+def two_machines(tmp_path):
+    """Machine A ran seeds 0, 1; machine B ran seeds 1 (later, an extra column) and 2."""
+    c = configs()
+    a, b = tmp_path / "A", tmp_path / "B"
+    fake_run(a, c[0], "a", rf=1.0)
+    fake_run(a, c[1], "a", rf=2.0)
+    fake_run(b, c[1], "b", finished="2026-02-01T00:00:00+00:00", rf=3.0, extra={"n": [7, 8]}, device="cuda")
+    fake_run(b, c[2], "b", rf=4.0)
+    return c, a, b
+
+
+def test_merge_order_does_not_matter_and_never_drops_a_run(tmp_path):
+    c, a, b = two_machines(tmp_path)
+    ab = runs.export(SPEC, "tiny", a, tmp_path / "ab")
+    runs.export(SPEC, "tiny", b, tmp_path / "ab")
+    ba = runs.export(SPEC, "tiny", b, tmp_path / "ba")
+    runs.export(SPEC, "tiny", a, tmp_path / "ba")
+    s1, s2 = store_state(ab), store_state(ba)
+    assert list(s1) == list(s2) == ["metrics.parquet", "output.parquet", "runs.parquet", "summary.parquet"]
+    for name in s1:
+        pd.testing.assert_frame_equal(s1[name], s2[name], obj=name)
+    idx = runs.committed_runs("st", "tiny", tmp_path / "ab").set_index("key")
+    assert set(idx.index) == {x.key for x in c}                    # every run of both machines
+    assert idx.loc[c[1].key, "host"] == "b" and idx.loc[c[1].key, "device_name"] == "NVIDIA H200"  # newest wins
+    out = runs.load("st", "tiny", "output", tmp_path / "ab")
+    assert list(out.run) == sorted(out.run) and len(out) == 6
+    assert list(out[out.run == c[1].key].R_f) == [3.0, 1.5] and list(out[out.run == c[1].key].n) == [7, 8]
+    assert out[out.run == c[0].key].n.isna().all()
+    assert {"seed", "net", "ptr", "P"} <= set(out.columns) and "run_version" not in out.columns
+    assert not list(ab.glob(".*tmp*"))
+    # merging the same runs again changes nothing (not even the files)
+    before = {f.name: f.stat().st_mtime_ns for f in ab.glob("*.parquet")}
+    rep = R.merge_runs(ab, [R._read_run(a / c[0].key, R._exporter())])
+    assert list(rep.action) == ["kept"]
+    assert before == {f.name: f.stat().st_mtime_ns for f in ab.glob("*.parquet")}
+    prov = json.loads((ab / "provenance.json").read_text())
+    assert prov["n_runs"] == 3 and prov["devices"] == ["NVIDIA H200", "x86_64"] and prov["hosts"] == ["a", "b"]
+    assert {r["run"] for r in prov["runs"]} == {x.key for x in c} and set(prov["git"]) == {"commit", "dirty"}
+
+
+def test_provenance_per_run(tmp_path):
+    c, a, _ = two_machines(tmp_path)
+    runs.export(SPEC, "tiny", a, tmp_path / "res")
+    idx = runs.committed_runs("st", "tiny", tmp_path / "res")
+    assert tuple(idx.columns) == R.INDEX_COLUMNS
+    r = idx.set_index("key").loc[c[0].key]
+    assert r.host == "a" and r.torch == "2.x" and r.python and r.wall_seconds == 2.5 and r.commit_source == "export"
+    assert r.finished.startswith("2026-01-01") and json.loads(r.config)["seed"] == 0
+    assert r.tables == "metrics,output,summary"
+
+
+def test_committed_configurations_are_skipped(tmp_path):
+    c, a, _ = two_machines(tmp_path)
+    runs.export(SPEC, "tiny", a, tmp_path / "res")
+    assert runs.committed_keys("st", "tiny", tmp_path / "res") == {c[0].key, c[1].key}
+    assert runs.committed_keys("st", "small", tmp_path / "res") == set()
+    # the notebooks' entry point never trains a committed grid: nothing is written under runs_root
+    with pytest.warns(UserWarning, match="2 of 3 configurations of the tiny grid"):
+        df = runs.results(SPEC, "tiny", "output", runs_root=tmp_path / "nothing", results_root=tmp_path / "res")
+    assert set(df.run) == {c[0].key, c[1].key} and not (tmp_path / "nothing").exists()
+    rep = runs.sweep(SPEC, "tiny", tmp_path / "runs", device="cpu", progress=False,
+                     skip_keys=runs.committed_keys("st", "tiny", tmp_path / "res"))
+    assert set(rep.key[rep.status == "done"]) == {c[2].key}
+    assert set(rep.key[rep.status == "committed"]) == {c[0].key, c[1].key}
+    assert not (tmp_path / "runs" / c[0].key).exists()
+
+
+def test_a_kill_between_files_loses_nothing_and_readers_see_old_or_new(tmp_path, monkeypatch):
+    c, a, b = two_machines(tmp_path)
+    clean = runs.export(SPEC, "tiny", a, tmp_path / "clean")
+    runs.export(SPEC, "tiny", b, tmp_path / "clean")
+    new = {t: runs.load("st", "tiny", t, tmp_path / "clean") for t in ("output", "metrics", "summary")}
+    real = R.atomic_write_table
+    for kill_at in range(8):
+        root = tmp_path / f"k{kill_at}"
+        runs.export(SPEC, "tiny", a, root)
+        old = {t: runs.load("st", "tiny", t, root) for t in ("output", "metrics", "summary")}
+        calls = []
+
+        def dying(path, df, calls=calls, kill_at=kill_at):
+            if len(calls) == kill_at:
+                raise KeyboardInterrupt("killed")
+            calls.append(path)
+            return real(path, df)
+
+        monkeypatch.setattr(R, "atomic_write_table", dying)
+        try:
+            runs.export(SPEC, "tiny", b, root)
+        except KeyboardInterrupt:
+            pass
+        monkeypatch.setattr(R, "atomic_write_table", real)
+        seen = {t: runs.load("st", "tiny", t, root) for t in old}
+        same_old = all(seen[t].equals(old[t]) for t in old)
+        same_new = all(seen[t].equals(new[t]) for t in old)
+        assert same_old or same_new, f"half-merged store after a kill at write {kill_at}"
+        runs.export(SPEC, "tiny", b, root)  # the next merge completes it
+        assert all(runs.load("st", "tiny", t, root).equals(new[t]) for t in new)
+        for name, df in store_state(root).items():
+            pd.testing.assert_frame_equal(df, store_state(clean)[name], obj=name)
+
+
+def test_an_interrupted_first_export_is_not_committed(tmp_path, monkeypatch):
+    _, a, _ = two_machines(tmp_path)
+    real = R.atomic_write_table
+    monkeypatch.setattr(R, "atomic_write_table", lambda p, df: (_ for _ in ()).throw(KeyboardInterrupt)
+                        if Path(p).name == "runs.parquet" else real(p, df))
+    with pytest.raises(KeyboardInterrupt):
+        runs.export(SPEC, "tiny", a, tmp_path / "res")
+    d = runs.store_dir("st", "tiny", tmp_path / "res")
+    assert (d / "output.parquet").is_file() and not (d / "runs.parquet").exists()
+    assert runs.committed_keys("st", "tiny", tmp_path / "res") == set()
+    assert runs.committed_scales("st", tmp_path / "res") == []
+    assert runs.load("st", "tiny", "output", tmp_path / "res").empty
+
+
+def test_schema_errors_name_the_file(tmp_path):
+    c, a, b = two_machines(tmp_path)
+    d = runs.export(SPEC, "tiny", a, tmp_path / "res")
+    # an incoming column of text where the committed table holds numbers
+    bad = fake_run(tmp_path / "C", c[2], "c", rf=1.0)
+    pd.DataFrame({"state": ["init"], "shuffle": [0], "R_f": ["high"]}).to_parquet(bad / "output.parquet")
+    with pytest.raises(ValueError, match=rf"{bad / 'output.parquet'}.*R_f.*{d / 'output.parquet'}"):
+        runs.export(SPEC, "tiny", tmp_path / "C", tmp_path / "res")
+    # a stored table that is not a store table / not parquet at all / an index that is not one
+    pd.read_parquet(d / "metrics.parquet").drop(columns=["run_version"]).to_parquet(d / "metrics.parquet")
+    with pytest.raises(ValueError, match=str(d / "metrics.parquet")):
+        runs.load("st", "tiny", "metrics", tmp_path / "res")
+    (d / "output.parquet").write_bytes(b"PAR1 garbage")
+    with pytest.raises(ValueError, match=str(d / "output.parquet")):
+        runs.load("st", "tiny", "output", tmp_path / "res")
+    with pytest.raises(ValueError, match=rf"{d}/(metrics|output).parquet"):
+        runs.export(SPEC, "tiny", b, tmp_path / "res")
+    pd.DataFrame({"key": ["x"]}).to_parquet(d / "runs.parquet")
+    with pytest.raises(ValueError, match=str(d / "runs.parquet")):
+        runs.committed_keys("st", "tiny", tmp_path / "res")
+    with pytest.raises(ValueError, match="no committed table 'layers'"):
+        runs.load("st", "tiny", "layers", runs.export(SPEC, "tiny", a, tmp_path / "fresh") and tmp_path / "fresh")
+    with pytest.raises(ValueError, match="sweep must be a plain name"):
+        runs.store_dir("../../x", "tiny", tmp_path)
+
+
+def test_a_key_whose_committed_configuration_differs_is_refused(tmp_path):
+    c, a, _ = two_machines(tmp_path)
+    d = runs.export(SPEC, "tiny", a, tmp_path / "res")
+    idx = pd.read_parquet(d / "runs.parquet")
+    cfg = json.loads(idx.loc[0, "config"])
+    idx.loc[0, "config"] = json.dumps({**cfg, "P": 999}, sort_keys=True)  # e.g. written by other code
+    idx.to_parquet(d / "runs.parquet")
+    key = idx.loc[0, "key"]
+    later = fake_run(tmp_path / "A2", next(x for x in c if x.key == key), "a", finished="2027-01-01T00:00:00+00:00")
+    with pytest.raises(ValueError, match=rf"{later / 'config.json'}.*{key}.*{d / 'runs.parquet'}.*P"):
+        runs.export(SPEC, "tiny", tmp_path / "A2", tmp_path / "res")
+
+
+def _campaign(tmp_path, c, where):
+    """A campaign folder: runs.tar with manifest.json and one folder per finished run (no checkpoints)."""
+    src = tmp_path / "camp_runs"
+    for x in c:
+        fake_run(src, x, "gpu-node", device="cuda")
+    out = tmp_path / "campaign"
+    out.mkdir()
+    man = {"format": 1, "runs": {x.key: where for x in c}, "created": "2026-03-01", "device": "NVIDIA H200",
+           "git": {"commit": "abc1234def", "dirty": False}}
+    with tarfile.open(out / "runs.tar", "w") as tf:
+        data = json.dumps(man).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+        for x in c:
+            tf.add(src / x.key, arcname=x.key)
+    return out
+
+
+def test_import_of_a_campaign_runs_tar(tmp_path):
+    c = configs()
+    camp = _campaign(tmp_path, c[:2], [["st", "tiny"], ["st_copy", "gpu"]])
+    rep = runs.import_runs(camp, tmp_path / "res")
+    assert len(rep) == 4 and set(rep.action) == {"added"}
+    for sw, sc in (("st", "tiny"), ("st_copy", "gpu")):
+        assert runs.committed_keys(sw, sc, tmp_path / "res") == {c[0].key, c[1].key}
+    idx = runs.committed_runs("st", "tiny", tmp_path / "res")
+    assert set(idx.code_commit) == {"abc1234def"} and set(idx.commit_source) == {"campaign"}
+    assert set(runs.import_runs(camp / "runs.tar", tmp_path / "res").action) == {"kept"}
+    assert main(["import", str(camp), "--results-root", str(tmp_path / "res2")]) == 0
+    assert runs.committed_keys("st", "tiny", tmp_path / "res2") == {c[0].key, c[1].key}
+    # an archive member that would leave the folder: refused, naming the archive
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tf:
+        info = tarfile.TarInfo("../escape.txt")
+        info.size = 1
+        tf.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(ValueError, match=rf"{evil}.*unexpected member"):
+        runs.import_runs(evil, tmp_path / "res")
+    (tmp_path / "broken.tar").write_bytes(b"not a tar")
+    assert main(["import", str(tmp_path / "broken.tar"), "--results-root", str(tmp_path / "res")]) == 2
+
+
+def test_import_names_the_archive_member_of_a_damaged_run(tmp_path):
+    c = configs()
+    camp = _campaign(tmp_path, c[:1], [["st", "tiny"]])
+    with tarfile.open(camp / "runs.tar") as tf:
+        members = {m.name: (m, tf.extractfile(m).read() if m.isfile() else None) for m in tf.getmembers()}
+    with tarfile.open(camp / "runs.tar", "w") as tf:
+        for name, (m, data) in members.items():
+            if name.endswith("output.parquet"):
+                data = b"PAR1 truncated"
+                m.size = len(data)
+            tf.addfile(m, io.BytesIO(data) if data is not None else None)
+    with pytest.raises(ValueError, match=rf"{camp / 'runs.tar'}:{c[0].key}/output.parquet"):
+        runs.import_runs(camp, tmp_path / "res")
+
+
+def test_scale_auto_takes_the_largest_committed_scale(tmp_path, monkeypatch):
+    monkeypatch.delenv(runs.RECOMPUTE_ENV, raising=False)
+    res = tmp_path / "res"
+    assert runs.resolve_scale(SPEC, "auto", res) == "small"        # nothing committed: computed at small
+    for sc in ("small", "cpu"):
+        for x in configs(sc)[:2]:
+            fake_run(tmp_path / sc, x)
+        runs.export(SPEC, sc, tmp_path / sc, res)
+    fake_run(tmp_path / "other", runs.RunConfig(**{**TINY, "seed": 9, "epochs": 7}))
+    runs.export({**SPEC, "grid": {"seed": [9]}, "scales": {"gpu": {"base": {"epochs": 7}}}}, "gpu",
+                tmp_path / "other", res)  # a gpu store holding no configuration of the current grid
+    assert runs.committed_scales("st", res) == ["gpu", "cpu", "small"]
+    assert runs.resolve_scale(SPEC, "auto", res) == "cpu"
+    assert runs.resolve_scale(SPEC, "tiny", res) == "tiny"
+    with pytest.warns(UserWarning, match="2 of 3 configurations of the cpu grid"):
+        df = runs.results(SPEC, "auto", "output", results_root=res, runs_root=tmp_path / "none")
+    assert df.attrs["results"]["scale"] == "cpu" and set(df.epochs) == {3}
+    monkeypatch.setenv(runs.RECOMPUTE_ENV, "1")  # make book's switch: ignore the store, compute small
+    assert runs.resolve_scale(SPEC, "auto", res) == "small"
+    with pytest.warns(UserWarning, match="2 of 3 configurations of the small grid .computed"):
+        df = runs.results(SPEC, "auto", "output", results_root=res, runs_root=tmp_path / "small", run_missing=False)
+    assert df.attrs["results"]["source"] == "computed"
+
+
+def test_coverage_facts_when_computing_report_unfinished_runs(tmp_path):
+    c = configs()
+    fake_run(tmp_path / "runs", c[0])
+    (tmp_path / "runs" / c[1].key).mkdir()
+    (tmp_path / "runs" / c[1].key / "config.json").write_text(json.dumps({"key": c[1].key, **c[1].to_dict()}))
+    (tmp_path / "runs" / c[1].key / "status.json").write_text(json.dumps({"status": "failed", "error": "boom"}))
+    with pytest.warns(UserWarning, match=r"1 of 3 configurations of the tiny grid .computed on this machine.; "
+                                         r"missing: seed 1 \(failed\); seed 2 \(pending\)"):
+        df = runs.results(SPEC, "tiny", "output", runs_root=tmp_path / "runs", results_root=tmp_path / "res",
+                          run_missing=False)
+    info = df.attrs["results"]
+    assert info["n_configs"] == 1 and info["n_grid"] == 3 and info["missing_keys"] == [c[1].key, c[2].key]
+    assert info["sources"].startswith("1 run on x86_64")
+
+
+def test_page_glues_coverage_and_provenance(tmp_path, monkeypatch):
+    from stabkit.report import glue as G
+
+    sweeps = tmp_path / "sweeps"
+    sweeps.mkdir()
+    import yaml
+    (sweeps / "st.yaml").write_text(yaml.safe_dump(SPEC))
+    monkeypatch.setenv("STABKIT_SWEEPS", str(sweeps))
+    monkeypatch.delenv(runs.RECOMPUTE_ENV, raising=False)
+    monkeypatch.delenv(G.ENV_PROVENANCE, raising=False)
+    for x in configs("cpu")[:2]:
+        fake_run(tmp_path / "cpu", x, device="cuda", finished="2026-05-02T10:00:00+00:00")
+    runs.export("st", "cpu", tmp_path / "cpu", tmp_path / "res")
+    glued = {}
+    monkeypatch.setattr(G, "glue", lambda name, value, display=False: glued.__setitem__(name, value))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        pg = G.page("st", "auto", "output", results_root=str(tmp_path / "res"), runs_root=str(tmp_path / "none"))
+    assert pg.scale == "cpu" and glued["scale"] == "cpu"
+    assert glued["n_configs"] == 2 and glued["n_grid"] == 3 and glued["missing"] == "seed 2"
+    assert glued["coverage"].startswith("2 of 3 configurations of the cpu grid (committed)")
+    assert "2 runs on NVIDIA H200" in glued["sources"] and "2026-05-02" in glued["sources"]
+    assert set(G.COVERAGE_KEYS) <= set(glued) and pg.facts["missing"] == [glued["missing"]]
+
+
+def test_export_command(tmp_path, capsys):
+    _, a, _ = two_machines(tmp_path)
+    sweeps = tmp_path / "sweeps"
+    sweeps.mkdir()
+    (sweeps / "st.yaml").write_text(json.dumps(SPEC))  # JSON is YAML
+    spec = str(sweeps / "st.yaml")
+    assert main(["export", spec, "--scale", "tiny", "--runs-root", str(a), "--results-root", str(tmp_path / "r")]) == 0
+    assert runs.committed_keys("st", "tiny", tmp_path / "r") and "exported" in capsys.readouterr().out
+    assert main(["export", spec, "--scale", "tiny", "--runs-root", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no finished run") and "\n" not in err
