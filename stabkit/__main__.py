@@ -100,8 +100,9 @@ def cmd_remeasure(a) -> int:
     for f in ("config.json", "best.pt"):
         if not (Path(a.run_dir) / f).is_file():
             raise ValueError(f"{a.run_dir} is not a finished run folder: no {f}")
+    options = {"layers": {"relu_conventions": a.relu_conventions}} if a.relu_conventions else None
     tables = runs.remeasure(a.run_dir, measure=a.what, states=a.states, shuffles=a.shuffles, P=a.P,
-                            device=a.device, out_dir=a.out)
+                            device=a.device, out_dir=a.out, options=options, in_place=a.in_place)
     import pandas as pd
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_rows", 60):
         for name, df in tables.items():
@@ -257,13 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("remeasure", help="measure a trained run (best checkpoint) again",
                        description="Run measurements on a finished run folder (best checkpoint, checked "
-                                   "against the run's key); prints the tables, never writes into the folder.")
+                                   "against the run's key); prints the tables; writes into the folder only with "
+                                   "--in-place (the run's own tables, refreshed by the current code).")
     q.add_argument("run_dir", help="a run folder <root>/<key> with config.json and best.pt")
     q.add_argument("--what", nargs="+", default=None, help="measurement names (default: the run's)")
     q.add_argument("--states", nargs="+", default=None, choices=["init", "trained"])
     q.add_argument("--shuffles", nargs="+", type=int, default=None, choices=[0, 1, 2])
     q.add_argument("--P", type=int, default=None, help="number of probes")
     q.add_argument("--out", default=None, help="write <table>.parquet here")
+    q.add_argument("--relu-conventions", dest="relu_conventions", nargs="+", default=None,
+                   choices=["true", "inplace"], help="layers measured with these ReLU conventions ('inplace': the "
+                                                    "original code's post-ReLU values at conv/BN nodes)")
+    q.add_argument("--in-place", dest="in_place", action="store_true",
+                   help="replace the run's own measurement tables with the current code's (no other option)")
     q.add_argument("--device", default="auto")
     q.set_defaults(fn=cmd_remeasure)
 

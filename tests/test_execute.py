@@ -137,3 +137,25 @@ def test_resolve_device():
     assert runs.resolve_device("cpu") == "cpu" and runs.resolve_device("auto") in ("cpu", "cuda")
     with pytest.raises(ValueError, match="device"):
         runs.resolve_device("gpu")
+
+
+def test_remeasure_in_place_refreshes_the_runs_own_tables(tmp_path, capsys):
+    """A finished run's tables recomputed by the current code (e.g. after a change of measurement
+    conventions): same numbers for an unchanged code, metrics kept, the refresh recorded."""
+    from stabkit.__main__ import main
+    cfg = tiny(shuffles=(0, 1))
+    path = runs.run(cfg, tmp_path, device="cpu", progress=False)
+    before = {t: pd.read_parquet(path / f"{t}.parquet") for t in ("output", "layers", "spectra", "metrics")}
+    stale = before["layers"].assign(depth=before["layers"].depth + 1).iloc[:-1]
+    stale.to_parquet(path / "layers.parquet")  # as an older code's table would differ
+    with pytest.raises(ValueError, match="own configuration"):
+        runs.remeasure(path, P=4, in_place=True)
+    runs.remeasure(path, device="cpu", in_place=True)
+    for t, df in before.items():
+        pd.testing.assert_frame_equal(pd.read_parquet(path / f"{t}.parquet"), df)
+    summ = pd.read_parquet(path / "summary.parquet").iloc[0]
+    assert summ.remeasured_at and "remeasured_commit" in summ and summ.best_test_err == summ.best_test_err
+    assert runs.run_state(path) == "done" and runs.verify_run(path) == [] and not (path / "lock").exists()
+    assert main(["remeasure", str(path), "--in-place", "--device", "cpu"]) == 0
+    assert main(["remeasure", str(path), "--in-place", "--P", "4"]) == 2
+    assert "own configuration" in capsys.readouterr().err

@@ -42,7 +42,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,7 +55,8 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without an
     sys.path.insert(0, str(REPO_ROOT))
 
 from stabkit.atomic import atomic_write, atomic_write_text  # noqa: E402
-from stabkit.report.glue import ENV_PROVENANCE, collect_records  # noqa: E402
+from stabkit.report.glue import ENV_PROVENANCE, collect_records, repo_relative  # noqa: E402
+from stabkit.runs import git_state  # noqa: E402
 
 EXECUTED_PREFIX = "book/executed/"
 PROVENANCE_TAG = "stabkit-provenance"
@@ -124,30 +124,6 @@ def toc_notebooks(toc: str | os.PathLike = REPO_ROOT / "_toc.yml", root: str | o
 # --------------------------------------------------------------------------------------------------
 # Provenance
 # --------------------------------------------------------------------------------------------------
-def _relative(path: Path) -> str:
-    path = path.resolve()
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
-def _git(root: Path, *args: str) -> str | None:
-    try:
-        res = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return res.stdout.strip() if res.returncode == 0 else None
-
-
-def git_state(root: str | os.PathLike = REPO_ROOT) -> dict:
-    """``{"commit": sha or None, "dirty": bool or None}`` of the repository at ``root``."""
-    root = Path(root)
-    commit = _git(root, "rev-parse", "HEAD")
-    status = _git(root, "status", "--porcelain", "--untracked-files=normal")
-    return {"commit": commit, "dirty": None if status is None else bool(status)}
-
-
 def _environment() -> dict:
     import stabkit
 
@@ -353,7 +329,7 @@ def _execute_one(entry: NotebookEntry, parameters: dict, kernel: str, cwd: Path,
         params = {**_default_parameters(entry.source), **parameters}
         prov = {
             "notebook": entry.name,
-            "source": _relative(entry.source),
+            "source": repo_relative(entry.source),
             "executed_at": started.strftime("%Y-%m-%d %H:%M %Z"),
             "wall_seconds": round(seconds, 2),
             "git": git_state(REPO_ROOT),
@@ -430,7 +406,7 @@ def run_notebooks(
     if missing:
         raise BookRunError(
             "notebook sources listed in " + str(toc) + " are missing:\n" + "\n".join(
-                f"  {EXECUTED_PREFIX}{e.name} -> {_relative(e.source)} (not found)" for e in missing))
+                f"  {EXECUTED_PREFIX}{e.name} -> {repo_relative(e.source)} (not found)" for e in missing))
     params = dict(parameters or {})
     if scale is not None:
         params["scale"] = scale
@@ -546,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if failed:
         print("\nRefusing to build the book: these notebooks failed and were not published:", file=sys.stderr)
         for r in failed:
-            where = f" (failed copy: {_relative(r.failed_copy)})" if r.failed_copy else ""
+            where = f" (failed copy: {repo_relative(r.failed_copy)})" if r.failed_copy else ""
             print(f"  {r.name}: {r.error}{where}", file=sys.stderr)
         return 1
     return 0

@@ -1,6 +1,6 @@
 """What a notebook page calls: load its tables, glue numbers and claims into the text, record provenance.
 
-* :func:`page` loads a page's run tables through :func:`stabkit.runs.results` (committed results first,
+* :func:`page` loads a page's run tables through :func:`~stabkit.runs.lookup.results` (committed results first,
   else the sweep's missing runs are run), records them as the page's inputs and glues the standard page
   facts (:data:`stabkit.report.prose.FACT_KEYS` and ``scale``) for the "This run" paragraph, and the
   page's coverage of its grid and the provenance of its runs (:data:`COVERAGE_KEYS`); ``scale="auto"``
@@ -32,7 +32,7 @@ GLUE_PREFIX = "application/papermill.record/"
 
 __all__ = ["glue", "glue_bundle", "glue_claim", "claim_record", "page", "Page", "current_page", "COVERAGE_KEYS",
            "record_inputs", "record", "recorded", "collect_records", "progress_enabled", "ENV_PROVENANCE",
-           "GLUE_PREFIX", "REPO_ROOT"]
+           "GLUE_PREFIX", "REPO_ROOT", "repo_relative"]
 
 
 def progress_enabled() -> bool:
@@ -133,7 +133,8 @@ def _hash_frame(df: Any) -> str:
     return h.hexdigest()
 
 
-def _relative(path: Path) -> str:
+def repo_relative(path: Path) -> str:
+    """``path`` relative to the repository root when it lies inside it (provenance records), else absolute."""
     path = path.resolve()
     try:
         return str(path.relative_to(REPO_ROOT))
@@ -155,7 +156,7 @@ def _describe(obj: Any, label: str | None) -> list[dict]:
             return [r for f in files for r in _describe(f, label)]
         if not path.is_file():
             raise ValueError(f"record_inputs: path {path} does not exist")
-        return [{"kind": "file", "label": label or path.name, "path": _relative(path),
+        return [{"kind": "file", "label": label or path.name, "path": repo_relative(path),
                  "sha256": _sha256_file(path), "bytes": path.stat().st_size}]
     if pd is not None and isinstance(obj, pd.DataFrame):
         attrs_src = obj.attrs.get("source") if hasattr(obj, "attrs") else None
@@ -283,10 +284,10 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
 
     ``sweep``: the sweep whose tables the page shows; ``scale``: ``tiny | small | cpu | gpu | paper`` or
     ``"auto"`` (default: the largest scale with committed results of the sweep's grid, else ``small``
-    computed on the spot; :func:`stabkit.runs.resolve_scale`; ``$STABKIT_RECOMPUTE=1`` computes ``small``);
+    computed on the spot; :func:`~stabkit.runs.lookup.resolve_scale`; ``$STABKIT_RECOMPUTE=1`` computes ``small``);
     ``tables``: table names (``"output"``, ``"layers"``...; ``"summary"`` is always loaded for the facts).
     ``name``: the page (default: ``sweep``), used by :func:`glue_claim`. ``runs_root``, ``results_root``,
-    ``device``, ``jobs``: passed to :func:`stabkit.runs.results` (empty strings mean "default", as in the
+    ``device``, ``jobs``: passed to :func:`~stabkit.runs.lookup.results` (empty strings mean "default", as in the
     notebooks' parameters). ``data_root``: a CIFAR-10 folder or archive, exported as ``$STABKIT_DATA``
     (worker processes inherit it; run keys do not depend on it).
 

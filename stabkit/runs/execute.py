@@ -1,5 +1,5 @@
-"""One run in this process: train, then measure (:func:`run`); measure a finished run again
-(:func:`remeasure`). Both go through the same measurement loop, :func:`measure_states`."""
+"""One run in this process: train, then measure (:func:`~stabkit.runs.run`); measure a finished run again
+(:func:`~stabkit.runs.remeasure`). Both go through the same measurement loop, :func:`~stabkit.runs.measure_states`."""
 from __future__ import annotations
 
 import contextlib
@@ -78,11 +78,12 @@ def measure_states(model, cfg: RunConfig, data, device: str, path: Path, *, init
                    heartbeat: Callable[[], Any] = lambda: None) -> dict[str, pd.DataFrame]:
     """Run every measurement of ``cfg.measure`` on ``model`` in each state of ``cfg.states`` (``init``:
     ``init_state``; ``trained``: the weights of ``checkpoint``, which must belong to run ``config_hash``
-    and net ``cfg.net``), in eval mode, the built-ins of :data:`GRAD_FREE` under ``torch.no_grad()``.
+    and net ``cfg.net``), in eval mode, the built-ins of :data:`~stabkit.runs.measurements.GRAD_FREE` under
+    ``torch.no_grad()``.
 
     Returns one DataFrame per table name, the states concatenated, with a ``state`` column. Raises
     ``TypeError`` if a measurement returns something other than a mapping, ``ValueError`` if it writes
-    a table of :data:`RESERVED_TABLES`.
+    a table of :data:`~stabkit.runs.execute.RESERVED_TABLES`.
     """
     import torch
 
@@ -201,18 +202,31 @@ def _mode_columns(mode: Mapping[str, Any]) -> dict[str, Any]:
 
 def remeasure(path: str | Path, *, measure: Sequence[str] | None = None, states: Sequence[str] | None = None,
               shuffles: Sequence[int] | None = None, P: int | None = None, device: str = "auto",
-              out_dir: str | Path | None = None, options: Mapping[str, Any] | None = None) -> dict[str, pd.DataFrame]:
+              out_dir: str | Path | None = None, options: Mapping[str, Any] | None = None,
+              in_place: bool = False) -> dict[str, pd.DataFrame]:
     """Measure a finished run again (best checkpoint, checked against the run's key and net; "init"
     rebuilds the same initial weights) with other measurement options; returns the tables and writes
     them to ``out_dir`` if given (never into the run folder, whose tables belong to its configuration).
     ``options`` updates the run's measurement options by measurement name, e.g.
     ``{"layers": {"relu_conventions": ["true", "inplace"]}}`` for the original code's in-place ReLU values.
-    Same measurement loop as :func:`run` (:func:`measure_states`)."""
+
+    ``in_place=True`` refreshes a finished run's own measurement tables with the current code (the run's
+    configuration unchanged: no other option may be given), e.g. after a change of the measurement
+    conventions: under the run's lock, every table its measurements write is replaced atomically (metrics
+    and the training part of the summary are kept), and ``summary``/``status.json`` record
+    ``remeasured_commit``, ``remeasured_dirty`` and ``remeasured_at``.
+    Same measurement loop as :func:`~stabkit.runs.run` (:func:`~stabkit.runs.measure_states`)."""
     path = Path(path)
     original = RunConfig.from_dict(read_config(path))
     changes = {k: v for k, v in dict(measure=measure, states=states, shuffles=shuffles, P=P).items() if v is not None}
     if options is not None:
         changes["options"] = {**(original.options or {}), **dict(options)}
+    if in_place:
+        if changes or out_dir is not None:
+            raise ValueError("remeasure(in_place=True) measures the run's own configuration: measure, states, "
+                             f"shuffles, P, options and out_dir must be left unset (got {sorted(changes)}"
+                             + (", out_dir" if out_dir is not None else "") + ")")
+        return _remeasure_in_place(path, original, device)
     cfg = original.replace(**changes)
     check_measurements(cfg.measure)
     from ..train import cpu_state
@@ -224,4 +238,34 @@ def remeasure(path: str | Path, *, measure: Sequence[str] | None = None, states:
     if out_dir is not None:
         for k, df in out.items():
             write_table(Path(out_dir) / f"{k}.parquet", df)
+    return out
+
+
+def _remeasure_in_place(path: Path, cfg: RunConfig, device: str) -> dict[str, pd.DataFrame]:
+    import json
+
+    if not (path / "done").exists():
+        raise ValueError(f"remeasure(in_place=True) needs a finished run; {path} has no 'done' marker")
+    with hold_lock(path) as heartbeat:
+        if heartbeat is None:
+            raise RunLocked(f"run {path} is being computed by another live process (lock file)")
+        from ..train import cpu_state
+        dev = resolve_device(device)
+        d = task_data(cfg)
+        model = build_net(cfg, d).to(dev)
+        t0 = time.time()
+        out = measure_states(model, cfg, d, dev, path, init_state=cpu_state(model), checkpoint=path / "best.pt",
+                             config_hash=cfg.key, heartbeat=heartbeat)
+        for tname, df in out.items():
+            write_table(path / f"{tname}.parquet", df)
+        code = git_state()
+        stamp = {"remeasured_commit": code["commit"], "remeasured_dirty": code["dirty"],
+                 "remeasured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                 "measure_seconds": time.time() - t0}
+        summary = pd.read_parquet(path / "summary.parquet")
+        for k, v in stamp.items():
+            summary[k] = v
+        write_table(path / "summary.parquet", summary)
+        status = json.loads((path / "status.json").read_text())
+        write_status(path, {**status, **stamp})
     return out

@@ -8,7 +8,7 @@ Layout (one store per sweep and scale)::
         <table>.parquet    tidy rows of every committed run (``output``, ``layers``, ``summary``, ...)
         provenance.json    a readable summary of the index (devices, commits, dates; for humans and diffs)
 
-A ``<table>.parquet`` holds the rows :func:`~stabkit.runs.store.collect` gives for a run (the run's own
+A ``<table>.parquet`` holds the rows :func:`~stabkit.runs.collect` gives for a run (the run's own
 columns, then its configuration columns; the run key, the configuration hash, is the ``run`` column)
 plus ``run_version``: which copy of the run the rows belong to (a hash of key, host and finish date).
 ``runs.parquet`` has one row per run key (:data:`INDEX_COLUMNS`): ``key``, ``run_version``, ``config``
@@ -70,6 +70,8 @@ __all__ = ["STORE_FORMAT", "SCALE_ORDER", "INDEX_COLUMNS", "store_dir", "committ
 STORE_FORMAT = 1
 #: Scales by preference for ``scale="auto"``, largest first.
 SCALE_ORDER = ("paper", "gpu", "cpu", "small", "tiny")
+#: Columns of a store's index ``runs.parquet``, one row per committed run: its key and version, the
+#: config, the provenance of the run (commit, device, versions, times) and which tables it holds.
 INDEX_COLUMNS = ("key", "run_version", "config", "code_commit", "code_dirty", "commit_source", "device",
                  "device_name", "host", "torch", "python", "finished", "wall_seconds", "epochs_run",
                  "best_test_err", "status", "tables", "schema")
@@ -85,7 +87,7 @@ def _check_name(what: str, value: Any) -> str:
 
 
 def store_dir(sweep: str, scale: str, results_root: str | Path | None = None) -> Path:
-    """``<results_root>/<sweep>/<scale>`` (default root: :func:`~stabkit.runs.paths.default_results_root`);
+    """``<results_root>/<sweep>/<scale>`` (default root: :func:`~stabkit.runs.default_results_root`);
     names that would leave the root (``../x``) are refused."""
     return Path(results_root or default_results_root()) / _check_name("sweep", sweep) / _check_name("scale", scale)
 
@@ -208,7 +210,7 @@ def _frames_of(d: Path, table: str, rows: list[Mapping]) -> dict[tuple[str, str]
 
 def load(sweep: str, scale: str, table: str, results_root: str | Path | None = None) -> pd.DataFrame:
     """The committed ``table`` of ``sweep`` at ``scale``: the rows of every run in the index, in key order,
-    as :func:`~stabkit.runs.store.collect` gives them (``run`` = key). ``ValueError`` naming the file for a
+    as :func:`~stabkit.runs.collect` gives them (``run`` = key). ``ValueError`` naming the file for a
     damaged store, or listing the committed tables when none of the runs has ``table``; an empty frame
     when nothing is committed."""
     d = store_dir(sweep, scale, results_root)
@@ -264,14 +266,16 @@ def _read_run(folder: Path, fallback: Mapping[str, Any]) -> _Incoming:
     summ = _read_parquet(folder / "summary.parquet").iloc[0].to_dict() if (folder / "summary.parquet").is_file() else {}
     get = lambda k: st.get(k, summ.get(k))  # noqa: E731
     git = st.get("git") if isinstance(st.get("git"), Mapping) else {}
-    commit = st.get("code_commit", git.get("commit", st.get("commit")))
+    commit = get("code_commit") or git.get("commit") or st.get("commit")
     row = {"key": key, "config": json.dumps(cfg, sort_keys=True), "device": get("device"),
            "device_name": get("device_name"), "host": get("host"), "torch": get("torch"),
            "python": get("python") or fallback.get("python"), "finished": _iso(get("finished")),
            "wall_seconds": get("wall_seconds"), "epochs_run": get("epochs_run"),
            "best_test_err": get("best_test_err"), "status": json.dumps(st, sort_keys=True, default=str)}
     if commit:
-        row.update(code_commit=commit, code_dirty=st.get("code_dirty", git.get("dirty")), commit_source="run")
+        dirty = get("code_dirty")
+        row.update(code_commit=commit, code_dirty=git.get("dirty") if dirty is None else bool(dirty),
+                   commit_source="run")
     else:
         row.update(code_commit=fallback.get("commit"), code_dirty=fallback.get("dirty"),
                    commit_source=fallback.get("source"))
@@ -434,7 +438,7 @@ def export(sweep: str | Path | Mapping | Sweep, scale: str = "small", runs_root:
            results_root: str | Path | None = None, *, out_dir: str | Path | None = None) -> Path:
     """Merge the finished runs of ``sweep`` at ``scale`` (run folders under ``runs_root``) into the store
     ``<results_root>/<sweep>/<scale>`` (or ``out_dir``); returns the store folder. A finished run that
-    fails :func:`~stabkit.runs.store.verify_run` is skipped with a warning naming the file; no finished run
+    fails :func:`~stabkit.runs.verify_run` is skipped with a warning naming the file; no finished run
     at all is a ``ValueError``."""
     sw = as_sweep(sweep, scale)
     root = Path(runs_root or default_runs_root())
