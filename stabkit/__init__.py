@@ -3,7 +3,8 @@
 The public face::
 
     import stabkit
-    probes = stabkit.draw_probes(x, delta=1.0, cut=3, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    probes = stabkit.draw_probes(x, delta=1.0, cut=3, generator=generator)
     table = stabkit.measure(model, probes)            # one row per layer: D_f, G_f, R_f, ...
     table = stabkit.measure(stabkit.shuffle_channels(model, 1, generator), probes)
 

@@ -330,6 +330,14 @@ def test_render_claims_table():
     assert "None of the 1 executed pages" in dashboard.render_claims([], {"x": "X"})
 
 
+def test_landing_figure_is_the_one_the_claims_are_about():
+    examples, result = base64.b64encode(b"examples").decode(), base64.b64encode(b"result").decode()
+    png = lambda b64: {"output_type": "display_data", "metadata": {}, "data": {"image/png": b64}}  # noqa: E731
+    nb = _notebook("Fig. 5", [png(examples), png(result), _glue_output("a_claim", _claim()), png(examples)])
+    assert dashboard._result_png(nb) == result
+    assert dashboard._result_png(_notebook("Theory", [png(examples), png(result)])) == examples
+
+
 def test_write_pages_from_executed_notebooks(tmp_path):
     book = tmp_path / "book"
     executed = book / "executed"
@@ -345,8 +353,8 @@ def test_write_pages_from_executed_notebooks(tmp_path):
     md = (book / "claims.md").read_text()
     assert md.index("executed/fig5.ipynb") < md.index("executed/fig1.ipynb")  # toc order
     landing = (book / "_generated" / "landing.md").read_text()
-    assert "```{figure} _generated/landing.png" in landing and "(executed/fig5.ipynb)" in landing
-    assert ":alt: The first figure of Fig. 5," in landing
+    assert "```{image} _generated/landing.png" in landing and "(executed/fig5.ipynb)" in landing
+    assert ":alt: A figure of Fig. 5," in landing
     assert (book / "_generated" / "landing.png").read_bytes() == PNG
     assert dashboard.write_pages(book) == []  # unchanged content is not rewritten
 

@@ -16,8 +16,9 @@ from ``book/executed/*.ipynb`` and writes:
   link to the page), pages in table-of-contents order;
 - ``book/_generated/landing.md`` (+ ``landing.png``): the landing page's figure, included by
   ``book/intro.md`` (its paths are relative to ``book/``). It is the figure glued as ``landing_figure``
-  (caption ``landing_caption``) by any page; otherwise the first figure of the first page (in toc
-  order) whose claims all hold; otherwise a sentence saying that no page qualifies.
+  (caption ``landing_caption``) by any page; otherwise, on the first page (in toc order) whose claims all
+  hold, the figure its claims are about (the last figure before the page's first claim; illustrations of
+  the task come earlier); otherwise a sentence saying that no page qualifies.
 
 The Sphinx extension ``tools/sphinx_offline.py`` calls :func:`write_pages` at every build; by hand::
 
@@ -229,13 +230,23 @@ def render_claims(claims: list[Claim], titles: dict[str, str], *, executed_rel: 
     return "\n".join(lines) + "\n"
 
 
-def _first_png(nb: dict) -> str | None:
+def _result_png(nb: dict) -> str | None:
+    """The figure a page's claims are about: the last figure shown before its first glued claim (a page
+    shows its task and examples first, then the result, then checks the claims); with no claim before any
+    figure, the first figure."""
+    first = last = None
     for cell in nb.get("cells", []):
         for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            sb = (output.get("metadata") or {}).get("scrapbook")
+            if isinstance(sb, dict) and str(sb.get("name", "")).endswith(CLAIM_SUFFIX):
+                if last is not None:
+                    return last
+                continue
             png = (output.get("data") or {}).get("image/png")
-            if png and not (output.get("metadata") or {}).get("scrapbook"):
-                return _text(png)
-    return None
+            if png and not sb:
+                last = _text(png)
+                first = first or last
+    return first
 
 
 def _claims_word(n: int) -> str:
@@ -256,11 +267,11 @@ def landing(executed: str | os.PathLike, toc: str | os.PathLike | None = None
                     f"{cap} From [{title_of(nb, name)}](executed/{name}.ipynb).")
     for name, nb in nbs:  # 2. the first page whose claims all hold
         claims = claims_of(nb, name)
-        png = _first_png(nb)
+        png = _result_png(nb)
         if claims and png and all(c.verdict == "holds" for c in claims):
             scales = sorted({c.scale for c in claims if c.scale})
             return (base64.b64decode(png),
-                    f"The first figure of [{title_of(nb, name)}](executed/{name}.ipynb), a page whose "
+                    f"A figure of [{title_of(nb, name)}](executed/{name}.ipynb), a page whose "
                     f"{_claims_word(len(claims))} in this build (scale {', '.join(scales) or 'as stated there'}).")
     return None, ""
 
@@ -285,10 +296,13 @@ def write_pages(book: str | os.PathLike = REPO / "book", executed: str | os.Path
                       "its verdict.*\n")
     else:
         alt = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", " ".join(caption.split()))  # links -> text
-        landing_md = ("```{figure} _generated/landing.png\n"
+        # An image and a caption paragraph, not a {figure}: Sphinx would number it "Fig. 1", which reads as
+        # the paper's Figure 1.
+        landing_md = ("```{image} _generated/landing.png\n"
                       f":alt: {alt[:250]}\n"
-                      ":width: 80%\n\n"
-                      f"{caption}\n```\n")
+                      ":width: 80%\n"
+                      ":align: center\n```\n\n"
+                      f"*{caption}*\n")
     written = []
     for path, content in ((book / "claims.md", render_claims(claims, titles).encode()),
                           (gen / "landing.md", landing_md.encode()),

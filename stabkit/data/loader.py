@@ -1,6 +1,6 @@
 """The on-device loader: a whole data set as tensors on the device, batches made there.
 
-:class:`DeviceLoader` does crop (pad 4) + flip (:func:`crop_flip`, one gather), normalisation
+:class:`DeviceLoader` does crop (pad 4) + flip (:func:`~stabkit.data.crop_flip`, one gather), normalisation
 (:func:`stabkit.transforms.normalize`) and the Fig. 1 noise corruption
 (:class:`stabkit.transforms.GaussianNoiseCorruption`) on the device, vectorised, deterministic given
 ``seed`` and the epoch (``book/methods.md``, "Tasks").

@@ -298,9 +298,9 @@ def claim_shuffle_no_effect(layers: pd.DataFrame, quantity: str = "R_f", toleran
                             **where) -> Claim:
     """Fig. 6: "shuffling changes nothing", tested layer by layer: for every net and layer, the shuffled /
     unshuffled gap of ``quantity`` (decades, mean over runs) is below ``tolerance`` in absolute value.
-    ``value`` = the largest |gap|; details: the worst net and layer with the D_k and G_k parts of its gap
+    ``value`` = the largest ``|gap|``; details: the worst net and layer with the D_k and G_k parts of its gap
     (``worst_D``, ``worst_G``: gaps of D_f and G_f; ``gap_R = gap_D - gap_G``), the number of layers
-    over the tolerance, and the mean |gap| of each half (``first``, ``second``, as before)."""
+    over the tolerance, and the mean ``|gap|`` of each half (``first``, ``second``, as before)."""
     layers = paper_rows(layers, probes, relu_convention)
     parts = [q for q in (quantity, "D_f", "G_f") if q in layers.columns]
     gaps = layer_shuffle_gaps(layers, list(dict.fromkeys(parts)), **where)

@@ -34,6 +34,8 @@ def well_trained_rule(max_error: float = MAX_ERROR, excluded: Sequence[str] = EX
             f"{100 * max_error:g} %")
 
 
+#: The rule of :func:`well_trained_cnns` in words, with the default threshold (:data:`MAX_ERROR`) and
+#: exclusions (:data:`EXCLUDED_NETS`); shown on a page next to the claims stated for such networks.
 WELL_TRAINED_RULE = well_trained_rule()
 
 
@@ -64,8 +66,8 @@ def paper_rows(df: pd.DataFrame, probes: str = "paper", relu_convention: str | N
 
 
 def task_error_column(df: pd.DataFrame) -> str:
-    """``task_err`` (the error on the task the net was trained for: :func:`analysis.with_task_error`) when
-    the table has it, else ``test_err``."""
+    """``task_err`` (the error on the task the net was trained for: :func:`~stabkit.report.analysis.with_task_error`)
+    when the table has it, else ``test_err``."""
     return "task_err" if "task_err" in df.columns else "test_err"
 
 
@@ -86,9 +88,6 @@ def well_trained_cnns(output: pd.DataFrame, max_error: float = MAX_ERROR, exclud
     return output.merge(good, on=keys, how="inner") if keys else output[ok_net]
 
 
-#: The paper's protocol per sweep (``book/methods.md``, "Tasks, networks and training"): the values a
-#: page compares its runs with. A field the paper does not give (e.g. the learning rate of the 1-D
-#: appendix) is absent. ``measure_dtype``: the paper measures in float64.
 _FIG1_NETS = ["VGG11", "VGG11bn", "VGG16bn", "VGG19bn", "ResNet18", "ResNet34", "ResNet50", "AlexNet", "LeNet",
               "EfficientNetB0", "DenseNetL2", "DenseNetL4", "DenseNetL6"]
 _FIG5_NETS = ["VGG11", "VGG11bn", "VGG13bn", "VGG16bn", "VGG19bn", "ResNet18", "ResNet34", "ResNet50", "AlexNet",
@@ -97,6 +96,9 @@ _CIFAR = {"seed": list(range(11)), "epochs": [250], "width_factor": [1.0], "P": 
           "batch_size": [128], "measure_dtype": ["float64"]}
 _TWOPOINTS = {"seed": list(range(10)), "epochs": [300], "width_factor": [1.0], "P": [500], "ptr": [1024, 2048],
               "batch_size": [128], "lr": [0.05], "measure_dtype": ["float64"]}
+#: The paper's protocol per sweep (``book/methods.md``, "Tasks, networks and training"): the values a
+#: page compares its runs with. A field the paper does not give (e.g. the learning rate of the 1-D
+#: appendix) is absent. ``measure_dtype``: the paper measures in float64.
 PAPER_PROTOCOL: dict[str, dict[str, list]] = {
     "fig1_noise_corrupted_cifar": {"net": _FIG1_NETS, **_CIFAR, "noise_std": [0.0, 0.01, 0.1, 1.0, 10.0, 30.0, 100.0]},
     "fig3_layers_cifar": {"net": ["VGG11", "VGG11bn", "AlexNet", "LeNet"], **_CIFAR, "seed": [0, 1, 2, 3],

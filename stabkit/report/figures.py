@@ -61,7 +61,7 @@ def _order(values) -> list:
 
 def colours(values, cmap: str = "tab10") -> dict:
     """One colour per distinct value (in sorted order; ``tab10``, or ``tab20`` beyond 10 values).
-    Network names get their fixed palette colour instead (see :func:`hue_colours`)."""
+    Network names get their fixed palette colour instead (see :func:`~stabkit.report.palette.hue_colours`)."""
     vals = _order(values)
     name = cmap if len(vals) <= 10 else "tab20"
     cm = plt.get_cmap(name)

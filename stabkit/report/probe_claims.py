@@ -218,7 +218,8 @@ def claim_rotation_flattens_accuracy(acc: pd.DataFrame) -> Claim:
 
 def nv_rk_correlations(both: pd.DataFrame, min_layers: int = 4) -> pd.DataFrame:
     """Spearman correlation between a layer's rotation NV and ``log10 R_k`` per (net, training, seed),
-    over runs with at least ``min_layers`` matched layers (``both``: :func:`analysis.layer_nv_vs_rk`)."""
+    over runs with at least ``min_layers`` matched layers (``both``:
+    :func:`~stabkit.report.analysis.layer_nv_vs_rk`)."""
     rows = []
     for (net, tr, seed), d in both.groupby(["net", "training", "seed"]):
         if len(d) >= min_layers:

@@ -1,36 +1,38 @@
 """Runs and sweeps: one frozen configuration -> one folder of result tables (resumable, like ``grid``).
 
-A run is a :class:`RunConfig`. Its hash (with :data:`FORMAT_VERSION`) names its folder ``<root>/<key>``;
-:func:`run` trains the network, then measures it in the same process (output and layer-by-layer
+A run is a :class:`RunConfig`. Its hash (with :data:`~stabkit.runs.config.FORMAT_VERSION`) names its folder
+``<root>/<key>``; :func:`run` trains the network, then measures it in the same process (output and layer-by-layer
 stabilities at initialisation and after training, with/without channel shuffling, filter spectra, test
 errors), writes every file atomically and writes the ``done`` marker LAST.
 
 A sweep is a YAML file under ``sweeps/`` (see :func:`load_sweep` for the format) with scales
 ``tiny | small | cpu | gpu | paper``. :func:`sweep` skips finished runs, redoes interrupted ones and
 records failed ones (``status.json`` + ``error.txt``) without stopping. :func:`collect` gathers one table
-of the finished runs into one tidy DataFrame with the configuration columns; :func:`results` is the
+of the finished runs into one tidy DataFrame with the configuration columns; :func:`~stabkit.runs.lookup.results` is the
 notebooks' entry point (committed tables under ``results/<sweep>/<scale>/`` first, else run the sweep,
-then collect); :func:`export` writes the collected tables and ``provenance.json`` for committing.
+then collect); :func:`~stabkit.runs.resultstore.export` writes the collected tables and ``provenance.json`` for
+committing.
 
 The package, one concern per module (each imports only the ones above it and the core of stabkit):
 
 - :mod:`~stabkit.runs.paths`: where runs, results and sweep files live (torch-free);
 - :mod:`~stabkit.runs.config`: :class:`RunConfig` and its key (torch-free);
 - :mod:`~stabkit.runs.sweepfile`: the sweep YAML grammar, :class:`Sweep`, :func:`load_sweep` (torch-free);
-- :mod:`~stabkit.runs.store`: run folders, locks, states, :func:`collect`, :func:`status`, :func:`export`,
-  provenance;
-- :mod:`~stabkit.runs.measurements`: the :data:`MEASUREMENTS` / :data:`AUGMENTATIONS` registries and every
-  built-in measurement;
+- :mod:`~stabkit.runs.store`: run folders, locks, states, :func:`collect`, :func:`status`,
+  :func:`~stabkit.runs.resultstore.export`, provenance;
+- :mod:`~stabkit.runs.measurements`: the :data:`~stabkit.runs.measurements.MEASUREMENTS` /
+  :data:`~stabkit.runs.measurements.AUGMENTATIONS` registries and every built-in measurement;
 - :mod:`~stabkit.runs.tasks`: task data, loaders, normalisation, the network, the probe set,
   :class:`RunContext`;
 - :mod:`~stabkit.runs.execute`: :func:`run` and :func:`remeasure` (one measurement loop);
-- :mod:`~stabkit.runs.executors`: :func:`sweep` (local pool, submitit) and :func:`results`.
+- :mod:`~stabkit.runs.executors`: :func:`sweep` (local pool, submitit) and :func:`~stabkit.runs.lookup.results`.
 
-Extension points: :data:`MEASUREMENTS` (name -> ``fn(model, cfg, ctx) -> dict[table, DataFrame]``,
-registered with :func:`register_measurement`) and :data:`AUGMENTATIONS` (name -> ``fn(x, generator) -> x``
-applied on the device to every training batch after crop/flip, before normalisation, registered with
-:func:`register_augmentation`); modules named in ``$STABKIT_PLUGINS`` (comma-separated) are imported
-before a run so that the command line finds a user's own measurements.
+Extension points: :data:`~stabkit.runs.measurements.MEASUREMENTS`
+(name -> ``fn(model, cfg, ctx) -> dict[table, DataFrame]``, registered with :func:`register_measurement`) and
+:data:`~stabkit.runs.measurements.AUGMENTATIONS` (name -> ``fn(x, generator) -> x`` applied on the device to every
+training batch after crop/flip, before normalisation, registered with :func:`register_augmentation`); modules named
+in ``$STABKIT_PLUGINS`` (comma-separated) are imported before a run so that the command line finds a user's own
+measurements.
 """
 from __future__ import annotations
 

@@ -2,12 +2,12 @@
 
 A :class:`RunConfig` says what to train (task, network, data), how (the training protocol of
 ``book/methods.md``, section "Tasks, networks and training", unless overridden) and what to measure.
-Its :attr:`RunConfig.key`, 12 hex digits of a hash of every field and :data:`FORMAT_VERSION`, names the
+Its :attr:`~stabkit.runs.RunConfig.key`, 12 hex digits of a hash of every field and :data:`FORMAT_VERSION`, names the
 run's folder, so the same configuration is never trained twice.
 
 Keys are a contract with every run folder already computed: a change here that alters the key of an
 existing configuration orphans hours of training. A new field must therefore be left out of the key while
-it holds its default (see :meth:`RunConfig.to_dict`), and the tests pin the keys of real runs.
+it holds its default (see :meth:`~stabkit.runs.RunConfig.to_dict`), and the tests pin the keys of real runs.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ STATES = ("init", "trained")
 SHUFFLES = (0, 1, 2)
 MEASURE_DTYPES = ("float64", "float32")
 #: Fields filled from the task and network when left ``None`` (training protocol, training-set size, data
-#: seed). :meth:`RunConfig.replace` derives them again when the task, net or seed changes, unless they
+#: seed). :meth:`~stabkit.runs.RunConfig.replace` derives them again when the task, net or seed changes, unless they
 #: were set explicitly.
 DERIVED_FIELDS = ("epochs", "optimizer", "lr", "momentum", "weight_decay", "schedule", "loss", "batch_size",
                   "augment", "stop_at_zero_loss", "ptr", "data_seed")
@@ -169,9 +169,9 @@ def plain(value: Any) -> Any:
 class RunConfig:
     """One run: what to train, how, and what to measure. Frozen; ``key`` (its hash) names its folder.
 
-    Fields of :data:`DERIVED_FIELDS` left ``None`` are filled with the paper's values for ``task``/``net``
-    (``stabkit.protocol.training_defaults``; ``ptr`` 1024 for the scale-detection tasks; ``data_seed`` =
-    ``seed``) when the config is created, so two spellings of the same run share a key. The config
+    Fields of :data:`~stabkit.runs.config.DERIVED_FIELDS` left ``None`` are filled with the paper's values for
+    ``task``/``net`` (``stabkit.protocol.training_defaults``; ``ptr`` 1024 for the scale-detection tasks; ``data_seed``
+    = ``seed``) when the config is created, so two spellings of the same run share a key. The config
     remembers which of them were given explicitly (not part of the key or of equality), so that
     :meth:`replace` re-derives the others. ``net`` must name a network of ``stabkit.nets.list_models()``.
     """
@@ -368,7 +368,8 @@ class RunConfig:
 
     @property
     def explicit(self) -> frozenset[str]:
-        """The fields of :data:`DERIVED_FIELDS` that were given a value (not derived from task/net/seed)."""
+        """The fields of :data:`~stabkit.runs.config.DERIVED_FIELDS` that were given a value (not derived from
+        task/net/seed)."""
         return self._explicit  # type: ignore[attr-defined]
 
     def replace(self, **changes: Any) -> RunConfig:

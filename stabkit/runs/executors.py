@@ -1,10 +1,10 @@
-"""Many runs: :func:`sweep` (sequential, a local process pool, or submitit / SLURM); the notebooks'
+"""Many runs: :func:`~stabkit.runs.sweep` (sequential, a local process pool, or submitit / SLURM); the notebooks'
 entry point :func:`~stabkit.runs.lookup.results` is in :mod:`~stabkit.runs.lookup`.
 
 A sweep finishes or retries every run it was asked for: a run another process was computing (its lock)
 is waited for, and retried if that process died before finishing it; the returned table (and the
 command line's exit status) says which runs did not finish. Every run uses the same number of torch
-threads (:func:`run_threads`, whatever ``jobs`` is), so that results do not depend on ``--jobs``. Worker
+threads (:func:`~stabkit.runs.run_threads`, whatever ``jobs`` is), so that results do not depend on ``--jobs``. Worker
 processes die with the sweep that started them (Linux: ``PR_SET_PDEATHSIG``; elsewhere a watchdog
 thread), so a killed sweep leaves no process holding memory or a GPU.
 """
@@ -61,7 +61,7 @@ def run_threads(threads: int | None = None) -> int:
 
 def run_guarded(cfg_dict: dict, root: str, device: str, progress: bool = False, force: bool = False,
                 threads: int | None = None) -> tuple[str, str, str]:
-    """Worker: run one config with :func:`run_threads` torch threads (restored afterwards); never raises.
+    """Worker: run one config with :func:`~stabkit.runs.run_threads` torch threads (restored afterwards); never raises.
     Returns (key, status, error line); status ``running`` when another live process holds the run."""
     import torch
     cfg = RunConfig.from_dict(cfg_dict)
@@ -156,12 +156,12 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
     (key, net, status in {done, failed, running, pending, committed}, error, run_dir). A status other
     than ``done`` or ``committed`` means the run did not finish in this call; ``error`` says why.
     ``skip_keys``: configurations not to run because their results are committed already
-    (:func:`stabkit.runs.committed_keys`; the CLI passes them unless ``--recompute``); reported
+    (:func:`~stabkit.runs.resultstore.committed_keys`; the CLI passes them unless ``--recompute``); reported
     ``committed`` unless their run folder is here and done.
 
     The sweep is validated first (:meth:`Sweep.validate`: unknown networks, options, measurements, P
     above the test set... fail before any training). Finished runs are skipped untouched (``verify``:
-    checked first with :func:`~stabkit.runs.store.verify_run`, and redone with a warning naming the
+    checked first with :func:`~stabkit.runs.verify_run`, and redone with a warning naming the
     damaged file; ``redo``: True or some keys, recomputed anyway); interrupted ones are redone; failed
     ones are skipped unless ``retry_failed`` (their traceback stays in ``error.txt``); a failing run never
     stops the sweep. Runs that another live process is computing (its lock) are waited for if
@@ -175,7 +175,7 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
     ``timeout_min``, ``slurm_partition``, ``gpus_per_node``; ``jobs`` > 1 sets the array parallelism;
     refused where SLURM is absent), ``"submitit-local"`` / ``"submitit-debug"`` (submitit's LocalExecutor
     / DebugExecutor, for testing; the local one is throttled to ``jobs`` at a time), or any submitit
-    ``Executor`` instance. ``threads``: torch threads of every run (:func:`run_threads`).
+    ``Executor`` instance. ``threads``: torch threads of every run (:func:`~stabkit.runs.run_threads`).
     """
     jobs = _positive("jobs", jobs)
     slots_per_gpu = _positive("slots_per_gpu", slots_per_gpu)

@@ -50,8 +50,8 @@ def _sweep_name(spec: str | Path | Mapping | Sweep) -> str:
 
 
 def resolve_scale(sweep: str | Path | Mapping | Sweep, scale: str = "auto", results_root: str | Path | None = None) -> str:
-    """``scale`` itself unless ``"auto"``: then the largest scale (:data:`SCALE_ORDER`) whose committed
-    runs include some of the sweep's grid at that scale, else ``"small"`` (always ``"small"`` when
+    """``scale`` itself unless ``"auto"``: then the largest scale (:data:`~stabkit.runs.resultstore.SCALE_ORDER`) whose
+    committed runs include some of the sweep's grid at that scale, else ``"small"`` (always ``"small"`` when
     ``$STABKIT_RECOMPUTE`` is set)."""
     if scale != "auto":
         return scale
@@ -138,8 +138,8 @@ def results(sweep: str | Path | Mapping | Sweep, scale: str = "small", table: st
     """The notebooks' entry point: the tidy ``table`` of ``sweep`` at ``scale`` (``"auto"``: see
     :func:`resolve_scale`).
 
-    1. The committed table (:func:`load`) restricted to the sweep's grid, if some of the grid is committed
-       (not when ``$STABKIT_RECOMPUTE`` is set); else
+    1. The committed table (:func:`~stabkit.runs.resultstore.load`) restricted to the sweep's grid, if some of the grid
+       is committed (not when ``$STABKIT_RECOMPUTE`` is set); else
     2. run the sweep's missing and failed runs (if ``run_missing``) under ``runs_root`` and collect them.
 
     ``df.attrs["results"]`` holds :func:`coverage_facts`; when the table covers only part of the grid

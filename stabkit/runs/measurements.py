@@ -1,7 +1,7 @@
 """What a run measures: the registries and every built-in measurement and augmentation.
 
 A measurement is ``fn(model, cfg, ctx) -> {table name: DataFrame}``, called once per state of
-``cfg.states`` by the run's measurement loop (:func:`stabkit.runs.execute.measure_states`). Built in:
+``cfg.states`` by the run's measurement loop (:func:`~stabkit.runs.measure_states`). Built in:
 
 - ``output``, ``layers``: diffeomorphism / noise stabilities (``book/methods.md``, section "Stabilities"),
   with and without channel shuffling (section "Channel shuffling");
@@ -12,8 +12,8 @@ A measurement is ``fn(model, cfg, ctx) -> {table name: DataFrame}``, called once
 - augmentation ``rotate`` (:func:`stabkit.robustness.rotate_augment`); ``crop`` and ``flip`` are done by
   the loader itself.
 
-A user adds one with :func:`register_measurement` / :func:`register_augmentation`, in a module named in
-``$STABKIT_PLUGINS`` (comma-separated) when it must be found by the command line. This module imports
+A user adds one with :func:`~stabkit.runs.register_measurement` / :func:`~stabkit.runs.register_augmentation`, in a
+module named in ``$STABKIT_PLUGINS`` (comma-separated) when it must be found by the command line. This module imports
 torch only inside the measurements.
 """
 from __future__ import annotations

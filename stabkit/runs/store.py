@@ -13,7 +13,7 @@ Folder of a run (``<root>/<key>``)::
 
 Every file is written with :mod:`stabkit.atomic` (temporary file, ``fsync``, ``os.replace``), so a reader
 or a crash sees a whole file or none, and ``done`` comes last: a run without it is never read. Nothing
-here imports torch except :func:`provenance` (library versions).
+here imports torch except :func:`~stabkit.runs.provenance` (library versions).
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ class RunLocked(RuntimeError):
 
 
 def run_dir(config: RunConfig, root: str | Path | None = None) -> Path:
-    """Folder of ``config`` under ``root`` (default :func:`~stabkit.runs.paths.default_runs_root`)."""
+    """Folder of ``config`` under ``root`` (default :func:`~stabkit.runs.default_runs_root`)."""
     return Path(root or default_runs_root()) / config.key
 
 
@@ -182,8 +182,8 @@ def expected_tables(cfg: Mapping[str, Any]) -> list[str]:
 def verify_run(path: str | Path) -> list[str]:
     """The problems of a finished run folder, each naming the file: ``config.json`` unreadable or not
     the configuration of this folder's key, ``status.json`` not ``done``, a table of
-    :func:`expected_tables` missing, any ``*.parquet`` unreadable. ``[]`` for a sound run (or one that
-    is not finished: only finished runs are verified)."""
+    :func:`~stabkit.runs.store.expected_tables` missing, any ``*.parquet`` unreadable. ``[]`` for a sound run (or one
+    that is not finished: only finished runs are verified)."""
     path = Path(path)
     if not (path / "done").exists():
         return []
@@ -220,7 +220,7 @@ def collect(root: str | Path | None = None, table: str = "output", sweep: str | 
     failed runs (status failed, error).
 
     A finished run whose ``config.json`` or table is unreadable, or that lacks a table its configuration
-    must have (:func:`expected_tables`), is skipped with a ``UserWarning`` naming the file (``sweep
+    must have (:func:`~stabkit.runs.store.expected_tables`), is skipped with a ``UserWarning`` naming the file (``sweep
     --verify`` redoes such runs). ``ValueError`` naming the accepted tables if no finished run has
     ``table`` and it is no table of the built-in measurements."""
     root = Path(root or default_runs_root())

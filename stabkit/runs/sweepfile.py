@@ -1,8 +1,8 @@
 """Sweeps: a YAML file of run configurations at several scales (torch-free).
 
-:func:`load_sweep` expands a file of ``sweeps/`` (grammar in its docstring) into the unique
+:func:`~stabkit.runs.load_sweep` expands a file of ``sweeps/`` (grammar in its docstring) into the unique
 :class:`~stabkit.runs.config.RunConfig` objects of one scale. Reading a sweep never imports torch: the
-network-registry checks are deferred to :meth:`Sweep.validate`, which :func:`stabkit.runs.sweep` calls
+network-registry checks are deferred to :meth:`~stabkit.runs.Sweep.validate`, which :func:`stabkit.runs.sweep` calls
 before it trains anything.
 """
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Sweep:
 
 
 def sweep_path(spec: str | Path) -> Path:
-    """The YAML file of ``spec``: a path, or a name under :func:`~stabkit.runs.paths.sweeps_dir`."""
+    """The YAML file of ``spec``: a path, or a name under :func:`~stabkit.runs.sweeps_dir`."""
     p = Path(spec)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.is_file():
@@ -156,7 +156,7 @@ def load_sweep(spec: str | Path | Mapping, scale: str = "small") -> Sweep:
     given as a list of blocks replaces the grid. Values are RunConfig fields (lists for tuple fields).
     A sweep with ``include`` and no ``grid`` is exactly the included runs (same keys, same folders: no
     rework). Configurations are deduplicated by key, in order. Torch is not imported: network names are
-    checked by :meth:`Sweep.validate`.
+    checked by :meth:`~stabkit.runs.Sweep.validate`.
     """
     with deferred_registry_checks():
         return _load(spec, scale)
@@ -237,5 +237,5 @@ def _matches(value: Any, allowed: Any, field_name: str) -> bool:
 
 
 def as_sweep(spec: str | Path | Mapping | Sweep, scale: str | None) -> Sweep:
-    """``spec`` itself if it is a :class:`Sweep`, else :func:`load_sweep` at ``scale`` (default small)."""
+    """``spec`` itself if it is a :class:`Sweep`, else :func:`~stabkit.runs.load_sweep` at ``scale`` (default small)."""
     return spec if isinstance(spec, Sweep) else load_sweep(spec, scale or "small")

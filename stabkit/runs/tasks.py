@@ -157,10 +157,10 @@ def probe_set(cfg: RunConfig, d: TaskData, kind: str | None = None):
 
     ``kind``: ``"clean"`` (the test images) or ``"corrupted"`` (CIFAR-10 only: the normalised test images
     corrupted once with :class:`stabkit.transforms.GaussianNoiseCorruption` of the run's ``noise_std``,
-    the training corruption, drawn from :func:`corruption_generator`; then ``x_tau`` and ``x_eta`` are
-    drawn from the corrupted images, as the paper does: ``book/methods.md``, "Parity with the original
-    code"). Default (``None``): the first of :func:`probe_kinds`. Both kinds use the same images, the same
-    diffeomorphisms and the same noise directions (the same generator draws).
+    the training corruption, drawn from :func:`~stabkit.runs.tasks.corruption_generator`; then ``x_tau`` and ``x_eta``
+    are drawn from the corrupted images, as the paper does: ``book/methods.md``, "Parity with the original
+    code"). Default (``None``): the first of :func:`~stabkit.runs.tasks.probe_kinds`. Both kinds use the same images,
+    the same diffeomorphisms and the same noise directions (the same generator draws).
     """
     import torch
     from .. import data
@@ -200,7 +200,7 @@ class RunContext:
     the paper's: corrupted with the run's own training noise for a noise-trained CIFAR-10 run); ``test_loader(noise_std=0.0)``;
     ``evaluate(model, loader=None) -> (loss, err)``; ``normalize(x)`` (raw images -> network input on the
     device); ``build_net()`` (fresh, same init seed); ``generator(offset=0)`` (CPU generator seeded from
-    ``probe_seed``); ``probe_kinds()`` (the probe sets of the run, :func:`probe_kinds`).
+    ``probe_seed``); ``probe_kinds()`` (the probe sets of the run, :func:`~stabkit.runs.tasks.probe_kinds`).
     """
     cfg: RunConfig
     state: str
@@ -234,12 +234,13 @@ class RunContext:
         return build_net(self.cfg, self.data).to(self.device)
 
     def probe_kinds(self) -> tuple[str, ...]:
-        """The probe sets this run measures, the paper's first (:func:`probe_kinds`)."""
+        """The probe sets this run measures, the paper's first (:func:`~stabkit.runs.tasks.probe_kinds`)."""
         return probe_kinds(self.cfg)
 
     def probes(self, kind: str | None = None):
         """``(x, x_tau, x_eta)``, float64 ``[P, C, ...]`` on the device, cached per run. ``kind``:
-        ``"corrupted"`` or ``"clean"`` (:func:`probe_set`); default the paper's (:func:`probe_kinds`)."""
+        ``"corrupted"`` or ``"clean"`` (:func:`probe_set`); default the paper's
+        (:func:`~stabkit.runs.tasks.probe_kinds`)."""
         kind = probe_kinds(self.cfg)[0] if kind is None else kind
         key = "probes" if kind == "clean" else f"probes_{kind}"
         if key not in self.cache:
