@@ -143,10 +143,7 @@ def repo_relative(path: Path) -> str:
 
 
 def _describe(obj: Any, label: str | None) -> list[dict]:
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pd = None
+    import pandas as pd
     if isinstance(obj, (str, os.PathLike)):
         path = Path(obj)
         if path.is_dir():
@@ -158,7 +155,7 @@ def _describe(obj: Any, label: str | None) -> list[dict]:
             raise ValueError(f"record_inputs: path {path} does not exist")
         return [{"kind": "file", "label": label or path.name, "path": repo_relative(path),
                  "sha256": _sha256_file(path), "bytes": path.stat().st_size}]
-    if pd is not None and isinstance(obj, pd.DataFrame):
+    if isinstance(obj, pd.DataFrame):
         attrs_src = obj.attrs.get("source") if hasattr(obj, "attrs") else None
         rec = {"kind": "table", "label": label or attrs_src or "table", "sha256": _hash_frame(obj),
                "rows": int(len(obj)), "columns": int(obj.shape[1])}

@@ -60,9 +60,7 @@ def deferred_registry_checks() -> Iterator[None]:
 def known_nets() -> tuple[str, ...]:
     """Names a run may train: ``stabkit.nets.list_models()`` (imports torch)."""
     from .. import nets
-    if hasattr(nets, "list_models"):
-        return tuple(nets.list_models())
-    return tuple(nets.NAMES)  # before the nets package: a tuple frozen at import
+    return tuple(nets.list_models())
 
 
 _CIFAR_TEST, _CIFAR_TRAIN = 10_000, 50_000
@@ -301,11 +299,10 @@ class RunConfig:
         if self.net not in names:
             raise ValueError(f"net must be one of stabkit.nets.list_models() {sorted(names)}, got {self.net!r}")
         from .. import nets
-        accepted = list(nets.model_info(self.net)["options"]) if hasattr(nets, "model_info") else None
-        if accepted is not None:
-            unknown = sorted(set(self.net_options) - set(accepted))
-            if unknown:
-                raise ValueError(f"net_options {unknown} are no options of {self.net}; accepted: {accepted}")
+        accepted = list(nets.model_info(self.net)["options"])
+        unknown = sorted(set(self.net_options) - set(accepted))
+        if unknown:
+            raise ValueError(f"net_options {unknown} are no options of {self.net}; accepted: {accepted}")
         accepted = task_option_names(self.task)
         unknown = sorted(set(self.task_options) - set(accepted))
         if unknown:
