@@ -127,6 +127,7 @@ def run(config: RunConfig | Mapping[str, Any], root: str | Path | None = None, *
     ``RuntimeError``) if another live process holds the run's lock.
     """
     cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
+    code_state()  # the code this process runs: recorded in the summary
     path = run_dir(cfg, root)
     if (path / "done").exists() and not force:
         return path
@@ -153,6 +154,18 @@ def run(config: RunConfig | Mapping[str, Any], root: str | Path | None = None, *
         write_status(path, {"status": "done", **summary})
         mark_done(path)  # LAST
     return path
+
+
+_CODE_STATE: dict | None = None
+
+
+def code_state() -> dict:
+    """The checkout's git state when this process first asked: a long sweep keeps the code it imported at
+    its start, so later commits of the checkout must not be credited with its runs."""
+    global _CODE_STATE
+    if _CODE_STATE is None:
+        _CODE_STATE = git_state()
+    return _CODE_STATE
 
 
 def _run_body(cfg: RunConfig, path: Path, device: str, progress: bool, heartbeat: Callable) -> dict:
@@ -184,7 +197,7 @@ def _run_body(cfg: RunConfig, path: Path, device: str, progress: bool, heartbeat
     for tname, df in tables.items():
         write_table(path / f"{tname}.parquet", df)
     best_row = res.metrics.iloc[res.best_epoch - 1]
-    code = git_state()
+    code = code_state()
     corrupted = {"best_test_err_corrupted": float(best_row["test_corrupted_err"])} if extra else {}
     return {"key": cfg.key, "status": "done", "best_test_err": res.best_test_err, **corrupted,
             "last_test_err": res.last_test_err, "best_epoch": res.best_epoch, "epochs_run": len(res.metrics),
