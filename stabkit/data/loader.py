@@ -16,30 +16,16 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..checks import check_device, check_int
+from ..checks import check_int
+from ..graph import resolve_device
 from ..transforms import GaussianNoiseCorruption, normalize
 
-__all__ = ["DeviceLoader", "crop_flip", "default_eval_batch_size", "resolve_loader_device"]
+__all__ = ["DeviceLoader", "crop_flip", "default_eval_batch_size"]
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch)]).generate_state(1, np.uint64)[0]
                & 0x7FFFFFFFFFFFFFFF)
-
-
-def resolve_loader_device(device: str | torch.device) -> torch.device:
-    """``device`` checked (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device``)
-    and resolved: ``"auto"`` is CUDA when available, else the CPU; CUDA where there is none is refused."""
-    check_device("device", device)
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={str(device)!r} asked for, but CUDA is not available here; use 'cpu' or 'auto'")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device={str(device)!r}: there are only {torch.cuda.device_count()} CUDA devices")
-    return dev
 
 
 def default_eval_batch_size(batch_size: int, device: str | torch.device) -> int:
@@ -129,7 +115,7 @@ class DeviceLoader:
             raise ValueError(f"extra_augment must be a callable fn(x, generator) -> x, got {extra_augment!r}")
         if not (images.dtype == torch.uint8 or images.is_floating_point()):
             raise ValueError(f"images must be uint8 or floating point, got {images.dtype}")
-        self.device = resolve_loader_device(device)
+        self.device = resolve_device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
         self.batch_size, self.shuffle, self.augment = int(batch_size), bool(shuffle), bool(augment)

@@ -16,7 +16,6 @@ from typing import Any
 
 import pandas as pd
 
-from ..checks import check_device
 from .config import RunConfig
 from .measurements import GRAD_FREE, MEASUREMENTS, load_plugins
 from .store import (RunLocked, git_state, hold_lock, mark_done, read_config, run_dir, write_config, write_status,
@@ -31,17 +30,10 @@ RESERVED_TABLES = ("metrics", "summary")
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` if available else ``"cpu"``; ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``
-    as is (``ValueError`` for another form, or for CUDA where there is none)."""
-    import torch
-    check_device("device", device)
-    if not isinstance(device, str):
-        device = str(device)
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} asked for, but CUDA is not available here; use 'cpu' or 'auto'")
-    return device
+    """:func:`stabkit.graph.resolve_device` as a string (``"auto"`` -> ``"cuda"`` if available else
+    ``"cpu"``; ``ValueError`` for another form, or for a device that is not present here)."""
+    from ..graph import resolve_device as resolve
+    return str(resolve(device))
 
 
 def device_name(device: str) -> str:
