@@ -120,16 +120,18 @@ def _autocast(device: torch.device, fast: bool):
 
 
 @torch.no_grad()
-def _eval_sums(model: nn.Module, loader: Iterable, loss_fn: Callable, fast: bool) -> tuple[torch.Tensor, int]:
+def _eval_sums(model: nn.Module, loader: Iterable, loss_fn: Callable, fast: bool,
+               channels_last: bool | None = None) -> tuple[torch.Tensor, int]:
     """``(tensor [loss sum, error count] float64 on the device, samples)`` of ``model`` in eval mode; the
     sums stay on the device (no synchronisation per batch)."""
+    cl = fast if channels_last is None else channels_last
     was_training = model.training
     model.eval()
     tot_loss = tot_err = 0.0
     n = 0
     for x, y in loader:
         with _autocast(x.device, fast):
-            out = model(x.contiguous(memory_format=torch.channels_last) if fast and x.ndim == 4 else x)
+            out = model(x.contiguous(memory_format=torch.channels_last) if cl and x.ndim == 4 else x)
         l, e = loss_fn(out, y)
         tot_loss, tot_err, n = tot_loss + l.double() * len(y), tot_err + e, n + len(y)
     model.train(was_training)
@@ -251,7 +253,8 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
           loss: str | None = None, stop_at_zero_loss: bool | None = None,
           augment_fn: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
           extra_test_loaders: Mapping[str, Iterable] | None = None, select_on: str = "test",
-          fast: bool = False, deterministic: bool = False, compile: bool = False, seed: int = 0,
+          fast: bool = False, deterministic: bool = False, compile: bool = False,
+          channels_last: bool | None = None, seed: int = 0,
           checkpoint_dir: str | Path | None = None, meta: Mapping[str, Any] | None = None, progress: bool = True,
           on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     """Train ``model`` in place (it must already sit on the loaders' device).
@@ -262,7 +265,10 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
     :func:`defaults` for ``task`` / ``net``. ``augment_fn(x, generator)`` is applied to every training
     batch (``generator`` seeded with ``seed``). ``extra_test_loaders`` (name -> loader) are also evaluated
     each epoch (column ``<name>_err``); ``select_on`` names the error ("test" or one of them) whose minimum
-    picks the best checkpoint. ``fast`` (CUDA only): bf16 autocast and channels_last. ``deterministic``:
+    picks the best checkpoint. ``fast`` (CUDA only): bf16 autocast and channels_last. ``channels_last``:
+    image batches and weights in channels-last memory order (same arithmetic, another summation order, so
+    results agree to rounding); ``None`` turns it on with ``fast`` and on the CPU, where it measured 1.4-1.6x
+    faster per training step (VGG11bn, ResNet18, one thread). ``deterministic``:
     train inside :func:`deterministic_mode` (GPU runs are not bit-reproducible otherwise; no change on the
     CPU); ``TrainResult.mode`` records the mode. ``compile`` (CUDA only, off by default): the training
     forward goes through ``torch.compile(model)`` (same parameters; evaluation and checkpoints use
@@ -287,13 +293,16 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
     if fast and device.type != "cuda":
         warnings.warn("fast=True only has an effect on CUDA (bf16 autocast, channels_last); ignored", stacklevel=2)
     fast = fast and device.type == "cuda"
+    check_choice("channels_last", channels_last, (None, False, True))
+    cl = (fast or device.type == "cpu") if channels_last is None else bool(channels_last)
     benchmark, t_start = torch.backends.cudnn.benchmark, time.perf_counter()
     with deterministic_mode(bool(deterministic)) as nondeterministic_ops:
-        if fast:
+        if cl:
             model.to(memory_format=torch.channels_last)
+        if fast:
             torch.backends.cudnn.benchmark = not deterministic
         tf32 = tf32_state()
-        mode = dict(deterministic=bool(deterministic), fast=fast, device=str(device),
+        mode = dict(deterministic=bool(deterministic), fast=fast, channels_last=cl, device=str(device),
                     cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
                     tf32_matmul=tf32["matmul"], tf32_cudnn=tf32["cudnn_conv"],
                     compile=bool(compile and device.type == "cuda"))
@@ -302,10 +311,10 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
             rows, best, stopped = _loop(model, train_loader, test_loader, extra, opt, sched, make_loss(loss),
                                         epochs, select_on, stop0, augment_fn, fast, device, seed, progress,
                                         str(meta.get("net", net) if meta else net) or "train", on_epoch,
-                                        forward)
+                                        forward, cl)
         finally:
             torch.backends.cudnn.benchmark = benchmark
-            if fast:
+            if cl:
                 model.to(memory_format=torch.contiguous_format)
     mode["nondeterministic_ops"] = list(nondeterministic_ops)
     res = TrainResult(pd.DataFrame(rows), {k: v.to("cpu", copy=True).contiguous() for k, v in best[2].items()},
@@ -320,12 +329,13 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
 
 
 def _loop(model, train_loader, test_loader, extra, opt, sched, loss_fn, epochs, select_on, stop0, augment_fn,
-          fast, device, seed, progress, desc, on_epoch, forward=None):
+          fast, device, seed, progress, desc, on_epoch, forward=None, channels_last=None):
     """The epochs of :func:`train`: ``(rows, (score, epoch, state dict on the device), stopped)``."""
     from tqdm.auto import tqdm
 
     gen = torch.Generator(device=device).manual_seed(int(seed))
     forward = model if forward is None else forward
+    cl = fast if channels_last is None else channels_last
     rows, best, stopped = [], None, False
     bar = tqdm(range(epochs), desc=desc, leave=False, disable=not progress, unit="ep")
     for epoch in bar:  # ------------------------------------------------------------------ the loop
@@ -337,7 +347,7 @@ def _loop(model, train_loader, test_loader, extra, opt, sched, loss_fn, epochs, 
         for x, y in train_loader:  # nothing here waits for the device
             x = augment_fn(x, gen) if augment_fn is not None else x
             with _autocast(device, fast):
-                out = forward(x.contiguous(memory_format=torch.channels_last) if fast and x.ndim == 4 else x)
+                out = forward(x.contiguous(memory_format=torch.channels_last) if cl and x.ndim == 4 else x)
             l, e = loss_fn(out, y)
             opt.zero_grad(set_to_none=True)
             l.backward()
@@ -347,7 +357,7 @@ def _loop(model, train_loader, test_loader, extra, opt, sched, loss_fn, epochs, 
         sums = [torch.stack([tot_loss, tot_err.to(torch.float64)])]
         counts = [n]
         for ld in (test_loader, *extra.values()):
-            s, m = _eval_sums(model, ld, loss_fn, fast)
+            s, m = _eval_sums(model, ld, loss_fn, fast, cl)
             sums.append(s.to(device))
             counts.append(m)
         values = torch.cat(sums).tolist()  # the one host synchronisation of the epoch

@@ -247,3 +247,28 @@ def test_no_host_synchronisation_per_batch_on_cuda():
     few, many = syncs(256), syncs(16)  # 2 and 32 training batches per epoch
     assert many == few, (few, many)
 
+
+
+def test_channels_last_is_a_memory_order_only():
+    """On by default on the CPU (faster there); the same training to rounding; weights come back contiguous."""
+    from stabkit.nets import build
+
+    def fit(cl):
+        torch.manual_seed(0)
+        model = build("VGG11bn", width_factor=0.125)
+        g = torch.Generator().manual_seed(1)
+        x, y = torch.rand(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
+        batches = [(x[i:i + 32], y[i:i + 32]) for i in (0, 32)]
+        res = T.train(model, batches, batches, epochs=2, lr=0.01, progress=False, channels_last=cl)
+        return model, res
+
+    m_auto, auto = fit(None)
+    _, plain = fit(False)
+    assert auto.mode["channels_last"] is True and plain.mode["channels_last"] is False
+    assert all(p.is_contiguous() for p in m_auto.parameters())
+    assert all(v.is_contiguous() for v in auto.best_state.values())
+    for k in plain.best_state:
+        torch.testing.assert_close(auto.best_state[k], plain.best_state[k], rtol=1e-4, atol=1e-5)
+    assert math.isclose(auto.metrics["train_loss"].iloc[-1], plain.metrics["train_loss"].iloc[-1], rel_tol=1e-5)
+    with pytest.raises(ValueError, match="channels_last"):
+        fit("yes")
