@@ -159,3 +159,55 @@ def test_remeasure_in_place_refreshes_the_runs_own_tables(tmp_path, capsys):
     assert main(["remeasure", str(path), "--in-place", "--device", "cpu"]) == 0
     assert main(["remeasure", str(path), "--in-place", "--P", "4"]) == 2
     assert "own configuration" in capsys.readouterr().err
+
+
+def test_training_key_ignores_only_measurement_fields():
+    import dataclasses
+    base = tiny()
+    fields = {f.name for f in dataclasses.fields(runs.RunConfig)}
+    assert set(runs.MEASUREMENT_FIELDS) <= fields
+    measured = tiny(measure=["output"], states=["trained"], shuffles=[0, 1], P=4, probe_seed=2, delta=0.5,
+                    cut=2, layers="output", measure_dtype="float32", options={"x": {}})
+    assert measured.key != base.key and measured.training_key == base.training_key
+    for change in (dict(seed=1), dict(data_seed=5), dict(lr=0.01), dict(noise_std=1.0), dict(epochs=2),
+                   dict(stop_at_zero_loss=False), dict(width_factor=0.5), dict(test_size=32), dict(ptr=32)):
+        assert tiny(**change).training_key != base.training_key, change
+    # the key of a config.json read back is the config's own
+    assert runs.training_key(json_roundtrip(base)) == base.training_key
+
+
+def json_roundtrip(cfg):
+    import json
+    return json.loads(json.dumps({"key": cfg.key, "format": runs.FORMAT_VERSION, **cfg.to_dict()}))
+
+
+def test_a_network_is_trained_once_for_all_runs_that_measure_it(tmp_path, monkeypatch):
+    first = runs.run(tiny(epochs=2, measure=["output"]), tmp_path, device="cpu", progress=False)
+    calls = []
+    real = T.train
+    monkeypatch.setattr(T, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = tiny(epochs=2, measure=["output", "layers"], states=["trained"], P=6)
+    path = runs.run(cfg, tmp_path, device="cpu", progress=False)
+    assert calls == []  # not trained again
+    summ = pd.read_parquet(path / "summary.parquet").iloc[0]
+    donor = pd.read_parquet(first / "summary.parquet").iloc[0]
+    assert summ.trained_by == first.name and donor.trained_by == ""
+    assert summ.best_test_err == donor.best_test_err and summ.epochs_run == donor.epochs_run
+    pd.testing.assert_frame_equal(pd.read_parquet(path / "metrics.parquet"), pd.read_parquet(first / "metrics.parquet"))
+    sd, meta = T.load_checkpoint(path / "best.pt", config_hash=cfg.key, net="LeNet")
+    assert meta["trained_by"] == first.name
+    ref, _ = T.load_checkpoint(first / "best.pt")
+    assert all(torch.equal(sd[k], ref[k]) for k in ref)
+    # the measurement equals a run that trains its own copy of the network
+    alone = runs.run(cfg, tmp_path / "alone", device="cpu", progress=False)
+    assert len(calls) == 1
+    pd.testing.assert_frame_equal(pd.read_parquet(path / "output.parquet"), pd.read_parquet(alone / "output.parquet"))
+    # another training (another seed) is never a donor, nor is an unfinished run; the switch turns it off
+    other = runs.run(tiny(epochs=2, seed=1, measure=["output"]), tmp_path, device="cpu", progress=False)
+    assert pd.read_parquet(other / "summary.parquet").iloc[0].trained_by == ""
+    assert len(calls) == 2
+    (first / "done").unlink()
+    (path / "done").unlink()
+    assert runs.find_trained(tiny(epochs=2, P=5), tmp_path) is None
+    runs.run(tiny(epochs=2, P=5, measure=["output"]), tmp_path, device="cpu", progress=False, reuse_training=False)
+    assert len(calls) == 3

@@ -25,7 +25,8 @@ from ..checks import check_choice, check_float, check_int
 from ..protocol import LOSSES, OPTIMIZERS, SCHEDULES, TASKS, training_defaults
 
 __all__ = ["FORMAT_VERSION", "TASKS", "STATES", "SHUFFLES", "MEASURE_DTYPES", "DERIVED_FIELDS", "RunConfig",
-           "plain", "deferred_registry_checks", "known_nets", "task_option_names", "test_set_size"]
+           "MEASUREMENT_FIELDS", "training_key", "plain", "deferred_registry_checks", "known_nets",
+           "task_option_names", "test_set_size"]
 
 #: Version of the run format and of the code's numerical conventions; part of every run's hash, so bump it
 #: when a change of the code must invalidate earlier runs.
@@ -39,6 +40,19 @@ MEASURE_DTYPES = ("float64", "float32")
 DERIVED_FIELDS = ("epochs", "optimizer", "lr", "momentum", "weight_decay", "schedule", "loss", "batch_size",
                   "augment", "stop_at_zero_loss", "ptr", "data_seed")
 _TRAINING_FIELDS = DERIVED_FIELDS[:10]
+
+#: Fields that only change what is measured on a trained network; every other field (a new one included)
+#: decides the network itself. Runs whose other fields agree share a :attr:`RunConfig.training_key`.
+MEASUREMENT_FIELDS = ("measure", "states", "shuffles", "P", "probe_seed", "delta", "cut", "layers",
+                      "measure_dtype", "options")
+
+
+def training_key(config: Mapping[str, Any]) -> str:
+    """12 hex digits of sha256 over the fields of a config dict (``RunConfig.to_dict()`` or a run's
+    ``config.json``) outside :data:`MEASUREMENT_FIELDS`: equal for runs that train the same network."""
+    train = {k: v for k, v in config.items() if k not in (*MEASUREMENT_FIELDS, "key", "format")}
+    blob = json.dumps({"format": FORMAT_VERSION, **train}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 # Registry checks (is `net` a network of stabkit.nets?) import torch; `load_sweep` defers them so that
 # reading a sweep file stays torch-free, and `Sweep.validate` runs them before anything is trained.
@@ -359,6 +373,12 @@ class RunConfig:
         """12 hex digits of sha256 over the canonical JSON of the config and FORMAT_VERSION."""
         blob = json.dumps({"format": FORMAT_VERSION, **self.to_dict()}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def training_key(self) -> str:
+        """:func:`~stabkit.runs.config.training_key` of this config: runs that differ only in what they
+        measure (:data:`~stabkit.runs.config.MEASUREMENT_FIELDS`) train the same network and share it."""
+        return training_key(self.to_dict())
 
     def __hash__(self) -> int:
         return hash(self.key)

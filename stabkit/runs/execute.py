@@ -16,14 +16,14 @@ from typing import Any
 
 import pandas as pd
 
-from .config import RunConfig
+from .config import RunConfig, training_key
 from .measurements import GRAD_FREE, MEASUREMENTS, load_plugins
 from .store import (RunLocked, git_state, hold_lock, mark_done, read_config, run_dir, write_config, write_status,
                     write_table)
 from .tasks import RunContext, build_net, loader, task_data
 
 __all__ = ["RESERVED_TABLES", "resolve_device", "device_name", "check_measurements", "measure_states", "run",
-           "remeasure", "run_mode"]
+           "remeasure", "run_mode", "find_trained"]
 
 #: Tables a measurement may not write (the run writes them itself).
 RESERVED_TABLES = ("metrics", "summary")
@@ -109,9 +109,39 @@ def measure_states(model, cfg: RunConfig, data, device: str, path: Path, *, init
     return {k: pd.concat(v, ignore_index=True) for k, v in tables.items()}
 
 
+#: Files a finished run must hold for another run to reuse its training.
+_TRAINED_FILES = ("done", "best.pt", "last.pt", "metrics.parquet", "summary.parquet")
+
+
+def find_trained(config: RunConfig, root: str | Path) -> Path | None:
+    """A finished run under ``root``, other than ``config``'s own, that trained the same network
+    (equal :attr:`~stabkit.runs.RunConfig.training_key`: the configs differ only in what they measure),
+    with its checkpoints and metrics; ``None`` if there is none. The first in key order wins."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    want = config.training_key
+    for p in sorted(root.iterdir()):
+        if p.name == config.key or not all((p / f).is_file() for f in _TRAINED_FILES):
+            continue
+        try:
+            other = read_config(p)
+        except (OSError, ValueError):
+            continue  # a damaged folder is never a donor
+        if training_key(other) == want:
+            return p
+    return None
+
+
 def run(config: RunConfig | Mapping[str, Any], root: str | Path | None = None, *, device: str = "auto",
-        progress: bool = True, force: bool = False) -> Path:
+        progress: bool = True, force: bool = False, reuse_training: bool = True) -> Path:
     """Train ``config`` and measure it in this process; return its folder ``<root>/<key>``.
+
+    ``reuse_training``: when a finished run of ``root`` trained the same network (:func:`find_trained`),
+    its checkpoints and training metrics are copied (re-tagged with this run's key) and only the
+    measurements are computed; the summary names that run in ``trained_by`` (empty when this run trained).
+    The network is the one this run would train (same data, seeds and hyper-parameters), so each network
+    is trained once however many sweeps measure it.
 
     Already finished (``done``) runs are returned untouched unless ``force``. A leftover folder of an
     interrupted run is cleared and redone. On error, ``status.json`` (status failed) and ``error.txt``
@@ -135,7 +165,8 @@ def run(config: RunConfig | Mapping[str, Any], root: str | Path | None = None, *
         write_config(path, cfg)
         t0 = time.time()
         try:
-            summary = _run_body(cfg, path, resolve_device(device), progress, heartbeat)
+            donor = find_trained(cfg, path.parent) if reuse_training else None
+            summary = _run_body(cfg, path, resolve_device(device), progress, heartbeat, donor)
         except Exception as exc:  # Ctrl-C / SIGKILL leave an "interrupted" run, redone next time
             write_status(path, {"status": "failed", "key": cfg.key, "host": socket.gethostname(),
                                 "error": f"{type(exc).__name__}: {exc}"[:2000], "wall_seconds": time.time() - t0},
@@ -160,7 +191,8 @@ def code_state() -> dict:
     return _CODE_STATE
 
 
-def _run_body(cfg: RunConfig, path: Path, device: str, progress: bool, heartbeat: Callable) -> dict:
+def _run_body(cfg: RunConfig, path: Path, device: str, progress: bool, heartbeat: Callable,
+              donor: Path | None = None) -> dict:
     import torch
 
     from .. import train as T
@@ -169,6 +201,33 @@ def _run_body(cfg: RunConfig, path: Path, device: str, progress: bool, heartbeat
     d = task_data(cfg)
     model = build_net(cfg, d).to(device)
     init_state = T.cpu_state(model)
+    if donor is not None:
+        training, metrics = _copy_training(donor, path, cfg)
+    else:
+        training, metrics = _train(cfg, d, model, path, device, progress, heartbeat)
+    write_table(path / "metrics.parquet", metrics)
+    t1 = time.time()
+    tables = measure_states(model, cfg, d, device, path, init_state=init_state, checkpoint=path / "best.pt",
+                            config_hash=cfg.key, heartbeat=heartbeat)
+    for tname, df in tables.items():
+        write_table(path / f"{tname}.parquet", df)
+    code = code_state()
+    return {"key": cfg.key, "status": "done", **training, "measure_seconds": time.time() - t1,
+            "device": device, "device_name": device_name(device), "host": socket.gethostname(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+            "code_commit": code["commit"], "code_dirty": code["dirty"],
+            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat()}
+
+
+#: Summary columns that describe the training (copied from the run that trained, when it is reused).
+_TRAINING_COLUMNS = ("best_test_err", "best_test_err_corrupted", "last_test_err", "best_epoch", "epochs_run",
+                     "stopped_early", "train_seconds")
+
+
+def _train(cfg: RunConfig, d, model, path: Path, device: str, progress: bool,
+           heartbeat: Callable) -> tuple[dict, pd.DataFrame]:
+    """Train ``model`` for ``cfg`` (checkpoints into ``path``): the summary's training columns, metrics."""
+    from .. import train as T
     train_ld = loader(cfg, d, device, train=True, noise_std=cfg.noise_std, seed=cfg.data_seed)
     test_ld = loader(cfg, d, device, train=False, seed=cfg.data_seed + 1)
     extra = {"test_corrupted": loader(cfg, d, device, train=False, noise_std=cfg.noise_std,
@@ -181,23 +240,28 @@ def _run_body(cfg: RunConfig, path: Path, device: str, progress: bool, heartbeat
                   select_on="test_corrupted" if extra else "test", fast=cfg.fast, seed=cfg.data_seed,
                   checkpoint_dir=path, meta={"net": cfg.net, "config_hash": cfg.key}, progress=progress,
                   on_epoch=heartbeat, **run_mode())
-    train_s = time.time() - t0
-    write_table(path / "metrics.parquet", res.metrics)
-    t1 = time.time()
-    tables = measure_states(model, cfg, d, device, path, init_state=init_state, checkpoint=path / "best.pt",
-                            config_hash=cfg.key, train_result=res, heartbeat=heartbeat)
-    for tname, df in tables.items():
-        write_table(path / f"{tname}.parquet", df)
     best_row = res.metrics.iloc[res.best_epoch - 1]
-    code = code_state()
     corrupted = {"best_test_err_corrupted": float(best_row["test_corrupted_err"])} if extra else {}
-    return {"key": cfg.key, "status": "done", "best_test_err": res.best_test_err, **corrupted,
-            "last_test_err": res.last_test_err, "best_epoch": res.best_epoch, "epochs_run": len(res.metrics),
-            "stopped_early": res.stopped_early, "train_seconds": train_s, "measure_seconds": time.time() - t1,
-            "device": device, "device_name": device_name(device), "host": socket.gethostname(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
-            "code_commit": code["commit"], "code_dirty": code["dirty"], "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-            **_mode_columns(res.mode)}
+    return ({"trained_by": "", "best_test_err": res.best_test_err, **corrupted, "last_test_err": res.last_test_err,
+             "best_epoch": res.best_epoch, "epochs_run": len(res.metrics), "stopped_early": res.stopped_early,
+             "train_seconds": time.time() - t0, **_mode_columns(res.mode)}, res.metrics)
+
+
+def _copy_training(donor: Path, path: Path, cfg: RunConfig) -> tuple[dict, pd.DataFrame]:
+    """Reuse the training of the finished run ``donor``: its checkpoints re-tagged with ``cfg``'s key
+    (``trained_by`` in their metadata), its metrics, and its summary's training and ``mode_`` columns."""
+    from ..train import load_checkpoint, save_checkpoint
+    donor_key = donor.name
+    for kind in ("best", "last"):
+        sd, meta = load_checkpoint(donor / f"{kind}.pt", net=cfg.net, config_hash=donor_key)
+        extra = {k: v for k, v in meta.items() if k not in ("format", "net", "config_hash")}
+        save_checkpoint(path / f"{kind}.pt", sd, net=cfg.net, config_hash=cfg.key,
+                        **{**extra, "trained_by": donor_key})
+    row = pd.read_parquet(donor / "summary.parquet").iloc[0]
+    training = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()
+                if k in _TRAINING_COLUMNS or str(k).startswith("mode_")}
+    training["trained_by"] = donor_key
+    return training, pd.read_parquet(donor / "metrics.parquet")
 
 
 def _mode_columns(mode: Mapping[str, Any]) -> dict[str, Any]:
