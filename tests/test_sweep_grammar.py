@@ -20,6 +20,7 @@ scales:
   paper: {}
   tiny: {base: {ptr: 32}, grid: {width_factor: [0.5, 0.25]}}
   blocks: {grid: [{net: [LeNet], seed: [0]}, {net: [VGG11], seed: [0, 1]}]}
+  mixed: {base: {epochs: 3, seed: 0}, grid: [{net: [LeNet]}, {net: [VGG11], epochs: [5]}]}
 """)
     (tmp_path / "b.yaml").write_text("""
 include: [{sweep: a, where: {seed: [1]}}]
@@ -32,9 +33,12 @@ scales: {paper: {}, tiny: {}}
         (0, 32, 0.25), (0, 32, 0.5), (1, 32, 0.25), (1, 32, 0.5)]
     blocks = runs.load_sweep(tmp_path / "a.yaml", "blocks")
     assert [(c.net, c.seed) for c in blocks.configs] == [("LeNet", 0), ("VGG11", 0), ("VGG11", 1)]
+    # a key set by the scale's own blocks wins over the scale's base (the blocks replace the sweep's grid)
+    mixed = runs.load_sweep(tmp_path / "a.yaml", "mixed")
+    assert [(c.net, c.epochs, c.seed, c.ptr) for c in mixed.configs] == [("LeNet", 3, 0, 1024), ("VGG11", 5, 0, 1024)]
     b = runs.load_sweep(tmp_path / "b.yaml", "paper")
     assert sorted(c.key for c in b.configs) == sorted(c.key for c in paper.configs if c.seed == 1)
-    assert runs.sweep_scales(tmp_path / "a.yaml") == ["paper", "tiny", "blocks"]
+    assert runs.sweep_scales(tmp_path / "a.yaml") == ["paper", "tiny", "blocks", "mixed"]
 
 
 @pytest.mark.parametrize("doc, match", [

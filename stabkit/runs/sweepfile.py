@@ -152,8 +152,9 @@ def load_sweep(spec: str | Path | Mapping, scale: str = "small") -> Sweep:
           small: {base: {...}, grid: {...}}
           paper: {}
 
-    A key set in a scale's ``base`` is removed from the grid (fixed) and vice versa; a scale's ``grid``
-    given as a list of blocks replaces the grid. Values are RunConfig fields (lists for tuple fields).
+    A key set in a scale's ``base`` is removed from the sweep's grid (fixed) and vice versa; a scale's
+    ``grid`` given as a list of blocks replaces the grid, and a key its blocks set wins over the scale's
+    ``base`` (e.g. ``base: {epochs: 15}`` with one block at ``epochs: [25]``). Values are RunConfig fields (lists for tuple fields).
     A sweep with ``include`` and no ``grid`` is exactly the included runs (same keys, same folders: no
     rework). Configurations are deduplicated by key, in order. Torch is not imported: network names are
     checked by :meth:`~stabkit.runs.Sweep.validate`.
@@ -186,14 +187,16 @@ def _load(spec: str | Path | Mapping, scale: str, _stack: tuple = ()) -> Sweep:
     blocks = _grid_blocks(doc.get("grid"), f"sweep {name!r}")
     sbase = _mapping(over.get("base"), f"scales.{scale}.base", where)
     sgrid = over.get("grid")
-    if isinstance(sgrid, list):
+    if isinstance(sgrid, list):  # the scale's own blocks: their keys win over the scale's base
         blocks = _grid_blocks(sgrid, f"sweep {name!r}, scale {scale!r}")
         sgrid = {}
+    else:
+        blocks = [{k: v for k, v in b.items() if k not in sbase} for b in blocks]
     sgrid = _grid_blocks(sgrid or {}, f"sweep {name!r}, scale {scale!r}")[0]
     base.update(sbase)
     for k in sgrid:
         base.pop(k, None)
-    blocks = [{**{k: v for k, v in b.items() if k not in sbase}, **sgrid} for b in blocks]
+    blocks = [{**b, **sgrid} for b in blocks]
     configs: dict[str, RunConfig] = {}
     includes = doc.get("include") or []
     if not isinstance(includes, list):
