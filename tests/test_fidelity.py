@@ -94,11 +94,11 @@ def test_run_tables_label_the_probe_sets_and_keys_do_not_change(fake_cifar, tmp_
 
 
 # ------------------------------------------------------------------------------------ 12.2 the sweeps
-CPU_KEYS = [  # `python -m stabkit sweep sweeps/fig1_noise_corrupted_cifar.yaml --scale cpu --dry-run` in the
-    # background campaign's checkout (/work/cpuwork): the runs it trains must keep their folders
-    "c1ba1694d5ac", "7401da51666a", "0696b2ba4d4d", "03c44e3b971a", "cbab693e844c", "c946bd6dd71c",
-    "61c798cffcec", "05a8044276b0", "4f24f7e1616c", "7f632fbd4b53", "4d6b781b6e39", "9db1c888d234",
-    "6bad9587db5c", "63491b3f112e", "815f869e13fb", "83d9f29de96e", "166b04d70fa9", "33311d7b7c4d"]
+CPU_KEYS = [  # `python -m stabkit sweep sweeps/fig1_noise_corrupted_cifar.yaml --scale cpu --dry-run`: the runs
+    # the background campaign trains must keep their folders (AlexNet and VGG11 moved to 25 epochs)
+    "c1ba1694d5ac", "7401da51666a", "c946bd6dd71c", "92d28aca7e59", "cb3b106045a7", "cbab693e844c",
+    "05a8044276b0", "7f632fbd4b53", "33311d7b7c4d", "8b5f3aeb3808", "29a016be078b", "83d9f29de96e",
+    "815f869e13fb", "61c798cffcec", "4f24f7e1616c", "166b04d70fa9", "afd98b994ce8", "da94f3d3da37"]
 OLD_KEYS = {  # tiny and small grids before the network lists changed: still the same runs
     ("fig1_noise_corrupted_cifar", "tiny"): ["f59b6c277bfc", "7829321d9885"],
     ("fig1_noise_corrupted_cifar", "small"): ["f3d3b704c535", "384215cae9c8", "7e39bb842877", "b0e9f29c0b03",
@@ -109,7 +109,7 @@ OLD_KEYS = {  # tiny and small grids before the network lists changed: still the
 
 
 def test_fig1_cpu_scale_is_the_background_campaign():
-    assert set(runs.load_sweep("fig1_noise_corrupted_cifar", "cpu").keys) == set(CPU_KEYS)  # order: Fig. 3 nets first
+    assert runs.load_sweep("fig1_noise_corrupted_cifar", "cpu").keys == CPU_KEYS  # noise 0 first, then 30, then 1
     fig3 = runs.load_sweep("fig3_layers_cifar", "cpu")
     assert set(fig3.keys) <= set(CPU_KEYS) and {c.net for c in fig3.configs} == {"VGG11", "VGG11bn", "AlexNet",
                                                                                  "LeNet"}
