@@ -540,6 +540,15 @@ def test_differences_table():
     t = prose.differences_table(here, paper)
     assert t.to_dict("records") == [{"quantity": "epochs", "paper": "250", "here": "3"}]
     assert prose.differences_table(paper, paper).empty
+    # per-network training departures name their networks (the FCN's Adam is the paper's own choice)
+    here = pd.DataFrame({"task": "cifar10", "net": ["VGG11", "VGG11bn", "DenseNetL2", "AlexNet"],
+                         "optimizer": ["adam", "sgd", "adam", "sgd"], "lr": [1e-3, 0.1, 0.1, 0.05],
+                         "weight_decay": [0.0, 5e-4, 0.0, 5e-4], "epochs": 15})
+    t = prose.differences_table(here, paper).set_index("quantity")
+    assert t.loc["optimizer"].to_dict() == {"paper": "sgd", "here": "adam (VGG11)"}
+    assert t.loc["lr"].to_dict() == {"paper": "0.1", "here": "0.001 (VGG11); 0.05 (AlexNet)"}
+    assert t.loc["weight_decay"].to_dict() == {"paper": "0.0005", "here": "0 (VGG11)"}
+    assert t.loc["epochs"].to_dict() == {"paper": "250", "here": "15"}
     assert prose.ptr_text(pd.DataFrame({"ptr": [None], "task": ["cifar10"]})) == "all 50,000"
     assert prose.ptr_text(pd.DataFrame({"ptr": [2048.0, 1024.0]})) == "1024, 2048"
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from stabkit.atomic import atomic_write_text
+from stabkit.protocol import TASKS, training_defaults
 
 from .analysis import config_values, run_columns
 from .fidelity import paper_protocol
@@ -40,12 +41,16 @@ FACT_KEYS = ("seeds", "nets", "epochs", "P", "ptr", "device", "data", "differenc
 #: Configuration columns compared by :func:`differences` and :func:`differences_table`: the paper's
 #: protocol (networks, seeds, epochs, training-set size, width, probes, precision of the measurement...).
 DIFFERENCE_COLUMNS = ("net", "seed", "epochs", "ptr", "test_size", "P", "noise_std", "width_factor",
-                      "batch_size", "lr", "measure_dtype")
+                      "batch_size", "optimizer", "lr", "weight_decay", "measure_dtype")
 #: Row labels of the "different from the paper" table on the pages.
 DIFFERENCE_LABELS = {"net": "networks", "seed": "seeds", "epochs": "epochs (at most)", "ptr": "training-set size",
                      "test_size": "test-set size", "P": "probes $P$", "noise_std": "training noise std",
                      "width_factor": "width (factor on the channels)", "batch_size": "batch size",
-                     "lr": "learning rate", "measure_dtype": "measurement precision"}
+                     "optimizer": "optimizer", "lr": "learning rate", "weight_decay": "weight decay",
+                     "measure_dtype": "measurement precision"}
+#: Training hyper-parameters the paper sets per network (``stabkit.protocol.training_defaults``: the
+#: fully-connected nets train with Adam): the differences name the networks whose runs depart from them.
+PER_NET_COLUMNS = ("optimizer", "lr", "weight_decay")
 #: Protocol values the paper does not give, per task: the page says "not given" for the paper instead of
 #: quoting the ``paper`` scale's choice (the 1-D appendix's learning rate and batch size are ours).
 NOT_GIVEN = {"scale1d": ("lr", "batch_size")}
@@ -93,12 +98,34 @@ def differences_table(here: pd.DataFrame, paper: pd.DataFrame, columns: Sequence
         if c in not_given:
             rows.append({"quantity": labels.get(c, c), "paper": "not given", "here": _short(b)})
             continue
+        if c in PER_NET_COLUMNS and {"task", "net"} <= set(here.columns):
+            row = _per_net_difference(here, c)
+            if row is not None:
+                rows.append({"quantity": labels.get(c, c), **row})
+            continue
         if c not in paper.columns:
             continue
         a = {none if _missing(v) else _integral(v) for v in paper[c].tolist()}
         if a != b:
             rows.append({"quantity": labels.get(c, c), "paper": _short(a), "here": _short(b)})
     return pd.DataFrame(rows, columns=["quantity", "paper", "here"])
+
+
+def _per_net_difference(here: pd.DataFrame, column: str) -> dict[str, str] | None:
+    """``{"paper", "here"}`` texts for the runs of ``here`` whose ``column`` differs from the paper's value
+    for their task and network, e.g. ``{"paper": "sgd", "here": "adam (VGG11)"}``; ``None`` if none does."""
+    departures: dict[tuple, set] = {}
+    for task, net, v in zip(here["task"], here["net"], here[column]):
+        if _missing(v) or _missing(task) or task not in TASKS:
+            continue
+        default = training_defaults(str(task), str(net))[column]
+        if _integral(v) != _integral(default):
+            departures.setdefault((_integral(v), _integral(default)), set()).add(str(net))
+    if not departures:
+        return None
+    items = sorted(departures.items(), key=lambda kv: str(kv[0]))
+    return {"paper": ", ".join(sorted({str(d) for (_, d), _ in items})),
+            "here": "; ".join(f"{v} ({', '.join(sorted(nets))})" for (v, _), nets in items)}
 
 
 def markdown_table(table: pd.DataFrame, empty: str = "") -> str:
