@@ -346,3 +346,22 @@ def test_pixelation_curves_no_minor_ticks():
     ax = pf.pixelation_curves(curves).axes[0]
     assert not len(ax.xaxis.get_minorticklocs())
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "8"]
+
+
+def test_log_x_axis_labels_do_not_collide():
+    """Over ~2 decades on a narrow panel, 1-2-5 ticks wrote "0.0010.002": the x labels must not overlap."""
+    out = output_table()
+    out["test_err"] = np.where(out["state"] == "trained", 0.001 * 60 ** (out["seed"] / max(out["seed"].max(), 1)),
+                               0.06)
+    fig = plots.sensitivity_vs_error(out, law=False)
+    fig.set_size_inches(12, 3)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes[:3]:
+        lo, hi = ax.get_xlim()
+        boxes = [t.get_window_extent(renderer) for t, v in zip(ax.get_xticklabels(), ax.get_xticks())
+                 if lo <= v <= hi and t.get_text()]
+        assert len(boxes) >= 2
+        boxes.sort(key=lambda b: b.x0)
+        gap = 0.6 * plt.rcParams["font.size"] * fig.dpi / 72  # about a character: labels must not touch
+        assert all(b.x0 - a.x1 >= gap for a, b in zip(boxes, boxes[1:])), [t.get_text() for t in ax.get_xticklabels()]

@@ -31,10 +31,10 @@ from .probe_claims import (claim_mask_falls, claim_nv_in_reference_range, claim_
                            nv_rk_correlations)
 from .stats import (MIN_NETWORKS, NEAR_CHANCE, SQRT_LAW_A, chance_error, interval_decision, log_correlation,
                     mean_ci, sample_decision, sqrt_law_fit)
-from .verdicts import FAILS, HOLDS, UNTESTABLE, Claim, claims_table, verdict
+from .verdicts import FAILS, HOLDS, UNTESTABLE, Claim, claims_table, verdict, verdict_counts
 
 __all__ = [
-    "HOLDS", "FAILS", "UNTESTABLE", "Claim", "verdict", "claims_table",
+    "HOLDS", "FAILS", "UNTESTABLE", "Claim", "verdict", "claims_table", "verdict_counts",
     # figure pages
     "claim_rf_falls", "claim_rf_init_order_one", "claim_error_correlation", "claim_gf_grows",
     "claim_channel_pooling_second_half", "claim_spatial_pooling_first_half", "claim_shuffle_no_effect",

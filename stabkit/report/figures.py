@@ -109,7 +109,8 @@ def _plain_number(v: float, _pos=None) -> str:
 def log_ticks(ax, axes: str = "xy") -> None:
     """Readable ticks on log axes. Matplotlib's default leaves an axis spanning less than a couple of
     decades with one label or none: below one decade use a few evenly spaced ticks, up to 2.5 decades
-    ticks at 1, 2, 5 x 10^k, both with plain-number labels; beyond, decade labels only."""
+    ticks at 1, 2, 5 x 10^k (on an x axis beyond 1.5 decades 1, 3 x 10^k, whose labels do not collide),
+    both with plain-number labels; beyond, decade labels only."""
     for name in axes:
         axis = ax.xaxis if name == "x" else ax.yaxis
         if (ax.get_xscale() if name == "x" else ax.get_yscale()) != "log":
@@ -123,7 +124,8 @@ def log_ticks(ax, axes: str = "xy") -> None:
             axis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
             axis.set_major_formatter(FuncFormatter(_plain_number))
         elif span < 2.5:
-            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            subs = (1.0, 3.0) if name == "x" and span > 1.5 else (1.0, 2.0, 5.0)
+            axis.set_major_locator(LogLocator(base=10, subs=subs))
             axis.set_major_formatter(FuncFormatter(_plain_number))
 
 

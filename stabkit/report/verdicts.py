@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["HOLDS", "FAILS", "UNTESTABLE", "Claim", "verdict", "claims_table"]
+__all__ = ["HOLDS", "FAILS", "UNTESTABLE", "Claim", "verdict", "claims_table", "verdict_counts"]
 
 HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "cannot be tested at this scale"
 
@@ -87,3 +87,14 @@ def claims_table(items: Sequence[Claim] | Mapping[str, Claim]) -> pd.DataFrame:
             raise ValueError(f"items must hold Claim objects, got {type(c).__name__} for {label!r}")
         rows.append({"claim": label, "value": c.value, "rule": c.rule, "verdict": c.verdict})
     return pd.DataFrame(rows, columns=["claim", "value", "rule", "verdict"])
+
+
+def verdict_counts(claims: Sequence[Claim] | Mapping[str, Claim]) -> str:
+    """The verdicts of ``claims`` counted, in words: ``"2 hold, 1 does not hold, 1 cannot be tested at
+    this scale"`` (verdicts with no claim left out; ``"no claim"`` for none)."""
+    items = list(claims.values()) if isinstance(claims, Mapping) else list(claims)
+    counts = {v: sum(c.verdict == v for c in items) for v in (HOLDS, FAILS, UNTESTABLE)}
+    words = {HOLDS: ("holds", "hold"), FAILS: ("does not hold", "do not hold"),
+             UNTESTABLE: ("cannot be tested at this scale", "cannot be tested at this scale")}
+    parts = [f"{n} {words[v][n != 1]}" for v, n in counts.items() if n]
+    return ", ".join(parts) if parts else "no claim"
