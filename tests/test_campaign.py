@@ -176,3 +176,61 @@ def test_gitignore_ignores_venv_and_build_links(tmp_path):
         assert res.returncode == 0, f"a folder named {name} is not ignored"
     st = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True)
     assert st.stdout.strip() == "?? .gitignore"
+
+
+def test_plan_and_time_model_count_each_network_trained_once(tmp_path):
+    """The probes' unrotated nets are Fig. 1's noise-free nets (same training): planned as measurements only."""
+    cfg = RunConfig(task="twopoints", net="LeNet", width_factor=0.5, ptr=64, test_size=64, epochs=2, P=8,
+                    batch_size=32)
+    m = TimeModel("cpu")
+    full, measure_only = m.parts(cfg), m.parts(cfg, trained=True)
+    assert measure_only["train"] == measure_only["eval"] == 0.0 and full["train"] > 0
+    assert measure_only["measure"] == full["measure"] and m.estimate(cfg, trained=True) < m.estimate(cfg)
+    plan = C.make_plan("gpu", runs_root=tmp_path / "runs", results_root=tmp_path / "results")
+    est = C.estimate_plan(plan, m)
+    first = {}
+    for k in plan.todo:
+        tk = plan.item(k).cfg.training_key
+        assert est["runs"][k]["reuses_training"] == (tk in first), k
+        first.setdefault(tk, k)
+    reusing = [k for k in plan.todo if est["runs"][k]["reuses_training"]]
+    nets = {plan.item(k).cfg.net for k in reusing}
+    assert {"VGG11bn", "AlexNet", "LeNet", "ResNet18"} <= nets  # probe_rotation's unrotated nets
+    assert all(est["runs"][k]["train"] == 0.0 for k in reusing)
+
+
+class _FakePool:
+    """Two workers that finish each run at the next poll (the scheduler's view of a pool)."""
+
+    def __init__(self, n=2):
+        self.procs, self.ready, self.busy, self.started = list(range(n)), set(range(n)), {}, []
+        self.tasks = [self._Queue(self, w) for w in range(n)]
+
+    class _Queue:
+        def __init__(self, pool, w):
+            self.pool, self.w = pool, w
+
+        def put(self, msg):
+            self.pool.started.append((self.w, RunConfig.from_dict(msg[1]).key))
+
+    def get(self, timeout):
+        w, k = next((w, k) for w, k in self.started if w in self.busy and self.busy[w][0] == k)
+        return ("run", w, k, "done", "", 0.01)
+
+    def kill(self):
+        pass
+
+
+def test_scheduler_waits_for_a_network_in_training_instead_of_training_it_twice(tmp_path):
+    base = dict(task="twopoints", net="LeNet", width_factor=0.5, ptr=64, test_size=64, epochs=2, P=8, batch_size=32)
+    a, b, c = RunConfig(**base), RunConfig(**base, measure=["output"]), RunConfig(**{**base, "seed": 1})
+    assert a.training_key == b.training_key != c.training_key
+    items = [C.PlanItem("s", cfg) for cfg in (a, b, c)]
+    plan = C.Plan("tiny", items, [i.key for i in items], [], set(), [], {}, [])
+    pool, timing = _FakePool(2), {"runs": {}}
+    (tmp_path / "out").mkdir()
+    C._schedule(pool, plan, TimeModel("cpu"), 2, tmp_path / "runs", tmp_path / "out", "cpu", [], timing,
+                time.time(), time.time() + 3600, 1.0, lambda msg: None)
+    # b waits for a (its network) while c starts on the other worker
+    assert [k for _, k in pool.started] == [a.key, c.key, b.key]
+    assert timing["runs"][b.key]["estimate_s"] < timing["runs"][a.key]["estimate_s"]

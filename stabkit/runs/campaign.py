@@ -108,7 +108,10 @@ class Plan:
     notes: list[str]
 
     def item(self, key: str) -> PlanItem:
-        return next(i for i in self.items if i.key == key)
+        index = self.__dict__.get("_index")
+        if index is None or len(index) != len(self.items):  # the scheduler asks every second: no scan
+            index = self.__dict__["_index"] = {i.key: i for i in self.items}
+        return index[key]
 
 
 def _all_sweeps() -> list[str]:
@@ -178,12 +181,15 @@ def estimate_plan(plan: Plan, model: TimeModel, slots: int = 1) -> dict[str, Any
     """Time-model estimates of a plan: per stage (runs to do, serial seconds, wall seconds with ``slots``
     runs sharing the device, counting each shared run once, in the first stage that lists it) and per run."""
     per_run = {}
-    for it in plan.items:
-        if it.key in plan.todo:
-            p = model.parts(it.cfg)
-            per_run[it.key] = {"stage": it.stage, "net": it.cfg.net, "seed": it.cfg.seed, "task": it.cfg.task,
-                               **{k: round(v, 3) for k, v in p.items()},
-                               "wall_with_slots": round(model.estimate(it.cfg, slots) / max(1, slots), 3)}
+    trained = {plan.item(k).cfg.training_key for k in plan.done}
+    for k in plan.todo:  # in priority order: a network is trained by the first run that needs it
+        it = plan.item(k)
+        reuse = it.cfg.training_key in trained
+        trained.add(it.cfg.training_key)
+        p = model.parts(it.cfg, reuse)
+        per_run[it.key] = {"stage": it.stage, "net": it.cfg.net, "seed": it.cfg.seed, "task": it.cfg.task,
+                           "reuses_training": reuse, **{k: round(v, 3) for k, v in p.items()},
+                           "wall_with_slots": round(model.estimate(it.cfg, slots, reuse) / max(1, slots), 3)}
     stages = []
     for row in plan.stages:
         mine = [r for r in per_run.values() if r["stage"] == row["stage"]]
@@ -463,6 +469,7 @@ def _schedule(pool: _Pool, plan: Plan, model: TimeModel, slots: int, runs_root: 
     """Start runs in priority order on free workers while their estimate fits before ``hard - reserve``;
     pack after each finished run; kill what still runs at ``hard - 1 s``."""
     queue = list(plan.todo)
+    trained = {plan.item(k).cfg.training_key for k in finished}  # networks a run can reuse (find_trained)
     stop_at = hard - reserve
     kill_at = hard - 1.0
     workers = list(range(min(slots, len(pool.procs))))
@@ -472,9 +479,13 @@ def _schedule(pool: _Pool, plan: Plan, model: TimeModel, slots: int, runs_root: 
         free = [w for w in workers if w in pool.ready and w not in pool.busy]
         for w in free:
             in_use = len(pool.busy) + 1
+            training = {plan.item(b).cfg.training_key for b, _ in pool.busy.values()}
             pick = None
             for k in queue:
-                est = model.estimate(plan.item(k).cfg, in_use)
+                tk = plan.item(k).cfg.training_key
+                if tk in training and tk not in trained:
+                    continue  # its network is being trained by a busy worker: wait and reuse it
+                est = model.estimate(plan.item(k).cfg, in_use, tk in trained)
                 if now + est <= stop_at:
                     pick = (k, est)
                     break
@@ -494,7 +505,8 @@ def _schedule(pool: _Pool, plan: Plan, model: TimeModel, slots: int, runs_root: 
                 f"estimate {est:.1f} s")
         if not pool.busy:
             not_ready = [w for w in workers if w not in pool.ready]
-            fits = any(now + model.estimate(plan.item(k).cfg, 1) <= stop_at for k in queue)
+            fits = any(now + model.estimate(plan.item(k).cfg, 1, plan.item(k).cfg.training_key in trained) <= stop_at
+                       for k in queue)
             if not queue or (not not_ready and not fits) or now >= stop_at:
                 if queue:
                     log(f"{len(queue)} run(s) not started: none fits before the deadline")
@@ -520,8 +532,10 @@ def _schedule(pool: _Pool, plan: Plan, model: TimeModel, slots: int, runs_root: 
         runs[k].update(status=st, wall_s=round(wall, 2), finished_s=round(time.time() - t0, 2))
         if st == "done":
             epochs = _epochs_run(runs_root / k)
-            runs[k]["epochs_run"] = epochs
-            model.observe(cfg, wall, epochs, runs[k].get("concurrent", 1))
+            reused = bool(_status_field(runs_root / k, "trained_by"))
+            runs[k].update(epochs_run=epochs, trained_by=_status_field(runs_root / k, "trained_by") or "")
+            model.observe(cfg, wall, epochs, runs[k].get("concurrent", 1), reused)
+            trained.add(cfg.training_key)
             finished.append(k)
             size = pack_runs(out / "runs.tar", runs_root, finished, plan.members, dev).stat().st_size
             if size > 14 * 2**20:
@@ -538,6 +552,13 @@ def _epochs_run(path: Path) -> int | None:
     try:
         return int(json.loads((path / "status.json").read_text()).get("epochs_run"))
     except (OSError, ValueError, TypeError):
+        return None
+
+
+def _status_field(path: Path, name: str) -> Any:
+    try:
+        return json.loads((path / "status.json").read_text()).get(name)
+    except (OSError, ValueError, AttributeError):
         return None
 
 

@@ -177,8 +177,9 @@ class TimeModel:
         guess = max(seen) if seen else ZERO_LOSS_EPOCHS.get(cfg.net, _DEFAULT_ZERO_LOSS_EPOCHS)
         return int(min(cfg.epochs, guess))
 
-    def parts(self, cfg: RunConfig) -> dict[str, float]:
-        """The estimate's parts in seconds (one run alone): setup, train, eval, measure, total."""
+    def parts(self, cfg: RunConfig, trained: bool = False) -> dict[str, float]:
+        """The estimate's parts in seconds (one run alone): setup, train, eval, measure, total.
+        ``trained``: the run reuses a finished run's network (``runs.find_trained``), so only measures."""
         f = net_features(cfg)
         p = self._params(f["family"])
         n_train, n_test = _sizes(cfg)
@@ -194,9 +195,10 @@ class TimeModel:
         stab = [m for m in cfg.measure if m in ("output", "layers")]
         n_measure = len(cfg.states) * len(cfg.shuffles) * cfg.P * (1.5 if len(stab) == 2 else len(stab))
         measure_s = n_measure * probe_s + _extra_forwards(cfg, n_test) * len(cfg.states) * fwd_sample * 2
-        train_s = epochs * steps * step
-        total = p["setup"] + train_s + epochs * eval_s + measure_s
-        return {"setup": p["setup"], "train": train_s, "eval": epochs * eval_s, "measure": measure_s,
+        train_s = 0.0 if trained else epochs * steps * step
+        eval_all = 0.0 if trained else epochs * eval_s
+        total = p["setup"] + train_s + eval_all + measure_s
+        return {"setup": p["setup"], "train": train_s, "eval": eval_all, "measure": measure_s,
                 "epochs": float(epochs), "step": step, "total": total}
 
     def calibration(self, task: str) -> float:
@@ -214,17 +216,20 @@ class TimeModel:
             return self.speedup[slots]
         return float(slots) if self.kind == "cpu" else min(float(slots), 1.0 + 0.6 * (slots - 1))
 
-    def estimate(self, cfg: RunConfig, slots: int = 1) -> float:
-        """Estimated wall seconds of ``cfg`` while ``slots`` runs share the device (calibrated)."""
-        alone = self.parts(cfg)["total"] * self.calibration(cfg.task)
+    def estimate(self, cfg: RunConfig, slots: int = 1, trained: bool = False) -> float:
+        """Estimated wall seconds of ``cfg`` while ``slots`` runs share the device (calibrated);
+        ``trained``: it reuses a finished run's network and only measures."""
+        alone = self.parts(cfg, trained)["total"] * self.calibration(cfg.task)
         return alone * max(1, slots) / self.speedup_of(slots)
 
-    def observe(self, cfg: RunConfig, wall_s: float, epochs_run: int | None, slots: int = 1) -> None:
-        """Learn from a finished run: its epochs (zero-loss stopping) and its measured/estimated ratio."""
+    def observe(self, cfg: RunConfig, wall_s: float, epochs_run: int | None, slots: int = 1,
+                trained: bool = False) -> None:
+        """Learn from a finished run: its epochs (zero-loss stopping) and its measured/estimated ratio
+        (``trained``: it reused another run's network, so its wall time is a measurement's)."""
         if epochs_run is not None and cfg.stop_at_zero_loss:
             self.epochs_seen.setdefault((cfg.task, cfg.net, cfg.ptr), []).append(int(epochs_run))
         # the estimate with the epochs it really ran, so that the ratio measures the per-epoch model
-        alone = self.parts(cfg)["total"] * max(1, slots) / self.speedup_of(slots)
+        alone = self.parts(cfg, trained)["total"] * max(1, slots) / self.speedup_of(slots)
         if alone > 0 and wall_s > 0:
             self.ratios.setdefault(cfg.task, []).append(wall_s / alone)
 
