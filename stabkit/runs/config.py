@@ -42,14 +42,14 @@ DERIVED_FIELDS = ("epochs", "optimizer", "lr", "momentum", "weight_decay", "sche
 _TRAINING_FIELDS = DERIVED_FIELDS[:10]
 
 #: Fields that only change what is measured on a trained network; every other field (a new one included)
-#: decides the network itself. Runs whose other fields agree share a :attr:`RunConfig.training_key`.
+#: decides the network itself. Runs whose other fields agree share a :attr:`~stabkit.runs.RunConfig.training_key`.
 MEASUREMENT_FIELDS = ("measure", "states", "shuffles", "P", "probe_seed", "delta", "cut", "layers",
                       "measure_dtype", "options")
 
 
 def training_key(config: Mapping[str, Any]) -> str:
     """12 hex digits of sha256 over the fields of a config dict (``RunConfig.to_dict()`` or a run's
-    ``config.json``) outside :data:`MEASUREMENT_FIELDS`: equal for runs that train the same network."""
+    ``config.json``) outside :data:`~stabkit.runs.config.MEASUREMENT_FIELDS`: equal for runs that train the same network."""
     train = {k: v for k, v in config.items() if k not in (*MEASUREMENT_FIELDS, "key", "format")}
     blob = json.dumps({"format": FORMAT_VERSION, **train}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -376,7 +376,7 @@ class RunConfig:
 
     @property
     def training_key(self) -> str:
-        """:func:`~stabkit.runs.config.training_key` of this config: runs that differ only in what they
+        """:func:`~stabkit.runs.training_key` of this config: runs that differ only in what they
         measure (:data:`~stabkit.runs.config.MEASUREMENT_FIELDS`) train the same network and share it."""
         return training_key(self.to_dict())
 
