@@ -300,7 +300,7 @@ def write_pages(book: str | os.PathLike = REPO / "book", executed: str | os.Path
         # the paper's Figure 1.
         landing_md = ("```{image} _generated/landing.png\n"
                       f":alt: {alt[:250]}\n"
-                      ":width: 80%\n"
+                      ":width: 100%\n"
                       ":align: center\n```\n\n"
                       f"*{caption}*\n")
     written = []
