@@ -549,6 +549,11 @@ def test_differences_table():
     assert t.loc["lr"].to_dict() == {"paper": "0.1", "here": "0.001 (VGG11); 0.05 (AlexNet)"}
     assert t.loc["weight_decay"].to_dict() == {"paper": "0.0005", "here": "0 (VGG11)"}
     assert t.loc["epochs"].to_dict() == {"paper": "250", "here": "15"}
+    errs = pd.DataFrame({"net": ["VGG11bn", "ResNet18", "VGG11bn"] + ["LeNet"] * 5,
+                         "best_test_err": [0.487, 0.1948, 0.2019, 0.05, 0.041, 0.049, 0.059, None]})
+    assert prose.errors_text(errs, max_listed=3) == "LeNet 4.1-5.9 % (4 runs); ResNet18 19.5 %; VGG11bn 20.2, 48.7 %"
+    assert prose.errors_text(errs).startswith("LeNet 4.1, 4.9, 5.0, 5.9 %;")
+    assert prose.errors_text(errs.drop(columns="best_test_err")) == "n/a"
     assert prose.ptr_text(pd.DataFrame({"ptr": [None], "task": ["cifar10"]})) == "all 50,000"
     assert prose.ptr_text(pd.DataFrame({"ptr": [2048.0, 1024.0]})) == "1024, 2048"
 
