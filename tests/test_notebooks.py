@@ -203,3 +203,17 @@ def test_table_downloads_writes_csv_and_links(tmp_path):
     assert (tmp_path / "t" / "fig1" / "output.csv").read_text().splitlines()[0] == "D,G,deno,R_f"
     with pytest.raises(ValueError, match="page"):
         prose.table_downloads("../x", {"output": df}, folder=tmp_path)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_every_parameter_is_listed_by_papermill_help(entry, capfd):
+    """``papermill --help-notebook`` must list every parameter: a comment containing '=' made papermill
+    skip the line ("Unable to parse line ...")."""
+    import papermill
+
+    nb = nbformat.read(entry.source, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    declared = {m.group(1) for m in re.finditer(r"^(\w+)\s*:\s*\w+\s*=", cell.source, re.M)}
+    listed = set(papermill.inspect_notebook(str(entry.source)))
+    assert declared and declared <= listed, sorted(declared - listed)
+    assert "Unable to parse" not in capfd.readouterr().err

@@ -302,6 +302,9 @@ def _execute_one(entry: NotebookEntry, parameters: dict, kernel: str, cwd: Path,
             str(entry.source), str(tmp_out), parameters=parameters, kernel_name=kernel, cwd=str(cwd),
             progress_bar=False, log_output=False, request_save_on_cell_execute=False,
             execution_timeout=timeout,
+            # the kernel's own log: its "running over TCP without encryption" warning (a loopback-only
+            # kernel) would otherwise print once per notebook
+            extra_arguments=["--log-level=ERROR"],
         )
     except Exception as e:  # noqa: BLE001 - any failure means: do not publish
         exc = e
