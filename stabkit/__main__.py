@@ -123,6 +123,8 @@ def cmd_sweep(a) -> int:
         for c in sw.configs:
             st = runs.run_state(root / c.key)
             st = "committed" if c.key in committed and st != "done" else st
+            donor = runs.find_trained(c, root) if st not in ("done", "committed") else None
+            st = f"{st} (network trained by {donor.name})" if donor is not None else st
             print(c.key, st, json.dumps(c.to_dict(), sort_keys=True))
         print(f"{len(sw)} runs in {sw.name}/{sw.scale} under {root} ({len(committed & set(sw.keys))} committed)")
         return 0

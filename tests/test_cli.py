@@ -211,3 +211,18 @@ def test_a_sweep_that_leaves_runs_unfinished_exits_non_zero_with_the_list(tmp_pa
     cap = capsys.readouterr()
     assert rc == 1 and "done 1, committed 0, failed 0, running 1, pending 0" in cap.out
     assert "1 of 2 run(s) did not finish" in cap.err and held in cap.err and "after waiting 1 s" in cap.err
+
+
+def test_dry_run_names_the_run_whose_network_a_run_reuses(env, capsys, tmp_path):
+    base = dict(task="twopoints", net="LeNet", ptr=64, test_size=64, epochs=1, P=8, width_factor=0.25, batch_size=32)
+    spec = tmp_path / "share.yaml"
+    spec.write_text(json.dumps({"base": base, "grid": {"measure": [["output"], ["layers"]]},
+                                "scales": {"tiny": {}}}))
+    root = tmp_path / "runs"
+    first = runs.RunConfig(**base, measure=["output"])
+    runs.run(first, root, device="cpu", progress=False)
+    assert main(["sweep", str(spec), "--scale", "tiny", "--root", str(root), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    other = runs.RunConfig(**base, measure=["layers"])
+    assert any(ln.startswith(f"{first.key} done ") for ln in lines)
+    assert any(ln.startswith(f"{other.key} pending (network trained by {first.key}) ") for ln in lines), lines
