@@ -329,13 +329,12 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
 
 
 def _loop(model, train_loader, test_loader, extra, opt, sched, loss_fn, epochs, select_on, stop0, augment_fn,
-          fast, device, seed, progress, desc, on_epoch, forward=None, channels_last=None):
+          fast, device, seed, progress, desc, on_epoch, forward, channels_last):
     """The epochs of :func:`train`: ``(rows, (score, epoch, state dict on the device), stopped)``."""
     from tqdm.auto import tqdm
 
     gen = torch.Generator(device=device).manual_seed(int(seed))
     forward = model if forward is None else forward
-    cl = fast if channels_last is None else channels_last
     rows, best, stopped = [], None, False
     bar = tqdm(range(epochs), desc=desc, leave=False, disable=not progress, unit="ep")
     for epoch in bar:  # ------------------------------------------------------------------ the loop
@@ -347,7 +346,7 @@ def _loop(model, train_loader, test_loader, extra, opt, sched, loss_fn, epochs, 
         for x, y in train_loader:  # nothing here waits for the device
             x = augment_fn(x, gen) if augment_fn is not None else x
             with _autocast(device, fast):
-                out = forward(x.contiguous(memory_format=torch.channels_last) if cl and x.ndim == 4 else x)
+                out = forward(x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x)
             l, e = loss_fn(out, y)
             opt.zero_grad(set_to_none=True)
             l.backward()
@@ -357,7 +356,7 @@ def _loop(model, train_loader, test_loader, extra, opt, sched, loss_fn, epochs, 
         sums = [torch.stack([tot_loss, tot_err.to(torch.float64)])]
         counts = [n]
         for ld in (test_loader, *extra.values()):
-            s, m = _eval_sums(model, ld, loss_fn, fast, cl)
+            s, m = _eval_sums(model, ld, loss_fn, fast, channels_last)
             sums.append(s.to(device))
             counts.append(m)
         values = torch.cat(sums).tolist()  # the one host synchronisation of the epoch

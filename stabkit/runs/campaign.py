@@ -469,7 +469,8 @@ def _schedule(pool: _Pool, plan: Plan, model: TimeModel, slots: int, runs_root: 
     """Start runs in priority order on free workers while their estimate fits before ``hard - reserve``;
     pack after each finished run; kill what still runs at ``hard - 1 s``."""
     queue = list(plan.todo)
-    trained = {plan.item(k).cfg.training_key for k in finished}  # networks a run can reuse (find_trained)
+    tkey = {k: plan.item(k).cfg.training_key for k in (*plan.todo, *finished)}  # hashed once, not every poll
+    trained = {tkey[k] for k in finished}  # networks a run can reuse (find_trained)
     stop_at = hard - reserve
     kill_at = hard - 1.0
     workers = list(range(min(slots, len(pool.procs))))
@@ -479,10 +480,10 @@ def _schedule(pool: _Pool, plan: Plan, model: TimeModel, slots: int, runs_root: 
         free = [w for w in workers if w in pool.ready and w not in pool.busy]
         for w in free:
             in_use = len(pool.busy) + 1
-            training = {plan.item(b).cfg.training_key for b, _ in pool.busy.values()}
+            training = {tkey[b] for b, _ in pool.busy.values()}
             pick = None
             for k in queue:
-                tk = plan.item(k).cfg.training_key
+                tk = tkey[k]
                 if tk in training and tk not in trained:
                     continue  # its network is being trained by a busy worker: wait and reuse it
                 est = model.estimate(plan.item(k).cfg, in_use, tk in trained)
@@ -505,8 +506,7 @@ def _schedule(pool: _Pool, plan: Plan, model: TimeModel, slots: int, runs_root: 
                 f"estimate {est:.1f} s")
         if not pool.busy:
             not_ready = [w for w in workers if w not in pool.ready]
-            fits = any(now + model.estimate(plan.item(k).cfg, 1, plan.item(k).cfg.training_key in trained) <= stop_at
-                       for k in queue)
+            fits = any(now + model.estimate(plan.item(k).cfg, 1, tkey[k] in trained) <= stop_at for k in queue)
             if not queue or (not not_ready and not fits) or now >= stop_at:
                 if queue:
                     log(f"{len(queue)} run(s) not started: none fits before the deadline")
@@ -531,11 +531,11 @@ def _schedule(pool: _Pool, plan: Plan, model: TimeModel, slots: int, runs_root: 
         cfg = plan.item(k).cfg
         runs[k].update(status=st, wall_s=round(wall, 2), finished_s=round(time.time() - t0, 2))
         if st == "done":
-            epochs = _epochs_run(runs_root / k)
-            reused = bool(_status_field(runs_root / k, "trained_by"))
-            runs[k].update(epochs_run=epochs, trained_by=_status_field(runs_root / k, "trained_by") or "")
-            model.observe(cfg, wall, epochs, runs[k].get("concurrent", 1), reused)
-            trained.add(cfg.training_key)
+            st = _status(runs_root / k)
+            epochs = _epochs_run(st)
+            runs[k].update(epochs_run=epochs, trained_by=st.get("trained_by") or "")
+            model.observe(cfg, wall, epochs, runs[k].get("concurrent", 1), bool(runs[k]["trained_by"]))
+            trained.add(tkey[k])
             finished.append(k)
             size = pack_runs(out / "runs.tar", runs_root, finished, plan.members, dev).stat().st_size
             if size > 14 * 2**20:
@@ -548,17 +548,19 @@ def _schedule(pool: _Pool, plan: Plan, model: TimeModel, slots: int, runs_root: 
         atomic_write_json(out / "timing.json", {**timing, "model": model.to_dict()})
 
 
-def _epochs_run(path: Path) -> int | None:
+def _status(path: Path) -> dict:
+    """A run's ``status.json`` (empty if it cannot be read)."""
     try:
-        return int(json.loads((path / "status.json").read_text()).get("epochs_run"))
-    except (OSError, ValueError, TypeError):
-        return None
+        st = json.loads((path / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return st if isinstance(st, dict) else {}
 
 
-def _status_field(path: Path, name: str) -> Any:
+def _epochs_run(status: dict) -> int | None:
     try:
-        return json.loads((path / "status.json").read_text()).get(name)
-    except (OSError, ValueError, AttributeError):
+        return int(status.get("epochs_run"))
+    except (ValueError, TypeError):
         return None
 
 
