@@ -251,6 +251,9 @@ def test_glue_claim_standard_names_and_dashboard_record(monkeypatch):
     assert glued["rf_falls_n"][0] == 4 and glued["rf_falls_geomean"][0] == 0.03
     assert "rf_falls_VGG11:first" not in glued  # not a plain name: not glued
     assert glued["rf_falls_ci"][0] == "[-2, -1.1]" and "holds" in glued["rf_falls_text"][0]
+    assert glued["rf_falls_why"][0] == ""  # no reason in the details
+    book.glue_claim("why", Claim("w", False, float("nan"), 1.0, {"reason": "one seed"}, testable=False))
+    assert glued["why_why"][0] == " (one seed)"
     text, display = glued["rf_falls_claim"]
     assert display is False
     parsed = json.loads(text)
@@ -264,6 +267,20 @@ def test_glue_claim_standard_names_and_dashboard_record(monkeypatch):
         book.glue_claim("two words", c)
     with pytest.raises(TypeError, match="claim"):
         book.glue_claim("ok", 3.0)
+
+
+def test_glue_claim_condition_makes_each_dashboard_statement_distinct(monkeypatch):
+    # one claim checked on two subsets of a page must give two distinguishable dashboard rows
+    glued = _glued(monkeypatch)
+    c = Claim("corr", True, 0.8, 0.5, rule="r", statement="R_f correlates with the test error")
+    a = book.glue_claim("corr_noise1", c, page="fig1", condition="training noise std 1")
+    b = book.glue_claim("corr_noise30", c, page="fig1", condition="training noise std 30")
+    assert a["statement"] == "R_f correlates with the test error (training noise std 1)"
+    assert a["statement"] != b["statement"]
+    assert json.loads(glued["corr_noise30_claim"][0])["statement"].endswith("(training noise std 30)")
+    assert book.glue_claim("plain", c, page="fig1")["statement"] == "R_f correlates with the test error"
+    with pytest.raises(ValueError, match="condition"):
+        book.glue_claim("bad", c, page="fig1", condition="  ")
 
 
 def test_page_loads_tables_glues_facts_and_sets_context(monkeypatch):

@@ -143,6 +143,8 @@ def test_notebook_runs_tiny(entry, tmp_path, runs_root, monkeypatch):
               for o in outputs if o.get("metadata", {}).get("scrapbook", {}).get("name", "").endswith("_claim")]
     for rec in claims:
         assert {"id", "statement", "page", "scale", "value", "verdict"} <= set(rec), rec
+    statements = [rec["statement"] for rec in claims]  # the dashboard lists them: each row must say which
+    assert len(set(statements)) == len(statements), f"{entry.name}: claims share a statement: {statements}"
     for c in nb.cells:  # a captioned figure cell shows the figure only (hidden glue outputs aside)
         if c.cell_type == "code" and "figure" in c.metadata.get("mystnb", {}):
             shown = [o for o in c.get("outputs", []) if o.get("output_type") in ("display_data", "execute_result")

@@ -340,13 +340,21 @@ def _finite_or_none(v: Any) -> Any:
 
 
 def claim_record(prefix: str, claim: Any, *, page: str | None = None, figure: str | None = None,
-                 scale: str | None = None) -> dict[str, Any]:
+                 scale: str | None = None, condition: str | None = None) -> dict[str, Any]:
     """The dashboard record of a claim: ``id``, ``key`` (``prefix``), ``page``, ``figure``, ``scale``,
     ``statement``, ``value``, ``ci_low``, ``ci_high``, ``threshold``, ``verdict``, ``rule`` (``None`` for
-    a missing number). ``page`` and ``scale`` default to those of the last :func:`page` call."""
+    a missing number). ``page`` and ``scale`` default to those of the last :func:`page` call.
+
+    ``condition`` (e.g. ``"training noise std 30"``) is appended to the statement in parentheses: a page
+    that checks one claim on several subsets (noise levels, tasks, training-set sizes) gives each row of
+    the dashboard a statement of its own."""
+    if condition is not None and (not isinstance(condition, str) or not condition.strip()):
+        raise ValueError(f"condition must be a non-empty string or None, got {condition!r}")
     current = current_page()
     rec = claim.to_record()
     rec.pop("details", None)
+    if condition:
+        rec["statement"] = f"{rec.get('statement') or rec['id']} ({condition.strip()})"
     pg = page or (current.name if current else None)
     return {"id": f"{pg}:{prefix}" if pg else prefix, "key": prefix, "page": pg, "figure": figure or pg,
             "scale": scale or (current.scale if current else None), **{k: v for k, v in rec.items() if k != "id"},
@@ -354,19 +362,21 @@ def claim_record(prefix: str, claim: Any, *, page: str | None = None, figure: st
 
 
 def glue_claim(prefix: str, claim: Any, *, page: str | None = None, figure: str | None = None,
-               scale: str | None = None) -> dict[str, Any]:
+               scale: str | None = None, condition: str | None = None) -> dict[str, Any]:
     """Glue a :class:`~stabkit.report.claims.Claim` for the page text and the claims dashboard.
 
     Glued names: ``<prefix>_value``, ``<prefix>_verdict``, ``<prefix>_text`` (one sentence),
     ``<prefix>_rule``, ``<prefix>_threshold``, ``<prefix>_ci`` (``"[low, high]"`` or ``"not computed"``),
-    ``<prefix>_<key>`` for every detail whose key is a plain name, and ``<prefix>_claim``: the JSON text
-    of :func:`claim_record` (hidden; ``display=False``). Returns that record.
+    ``<prefix>_why`` (``" (<reason>)"`` when the details give a ``reason``, else empty: it follows the
+    verdict in the text), ``<prefix>_<key>`` for every detail whose key is a plain name, and ``<prefix>_claim``: the JSON text
+    of :func:`claim_record` (hidden; ``display=False``), whose statement carries ``condition`` when given.
+    Returns that record.
     """
     if not isinstance(prefix, str) or not _NAME_OK.match(prefix):
         raise ValueError(f"prefix must be a name of letters, digits, '_', '.' or '-', got {prefix!r}")
     if not all(hasattr(claim, a) for a in ("value", "verdict", "rule", "details", "to_record")):
         raise TypeError(f"claim must be a stabkit.report.claims.Claim, got {type(claim).__name__}")
-    rec = claim_record(prefix, claim, page=page, figure=figure, scale=scale)
+    rec = claim_record(prefix, claim, page=page, figure=figure, scale=scale, condition=condition)
     glue(f"{prefix}_value", claim.value)
     glue(f"{prefix}_verdict", claim.verdict)
     glue(f"{prefix}_text", claim.text)
@@ -377,5 +387,7 @@ def glue_claim(prefix: str, claim: Any, *, page: str | None = None, figure: str 
     for key, v in claim.details.items():
         if isinstance(key, str) and key.isidentifier():
             glue(f"{prefix}_{key}", v)
+    reason = claim.details.get("reason")
+    glue(f"{prefix}_why", f" ({reason})" if reason else "")
     glue(f"{prefix}_claim", json.dumps({k: _finite_or_none(v) for k, v in rec.items()}, default=str))
     return rec
