@@ -554,6 +554,21 @@ def test_differences_table():
     assert prose.errors_text(errs, max_listed=3) == "LeNet 4.1-5.9 % (4 runs); ResNet18 19.5 %; VGG11bn 20.2, 48.7 %"
     assert prose.errors_text(errs).startswith("LeNet 4.1, 4.9, 5.0, 5.9 %;")
     assert prose.errors_text(errs.drop(columns="best_test_err")) == "n/a"
+    with pytest.raises(ValueError, match="max_listed"):
+        prose.errors_text(errs, max_listed=0)
+    # runs of one network are labelled by the fewest settings that tell them apart, seeds listed together
+    runs = pd.DataFrame({"net": ["VGG11bn"] * 4 + ["LeNet"] * 3,
+                         "augment": ["crop,flip", "crop,flip,rotate", "crop,flip", "crop,flip,rotate"] + ["crop"] * 3,
+                         "seed": [0, 0, 1, 1, 0, 0, 0], "epochs": [15, 15, 15, 15, 15, 15, 15],
+                         "noise_std": [0.0, 0.0, 0.0, 0.0, 30.0, 0.0, 1.0],
+                         "width_factor": [0.25, 0.25, 0.25, 0.25, 1.0, 1.0, 1.0],
+                         "best_test_err": [0.202, 0.487, 0.198, 0.45, 0.456, 0.409, 0.422]})
+    assert prose.errors_text(runs) == ("LeNet 40.9 % (noise std 0), 42.2 % (noise std 1), 45.6 % (noise std 30); "
+                                       "VGG11bn 19.8, 20.2 % (augment crop+flip), 45.0, 48.7 % (augment crop+flip+rotate)")
+    res = pd.DataFrame({"net": "LowRes", "net_options.source_size": [16, 8, 16],
+                        "net_options.antialias": [None, None, False], "best_test_err": [0.28, 0.43, 0.281]})
+    assert prose.errors_text(res) == ("LowRes 43.0 % (source size 8), 28.0 % (source size 16), "
+                                      "28.1 % (source size 16, antialias False)")
     assert prose.ptr_text(pd.DataFrame({"ptr": [None], "task": ["cifar10"]})) == "all 50,000"
     assert prose.ptr_text(pd.DataFrame({"ptr": [2048.0, 1024.0]})) == "1024, 2048"
 

@@ -29,7 +29,7 @@ from .analysis import config_values, run_columns
 from .fidelity import paper_protocol
 
 __all__ = ["NONE_LABELS", "DIFFERENCE_COLUMNS", "DIFFERENCE_LABELS", "NOT_GIVEN", "differences",
-           "differences_table", "markdown_table", "page_facts", "run_facts", "errors_text", "ptr_text", "FACT_KEYS",
+           "differences_table", "markdown_table", "page_facts", "run_facts", "errors_text", "ERROR_LABELS", "ptr_text", "FACT_KEYS",
            "closer_to_prediction", "ratio_parts", "parts_display",
            "table_downloads", "ENV_PAGE_TABLES", "MarkdownText"]
 
@@ -288,23 +288,95 @@ def _protocol_value(column: str, value: str) -> str:
     return value
 
 
+#: Configuration columns that can tell two runs of one network apart in :func:`errors_text`, in the order
+#: they are preferred as labels (after them the ``net_options.*`` / ``task_options.*`` fields), with the
+#: words the page uses. Seeds are not labels: runs that differ only by seed are listed together.
+ERROR_LABELS = {"task": "task", "noise_std": "noise std", "augment": "augment", "ptr": "P_train",
+                "width_factor": "width", "epochs": "epochs", "optimizer": "optimizer", "lr": "lr",
+                "weight_decay": "weight decay"}
+_OPTION_PREFIXES = ("net_options.", "task_options.")
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, (float, np.floating)) and np.isnan(v))
+
+
+def _label_value(v: Any) -> str:
+    if _missing(v):
+        return ""
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return "+".join(str(x) for x in v) or "none"
+    if isinstance(v, str):
+        return "+".join(x.strip() for x in v.split(",")) if "," in v else (v or "none")
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):g}"
+    return str(v)
+
+
+def _sort_key(v: Any):
+    if _missing(v):
+        return (0, 0.0, "")
+    if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
+        return (1, float(v), "")
+    return (2, 0.0, str(v))
+
+
+def _label_columns(keys: pd.DataFrame) -> list[str]:
+    """The fewest columns of ``keys`` (label strings per run; preferred ones first) that split the runs as
+    all of them together do."""
+    varying = [c for c in keys.columns if keys[c].nunique() > 1]
+    rank = {c: i for i, c in enumerate(ERROR_LABELS)}
+    # preferred columns first, then those with more distinct values, then those set on more runs
+    varying.sort(key=lambda c: (rank.get(c, len(rank)), -keys[c].nunique(), int((keys[c] == "").sum()), c))
+    target = keys[varying].drop_duplicates().shape[0] if varying else 1
+    chosen: list[str] = []
+    for c in varying:
+        before = keys[chosen].drop_duplicates().shape[0] if chosen else 1
+        if keys[chosen + [c]].drop_duplicates().shape[0] > before:
+            chosen.append(c)
+        if keys[chosen].drop_duplicates().shape[0] == target:
+            break
+    return chosen
+
+
 def errors_text(summary: pd.DataFrame, max_listed: int = 4) -> str:
-    """Best test error of each run, per network, in percent: ``"ResNet18 19.5 %; VGG11bn 20.2, 48.7 %"``
-    (sorted; a network with more than ``max_listed`` runs reads ``"LeNet 4.1-5.9 % (12 runs)"``); ``"n/a"``
-    without a ``best_test_err`` column."""
+    """Best test error of each run, per network, in percent.
+
+    Runs of one network that differ by their set-up (:data:`ERROR_LABELS` and the expanded
+    ``net_options.*`` / ``task_options.*`` columns) are labelled by the fewest settings that tell them
+    apart: ``"VGG11bn 20.2 % (augment crop+flip), 48.7 % (augment crop+flip+rotate)"``. Runs that differ
+    only by seed are listed together, ``"ResNet18 19.5, 20.1 %"``, or as a range past ``max_listed`` runs,
+    ``"LeNet 4.1-5.9 % (12 runs)"``. Networks sorted by name, settings by value; ``"n/a"`` without a
+    ``best_test_err`` column."""
     if not isinstance(summary, pd.DataFrame):
         raise ValueError(f"summary must be a pandas DataFrame, got {type(summary).__name__}")
+    if not isinstance(max_listed, int) or isinstance(max_listed, bool) or max_listed < 1:
+        raise ValueError(f"max_listed must be a positive integer, got {max_listed!r}")
     if "best_test_err" not in summary.columns or "net" not in summary.columns:
         return "n/a"
-    parts = []
-    for net, g in summary.groupby("net", sort=True):
-        errs = sorted(100 * float(e) for e in pd.to_numeric(g["best_test_err"], errors="coerce").dropna())
-        if not errs:
-            continue
+    df = summary.assign(_err=pd.to_numeric(summary["best_test_err"], errors="coerce")).dropna(subset=["_err"])
+    candidates = [c for c in df.columns if c in ERROR_LABELS or c.startswith(_OPTION_PREFIXES)]
+
+    def listed(errs: list[float]) -> str:
+        errs = sorted(100 * e for e in errs)
         if len(errs) > max_listed:
-            parts.append(f"{net} {errs[0]:.1f}-{errs[-1]:.1f} % ({len(errs)} runs)")
-        else:
-            parts.append(f"{net} {', '.join(f'{e:.1f}' for e in errs)} %")
+            return f"{errs[0]:.1f}-{errs[-1]:.1f} % ({len(errs)} runs)"
+        return f"{', '.join(f'{e:.1f}' for e in errs)} %"
+
+    parts = []
+    for net, g in df.groupby("net", sort=True):
+        keys = pd.DataFrame({c: g[c].map(_label_value) for c in candidates}, index=g.index)
+        labels = _label_columns(keys)
+        if not labels:
+            parts.append(f"{net} {listed(g['_err'].tolist())}")
+            continue
+        settings = []
+        for _, h in g.groupby([keys[c] for c in labels], sort=False):
+            first = keys.loc[h.index[0]]
+            words = ", ".join(f"{ERROR_LABELS.get(c, c.split('.', 1)[-1].replace('_', ' '))} {first[c]}"
+                              for c in labels if first[c]) or "defaults"
+            settings.append(([_sort_key(h[c].iloc[0]) for c in labels], f"{listed(h['_err'].tolist())} ({words})"))
+        parts.append(f"{net} " + ", ".join(text for _, text in sorted(settings, key=lambda t: t[0])))
     return "; ".join(parts) or "n/a"
 
 
