@@ -80,9 +80,19 @@ def _config_from_args(a) -> RunConfig:
     return RunConfig.from_dict(d)
 
 
+def _set_threads(a) -> None:
+    """Torch threads of a single-run command: ``--threads``, else ``$STABKIT_THREADS``, else the usable
+    CPUs (as a sweep's runs; see :func:`stabkit.runs.run_threads`)."""
+    import torch
+
+    from . import runs
+    torch.set_num_threads(runs.run_threads(a.threads))
+
+
 def cmd_train(a) -> int:
     from . import runs
     cfg = _config_from_args(a)
+    _set_threads(a)
     if not a.measure:
         cfg = cfg.replace(measure=(), states=())
     path = runs.run(cfg, a.root, device=a.device, progress=not a.quiet, force=a.force)
@@ -101,6 +111,7 @@ def cmd_remeasure(a) -> int:
         if not (Path(a.run_dir) / f).is_file():
             raise ValueError(f"{a.run_dir} is not a finished run folder: no {f}")
     options = {"layers": {"relu_conventions": a.relu_conventions}} if a.relu_conventions else None
+    _set_threads(a)
     tables = runs.remeasure(a.run_dir, measure=a.what, states=a.states, shuffles=a.shuffles, P=a.P,
                             device=a.device, out_dir=a.out, options=options, in_place=a.in_place)
     import pandas as pd
@@ -255,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--measure", action="store_true", help="also run the config's measurements")
     q.add_argument("--force", action="store_true", help="redo even if the run is done")
     q.add_argument("--quiet", action="store_true")
+    q.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads (default $STABKIT_THREADS, else the usable CPUs)")
     common(q)
     q.set_defaults(fn=cmd_train)
 
@@ -273,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "original code's post-ReLU values at conv/BN nodes)")
     q.add_argument("--in-place", dest="in_place", action="store_true",
                    help="replace the run's own measurement tables with the current code's (no other option)")
+    q.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads (default $STABKIT_THREADS, else the usable CPUs)")
     q.add_argument("--device", default="auto")
     q.set_defaults(fn=cmd_remeasure)
 

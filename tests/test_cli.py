@@ -111,10 +111,19 @@ def test_train_and_measure_commands(env, capsys):
     args = ["train", "--task", "twopoints", "--net", "LeNet", "--epochs", "1", "--ptr", "64", "--set", "test_size=64",
             "--set", "width_factor=0.25", "--set", "batch_size=32", "--root", str(env["root"]), "--device", "cpu",
             "--quiet"]
-    assert main(args) == 0
+    import torch
+    before = torch.get_num_threads()
+    try:  # a single-run command takes the thread count a sweep's runs would (--threads, $STABKIT_THREADS)
+        torch.set_num_threads(2)
+        assert main(args + ["--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
     out = capsys.readouterr().out
     run_dir = Path(out.splitlines()[0])
     assert (run_dir / "best.pt").is_file() and "best test error" in out
+    with pytest.raises(SystemExit):
+        main(args + ["--threads", "0"])
     assert not (run_dir / "output.parquet").exists()  # train alone measures nothing
     assert main(["remeasure", str(run_dir), "--what", "output", "--states", "trained", "--P", "6", "--shuffles",
                  "0", "1", "--device", "cpu", "--out", str(env["base"] / "m")]) == 0
