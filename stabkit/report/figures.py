@@ -121,7 +121,8 @@ def log_ticks(ax, axes: str = "xy") -> None:
             continue
         span = abs(np.log10(hi / lo))
         if span < 1.0:
-            axis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
+            # nbins 4 left two labels on a 0.2-0.45 error axis: ask for at least three
+            axis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10], min_n_ticks=3))
             axis.set_major_formatter(FuncFormatter(_plain_number))
         elif span < 2.5:
             subs = (1.0, 3.0) if name == "x" and span > 1.5 else (1.0, 2.0, 5.0)
