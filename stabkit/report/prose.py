@@ -298,7 +298,9 @@ _OPTION_PREFIXES = ("net_options.", "task_options.")
 
 
 def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, (float, np.floating)) and np.isnan(v))
+    if isinstance(v, (list, tuple, dict, np.ndarray)):
+        return False
+    return v is None or bool(pd.isna(v))  # None, NaN, pd.NA, NaT
 
 
 def _label_value(v: Any) -> str:
