@@ -320,7 +320,7 @@ def _sort_key(v: Any):
         return (0, 0.0, "")
     if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
         return (1, float(v), "")
-    return (2, 0.0, str(v))
+    return (2, 0.0, _label_value(v))
 
 
 def _label_columns(keys: pd.DataFrame) -> list[str]:
