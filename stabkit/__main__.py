@@ -136,6 +136,10 @@ def cmd_sweep(a) -> int:
             st = "committed" if c.key in committed and st != "done" else st
             donor = runs.find_trained(c, root) if st not in ("done", "committed") else None
             st = f"{st} (network trained by {donor.name})" if donor is not None else st
+            if st == "interrupted":
+                from .train import RESUME_FILE, resume_epoch
+                ep = resume_epoch(root / c.key / RESUME_FILE, net=c.net, config_hash=c.key)
+                st = f"{st} (training resumes after epoch {ep})" if ep else st
             print(c.key, st, json.dumps(c.to_dict(), sort_keys=True))
         print(f"{len(sw)} runs in {sw.name}/{sw.scale} under {root} ({len(committed & set(sw.keys))} committed)")
         return 0

@@ -54,11 +54,14 @@ from .protocol import LOSSES, OPTIMIZERS, SCHEDULES, TASKS, training_defaults
 __all__ = [
     "TASKS", "CHECKPOINT_FORMAT", "CheckpointError", "TrainResult", "defaults", "hinge_loss", "make_loss",
     "make_optimizer", "make_schedule", "evaluate", "train", "save_checkpoint", "load_checkpoint", "cpu_state",
-    "deterministic_mode", "tf32_state",
+    "deterministic_mode", "tf32_state", "RESUME_FILE", "RESUME_FORMAT", "resume_epoch",
 ]
 
 #: Format tag stored in every checkpoint; checkpoints without it (or with another) are refused.
 CHECKPOINT_FORMAT = "stabkit-checkpoint/1"
+#: The training state :func:`train` writes into its ``checkpoint_dir`` while it trains (and removes when
+#: it ends), and its format tag.
+RESUME_FILE, RESUME_FORMAT = "resume.pt", "stabkit-resume/1"
 
 
 def defaults(task: str, net: str = "") -> dict[str, Any]:
@@ -256,7 +259,8 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
           fast: bool = False, deterministic: bool = False, compile: bool = False,
           channels_last: bool | None = None, seed: int = 0,
           checkpoint_dir: str | Path | None = None, meta: Mapping[str, Any] | None = None, progress: bool = True,
-          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+          on_epoch: Callable[[dict], None] | None = None, resume: bool = False,
+          resume_every_s: float | None = 300.0) -> TrainResult:
     """Train ``model`` in place (it must already sit on the loaders' device).
 
     ``train_loader`` / ``test_loader`` yield ``(x, y)`` batches on the device (e.g. ``data.DeviceLoader``;
@@ -275,6 +279,18 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
     ``model``); not measured on a GPU yet, so it is not known to pay. ``checkpoint_dir``: write ``best.pt`` and ``last.pt``
     there (atomically; ``meta`` must then hold ``net`` and ``config_hash``; the checkpoints also record
     ``deterministic``). ``on_epoch(row)`` is called after every epoch (e.g. a heartbeat).
+
+    Resuming: with a ``checkpoint_dir``, the training state is written to ``<checkpoint_dir>/resume.pt``
+    (atomically) after an epoch once ``resume_every_s`` seconds have passed since the last write
+    (``None``: never), and removed when training ends. ``resume=True`` continues from that file when it
+    exists: weights and batch-norm statistics, optimizer and schedule, the epochs' metrics and best
+    checkpoint so far, the random generators (the global one, which dropout draws from, and the
+    augmentation generator) and the loaders' epoch counters (``set_epoch``: a loader whose random choices
+    derive from its epoch, as ``data.DeviceLoader``'s, then yields the batches it would have yielded). On
+    the same device and thread count the result is the one of an uninterrupted run (tested on the CPU).
+    ``TrainResult.extra["resumed_epoch"]`` is the number of epochs read from the file (0 when it started
+    afresh), ``extra["resumed_seconds"]`` the training time they took; ``seconds`` includes it. A resume file of another
+    net or run (``meta``) raises :class:`CheckpointError`.
     """
     cfg = defaults(task, net)
     epochs = int(cfg["epochs"] if epochs is None else epochs)
@@ -295,7 +311,43 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
     fast = fast and device.type == "cuda"
     check_choice("channels_last", channels_last, (None, False, True))
     cl = (fast or device.type == "cpu") if channels_last is None else bool(channels_last)
+    check_choice("resume", resume, (False, True))
+    if resume_every_s is not None and not (isinstance(resume_every_s, (int, float)) and resume_every_s >= 0):
+        raise ValueError(f"resume_every_s must be a number of seconds >= 0 or None, got {resume_every_s!r}")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs a checkpoint_dir (where resume.pt is)")
+    resume_path = Path(checkpoint_dir) / RESUME_FILE if checkpoint_dir is not None else None
+    loaders = (train_loader, test_loader, *extra.values())
+    state = _read_resume(resume_path, meta) if resume and resume_path.is_file() else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        for ld, ep in zip(loaders, state["loader_epochs"]):
+            if ep is not None and hasattr(ld, "set_epoch"):
+                ld.set_epoch(ep)
     benchmark, t_start = torch.backends.cudnn.benchmark, time.perf_counter()
+    before = float(state["seconds"]) if state is not None else 0.0
+    last_write = [t_start]
+
+    def snapshot(rows: list[dict], best: tuple, gen: torch.Generator) -> None:
+        """Write resume.pt when ``resume_every_s`` has passed since the last write."""
+        now = time.perf_counter()
+        if resume_path is None or resume_every_s is None or now - last_write[0] < resume_every_s:
+            return
+        _atomic_save({
+            "meta": {"format": RESUME_FORMAT, "net": str((meta or {}).get("net", net)),
+                     "config_hash": str((meta or {}).get("config_hash", ""))},
+            "seconds": before + now - t_start, "rows": rows, "model": cpu_state(model),
+            "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
+            "best": {"score": best[0], "epoch": best[1], "state": {k: v.cpu() for k, v in best[2].items()}},
+            "gen": gen.get_state(), "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "loader_epochs": [_loader_epoch(ld) for ld in loaders]}, resume_path)
+        last_write[0] = time.perf_counter()
     with deterministic_mode(bool(deterministic)) as nondeterministic_ops:
         if cl:
             model.to(memory_format=torch.channels_last)
@@ -311,7 +363,7 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
             rows, best, stopped = _loop(model, train_loader, test_loader, extra, opt, sched, make_loss(loss),
                                         epochs, select_on, stop0, augment_fn, fast, device, seed, progress,
                                         str(meta.get("net", net) if meta else net) or "train", on_epoch,
-                                        forward, cl)
+                                        forward, cl, resumed=state, snapshot=snapshot)
         finally:
             torch.backends.cudnn.benchmark = benchmark
             if cl:
@@ -319,24 +371,71 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
     mode["nondeterministic_ops"] = list(nondeterministic_ops)
     res = TrainResult(pd.DataFrame(rows), {k: v.to("cpu", copy=True).contiguous() for k, v in best[2].items()},
                       cpu_state(model), best[1], rows[best[1] - 1]["test_err"], rows[-1]["test_err"], stopped,
-                      time.perf_counter() - t_start, mode=mode)
+                      before + time.perf_counter() - t_start,
+                      extra={"resumed_epoch": len(state["rows"]) if state is not None else 0,
+                             "resumed_seconds": before}, mode=mode)
     if checkpoint_dir is not None:
         meta = dict(meta or {})
-        for kind, state, ep in (("best", res.best_state, res.best_epoch), ("last", res.last_state, len(rows))):
-            save_checkpoint(Path(checkpoint_dir) / f"{kind}.pt", state, **{**meta, "kind": kind, "epoch": ep,
+        for kind, sd, ep in (("best", res.best_state, res.best_epoch), ("last", res.last_state, len(rows))):
+            save_checkpoint(Path(checkpoint_dir) / f"{kind}.pt", sd, **{**meta, "kind": kind, "epoch": ep,
                             "test_err": rows[ep - 1]["test_err"], "deterministic": bool(deterministic)})
+        resume_path.unlink(missing_ok=True)  # after the checkpoints: a kill in between resumes again
     return res
 
 
+def _loader_epoch(loader: Any) -> int | None:
+    ep = getattr(loader, "epoch", None)
+    return int(ep) if isinstance(ep, int) and not isinstance(ep, bool) else None
+
+
+def _read_resume(path: Path, meta: Mapping[str, Any] | None) -> dict:
+    """The training state in ``path`` (:data:`RESUME_FILE`), checked against ``meta``'s net and run."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling/zip failure means an unusable file
+        raise CheckpointError(f"resume file {path} is corrupted or not a torch file "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    info = obj.get("meta") if isinstance(obj, dict) else None
+    if not isinstance(info, dict) or info.get("format") != RESUME_FORMAT:
+        found = info.get("format") if isinstance(info, dict) else None
+        raise CheckpointError(f"{path} is not a stabkit resume file (expected format tag {RESUME_FORMAT!r}, "
+                              f"found {found!r})")
+    for k in ("net", "config_hash"):
+        if meta and k in meta and str(meta[k]) != info.get(k):
+            raise CheckpointError(f"resume file {path} holds {k} {info.get(k)!r}, expected {str(meta[k])!r}")
+    return obj
+
+
+def resume_epoch(path: str | Path, *, net: str | None = None, config_hash: str | None = None) -> int | None:
+    """Epochs done in the resume file ``path`` (written by :func:`train`), or ``None`` when there is none,
+    it cannot be read, or it belongs to another net or run: a state :func:`train` can continue from."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    meta = {k: v for k, v in (("net", net), ("config_hash", config_hash)) if v is not None}
+    try:
+        return len(_read_resume(path, meta)["rows"])
+    except (CheckpointError, KeyError, TypeError):
+        return None
+
+
 def _loop(model, train_loader, test_loader, extra, opt, sched, loss_fn, epochs, select_on, stop0, augment_fn,
-          fast, device, seed, progress, desc, on_epoch, forward, channels_last):
-    """The epochs of :func:`train`: ``(rows, (score, epoch, state dict on the device), stopped)``."""
+          fast, device, seed, progress, desc, on_epoch, forward, channels_last, resumed=None, snapshot=None):
+    """The epochs of :func:`train`: ``(rows, (score, epoch, state dict on the device), stopped)``.
+    ``resumed``: a resume file's content (rows, best, augmentation generator) to continue from;
+    ``snapshot(rows, best, gen)``: called after every epoch but the last."""
     from tqdm.auto import tqdm
 
     gen = torch.Generator(device=device).manual_seed(int(seed))
     forward = model if forward is None else forward
     rows, best, stopped = [], None, False
-    bar = tqdm(range(epochs), desc=desc, leave=False, disable=not progress, unit="ep")
+    if resumed is not None:
+        rows = [dict(r) for r in resumed["rows"]]
+        b = resumed["best"]
+        best = (b["score"], b["epoch"], {k: v.to(device) for k, v in b["state"].items()})
+        gen.set_state(resumed["gen"])
+    bar = tqdm(range(len(rows), epochs), desc=desc, leave=False, disable=not progress, unit="ep",
+               initial=len(rows), total=epochs)
     for epoch in bar:  # ------------------------------------------------------------------ the loop
         model.train()
         t0, lr_now = time.perf_counter(), opt.param_groups[0]["lr"]
@@ -377,6 +476,8 @@ def _loop(model, train_loader, test_loader, extra, opt, sched, loss_fn, epochs, 
         if stop0 and row["train_loss"] == 0.0:
             stopped = True
             break
+        if snapshot is not None and epoch + 1 < epochs:
+            snapshot(rows, best, gen)
     bar.close()  # ---------------------------------------------------------------------------------
     return rows, best, stopped
 
@@ -399,10 +500,15 @@ def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor], *,
             raise ValueError(f"checkpoint metadata {k!r} must be a str/int/float/bool/None, got {type(v).__name__}")
         meta[k] = v
     sd = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in state_dict.items()}
+    return _atomic_save({"meta": meta, "state_dict": sd}, path)
+
+
+def _atomic_save(obj: Any, path: Path) -> Path:
+    """``torch.save`` to a temporary file, fsync, then rename over ``path``: a kill leaves the old file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save({"meta": meta, "state_dict": sd}, tmp)
+        torch.save(obj, tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

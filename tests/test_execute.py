@@ -1,5 +1,8 @@
 """stabkit.runs.execute: one run (tables, not redone, deterministic on the CPU), the probe set shared by
 every net, and remeasure going through the same checks as a run (checkpoint key, result type, no_grad)."""
+import json
+import shutil
+
 import pandas as pd
 import pytest
 import torch
@@ -211,3 +214,55 @@ def test_a_network_is_trained_once_for_all_runs_that_measure_it(tmp_path, monkey
     assert runs.find_trained(tiny(epochs=2, P=5), tmp_path) is None
     runs.run(tiny(epochs=2, P=5, measure=["output"]), tmp_path, device="cpu", progress=False, reuse_training=False)
     assert len(calls) == 3
+
+
+class _Killed(BaseException):
+    """A kill in the middle of training (not an Exception: the run is left interrupted, not failed)."""
+
+
+def test_an_interrupted_run_resumes_its_training(tmp_path, monkeypatch, capsys):
+    cfg = tiny(epochs=4, stop_at_zero_loss=False, shuffles=(0, 1))
+    ref = runs.run(cfg, tmp_path / "ref", device="cpu", progress=False)
+    real = T.train
+
+    def killed_during_epoch_3(*a, **k):
+        beat = k["on_epoch"]
+
+        def on_epoch(row):
+            if row["epoch"] == 3:
+                raise _Killed
+            beat(row)
+        return real(*a, **{**k, "on_epoch": on_epoch, "resume_every_s": 0})
+
+    monkeypatch.setattr(T, "train", killed_during_epoch_3)
+    with pytest.raises(_Killed):
+        runs.run(cfg, tmp_path / "cut", device="cpu", progress=False)
+    path = tmp_path / "cut" / cfg.key
+    assert runs.run_state(path) == "interrupted" and (path / T.RESUME_FILE).is_file()
+    from stabkit.__main__ import main
+    spec = tmp_path / "one.yaml"  # the dry run says where the training will resume
+    spec.write_text("name: one\nscales:\n  tiny:\n    base: " + json.dumps(cfg.to_dict()) + "\n")
+    assert main(["sweep", str(spec), "--scale", "tiny", "--root", str(tmp_path / "cut"), "--results-root",
+                 str(tmp_path / "res"), "--dry-run"]) == 0
+    assert f"{cfg.key} interrupted (training resumes after epoch 2)" in capsys.readouterr().out
+    monkeypatch.setattr(T, "train", real)
+    assert runs.run(cfg, tmp_path / "cut", device="cpu", progress=False) == path
+    summ = pd.read_parquet(path / "summary.parquet").iloc[0]
+    assert summ.resumed_epoch == 2 and summ.epochs_run == 4 and not (path / T.RESUME_FILE).exists()
+    assert pd.read_parquet(ref / "summary.parquet").iloc[0].resumed_epoch == 0
+    for t in ("metrics", "output", "layers", "spectra"):  # as if never interrupted
+        a, b = pd.read_parquet(ref / f"{t}.parquet"), pd.read_parquet(path / f"{t}.parquet")
+        pd.testing.assert_frame_equal(a.drop(columns=["seconds"], errors="ignore"),
+                                      b.drop(columns=["seconds"], errors="ignore"))
+    # force redoes from scratch; a resume file of another run is not continued
+    monkeypatch.setattr(T, "train", killed_during_epoch_3)
+    with pytest.raises(_Killed):
+        runs.run(cfg, tmp_path / "cut", device="cpu", progress=False, force=True)
+    monkeypatch.setattr(T, "train", real)
+    other = tmp_path / "cut" / tiny(epochs=4, stop_at_zero_loss=False, seed=9).key
+    other.mkdir()
+    shutil.copy(path / T.RESUME_FILE, other / T.RESUME_FILE)  # a state that belongs to another run
+    runs.run(cfg, tmp_path / "cut", device="cpu", progress=False, force=True)
+    assert pd.read_parquet(path / "summary.parquet").iloc[0].resumed_epoch == 0
+    runs.run(tiny(epochs=4, stop_at_zero_loss=False, seed=9), tmp_path / "cut", device="cpu", progress=False)
+    assert pd.read_parquet(other / "summary.parquet").iloc[0].resumed_epoch == 0

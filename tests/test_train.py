@@ -272,3 +272,80 @@ def test_channels_last_is_a_memory_order_only():
     assert math.isclose(auto.metrics["train_loss"].iloc[-1], plain.metrics["train_loss"].iloc[-1], rel_tol=1e-5)
     with pytest.raises(ValueError, match="channels_last"):
         fit("yes")
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _resumable_fit(root, *, stop_after=None, resume=False, hash_="run1"):
+    """A small CNN with batch norm and dropout, trained on DeviceLoaders with crop/flip and noise, an
+    augmentation generator and a noisy extra test set: every random state a resume must restore."""
+    from stabkit.data import DeviceLoader
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                          nn.Flatten(), nn.Dropout(0.3), nn.Linear(32, 10))
+    torch.manual_seed(99)  # a restarted process does not share the global generator's state
+    g = torch.Generator().manual_seed(1)
+    x, y = (torch.rand(96, 3, 16, 16, generator=g) * 255).to(torch.uint8), torch.randint(0, 10, (96,), generator=g)
+    train_ld = DeviceLoader(x, y, 32, augment=True, noise_std=1.0, seed=3)
+    test_ld = DeviceLoader(x[:64], y[:64], 32, shuffle=False, seed=4)
+    noisy = DeviceLoader(x[:64], y[:64], 32, shuffle=False, noise_std=2.0, seed=5)
+    jitter = lambda b, gen: b + 0.05 * torch.randn(b.shape, generator=gen)  # noqa: E731
+
+    def on_epoch(row):
+        if stop_after is not None and row["epoch"] == stop_after:
+            raise _Interrupt
+
+    return model, T.train(model, train_ld, test_ld, epochs=5, lr=0.05, augment_fn=jitter, seed=7,
+                          extra_test_loaders={"noisy": noisy}, progress=False, checkpoint_dir=root,
+                          meta={"net": "cnn", "config_hash": hash_}, on_epoch=on_epoch, resume=resume,
+                          resume_every_s=0)
+
+
+def test_an_interrupted_training_resumes_bit_for_bit(tmp_path):
+    _, ref = _resumable_fit(tmp_path / "ref")
+    assert ref.extra["resumed_epoch"] == 0 and not (tmp_path / "ref" / T.RESUME_FILE).exists()
+    with pytest.raises(_Interrupt):  # killed during epoch 3: the state after epoch 2 is on disk
+        _resumable_fit(tmp_path / "cut", stop_after=3)
+    assert T.resume_epoch(tmp_path / "cut" / T.RESUME_FILE, net="cnn", config_hash="run1") == 2
+    assert T.resume_epoch(tmp_path / "cut" / T.RESUME_FILE, config_hash="other") is None
+    with pytest.raises(T.CheckpointError, match="config_hash"):  # another run's state is refused
+        _resumable_fit(tmp_path / "cut", resume=True, hash_="other")
+    model, res = _resumable_fit(tmp_path / "cut", resume=True)
+    assert res.extra["resumed_epoch"] == 2 and len(res.metrics) == 5
+    assert res.metrics.drop(columns="seconds").equals(ref.metrics.drop(columns="seconds"))
+    assert res.best_epoch == ref.best_epoch
+    for k in ref.best_state:
+        assert torch.equal(res.best_state[k], ref.best_state[k]), k
+        assert torch.equal(res.last_state[k], ref.last_state[k]), k
+    assert not (tmp_path / "cut" / T.RESUME_FILE).exists()  # removed once training ended
+    sd, meta = T.load_checkpoint(tmp_path / "cut" / "last.pt", config_hash="run1")
+    assert meta["epoch"] == 5 and all(torch.equal(sd[k], ref.last_state[k]) for k in sd)
+
+
+def test_resume_arguments_are_checked(tmp_path):
+    x, y = _blobs()
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        T.train(nn.Linear(4, 1), _batches(x, y), _batches(x, y), task="twopoints", epochs=1, progress=False,
+                resume=True)
+    with pytest.raises(ValueError, match="resume_every_s"):
+        T.train(nn.Linear(4, 1), _batches(x, y), _batches(x, y), task="twopoints", epochs=1, progress=False,
+                checkpoint_dir=tmp_path, resume_every_s=-1)
+    (tmp_path / T.RESUME_FILE).write_bytes(b"not a torch file")
+    assert T.resume_epoch(tmp_path / T.RESUME_FILE) is None
+    with pytest.raises(T.CheckpointError, match="corrupted"):
+        T.train(nn.Linear(4, 1), _batches(x, y), _batches(x, y), task="twopoints", epochs=1, progress=False,
+                checkpoint_dir=tmp_path, resume=True)
+    # written only after an epoch that is not the last, and only when the interval has passed
+    seen = []
+    T.train(nn.Linear(4, 1), _batches(x, y), _batches(x, y), task="twopoints", epochs=2, progress=False,
+            checkpoint_dir=tmp_path / "b", meta={"net": "lin", "config_hash": "b"}, resume_every_s=None,
+            on_epoch=lambda row: seen.append((tmp_path / "b" / T.RESUME_FILE).exists()))
+    assert seen == [False, False]
+    T.train(nn.Linear(4, 1), _batches(x, y), _batches(x, y), task="twopoints", epochs=2, progress=False,
+            checkpoint_dir=tmp_path / "c", meta={"net": "lin", "config_hash": "c"}, resume_every_s=0,
+            on_epoch=lambda row: seen.append((tmp_path / "c" / T.RESUME_FILE).exists()))
+    assert seen[2:] == [False, True]  # written after epoch 1 (seen at epoch 2), none after the last
+    assert not (tmp_path / "c" / T.RESUME_FILE).exists()

@@ -144,7 +144,10 @@ def run(config: RunConfig | Mapping[str, Any], root: str | Path | None = None, *
     is trained once however many sweeps measure it.
 
     Already finished (``done``) runs are returned untouched unless ``force``. A leftover folder of an
-    interrupted run is cleared and redone. On error, ``status.json`` (status failed) and ``error.txt``
+    interrupted run is cleared and redone, except its training state (``resume.pt``, written by
+    :func:`stabkit.train.train` every few minutes of training): the training continues from there, with the
+    result of an uninterrupted run on the same device and thread count, and the summary records the epochs
+    it took over in ``resumed_epoch`` (0: trained in one go). On error, ``status.json`` (status failed) and ``error.txt``
     (traceback) are written and the exception is re-raised. Raises :class:`RunLocked` (a
     ``RuntimeError``) if another live process holds the run's lock.
     """
@@ -159,13 +162,19 @@ def run(config: RunConfig | Mapping[str, Any], root: str | Path | None = None, *
             raise RunLocked(f"run {path} is being computed by another live process (lock file)")
         if (path / "done").exists() and not force:
             return path
+        from ..train import RESUME_FILE, resume_epoch
+        keep = {"lock"}
+        if not force and resume_epoch(path / RESUME_FILE, net=cfg.net, config_hash=cfg.key) is not None:
+            keep.add(RESUME_FILE)  # the training state of an interrupted attempt: continued, not redone
         for child in path.iterdir():  # start clean: leftovers of an interrupted or failed attempt
-            if child.name != "lock":
+            if child.name not in keep:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         write_config(path, cfg)
         t0 = time.time()
         try:
             donor = find_trained(cfg, path.parent) if reuse_training else None
+            if donor is not None:
+                (path / RESUME_FILE).unlink(missing_ok=True)
             summary = _run_body(cfg, path, resolve_device(device), progress, heartbeat, donor)
         except Exception as exc:  # Ctrl-C / SIGKILL leave an "interrupted" run, redone next time
             write_status(path, {"status": "failed", "key": cfg.key, "host": socket.gethostname(),
@@ -221,7 +230,7 @@ def _run_body(cfg: RunConfig, path: Path, device: str, progress: bool, heartbeat
 
 #: Summary columns that describe the training (copied from the run that trained, when it is reused).
 _TRAINING_COLUMNS = ("best_test_err", "best_test_err_corrupted", "last_test_err", "best_epoch", "epochs_run",
-                     "stopped_early", "train_seconds")
+                     "stopped_early", "train_seconds", "resumed_epoch")
 
 
 def _train(cfg: RunConfig, d, model, path: Path, device: str, progress: bool,
@@ -239,12 +248,14 @@ def _train(cfg: RunConfig, d, model, path: Path, device: str, progress: bool,
                   extra_test_loaders=extra,
                   select_on="test_corrupted" if extra else "test", fast=cfg.fast, seed=cfg.data_seed,
                   checkpoint_dir=path, meta={"net": cfg.net, "config_hash": cfg.key}, progress=progress,
-                  on_epoch=heartbeat, **run_mode())
+                  on_epoch=heartbeat, resume=True, **run_mode())
     best_row = res.metrics.iloc[res.best_epoch - 1]
     corrupted = {"best_test_err_corrupted": float(best_row["test_corrupted_err"])} if extra else {}
     return ({"trained_by": "", "best_test_err": res.best_test_err, **corrupted, "last_test_err": res.last_test_err,
              "best_epoch": res.best_epoch, "epochs_run": len(res.metrics), "stopped_early": res.stopped_early,
-             "train_seconds": time.time() - t0, **_mode_columns(res.mode)}, res.metrics)
+             # with the time before an interruption (the time model learns from it)
+             "train_seconds": time.time() - t0 + res.extra["resumed_seconds"],
+             "resumed_epoch": res.extra["resumed_epoch"], **_mode_columns(res.mode)}, res.metrics)
 
 
 def _copy_training(donor: Path, path: Path, cfg: RunConfig) -> tuple[dict, pd.DataFrame]:
