@@ -733,3 +733,21 @@ def test_differences_compare_with_the_paper_protocol():
                          "measure_dtype": ["float32"]})
     text = prose.differences(here, proto, columns=("net", "P", "width_factor", "lr", "measure_dtype"))
     assert "lr" not in text and "measure_dtype: float64 in the paper, float32 here" in text
+
+
+def test_early_fits_names_runs_that_stop_at_zero_loss_with_a_high_test_error():
+    from stabkit.report import narrative
+
+    def run(name, net, seed, losses, errs):
+        return [{"run": name, "net": net, "seed": seed, "epoch": e + 1, "train_loss": l, "test_err": t,
+                 "test_loss": 100.0 / (e + 1)} for e, (l, t) in enumerate(zip(losses, errs))]
+
+    m = pd.DataFrame(run("a", "VGG13bn", 2, [0.5, 0.0], [0.5, 0.356]) + run("b", "VGG13bn", 1, [0.5, 0.0], [0.4, 0.01])
+                     + run("c", "AlexNet", 1, [0.5, 0.002], [0.4, 0.3]))  # c never reached zero loss
+    assert narrative.early_fits(m) == ("Stopped at zero training loss with a test error above 10 %: VGG13bn seed 2 "
+                                       "at epoch 2 (test error 35.6 %, test loss 100 at epoch 1, 50 at the stop).")
+    assert narrative.early_fits(m, threshold=0.5).startswith("No run stopped")
+    with pytest.raises(ValueError, match="threshold"):
+        narrative.early_fits(m, threshold=10)
+    with pytest.raises(ValueError, match="test_loss"):
+        narrative.early_fits(m.drop(columns="test_loss"))

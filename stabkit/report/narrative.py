@@ -15,7 +15,7 @@ from .analysis import ratio_stats, trained_over_init
 from .fidelity import trained_init_factors
 
 __all__ = ["factor_text", "change_sentence", "decades_sentence", "training_change", "explain_ratio",
-           "ratio_story", "SAME_TOLERANCE", "DENOMINATOR_NAMES"]
+           "ratio_story", "early_fits", "SAME_TOLERANCE", "DENOMINATOR_NAMES"]
 
 #: A change smaller than this (relative) reads "stayed within ...".
 SAME_TOLERANCE = 0.1
@@ -100,3 +100,30 @@ def ratio_story(output: pd.DataFrame, quantities=("D_f", "G_f", "R_f"), **where)
         out[f"{q}_by_denominator"] = e["by_denominator"]
         out["parts"] = e["parts"]
     return out
+
+
+def early_fits(metrics: pd.DataFrame, threshold: float = 0.1) -> str:
+    """The runs that stopped at zero training loss with a test error above ``threshold`` (a fraction), in
+    one sentence: ``"VGG13bn seed 2 at epoch 6 (test error 35.6 %, test loss 5.7e+03 at epoch 1, 6.38 at
+    the stop)"``, or a sentence saying there is none. ``metrics``: the per-epoch table of the runs (columns
+    ``run``, ``net``, ``seed``, ``epoch``, ``train_loss``, ``test_err``, ``test_loss``)."""
+    if not isinstance(metrics, pd.DataFrame):
+        raise ValueError(f"metrics must be a pandas DataFrame, got {type(metrics).__name__}")
+    need = ["run", "net", "seed", "epoch", "train_loss", "test_err", "test_loss"]
+    missing = [c for c in need if c not in metrics.columns]
+    if missing:
+        raise ValueError(f"metrics lacks column(s) {missing} (has {list(metrics.columns)})")
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must be a fraction in (0, 1), got {threshold!r}")
+    found = []
+    for _, g in metrics.sort_values("epoch").groupby("run", sort=False):
+        last, first = g.iloc[-1], g.iloc[0]
+        if last["train_loss"] == 0.0 and last["test_err"] > threshold:
+            found.append((str(last["net"]), int(last["seed"]),
+                          f"{last['net']} seed {int(last['seed'])} at epoch {int(last['epoch'])} (test error "
+                          f"{100 * last['test_err']:.1f} %, test loss {first['test_loss']:.3g} at epoch "
+                          f"{int(first['epoch'])}, {last['test_loss']:.3g} at the stop)"))
+    if not found:
+        return f"No run stopped at zero training loss with a test error above {100 * threshold:.0f} %."
+    return (f"Stopped at zero training loss with a test error above {100 * threshold:.0f} %: "
+            + "; ".join(text for *_, text in sorted(found)) + ".")
