@@ -214,6 +214,13 @@ def sensitivity_vs_error(output: pd.DataFrame, quantities: Sequence[str] = ("D_f
                               label="initialisation"))
     if law and "R_f" in quantities:
         handles.append(Line2D([], [], color="0.5", ls="-.", label=r"$\epsilon_t = 0.2\sqrt{R_f}$"))
+    # a run with zero test error has no place on a log axis: say how many are left out
+    err = pd.to_numeric(df[error], errors="coerce")
+    zero = df[(df["state"] == "trained").to_numpy() & (err <= 0).to_numpy()]
+    n_zero = zero["run"].nunique() if "run" in zero.columns else len(zero)
+    if n_zero:
+        handles.append(Line2D([], [], ls="", label=f"not drawn: {n_zero} run{'s' if n_zero > 1 else ''}\n"
+                                                   f"with {_label(error)} = 0"))
     arr.flat[len(quantities) - 1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5),
                                          fontsize="small", frameon=False)
     if title:
