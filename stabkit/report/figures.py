@@ -214,15 +214,16 @@ def sensitivity_vs_error(output: pd.DataFrame, quantities: Sequence[str] = ("D_f
                               label="initialisation"))
     if law and "R_f" in quantities:
         handles.append(Line2D([], [], color="0.5", ls="-.", label=r"$\epsilon_t = 0.2\sqrt{R_f}$"))
-    # a run with zero test error has no place on a log axis: say how many are left out
+    arr.flat[len(quantities) - 1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5),
+                                         fontsize="small", frameon=False)
+    # a run with zero test error has no place on a log axis: say how many are left out (in the bottom
+    # right corner, under the legend, so that the panels keep their height)
     err = pd.to_numeric(df[error], errors="coerce")
     zero = df[(df["state"] == "trained").to_numpy() & (err <= 0).to_numpy()]
     n_zero = zero["run"].nunique() if "run" in zero.columns else len(zero)
     if n_zero:
-        handles.append(Line2D([], [], ls="", label=f"not drawn: {n_zero} run{'s' if n_zero > 1 else ''}\n"
-                                                   f"with {_label(error)} = 0"))
-    arr.flat[len(quantities) - 1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5),
-                                         fontsize="small", frameon=False)
+        fig.text(0.995, 0.01, f"not drawn: {n_zero} run{'s' if n_zero > 1 else ''} with {_label(error)} = 0",
+                 ha="right", va="bottom", fontsize="x-small", color="0.3")
     if title:
         fig.suptitle(title)
     return fig
