@@ -289,8 +289,8 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
     derive from its epoch, as ``data.DeviceLoader``'s, then yields the batches it would have yielded). On
     the same device and thread count the result is the one of an uninterrupted run (tested on the CPU).
     ``TrainResult.extra["resumed_epoch"]`` is the number of epochs read from the file (0 when it started
-    afresh), ``extra["resumed_seconds"]`` the training time they took; ``seconds`` includes it. A resume file of another
-    net or run (``meta``) raises :class:`CheckpointError`.
+    afresh), ``extra["resumed_seconds"]`` the training time they took; ``seconds`` includes it. A resume
+    file of another net or run (``meta``) raises :class:`CheckpointError`.
     """
     cfg = defaults(task, net)
     epochs = int(cfg["epochs"] if epochs is None else epochs)
