@@ -49,7 +49,7 @@ from ..atomic import atomic_write, atomic_write_json
 from .config import RunConfig
 from .paths import sweeps_dir
 from .resultstore import committed_keys
-from .store import run_state
+from .store import read_status, run_state
 from .sweepfile import load_sweep, sweep_scales
 from .timemodel import TimeModel, net_features
 
@@ -531,7 +531,7 @@ def _schedule(pool: _Pool, plan: Plan, model: TimeModel, slots: int, runs_root: 
         cfg = plan.item(k).cfg
         runs[k].update(status=st, wall_s=round(wall, 2), finished_s=round(time.time() - t0, 2))
         if st == "done":
-            st = _status(runs_root / k)
+            st = read_status(runs_root / k)
             epochs = _epochs_run(st)
             runs[k].update(epochs_run=epochs, trained_by=st.get("trained_by") or "")
             model.observe(cfg, wall, epochs, runs[k].get("concurrent", 1), bool(runs[k]["trained_by"]))
@@ -546,15 +546,6 @@ def _schedule(pool: _Pool, plan: Plan, model: TimeModel, slots: int, runs_root: 
             runs[k]["error"] = err[:500]
             log(f"FAILED {k} {cfg.net} seed {cfg.seed} ({st}): {err[:300]}")
         atomic_write_json(out / "timing.json", {**timing, "model": model.to_dict()})
-
-
-def _status(path: Path) -> dict:
-    """A run's ``status.json`` (empty if it cannot be read)."""
-    try:
-        st = json.loads((path / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return st if isinstance(st, dict) else {}
 
 
 def _epochs_run(status: dict) -> int | None:

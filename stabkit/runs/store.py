@@ -38,7 +38,7 @@ from .sweepfile import Sweep, as_sweep
 
 __all__ = ["TABLES", "KNOWN_TABLES", "MEASUREMENT_TABLES", "RunLocked", "RunLock", "run_dir",
            "run_state", "verify_run", "expected_tables", "hold_lock", "lock_held", "write_config", "write_table",
-           "write_status", "mark_done", "read_config", "error_line", "run_dirs", "config_columns", "collect",
+           "write_status", "read_status", "mark_done", "read_config", "error_line", "run_dirs", "config_columns", "collect",
            "status", "git_state", "provenance"]
 
 #: Tables written by the built-in measurements (plus ``metrics`` and ``summary``).
@@ -77,6 +77,15 @@ def write_status(path: Path, info: Mapping[str, Any], traceback_text: str | None
     atomic_write_json(path / "status.json", dict(info))
 
 
+def read_status(path: str | Path) -> dict:
+    """The run folder's ``status.json`` as a dict (empty when it is missing or unreadable)."""
+    try:
+        st = json.loads((Path(path) / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return st if isinstance(st, dict) else {}
+
+
 def mark_done(path: Path) -> None:
     """Write the ``done`` marker LAST, once every other file of the run is durable."""
     fsync_dir(path)
@@ -105,20 +114,12 @@ def run_state(path: str | Path) -> str:
         return "pending"
     if lock_held(path):
         return "running"
-    try:
-        if json.loads((path / "status.json").read_text()).get("status") == "failed":
-            return "failed"
-    except (OSError, ValueError):
-        pass
-    return "interrupted"
+    return "failed" if read_status(path).get("status") == "failed" else "interrupted"
 
 
 def error_line(path: Path) -> str:
     """The one-line error of a failed run (from ``status.json``), or ``""``."""
-    try:
-        return str(json.loads((path / "status.json").read_text()).get("error", ""))
-    except (OSError, ValueError):
-        return ""
+    return str(read_status(path).get("error", ""))
 
 
 # ------------------------------------------------------------------------------- collect and status
