@@ -388,18 +388,27 @@ def _loader_epoch(loader: Any) -> int | None:
     return int(ep) if isinstance(ep, int) and not isinstance(ep, bool) else None
 
 
-def _read_resume(path: Path, meta: Mapping[str, Any] | None) -> dict:
-    """The training state in ``path`` (:data:`RESUME_FILE`), checked against ``meta``'s net and run."""
+def _load_tagged(path: Path, fmt: str, what: str, kind: str, map_location: Any = "cpu",
+                 mmap: bool = False) -> tuple[dict, dict]:
+    """``(content, meta)`` of a file :func:`_atomic_save` wrote with ``{"meta": {"format": fmt, ...}}``;
+    :class:`CheckpointError` naming the file when it is unreadable or of another format. ``what``/``kind``:
+    the file's name in the messages ("checkpoint", "torch checkpoint" / "resume file", "torch file")."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - any unpickling/zip failure means an unusable file
-        raise CheckpointError(f"resume file {path} is corrupted or not a torch file "
+        raise CheckpointError(f"{what} {path} is corrupted or not a {kind} "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
-    info = obj.get("meta") if isinstance(obj, dict) else None
-    if not isinstance(info, dict) or info.get("format") != RESUME_FORMAT:
-        found = info.get("format") if isinstance(info, dict) else None
-        raise CheckpointError(f"{path} is not a stabkit resume file (expected format tag {RESUME_FORMAT!r}, "
-                              f"found {found!r})")
+    meta = obj.get("meta") if isinstance(obj, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{path} is not a stabkit {what} (expected format tag {fmt!r}, found {found!r})")
+    return obj, meta
+
+
+def _read_resume(path: Path, meta: Mapping[str, Any] | None, mmap: bool = False) -> dict:
+    """The training state in ``path`` (:data:`RESUME_FILE`), checked against ``meta``'s net and run
+    (``mmap``: tensors mapped from the file, not read, for a caller that only looks at the metadata)."""
+    obj, info = _load_tagged(path, RESUME_FORMAT, "resume file", "torch file", mmap=mmap)
     for k in ("net", "config_hash"):
         if meta and k in meta and str(meta[k]) != info.get(k):
             raise CheckpointError(f"resume file {path} holds {k} {info.get(k)!r}, expected {str(meta[k])!r}")
@@ -414,7 +423,7 @@ def resume_epoch(path: str | Path, *, net: str | None = None, config_hash: str |
         return None
     meta = {k: v for k, v in (("net", net), ("config_hash", config_hash)) if v is not None}
     try:
-        return len(_read_resume(path, meta)["rows"])
+        return len(_read_resume(path, meta, mmap=True)["rows"])
     except (CheckpointError, KeyError, TypeError):
         return None
 
@@ -528,17 +537,10 @@ def load_checkpoint(path: str | Path, *, net: str | None = None, config_hash: st
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling/zip failure means an unusable file
-        raise CheckpointError(f"checkpoint {path} is corrupted or not a torch checkpoint "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
-    meta = obj.get("meta") if isinstance(obj, dict) else None
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or not isinstance(
-            obj.get("state_dict"), dict):
-        found = meta.get("format") if isinstance(meta, dict) else None
+    obj, meta = _load_tagged(path, CHECKPOINT_FORMAT, "checkpoint", "torch checkpoint", map_location)
+    if not isinstance(obj.get("state_dict"), dict):
         raise CheckpointError(f"{path} is not a stabkit checkpoint (expected format tag {CHECKPOINT_FORMAT!r}, "
-                              f"found {found!r})")
+                              f"found {meta.get('format')!r})")
     if net is not None and meta.get("net") != net:
         raise CheckpointError(f"checkpoint {path} holds net {meta.get('net')!r}, expected {net!r}")
     if config_hash is not None and meta.get("config_hash") != config_hash:
