@@ -136,7 +136,9 @@ def cmd_sweep(a) -> int:
             st = "committed" if c.key in committed and st != "done" else st
             donor = runs.find_trained(c, root) if st not in ("done", "committed") else None
             st = f"{st} (network trained by {donor.name})" if donor is not None else st
-            if st == "interrupted":
+            if st == "interrupted" and runs.finished_training(root / c.key, c.key) is not None:
+                st = f"{st} (trained: measured again)"
+            elif st == "interrupted":
                 from .train import RESUME_FILE, resume_epoch
                 ep = resume_epoch(root / c.key / RESUME_FILE, net=c.net, config_hash=c.key)
                 st = f"{st} (training resumes after epoch {ep})" if ep else st

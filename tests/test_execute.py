@@ -266,3 +266,48 @@ def test_an_interrupted_run_resumes_its_training(tmp_path, monkeypatch, capsys):
     assert pd.read_parquet(path / "summary.parquet").iloc[0].resumed_epoch == 0
     runs.run(tiny(epochs=4, stop_at_zero_loss=False, seed=9), tmp_path / "cut", device="cpu", progress=False)
     assert pd.read_parquet(other / "summary.parquet").iloc[0].resumed_epoch == 0
+
+
+def test_a_run_killed_while_it_measures_keeps_its_training(tmp_path, monkeypatch, capsys):
+    from stabkit.runs import execute
+    cfg = tiny(epochs=3, stop_at_zero_loss=False, shuffles=(0, 1))
+    ref = runs.run(cfg, tmp_path / "ref", device="cpu", progress=False)
+    assert runs.finished_training(ref, cfg.key) is not None  # every trained run leaves the record
+    real_measure, real_train = execute.measure_states, T.train
+
+    def killed(*a, **k):
+        raise _Killed
+
+    monkeypatch.setattr(execute, "measure_states", killed)
+    with pytest.raises(_Killed):
+        runs.run(cfg, tmp_path / "cut", device="cpu", progress=False)
+    path = tmp_path / "cut" / cfg.key
+    assert runs.run_state(path) == "interrupted" and (path / runs.TRAINED_FILE).is_file()
+    from stabkit.__main__ import main
+    spec = tmp_path / "one.yaml"
+    spec.write_text("name: one\nscales:\n  tiny:\n    base: " + json.dumps(cfg.to_dict()) + "\n")
+    assert main(["sweep", str(spec), "--scale", "tiny", "--root", str(tmp_path / "cut"), "--results-root",
+                 str(tmp_path / "res"), "--dry-run"]) == 0
+    assert f"{cfg.key} interrupted (trained: measured again)" in capsys.readouterr().out
+    monkeypatch.setattr(execute, "measure_states", real_measure)
+    monkeypatch.setattr(T, "train", killed)  # the network is not trained again
+    assert runs.run(cfg, tmp_path / "cut", device="cpu", progress=False) == path
+    a, b = pd.read_parquet(ref / "summary.parquet").iloc[0], pd.read_parquet(path / "summary.parquet").iloc[0]
+    for c in ("best_test_err", "best_epoch", "epochs_run", "stopped_early", "resumed_epoch", "trained_by"):
+        assert a[c] == b[c], c
+    assert isinstance(b.best_test_err, float) and b.train_seconds > 0
+    for t in ("metrics", "output", "layers", "spectra"):  # as if never interrupted
+        pd.testing.assert_frame_equal(pd.read_parquet(ref / f"{t}.parquet").drop(columns=["seconds"], errors="ignore"),
+                                      pd.read_parquet(path / f"{t}.parquet").drop(columns=["seconds"], errors="ignore"))
+    # a record without its checkpoints, or of another run, is not trusted: the network is trained again
+    for spoil in (lambda p: (p / "best.pt").unlink(),
+                  lambda p: (p / runs.TRAINED_FILE).write_text('{"key": "other", "training": {}}')):
+        (path / "done").unlink()
+        spoil(path)
+        with pytest.raises(_Killed):
+            runs.run(cfg, tmp_path / "cut", device="cpu", progress=False)
+        monkeypatch.setattr(T, "train", real_train)
+        runs.run(cfg, tmp_path / "cut", device="cpu", progress=False)
+        monkeypatch.setattr(T, "train", killed)
+    with pytest.raises(_Killed):  # force trains again
+        runs.run(cfg, tmp_path / "cut", device="cpu", progress=False, force=True)

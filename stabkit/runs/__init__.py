@@ -38,7 +38,8 @@ from __future__ import annotations
 
 from .config import (DERIVED_FIELDS, FORMAT_VERSION, MEASUREMENT_FIELDS, STATES, TASKS, RunConfig,
                      deferred_registry_checks, known_nets, training_key)
-from .execute import check_measurements, device_name, find_trained, measure_states, remeasure, resolve_device, run
+from .execute import (TRAINED_FILE, check_measurements, device_name, find_trained, finished_training, measure_states,
+                      remeasure, resolve_device, run)
 from .executors import EXECUTORS, run_threads, sweep
 from .locks import RunLock, lock_held
 from .measurements import AUGMENTATIONS, MEASUREMENTS, load_plugins, register_augmentation, register_measurement
@@ -67,5 +68,5 @@ __all__ = [
     # runs reliability (issue 15)
     "KNOWN_TABLES", "RunLock", "lock_held", "run_threads", "verify_run",
     # a network trained once for every run that measures it
-    "MEASUREMENT_FIELDS", "training_key", "find_trained",
+    "MEASUREMENT_FIELDS", "training_key", "find_trained", "finished_training", "TRAINED_FILE",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import os
 import platform
 import shutil
@@ -16,14 +17,15 @@ from typing import Any
 
 import pandas as pd
 
+from ..atomic import atomic_write_json
 from .config import RunConfig, training_key
 from .measurements import GRAD_FREE, MEASUREMENTS, load_plugins
 from .store import (RunLocked, git_state, hold_lock, mark_done, read_config, run_dir, write_config, write_status,
                     write_table)
 from .tasks import RunContext, build_net, loader, task_data
 
-__all__ = ["RESERVED_TABLES", "resolve_device", "device_name", "check_measurements", "measure_states", "run",
-           "remeasure", "run_mode", "find_trained"]
+__all__ = ["RESERVED_TABLES", "TRAINED_FILE", "resolve_device", "device_name", "check_measurements", "measure_states",
+           "run", "remeasure", "run_mode", "find_trained", "finished_training"]
 
 #: Tables a measurement may not write (the run writes them itself).
 RESERVED_TABLES = ("metrics", "summary")
@@ -133,6 +135,27 @@ def find_trained(config: RunConfig, root: str | Path) -> Path | None:
     return None
 
 
+#: Written (atomically, after the checkpoints and metrics) when a run's training has ended: the summary's
+#: training columns. A run killed while it measures keeps its training and measures again.
+TRAINED_FILE = "trained.json"
+
+
+def finished_training(path: str | Path, key: str) -> tuple[dict, pd.DataFrame] | None:
+    """The training of the run folder ``path`` if it has ended (:data:`TRAINED_FILE` of run ``key`` beside
+    ``best.pt``, ``last.pt`` and ``metrics.parquet``): its summary columns and metrics; else ``None``."""
+    path = Path(path)
+    try:
+        info = json.loads((path / TRAINED_FILE).read_text())
+        if info.get("key") != key or not all((path / f).is_file() for f in _OWN_TRAINED_FILES):
+            return None
+        return dict(info["training"]), pd.read_parquet(path / "metrics.parquet")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent or damaged: the network is trained again
+
+
+_OWN_TRAINED_FILES = ("best.pt", "last.pt", "metrics.parquet")
+
+
 def run(config: RunConfig | Mapping[str, Any], root: str | Path | None = None, *, device: str = "auto",
         progress: bool = True, force: bool = False, reuse_training: bool = True) -> Path:
     """Train ``config`` and measure it in this process; return its folder ``<root>/<key>``.
@@ -144,10 +167,12 @@ def run(config: RunConfig | Mapping[str, Any], root: str | Path | None = None, *
     is trained once however many sweeps measure it.
 
     Already finished (``done``) runs are returned untouched unless ``force``. A leftover folder of an
-    interrupted run is cleared and redone, except its training state (``resume.pt``, written by
-    :func:`stabkit.train.train` every few minutes of training): the training continues from there, with the
-    result of an uninterrupted run on the same device and thread count, and the summary records the epochs
-    it took over in ``resumed_epoch`` (0: trained in one go). On error, ``status.json`` (status failed) and ``error.txt``
+    interrupted run is cleared and redone, except its training: a run killed while it measured keeps its
+    finished training (:data:`TRAINED_FILE`, checkpoints, metrics) and only measures again; a run killed
+    while it trained continues from its training state (``resume.pt``, written by
+    :func:`stabkit.train.train` every few minutes of training), with the result of an uninterrupted run on
+    the same device and thread count, and the summary records the epochs it took over in
+    ``resumed_epoch`` (0: trained in one go). On error, ``status.json`` (status failed) and ``error.txt``
     (traceback) are written and the exception is re-raised. Raises :class:`RunLocked` (a
     ``RuntimeError``) if another live process holds the run's lock.
     """
@@ -164,7 +189,10 @@ def run(config: RunConfig | Mapping[str, Any], root: str | Path | None = None, *
             return path
         from ..train import RESUME_FILE, resume_epoch
         keep = {"lock"}
-        if not force and resume_epoch(path / RESUME_FILE, net=cfg.net, config_hash=cfg.key) is not None:
+        trained = None if force else finished_training(path, cfg.key)
+        if trained is not None:
+            keep.update((TRAINED_FILE, *_OWN_TRAINED_FILES))  # killed while measuring: measured again only
+        elif not force and resume_epoch(path / RESUME_FILE, net=cfg.net, config_hash=cfg.key) is not None:
             keep.add(RESUME_FILE)  # the training state of an interrupted attempt: continued, not redone
         for child in path.iterdir():  # start clean: leftovers of an interrupted or failed attempt
             if child.name not in keep:
@@ -172,10 +200,10 @@ def run(config: RunConfig | Mapping[str, Any], root: str | Path | None = None, *
         write_config(path, cfg)
         t0 = time.time()
         try:
-            donor = find_trained(cfg, path.parent) if reuse_training else None
+            donor = find_trained(cfg, path.parent) if reuse_training and trained is None else None
             if donor is not None:
                 (path / RESUME_FILE).unlink(missing_ok=True)
-            summary = _run_body(cfg, path, resolve_device(device), progress, heartbeat, donor)
+            summary = _run_body(cfg, path, resolve_device(device), progress, heartbeat, donor, trained)
         except Exception as exc:  # Ctrl-C / SIGKILL leave an "interrupted" run, redone next time
             write_status(path, {"status": "failed", "key": cfg.key, "host": socket.gethostname(),
                                 "error": f"{type(exc).__name__}: {exc}"[:2000], "wall_seconds": time.time() - t0},
@@ -201,7 +229,7 @@ def code_state() -> dict:
 
 
 def _run_body(cfg: RunConfig, path: Path, device: str, progress: bool, heartbeat: Callable,
-              donor: Path | None = None) -> dict:
+              donor: Path | None = None, trained: tuple[dict, pd.DataFrame] | None = None) -> dict:
     import torch
 
     from .. import train as T
@@ -210,11 +238,16 @@ def _run_body(cfg: RunConfig, path: Path, device: str, progress: bool, heartbeat
     d = task_data(cfg)
     model = build_net(cfg, d).to(device)
     init_state = T.cpu_state(model)
-    if donor is not None:
-        training, metrics = _copy_training(donor, path, cfg)
+    if trained is not None:
+        training, metrics = trained
     else:
-        training, metrics = _train(cfg, d, model, path, device, progress, heartbeat)
-    write_table(path / "metrics.parquet", metrics)
+        if donor is not None:
+            training, metrics = _copy_training(donor, path, cfg)
+        else:
+            training, metrics = _train(cfg, d, model, path, device, progress, heartbeat)
+        training = {k: (v.item() if hasattr(v, "item") else v) for k, v in training.items()}  # JSON scalars
+        write_table(path / "metrics.parquet", metrics)
+        atomic_write_json(path / TRAINED_FILE, {"key": cfg.key, "training": training})  # after what it vouches for
     t1 = time.time()
     tables = measure_states(model, cfg, d, device, path, init_state=init_state, checkpoint=path / "best.pt",
                             config_hash=cfg.key, heartbeat=heartbeat)
