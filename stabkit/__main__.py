@@ -253,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(diffeomorphism / noise stabilities of deep nets, layer by layer).")
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,remeasure,sweep,collect,export,import,campaign,status}")
 
+    def threads(q, whose="", note=""):
+        q.add_argument("--threads", type=_positive_int, default=None,
+                       help=f"torch threads{whose} (default $STABKIT_THREADS, else the usable CPUs{note})")
+
     def common(q, device=True):
         q.add_argument("--root", default=None, help="runs root (default: $STABKIT_RUNS, else <repo>/runs, "
                        "else ~/.cache/stabkit/runs)")
@@ -272,8 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--measure", action="store_true", help="also run the config's measurements")
     q.add_argument("--force", action="store_true", help="redo even if the run is done")
     q.add_argument("--quiet", action="store_true")
-    q.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch threads (default $STABKIT_THREADS, else the usable CPUs)")
+    threads(q)
     common(q)
     q.set_defaults(fn=cmd_train)
 
@@ -292,8 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "original code's post-ReLU values at conv/BN nodes)")
     q.add_argument("--in-place", dest="in_place", action="store_true",
                    help="replace the run's own measurement tables with the current code's (no other option)")
-    q.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch threads (default $STABKIT_THREADS, else the usable CPUs)")
+    threads(q)
     q.add_argument("--device", default="auto")
     q.set_defaults(fn=cmd_remeasure)
 
@@ -306,9 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local (default) | slurm (refused where SLURM is absent) | submitit-local | submitit-debug")
     q.add_argument("--slots-per-gpu", dest="slots_per_gpu", type=_positive_int, default=1,
                    help="concurrent runs per GPU with --jobs (default 1)")
-    q.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch threads of every run (default $STABKIT_THREADS, else the usable CPUs; the same "
-                        "whatever --jobs, so that results do not depend on it)")
+    threads(q, " of every run", "; the same whatever --jobs, so that results do not depend on it")
     q.add_argument("--verify", action="store_true",
                    help="check the files of finished runs first; redo those that are damaged (named)")
     q.add_argument("--redo", nargs="*", default=None, metavar="KEY",
