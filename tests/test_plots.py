@@ -100,6 +100,14 @@ def test_sensitivity_vs_error_drops_nonpositive_and_other_marker():
     assert _points(fig.axes[0]) == len(out) - 1
 
 
+def test_sensitivity_vs_error_marker_legend_only_when_it_tells_runs_apart():
+    out = output_table(marker="ptr")
+    labels = lambda fig: [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]  # noqa: E731
+    assert {"1024", "2048"} <= set(labels(plots.sensitivity_vs_error(out, quantities=["R_f"], marker="ptr")))
+    one = labels(plots.sensitivity_vs_error(out[out.ptr == 1024], quantities=["R_f"], marker="ptr"))
+    assert "1024" not in one and not any("P" in t for t in one) and {"VGG11", "trained"} <= set(one)
+
+
 def test_sensitivity_vs_error_into_given_axes():
     fig, axes = plt.subplots(1, 2)
     got = plots.sensitivity_vs_error(output_table(), quantities=["G_f", "R_f"], axes=axes)

@@ -157,7 +157,8 @@ def sensitivity_vs_error(output: pd.DataFrame, quantities: Sequence[str] = ("D_f
     df = output
     if shuffle is not None and "shuffle" in df.columns:
         df = df[df["shuffle"] == shuffle]
-    marker = marker if marker and marker in df.columns else None
+    # one value (e.g. a single P_train) tells nothing apart: the nets keep their own markers, no legend block
+    marker = marker if marker and marker in df.columns and df[marker].nunique(dropna=False) > 1 else None
     df = df.copy()
     if init_at_trained_error and "init" in states:
         keys = [k for k in run_columns(df) if k != error]
