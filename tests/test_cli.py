@@ -185,7 +185,7 @@ def test_expected_errors_are_one_line_and_exit_status_2(tmp_path, capsys, monkey
         (["sweep", str(tmp_path / "self.yaml"), "--scale", "tiny", *r], "include makes a cycle"),
         (["sweep", str(tmp_path / "escape.yaml"), "--scale", "tiny", *r], "name must be a plain name"),
         (["sweep", str(tmp_path / "bigp.yaml"), "--scale", "tiny", "--dry-run", *r], "P=500 is larger than"),
-        (["sweep", str(tmp_path / "ok.yaml"), "--scale", "tiny", "--executor", "slurm", *r], "needs SLURM"),
+        (["sweep", str(tmp_path / "ok.yaml"), "--scale", "tiny", "--executor", "slurm", *r], "needs (SLURM|the submitit package)"),
         (["sweep", str(tmp_path / "ok.yaml"), "--scale", "tiny", "--redo", "nokey", *r], "no runs of sweep"),
         (["sweep", "no_such_sweep", "--scale", "tiny", *r], "unknown sweep"),
         (["collect", "--table", "nosuch", *r], "table 'nosuch'.*accepted tables"),
