@@ -134,6 +134,8 @@ def cmd_sweep(a) -> int:
         for c in sw.configs:
             st = runs.run_state(root / c.key)
             st = "committed" if c.key in committed and st != "done" else st
+            if st == "running" and (line := runs.progress_line(root / c.key)):
+                st = f"{st} ({line})"
             donor = runs.find_trained(c, root) if st not in ("done", "committed") else None
             st = f"{st} (network trained by {donor.name})" if donor is not None else st
             if st == "interrupted" and runs.finished_training(root / c.key, c.key) is not None:
@@ -245,6 +247,12 @@ def cmd_status(a) -> int:
                 continue
             print(f"{path.stem:34s} {sc:6s} {c['total']:6d} {c['done']:6d} {c['pending']:8d} {c['failed']:7d} "
                   f"{c['running']:8d}")
+            if c["running"]:  # what each running run last reported
+                root = Path(a.root) if a.root else runs.default_runs_root()
+                for cfg in runs.load_sweep(path, sc).configs:
+                    if runs.run_state(root / cfg.key) == "running":
+                        line = runs.progress_line(root / cfg.key) or "no progress reported yet"
+                        print(f"  running {cfg.key} {cfg.net} seed {cfg.seed}: {line}")
     return 0
 
 

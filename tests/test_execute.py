@@ -1,6 +1,7 @@
 """stabkit.runs.execute: one run (tables, not redone, deterministic on the CPU), the probe set shared by
 every net, and remeasure going through the same checks as a run (checkpoint key, result type, no_grad)."""
 import json
+import re
 import shutil
 
 import pandas as pd
@@ -311,3 +312,43 @@ def test_a_run_killed_while_it_measures_keeps_its_training(tmp_path, monkeypatch
         monkeypatch.setattr(T, "train", killed)
     with pytest.raises(_Killed):  # force trains again
         runs.run(cfg, tmp_path / "cut", device="cpu", progress=False, force=True)
+
+
+def test_a_running_run_reports_its_progress(tmp_path, monkeypatch, capsys):
+    from stabkit.__main__ import main
+    from stabkit.runs import execute
+    cfg = tiny(epochs=3, stop_at_zero_loss=False, measure=["output"])
+    path, spec = tmp_path / "r" / cfg.key, tmp_path / "one.yaml"
+    spec.write_text("name: one\nscales:\n  tiny:\n    base: " + json.dumps(cfg.to_dict()) + "\n")
+    seen, cli = [], []
+    real_train, real_output = T.train, execute.MEASUREMENTS["output"]
+
+    def spy_train(*a, **k):
+        beat = k["on_epoch"]
+
+        def on_epoch(row):
+            beat(row)
+            seen.append(runs.progress_line(path))
+            if row["epoch"] == 2:  # what a user sees from another shell
+                main(["status", str(spec), "--scale", "tiny", "--root", str(tmp_path / "r")])
+                main(["sweep", str(spec), "--scale", "tiny", "--root", str(tmp_path / "r"), "--results-root",
+                      str(tmp_path / "res"), "--dry-run"])
+                cli.append(capsys.readouterr().out)
+        return real_train(*a, **{**k, "on_epoch": on_epoch})
+
+    def spy_output(model, c, ctx):
+        seen.append(runs.progress_line(path))
+        return real_output(model, c, ctx)
+
+    monkeypatch.setattr(T, "train", spy_train)
+    monkeypatch.setitem(execute.MEASUREMENTS, "output", spy_output)
+    runs.run(cfg, tmp_path / "r", device="cpu", progress=False)
+    assert len(seen) == 5, seen
+    for i, line in enumerate(seen[:3], start=1):
+        assert re.fullmatch(rf"epoch {i} of 3 \(\d+\.\d s per epoch; train loss [0-9.e+-]+, test error "
+                            r"\d+\.\d %\), heartbeat \d+ s ago", line), line
+    assert seen[3].startswith("measuring at initialisation (output), heartbeat")
+    assert seen[4].startswith("measuring the trained network (output), heartbeat")
+    assert f"  running {cfg.key} LeNet seed 0: epoch 2 of 3 (" in cli[0]
+    assert f"{cfg.key} running (epoch 2 of 3 (" in cli[0]
+    assert runs.progress_line(path) == ""  # finished: no lock, nothing reported

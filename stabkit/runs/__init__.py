@@ -47,15 +47,15 @@ from .paths import default_results_root, default_runs_root, sweeps_dir
 from .lookup import RECOMPUTE_ENV, coverage_facts, recompute_requested, resolve_scale, results
 from .resultstore import (SCALE_ORDER, committed_keys, committed_runs, committed_scales, export, import_runs, load,
                           merge_runs, store_dir)
-from .store import (KNOWN_TABLES, TABLES, RunLocked, collect, config_columns, git_state, provenance, run_dir,
-                    run_state, status, verify_run)
+from .store import (KNOWN_TABLES, TABLES, RunLocked, collect, config_columns, git_state, progress_line, provenance,
+                    run_dir, run_state, status, verify_run)
 from .sweepfile import SCALES, Sweep, as_sweep, load_sweep, sweep_path, sweep_scales
 from .tasks import RunContext, TaskData, build_net, loader, normalize, probe_set, task_data
 
 __all__ = [
     "FORMAT_VERSION", "RunConfig", "RunContext", "Sweep", "MEASUREMENTS", "AUGMENTATIONS",
     "register_measurement", "register_augmentation", "default_runs_root", "default_results_root",
-    "sweeps_dir", "run", "remeasure", "run_dir", "RunLocked", "run_state", "load_sweep", "sweep", "collect",
+    "sweeps_dir", "run", "remeasure", "run_dir", "RunLocked", "run_state", "progress_line", "load_sweep", "sweep", "collect",
     "status", "results", "export", "resolve_device", "TABLES", "SCALES",
     # new names of the package split
     "TASKS", "STATES", "DERIVED_FIELDS", "EXECUTORS", "TaskData", "as_sweep", "build_net", "check_measurements",

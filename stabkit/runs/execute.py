@@ -69,7 +69,7 @@ def run_mode() -> dict[str, bool]:
 
 def measure_states(model, cfg: RunConfig, data, device: str, path: Path, *, init_state: Mapping,
                    checkpoint: Path, config_hash: str, train_result: Any = None,
-                   heartbeat: Callable[[], Any] = lambda: None) -> dict[str, pd.DataFrame]:
+                   heartbeat: Callable[..., Any] = lambda progress=None: None) -> dict[str, pd.DataFrame]:
     """Run every measurement of ``cfg.measure`` on ``model`` in each state of ``cfg.states`` (``init``:
     ``init_state``; ``trained``: the weights of ``checkpoint``, which must belong to run ``config_hash``
     and net ``cfg.net``), in eval mode, the built-ins of :data:`~stabkit.runs.measurements.GRAD_FREE` under
@@ -86,6 +86,7 @@ def measure_states(model, cfg: RunConfig, data, device: str, path: Path, *, init
     tables: dict[str, list[pd.DataFrame]] = {}
     cache: dict = {}
     for state in cfg.states:
+        heartbeat({"phase": "measuring", "state": state, "measurements": list(cfg.measure)})
         if state == "init":
             model.load_state_dict(init_state)
         else:
@@ -107,7 +108,6 @@ def measure_states(model, cfg: RunConfig, data, device: str, path: Path, *, init
                 tables.setdefault(tname, []).append(df)
         for k in [k for k in cache if isinstance(k, tuple) and k[1] == state]:
             del cache[k]  # free shuffled copies/activations of this state
-        heartbeat()
     return {k: pd.concat(v, ignore_index=True) for k, v in tables.items()}
 
 
@@ -275,13 +275,19 @@ def _train(cfg: RunConfig, d, model, path: Path, device: str, progress: bool,
     extra = {"test_corrupted": loader(cfg, d, device, train=False, noise_std=cfg.noise_std,
                                       seed=cfg.data_seed + 2)} if cfg.noise_std > 0 else {}
     t0 = time.time()
+
+    def report(row: Mapping[str, Any]) -> None:  # the lock's record: what `sweep --dry-run` and `status` show
+        heartbeat({"phase": "training", "epoch": int(row["epoch"]), "epochs": cfg.epochs,
+                   "epoch_seconds": float(row["seconds"]), "train_loss": float(row["train_loss"]),
+                   "test_err": float(row["test_err"])})
+
     res = T.train(model, train_ld, test_ld, task=cfg.task, net=cfg.net, epochs=cfg.epochs,
                   optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                   schedule=cfg.schedule, loss=cfg.loss, stop_at_zero_loss=cfg.stop_at_zero_loss,
                   extra_test_loaders=extra,
                   select_on="test_corrupted" if extra else "test", fast=cfg.fast, seed=cfg.data_seed,
                   checkpoint_dir=path, meta={"net": cfg.net, "config_hash": cfg.key}, progress=progress,
-                  on_epoch=heartbeat, resume=True, **run_mode())
+                  on_epoch=report, resume=True, **run_mode())
     best_row = res.metrics.iloc[res.best_epoch - 1]
     corrupted = {"best_test_err_corrupted": float(best_row["test_corrupted_err"])} if extra else {}
     return ({"trained_by": "", "best_test_err": res.best_test_err, **corrupted, "last_test_err": res.last_test_err,

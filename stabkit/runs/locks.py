@@ -3,8 +3,9 @@
 The lock is ``fcntl.flock`` on the open file ``<run>/lock``, held for the whole run: the kernel releases it
 when the process dies (also on SIGKILL), so liveness never depends on a PID (which the system may give to
 an unrelated process) or on a clock. The file also holds a JSON record for display (host, pid, since,
-nonce), written after the lock is taken, and its modification time is the run's heartbeat (touched every
-epoch and after each measured state).
+nonce, and the progress its holder last reported: ``phase`` training or measuring, the epoch...), written
+after the lock is taken and at each report, and its modification time is the run's heartbeat (touched
+every epoch and at each measured state).
 
 Why this cannot race:
 
@@ -31,7 +32,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,14 @@ def lock_held(path: str | Path) -> bool:
     return _legacy_alive(lock)
 
 
+def _rewrite(fd: int, info: Mapping[str, Any]) -> None:
+    """Replace the record of an open lock file. Not atomic: a reader may see a partial record, which
+    :func:`lock_info` reads as ``{}`` (the record is for display; the ``flock`` is the lock)."""
+    data = json.dumps(info).encode()
+    os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))
+
+
 class RunLock:
     """The exclusive lock of one run folder. ``acquire()`` -> bool (never blocks for long); ``release()``;
     ``heartbeat()`` touches the file. Also a context manager (``RuntimeError`` if it is held elsewhere)."""
@@ -131,6 +140,7 @@ class RunLock:
         self.nonce = uuid.uuid4().hex
         self.tries, self.retry_s = tries, retry_s
         self._fd: int | None = None
+        self._info: dict[str, Any] = {}
 
     @property
     def held(self) -> bool:
@@ -158,10 +168,9 @@ class RunLock:
                 if _legacy_alive(self.lock):  # a live process of the pre-flock code
                     os.close(fd)
                     return False
-                info = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
-                        "nonce": self.nonce}
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps(info).encode(), 0)
+                self._info = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
+                              "nonce": self.nonce}
+                _rewrite(fd, self._info)
                 os.fsync(fd)
             except BaseException:
                 os.close(fd)
@@ -170,9 +179,15 @@ class RunLock:
             return True
         return False
 
-    def heartbeat(self, *_: Any) -> None:
-        """Touch the lock file (its modification time is the run's heartbeat)."""
-        if self._fd is not None:
+    def heartbeat(self, progress: Mapping[str, Any] | None = None) -> None:
+        """Touch the lock file (its modification time is the run's heartbeat); ``progress`` (JSON values,
+        e.g. ``{"phase": "training", "epoch": 3, "epochs": 300}``) replaces the progress of its record."""
+        if self._fd is None:
+            return
+        if progress is not None:
+            self._info = {**{k: self._info[k] for k in ("host", "pid", "since", "nonce")}, **progress}
+            _rewrite(self._fd, self._info)  # rewriting moves the modification time too
+        else:
             os.utime(self._fd)
 
     def release(self) -> None:

@@ -32,13 +32,13 @@ import pandas as pd
 
 from ..atomic import atomic_write_json, atomic_write_table, atomic_write_text, fsync_dir
 from .config import FORMAT_VERSION, RunConfig, deferred_registry_checks
-from .locks import RunLock, hold_lock, lock_held
+from .locks import LOCK_NAME, RunLock, heartbeat_age, hold_lock, lock_held, lock_info
 from .paths import REPO_ROOT, default_runs_root
 from .sweepfile import Sweep, as_sweep
 
 __all__ = ["TABLES", "KNOWN_TABLES", "MEASUREMENT_TABLES", "RunLocked", "RunLock", "run_dir",
            "run_state", "verify_run", "expected_tables", "hold_lock", "lock_held", "write_config", "write_table",
-           "write_status", "read_status", "mark_done", "read_config", "error_line", "run_dirs", "config_columns", "collect",
+           "write_status", "read_status", "mark_done", "read_config", "error_line", "progress_line", "run_dirs", "config_columns", "collect",
            "status", "git_state", "provenance"]
 
 #: Tables written by the built-in measurements (plus ``metrics`` and ``summary``).
@@ -115,6 +115,27 @@ def run_state(path: str | Path) -> str:
     if lock_held(path):
         return "running"
     return "failed" if read_status(path).get("status") == "failed" else "interrupted"
+
+
+def progress_line(path: str | Path) -> str:
+    """What the process computing run folder ``path`` last reported in its lock record, as one line
+    ("epoch 23 of 300 (12.4 s per epoch; train loss 0.981, test error 50.1 %), heartbeat 4 s ago", or
+    "measuring the trained network (layers, spectra), heartbeat ..."); ``""`` with no report."""
+    lock = Path(path) / LOCK_NAME
+    info = lock_info(lock)
+    age = heartbeat_age(lock)
+    beat = f", heartbeat {age:.0f} s ago" if age is not None else ""
+    try:
+        if info.get("phase") == "training":
+            return (f"epoch {int(info['epoch'])} of {int(info['epochs'])} ({float(info['epoch_seconds']):.1f} s per "
+                    f"epoch; train loss {float(info['train_loss']):.3g}, test error "
+                    f"{100 * float(info['test_err']):.1f} %){beat}")
+        if info.get("phase") == "measuring":
+            state = {"init": "at initialisation", "trained": "the trained network"}.get(info["state"], info["state"])
+            return f"measuring {state} ({', '.join(map(str, info.get('measurements', [])))}){beat}"
+    except (KeyError, TypeError, ValueError):
+        pass  # a record of other code, or read while being rewritten
+    return ""
 
 
 def error_line(path: Path) -> str:
