@@ -73,7 +73,8 @@ def measure_states(model, cfg: RunConfig, data, device: str, path: Path, *, init
     """Run every measurement of ``cfg.measure`` on ``model`` in each state of ``cfg.states`` (``init``:
     ``init_state``; ``trained``: the weights of ``checkpoint``, which must belong to run ``config_hash``
     and net ``cfg.net``), in eval mode, the built-ins of :data:`~stabkit.runs.measurements.GRAD_FREE` under
-    ``torch.no_grad()``.
+    ``torch.no_grad()``. ``heartbeat(progress)`` is called as each state begins (e.g. the run lock's
+    :meth:`~stabkit.runs.RunLock.heartbeat`, whose record ``stabkit status`` shows).
 
     Returns one DataFrame per table name, the states concatenated, with a ``state`` column. Raises
     ``TypeError`` if a measurement returns something other than a mapping, ``ValueError`` if it writes
