@@ -345,10 +345,10 @@ def test_a_running_run_reports_its_progress(tmp_path, monkeypatch, capsys):
     runs.run(cfg, tmp_path / "r", device="cpu", progress=False)
     assert len(seen) == 5, seen
     for i, line in enumerate(seen[:3], start=1):
-        assert re.fullmatch(rf"epoch {i} of 3 \(\d+\.\d s per epoch; train loss [0-9.e+-]+, test error "
-                            r"\d+\.\d %\), heartbeat \d+ s ago", line), line
-    assert seen[3].startswith("measuring at initialisation (output), heartbeat")
-    assert seen[4].startswith("measuring the trained network (output), heartbeat")
-    assert f"  running {cfg.key} LeNet seed 0: epoch 2 of 3 (" in cli[0]
-    assert f"{cfg.key} running (epoch 2 of 3 (" in cli[0]
+        assert re.fullmatch(rf"epoch {i} of 3: \d+\.\d s per epoch, train loss [0-9.e+-]+, test error "
+                            r"\d+\.\d %; heartbeat \d+ s ago", line), line
+    assert seen[3].startswith("measuring at initialisation: output; heartbeat")
+    assert seen[4].startswith("measuring the trained network: output; heartbeat")
+    assert f"  running {cfg.key} LeNet seed 0: epoch 2 of 3: " in cli[0]
+    assert f"{cfg.key} running (epoch 2 of 3: " in cli[0]
     assert runs.progress_line(path) == ""  # finished: no lock, nothing reported

@@ -119,20 +119,20 @@ def run_state(path: str | Path) -> str:
 
 def progress_line(path: str | Path) -> str:
     """What the process computing run folder ``path`` last reported in its lock record, as one line
-    ("epoch 23 of 300 (12.4 s per epoch; train loss 0.981, test error 50.1 %), heartbeat 4 s ago", or
-    "measuring the trained network (layers, spectra), heartbeat ..."); ``""`` with no report."""
+    ("epoch 23 of 300: 12.4 s per epoch, train loss 0.981, test error 50.1 %; heartbeat 4 s ago", or
+    "measuring the trained network: layers, spectra; heartbeat ..."); ``""`` with no report."""
     lock = Path(path) / LOCK_NAME
     info = lock_info(lock)
     age = heartbeat_age(lock)
-    beat = f", heartbeat {age:.0f} s ago" if age is not None else ""
+    beat = f"; heartbeat {age:.0f} s ago" if age is not None else ""
     try:
         if info.get("phase") == "training":
-            return (f"epoch {int(info['epoch'])} of {int(info['epochs'])} ({float(info['epoch_seconds']):.1f} s per "
-                    f"epoch; train loss {float(info['train_loss']):.3g}, test error "
-                    f"{100 * float(info['test_err']):.1f} %){beat}")
+            return (f"epoch {int(info['epoch'])} of {int(info['epochs'])}: {float(info['epoch_seconds']):.1f} s per "
+                    f"epoch, train loss {float(info['train_loss']):.3g}, test error "
+                    f"{100 * float(info['test_err']):.1f} %{beat}")
         if info.get("phase") == "measuring":
             state = {"init": "at initialisation", "trained": "the trained network"}.get(info["state"], info["state"])
-            return f"measuring {state} ({', '.join(map(str, info.get('measurements', [])))}){beat}"
+            return f"measuring {state}: {', '.join(map(str, info.get('measurements', [])))}{beat}"
     except (KeyError, TypeError, ValueError):
         pass  # a record of other code, or read while being rewritten
     return ""
