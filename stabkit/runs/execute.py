@@ -142,7 +142,7 @@ TRAINED_FILE = "trained.json"
 
 
 def finished_training(path: str | Path, key: str) -> tuple[dict, pd.DataFrame] | None:
-    """The training of the run folder ``path`` if it has ended (:data:`TRAINED_FILE` of run ``key`` beside
+    """The training of the run folder ``path`` if it has ended (``trained.json`` of run ``key`` beside
     ``best.pt``, ``last.pt`` and ``metrics.parquet``): its summary columns and metrics; else ``None``."""
     path = Path(path)
     try:
@@ -169,7 +169,7 @@ def run(config: RunConfig | Mapping[str, Any], root: str | Path | None = None, *
 
     Already finished (``done``) runs are returned untouched unless ``force``. A leftover folder of an
     interrupted run is cleared and redone, except its training: a run killed while it measured keeps its
-    finished training (:data:`TRAINED_FILE`, checkpoints, metrics) and only measures again; a run killed
+    finished training (``trained.json``, checkpoints, metrics) and only measures again; a run killed
     while it trained continues from its training state (``resume.pt``, written by
     :func:`stabkit.train.train` every few minutes of training), with the result of an uninterrupted run on
     the same device and thread count, and the summary records the epochs it took over in
