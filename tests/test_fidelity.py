@@ -95,10 +95,10 @@ def test_run_tables_label_the_probe_sets_and_keys_do_not_change(fake_cifar, tmp_
 
 # ------------------------------------------------------------------------------------ 12.2 the sweeps
 CPU_KEYS = [  # `python -m stabkit sweep sweeps/fig1_noise_corrupted_cifar.yaml --scale cpu --dry-run`: the runs
-    # the background campaign trains must keep their folders (AlexNet and VGG11 moved to 25 epochs)
-    "c1ba1694d5ac", "7401da51666a", "c946bd6dd71c", "92d28aca7e59", "cb3b106045a7", "cbab693e844c",
-    "05a8044276b0", "7f632fbd4b53", "33311d7b7c4d", "8b5f3aeb3808", "29a016be078b", "83d9f29de96e",
-    "815f869e13fb", "61c798cffcec", "4f24f7e1616c", "166b04d70fa9", "afd98b994ce8", "da94f3d3da37"]
+    # the background campaign trains must keep their folders (AlexNet and VGG11 moved to 25 epochs, LeNet to 250)
+    "c1ba1694d5ac", "7401da51666a", "c946bd6dd71c", "92d28aca7e59", "cb3b106045a7", "c5181c0fcea8",
+    "05a8044276b0", "7f632fbd4b53", "33311d7b7c4d", "8b5f3aeb3808", "29a016be078b", "e9c90e328b17",
+    "0abbbee2988a", "61c798cffcec", "4f24f7e1616c", "166b04d70fa9", "afd98b994ce8", "da94f3d3da37"]
 OLD_KEYS = {  # tiny and small grids before the network lists changed: still the same runs
     ("fig1_noise_corrupted_cifar", "tiny"): ["f59b6c277bfc", "7829321d9885"],
     ("fig1_noise_corrupted_cifar", "small"): ["f3d3b704c535", "384215cae9c8", "7e39bb842877", "b0e9f29c0b03",
