@@ -196,6 +196,15 @@ def test_training_curves_one_line_per_run():
     assert len(fig.axes[0].lines) == 4
 
 
+def test_training_curves_log_epochs_when_run_lengths_differ_much():
+    def curves(lengths):
+        rows = [{"net": n, "seed": 0, "epoch": e, "test_err": 0.9 / e} for n, k in lengths.items()
+                for e in range(1, k + 1)]
+        return plots.training_curves(pd.DataFrame(rows)).axes[0].get_xscale()
+    assert curves({"A": 15, "LeNet": 250}) == "log"  # 15 epochs would be squeezed into 6 % of a linear axis
+    assert curves({"A": 15, "B": 25}) == "linear"
+
+
 def test_geomean():
     df = pd.DataFrame({"g": ["a", "a", "b"], "v": [1.0, 100.0, -1.0]})
     out = geomean(df, ["g"], ["v"]).set_index("g")["v"]

@@ -457,7 +457,8 @@ def two_points_examples(n: int = 4, d: int = 28, xi: float = 14.0, gap: float = 
 def training_curves(metrics: pd.DataFrame, hue: str = "net", y: str = "test_err",
                     style: str | None = None, ax=None, title: str | None = None) -> Figure:
     """``y`` (default test error) per epoch, one thin line per run, colour = ``hue``, line style =
-    ``style`` (e.g. the noise level; optional); log y."""
+    ``style`` (e.g. the noise level; optional); log y. The epoch axis is logarithmic when the runs'
+    lengths differ more than fourfold (e.g. 15 and 250 epochs), so that the short runs stay readable."""
     _require(metrics, ["epoch", y, hue], "metrics")
     cmap = hue_colours(metrics[hue], hue)
     if ax is None:
@@ -476,6 +477,10 @@ def training_curves(metrics: pd.DataFrame, hue: str = "net", y: str = "test_err"
         ax.plot(g["epoch"], g[y], color=cmap[g[hue].iloc[0]], lw=0.9, alpha=0.8, ls=ls)
     ax.set_yscale("log")
     log_ticks(ax, "y")
+    lengths = metrics.groupby(keys, dropna=False)["epoch"].max()
+    if len(lengths) and lengths.min() > 0 and lengths.max() > 4 * lengths.min():
+        ax.set_xscale("log")
+        log_ticks(ax, "x")
     ax.set_xlabel("epoch")
     ax.set_ylabel(_label(y))
     handles = [Line2D([], [], color=c, label=str(v)) for v, c in cmap.items()]
