@@ -55,8 +55,8 @@ from .tasks import RunContext, TaskData, build_net, loader, normalize, probe_set
 __all__ = [
     "FORMAT_VERSION", "RunConfig", "RunContext", "Sweep", "MEASUREMENTS", "AUGMENTATIONS",
     "register_measurement", "register_augmentation", "default_runs_root", "default_results_root",
-    "sweeps_dir", "run", "remeasure", "run_dir", "RunLocked", "run_state", "progress_line", "load_sweep", "sweep", "collect",
-    "status", "results", "export", "resolve_device", "TABLES", "SCALES",
+    "sweeps_dir", "run", "remeasure", "run_dir", "RunLocked", "run_state", "progress_line", "load_sweep", "sweep",
+    "collect", "status", "results", "export", "resolve_device", "TABLES", "SCALES",
     # new names of the package split
     "TASKS", "STATES", "DERIVED_FIELDS", "EXECUTORS", "TaskData", "as_sweep", "build_net", "check_measurements",
     "config_columns", "deferred_registry_checks", "device_name", "git_state", "known_nets",

@@ -38,8 +38,8 @@ from .sweepfile import Sweep, as_sweep
 
 __all__ = ["TABLES", "KNOWN_TABLES", "MEASUREMENT_TABLES", "RunLocked", "RunLock", "run_dir",
            "run_state", "verify_run", "expected_tables", "hold_lock", "lock_held", "write_config", "write_table",
-           "write_status", "read_status", "mark_done", "read_config", "error_line", "progress_line", "run_dirs", "config_columns", "collect",
-           "status", "git_state", "provenance"]
+           "write_status", "read_status", "mark_done", "read_config", "error_line", "progress_line", "run_dirs",
+           "config_columns", "collect", "status", "git_state", "provenance"]
 
 #: Tables written by the built-in measurements (plus ``metrics`` and ``summary``).
 TABLES = ("metrics", "output", "layers", "spectra", "summary")
