@@ -112,8 +112,10 @@ def measure_states(model, cfg: RunConfig, data, device: str, path: Path, *, init
     return {k: pd.concat(v, ignore_index=True) for k, v in tables.items()}
 
 
+#: What a training leaves in its run folder (checkpoints, per-epoch metrics).
+_TRAINING_OUTPUTS = ("best.pt", "last.pt", "metrics.parquet")
 #: Files a finished run must hold for another run to reuse its training.
-_TRAINED_FILES = ("done", "best.pt", "last.pt", "metrics.parquet", "summary.parquet")
+_TRAINED_FILES = ("done", *_TRAINING_OUTPUTS, "summary.parquet")
 
 
 def find_trained(config: RunConfig, root: str | Path) -> Path | None:
@@ -147,14 +149,11 @@ def finished_training(path: str | Path, key: str) -> tuple[dict, pd.DataFrame] |
     path = Path(path)
     try:
         info = json.loads((path / TRAINED_FILE).read_text())
-        if info.get("key") != key or not all((path / f).is_file() for f in _OWN_TRAINED_FILES):
+        if info.get("key") != key or not all((path / f).is_file() for f in _TRAINING_OUTPUTS):
             return None
         return dict(info["training"]), pd.read_parquet(path / "metrics.parquet")
     except (OSError, ValueError, KeyError, TypeError):
         return None  # absent or damaged: the network is trained again
-
-
-_OWN_TRAINED_FILES = ("best.pt", "last.pt", "metrics.parquet")
 
 
 def run(config: RunConfig | Mapping[str, Any], root: str | Path | None = None, *, device: str = "auto",
@@ -192,7 +191,7 @@ def run(config: RunConfig | Mapping[str, Any], root: str | Path | None = None, *
         keep = {"lock"}
         trained = None if force else finished_training(path, cfg.key)
         if trained is not None:
-            keep.update((TRAINED_FILE, *_OWN_TRAINED_FILES))  # killed while measuring: measured again only
+            keep.update((TRAINED_FILE, *_TRAINING_OUTPUTS))  # killed while measuring: measured again only
         elif not force and resume_epoch(path / RESUME_FILE, net=cfg.net, config_hash=cfg.key) is not None:
             keep.add(RESUME_FILE)  # the training state of an interrupted attempt: continued, not redone
         for child in path.iterdir():  # start clean: leftovers of an interrupted or failed attempt
