@@ -10,12 +10,15 @@ from typing import Any
 
 from .checks import check_choice
 
-__all__ = ["TASKS", "OPTIMIZERS", "SCHEDULES", "LOSSES", "CIFAR10_MEAN", "CIFAR10_STD", "training_defaults",
+__all__ = ["TASKS", "OPTIMIZERS", "SCHEDULES", "PRECISIONS", "LOSSES", "CIFAR10_MEAN", "CIFAR10_STD", "training_defaults",
            "is_fully_connected"]
 
 TASKS = ("cifar10", "twopoints", "scale1d")
 OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "cosine_to_zero", "constant")
+#: Training arithmetic: float32, or bfloat16 autocast (CPU with avx512_bf16/AMX, or CUDA); measurement is
+#: float64 either way.
+PRECISIONS = ("float32", "bf16")
 LOSSES = ("ce", "hinge")
 
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)

@@ -35,6 +35,17 @@ def test_keys_of_existing_runs_never_change():
     assert runs.load_sweep("fig1_noise_corrupted_cifar", "tiny").keys == ["f59b6c277bfc", "7829321d9885"]
 
 
+def test_precision_is_in_the_key_only_when_not_float32():
+    base = RunConfig(task="cifar10", net="VGG11")
+    assert RunConfig(task="cifar10", net="VGG11", precision="float32").key == base.key == "3290788df66f"
+    assert "precision" not in base.to_dict()
+    bf16 = RunConfig(task="cifar10", net="VGG11", precision="bf16")
+    assert bf16.key != base.key and bf16.to_dict()["precision"] == "bf16"
+    assert RunConfig.from_dict(bf16.to_dict()) == bf16
+    with pytest.raises(ValueError, match="precision.*float32.*bf16"):
+        RunConfig(net="VGG11", precision="fp16")
+
+
 def test_defaults_hash_and_roundtrip():
     c = RunConfig(task="twopoints", net="VGG11")
     assert (c.lr, c.epochs, c.loss, c.augment, c.stop_at_zero_loss, c.ptr) == (0.05, 300, "hinge", (), True, 1024)

@@ -95,10 +95,10 @@ def test_run_tables_label_the_probe_sets_and_keys_do_not_change(fake_cifar, tmp_
 
 # ------------------------------------------------------------------------------------ 12.2 the sweeps
 CPU_KEYS = [  # `python -m stabkit sweep sweeps/fig1_noise_corrupted_cifar.yaml --scale cpu --dry-run`: the runs
-    # the background campaign trains must keep their folders (AlexNet and VGG11 moved to 25 epochs, LeNet to 250)
-    "c1ba1694d5ac", "7401da51666a", "c946bd6dd71c", "92d28aca7e59", "cb3b106045a7", "c5181c0fcea8",
-    "05a8044276b0", "7f632fbd4b53", "33311d7b7c4d", "8b5f3aeb3808", "29a016be078b", "e9c90e328b17",
-    "0abbbee2988a", "61c798cffcec", "4f24f7e1616c", "166b04d70fa9", "afd98b994ce8", "da94f3d3da37"]
+    # the background sweeps train must keep their folders (the bf16 half-width grid; LeNet keeps its 250-epoch runs)
+    "6077f0f2891b", "1eb5ffd392a6", "ac74d2708c0e", "e5f85ceb816b", "c5181c0fcea8", "49131d8f5812",
+    "66cd4478e2c3", "923d8e425b91", "545b69a9e197", "b3bf45a4d597", "33b477ceb369", "e9c90e328b17",
+    "0abbbee2988a", "7795b29ed660", "8dda86f581bd", "3ec1ee9a5c95", "34e7a09d3edc", "1d36458d4aeb"]
 OLD_KEYS = {  # tiny and small grids before the network lists changed: still the same runs
     ("fig1_noise_corrupted_cifar", "tiny"): ["f59b6c277bfc", "7829321d9885"],
     ("fig1_noise_corrupted_cifar", "small"): ["f3d3b704c535", "384215cae9c8", "7e39bb842877", "b0e9f29c0b03",

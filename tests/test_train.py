@@ -148,6 +148,46 @@ def test_fast_mode_is_cuda_only():
     assert len(res.metrics) == 1
 
 
+def test_cosine_to_zero_ends_at_zero_and_never_rises():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = T.make_schedule(opt, "cosine_to_zero", 10)
+    lrs = []
+    for _ in range(11):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[5] == pytest.approx(0.05)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:])) and lrs[10] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="schedule.*cosine_to_zero"):
+        T.make_schedule(opt, "cosine-to-zero", 10)
+
+
+def test_bf16_precision_autocasts_on_the_cpu_and_is_recorded():
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 2)
+
+        def forward(self, x):
+            out = self.lin(x)
+            seen.append(out.dtype)
+            return out
+    x, y = _blobs()
+    torch.manual_seed(0)
+    res = T.train(Probe(), _batches(x, y), _batches(x, y), epochs=2, precision="bf16", progress=False)
+    assert set(seen) == {torch.bfloat16} and res.mode["precision"] == "bf16"
+    seen.clear()
+    torch.manual_seed(0)
+    ref = T.train(Probe(), _batches(x, y), _batches(x, y), epochs=2, progress=False)
+    assert set(seen) == {torch.float32} and ref.mode["precision"] == "float32"
+    assert all(v.dtype == torch.float32 for v in res.best_state.values())  # weights stay float32
+    assert abs(res.metrics["train_loss"].iloc[-1] - ref.metrics["train_loss"].iloc[-1]) < 0.05
+    with pytest.raises(ValueError, match="precision.*bf16"):
+        T.train(Probe(), _batches(x, y), _batches(x, y), epochs=1, precision="fp16", progress=False)
+
+
 def _run(deterministic, tmp_path=None):
     torch.manual_seed(3)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 2))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..checks import check_choice, check_float, check_int
-from ..protocol import LOSSES, OPTIMIZERS, SCHEDULES, TASKS, training_defaults
+from ..protocol import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, TASKS, training_defaults
 
 __all__ = ["FORMAT_VERSION", "TASKS", "STATES", "SHUFFLES", "MEASURE_DTYPES", "DERIVED_FIELDS", "RunConfig",
            "MEASUREMENT_FIELDS", "training_key", "plain", "deferred_registry_checks", "known_nets",
@@ -205,12 +205,13 @@ class RunConfig:
     lr: float | None = None
     momentum: float | None = None
     weight_decay: float | None = None
-    schedule: str | None = None           # cosine | constant
+    schedule: str | None = None           # cosine (T = 0.8 epochs) | cosine_to_zero (T = epochs) | constant
     loss: str | None = None               # ce | hinge
     batch_size: int | None = None
     augment: tuple | None = None          # names: crop, flip (+ AUGMENTATIONS, e.g. rotate)
     stop_at_zero_loss: bool | None = None
     fast: bool = False                    # CUDA only: bf16 autocast + channels_last
+    precision: str = "float32"            # training arithmetic: float32 | bf16 (autocast, CPU or CUDA)
     # measurements
     measure: tuple = ("output", "layers", "spectra")     # names of MEASUREMENTS
     states: tuple = STATES                # init and/or trained (best-test checkpoint)
@@ -266,7 +267,7 @@ class RunConfig:
             if sh not in SHUFFLES:
                 raise ValueError(f"shuffles must be a subset of {SHUFFLES}, got {self.shuffles!r}")
         for k, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("loss", LOSSES),
-                           ("measure_dtype", MEASURE_DTYPES)):
+                           ("measure_dtype", MEASURE_DTYPES), ("precision", PRECISIONS)):
             check_choice(k, getattr(self, k), choices)
         if self.epochs < 1 or self.batch_size < 1 or self.P < 1:
             raise ValueError(f"epochs, batch_size and P must be >= 1, got {self.epochs}, {self.batch_size}, {self.P}")
@@ -352,8 +353,13 @@ class RunConfig:
     # -- identity
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field (lists for tuples); what ``config.json`` holds and the key
-        hashes."""
-        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        hashes. Fields added after runs were committed are left out while they hold their default
+        (:data:`_KEY_NEUTRAL_DEFAULTS`), so that every earlier run keeps its key."""
+        out = {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        for k, default in _KEY_NEUTRAL_DEFAULTS.items():
+            if out.get(k) == default:
+                del out[k]
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
@@ -405,6 +411,10 @@ class RunConfig:
     @property
     def hinge(self) -> bool:
         return self.loss == "hinge"
+
+
+#: Fields added after runs were committed, and the default at which they stay out of the key.
+_KEY_NEUTRAL_DEFAULTS = {"precision": "float32"}
 
 
 def _real(name: str, value: Any) -> float:

@@ -285,7 +285,8 @@ def _train(cfg: RunConfig, d, model, path: Path, device: str, progress: bool,
                   optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                   schedule=cfg.schedule, loss=cfg.loss, stop_at_zero_loss=cfg.stop_at_zero_loss,
                   extra_test_loaders=extra,
-                  select_on="test_corrupted" if extra else "test", fast=cfg.fast, seed=cfg.data_seed,
+                  select_on="test_corrupted" if extra else "test", fast=cfg.fast, precision=cfg.precision,
+                  seed=cfg.data_seed,
                   checkpoint_dir=path, meta={"net": cfg.net, "config_hash": cfg.key}, progress=progress,
                   on_epoch=report, resume=True, **run_mode())
     best_row = res.metrics.iloc[res.best_epoch - 1]
