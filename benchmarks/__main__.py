@@ -1,7 +1,8 @@
 """``make bench`` = ``python -m benchmarks``: stabkit against naive baselines, table + RESULTS.md.
 
 Usage: ``python -m benchmarks [--quick] [--gpu] [--only measure,diffeo,train,gpu] [--repeats N] [--no-memory]
-[--output PATH]``. ``--gpu``: only the CUDA cases (``--only gpu``), written to ``benchmarks/RESULTS-gpu.md``;
+[--output PATH]``. ``step``: one training step per net family, float32 vs bf16 autocast, channels_last on/off,
+1 and 2 threads. ``--gpu``: only the CUDA cases (``--only gpu``), written to ``benchmarks/RESULTS-gpu.md``;
 needs nothing beyond torch, numpy, PIL/torchvision (no papermill, no Jupyter). ``--quick`` is a smoke test at toy sizes (prints, writes nothing unless ``--output``).
 The full run writes ``benchmarks/RESULTS.md``. GPU cases run only when ``torch.cuda.is_available()``.
 """
@@ -20,9 +21,9 @@ import torch
 from .common import Result, machine, versions
 
 HERE = Path(__file__).resolve().parent
-CASES = ("measure", "diffeo", "train", "gpu")
+CASES = ("measure", "diffeo", "train", "step", "gpu")
 #: Full-run repeats per case, sized so that ``make bench`` stays under 10 minutes on 2 CPU cores.
-REPEATS = {"measure": 3, "diffeo": 5, "train": 3, "gpu": 2}
+REPEATS = {"measure": 3, "diffeo": 5, "train": 3, "step": 3, "gpu": 2}
 MEASURE_TARGET = 5.0
 #: ``make bench`` must finish in under 10 minutes: cases not started by then are skipped (and listed).
 BUDGET_S = 480.0
@@ -134,6 +135,9 @@ def write_results(path: Path, results: list[Result], info: dict, vers: dict, arg
               "fields from the same seed and the images are compared directly.",
               "- train: CPU throughput of one epoch (forward, backward, SGD step, augmentation) plus one "
               "128-image evaluation, both paths.",
+              "- step: one SGD step (forward, backward, update) at batch 128 on random CIFAR-sized inputs, "
+              "through `stabkit.train`'s autocast; the baseline is float32 + channels_last (the CPU default "
+              "before `precision` existed). bf16 pays only on CPUs with native bf16 (avx512_bf16 / AMX).",
               "- Load: on a shared machine the multi-threaded torch paths (OpenMP threads wait for each other "
               "when one is descheduled) suffer much more than single-threaded Python loops: the same suite at "
               "load average 6-8 on these 2 cores gave speed-ups 2-5x lower (and up to 18x slower DeviceLoader "
@@ -192,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             elif case == "train":
                 from . import bench_train
                 results += bench_train.run(args.quick, reps(case))
+            elif case == "step":
+                from . import bench_step
+                results += bench_step.run(args.quick, reps(case))
             elif case == "gpu":
                 if not torch.cuda.is_available():
                     skipped.append("GPU cases (epoch time on CIFAR-10 for ResNet18, VGG11bn, LeNet at batch "

@@ -54,3 +54,12 @@ def test_gpu_case_code_runs_on_cpu_at_toy_size():
     loaders = (naive.pil_loader(*train), naive.pil_loader(*test, augment=False, shuffle=False))
     loss_b = bench_gpu._loader_epoch("lenet", loaders, "cpu", fast=True)
     assert 1.5 < loss < 3.5 and 1.5 < loss_b < 3.5
+
+
+def test_quick_step_case_times_float32_and_bf16(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    assert bench_main.main(["--quick", "--only", "step", "--output", str(out)]) == 0
+    text = out.read_text()
+    for variant in ("| float32 + channels_last |", "| bf16 + channels_last |", "| bf16 |", "| float32 |"):
+        assert variant in text
+    assert "train step LeNet, batch 32, 1 thread" in text and "CHECK FAILED" not in text

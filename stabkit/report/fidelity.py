@@ -93,7 +93,7 @@ _FIG1_NETS = ["VGG11", "VGG11bn", "VGG16bn", "VGG19bn", "ResNet18", "ResNet34", 
 _FIG5_NETS = ["VGG11", "VGG11bn", "VGG13bn", "VGG16bn", "VGG19bn", "ResNet18", "ResNet34", "ResNet50", "AlexNet",
               "LeNet", "EfficientNetB0"]
 _CIFAR = {"seed": list(range(11)), "epochs": [250], "width_factor": [1.0], "P": [500], "ptr": [None],
-          "batch_size": [128], "measure_dtype": ["float64"]}
+          "batch_size": [128], "precision": ["float32"], "measure_dtype": ["float64"]}
 _TWOPOINTS = {"seed": list(range(10)), "epochs": [300], "width_factor": [1.0], "P": [500], "ptr": [1024, 2048],
               "batch_size": [128], "lr": [0.05], "measure_dtype": ["float64"]}
 #: The paper's protocol per sweep (``book/methods.md``, "Tasks, networks and training"): the values a

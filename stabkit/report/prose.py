@@ -41,16 +41,17 @@ FACT_KEYS = ("seeds", "nets", "epochs", "P", "ptr", "device", "data", "differenc
 #: Configuration columns compared by :func:`differences` and :func:`differences_table`: the paper's
 #: protocol (networks, seeds, epochs, training-set size, width, probes, precision of the measurement...).
 DIFFERENCE_COLUMNS = ("net", "seed", "epochs", "ptr", "test_size", "P", "noise_std", "width_factor",
-                      "batch_size", "optimizer", "lr", "weight_decay", "measure_dtype")
+                      "batch_size", "optimizer", "lr", "weight_decay", "schedule", "precision", "measure_dtype")
 #: Row labels of the "different from the paper" table on the pages.
 DIFFERENCE_LABELS = {"net": "networks", "seed": "seeds", "epochs": "epochs (at most)", "ptr": "training-set size",
                      "test_size": "test-set size", "P": "probes $P$", "noise_std": "training noise std",
                      "width_factor": "width (factor on the channels)", "batch_size": "batch size",
                      "optimizer": "optimizer", "lr": "learning rate", "weight_decay": "weight decay",
+                     "schedule": "learning-rate schedule", "precision": "training arithmetic",
                      "measure_dtype": "measurement precision"}
 #: Training hyper-parameters the paper sets per network (``stabkit.protocol.training_defaults``: the
 #: fully-connected nets train with Adam): the differences name the networks whose runs depart from them.
-PER_NET_COLUMNS = ("optimizer", "lr", "weight_decay")
+PER_NET_COLUMNS = ("optimizer", "lr", "weight_decay", "schedule")
 #: Protocol values the paper does not give, per task: the page says "not given" for the paper instead of
 #: quoting the ``paper`` scale's choice (the 1-D appendix's learning rate and batch size are ours).
 NOT_GIVEN = {"scale1d": ("lr", "batch_size")}
@@ -70,7 +71,7 @@ def _fmt_values(values) -> str:
 
 
 #: How :func:`differences` writes a missing (``None``) value of these columns.
-NONE_LABELS = {"ptr": "full training set", "test_size": "full test set"}
+NONE_LABELS = {"ptr": "full training set", "test_size": "full test set", "precision": "float32"}
 
 
 def differences_table(here: pd.DataFrame, paper: pd.DataFrame, columns: Sequence[str] = DIFFERENCE_COLUMNS,
