@@ -95,10 +95,10 @@ def test_run_tables_label_the_probe_sets_and_keys_do_not_change(fake_cifar, tmp_
 
 # ------------------------------------------------------------------------------------ 12.2 the sweeps
 CPU_KEYS = [  # `python -m stabkit sweep sweeps/fig1_noise_corrupted_cifar.yaml --scale cpu --dry-run`: the runs
-    # the background sweeps train must keep their folders (the bf16 half-width grid; LeNet keeps its 250-epoch runs)
-    "6077f0f2891b", "1eb5ffd392a6", "ac74d2708c0e", "e5f85ceb816b", "c5181c0fcea8", "49131d8f5812",
-    "66cd4478e2c3", "923d8e425b91", "545b69a9e197", "b3bf45a4d597", "33b477ceb369", "e9c90e328b17",
-    "0abbbee2988a", "7795b29ed660", "8dda86f581bd", "3ec1ee9a5c95", "34e7a09d3edc", "1d36458d4aeb"]
+    # the background sweeps train must keep their folders (the half-width 20-epoch grid; LeNet keeps its 250-epoch runs)
+    "5a58cda18e9c", "12c945d9a3ae", "78a8e2461eb6", "c5181c0fcea8", "2bc1ab034af1", "11adf9b96082",
+    "724a9911ab03", "65410f3e670d", "98ffc4f3052e", "8d7ccd8847e4", "cf27037275cb", "e9c90e328b17",
+    "0abbbee2988a", "4c366ff58c5c", "461bc4893d63", "1aa08ab2a401", "97ed09a416ca", "12b19f4f8111"]
 OLD_KEYS = {  # tiny and small grids before the network lists changed: still the same runs
     ("fig1_noise_corrupted_cifar", "tiny"): ["f59b6c277bfc", "7829321d9885"],
     ("fig1_noise_corrupted_cifar", "small"): ["f3d3b704c535", "384215cae9c8", "7e39bb842877", "b0e9f29c0b03",

@@ -188,6 +188,17 @@ def test_bf16_precision_autocasts_on_the_cpu_and_is_recorded():
         T.train(Probe(), _batches(x, y), _batches(x, y), epochs=1, precision="fp16", progress=False)
 
 
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch):
+    x, y = _blobs()
+    monkeypatch.setattr(T, "cpu_supports_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="without native bfloat16.*float32"):
+        T.train(nn.Linear(4, 2), _batches(x, y), _batches(x, y), epochs=1, precision="bf16", progress=False)
+    monkeypatch.setattr(T, "cpu_supports_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        T.train(nn.Linear(4, 2), _batches(x, y), _batches(x, y), epochs=1, precision="bf16", progress=False)
+
+
 def _run(deterministic, tmp_path=None):
     torch.manual_seed(3)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 2))
