@@ -2,7 +2,7 @@
 
 Usage: ``python -m benchmarks [--quick] [--gpu] [--only measure,diffeo,train,gpu] [--repeats N] [--no-memory]
 [--output PATH]``. ``step``: one training step per net family, float32 vs bf16 autocast, channels_last on/off,
-1 and 2 threads. ``--gpu``: only the CUDA cases (``--only gpu``), written to ``benchmarks/RESULTS-gpu.md``;
+1 and 2 threads. ``precision``: LeNet trained in float32 and bf16 (same seeds): does bf16 cost accuracy? ``--gpu``: only the CUDA cases (``--only gpu``), written to ``benchmarks/RESULTS-gpu.md``;
 needs nothing beyond torch, numpy, PIL/torchvision (no papermill, no Jupyter). ``--quick`` is a smoke test at toy sizes (prints, writes nothing unless ``--output``).
 The full run writes ``benchmarks/RESULTS.md``. GPU cases run only when ``torch.cuda.is_available()``.
 """
@@ -21,9 +21,9 @@ import torch
 from .common import Result, machine, versions
 
 HERE = Path(__file__).resolve().parent
-CASES = ("measure", "diffeo", "train", "step", "gpu")
+CASES = ("measure", "diffeo", "train", "step", "precision", "gpu")
 #: Full-run repeats per case, sized so that ``make bench`` stays under 10 minutes on 2 CPU cores.
-REPEATS = {"measure": 3, "diffeo": 5, "train": 3, "step": 3, "gpu": 2}
+REPEATS = {"measure": 3, "diffeo": 5, "train": 3, "step": 3, "precision": 3, "gpu": 2}
 MEASURE_TARGET = 5.0
 #: ``make bench`` must finish in under 10 minutes: cases not started by then are skipped (and listed).
 BUDGET_S = 480.0
@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
             elif case == "step":
                 from . import bench_step
                 results += bench_step.run(args.quick, reps(case))
+            elif case == "precision":
+                from . import bench_precision
+                results += bench_precision.run(args.quick, reps(case))
             elif case == "gpu":
                 if not torch.cuda.is_available():
                     skipped.append("GPU cases (epoch time on CIFAR-10 for ResNet18, VGG11bn, LeNet at batch "

@@ -63,3 +63,11 @@ def test_quick_step_case_times_float32_and_bf16(tmp_path):
     for variant in ("| float32 + channels_last |", "| bf16 + channels_last |", "| bf16 |", "| float32 |"):
         assert variant in text
     assert "train step LeNet, batch 32, 1 thread" in text and "CHECK FAILED" not in text
+
+
+def test_quick_precision_case_compares_float32_and_bf16(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "CIFAR_TAR", tmp_path / "absent.tar.gz")
+    out = tmp_path / "RESULTS.md"
+    assert bench_main.main(["--quick", "--only", "precision", "--output", str(out)]) == 0
+    text = out.read_text()
+    assert "| bf16 |" in text and "| float32 |" in text and "test error (best / last)" in text
