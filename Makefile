@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stabkit-installed
 
-.PHONY: book test test-fast lint lab bench clean venv check-book
+.PHONY: book test test-fast test-slurm lint lab bench clean venv check-book
 
 venv: $(STAMP)
 
@@ -42,6 +42,12 @@ test: $(STAMP)
 # The suite without the tests marked slow (pytest -m "not slow"): under 2 minutes on 2 cores.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# The tests marked slurm: sweeps through a one-node SLURM on this machine (tools/slurm_local.sh), which the tests
+# start and stop. As root, the Debian packages are installed when missing; elsewhere the tests skip, saying why.
+test-slurm: $(STAMP)
+	@if [ "$$(id -u)" = 0 ]; then bash tools/slurm_local.sh install; fi
+	$(PY) -m pytest -q -rs -m slurm tests/test_slurm.py
 
 # ruff (configured in pyproject.toml: pyflakes, pyupgrade; notebooks included).
 lint: $(STAMP)
