@@ -158,8 +158,7 @@ def cmd_sweep(a) -> int:
           + f" (root {root})")
     bad = rep[~rep.status.isin(["done", "committed"])]
     if len(bad) and a.quiet:  # without --quiet, sweep() has printed the list already
-        print(f"{len(bad)} of {len(rep)} run(s) did not finish:\n  " + "\n  ".join(
-            f"{r.key} {r.net} {r.status}: {str(r.error)[:200]}" for r in bad.itertuples()), file=sys.stderr)
+        print(f"{len(bad)} of {len(rep)} run(s) did not finish:\n{runs.failure_summary(rep)}", file=sys.stderr)
     return 1 if len(bad) else 0
 
 
@@ -235,18 +234,21 @@ def cmd_status(a) -> int:
         c = runs.status(a.root)
         print(f"{runs.default_runs_root() if not a.root else a.root}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
         return 0
-    print(f"{'sweep':34s} {'scale':6s} {'total':>6s} {'done':>6s} {'pending':>8s} {'failed':>7s} {'running':>8s}")
+    # committed: published under results/; finished: done in the runs root, not committed (export them)
+    print(f"{'sweep':34s} {'scale':6s} {'total':>6s} {'committed':>9s} {'finished':>8s} {'running':>8s} "
+          f"{'failed':>7s} {'pending':>8s}")
     for spec in specs:
         path = runs.sweep_path(spec)
         scales = [a.scale] if a.scale else runs.sweep_scales(path)
         for sc in scales:
             try:
-                c = runs.status(a.root, spec, sc)
+                sw = runs.load_sweep(path, sc)
+                c = runs.status(a.root, sw, committed=runs.committed_keys(sw.name, sc, a.results_root))
             except ValueError as exc:
                 print(f"{path.stem:34s} {sc:6s} error: {exc}")
                 continue
-            print(f"{path.stem:34s} {sc:6s} {c['total']:6d} {c['done']:6d} {c['pending']:8d} {c['failed']:7d} "
-                  f"{c['running']:8d}")
+            print(f"{path.stem:34s} {sc:6s} {c['total']:6d} {c['committed']:9d} {c['done']:8d} {c['running']:8d} "
+                  f"{c['failed']:7d} {c['pending']:8d}")
             if c["running"]:  # what each running run last reported
                 root = Path(a.root) if a.root else runs.default_runs_root()
                 for cfg in runs.load_sweep(path, sc).configs:
@@ -394,10 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     q.set_defaults(fn=cmd_campaign)
 
-    q = sub.add_parser("status", help="done / pending / failed per sweep",
-                       description="Count done / pending / failed / running runs per sweep and scale.")
+    q = sub.add_parser("status", help="committed / finished / running / failed / pending per sweep",
+                       description="Count the runs of each sweep and scale: committed (published under results/), "
+                                   "finished (done in the runs root, not committed yet: export them), running, "
+                                   "failed and pending.")
     q.add_argument("spec", nargs="*", help="sweep files or names (default: every sweeps/*.yaml)")
     q.add_argument("--scale", default=None, help="one scale (default: every scale of each sweep)")
+    q.add_argument("--results-root", dest="results_root", default=None,
+                   help="committed results store (default: $STABKIT_RESULTS, else <repo>/results)")
     common(q, device=False)
     q.set_defaults(fn=cmd_status)
     return p

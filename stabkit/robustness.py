@@ -48,7 +48,8 @@ from .transforms import draws, mask_patches, normalize, patch_shuffle, pixelate,
 
 __all__ = ["FAMILIES", "MAGNITUDES", "CIFAR10_CLASSES", "VARIABLE_INPUT_NETS", "apply_family", "family_options",
            "accuracy_under", "summarize", "gradient_saliency", "resolution_transfer", "transfer_grid",
-           "rotate_augment", "AtResolution", "REFERENCE", "global_nv", "layer_mean_nv", "example_images"]
+           "rotate_augment", "AtResolution", "REFERENCE", "global_nv", "layer_mean_nv", "example_images",
+           "GENERATED_EXAMPLES"]
 
 #: Transform families of :func:`accuracy_under` (see the module docstring).
 FAMILIES = ("rotate", "patch_shuffle", "mask", "pixelate", "resize")
@@ -347,6 +348,10 @@ def layer_mean_nv(inv: pd.DataFrame, by: Sequence[str] = _GLOBAL_BY) -> pd.DataF
 
 
 # ---------------------------------------------------------------------------------------------- examples
+#: The source :func:`example_images` names when CIFAR-10 is not found and it draws generated patterns.
+GENERATED_EXAMPLES = "generated patterns (CIFAR-10 not found)"
+
+
 def example_images(n: int = 4, seed: int = 0) -> tuple[torch.Tensor, str]:
     """``n`` CIFAR-10 test images of different classes (float [n, 3, 32, 32] in [0, 1]) for the book's
     example grids, and where they come from; generated colour patterns when CIFAR-10 cannot be found
@@ -366,4 +371,4 @@ def example_images(n: int = 4, seed: int = 0) -> tuple[torch.Tensor, str]:
             img = torch.stack([torch.sin(6 * r[i] * xx + 6 * r[i + 3] * yy + 3 * r[i + 6]) for i in range(3)])
             img = img + torch.exp(-((xx - r[0]) ** 2 + (yy - r[1]) ** 2) / 0.02)[None]
             out.append((img - img.min()) / (img.max() - img.min()))
-        return torch.stack(out), "generated patterns (CIFAR-10 not found)"
+        return torch.stack(out), GENERATED_EXAMPLES

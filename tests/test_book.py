@@ -179,7 +179,7 @@ def tiny_book(tmp_path):
     (tmp_path / "_toc.yml").write_text(yaml.safe_dump(toc))
     _write_nb(tmp_path / "notebooks" / "good.ipynb", GOOD)
     _write_nb(tmp_path / "notebooks" / "bad.ipynb", BAD)
-    stale = tmp_path / "book" / "executed" / "bad.ipynb"  # left over from an earlier, successful run
+    stale = tmp_path / "book" / "executed" / "bad.ipynb"  # published by an earlier, successful run
     _write_nb(stale, GOOD)
     return tmp_path
 
@@ -192,7 +192,10 @@ def test_runner_refuses_failed_notebook_and_records_provenance(tiny_book, capsys
     assert status == 1
     assert "bad" in err and "ZeroDivisionError" in err and "Refusing" in err
     executed = tiny_book / "book" / "executed"
-    assert not (executed / "bad.ipynb").exists(), "a failed notebook must not be published"
+    _write_nb(tiny_book / "expected.ipynb", GOOD)  # the bytes the earlier run published
+    assert (executed / "bad.ipynb").read_bytes() == (tiny_book / "expected.ipynb").read_bytes(), \
+        "a failure leaves the published page as it was"
+    assert "book/executed/bad.ipynb" in err and "is left as it was" in err, "and says so"
     assert (tiny_book / "_build" / "failed" / "bad.ipynb").is_file()
 
     nb = nbformat.read(executed / "good.ipynb", as_version=4)

@@ -78,7 +78,7 @@ def test_status_collect_and_export_commands(env, capsys, tmp_path):
     capsys.readouterr()
     assert main(["status", spec, "--scale", "tiny", "--root", str(env["root"])]) == 0
     line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("fig5_scale_detection")][0]
-    assert line.split()[2:6] == ["2", "2", "0", "0"]  # total done pending failed
+    assert line.split()[2:8] == ["2", "0", "2", "0", "0", "0"]  # total committed finished running failed pending
     assert main(["collect", spec, "--scale", "tiny", "--root", str(env["root"]), "--table", "layers",
                  "--csv", str(tmp_path / "layers.csv")]) == 0
     assert pd.read_csv(tmp_path / "layers.csv").layer.nunique() > 3

@@ -18,9 +18,10 @@ The runner, for each notebook:
   :func:`stabkit.report.glue.record_inputs` and :func:`stabkit.report.glue.record` in the notebook can
   report which result tables it read, the device it used, its seeds;
 * executes it into a temporary file; if papermill raised or the notebook carries
-  ``metadata.papermill.exception``, the notebook is **not** published: ``book/executed/<name>.ipynb`` is
-  deleted, the failed copy is kept in ``_build/failed/<name>.ipynb`` for inspection, the error is
-  printed with the notebook's name and the command exits with status 1;
+  ``metadata.papermill.exception``, the notebook is **not** published: ``book/executed/<name>.ipynb`` (the
+  page an earlier run published, if any) is left as it was, with its provenance entry, the failed copy is
+  kept in ``_build/failed/<name>.ipynb`` for inspection, the error is printed with the notebook's name and
+  whether an earlier page was kept, and the command exits with status 1;
 * otherwise post-processes it: the papermill ``injected-parameters`` cell is tagged ``remove-cell`` and
   the ``parameters`` cell ``hide-cell``, other code cells ``hide-input`` (outputs shown, code folded); stderr streams and progress-bar widgets are removed from the
   outputs; a "Provenance" admonition is inserted after the title (git commit and dirty flag, stabkit /
@@ -192,7 +193,8 @@ class BookRunError(RuntimeError):
 
 @dataclass
 class NotebookResult:
-    """Outcome of one notebook: ``ok``, wall time, the error text, where the output went."""
+    """Outcome of one notebook: ``ok``, wall time, the error text, where the output went; ``kept``: the page
+    an earlier run published, left as it was when this run failed (None: there was none)."""
 
     name: str
     ok: bool
@@ -201,6 +203,7 @@ class NotebookResult:
     output: Path | None = None
     failed_copy: Path | None = None
     provenance: dict = field(default_factory=dict)
+    kept: Path | None = None
 
 
 def _error_summary(exc: BaseException | None, nb: Any | None) -> str:
@@ -318,15 +321,15 @@ def _execute_one(entry: NotebookEntry, parameters: dict, kernel: str, cwd: Path,
     nb = nbformat.read(tmp_out, as_version=4) if tmp_out.is_file() else None
     failed = exc is not None or nb is None or bool(nb.metadata.get("papermill", {}).get("exception"))
     try:
-        if failed:
-            entry.target.unlink(missing_ok=True)
+        if failed:  # the published page (an earlier run's) stays as it was: a failure never removes a page
             copy = None
             if tmp_out.is_file():
                 failed_dir.mkdir(parents=True, exist_ok=True)
                 copy = failed_dir / f"{entry.name}.ipynb"
                 copy.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(tmp_out, copy)
-            return NotebookResult(entry.name, False, seconds, _error_summary(exc, nb), None, copy)
+            return NotebookResult(entry.name, False, seconds, _error_summary(exc, nb), None, copy,
+                                  kept=entry.target if entry.target.is_file() else None)
         records = [json.loads(line) for line in prov_file.read_text(encoding="utf8").splitlines() if line.strip()]
         rec = collect_records(records)
         params = {**_default_parameters(entry.source), **parameters}
@@ -348,6 +351,16 @@ def _execute_one(entry: NotebookEntry, parameters: dict, kernel: str, cwd: Path,
         return NotebookResult(entry.name, True, seconds, "", entry.target, None, prov)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _kept_text(res: NotebookResult) -> str:
+    """What a failure left of the published page, for the messages."""
+    if res.ok:
+        return ""
+    if res.kept is None:
+        return "; no page was published before"
+    when = _dt.datetime.fromtimestamp(res.kept.stat().st_mtime).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return f"; the published page {repo_relative(res.kept)} (written {when}) is left as it was"
 
 
 def _execute_star(args: tuple) -> NotebookResult:
@@ -427,7 +440,7 @@ def run_notebooks(
         status = "ok    " if res.ok else "FAILED"
         msg = f"{status} {res.name:<40s} {_fmt_seconds(res.seconds):>9s}"
         if not res.ok:
-            msg += f"  {res.error}"
+            msg += f"  {res.error}" + _kept_text(res)
         if progress:
             bar.write(msg, file=sys.stdout)
         else:
@@ -460,7 +473,7 @@ def run_notebooks(
         for r in ordered:
             if r.ok:
                 manifest[r.name] = r.provenance
-            else:
+            elif r.kept is None:  # a kept page keeps its provenance entry
                 manifest.pop(r.name, None)
         manifest_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(manifest_path, json.dumps(manifest, indent=1, default=str))
@@ -526,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nRefusing to build the book: these notebooks failed and were not published:", file=sys.stderr)
         for r in failed:
             where = f" (failed copy: {repo_relative(r.failed_copy)})" if r.failed_copy else ""
-            print(f"  {r.name}: {r.error}{where}", file=sys.stderr)
+            print(f"  {r.name}: {r.error}{where}{_kept_text(r)}", file=sys.stderr)
         return 1
     return 0
 

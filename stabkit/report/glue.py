@@ -28,11 +28,13 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Environment variable naming the file (JSON lines) that :func:`record_inputs` / :func:`record` append to.
 ENV_PROVENANCE = "STABKIT_PROVENANCE"
+#: Environment variable: 1 makes :func:`glue` print what it glues, 0 never (default: :func:`show_glue`).
+ENV_SHOW_GLUE = "STABKIT_SHOW_GLUE"
 GLUE_PREFIX = "application/papermill.record/"
 
 __all__ = ["glue", "glue_bundle", "glue_claim", "claim_record", "page", "Page", "current_page", "COVERAGE_KEYS",
            "record_inputs", "record", "recorded", "collect_records", "progress_enabled", "ENV_PROVENANCE",
-           "GLUE_PREFIX", "REPO_ROOT", "repo_relative"]
+           "GLUE_PREFIX", "REPO_ROOT", "repo_relative", "ENV_SHOW_GLUE", "show_glue"]
 
 
 def progress_enabled() -> bool:
@@ -76,12 +78,41 @@ def glue_bundle(name: str, value: Any, display: bool = False) -> tuple[dict, dic
     return {prefix + k: v for k, v in data.items()}, metadata
 
 
+#: Non-empty while :func:`glue_claim` glues a claim's parts: it prints one line for the claim instead.
+_QUIET: list[str] = []
+
+
+def show_glue() -> bool:
+    """Whether :func:`glue` also prints what it glues (``name: value``): ``$STABKIT_SHOW_GLUE`` = 1 / 0 decides;
+    unset, only in an interactive kernel (JupyterLab, ``make lab``) that no book runner records
+    (``$STABKIT_PROVENANCE`` unset). JupyterLab does not render MyST's ``{glue:text}`` roles: without this, a
+    page opened there shows the placeholders and never its numbers."""
+    env = os.environ.get(ENV_SHOW_GLUE, "").strip().lower()
+    if env:
+        return env in {"1", "true", "yes", "on"}
+    if os.environ.get(ENV_PROVENANCE):
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"  # a Jupyter kernel
+
+
+def _echo(name: str, value: Any) -> None:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        text = str(value)
+        print(f"{name}: {text if len(text) <= 400 else text[:400] + ' [...]'}")
+
+
 def glue(name: str, value: Any, display: bool = False) -> None:
     """Store ``value`` under ``name`` for the book's text (``{glue:text}`name:.3g``` in markdown).
 
     Wraps ``myst_nb.glue`` when myst-nb is importable; otherwise displays the same glue-compatible mime
     bundle (see :func:`glue_bundle`). Numpy / torch scalars become Python numbers. Figures work too
-    (``{glue:figure}`name```). Returns nothing, so that a glue call ending a cell prints nothing.
+    (``{glue:figure}`name```). Returns nothing, so that a glue call ending a cell prints nothing; prints
+    ``name: value`` as well where :func:`show_glue` says so (JupyterLab).
     """
     plain = _plain(value)
     try:
@@ -91,13 +122,16 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     if _myst_glue is not None:
         glue_bundle(name, plain, display)  # validates the name
         _myst_glue(name, plain, display=display)
-        return None
-    data, metadata = glue_bundle(name, plain, display)
-    try:
-        from IPython.display import display as _display
-    except ImportError:
-        return None
-    _display(data, raw=True, metadata=metadata)
+    else:
+        data, metadata = glue_bundle(name, plain, display)
+        try:
+            from IPython.display import display as _display
+        except ImportError:
+            _display = None
+        if _display is not None:
+            _display(data, raw=True, metadata=metadata)
+    if not display and not _QUIET and show_glue():  # a displayed value shows itself
+        _echo(name, plain)
     return None
 
 
@@ -377,17 +411,24 @@ def glue_claim(prefix: str, claim: Any, *, page: str | None = None, figure: str 
     if not all(hasattr(claim, a) for a in ("value", "verdict", "rule", "details", "to_record")):
         raise TypeError(f"claim must be a stabkit.report.claims.Claim, got {type(claim).__name__}")
     rec = claim_record(prefix, claim, page=page, figure=figure, scale=scale, condition=condition)
-    glue(f"{prefix}_value", claim.value)
-    glue(f"{prefix}_verdict", claim.verdict)
-    glue(f"{prefix}_text", claim.text)
-    glue(f"{prefix}_rule", claim.rule)
-    glue(f"{prefix}_threshold", claim.threshold)
     lo, hi = claim.ci_low, claim.ci_high
-    glue(f"{prefix}_ci", f"[{lo:.3g}, {hi:.3g}]" if math.isfinite(lo) and math.isfinite(hi) else "not computed")
-    for key, v in claim.details.items():
-        if isinstance(key, str) and key.isidentifier():
-            glue(f"{prefix}_{key}", v)
-    reason = claim.details.get("reason")
-    glue(f"{prefix}_why", f" ({reason})" if reason else "")
-    glue(f"{prefix}_claim", json.dumps({k: _finite_or_none(v) for k, v in rec.items()}, default=str))
+    ci = f"[{lo:.3g}, {hi:.3g}]" if math.isfinite(lo) and math.isfinite(hi) else "not computed"
+    _QUIET.append(prefix)
+    try:
+        glue(f"{prefix}_value", claim.value)
+        glue(f"{prefix}_verdict", claim.verdict)
+        glue(f"{prefix}_text", claim.text)
+        glue(f"{prefix}_rule", claim.rule)
+        glue(f"{prefix}_threshold", claim.threshold)
+        glue(f"{prefix}_ci", ci)
+        for key, v in claim.details.items():
+            if isinstance(key, str) and key.isidentifier():
+                glue(f"{prefix}_{key}", v)
+        reason = claim.details.get("reason")
+        glue(f"{prefix}_why", f" ({reason})" if reason else "")
+        glue(f"{prefix}_claim", json.dumps({k: _finite_or_none(v) for k, v in rec.items()}, default=str))
+    finally:
+        _QUIET.pop()
+    if show_glue():  # one line per claim, not one per glued name
+        _echo(prefix, f"{claim.text}; 95 % interval {ci}")
     return rec

@@ -31,7 +31,7 @@ from .fidelity import paper_protocol
 __all__ = ["NONE_LABELS", "DIFFERENCE_COLUMNS", "DIFFERENCE_LABELS", "NOT_GIVEN", "differences",
            "differences_table", "markdown_table", "page_facts", "run_facts", "errors_text", "ERROR_LABELS", "ptr_text", "FACT_KEYS",
            "closer_to_prediction", "ratio_parts", "parts_display",
-           "table_downloads", "ENV_PAGE_TABLES", "MarkdownText"]
+           "table_downloads", "ENV_PAGE_TABLES", "MarkdownText", "example_note"]
 
 #: The facts :func:`page_facts` returns (and :func:`stabkit.report.glue.page` glues, under these names):
 #: ``differences`` is one line of text, ``differences_md`` the same as a small markdown table (render it
@@ -238,6 +238,23 @@ def _cifar_source() -> str:
     except Exception:  # noqa: BLE001 - a description only
         pass
     return "CIFAR-10 (source not recorded)"
+
+
+def example_note(generated: bool, real: str, instead: str) -> str:
+    """Markdown about a page's example images (render it with a ``{glue:md}`` directive and ``:format: myst``).
+
+    ``real``: what the examples show when they are CIFAR-10 test images. When they are ``generated``
+    (CIFAR-10 not found, :data:`stabkit.robustness.GENERATED_EXAMPLES`), a visible warning that they are not
+    CIFAR-10 and how to provide the data, then ``instead``: text that claims only what a generated pattern
+    can show (no object to recognise, no class)."""
+    if not isinstance(generated, bool):
+        raise TypeError(f"generated must be True or False, got {generated!r}")
+    if not generated:
+        return real
+    return ("```{warning}\nThese examples are **generated patterns, not CIFAR-10 images**: CIFAR-10 was not "
+            "found and nothing is downloaded. They show what the transformation does to the pixels, not what "
+            "it does to a photograph. To show CIFAR-10 test images, set `STABKIT_DATA` to a copy (torchvision's "
+            "`cifar-10-batches-py` or a class-folder archive) and rebuild the page.\n```\n\n" + instead)
 
 
 def page_facts(summary: pd.DataFrame, sweep: Any = None, scale: str | None = None) -> dict[str, Any]:

@@ -40,11 +40,11 @@ from .config import (DERIVED_FIELDS, FORMAT_VERSION, MEASUREMENT_FIELDS, STATES,
                      deferred_registry_checks, known_nets, training_key)
 from .execute import (TRAINED_FILE, check_measurements, device_name, find_trained, finished_training, measure_states,
                       remeasure, resolve_device, run)
-from .executors import EXECUTORS, run_threads, sweep
+from .executors import EXECUTORS, failure_summary, run_threads, sweep
 from .locks import RunLock, lock_held
 from .measurements import AUGMENTATIONS, MEASUREMENTS, load_plugins, register_augmentation, register_measurement
 from .paths import default_results_root, default_runs_root, sweeps_dir
-from .lookup import RECOMPUTE_ENV, coverage_facts, recompute_requested, resolve_scale, results
+from .lookup import RECOMPUTE_ENV, RunsFailedError, coverage_facts, recompute_requested, resolve_scale, results
 from .resultstore import (SCALE_ORDER, committed_keys, committed_runs, committed_scales, export, import_runs, load,
                           merge_runs, store_dir)
 from .store import (KNOWN_TABLES, TABLES, RunLocked, collect, config_columns, git_state, progress_line, provenance,
@@ -69,4 +69,6 @@ __all__ = [
     "KNOWN_TABLES", "RunLock", "lock_held", "run_threads", "verify_run",
     # a network trained once for every run that measures it
     "MEASUREMENT_FIELDS", "training_key", "find_trained", "finished_training", "TRAINED_FILE",
+    # failures carry their cause (issue 25)
+    "RunsFailedError", "failure_summary",
 ]

@@ -31,7 +31,8 @@ from .paths import default_runs_root
 from .store import RunLocked, error_line, run_state, verify_run
 from .sweepfile import Sweep, as_sweep
 
-__all__ = ["EXECUTORS", "WAIT_STALE_S", "sweep", "run_guarded", "run_threads", "check_slurm_params"]
+__all__ = ["EXECUTORS", "WAIT_STALE_S", "sweep", "run_guarded", "run_threads", "check_slurm_params",
+           "failure_summary"]
 
 EXECUTORS = ("local", "slurm", "submitit-local", "submitit-debug")
 #: A run held by another live process whose heartbeat (lock file touched every epoch) is older than this
@@ -365,10 +366,28 @@ def _report(sw: Sweep, root: Path, outcome: dict, progress: bool, skip: set = fr
     out = pd.DataFrame(rows, columns=["key", "net", "status", "error", "run_dir"])
     bad = out[~out.status.isin(["done", "committed"])]
     if len(bad) and progress:
-        print(f"{sw.name}/{sw.scale}: {len(bad)} of {len(out)} run(s) did not finish:\n  "
-              + "\n  ".join(f"{r.key} {r.net} {r.status}: {str(r.error)[:200]} ({r.run_dir})"
-                            for r in bad.itertuples()), file=sys.stderr)
+        print(f"{sw.name}/{sw.scale}: {len(bad)} of {len(out)} run(s) did not finish:\n{failure_summary(out)}",
+              file=sys.stderr)
     return out
+
+
+def failure_summary(report: pd.DataFrame, max_chars: int = 2000) -> str:
+    """The runs of a sweep report (:func:`sweep`: key, net, status, error, run_dir) that did not finish,
+    grouped by their error: one block per distinct (status, error) that lists its runs, then the error in
+    full (every line, indented; at most ``max_chars`` characters), so that a cause shared by every run (the
+    data set not found: where it looked, how to provide it) is read once. ``""`` when every run finished."""
+    bad = report[~report["status"].isin(["done", "committed"])]
+    groups: dict[tuple[str, str], list] = {}
+    for r in bad.itertuples():
+        groups.setdefault((str(r.status), str(r.error or "").strip()), []).append(r)
+    blocks = []
+    for (status, error), rs in groups.items():
+        head = (f"{len(rs)} run(s) {status}" + (" with the same error" if error and len(rs) > 1 else "") + ":")
+        runs = [f"    {r.key} {r.net} ({r.run_dir})" for r in rs]
+        text = error if len(error) <= max_chars else error[:max_chars] + " [...]"
+        why = [f"    | {line}" for line in text.splitlines()] or ["    | (no error recorded)"]
+        blocks.append("\n".join([f"  {head}", *runs, *why]))
+    return "\n".join(blocks)
 
 
 def _local_pool(args: list, device: str, jobs: int, slots_per_gpu: int, threads: int, bar) -> dict:

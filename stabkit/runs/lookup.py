@@ -17,17 +17,23 @@ from typing import Any
 import pandas as pd
 
 from .config import DERIVED_FIELDS
+from .executors import failure_summary
 from .executors import sweep as run_sweep
 from .paths import default_runs_root
 from .resultstore import KEY, committed_keys, committed_runs, committed_scales, load, store_dir
-from .store import collect, run_state
+from .store import collect, error_line, run_state
 from .sweepfile import SCALES, Sweep, as_sweep, load_sweep, sweep_path
 
-__all__ = ["RECOMPUTE_ENV", "recompute_requested", "resolve_scale", "coverage_facts", "results"]
+__all__ = ["RECOMPUTE_ENV", "RunsFailedError", "recompute_requested", "resolve_scale", "coverage_facts", "results"]
 
 #: Environment variable: a true value (1, true, yes, on) ignores committed results (``make book``
 #: recomputes every page at ``small``).
 RECOMPUTE_ENV = "STABKIT_RECOMPUTE"
+
+
+class RunsFailedError(RuntimeError):
+    """The runs a table needs did not finish; the message lists them with their own errors (e.g. the data
+    set not found: the folders searched and how to provide the data)."""
 
 
 def recompute_requested() -> bool:
@@ -144,7 +150,7 @@ def results(sweep: str | Path | Mapping | Sweep, scale: str = "small", table: st
 
     ``df.attrs["results"]`` holds :func:`coverage_facts`; when the table covers only part of the grid
     (runs not committed, failed or not finished) a warning says which. ``RuntimeError`` when nothing is
-    available.
+    available; :class:`RunsFailedError` (a ``RuntimeError``) when runs failed, listing them with their errors.
     """
     sc = resolve_scale(sweep, scale, results_root)
     sw = as_sweep(sweep, sc)
@@ -173,9 +179,17 @@ def results(sweep: str | Path | Mapping | Sweep, scale: str = "small", table: st
     rows = [] if summ.empty else [r for r in summ.to_dict("records") if r.get("status", "done") == "done"]
     info = coverage_facts(sw, done, "computed", rows, notes)
     if df.empty:
-        raise RuntimeError(f"no {table!r} table for sweep {sw.name!r} at scale {sw.scale!r}: not committed under "
-                           f"{store_dir(sw.name, sw.scale, results_root)} and no finished run under {root}"
-                           + ("" if run_missing else " (run_missing=False)"))
+        where = (f"no {table!r} table for sweep {sw.name!r} at scale {sw.scale!r}: not committed under "
+                 f"{store_dir(sw.name, sw.scale, results_root)} and no finished run under {root}"
+                 + ("" if run_missing else " (run_missing=False)"))
+        if rep is None:  # the runs' own state: their status.json keeps the error of a failed run
+            rep = pd.DataFrame([{"key": k, "net": c.net, "status": state.get(k) or "pending",
+                                 "error": error_line(root / k) if state.get(k) == "failed" else "",
+                                 "run_dir": str(root / k)} for c in sw.configs for k in [c.key]])
+        failed = rep[rep["status"] == "failed"]
+        if len(failed):
+            raise RunsFailedError(f"{where}. {len(failed)} of {len(rep)} run(s) failed:\n{failure_summary(rep)}")
+        raise RuntimeError(where)
     return _finish(df, info, sw)
 
 

@@ -24,7 +24,7 @@ import platform
 import socket
 import subprocess
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -290,16 +290,27 @@ def collect(root: str | Path | None = None, table: str = "output", sweep: str | 
 
 
 def status(root: str | Path | None = None, sweep: str | Path | Mapping | Sweep | None = None,
-           scale: str | None = None) -> dict[str, int]:
+           scale: str | None = None, committed: Collection[str] | None = None) -> dict[str, int]:
     """Counts ``{"total", "done", "pending", "failed", "running"}`` of a sweep's runs (or of every run
-    folder under ``root``); interrupted runs count as pending."""
+    folder under ``root``); interrupted runs count as pending.
+
+    ``committed``: the run keys committed under ``results/`` (:func:`~stabkit.runs.committed_keys`); the counts
+    then have a ``"committed"`` entry, and a committed run counts there, not as done, failed or pending
+    (its results are published whatever its folder here says), unless a process is computing it again
+    (running)."""
     root = Path(root or default_runs_root())
     sw = as_sweep(sweep, scale) if sweep is not None else None
     counts = dict(total=0, done=0, pending=0, failed=0, running=0)
+    published = None if committed is None else set(committed)
+    if published is not None:
+        counts["committed"] = 0
     for p in run_dirs(root, sw):
         st = run_state(p)
         counts["total"] += 1
-        counts["pending" if st in ("pending", "interrupted") else st] += 1
+        if published is not None and p.name in published and st != "running":
+            counts["committed"] += 1
+        else:
+            counts["pending" if st in ("pending", "interrupted") else st] += 1
     return counts
 
 
