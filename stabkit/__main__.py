@@ -41,7 +41,10 @@ def _positive_int(text: str) -> int:
 
 def _parse_value(text: str):
     import yaml
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def _pairs(items: list[str] | None, what: str) -> dict:
@@ -50,6 +53,8 @@ def _pairs(items: list[str] | None, what: str) -> dict:
         if "=" not in it or not it.split("=", 1)[0].strip():
             raise ValueError(f"{what} expects KEY=VALUE, got {it!r}")
         k, v = it.split("=", 1)
+        if not v.strip():  # YAML reads "" as null: the field would silently fall back to its default
+            raise ValueError(f"{what} {it!r}: no value after '='")
         try:
             out[k.strip()] = _parse_value(v)
         except Exception as exc:  # noqa: BLE001 - a YAML error: name the option
@@ -61,22 +66,21 @@ def _config_from_args(a) -> RunConfig:
     from .runs import RunConfig
     d: dict = {}
     if a.config:
-        import yaml
+        from .runs.sweepfile import load_yaml
         f = Path(a.config)
         if not f.is_file():
             raise ValueError(f"--config {f}: no such file")
-        try:
-            doc = yaml.safe_load(f.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"--config {f}: invalid YAML: {' '.join(str(exc).split())}") from None
+        doc = load_yaml(f, "--config") or {}
         if not isinstance(doc, dict):
             raise ValueError(f"--config {f}: must be a mapping of RunConfig fields, got {type(doc).__name__}")
         d.update(doc)
-    for k in ("task", "net", "epochs", "seed", "ptr", "width_factor"):
-        v = getattr(a, k, None)
-        if v is not None:
-            d[k] = v
-    d.update(_pairs(a.set, "--set"))
+    flags = {k: getattr(a, k, None) for k in ("task", "net", "epochs", "seed", "ptr", "width_factor")}
+    d.update({k: v for k, v in flags.items() if v is not None})
+    pairs = _pairs(a.set, "--set")
+    both = sorted(k for k in pairs if flags.get(k) is not None)
+    if both:  # which one wins would be an accident of the code
+        raise ValueError(f"--set {both[0]}=... and --{both[0].replace('_', '-')} both give {both[0]}; give it once")
+    d.update(pairs)
     return RunConfig.from_dict(d)
 
 
@@ -174,7 +178,8 @@ def cmd_import(a) -> int:
     rep = runs.import_runs(a.path, a.results_root)
     for (sw, sc), g in rep.groupby(["sweep", "scale"], sort=True):
         counts = g.action.value_counts().to_dict()
-        print(f"{sw}/{sc}: " + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("added", "replaced", "kept"))
+        print(f"{sw}/{sc}: " + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("added", "replaced", "kept", "repaired")
+                                    if k != "repaired" or counts.get(k))
               + f" -> {runs.store_dir(sw, sc, a.results_root)}")
     print(f"imported {len(rep)} run record(s) from {a.path}")
     return 0
@@ -234,6 +239,7 @@ def cmd_status(a) -> int:
         c = runs.status(a.root)
         print(f"{runs.default_runs_root() if not a.root else a.root}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
         return 0
+    errors = 0  # a sweep file that cannot be read: the exit status says so, not only the table
     # committed: published under results/; finished: done in the runs root, not committed (export them)
     print(f"{'sweep':34s} {'scale':6s} {'total':>6s} {'committed':>9s} {'finished':>8s} {'running':>8s} "
           f"{'failed':>7s} {'pending':>8s}")
@@ -246,6 +252,7 @@ def cmd_status(a) -> int:
                 c = runs.status(a.root, sw, committed=runs.committed_keys(sw.name, sc, a.results_root))
             except ValueError as exc:
                 print(f"{path.stem:34s} {sc:6s} error: {exc}")
+                errors += 1
                 continue
             print(f"{path.stem:34s} {sc:6s} {c['total']:6d} {c['committed']:9d} {c['done']:8d} {c['running']:8d} "
                   f"{c['failed']:7d} {c['pending']:8d}")
@@ -255,7 +262,7 @@ def cmd_status(a) -> int:
                     if runs.run_state(root / cfg.key) == "running":
                         line = runs.progress_line(root / cfg.key) or "no progress reported yet"
                         print(f"  running {cfg.key} {cfg.net} seed {cfg.seed}: {line}")
-    return 0
+    return 1 if errors else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -235,3 +235,32 @@ def test_dry_run_names_the_run_whose_network_a_run_reuses(env, capsys, tmp_path)
     other = runs.RunConfig(**base, measure=["layers"])
     assert any(ln.startswith(f"{first.key} done ") for ln in lines)
     assert any(ln.startswith(f"{other.key} pending (network trained by {first.key}) ") for ln in lines), lines
+
+
+def test_set_refuses_an_empty_value_a_second_spelling_and_duplicate_config_keys(tmp_path, capsys):
+    """Issue 28.8: ``--set epochs=`` fell back to the default, ``--set task=...`` overrode ``--task``,
+    duplicate keys of a ``--config`` file kept the last value."""
+    root = ["--root", str(tmp_path / "r"), "--device", "cpu", "--quiet"]
+    assert main(["train", "--task", "twopoints", "--net", "LeNet", "--set", "epochs=", *root]) == 2
+    assert "--set 'epochs=': no value after '='" in capsys.readouterr().err
+    assert main(["train", "--task", "twopoints", "--net", "LeNet", "--set", "task=cifar10", *root]) == 2
+    assert "--set task=... and --task both give task" in capsys.readouterr().err
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("task: twopoints\nnet: LeNet\nepochs: 1\nepochs: 300\n")
+    assert main(["train", "--config", str(cfg), *root]) == 2
+    assert "key 'epochs' is given twice (lines 3 and 4)" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # nothing trained
+
+
+def test_status_exits_non_zero_on_an_error_row_and_deep_nesting_is_one_line(tmp_path, capsys):
+    """Issue 28.9: ``status`` printed error rows but exited 0; deeply nested values gave a traceback."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: {task: twopoints, net: LeNet, nosuchfield: 1}\nscales: {tiny: {}}\n")
+    assert main(["status", str(bad), "--root", str(tmp_path / "r")]) == 1
+    assert "error: " in capsys.readouterr().out
+    deep = "[" * 5000 + "]" * 5000
+    assert main(["train", "--task", "twopoints", "--set", f"options={deep}", "--root", str(tmp_path / "r")]) == 2
+    assert "nested too deeply" in capsys.readouterr().err
+    (tmp_path / "deep.yaml").write_text(f"task: {deep}\n")
+    assert main(["train", "--config", str(tmp_path / "deep.yaml"), "--root", str(tmp_path / "r")]) == 2
+    assert "nested too deeply" in capsys.readouterr().err

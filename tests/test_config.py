@@ -163,3 +163,103 @@ def test_valid_options_pass_the_checks():
     from stabkit import nets
     names = layer_names(nets.build("LeNet", in_channels=1, num_classes=1, width_factor=0.25, input_size=28))
     RunConfig(**{**TINY, "layers": names[:2]})
+
+
+# ------------------------------------------------------- issue 28.4: measurement options checked up front
+@pytest.mark.parametrize("options, match", [
+    ({"layer": {"relu_conventions": ["inplace"]}}, r"options: \['layer'\] name no registered measurement"),
+    ({"layers": {"relu_conventions": ["nope"]}}, r"options.layers.relu_conventions must be a non-empty list"),
+    ({"layers": {"relu_conventions": 3}}, r"options.layers.relu_conventions"),
+    ({"layers": {"relu_convention": ["true"]}}, r"options.layers: unknown key\(s\) \['relu_convention'\]"),
+    ({"layers": ["true"]}, r"options.layers must be a mapping"),
+    ({"accuracy": {"seeds": [0.5]}}, r"options.accuracy.seeds must be an integer >= 0, got 0.5"),
+    ({"accuracy": {"n": "all"}}, r"options.accuracy.n must be an integer"),
+    ({"accuracy": {"familes": {}}}, r"options.accuracy: unknown key\(s\) \['familes'\]"),
+    ({"accuracy": {"families": {"blur": {}}}}, r"options.accuracy.families.blur.family must be one of"),
+    ({"accuracy": {"families": {"mask": {"patches": 4}}}}, r"families.mask: mask: unknown option\(s\) \['patches'\]"),
+    ({"accuracy": {"families": {"rotate": {"per_class": "yes"}}}}, r"per_class must be true or false"),
+    ({"invariance": {"stratify": "no"}}, r"options.invariance.stratify must be true or false"),
+    ({"invariance": {"aggregate": "median"}}, r"options.invariance.aggregate must be one of"),
+    ({"invariance": {"angles": [0]}}, r"at least 2 angles"),
+    ({"resolution": {"targets": [8.5]}}, r"options.resolution.targets must be an integer >= 1, got 8.5"),
+])
+def test_measurement_options_are_checked_when_the_config_is_made(options, match):
+    """Issue 28.4: a bad measurement option failed the run only after its training (and a failed run lends
+    no network); a typo of a measurement's name in ``options`` was ignored silently."""
+    with pytest.raises(ValueError, match=match):
+        RunConfig(**TINY, options=options)
+
+
+def test_a_sweep_with_a_bad_option_fails_before_any_run(tmp_path):
+    spec = {"name": "badopt", "base": {**TINY, "measure": ["layers"]}, "scales": {"tiny": {}},
+            "grid": [{"seed": [0]}, {"seed": [1], "options": [{"layers": {"relu_conventions": ["inplace", "x"]}}]}]}
+    with pytest.raises(ValueError, match="relu_conventions"):
+        runs.sweep(spec, "tiny", tmp_path / "r", device="cpu", progress=False)
+    assert not (tmp_path / "r").exists()  # nothing trained, not even the valid first run
+
+
+def test_registered_measurements_check_their_own_options():
+    seen = []
+
+    def check(o):
+        if set(o) - {"k"}:
+            raise ValueError(f"options.test_opts: unknown key(s) {sorted(set(o) - {'k'})}")
+        seen.append(o)
+        return o
+
+    @runs.register_measurement("test_opts", overwrite=True, options=check)
+    def m(model, cfg, ctx):
+        return {}
+
+    RunConfig(**TINY, measure=["test_opts"], options={"test_opts": {"k": 1}})
+    assert seen == [{"k": 1}]
+    with pytest.raises(ValueError, match=r"options.test_opts: unknown key\(s\) \['j'\]"):
+        RunConfig(**TINY, measure=["test_opts"], options={"test_opts": {"j": 1}})
+    runs.register_measurement("test_opts", overwrite=True)(m)  # re-registered without a check: passed through
+    RunConfig(**TINY, measure=["test_opts"], options={"test_opts": {"j": 1}})
+    for sweep in ("probe_rotation", "probe_resolution"):  # the committed sweeps' options pass
+        for scale in ("tiny", "cpu", "paper"):
+            runs.load_sweep(sweep, scale).configs[0].check_registries(build=False)
+
+
+# --------------------------------------------------------------- issue 28.8: no silent coercion of a value
+@pytest.mark.parametrize("kw, match", [
+    (dict(fast="no"), r"fast must be true or false, got 'no'"),
+    (dict(stop_at_zero_loss="false"), r"stop_at_zero_loss must be true or false, got 'false'"),
+    (dict(stop_at_zero_loss=1), r"stop_at_zero_loss must be true or false, got 1"),
+    (dict(shuffles=[0.5]), r"shuffles item must be an integer"),
+    (dict(shuffles=[True]), r"shuffles item"),
+    (dict(measure=[1]), r"measure must be a list of names \(strings\), got \[1\]"),
+    (dict(states={"trained": 1}), r"states must be a list"),
+])
+def test_values_of_the_wrong_type_are_refused_not_coerced(kw, match):
+    """Issue 28.8: ``fast``/``stop_at_zero_loss`` turned any string into True, ``shuffles: [0.5]`` became [0]."""
+    with pytest.raises(ValueError, match=match):
+        RunConfig(**{**TINY, **kw})
+    assert RunConfig(**TINY, fast=True, stop_at_zero_loss=False, shuffles=[0, 1.0]).shuffles == (0, 1)
+
+
+def test_sweep_files_refuse_duplicate_keys_empty_grids_bad_names_and_bad_bytes(tmp_path):
+    f = tmp_path / "dup.yaml"
+    f.write_text("base: {task: twopoints, net: LeNet}\nbase: {task: cifar10}\nscales: {tiny: {}}\n")
+    with pytest.raises(ValueError, match=rf"sweep file {f}: key 'base' is given twice \(lines 1 and 2\)"):
+        runs.load_sweep(f, "tiny")
+    f.write_text("base: {task: twopoints, net: LeNet, net: VGG11}\nscales: {tiny: {}}\n")
+    with pytest.raises(ValueError, match=r"key 'net' is given twice"):
+        runs.load_sweep(f, "tiny")
+    # a merge key may be overridden (YAML's intent), as the committed sweeps do
+    f.write_text("_b: &b {task: twopoints, net: LeNet, epochs: 1}\nbase: {<<: *b, epochs: 2}\nscales: {tiny: {}}\n")
+    assert runs.load_sweep(f, "tiny").configs[0].epochs == 2
+    f.write_text("base: {task: twopoints, net: LeNet}\ngrid: {seed: []}\nscales: {tiny: {}}\n")
+    with pytest.raises(ValueError, match=r"grid value of 'seed' is an empty list"):
+        runs.load_sweep(f, "tiny")
+    f.write_text("base: {task: twopoints, net: LeNet}\ninclude: [{sweep: fig5_scale_detection, where: {net: [X]}}]\n"
+                 "scales: {tiny: {}}\n")
+    with pytest.raises(ValueError, match=r"the sweep has no run"):
+        runs.load_sweep(f, "tiny")
+    f.write_bytes(b"name: caf\xe9\nscales: {tiny: {}}\n")  # Latin-1
+    with pytest.raises(ValueError, match=rf"sweep file {f}: not UTF-8 text"):
+        runs.load_sweep(f, "tiny")
+    for name in ("a+b", "_x"):  # names the results store refuses (issue 28.9)
+        with pytest.raises(ValueError, match="name must be a plain name"):
+            runs.load_sweep({"name": name, "base": TINY, "scales": {"tiny": {}}}, "tiny")

@@ -171,7 +171,7 @@ def test_training_key_ignores_only_measurement_fields():
     fields = {f.name for f in dataclasses.fields(runs.RunConfig)}
     assert set(runs.MEASUREMENT_FIELDS) <= fields
     measured = tiny(measure=["output"], states=["trained"], shuffles=[0, 1], P=4, probe_seed=2, delta=0.5,
-                    cut=2, layers="output", measure_dtype="float32", options={"x": {}})
+                    cut=2, layers="output", measure_dtype="float32", options={"layers": {"relu_conventions": ["inplace"]}})
     assert measured.key != base.key and measured.training_key == base.training_key
     for change in (dict(seed=1), dict(data_seed=5), dict(lr=0.01), dict(noise_std=1.0), dict(epochs=2),
                    dict(stop_at_zero_loss=False), dict(width_factor=0.5), dict(test_size=32), dict(ptr=32)):
@@ -352,3 +352,107 @@ def test_a_running_run_reports_its_progress(tmp_path, monkeypatch, capsys):
     assert f"  running {cfg.key} LeNet seed 0: epoch 2 of 3: " in cli[0]
     assert f"{cfg.key} running (epoch 2 of 3: " in cli[0]
     assert runs.progress_line(path) == ""  # finished: no lock, nothing reported
+
+
+# ------------------------------------------------------------------ issue 28.5: --verify loads checkpoints
+def test_verify_loads_checkpoints_and_a_damaged_one_lends_no_network(tmp_path):
+    """Issue 28.5: a truncated ``best.pt`` passed ``sweep --verify`` (and collect and export), and every run
+    that reused that network failed, even with ``--retry-failed``."""
+    spec = {"name": "ck", "base": {**TINY, "measure": ["output"], "shuffles": [0]}, "scales": {"tiny": {}},
+            "grid": {"P": [8, 5]}}  # two runs of one network: the second reuses the first's training
+    first, second = (tmp_path / k for k in runs.load_sweep(spec, "tiny").keys)
+    runs.run(runs.load_sweep(spec, "tiny").configs[0], tmp_path, device="cpu", progress=False)
+    blob = (first / "best.pt").read_bytes()
+    (first / "best.pt").write_bytes(blob[: len(blob) // 2])  # truncated (a full disk, a killed copy)
+    assert runs.verify_run(first) == []  # the tables are sound: collect and import (no checkpoints) accept it
+    problems = runs.verify_run(first, checkpoints=True)
+    assert len(problems) == 1 and problems[0].startswith(f"{first / 'best.pt'}:"), problems
+    assert runs.find_trained(runs.load_sweep(spec, "tiny").configs[1], tmp_path) is None  # lends no network
+    with pytest.warns(UserWarning, match=rf"run {first.name} .* damaged, redoing it: {re.escape(str(first))}/best.pt"):
+        rep = runs.sweep(spec, "tiny", tmp_path, device="cpu", progress=False, verify=True)
+    assert list(rep.status) == ["done", "done"], rep.error.tolist()
+    assert runs.verify_run(first, checkpoints=True) == [] and runs.verify_run(second, checkpoints=True) == []
+
+
+def test_remeasure_refuses_more_probes_than_the_test_set(tmp_path):
+    """Issue 28.8: ``remeasure --P 1000`` on a 64-image test set measured 64 without a word."""
+    path = runs.run(tiny(measure=(), states=()), tmp_path, device="cpu", progress=False)
+    with pytest.raises(ValueError, match=r"P=1000 is larger than the test set \(64 samples"):
+        runs.remeasure(path, measure=["output"], states=["trained"], P=1000, device="cpu")
+    with pytest.raises(ValueError, match=r"options.layers.relu_conventions"):
+        runs.remeasure(path, measure=["layers"], states=["trained"], device="cpu",
+                       options={"layers": {"relu_conventions": ["bogus"]}})
+
+
+# ------------------------------------------------------------------------- issue 28.9: the smaller items
+def test_table_names_stay_inside_the_run_folder(tmp_path):
+    """Issue 28.9: a plugin table named ``../..`` was written outside the run folder; ``collect --table
+    ../<key>/output`` read another run's table."""
+    @runs.register_measurement("test_escape", overwrite=True)
+    def escape(model, cfg, ctx):
+        return {"../../escaped": pd.DataFrame({"v": [1]})}
+
+    cfg = tiny(measure=["test_escape"], states=["trained"])
+    with pytest.raises(ValueError, match=r"a table name of measurement 'test_escape' must be a plain table name"):
+        runs.run(cfg, tmp_path / "r", device="cpu", progress=False)
+    assert not list(tmp_path.rglob("escaped*"))
+    with pytest.raises(ValueError, match="table must be a plain table name"):
+        runs.collect(tmp_path / "r", f"../{cfg.key}/metrics")
+
+
+def test_a_missing_plugin_module_is_named(monkeypatch):
+    from stabkit.runs import measurements as M
+    monkeypatch.setenv("STABKIT_PLUGINS", "no_such_stabkit_plugin")
+    monkeypatch.setattr(M, "_plugins_loaded", False)
+    with pytest.raises(ValueError, match=r"\$STABKIT_PLUGINS names module 'no_such_stabkit_plugin'"):
+        tiny()
+    with pytest.raises(ValueError, match="no_such_stabkit_plugin"):  # not silently marked loaded
+        M.load_plugins()
+
+
+def test_a_redone_donor_trains_and_trained_by_names_the_run_that_trained(tmp_path):
+    """Issue 28.9: after ``--redo`` of a donor, ``trained_by`` pointed in a circle (A from B, B from A) and
+    no run had trained the network."""
+    a = runs.run(tiny(measure=["output"], shuffles=[0]), tmp_path, device="cpu", progress=False)
+    b = runs.run(tiny(measure=["output"], shuffles=[0], P=5), tmp_path, device="cpu", progress=False)
+    by = lambda p: pd.read_parquet(p / "summary.parquet").trained_by.iloc[0]  # noqa: E731
+    assert by(a) == "" and by(b) == a.name
+    c = runs.run(tiny(measure=["output"], shuffles=[0], P=6), tmp_path, device="cpu", progress=False)
+    assert by(c) == a.name  # the run that trained, whichever copy lent it
+    (a / "done").unlink()
+    (c / "done").unlink()
+    runs.run(tiny(measure=["output"], shuffles=[0]), tmp_path, device="cpu", progress=False, force=True)
+    assert by(a) == ""  # redone: trained (b's network came from a's earlier training: no circle)
+
+
+def test_runs_that_share_a_network_and_start_together_train_it_once(tmp_path, monkeypatch):
+    """Issue 28.9: two runs of one network started together both trained it. Now the second waits for the
+    first's training (a lock per network) and reuses it."""
+    import threading
+    import time
+    real, calls = T.train, []
+
+    def slow_train(*a, **k):
+        calls.append(threading.current_thread().name)
+        time.sleep(2.0)  # both runs are under way before the first training ends
+        return real(*a, **k)
+    monkeypatch.setattr(T, "train", slow_train)
+    cfgs = [tiny(measure=["output"], shuffles=[0], P=p) for p in (8, 5)]
+    errors = []
+
+    def go(c):
+        try:
+            runs.run(c, tmp_path, device="cpu", progress=False)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=go, args=(c,), name=f"run-{c.P}") for c in cfgs]
+    for t in threads:
+        t.start()
+        time.sleep(0.3)
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    assert len(calls) == 1, calls
+    by = sorted(pd.read_parquet(tmp_path / c.key / "summary.parquet").trained_by.iloc[0] for c in cfgs)
+    assert by[0] == "" and by[1] in {c.key for c in cfgs}
+    assert not list((tmp_path / ".training").rglob("lock"))  # released

@@ -224,3 +224,54 @@ def test_killing_a_jobs_sweep_leaves_no_process_behind(tmp_path, sig):
                 except psutil.NoSuchProcess:
                     pass
     assert all(runs.run_state(d) == "interrupted" for d in dirs)  # locks freed: resumable
+
+
+# --------------------------------------------------------------------------- issue 28.1: Ctrl-C stops --jobs N
+@pytest.mark.slow
+def test_ctrl_c_stops_a_jobs_sweep_and_leaves_its_runs_resumable(tmp_path):
+    """Issue 28.1: Ctrl-C (SIGINT to the whole process group, as a terminal sends it) stops `sweep --jobs 2`
+    at once: no queued run is started, no run is written ``failed``, no worker is left (before, the
+    workers took the queued runs and the sweep waited for all of them; an interrupt that landed in a
+    lazy import wrote every later run of that worker ``failed``)."""
+    (tmp_path / "slowplug.py").write_text(_PLUGIN)
+    spec = {"name": "ctrlc", "base": {**TINY, "measure": ["test_slow"], "states": ["trained"],
+                                      "options": {"test_slow": {"seconds": 300}}},
+            "grid": {"seed": [0, 1, 2, 3]}, "scales": {"tiny": {}}}
+    import yaml
+    (tmp_path / "ctrlc.yaml").write_text(yaml.safe_dump(spec))
+    root = tmp_path / "runs"
+    dirs = [root / k for k in runs.load_sweep(spec, "tiny").keys]
+    env = _env(STABKIT_PLUGINS="slowplug", PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]),
+               STABKIT_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "stabkit", "sweep", str(tmp_path / "ctrlc.yaml"), "--scale",
+                             "tiny", "--root", str(root), "--device", "cpu", "--quiet", "--jobs", "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while sum((d / "metrics.parquet").exists() for d in dirs) < 2:  # both workers in their measurement
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.time() < deadline, "the workers did not start in time"
+            time.sleep(0.2)
+        t0 = time.time()
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("sweep --jobs 2 still running 30 s after Ctrl-C")
+        stopped_s = time.time() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+    out = proc.stdout.read().decode()
+    assert proc.returncode == 130, out[-3000:]
+    assert stopped_s < 30
+    states = [runs.run_state(d) for d in dirs]
+    assert "failed" not in states and "done" not in states, (states, out[-3000:])
+    assert sorted(states) == ["interrupted", "interrupted", "pending", "pending"], states  # queued: not started
+    deadline = time.time() + 20
+    while time.time() < deadline:  # no worker left: every lock is free (none of the runs is "running")
+        if all(runs.run_state(d) != "running" for d in dirs):
+            break
+        time.sleep(0.2)
+    assert runs.status(root, spec, "tiny") == dict(total=4, done=0, pending=4, failed=0, running=0)

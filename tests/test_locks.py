@@ -98,3 +98,26 @@ def test_legacy_locks_count_only_while_their_pid_is_alive_and_their_heartbeat_yo
     assert runs.run_state(tmp_path / "reused") == "interrupted"
     with hold_lock(tmp_path / "reused") as beat:
         assert beat is not None
+
+
+def test_a_stale_lock_of_a_done_run_is_cleared_by_the_next_sweep(tmp_path):
+    """Issue 28.9: a kill just after the ``done`` marker left the lock file behind."""
+    import json
+
+    from stabkit import runs
+    spec = {"name": "stale", "base": dict(task="twopoints", net="LeNet", ptr=64, test_size=64, epochs=1, P=8,
+                                          width_factor=0.25, batch_size=32, measure=["output"]),
+            "scales": {"tiny": {}}}
+    cfg = runs.load_sweep(spec, "tiny").configs[0]
+    d = tmp_path / cfg.key
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"key": cfg.key, **cfg.to_dict()}))
+    (d / "done").touch()
+    (d / "lock").write_text(json.dumps({"host": "h", "pid": 1, "since": 0, "nonce": "n"}))  # its holder died
+    rep = runs.sweep(spec, "tiny", tmp_path, device="cpu", progress=False)
+    assert list(rep.status) == ["done"] and not (d / "lock").exists()
+    held = tmp_path / "held"
+    held.mkdir()
+    from stabkit.runs.locks import clear_stale_lock, hold_lock
+    with hold_lock(held):  # a live holder's lock is never removed
+        assert clear_stale_lock(held) is False and (held / "lock").exists()

@@ -336,3 +336,192 @@ def test_export_command(tmp_path, capsys):
     assert main(["export", spec, "--scale", "tiny", "--runs-root", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no finished run") and "\n" not in err
+
+
+# ------------------------------------------------------------------ issue 28.2: readers beside merges
+_MERGER = '''
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from test_results_store import SPEC, configs, fake_run
+from stabkit import runs
+root, res, stop = Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+c = configs()
+i = 0
+while not stop.exists() and i < 2000:
+    i += 1  # a later copy of run 0 each time: every export replaces its rows, the index and the tables
+    fake_run(root, c[0], "w", finished=f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}+00:00", rf=float(i))
+    runs.export(SPEC, "tiny", root, res)
+    print(i, flush=True)
+'''
+
+
+@pytest.mark.slow
+def test_readers_never_fail_beside_concurrent_merges(tmp_path):
+    """Issue 28.2: ``load`` read each file by name (pyarrow opens it more than once, racing with the atomic
+    replace) and never retried when the index read failed: 2 spurious errors in 982 loads beside
+    concurrent exports, 1,205 of 3,000 in a tight loop. Now: 0 errors in at least 1,000 loads."""
+    import subprocess
+    import sys
+    import time
+    c = configs()
+    root, res, stop = tmp_path / "runs", tmp_path / "res", tmp_path / "stop"
+    for x in c:
+        fake_run(root, x, "a")
+    runs.export(SPEC, "tiny", root, res)
+    (tmp_path / "merger.py").write_text(_MERGER)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "merger.py"), str(Path(__file__).parent), str(root),
+                             str(res), str(stop)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    loads, errors, seen = 0, [], set()
+    try:
+        t0 = time.time()
+        while (loads < 1000 or len(seen) < 20) and time.time() - t0 < 240 and proc.poll() is None:
+            try:
+                df = runs.load("st", "tiny", "output", res)
+                assert sorted(set(df.run)) == sorted(x.key for x in c)
+                seen.add(float(df[df.run == c[0].key].R_f.iloc[0]))
+            except Exception as exc:  # noqa: BLE001 - counted: the test is that there are none
+                errors.append(f"{type(exc).__name__}: {exc}")
+            loads += 1
+    finally:
+        stop.touch()
+        out, err = proc.communicate(timeout=60)
+    merges = len(out.split())
+    assert proc.returncode == 0, err[-2000:]
+    assert not errors, f"{len(errors)} errors in {loads} loads beside {merges} merges: {errors[:3]}"
+    print(f"{loads} loads, {len(errors)} errors, {merges} merges, {len(seen)} versions seen")
+    assert loads >= 1000 and len(seen) >= 20, (loads, len(seen), merges)  # the loads really ran beside merges
+
+
+# ------------------------------------------------------------------- issue 28.3: hostile archives
+class _Zeros(io.RawIOBase):
+    """``n`` zero bytes, streamed (the archive is built without holding them in memory)."""
+
+    def __init__(self, n):
+        self.left = n
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        k = min(len(b), self.left)
+        b[:k] = bytes(k)
+        self.left -= k
+        return k
+
+
+def _bomb(tmp_path, n_bytes, n_members=1, name="bomb.tar.gz"):
+    c = configs()
+    f = tmp_path / name
+    with tarfile.open(f, "w:gz", compresslevel=1) as tf:
+        data = json.dumps({"format": 1, "runs": {c[0].key: [["st", "tiny"]]}}).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+        for i in range(n_members):
+            info = tarfile.TarInfo(f"{c[0].key}/f{i}.parquet")
+            info.size = n_bytes
+            tf.addfile(info, _Zeros(n_bytes))
+    return f
+
+
+def test_import_refuses_an_archive_bomb_before_extracting(tmp_path, monkeypatch):
+    """Issue 28.3: a 420 KB archive wrote 429 MB to the temporary folder and exited 0. Now the member
+    headers are checked (count, bytes per member, in all, expansion ratio) before anything is written,
+    and the extraction happens in the results root's own temporary area."""
+    res = tmp_path / "res"
+    bomb = _bomb(tmp_path, 80 * 2**20)  # 80 MiB of zeros in ~80 KB
+    assert bomb.stat().st_size < 2**20
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "systmp"))  # the system temporary folder is not used
+    (tmp_path / "systmp").mkdir()
+    with pytest.raises(ValueError, match=r"bomb.tar.gz: 838861\d\d bytes once extracted from \d+ bytes"):
+        runs.import_runs(bomb, res)
+    assert main(["import", str(bomb), "--results-root", str(res)]) == 2
+    sizes = [f.stat().st_size for f in [*res.rglob("*"), *(tmp_path / "systmp").rglob("*")] if f.is_file()]
+    assert sum(sizes) == 0 and not list((tmp_path / "systmp").iterdir()), sizes  # nothing was extracted
+    assert not (res / R.IMPORT_AREA).exists()
+    small = _bomb(tmp_path, 1000, n_members=3, name="small.tar.gz")
+    for limits, match in (({"members": 3}, r"4 members, more than the 3"),
+                          ({"member_bytes": 999}, r"member '.*f0.parquet' holds 1000 bytes, more than the 999"),
+                          ({"total_bytes": 2500}, r"3\d{3} bytes once extracted, more than the 2500")):
+        with pytest.raises(ValueError, match=match):
+            runs.import_runs(small, res, limits=limits)
+
+
+def test_import_extracts_in_the_results_root_and_removes_what_a_killed_import_left(tmp_path):
+    import fcntl
+    import os
+    c = configs()
+    res = tmp_path / "res"
+    area = res / R.IMPORT_AREA
+    dead = area / "import-killed"
+    (dead / c[0].key).mkdir(parents=True)
+    (dead / c[0].key / "output.parquet").write_bytes(b"x" * 1000)
+    (dead / ".lock").touch()  # its holder died: the flock is free
+    live = area / "import-live"
+    live.mkdir()
+    fd = os.open(live / ".lock", os.O_CREAT | os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another import running now: left alone
+    seen = []
+    real = R._import_folder
+
+    def spy(folder, *a, **kw):
+        seen.append(Path(folder))
+        return real(folder, *a, **kw)
+    try:
+        R._import_folder = spy
+        camp = _campaign(tmp_path, c[:1], [["st", "tiny"]])
+        assert list(runs.import_runs(camp, res).action) == ["added"]
+    finally:
+        R._import_folder = real
+        os.close(fd)
+    assert seen and seen[0].parent == area  # extracted inside the results root's own temporary area
+    assert not dead.exists() and live.exists() and not seen[0].exists()
+
+
+# ------------------------------------------------------------------ issue 28.6: a damaged store
+@pytest.mark.parametrize("damage", ["table missing", "rows dropped", "column retyped", "unreadable"])
+def test_a_damaged_store_is_refused_clearly_or_repaired_by_its_runs(tmp_path, damage):
+    """Issue 28.6: export/import exited 0 on a store with a table missing, a run's rows dropped or a column
+    retyped, and kept the damage. Now the merge checks the store first: refused (naming the file and the
+    runs) unless the incoming runs repair it."""
+    c, a, b = two_machines(tmp_path)
+    res = tmp_path / "res"
+    sw01 = {**SPEC, "grid": {"seed": [0, 1]}}
+    runs.export(sw01, "tiny", a, res)  # runs 0 and 1 of machine A
+    d = runs.store_dir("st", "tiny", res)
+    out = pd.read_parquet(d / "output.parquet")
+    if damage == "table missing":
+        (d / "output.parquet").unlink()
+    elif damage == "rows dropped":
+        out[out.run != c[1].key].to_parquet(d / "output.parquet")
+    elif damage == "column retyped":
+        out.assign(R_f=["x"] * len(out)).to_parquet(d / "output.parquet")
+    else:
+        (d / "output.parquet").write_bytes(b"PAR1 not a table")
+    before = store_state(d) if damage != "unreadable" else None
+    only2 = {**SPEC, "grid": {"seed": [2]}}
+    with pytest.raises(ValueError, match=rf"results store {d} is damaged; nothing merged: {d / 'output.parquet'}"):
+        runs.export(only2, "tiny", b, res)  # another run: cannot repair it
+    if before is not None:
+        after = store_state(d)
+        assert after.keys() == before.keys() and all(after[k].equals(before[k]) for k in after)  # untouched
+    # the damaged runs exported again: repaired, and the store reads as before the damage
+    rep = runs.merge_runs(d, [R._read_run(a / x.key, R._exporter()) for x in c[:2]])
+    assert set(rep.action) <= {"repaired", "kept"} and "repaired" in set(rep.action), rep
+    got = runs.load("st", "tiny", "output", res)
+    assert sorted(set(got.run)) == sorted([c[0].key, c[1].key]) and got.R_f.dtype == float
+    runs.export(only2, "tiny", b, res)  # and the store takes new runs again
+    assert runs.committed_keys("st", "tiny", res) == {x.key for x in c}
+
+
+def test_a_schema_conflict_names_the_committed_runs(tmp_path):
+    c = configs()
+    a = tmp_path / "A"
+    fake_run(a, c[0], extra={"note": ["x", "y"]})
+    fake_run(a, c[1], extra={"note": [1.0, 2.0]})
+    res = tmp_path / "res"
+    runs.export({**SPEC, "grid": {"seed": [0]}}, "tiny", a, res)
+    with pytest.raises(ValueError, match=rf"wrong schema; committed by run\(s\) \['{c[0].key}'\]"):
+        runs.export({**SPEC, "grid": {"seed": [1]}}, "tiny", a, res)

@@ -158,12 +158,21 @@ def _build_check(cfg: RunConfig, graph: bool = False) -> list[str]:
                          f"{cfg.task} input: {exc}") from None
 
 
-def _tuple(value: Any, kind: type = str) -> tuple:
+def _tuple(value: Any, kind: type = str, name: str = "value") -> tuple:
+    """A tuple field from a list (or one item): names must be strings, numbers integers (``0.5`` is
+    refused, never truncated to ``0``)."""
     if value is None:
         return ()
     if isinstance(value, (str, int, float)):
         value = [value]
-    return tuple(kind(v) for v in value)
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name} must be a list, got {value!r}")
+    if kind is int:
+        return tuple(_integer(f"{name} item", v) for v in value)
+    bad = [v for v in value if not isinstance(v, str)]
+    if bad:
+        raise ValueError(f"{name} must be a list of names (strings), got {list(value)!r}")
+    return tuple(value)
 
 
 def plain(value: Any) -> Any:
@@ -253,13 +262,15 @@ class RunConfig:
         if self.ptr is None and self.task != "cifar10":
             s("ptr", 1024)
         for k in ("stop_at_zero_loss", "fast"):
-            s(k, bool(getattr(self, k)))
-        s("augment", _tuple(self.augment))
-        s("measure", _tuple(self.measure))
-        s("states", _tuple(self.states))
-        s("shuffles", _tuple(self.shuffles, int))
+            v = getattr(self, k)
+            if not isinstance(v, bool):  # bool("no") is True: a string or a number is a mistake, not a flag
+                raise ValueError(f"{k} must be true or false, got {v!r}")
+        s("augment", _tuple(self.augment, name="augment"))
+        s("measure", _tuple(self.measure, name="measure"))
+        s("states", _tuple(self.states, name="states"))
+        s("shuffles", _tuple(self.shuffles, int, "shuffles"))
         if not isinstance(self.layers, str):
-            s("layers", _tuple(self.layers))
+            s("layers", _tuple(self.layers, name="layers"))
         for st in self.states:
             if st not in STATES:
                 raise ValueError(f"states must be a subset of {STATES}, got {self.states!r}")
@@ -304,12 +315,13 @@ class RunConfig:
         unless inside :func:`deferred_registry_checks`, and by :meth:`Sweep.validate` / ``run`` before
         anything is trained: ``net`` names a network of ``stabkit.nets.list_models()``; ``net_options``
         are options of its builder; ``task_options`` are options of the task's data set; ``measure``
-        names registered measurements; ``augment`` names augmentations the task accepts; for the
+        names registered measurements; ``options`` name registered measurements and hold values they accept
+        (:func:`~stabkit.runs.measurements.check_options`); ``augment`` names augmentations the task accepts; for the
         probe measurements (``output``, ``layers``), ``P`` is at most the test-set size and a list of
         ``layers`` names nodes of the network's graph; the network builds for the task's input (on the
         meta device) with its options. ``build=False`` (at creation) skips the last three (P, layers,
         build): a config may be an intermediate step (``replace``, the command line's ``train``)."""
-        from .measurements import AUGMENTATIONS, BUILTIN_AUGMENT, MEASUREMENTS, load_plugins
+        from .measurements import AUGMENTATIONS, BUILTIN_AUGMENT, MEASUREMENTS, check_options, load_plugins
         names = known_nets()
         if self.net not in names:
             raise ValueError(f"net must be one of stabkit.nets.list_models() {sorted(names)}, got {self.net!r}")
@@ -326,6 +338,7 @@ class RunConfig:
         unknown = [m for m in self.measure if m not in MEASUREMENTS]
         if unknown:
             raise ValueError(f"measure: unknown measurement(s) {unknown}; registered: {sorted(MEASUREMENTS)}")
+        check_options(self.options)  # before hours of training: a bad value would fail the run after it
         builtin = [a for a in self.augment if a in BUILTIN_AUGMENT]
         if builtin and self.task != "cifar10":
             raise ValueError(f"augment {builtin} (crop/flip) is only defined for cifar10, not {self.task!r}")

@@ -20,8 +20,9 @@ import pandas as pd
 from ..atomic import atomic_write_json
 from .config import RunConfig, training_key
 from .measurements import GRAD_FREE, MEASUREMENTS, load_plugins
-from .store import (RunLocked, git_state, hold_lock, mark_done, read_config, run_dir, write_config, write_status,
-                    write_table)
+from .locks import RunLock
+from .store import (RunLocked, check_table_name, checkpoint_problems, git_state, hold_lock, mark_done, read_config,
+                    run_dir, write_config, write_status, write_table)
 from .tasks import RunContext, build_net, loader, task_data
 
 __all__ = ["RESERVED_TABLES", "TRAINED_FILE", "resolve_device", "device_name", "check_measurements", "measure_states",
@@ -101,6 +102,7 @@ def measure_states(model, cfg: RunConfig, data, device: str, path: Path, *, init
             if not isinstance(out, Mapping):
                 raise TypeError(f"measurement {name!r} must return dict[str, DataFrame], got {type(out).__name__}")
             for tname, df in out.items():
+                check_table_name(tname, f"a table name of measurement {name!r}")  # written as <run>/<name>.parquet
                 if tname in RESERVED_TABLES:
                     raise ValueError(f"measurement {name!r} may not write the reserved table {tname!r}")
                 df = df.copy()
@@ -121,7 +123,8 @@ _TRAINED_FILES = ("done", *_TRAINING_OUTPUTS, "summary.parquet")
 def find_trained(config: RunConfig, root: str | Path) -> Path | None:
     """A finished run under ``root``, other than ``config``'s own, that trained the same network
     (equal :attr:`~stabkit.runs.RunConfig.training_key`: the configs differ only in what they measure),
-    with its checkpoints and metrics; ``None`` if there is none. The first in key order wins."""
+    with its checkpoints (loadable: a damaged one lends nothing) and metrics; ``None`` if there is none.
+    The first in key order wins."""
     root = Path(root)
     if not root.is_dir():
         return None
@@ -133,9 +136,18 @@ def find_trained(config: RunConfig, root: str | Path) -> Path | None:
             other = read_config(p)
         except (OSError, ValueError):
             continue  # a damaged folder is never a donor
-        if training_key(other) == want:
-            return p
+        if training_key(other) == want and _origin(p) != config.key and not checkpoint_problems(p, config.net, p.name):
+            return p  # (a run whose network came from this run's earlier training is no donor: redone, it trains)
     return None
+
+
+def _origin(path: Path) -> str:
+    """The run that trained the network of finished run folder ``path``: its ``trained_by``, else itself."""
+    try:
+        by = pd.read_parquet(path / "summary.parquet").iloc[0].get("trained_by")
+    except Exception:  # noqa: BLE001 - an unreadable summary: the folder is its own origin
+        return path.name
+    return str(by) if isinstance(by, str) and by else path.name
 
 
 #: Written (atomically, after the checkpoints and metrics) when a run's training has ended: the summary's
@@ -199,21 +211,47 @@ def run(config: RunConfig | Mapping[str, Any], root: str | Path | None = None, *
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         write_config(path, cfg)
         t0 = time.time()
-        try:
-            donor = find_trained(cfg, path.parent) if reuse_training and trained is None else None
-            if donor is not None:
-                (path / RESUME_FILE).unlink(missing_ok=True)
-            summary = _run_body(cfg, path, resolve_device(device), progress, heartbeat, donor, trained)
-        except Exception as exc:  # Ctrl-C / SIGKILL leave an "interrupted" run, redone next time
-            write_status(path, {"status": "failed", "key": cfg.key, "host": socket.gethostname(),
-                                "error": f"{type(exc).__name__}: {exc}"[:2000], "wall_seconds": time.time() - t0},
-                         traceback.format_exc())
-            raise
-        summary["wall_seconds"] = time.time() - t0
-        write_table(path / "summary.parquet", pd.DataFrame([summary]))
-        write_status(path, {"status": "done", **summary})
-        mark_done(path)  # LAST
+        with contextlib.ExitStack() as shared:  # the network's training lock, held until `done` (see below)
+            try:
+                donor = find_trained(cfg, path.parent) if reuse_training and trained is None else None
+                if reuse_training and trained is None and donor is None:
+                    # a run of the same network started by another process: wait for it and reuse its training
+                    shared.enter_context(_training_lock(path.parent, cfg.training_key, heartbeat))
+                    donor = find_trained(cfg, path.parent)
+                if donor is not None:
+                    (path / RESUME_FILE).unlink(missing_ok=True)
+                summary = _run_body(cfg, path, resolve_device(device), progress, heartbeat, donor, trained)
+            except Exception as exc:  # Ctrl-C / SIGKILL leave an "interrupted" run, redone next time
+                write_status(path, {"status": "failed", "key": cfg.key, "host": socket.gethostname(),
+                                    "error": f"{type(exc).__name__}: {exc}"[:2000],
+                                    "wall_seconds": time.time() - t0}, traceback.format_exc())
+                raise
+            summary["wall_seconds"] = time.time() - t0
+            write_table(path / "summary.parquet", pd.DataFrame([summary]))
+            write_status(path, {"status": "done", **summary})
+            mark_done(path)  # LAST; then the training lock goes: a waiting run finds this one as its donor
     return path
+
+
+#: Folder of a runs root holding one lock per network being trained (:func:`_training_lock`).
+TRAINING_LOCKS = ".training"
+
+
+@contextlib.contextmanager
+def _training_lock(root: Path, training_key: str, heartbeat: Callable[..., Any], poll_s: float = 1.0):
+    """Hold the lock of network ``training_key`` under ``root`` (``<root>/.training/<key>/lock``, the
+    :class:`~stabkit.runs.RunLock` protocol): runs that share a network and start together train it once,
+    the others wait here (their own run lock's heartbeat kept fresh) and then reuse it."""
+    folder = root / TRAINING_LOCKS / training_key
+    folder.mkdir(parents=True, exist_ok=True)
+    lk = RunLock(folder)
+    while not lk.acquire():
+        heartbeat({"phase": "waiting", "for": f"network {training_key}, trained by another run"})
+        time.sleep(poll_s)
+    try:
+        yield
+    finally:
+        lk.release()
 
 
 _CODE_STATE: dict | None = None
@@ -303,15 +341,16 @@ def _copy_training(donor: Path, path: Path, cfg: RunConfig) -> tuple[dict, pd.Da
     (``trained_by`` in their metadata), its metrics, and its summary's training and ``mode_`` columns."""
     from ..train import load_checkpoint, save_checkpoint
     donor_key = donor.name
+    origin = _origin(donor)  # the run that trained it (a donor may itself have copied it): no chain, no circle
     for kind in ("best", "last"):
         sd, meta = load_checkpoint(donor / f"{kind}.pt", net=cfg.net, config_hash=donor_key)
         extra = {k: v for k, v in meta.items() if k not in ("format", "net", "config_hash")}
         save_checkpoint(path / f"{kind}.pt", sd, net=cfg.net, config_hash=cfg.key,
-                        **{**extra, "trained_by": donor_key})
+                        **{**extra, "trained_by": origin})
     row = pd.read_parquet(donor / "summary.parquet").iloc[0]
     training = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()
                 if k in _TRAINING_COLUMNS or str(k).startswith("mode_")}
-    training["trained_by"] = donor_key
+    training["trained_by"] = origin
     return training, pd.read_parquet(donor / "metrics.parquet")
 
 
@@ -348,6 +387,7 @@ def remeasure(path: str | Path, *, measure: Sequence[str] | None = None, states:
                              + (", out_dir" if out_dir is not None else "") + ")")
         return _remeasure_in_place(path, original, device)
     cfg = original.replace(**changes)
+    cfg.check_registries()  # P above the test set, unknown layers, options: refused, not measured on fewer
     check_measurements(cfg.measure)
     from ..train import cpu_state
     dev = resolve_device(device)

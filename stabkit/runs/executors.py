@@ -26,7 +26,7 @@ import pandas as pd
 from ..checks import check_int
 from .config import RunConfig
 from .execute import resolve_device, run
-from .locks import heartbeat_age, lock_info
+from .locks import clear_stale_lock, heartbeat_age, lock_info
 from .paths import default_runs_root
 from .store import RunLocked, error_line, run_state, verify_run
 from .sweepfile import Sweep, as_sweep
@@ -106,6 +106,10 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _pool_init(device_queue, parent_pid: int) -> None:
     global _WORKER_DEVICE
+    # Ctrl-C reaches the whole foreground process group. Only the sweep process acts on it (it stops the
+    # workers, whose runs stay resumable): a KeyboardInterrupt inside a worker could land in a lazy import
+    # (torch._dynamo, sympy) and leave a half-imported module that makes every later run of that worker fail.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent_pid)
     _WORKER_DEVICE = device_queue.get() if device_queue is not None else "cpu"
 
@@ -252,10 +256,13 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
     root.mkdir(parents=True, exist_ok=True)
     if verify:
         for c in sw.configs:
-            if c.key not in redo_keys and (problems := verify_run(root / c.key)):
+            if c.key not in redo_keys and (problems := verify_run(root / c.key, checkpoints=True)):
                 warnings.warn(f"run {c.key} of {sw.name}/{sw.scale} is damaged, redoing it: "
                               + "; ".join(problems), stacklevel=2)
                 redo_keys.add(c.key)
+    for c in sw.configs:  # a process killed between its `done` marker and its lock's release left the file
+        if (root / c.key / "done").exists():
+            clear_stale_lock(root / c.key)
     dev = resolve_device(device) if executor == "local" else device
     from tqdm.auto import tqdm
     bar = tqdm(total=0, desc=f"{sw.name}/{sw.scale}", unit="run", disable=not progress)
@@ -404,8 +411,10 @@ def _local_pool(args: list, device: str, jobs: int, slots_per_gpu: int, threads:
         for g in slots[:jobs]:
             queue.put(g)
     out = {}
-    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(args)), mp_context=ctx, initializer=_pool_init,
-                                initargs=(queue, os.getpid())) as pool:
+    before = {p.pid for p in mp.active_children()}
+    pool = cf.ProcessPoolExecutor(max_workers=min(jobs, len(args)), mp_context=ctx, initializer=_pool_init,
+                                  initargs=(queue, os.getpid()))
+    try:
         futs = {pool.submit(_pool_run, *a, threads): a for a in args}
         for f in cf.as_completed(futs):
             try:
@@ -414,6 +423,11 @@ def _local_pool(args: list, device: str, jobs: int, slots_per_gpu: int, threads:
                 k, st, err = RunConfig.from_dict(futs[f][0]).key, "failed", f"worker died: {exc}"
             out[k] = (st, err)
             bar.update()
+    except BaseException:  # Ctrl-C (or any error here): stop now, queued runs are not started
+        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_workers(before)
+        raise
+    pool.shutdown(wait=True)
     return out
 
 
@@ -453,6 +467,22 @@ def _job_run(cfg_dict: dict, root: str, device: str, force: bool, threads: int) 
 
 def _job_id(job: Any) -> str:
     return str(getattr(job, "job_id", "?"))
+
+
+def _stop_workers(before: set[int], grace_s: float = 5.0) -> None:
+    """End the pool's workers (the multiprocessing children started since ``before`` was taken): SIGTERM,
+    then SIGKILL after ``grace_s``. A run killed this way has no ``failed`` status: it is ``interrupted``
+    and the next sweep resumes it (its lock dies with the worker)."""
+    import multiprocessing as mp
+    workers = [p for p in mp.active_children() if p.pid not in before]
+    for p in workers:
+        p.terminate()
+    deadline = time.time() + grace_s
+    for p in workers:
+        p.join(max(0.0, deadline - time.time()))
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
 
 
 def _submitit_map(args: list, executor: Any, jobs: int, device: str, threads: int, root: Path,

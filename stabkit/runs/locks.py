@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["LOCK_NAME", "LEGACY_STALE_S", "FOREIGN_STALE_S", "RunLock", "hold_lock", "lock_held", "lock_info",
-           "heartbeat_age"]
+           "heartbeat_age", "clear_stale_lock"]
 
 LOCK_NAME = "lock"
 #: A legacy lock (no flock) whose PID is alive on this host stops counting after this many seconds
@@ -209,6 +209,19 @@ class RunLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def clear_stale_lock(path: str | Path) -> bool:
+    """Remove the lock file of run folder ``path`` if no live process holds it (e.g. a process killed after
+    the ``done`` marker and before its release), by taking and releasing it, never by name alone.
+    Returns whether a file was removed."""
+    if not (Path(path) / LOCK_NAME).exists():
+        return False
+    lk = RunLock(path, tries=1)
+    if not lk.acquire():
+        return False
+    lk.release()
+    return True
 
 
 @contextlib.contextmanager

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["MEASUREMENTS", "AUGMENTATIONS", "BUILTIN_AUGMENT", "GRAD_FREE", "RELU_CONVENTIONS", "register_measurement",
-           "register_augmentation", "load_plugins", "eval_subset", "relu_conventions"]
+__all__ = ["MEASUREMENTS", "AUGMENTATIONS", "BUILTIN_AUGMENT", "GRAD_FREE", "RELU_CONVENTIONS", "OPTION_CHECKS",
+           "register_measurement", "register_augmentation", "load_plugins", "eval_subset", "relu_conventions",
+           "check_options"]
 
 MEASUREMENTS: dict[str, Callable[..., dict[str, pd.DataFrame]]] = {}
 """name -> ``fn(model, cfg, ctx) -> {table name: DataFrame}``. Called once per state in ``cfg.states``
@@ -41,6 +42,10 @@ BUILTIN_AUGMENT = ("crop", "flip")
 #: Built-in measurements that need no gradient: the loop runs them under ``torch.no_grad()`` (the
 #: others, e.g. ``accuracy`` with gradient saliency, manage gradients themselves).
 GRAD_FREE = ("output", "layers", "spectra")
+OPTION_CHECKS: dict[str, Callable[[dict], Any]] = {}
+"""name -> ``check(options: dict) -> parsed``: parses a measurement's ``options.<name>`` (``ValueError``
+naming the key and the accepted values); the measurement parses its options with the same function, and
+:func:`check_options` calls it when a configuration is validated, before anything is trained."""
 _plugins_loaded = False
 
 
@@ -53,11 +58,40 @@ def _registrar(registry: dict, what: str, name: str, overwrite: bool) -> Callabl
     return deco
 
 
-def register_measurement(name: str, *, overwrite: bool = False) -> Callable:
-    """Decorator: ``@register_measurement("rotations") def fn(model, cfg, ctx) -> dict[str, DataFrame]``."""
+def register_measurement(name: str, *, overwrite: bool = False,
+                         options: Callable[[dict], Any] | None = None) -> Callable:
+    """Decorator: ``@register_measurement("rotations") def fn(model, cfg, ctx) -> dict[str, DataFrame]``.
+    ``options``: ``check(dict) -> parsed`` of its ``options.<name>`` (:data:`OPTION_CHECKS`), called when a
+    configuration is validated (before training); without it, any options are passed through unchecked."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
-    return _registrar(MEASUREMENTS, "measurement", name, overwrite)
+    if options is not None and not callable(options):
+        raise ValueError(f"options must be a function check(dict) -> parsed options, got {options!r}")
+    deco = _registrar(MEASUREMENTS, "measurement", name, overwrite)
+
+    def register(fn: Callable) -> Callable:
+        deco(fn)
+        if options is not None:
+            OPTION_CHECKS[name] = options
+        else:
+            OPTION_CHECKS.pop(name, None)
+        return fn
+    return register
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Validate a configuration's ``options`` (``{measurement: {key: value}}``) before anything runs: every
+    key names a registered measurement (a typo would be ignored silently), each value is a mapping, and
+    the measurements with an :data:`OPTION_CHECKS` entry accept theirs. ``ValueError`` naming the option."""
+    load_plugins()
+    unknown = sorted(set(options) - set(MEASUREMENTS))
+    if unknown:
+        raise ValueError(f"options: {unknown} name no registered measurement; registered: {sorted(MEASUREMENTS)}")
+    for name, o in options.items():
+        if o is not None and not isinstance(o, Mapping):
+            raise ValueError(f"options.{name} must be a mapping of option names to values, got {o!r}")
+        if name in OPTION_CHECKS:
+            OPTION_CHECKS[name](dict(o or {}))
 
 
 def register_augmentation(name: str, *, overwrite: bool = False) -> Callable:
@@ -72,9 +106,13 @@ def load_plugins() -> None:
     global _plugins_loaded
     if _plugins_loaded:
         return
-    _plugins_loaded = True
     for mod in filter(None, (m.strip() for m in os.environ.get("STABKIT_PLUGINS", "").split(","))):
-        importlib.import_module(mod)  # user modules registering measurements/augmentations
+        try:
+            importlib.import_module(mod)  # user modules registering measurements/augmentations
+        except ImportError as exc:  # a typo, or a module off the path: say which
+            raise ValueError(f"$STABKIT_PLUGINS names module {mod!r}, which cannot be imported "
+                             f"({type(exc).__name__}: {exc}); sys.path holds the current folder and PYTHONPATH")
+    _plugins_loaded = True
 
 
 def _options(cfg, name: str) -> dict:
@@ -100,11 +138,19 @@ def relu_conventions(cfg) -> list[str]:
     """The ReLU conventions the ``layers`` measurement reports (``options.layers.relu_conventions``,
     default ``["true"]``): ``"true"`` every node's own value, ``"inplace"`` the original code's (post-ReLU
     values at nodes an in-place ReLU overwrites; ``stabkit.stability.measure(relu_convention=...)``)."""
-    o = _options(cfg, "layers")
+    return _layers_options(_options(cfg, "layers"))
+
+
+def _layers_options(o: dict) -> list[str]:
+    """``options.layers`` -> the ReLU conventions (see :func:`relu_conventions`)."""
+    o = dict(o)
     vals = o.pop("relu_conventions", ["true"])
     if o:
         raise ValueError(f"options.layers: unknown key(s) {sorted(o)}; accepted: relu_conventions")
-    vals = [vals] if isinstance(vals, (str, bool)) else list(vals)
+    vals = [vals] if isinstance(vals, (str, bool)) else vals
+    if not isinstance(vals, (list, tuple)):
+        raise ValueError(f"options.layers.relu_conventions must be a non-empty list of {RELU_CONVENTIONS}, "
+                         f"got {vals!r}")
     out = ["true" if v is True else v for v in vals]
     bad = [v for v in out if v not in RELU_CONVENTIONS]
     if bad or not out:
@@ -128,7 +174,7 @@ def _stability(model, ctx, shuffle: int, probes: str | None = None, relu: str = 
     return ctx.cache[key]
 
 
-@register_measurement("layers")
+@register_measurement("layers", options=_layers_options)
 def _measure_layers(model, cfg, ctx) -> dict[str, pd.DataFrame]:
     """``layers``: stability.measure rows (every graph node) per shuffle in ``cfg.shuffles`` and probe set
     (column ``probes``: "corrupted", the paper's for a noise-trained CIFAR-10 net, then "clean"; only
@@ -177,6 +223,115 @@ def _measure_spectra(model, cfg, ctx) -> dict[str, pd.DataFrame]:
     return {"spectra": filter_spectra(model)}
 
 
+# --------------------------------------------------------------------- option values (no coercion)
+def _opt_int(where: str, v: Any, minimum: int = 1) -> int:
+    """An integer option (an integral float such as ``4.0`` is accepted, a bool or ``0.5`` is not)."""
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ValueError(f"{where} must be an integer >= {minimum}, got {v!r}")
+    return v
+
+
+def _opt_bool(where: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"{where} must be true or false, got {v!r}")
+    return v
+
+
+def _opt_list(where: str, v: Any, one: Callable[[str, Any], Any]) -> list:
+    """A non-empty list whose items ``one(where, item)`` accepts (a single value counts as a list of it)."""
+    items = list(v) if isinstance(v, (list, tuple)) else [v]
+    if not items:
+        raise ValueError(f"{where} must be a non-empty list, got {v!r}")
+    return [one(where, x) for x in items]
+
+
+def _opt_real(where: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"{where} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def _opt_mapping(where: str, v: Any) -> dict:
+    if v is None:
+        return {}
+    if not isinstance(v, Mapping):
+        raise ValueError(f"{where} must be a mapping, got {v!r}")
+    return dict(v)
+
+
+def _opt_unknown(where: str, o: dict, accepted: tuple[str, ...]) -> None:
+    if o:
+        raise ValueError(f"{where}: unknown key(s) {sorted(o)}; accepted: {', '.join(accepted)}")
+
+
+def _accuracy_options(o: dict) -> dict:
+    """``options.accuracy`` -> ``{families: {probe: (family, magnitudes | None, per_class, family options)},
+    n: int | None, seeds: [int], batch_size: int}`` (see the ``accuracy`` measurement)."""
+    from ..robustness import FAMILIES, family_options
+    o = dict(o)
+    fams = _opt_mapping("options.accuracy.families", o.pop("families", {"rotate": {"per_class": True}}))
+    if not fams:
+        raise ValueError("options.accuracy.families must name at least one probe")
+    n = o.pop("n", None)
+    out = {"n": None if n is None else _opt_int("options.accuracy.n", n),
+           "seeds": _opt_list("options.accuracy.seeds", o.pop("seeds", [0]), lambda w, x: _opt_int(w, x, 0)),
+           "batch_size": _opt_int("options.accuracy.batch_size", o.pop("batch_size", 256)), "families": {}}
+    _opt_unknown("options.accuracy", o, ("families", "n", "seeds", "batch_size"))
+    for probe, fo in fams.items():
+        where = f"options.accuracy.families.{probe}"
+        fo = _opt_mapping(where, fo)
+        fam = fo.pop("family", probe)
+        if fam not in FAMILIES:
+            raise ValueError(f"{where}.family must be one of {FAMILIES} (or the probe's name one of them), "
+                             f"got {fam!r}")
+        mags = fo.pop("magnitudes", None)
+        mags = None if mags is None else _opt_list(f"{where}.magnitudes", mags, _opt_real)
+        pc = _opt_bool(f"{where}.per_class", fo.pop("per_class", False))
+        try:
+            family_options(fam, **fo)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        out["families"][probe] = (fam, mags, pc, fo)
+    return out
+
+
+def _invariance_options(o: dict) -> dict:
+    """``options.invariance`` -> ``{angles: [float] | None, n_angles, n, stratify: [bool], aggregate, stat,
+    batch_size, per_activation}`` (see the ``invariance`` measurement)."""
+    o = dict(o)
+    angles = o.pop("angles", None)
+    out = {"angles": None if angles is None else _opt_list("options.invariance.angles", angles, _opt_real),
+           "n_angles": _opt_int("options.invariance.n_angles", o.pop("n_angles", 16), 2),
+           "n": _opt_int("options.invariance.n", o.pop("n", 256)),
+           "stratify": _opt_list("options.invariance.stratify", o.pop("stratify", [False]), _opt_bool),
+           "aggregate": o.pop("aggregate", "mean"), "stat": o.pop("stat", "std"),
+           "batch_size": _opt_int("options.invariance.batch_size", o.pop("batch_size", 64)),
+           "per_activation": _opt_bool("options.invariance.per_activation", o.pop("per_activation", True))}
+    _opt_unknown("options.invariance", o, ("angles", "n_angles", "n", "stratify", "aggregate", "stat", "batch_size",
+                                           "per_activation"))
+    if out["angles"] is not None and len(out["angles"]) < 2:
+        raise ValueError(f"options.invariance.angles must hold at least 2 angles, got {angles!r}")
+    from ..invariance import AGGREGATIONS, STATS
+    for k, choices in (("aggregate", AGGREGATIONS), ("stat", STATS)):
+        if out[k] not in choices:
+            raise ValueError(f"options.invariance.{k} must be one of {choices}, got {out[k]!r}")
+    return out
+
+
+def _resolution_options(o: dict) -> dict:
+    """``options.resolution`` -> ``{targets: [int], n: int | None, batch_size: int}``."""
+    from ..robustness import MAGNITUDES
+    o = dict(o)
+    n = o.pop("n", None)
+    out = {"targets": _opt_list("options.resolution.targets", o.pop("targets", list(MAGNITUDES["resize"])), _opt_int),
+           "n": None if n is None else _opt_int("options.resolution.n", n),
+           "batch_size": _opt_int("options.resolution.batch_size", o.pop("batch_size", 256))}
+    _opt_unknown("options.resolution", o, ("targets", "n", "batch_size"))
+    return out
+
+
 # ------------------------------------------------------------------------------- related probes
 def eval_subset(ctx, n: int | None):
     """``n`` test images (raw, as the task stores them) and labels drawn at random with a fixed seed (the
@@ -199,49 +354,37 @@ _rotate.__doc__ = """``rotate``: :func:`stabkit.robustness.rotate_augment` (one 
 bilinear, zero padding), on pixel-space training batches."""
 
 
-@register_measurement("accuracy")
+@register_measurement("accuracy", options=_accuracy_options)
 def _measure_accuracy(model, cfg, ctx) -> dict[str, pd.DataFrame]:
     """``accuracy``: :func:`stabkit.robustness.accuracy_under` rows for every probe of
     ``options.accuracy.families`` (``{probe: {family: <default: the probe name>, magnitudes: [...],
     per_class: bool, <family options>}}``; column ``probe`` holds the key, e.g. ``mask_saliency``), on
     ``options.accuracy.n`` test images (default all), transform seeds ``options.accuracy.seeds``."""
     from ..robustness import accuracy_under
-    o = _options(cfg, "accuracy")
-    fams = o.pop("families", {"rotate": {"per_class": True}})
-    x, y = eval_subset(ctx, o.pop("n", None))
-    seeds = o.pop("seeds", [0])
-    bs = int(o.pop("batch_size", 256))
-    if o:
-        raise ValueError(f"options.accuracy: unknown key(s) {sorted(o)}; accepted: families, n, seeds, batch_size")
+    o = _accuracy_options(_options(cfg, "accuracy"))
+    x, y = eval_subset(ctx, o["n"])
     tabs = []
-    for probe, fo in fams.items():
-        fo = dict(fo or {})
-        fam = fo.pop("family", probe)
-        mags = fo.pop("magnitudes", None)
-        pc = bool(fo.pop("per_class", False))
-        t = accuracy_under(model, x, y, fam, mags, seeds=seeds, mean=ctx.data.mean, std=ctx.data.std,
-                           batch_size=bs, device=ctx.device, per_class=pc, **fo)
+    for probe, (fam, mags, pc, fo) in o["families"].items():
+        t = accuracy_under(model, x, y, fam, mags, seeds=o["seeds"], mean=ctx.data.mean, std=ctx.data.std,
+                           batch_size=o["batch_size"], device=ctx.device, per_class=pc, **fo)
         t.insert(0, "probe", probe)
         tabs.append(t)
     return {"accuracy": pd.concat(tabs, ignore_index=True)}
 
 
-@register_measurement("invariance")
+@register_measurement("invariance", options=_invariance_options)
 def _measure_invariance(model, cfg, ctx) -> dict[str, pd.DataFrame]:
     """``invariance`` (per layer) and ``invariance_act`` (per activation, if ``per_activation``):
     rotation TV / SV / NV of :func:`stabkit.invariance.invariance`. ``options.invariance``: ``angles``
     (list, degrees) or ``n_angles`` (16), ``n`` test samples (256), ``aggregate`` ("mean"), ``stat``
     ("std"), ``stratify`` (list of bools, [false]), ``per_activation`` (true), ``batch_size`` (64)."""
     from ..invariance import invariance, rotations
-    o = _options(cfg, "invariance")
-    tr = rotations(o.pop("angles", None), n=int(o.pop("n_angles", 16)))
-    x, y = eval_subset(ctx, o.pop("n", 256))
-    strat = o.pop("stratify", [False])
-    strat = [strat] if isinstance(strat, bool) else list(strat)
-    kw = dict(aggregate=o.pop("aggregate", "mean"), stat=o.pop("stat", "std"),
-              batch_size=int(o.pop("batch_size", 64)), per_activation=bool(o.pop("per_activation", True)))
-    if o:
-        raise ValueError(f"options.invariance: unknown key(s) {sorted(o)}")
+    o = _invariance_options(_options(cfg, "invariance"))
+    tr = rotations(o["angles"], n=o["n_angles"])
+    x, y = eval_subset(ctx, o["n"])
+    strat = o["stratify"]
+    kw = dict(aggregate=o["aggregate"], stat=o["stat"], batch_size=o["batch_size"],
+              per_activation=o["per_activation"])
     lay, act = [], []
     for st in strat:
         res = invariance(model, x, tr, y, stratify=bool(st), mean=ctx.data.mean, std=ctx.data.std,
@@ -264,20 +407,18 @@ def _resolution_of(model, ctx) -> tuple[Any, int, dict]:
     return model, int(ctx.data.input_size), dict(family_options("resize"))
 
 
-@register_measurement("resolution")
+@register_measurement("resolution", options=_resolution_options)
 def _measure_resolution(model, cfg, ctx) -> dict[str, pd.DataFrame]:
     """``resolution``: accuracy at the source size (the size the net was trained at: ``source_size``
     of a ``LowRes-*`` net, else the data's) and out of the box at every size of
     ``options.resolution.targets`` (default 8, 16, 24, 32), on ``options.resolution.n`` test images;
     one row per target with ``source, target, acc_source, acc_ootb, delta`` (points) and the resampling
     options of the evaluation (the same as training's), from :func:`stabkit.robustness.resolution_transfer`."""
-    from ..robustness import MAGNITUDES, accuracy_under, resolution_transfer
-    o = _options(cfg, "resolution")
-    targets = [int(t) for t in o.pop("targets", MAGNITUDES["resize"])]
-    x, y = eval_subset(ctx, o.pop("n", None))
-    bs = int(o.pop("batch_size", 256))
-    if o:
-        raise ValueError(f"options.resolution: unknown key(s) {sorted(o)}")
+    from ..robustness import accuracy_under, resolution_transfer
+    o = _resolution_options(_options(cfg, "resolution"))
+    targets = o["targets"]
+    x, y = eval_subset(ctx, o["n"])
+    bs = o["batch_size"]
     net, source, rs = _resolution_of(model, ctx)
     sizes = sorted(set(targets) | {source})
     acc = accuracy_under(net, x, y, "resize", sizes, mean=ctx.data.mean, std=ctx.data.std, batch_size=bs,

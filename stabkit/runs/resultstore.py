@@ -64,7 +64,7 @@ from .paths import default_results_root, default_runs_root
 from .store import config_columns, git_state, provenance, read_config, run_state, status, verify_run
 from .sweepfile import Sweep, as_sweep
 
-__all__ = ["STORE_FORMAT", "SCALE_ORDER", "INDEX_COLUMNS", "store_dir", "committed_runs",
+__all__ = ["STORE_FORMAT", "SCALE_ORDER", "INDEX_COLUMNS", "IMPORT_LIMITS", "IMPORT_AREA", "store_dir", "committed_runs",
            "committed_keys", "committed_scales", "load", "export", "import_runs", "merge_runs"]
 
 STORE_FORMAT = 1
@@ -77,6 +77,15 @@ INDEX_COLUMNS = ("key", "run_version", "config", "code_commit", "code_dirty", "c
                  "best_test_err", "status", "tables", "schema")
 KEY, VERSION, INDEX, PROVENANCE = "run", "run_version", "runs.parquet", "provenance.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: What :func:`import_runs` extracts at most from an archive, checked on the member headers before anything
+#: is written: members, bytes of one member, bytes in all, and the expansion ratio (total over the
+#: archive's size) allowed once the total passes ``ratio_above`` bytes. A campaign's ``runs.tar`` holds
+#: parquet tables (already compressed, no checkpoints): far below each.
+IMPORT_LIMITS = {"members": 100_000, "member_bytes": 256 * 2**20, "total_bytes": 2**30, "ratio": 100,
+                 "ratio_above": 64 * 2**20}
+#: Folder of the results root where :func:`import_runs` extracts archives (git-ignored); what a killed
+#: import left there is removed by the next import.
+IMPORT_AREA = ".import-tmp"
 _MEMBER = re.compile(r"^(manifest\.json|[A-Za-z0-9]+(/[A-Za-z0-9][A-Za-z0-9_.-]*)?)$")
 
 
@@ -94,8 +103,12 @@ def store_dir(sweep: str, scale: str, results_root: str | Path | None = None) ->
 
 # ---------------------------------------------------------------------------------------- reading
 def _read_parquet(f: Path) -> pd.DataFrame:
+    """One parquet file, read through one open handle: a merge replaces the file by name (``os.replace``),
+    never the inode we hold, so the read sees one version whole (reading by name opens the file more
+    than once, and can mix the footer of one version with the data of the next)."""
     try:
-        return pd.read_parquet(f)
+        with open(f, "rb") as fh:
+            return pd.read_parquet(fh)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a damaged file
         raise ValueError(f"{f}: not a readable parquet table ({type(exc).__name__}: {exc})") from None
 
@@ -215,14 +228,15 @@ def load(sweep: str, scale: str, table: str, results_root: str | Path | None = N
     when nothing is committed."""
     d = store_dir(sweep, scale, results_root)
     _check_name("table", table)
-    for _ in range(20):  # a merge replacing the index while we read: read again
+    tries = 20
+    for attempt in range(tries):  # a merge replacing the index or a table while we read: read again
         before = _sig(d / INDEX)
-        idx = _read_index(d)
-        rows = sorted(idx.to_dict("records"), key=lambda r: r["key"])
         try:
+            idx = _read_index(d)
+            rows = sorted(idx.to_dict("records"), key=lambda r: r["key"])
             frames = _frames_of(d, table, rows)
         except ValueError:
-            if _sig(d / INDEX) != before:
+            if attempt < tries - 1 and _sig(d / INDEX) != before:
                 continue
             raise
         if _sig(d / INDEX) == before:
@@ -316,8 +330,9 @@ def _check_schema(stored: pd.DataFrame, f: Path, inc: pd.DataFrame, src: Path) -
         if c in stored.columns:
             a, b = _kind(stored[c]), _kind(inc[c])
             if a and b and a != b:
+                held = sorted({str(k) for k in stored.loc[stored[c].notna(), KEY]}) if KEY in stored.columns else []
                 raise ValueError(f"{src}: column {c!r} holds {b} values, but the committed table {f} holds "
-                                 f"{a} values there (wrong schema)")
+                                 f"{a} values there (wrong schema; committed by run(s) {held[:5]})")
 
 
 @contextlib.contextmanager
@@ -353,13 +368,48 @@ def _write_tables(d: Path, names: list[str], frames: dict[str, dict], keep: set,
         old_files[t] = set(parts)
 
 
+def _damage(d: Path, rows: list[dict]) -> dict[str, list[str]]:
+    """The committed runs (index ``rows``) whose rows in the store folder ``d`` are not as the index
+    records them: table file missing or unreadable, the run's rows absent, a column of its schema missing
+    or of another type. ``{key: [problem naming the file, ...]}``; empty for a sound store."""
+    out: dict[str, list[str]] = {}
+    for t in sorted({t for r in rows for t in _schema(r)}):
+        want = {(r["key"], r["run_version"]): _schema(r)[t] for r in rows if t in _schema(r)}
+        f = d / f"{t}.parquet"
+        try:
+            parts = _split(_read_parquet(f), f) if f.is_file() else None
+        except ValueError as exc:
+            parts, why = None, str(exc)
+        else:
+            why = f"{f}: missing"
+        for p, cols in want.items():
+            if parts is None:
+                out.setdefault(p[0], []).append(why)
+            elif p not in parts:
+                out.setdefault(p[0], []).append(f"{f}: no rows of run {p[0]}")
+            else:
+                got = _restore(parts[p].reindex(columns=[c for c, _ in cols]), cols)
+                bad = [c for c, dt in cols if c not in parts[p].columns or str(got[c].dtype) != dt]
+                if bad:
+                    out.setdefault(p[0], []).append(f"{f}: run {p[0]}: column(s) {bad} missing or not of the "
+                                                    f"recorded type")
+    return out
+
+
 def merge_runs(d: str | Path, incoming: list[_Incoming], *, sweep: str | None = None, scale: str | None = None,
                extra: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Merge incoming runs into the store folder ``d`` (see the module docstring for the rule and the order
-    of the writes). Returns one row per incoming run: key, action (added | replaced | kept), run_version."""
+    of the writes). Returns one row per incoming run: key, action (added | replaced | kept | repaired),
+    run_version.
+
+    The store is checked first (:func:`_damage`: a table missing, a run's rows dropped, a column retyped):
+    a damaged run is repaired by an incoming copy of it that would win or tie the merge rule (its rows
+    are written again, action ``repaired``); with none, the merge is refused with a ``ValueError``
+    naming the files and runs (export or import those runs again to repair the store)."""
     d = Path(d)
     with _merge_lock(d):
         old = {r["key"]: _norm(r) for r in _read_index(d).to_dict("records")}
+        damaged = _damage(d, list(old.values())) if old else {}
         new = dict(old)
         report, chosen = [], {}
         for inc in sorted(incoming, key=lambda i: (i.key, _rank(i.row))):
@@ -372,35 +422,46 @@ def merge_runs(d: str | Path, incoming: list[_Incoming], *, sweep: str | None = 
                                  f"the one committed under this key in {where} (fields {diff})")
             schema = {t: [[c, str(df[c].dtype)] for c in df.columns] for t, df in inc.tables.items()}
             row = _norm({**inc.row, "tables": ",".join(sorted(inc.tables)), "schema": json.dumps(schema, sort_keys=True)})
-            if cur is None or _rank(row) > _rank(cur):
+            if cur is None or _rank(row) > _rank(cur) or (inc.key in damaged and _rank(row) == _rank(cur)):
                 action = "added" if inc.key not in old else ("kept" if old[inc.key] == row else "replaced")
+                action = "repaired" if inc.key in damaged and old.get(inc.key) == row else action
                 new[inc.key], chosen[inc.key] = row, inc
             else:
                 action = "kept"
             report.append({"key": inc.key, "action": action, "run_version": new[inc.key]["run_version"]})
+        left = {k: v for k, v in damaged.items() if k not in chosen}
+        if left:
+            raise ValueError(f"the results store {d} is damaged; nothing merged: "
+                             + "; ".join(p for k in sorted(left) for p in left[k][:2])
+                             + f" (run(s) {sorted(left)}: export or import them again to repair it)")
         # every table: stored per-run frames of the old and new index, plus the incoming winners
         names = sorted({t for r in [*old.values(), *new.values()] for t in _schema(r)})
         frames, old_files = {}, {}
         for t in names:
             f = d / f"{t}.parquet"
-            stored = _read_parquet(f) if f.is_file() else None
+            try:
+                stored = _read_parquet(f) if f.is_file() else None
+            except ValueError:
+                stored = None  # unreadable: every run listing it is damaged, and repaired now (else refused above)
             parts = {}
             if stored is not None:
                 raw = _split(stored, f)
-                old_files[t] = set(raw)
+                old_files[t] = set(raw) if not damaged else None  # a repair rewrites the file whatever it lists
+                sound = [p for p in raw if p[0] not in damaged]
+                stored = _assemble([raw[p] for p in sound]) if len(sound) < len(raw) else stored
                 for r in [*old.values(), *new.values()]:
                     p = (r["key"], r["run_version"])
-                    if t in _schema(r) and p in raw and p not in parts:
+                    if t in _schema(r) and p in raw and p not in parts and r["key"] not in damaged:
                         parts[p] = _restore(raw[p], _schema(r)[t])
             for k, inc in chosen.items():
                 if t in inc.tables:
-                    if stored is not None:
+                    if stored is not None and len(stored):
                         _check_schema(stored, f, inc.tables[t], inc.folder / f"{t}.parquet")
                     parts.setdefault((k, new[k]["run_version"]), inc.tables[t])
             frames[t] = parts
         both = {(r["key"], r["run_version"]) for r in [*old.values(), *new.values()]}
         live = {(r["key"], r["run_version"]) for r in new.values()}
-        changed = new != old
+        changed = new != old or bool(damaged)
         if changed:
             _write_tables(d, names, frames, both, old_files)  # 1. tables: rows of the old and the new index
             _write_index(d, list(new.values()))               # 2. the commit point
@@ -457,8 +518,31 @@ def export(sweep: str | Path | Mapping | Sweep, scale: str = "small", runs_root:
     return d
 
 
-def _extract(tar: Path, dest: Path) -> None:
-    """Extract a campaign's ``runs.tar``: only ``manifest.json`` and ``<key>/<file>`` regular files."""
+def _check_members(tar: Path, members: list[tarfile.TarInfo], limits: Mapping[str, int]) -> None:
+    """Refuse an archive whose member headers exceed ``limits`` (:data:`IMPORT_LIMITS`), before extracting."""
+    if len(members) > limits["members"]:
+        raise ValueError(f"{tar}: {len(members)} members, more than the {limits['members']} an import accepts")
+    total = 0
+    for m in members:
+        if m.issparse():  # its header size is not what extraction writes
+            raise ValueError(f"{tar}: member {m.name!r} is a sparse file (a campaign archive holds plain files)")
+        if m.size > limits["member_bytes"]:
+            raise ValueError(f"{tar}: member {m.name!r} holds {m.size} bytes, more than the "
+                             f"{limits['member_bytes']} an import accepts per file")
+        total += m.size
+    if total > limits["total_bytes"]:
+        raise ValueError(f"{tar}: {total} bytes once extracted, more than the {limits['total_bytes']} an import "
+                         f"accepts")
+    size = max(tar.stat().st_size, 1)
+    if total > limits["ratio_above"] and total > limits["ratio"] * size:
+        raise ValueError(f"{tar}: {total} bytes once extracted from {size} bytes (more than {limits['ratio']} "
+                         f"times the archive: a decompression bomb?); refused")
+
+
+def _extract(tar: Path, dest: Path, limits: Mapping[str, int] | None = None) -> None:
+    """Extract a campaign's ``runs.tar``: only ``manifest.json`` and ``<key>/<file>`` regular files, within
+    ``limits`` (default :data:`IMPORT_LIMITS`; checked on the headers before anything is written)."""
+    limits = {**IMPORT_LIMITS, **dict(limits or {})}
     try:
         with tarfile.open(tar, "r:*") as tf:
             members = tf.getmembers()
@@ -466,27 +550,72 @@ def _extract(tar: Path, dest: Path) -> None:
                 if not (m.isfile() or m.isdir()) or not _MEMBER.match(m.name.rstrip("/")):
                     raise ValueError(f"{tar}: unexpected member {m.name!r} (a campaign archive holds manifest.json "
                                      "and <key>/<file> only)")
+            _check_members(tar, members, limits)
             kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             tf.extractall(dest, members=members, **kw)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ValueError(f"{tar}: not a readable tar archive ({exc})") from None
 
 
-def import_runs(path: str | Path, results_root: str | Path | None = None) -> pd.DataFrame:
+@contextlib.contextmanager
+def _import_area(results_root: str | Path | None) -> Iterator[Path]:
+    """A new extraction folder in the results root's own temporary area (:data:`IMPORT_AREA`: the same file
+    system as the store, not the system's temporary folder), held with ``flock`` while the import runs and
+    removed after it; the folders of killed imports (their lock free) are removed first."""
+    import fcntl
+    area = Path(results_root or default_results_root()) / IMPORT_AREA
+    area.mkdir(parents=True, exist_ok=True)
+    for old in area.iterdir():  # leftovers of killed imports: nobody holds their lock
+        if old.is_dir() and not _held(old / ".lock"):
+            shutil.rmtree(old, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix="import-", dir=area))
+    fd = os.open(tmp / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            area.rmdir()  # only when empty: another import may be using it
+
+
+def _held(lock: Path) -> bool:
+    """Whether a live process holds ``flock`` on ``lock`` (a folder without one is being created: held)."""
+    import fcntl
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        # mkdtemp then open: a fresh folder of a live import has no lock for an instant; an old one is a leftover
+        with contextlib.suppress(OSError):
+            return _dt.datetime.now().timestamp() - lock.parent.stat().st_mtime < 60
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def import_runs(path: str | Path, results_root: str | Path | None = None, *,
+                limits: Mapping[str, int] | None = None) -> pd.DataFrame:
     """Merge a campaign's runs into the store: ``path`` = the campaign folder (with ``runs.tar``), the
     ``runs.tar`` itself, or a folder of run folders with a ``manifest.json`` (``{"format": 1, "runs": {key:
     [[sweep, scale], ...]}, "created", "device", ...}``). Each run goes into every (sweep, scale) the
-    manifest lists. Returns one row per (sweep, scale, key): action (added | replaced | kept)."""
+    manifest lists. Returns one row per (sweep, scale, key): action (added | replaced | kept).
+
+    An archive is checked against ``limits`` (:data:`IMPORT_LIMITS`: members, bytes per member and in all,
+    expansion ratio) before anything is extracted, and extracted under ``<results root>/.import-tmp``
+    (:data:`IMPORT_AREA`), removed afterwards; what a killed import left there goes at the next import."""
     p = Path(path)
     if p.is_dir() and not (p / "manifest.json").is_file() and (p / "runs.tar").is_file():
         p = p / "runs.tar"
     if p.is_file():
-        tmp = Path(tempfile.mkdtemp(prefix="stabkit-import-"))
-        try:
-            _extract(p, tmp)
+        with _import_area(results_root) as tmp:
+            _extract(p, tmp, limits)
             return _import_folder(tmp, results_root, label=(str(tmp), f"{p}:"))
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     if p.is_dir() and (p / "manifest.json").is_file():
         return _import_folder(p, results_root)
     raise ValueError(f"path must be a campaign folder (with runs.tar), a runs.tar or a folder with manifest.json, "

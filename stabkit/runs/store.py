@@ -21,6 +21,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import warnings
@@ -36,8 +37,8 @@ from .locks import LOCK_NAME, RunLock, heartbeat_age, hold_lock, lock_held, lock
 from .paths import REPO_ROOT, default_runs_root
 from .sweepfile import Sweep, as_sweep
 
-__all__ = ["TABLES", "KNOWN_TABLES", "MEASUREMENT_TABLES", "RunLocked", "RunLock", "run_dir",
-           "run_state", "verify_run", "expected_tables", "hold_lock", "lock_held", "write_config", "write_table",
+__all__ = ["TABLES", "KNOWN_TABLES", "MEASUREMENT_TABLES", "CHECKPOINTS", "RunLocked", "RunLock", "run_dir",
+           "run_state", "verify_run", "checkpoint_problems", "check_table_name", "expected_tables", "hold_lock", "lock_held", "write_config", "write_table",
            "write_status", "read_status", "mark_done", "read_config", "error_line", "progress_line", "run_dirs",
            "config_columns", "collect", "status", "git_state", "provenance"]
 
@@ -52,6 +53,18 @@ KNOWN_TABLES = (*TABLES, "accuracy", "invariance", "invariance_act", "resolution
 
 class RunLocked(RuntimeError):
     """Another live process holds the run's lock."""
+
+
+_TABLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_table_name(name: Any, what: str = "table") -> str:
+    """``name`` if it is a plain table name (a letter or digit, then letters, digits, ``_``, ``.``, ``-``;
+    no path, no ``..``: ``<name>.parquet`` stays in its run folder), else ``ValueError``."""
+    if not isinstance(name, str) or not _TABLE_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"{what} must be a plain table name (a letter or digit, then letters, digits, '_', '.', "
+                         f"'-'; no path), got {name!r}")
+    return name
 
 
 def run_dir(config: RunConfig, root: str | Path | None = None) -> Path:
@@ -100,6 +113,8 @@ def read_config(path: Path) -> dict[str, Any]:
         return json.loads(f.read_text())
     except ValueError as exc:
         raise ValueError(f"{f}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{f}: JSON nested too deeply to be a run configuration") from None
 
 
 # ------------------------------------------------------------------------------------ locks and states
@@ -201,11 +216,31 @@ def expected_tables(cfg: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def verify_run(path: str | Path) -> list[str]:
+#: The checkpoints of a finished run folder (a campaign's ``runs.tar`` carries none).
+CHECKPOINTS = ("best.pt", "last.pt")
+
+
+def checkpoint_problems(path: str | Path, net: str, key: str) -> list[str]:
+    """The problems of the checkpoints (:data:`CHECKPOINTS`) of run folder ``path``, each naming the file:
+    missing, truncated or corrupted, or not of net ``net`` and run ``key`` (each is loaded, on the CPU).
+    Imports torch."""
+    from ..train import load_checkpoint
+    problems = []
+    for name in CHECKPOINTS:
+        try:
+            load_checkpoint(Path(path) / name, net=net, config_hash=key)
+        except Exception as exc:  # noqa: BLE001 - torch raises several kinds for a damaged file
+            problems.append(f"{Path(path) / name}: {' '.join(str(exc).split())[:300]}")
+    return problems
+
+
+def verify_run(path: str | Path, checkpoints: bool = False) -> list[str]:
     """The problems of a finished run folder, each naming the file: ``config.json`` unreadable or not
     the configuration of this folder's key, ``status.json`` not ``done``, a table of
-    :func:`~stabkit.runs.store.expected_tables` missing, any ``*.parquet`` unreadable. ``[]`` for a sound run (or one
-    that is not finished: only finished runs are verified)."""
+    :func:`~stabkit.runs.store.expected_tables` missing, any ``*.parquet`` unreadable; with ``checkpoints``
+    (``sweep --verify``), :func:`checkpoint_problems` too (a truncated ``best.pt`` would fail every run that
+    reuses the network). ``[]`` for a sound run (or one that is not finished: only finished runs are
+    verified)."""
     path = Path(path)
     if not (path / "done").exists():
         return []
@@ -229,6 +264,8 @@ def verify_run(path: str | Path) -> list[str]:
         problems.append(f"{path / 'status.json'}: unreadable ({type(exc).__name__})")
     names = set(expected_tables(cfg)) | {f.stem for f in path.glob("*.parquet")}
     problems += [p for p in (_table_ok(path / f"{t}.parquet") for t in sorted(names)) if p]
+    if checkpoints and not problems:
+        problems += checkpoint_problems(path, str(cfg.get("net")), path.name)
     return problems
 
 
@@ -246,6 +283,7 @@ def collect(root: str | Path | None = None, table: str = "output", sweep: str | 
     --verify`` redoes such runs). ``ValueError`` naming the accepted tables if no finished run has
     ``table`` and it is no table of the built-in measurements."""
     root = Path(root or default_runs_root())
+    check_table_name(table)
     sw = as_sweep(sweep, scale) if sweep is not None else None
     frames, present, n_done = [], set(), 0
     for p in run_dirs(root, sw):

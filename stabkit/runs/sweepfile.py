@@ -17,7 +17,7 @@ from typing import Any
 from .config import RunConfig, deferred_registry_checks
 from .paths import sweeps_dir
 
-__all__ = ["SCALES", "Sweep", "load_sweep", "as_sweep", "sweep_path", "sweep_scales"]
+__all__ = ["SCALES", "Sweep", "load_sweep", "as_sweep", "sweep_path", "sweep_scales", "load_yaml"]
 
 #: The scales of the figure sweeps, smallest first: ``tiny`` (tests), ``small`` (book default on a CPU),
 #: ``cpu`` (the paper's protocol on the subset 2 CPU cores finish), ``gpu`` (the paper's grid, fewer
@@ -74,15 +74,46 @@ def sweep_path(spec: str | Path) -> Path:
     return cand
 
 
+def load_yaml(path: str | Path, what: str = "file") -> Any:
+    """The YAML document of ``path`` (``ValueError`` naming ``what`` and the file when it is not UTF-8, not
+    valid YAML, or when a mapping lists a key twice: YAML would keep the last value silently). Keys that a
+    merge (``<<: *anchor``) brings in may be overridden, as YAML intends."""
+    import yaml
+
+    class _UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                    seen.setdefault(key, line)
+                except TypeError:
+                    continue  # an unhashable key: the base loader reports it
+                if first is not None:
+                    raise ValueError(f"{what} {path}: key {key!r} is given twice (lines {first} and {line}); "
+                                     f"YAML would keep only the last")
+            return super().construct_mapping(node, deep=deep)
+
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeys)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{what} {path}: invalid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise ValueError(f"{what} {path}: nested too deeply") from None
+
+
 def _read(spec: str | Path | Mapping) -> tuple[dict, Path | None]:
     if isinstance(spec, Mapping):
         return dict(spec), None
-    import yaml
     path = sweep_path(spec)
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"sweep file {path}: invalid YAML: {' '.join(str(exc).split())}") from None
+    doc = load_yaml(path, "sweep file") or {}
     if not isinstance(doc, Mapping):
         raise ValueError(f"sweep file {path}: the top level must be a mapping of {_TOP_KEYS}, got "
                          f"{type(doc).__name__}")
@@ -95,7 +126,7 @@ def sweep_scales(spec: str | Path | Mapping) -> list[str]:
     return list(_mapping(doc.get("scales"), "scales", _where(doc, path)))
 
 
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # the results store's grammar (it names its folders)
 
 
 def _where(doc: Mapping, path: Path | None) -> str:
@@ -118,8 +149,8 @@ def _sweep_name(doc: Mapping, path: Path | None) -> str:
     if name is None or name == "":
         return path.stem if path else "sweep"
     if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
-        raise ValueError(f"{_where(doc, path)}: name must be a plain name (letters, digits, '_', '-', '.', "
-                         f"'+'; no path separator, no '..'), got {name!r}")
+        raise ValueError(f"{_where(doc, path)}: name must be a plain name (a letter or digit, then letters, "
+                         f"digits, '_', '-', '.'; no path separator, no '..'), got {name!r}")
     return name
 
 
@@ -131,6 +162,8 @@ def _grid_blocks(grid: Any, where: str) -> list[dict]:
         for k, v in b.items():
             if not isinstance(v, list):
                 raise ValueError(f"{where}: grid value of {k!r} must be a list (of values to sweep), got {v!r}")
+            if not v:  # the product would be empty: a sweep of 0 runs that "succeeds"
+                raise ValueError(f"{where}: grid value of {k!r} is an empty list (no run); give at least one value")
     return [dict(b) for b in blocks] or [{}]
 
 
@@ -224,6 +257,8 @@ def _load(spec: str | Path | Mapping, scale: str, _stack: tuple = ()) -> Sweep:
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{where}, scale {scale!r}: bad configuration: {exc}") from None
             configs.setdefault(c.key, c)
+    if not configs:  # e.g. an include whose `where` matches nothing: a sweep that would "succeed" doing nothing
+        raise ValueError(f"{where}, scale {scale!r}: the sweep has no run")
     desc = str(over.get("description") or doc.get("description") or "")
     return Sweep(name, scale, list(configs.values()), path, desc)
 
