@@ -473,13 +473,17 @@ def _extract(tar: Path, dest: Path) -> None:
 
 
 def import_runs(path: str | Path, results_root: str | Path | None = None) -> pd.DataFrame:
-    """Merge a campaign's runs into the store: ``path`` = the campaign folder (with ``runs.tar``), the
-    ``runs.tar`` itself, or a folder of run folders with a ``manifest.json`` (``{"format": 1, "runs": {key:
+    """Merge a campaign's runs into the store: ``path`` = the campaign folder (with ``runs.tar``, or the parts
+    ``runs.tar.gz``, ``runs-2.tar.gz``, ...), one archive itself, or a folder of run folders with a ``manifest.json`` (``{"format": 1, "runs": {key:
     [[sweep, scale], ...]}, "created", "device", ...}``). Each run goes into every (sweep, scale) the
     manifest lists. Returns one row per (sweep, scale, key): action (added | replaced | kept)."""
     p = Path(path)
-    if p.is_dir() and not (p / "manifest.json").is_file() and (p / "runs.tar").is_file():
-        p = p / "runs.tar"
+    if p.is_dir() and not (p / "manifest.json").is_file():
+        parts = sorted(p.glob("runs*.tar.gz")) + ([p / "runs.tar"] if (p / "runs.tar").is_file() else [])
+        if len(parts) > 1:  # a campaign's parts (runs.tar.gz, runs-2.tar.gz, ...): each a complete archive
+            return pd.concat([import_runs(f, results_root) for f in parts], ignore_index=True)
+        if parts:
+            p = parts[0]
     if p.is_file():
         tmp = Path(tempfile.mkdtemp(prefix="stabkit-import-"))
         try:
@@ -489,7 +493,8 @@ def import_runs(path: str | Path, results_root: str | Path | None = None) -> pd.
             shutil.rmtree(tmp, ignore_errors=True)
     if p.is_dir() and (p / "manifest.json").is_file():
         return _import_folder(p, results_root)
-    raise ValueError(f"path must be a campaign folder (with runs.tar), a runs.tar or a folder with manifest.json, "
+    raise ValueError(f"path must be a campaign folder (with runs.tar or runs*.tar.gz), such an archive or a folder "
+                     "with manifest.json, "
                      f"got {path!r}")
 
 
