@@ -200,16 +200,34 @@ def _process_start() -> float:
 def cmd_campaign(a) -> int:
     from .runs import campaign as C
     only = [o.strip() for o in a.only.split(",") if o.strip()] if a.only else None
+    C.check_options(a.deadline, jobs=a.jobs, device=a.device, scale=a.scale, only=only,
+                    smoke_seconds=a.smoke_seconds, out=a.out, runs_root=a.root)  # --dry-run too
     if a.dry_run:
         from .runs.timemodel import TimeModel
         plan = C.make_plan(a.scale, only=only, runs_root=a.root, results_root=a.results_root)
         dev = a.device if a.device != "auto" else "cuda"
-        est = C.estimate_plan(plan, TimeModel(dev), a.jobs if not dev.startswith("cuda") else 1)
+        slots = a.jobs if not dev.startswith("cuda") else 1
+        model = TimeModel(dev)
+        est = C.estimate_plan(plan, model, slots)
         print(f"time model (assumptions, device {dev}), scale {a.scale}:")
+        for n in plan.notes:
+            print(f"  note: {n}")
         for r in est["stages"]:
             print(f"  {r['stage']:24s} {r['runs']:4d} runs, {r['committed']:3d} committed, {r['todo']:4d} to do, "
                   f"{r['estimate_serial_s']:9.0f} s")
         print(f"  total {len(plan.todo)} runs to do, {est['total_serial_s']:.0f} s on one slot")
+        smoke = min(a.smoke_seconds, 0.5 * a.deadline)
+        sim = C.simulate(plan, model, slots, a.deadline, start=smoke)
+        fit = [r for r in sim if r["fits"]]
+        print(f"expected to finish in {a.deadline:.0f} s ({smoke:.0f} s smoke test, {slots} slot(s)): {len(fit)} of "
+              f"{len(sim)} runs")
+        if dev.startswith("cuda") and a.jobs > 1:  # the throughput test may give the GPU to several runs
+            many = C.simulate(plan, model, a.jobs, a.deadline, start=smoke)
+            print(f"  with {a.jobs} runs sharing the GPU (time model's assumed speed-up): "
+                  f"{sum(r['fits'] for r in many)} runs")
+        for r in sim[:max(len(fit), 12)]:
+            print(f"  {'+' if r['fits'] else '-'} {r['start_s']:7.1f} -> {r['end_s']:8.1f} s  {r['stage']:22s} "
+                  f"{r['net']:15s} seed {r['seed']}  {r['key']}")
         return 0
     s = C.campaign(a.out, a.deadline, jobs=a.jobs, device=a.device, scale=a.scale, only=only, runs_root=a.root,
                    results_root=a.results_root, smoke_seconds=a.smoke_seconds, deterministic=a.deterministic,
@@ -379,14 +397,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(fn=cmd_import)
 
     q = sub.add_parser("campaign", help="run the missing figure runs that fit before a deadline (GPU allocations)",
-                       description="Smoke test, then the configurations missing from results/ in priority order "
-                                   "(Fig. 6, Fig. 5 ptr 1024, Fig. 3, Fig. 2, Fig. 5 ptr 2048, 1-D appendix, Fig. 1, "
-                                   "probes), never starting a run whose estimated time passes the deadline; "
-                                   "after each run DIR/runs.tar holds every finished run's tables (no "
-                                   "checkpoints). DIR gets at most 5 files: runs.tar, campaign.log, smoke.json, "
-                                   "gpu_trace.csv, timing.json. Merge with `python -m stabkit import DIR`.")
+                       description="Smoke test, then the configurations missing from results/ (committed at any "
+                                   "scale counts) in priority order (Fig. 3, Fig. 1 noise 0, Fig. 1 noise 30, the "
+                                   "Fig. 5 nets the cpu scale lacks, Fig. 2, Fig. 6, Fig. 5, 1-D appendix, the rest "
+                                   "of Fig. 1, probes), never starting a run whose estimated time passes the "
+                                   "deadline; after each run DIR/runs.tar.gz (then runs-2.tar.gz, ... past 14 MiB) "
+                                   "holds every finished run's tables (no checkpoints), beside campaign.log, "
+                                   "smoke.json, gpu_trace.csv, timing.json. Merge with `python -m stabkit import DIR`.")
     q.add_argument("--deadline", type=float, required=True, help="seconds from now when everything must be done")
-    q.add_argument("--out", required=True, help="campaign folder DIR (at most 5 files)")
+    q.add_argument("--out", required=True, help="campaign folder DIR (the packed runs and 4 files)")
     q.add_argument("--jobs", type=int, default=1, help="worker processes (CUDA: runs sharing the GPU chosen from "
                    "measured throughput, at most this many; CPU: all of them)")
     q.add_argument("--scale", default="gpu", help="sweep scale (default gpu; tiny for a rehearsal)")

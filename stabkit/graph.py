@@ -43,6 +43,7 @@ __all__ = [
     "output_node",
     "resolve_device",
     "strict_float32",
+    "tf32_float32",
     "trace",
 ]
 
@@ -341,6 +342,22 @@ def _fp32_flags() -> list[tuple[Any, str, Any]]:
         # (reading the legacy allow_tf32 flags after a new-API write raises, so never mix the two)
         return [(b.cuda.matmul, "fp32_precision", "ieee"), (b.cudnn.conv, "fp32_precision", "ieee")]
     return [(b.cuda.matmul, "allow_tf32", False), (b.cudnn, "allow_tf32", False)]
+
+
+@contextlib.contextmanager
+def tf32_float32() -> Iterator[None]:
+    """Context manager: float32 matmuls and cuDNN convolutions may use TF32 on CUDA (both of them, whatever
+    torch's defaults), the previous settings restored on exit."""
+    on = {"fp32_precision": "tf32", "allow_tf32": True}
+    flags = _fp32_flags()
+    saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in flags]
+    try:
+        for obj, attr, _ in flags:
+            setattr(obj, attr, on[attr])
+        yield
+    finally:
+        for obj, attr, value in saved:
+            setattr(obj, attr, value)
 
 
 @contextlib.contextmanager

@@ -16,9 +16,10 @@ __all__ = ["TASKS", "OPTIMIZERS", "SCHEDULES", "PRECISIONS", "LOSSES", "CIFAR10_
 TASKS = ("cifar10", "twopoints", "scale1d")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "cosine_to_zero", "constant")
-#: Training arithmetic: float32, or bfloat16 autocast (CPU with avx512_bf16/AMX, or CUDA); measurement is
-#: float64 either way.
-PRECISIONS = ("float32", "bf16")
+#: Training arithmetic: float32 (strict: no TF32 on CUDA), tf32 (float32 with TF32 matmuls and convolutions
+#: on CUDA, plain float32 on the CPU), or bfloat16 autocast (CPU with avx512_bf16/AMX, or CUDA);
+#: measurement is float64 either way.
+PRECISIONS = ("float32", "tf32", "bf16")
 LOSSES = ("ce", "hinge")
 
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)

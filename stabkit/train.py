@@ -54,7 +54,7 @@ from .protocol import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, TASKS, training
 __all__ = [
     "TASKS", "CHECKPOINT_FORMAT", "CheckpointError", "TrainResult", "defaults", "hinge_loss", "make_loss",
     "make_optimizer", "make_schedule", "evaluate", "train", "save_checkpoint", "load_checkpoint", "cpu_state",
-    "deterministic_mode", "tf32_state", "cpu_supports_bf16", "RESUME_FILE", "RESUME_FORMAT", "resume_epoch",
+    "deterministic_mode", "tf32_state", "float32_mode", "cpu_supports_bf16", "RESUME_FILE", "RESUME_FORMAT", "resume_epoch",
 ]
 
 #: Format tag stored in every checkpoint; checkpoints without it (or with another) are refused.
@@ -118,6 +118,23 @@ def make_schedule(opt: torch.optim.Optimizer, name: str = "cosine", epochs: int 
     t_max = (0.8 if name == "cosine" else 1.0) * epochs
     fn = (lambda e: 0.5 * (1.0 + math.cos(math.pi * e / t_max))) if name.startswith("cosine") else (lambda e: 1.0)
     return torch.optim.lr_scheduler.LambdaLR(opt, fn)
+
+
+def float32_mode(device_type: str, fast: bool, precision: str) -> str | None:
+    """How float32 matmuls and convolutions run in training: ``"strict"`` (TF32 off: ``precision="float32"``
+    on CUDA without ``fast``; torch's default would round cuDNN convolutions' inputs to TF32), ``"tf32"``
+    (``precision="tf32"`` on CUDA: TF32 on for both), or None (torch's flags untouched: the CPU, where
+    TF32 does not exist, and the bf16 modes)."""
+    if device_type != "cuda" or fast or precision == "bf16":
+        return None
+    return "tf32" if precision == "tf32" else "strict"
+
+
+@contextlib.contextmanager
+def _float32_flags(mode: str | None) -> Iterator[None]:
+    from .graph import strict_float32, tf32_float32
+    with (strict_float32(mode == "strict") if mode != "tf32" else tf32_float32()):
+        yield
 
 
 def _autocast(device: torch.device, fast: bool, precision: str = "float32"):
@@ -290,8 +307,10 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
     batch (``generator`` seeded with ``seed``). ``extra_test_loaders`` (name -> loader) are also evaluated
     each epoch (column ``<name>_err``); ``select_on`` names the error ("test" or one of them) whose minimum
     picks the best checkpoint. ``fast`` (CUDA only): bf16 autocast and channels_last. ``precision``:
-    ``"float32"`` or ``"bf16"`` (``torch.autocast`` with bfloat16 on the model's device, CPU or CUDA, for
-    training and the per-epoch evaluation; weights, optimizer and loss stay float32). ``channels_last``:
+    ``"float32"`` (on CUDA strict float32: TF32 off for matmuls and cuDNN convolutions during training,
+    :func:`float32_mode`), ``"tf32"`` (TF32 on for both, CUDA) or ``"bf16"`` (``torch.autocast`` with
+    bfloat16 on the model's device, CPU or CUDA, for training and the per-epoch evaluation; weights,
+    optimizer and loss stay float32). ``channels_last``:
     image batches and weights in channels-last memory order (same arithmetic, another summation order, so
     results agree to rounding); ``None`` turns it on with ``fast`` and on the CPU, where it measured 1.4-1.6x
     faster per training step (VGG11bn, ResNet18, one thread). ``deterministic``:
@@ -375,14 +394,15 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
             "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "loader_epochs": [_loader_epoch(ld) for ld in loaders]}, resume_path)
         last_write[0] = time.perf_counter()
-    with deterministic_mode(bool(deterministic)) as nondeterministic_ops:
+    with _float32_flags(float32_mode(device.type, fast, precision)), \
+            deterministic_mode(bool(deterministic)) as nondeterministic_ops:
         if cl:
             model.to(memory_format=torch.channels_last)
         if fast:
             torch.backends.cudnn.benchmark = not deterministic
         tf32 = tf32_state()
         mode = dict(deterministic=bool(deterministic), fast=fast, channels_last=cl, device=str(device),
-                    precision="bf16" if fast or precision == "bf16" else "float32",
+                    precision="bf16" if fast or precision == "bf16" else precision,
                     cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
                     tf32_matmul=tf32["matmul"], tf32_cudnn=tf32["cudnn_conv"],
                     compile=bool(compile and device.type == "cuda"))

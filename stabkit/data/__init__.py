@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from .cifar import (CIFAR10, CIFAR10_MEAN, CIFAR10_STD, CLASSES, DataNotFoundError, cache_dir, cifar10,
-                    cifar10_tensors, data_roots, shared_data_dir)
+                    cifar10_location, cifar10_tensors, data_roots, shared_data_dir)
 from .loader import DeviceLoader, crop_flip, default_eval_batch_size
 from .scale_detection import (SHUFFLE_SEED, PairTask, ScaleDetection1D, TwoPoints, scale1d_images, scale1d_pairs,
                               scale1d_probes, twopoints_images, twopoints_pairs, twopoints_probes)
@@ -20,7 +20,7 @@ from .scale_detection import (SHUFFLE_SEED, PairTask, ScaleDetection1D, TwoPoint
 __all__ = [
     "CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "DataNotFoundError", "PairTask", "SHUFFLE_SEED", "cache_dir",
     "data_roots", "shared_data_dir",
-    "cifar10", "cifar10_tensors", "CIFAR10", "DeviceLoader", "crop_flip", "default_eval_batch_size",
+    "cifar10", "cifar10_location", "cifar10_tensors", "CIFAR10", "DeviceLoader", "crop_flip", "default_eval_batch_size",
     "twopoints_pairs", "twopoints_images", "TwoPoints", "twopoints_probes",
     "scale1d_pairs", "scale1d_images", "ScaleDetection1D", "scale1d_probes",
 ]

@@ -20,11 +20,12 @@ from .config import DERIVED_FIELDS
 from .executors import failure_summary
 from .executors import sweep as run_sweep
 from .paths import default_runs_root
-from .resultstore import KEY, committed_keys, committed_runs, committed_scales, load, store_dir
+from .resultstore import KEY, SCALE_ORDER, committed_keys, committed_runs, committed_scales, load, store_dir
 from .store import collect, error_line, run_state
-from .sweepfile import SCALES, Sweep, as_sweep, load_sweep, sweep_path
+from .sweepfile import Sweep, as_sweep, load_sweep, sweep_path
 
-__all__ = ["RECOMPUTE_ENV", "RunsFailedError", "recompute_requested", "resolve_scale", "coverage_facts", "results"]
+__all__ = ["RECOMPUTE_ENV", "RunsFailedError", "recompute_requested", "scale_choice", "resolve_scale",
+           "coverage_facts", "results"]
 
 #: Environment variable: a true value (1, true, yes, on) ignores committed results (``make book``
 #: recomputes every page at ``small``).
@@ -55,26 +56,67 @@ def _sweep_name(spec: str | Path | Mapping | Sweep) -> str:
     return str(doc.get("name") or path.stem) if isinstance(doc, Mapping) else path.stem
 
 
+def _available(name: str, results_root: str | Path | None) -> dict[str, list[str]]:
+    """Committed run keys of sweep ``name`` at any scale -> the scales that hold them (largest first). A key
+    hashes the whole configuration, so a run committed at one scale is the same run in every grid listing it."""
+    where: dict[str, list[str]] = {}
+    for sc in committed_scales(name, results_root):
+        for k in committed_keys(name, sc, results_root):
+            where.setdefault(k, []).append(sc)
+    return where
+
+
+def scale_choice(sweep: str | Path | Mapping | Sweep, results_root: str | Path | None = None) -> dict[str, Any]:
+    """The scale ``"auto"`` shows and why: ``{"scale", "reason", "covered"}`` (``covered``: scale -> number of
+    its grid's configurations committed at any scale of the sweep).
+
+    Going from the smallest scale up, a larger scale replaces the one chosen so far only when it covers at
+    least as many configurations and every network the smaller one shows, so a single committed run of a
+    larger grid does not replace a well-covered smaller one (a page changes scale only when it loses
+    nothing); ``"small"`` (computed on the spot) when nothing of any grid is committed."""
+    name = _sweep_name(sweep)
+    where = _available(name, results_root)
+    if not where:
+        return {"scale": "small", "reason": "nothing committed: computed at the small scale", "covered": {}}
+    covered: dict[str, int] = {}
+    nets: dict[str, set[str]] = {}
+    for sc in reversed(SCALE_ORDER):  # smallest first
+        try:
+            cfgs = load_sweep(sweep, sc).configs
+        except ValueError:  # the sweep file does not define this scale
+            continue
+        have = [c for c in cfgs if c.key in where]
+        if have:
+            covered[sc], nets[sc] = len(have), {c.net for c in have}
+    if not covered:
+        return {"scale": "small", "reason": "no committed run is in any of the sweep's grids: computed at the "
+                                            "small scale", "covered": {}}
+    chosen, passed = None, []
+    for sc in covered:
+        if chosen is None or (covered[sc] >= covered[chosen] and nets[sc] >= nets[chosen]):
+            chosen = sc
+        else:
+            passed.append(sc)
+    reason = f"the {chosen} grid: {covered[chosen]} committed configuration(s)"
+    if passed:
+        reason += "; not " + ", ".join(
+            f"{sc} ({covered[sc]} configuration(s), {', '.join(sorted(nets[chosen] - nets[sc])) or 'fewer'} "
+            f"missing there)" if nets[chosen] - nets[sc] else f"{sc} ({covered[sc]} configuration(s))"
+            for sc in passed)
+    return {"scale": chosen, "reason": reason, "covered": covered}
+
+
 def resolve_scale(sweep: str | Path | Mapping | Sweep, scale: str = "auto", results_root: str | Path | None = None) -> str:
-    """``scale`` itself unless ``"auto"``: then the largest scale (:data:`~stabkit.runs.resultstore.SCALE_ORDER`) whose
-    committed runs include some of the sweep's grid at that scale, else ``"small"`` (always ``"small"`` when
-    ``$STABKIT_RECOMPUTE`` is set)."""
+    """``scale`` itself unless ``"auto"``: then :func:`scale_choice` (the largest scale whose grid's committed
+    configurations, at any scale, cover at least what a smaller scale shows), else ``"small"`` (always
+    ``"small"`` when ``$STABKIT_RECOMPUTE`` is set)."""
     if scale != "auto":
         return scale
     if isinstance(sweep, Sweep):
         return sweep.scale
     if recompute_requested():
         return "small"
-    for sc in committed_scales(_sweep_name(sweep), results_root):
-        if sc not in SCALES:
-            continue
-        try:
-            keys = set(load_sweep(sweep, sc).keys)
-        except ValueError:  # the sweep file no longer defines this scale
-            continue
-        if keys & committed_keys(_sweep_name(sweep), sc, results_root):
-            return sc
-    return "small"
+    return scale_choice(sweep, results_root)["scale"]
 
 
 def _describe(configs: list, keys: list[str]) -> list[str]:
@@ -116,7 +158,7 @@ def _sources_text(rows: list[Mapping]) -> tuple[str, list[dict]]:
 
 
 def coverage_facts(sw: Sweep, done: list[str], source: str, rows: list[Mapping], notes: Mapping[str, str] | None = None,
-                   outside: int = 0) -> dict[str, Any]:
+                   outside: int = 0, borrowed: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
     """The coverage and provenance facts of a table of ``sw``: ``scale``, ``source`` (committed |
     computed), ``n_configs`` (of the grid, available), ``n_grid``, ``missing`` (short names, with the
     reason when known), ``missing_keys``, ``coverage`` (one sentence), ``sources`` (devices, code and
@@ -132,10 +174,14 @@ def coverage_facts(sw: Sweep, done: list[str], source: str, rows: list[Mapping],
     else:
         shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
         sentence = f"{n} of {total} configurations of the {sw.scale} grid ({how}); missing: {shown}"
+    if borrowed:  # say where they come from: the page shows runs committed under another scale's name
+        sentence += " (" + "; ".join(f"{len(ks)} of them committed at the {sc} scale, same configuration"
+                                     for sc, ks in borrowed.items()) + ")"
     text, groups = _sources_text(rows)
     return {"scale": sw.scale, "source": source, "n_configs": n, "n_grid": total, "missing": missing,
             "missing_keys": missing_keys, "coverage": sentence, "sources": text, "sources_list": groups,
-            "outside_grid": outside, "complete": not missing_keys}
+            "outside_grid": outside, "complete": not missing_keys,
+            "borrowed": {sc: list(ks) for sc, ks in (borrowed or {}).items()}}
 
 
 def results(sweep: str | Path | Mapping | Sweep, scale: str = "small", table: str = "output", *,
@@ -158,10 +204,26 @@ def results(sweep: str | Path | Mapping | Sweep, scale: str = "small", table: st
     if not recompute_requested():
         idx = committed_runs(sw.name, sw.scale, results_root)
         rows = [r for r in idx.to_dict("records") if r["key"] in grid]
+        # the grid's runs committed at another scale of the sweep (same key: same configuration)
+        borrowed: dict[str, list[str]] = {}
+        for sc in committed_scales(sw.name, results_root):
+            if sc == sw.scale:
+                continue
+            have = {r["key"] for r in rows}
+            extra = [r for r in committed_runs(sw.name, sc, results_root).to_dict("records")
+                     if r["key"] in grid and r["key"] not in have]
+            if extra:
+                borrowed[sc] = [r["key"] for r in extra]
+                rows += extra
         if rows:
-            df = load(sw.name, sw.scale, table, results_root)
+            frames = [load(sw.name, sw.scale, table, results_root) if len(idx) else pd.DataFrame()]
+            frames += [load(sw.name, sc, table, results_root).pipe(lambda d, ks=ks: d[d[KEY].isin(ks)] if len(d) else d)
+                       for sc, ks in borrowed.items()]
+            frames = [f for f in frames if len(f)]
+            df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else (frames[0] if frames else pd.DataFrame())
             df = df[df[KEY].isin(grid)].reset_index(drop=True) if len(df) else df
-            info = coverage_facts(sw, [r["key"] for r in rows], "committed", rows, outside=len(idx) - len(rows))
+            info = coverage_facts(sw, [r["key"] for r in rows], "committed", rows, outside=len(idx) - sum(
+                r["key"] in grid for r in idx.to_dict("records")), borrowed=borrowed)
             return _finish(df, info, sw)
         if len(idx):
             warnings.warn(f"{len(idx)} committed run(s) of {sw.name}/{sw.scale} are not in the sweep's grid: "

@@ -601,25 +601,30 @@ def _held(lock: Path) -> bool:
 
 def import_runs(path: str | Path, results_root: str | Path | None = None, *,
                 limits: Mapping[str, int] | None = None) -> pd.DataFrame:
-    """Merge a campaign's runs into the store: ``path`` = the campaign folder (with ``runs.tar``), the
-    ``runs.tar`` itself, or a folder of run folders with a ``manifest.json`` (``{"format": 1, "runs": {key:
-    [[sweep, scale], ...]}, "created", "device", ...}``). Each run goes into every (sweep, scale) the
-    manifest lists. Returns one row per (sweep, scale, key): action (added | replaced | kept).
+    """Merge a campaign's runs into the store: ``path`` = the campaign folder (with ``runs.tar``, or the parts
+    ``runs.tar.gz``, ``runs-2.tar.gz``, ...), one archive itself, or a folder of run folders with a
+    ``manifest.json`` (``{"format": 1, "runs": {key: [[sweep, scale], ...]}, "created", "device", ...}``). Each
+    run goes into every (sweep, scale) the manifest lists. Returns one row per (sweep, scale, key): action
+    (added | replaced | kept | repaired).
 
     An archive is checked against ``limits`` (:data:`IMPORT_LIMITS`: members, bytes per member and in all,
     expansion ratio) before anything is extracted, and extracted under ``<results root>/.import-tmp``
     (:data:`IMPORT_AREA`), removed afterwards; what a killed import left there goes at the next import."""
     p = Path(path)
-    if p.is_dir() and not (p / "manifest.json").is_file() and (p / "runs.tar").is_file():
-        p = p / "runs.tar"
+    if p.is_dir() and not (p / "manifest.json").is_file():
+        parts = sorted(p.glob("runs*.tar.gz")) + ([p / "runs.tar"] if (p / "runs.tar").is_file() else [])
+        if len(parts) > 1:  # a campaign's parts (runs.tar.gz, runs-2.tar.gz, ...): each a complete archive
+            return pd.concat([import_runs(f, results_root, limits=limits) for f in parts], ignore_index=True)
+        if parts:
+            p = parts[0]
     if p.is_file():
         with _import_area(results_root) as tmp:
             _extract(p, tmp, limits)
             return _import_folder(tmp, results_root, label=(str(tmp), f"{p}:"))
     if p.is_dir() and (p / "manifest.json").is_file():
         return _import_folder(p, results_root)
-    raise ValueError(f"path must be a campaign folder (with runs.tar), a runs.tar or a folder with manifest.json, "
-                     f"got {path!r}")
+    raise ValueError(f"path must be a campaign folder (with runs.tar or runs*.tar.gz), such an archive or a folder "
+                     f"with manifest.json, got {path!r}")
 
 
 def _import_folder(folder: Path, results_root: str | Path | None, label: tuple[str, str] | None = None) -> pd.DataFrame:

@@ -1,7 +1,10 @@
 """The campaign's smoke test: does this machine run stabkit, and how fast (``stabkit.runs.campaign``).
 
-Each part is skipped once the smoke test's budget is spent (and recorded as skipped): versions and TF32
-flags; the CIFAR-10 data (decoded once, so that the workers read the cache); one tiny run per task
+The smoke test ends at its budget's end: a part is skipped once the budget is spent, and a part still
+running then is left behind on its thread (recorded as skipped / overrun). Versions and TF32 flags; whether
+CIFAR-10 is here, from file names alone and before any budget check, so that a slow machine never drops
+the CIFAR-10 runs (their decoding runs in parallel on a background thread, :class:`CifarWarmup`, so that
+the workers read the cache); one tiny run per task
 (the first configuration of its ``tiny`` sweep), then the same with the fast mode on CUDA; float64
 ``measure`` on the device against the CPU (relative difference of ``D_f, G_f, R_f`` at most 1e-10); a
 training-step and a ``measure`` probe per network family of the plan, which replace the time model's
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import platform
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -22,7 +26,7 @@ from .config import RunConfig
 from .sweepfile import load_sweep
 from .timemodel import TimeModel, net_features
 
-__all__ = ["TINY_RUNS", "PARITY_TOL", "versions", "smoke", "build_model", "step_time", "measure_time",
+__all__ = ["TINY_RUNS", "PARITY_TOL", "versions", "cifar_presence", "CifarWarmup", "smoke", "build_model", "step_time", "measure_time",
            "probe_families", "concurrent_rate", "choose_slots", "fast_runs"]
 
 #: (task, sweep whose first tiny configuration is the smoke test's run of that task)
@@ -51,31 +55,82 @@ def versions(device: str) -> dict[str, Any]:
     return out
 
 
+def _bounded(fn: Callable[[], Any], until: float) -> tuple[bool, Any]:
+    """``(finished, value)`` of ``fn()`` run on a daemon thread and waited for until ``until`` at most: a part
+    still running then is left behind (a thread cannot be stopped; its result is ignored), so the smoke test
+    really ends at ``until``. ``fn``'s exception is raised here."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            box["error"] = exc
+
+    th = threading.Thread(target=target, daemon=True, name="smoke-part")
+    th.start()
+    th.join(max(0.0, until - time.time()))
+    if th.is_alive():
+        return False, None
+    if "error" in box:
+        raise box["error"]
+    return True, box.get("value")
+
+
 def _part(report: dict, name: str, until: float, log: Callable[[str], None], fn: Callable[[], Any]) -> Any:
-    """Run one part of the smoke test unless the budget is spent; record result, error or skip."""
+    """Run one part of the smoke test unless the budget is spent, and never past ``until``; record result,
+    error, skip (``report["skipped"]``) or overrun (``report["overrun"]``: still running at ``until``)."""
     if time.time() >= until:
         report.setdefault("skipped", []).append(name)
         log(f"smoke: {name} skipped (budget spent)")
         return None
     t = time.time()
     try:
-        value = fn()
+        finished, value = _bounded(fn, until)
     except Exception as exc:  # noqa: BLE001 - a smoke failure is reported, the campaign decides
         report.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
-        report.setdefault("tracebacks", {})[name] = traceback.format_exc()[-3000:]
+        report.setdefault("tracebacks", {})[name] = "".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__))[-3000:]
         log(f"smoke: {name} FAILED: {type(exc).__name__}: {exc}")
+        return None
+    if not finished:
+        report.setdefault("overrun", []).append(name)
+        log(f"smoke: {name} still running when the budget ran out ({time.time() - t:.1f} s): left in the "
+            "background, its result ignored")
         return None
     log(f"smoke: {name} ok ({time.time() - t:.1f} s)")
     return value
 
 
-def _cifar_available() -> dict[str, Any]:
+def cifar_presence() -> dict[str, Any]:
+    """Whether CIFAR-10 is here, decided from names alone (no decoding, milliseconds): ``{"available",
+    "kind", "path", "roots"}``. The campaign keeps or drops the CIFAR-10 runs on this, never on the time
+    the smoke test has left."""
     from .. import data
-    t = time.time()
-    x, _ = data.cifar10_tensors(train=True)
-    te, _ = data.cifar10_tensors(train=False)
-    return {"train": int(len(x)), "test": int(len(te)), "seconds": round(time.time() - t, 2),
-            "roots": [str(r) for r in data.data_roots()]}
+    found = data.cifar10_location()
+    return {"available": found is not None, "kind": found[0] if found else None,
+            "path": str(found[1]) if found else None, "roots": [str(r) for r in data.data_roots()]}
+
+
+class CifarWarmup(threading.Thread):
+    """Decodes (and caches) both CIFAR-10 splits on a daemon thread, in parallel, while the smoke test goes
+    on, so that the workers read the cache; ``result`` (counts and seconds) or ``error`` once done."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="cifar-warmup")
+        self.result: dict[str, Any] | None = None
+        self.error: str | None = None
+        self.started_at = time.time()
+
+    def run(self) -> None:
+        from .. import data
+        try:
+            x, _ = data.cifar10_tensors(train=True)
+            te, _ = data.cifar10_tensors(train=False)
+            self.result = {"train": int(len(x)), "test": int(len(te)),
+                           "seconds": round(time.time() - self.started_at, 2)}
+        except Exception as exc:  # noqa: BLE001 - recorded: the CIFAR-10 runs will fail and say why
+            self.error = f"{type(exc).__name__}: {exc}"
 
 
 def _tiny_run(cfg: RunConfig, root: Path, device: str) -> dict[str, Any]:
@@ -114,22 +169,32 @@ def _parity(device: str) -> dict[str, Any]:
     return out
 
 
-def smoke(device: str, scale: str, root: Path, until: float, log: Callable[[str], None]) -> dict[str, Any]:
-    """First part of the smoke test (before the plan): versions, TF32 flags, the data, one tiny run per
-    task (without the fast mode), float64 parity. ``root``: where the tiny runs go (the runs root: at
-    ``scale="tiny"`` they are runs of the plan)."""
+def smoke(device: str, scale: str, root: Path, until: float, log: Callable[[str], None],
+          warmup: CifarWarmup | None = None) -> dict[str, Any]:
+    """First part of the smoke test (before the plan): versions, TF32 flags, whether CIFAR-10 is here
+    (:func:`cifar_presence`: decided before any budget check), one tiny run per task (without the fast
+    mode), float64 parity; never past ``until``. ``root``: where the tiny runs go (the runs root: at
+    ``scale="tiny"`` they are runs of the plan). ``warmup``: a started :class:`CifarWarmup`; the tiny
+    CIFAR-10 run waits for it (within the budget)."""
     from ..train import tf32_state
     report: dict[str, Any] = {"device": device, "scale": scale, "started": time.time()}
     report["versions"] = versions(device)
     report["tf32"] = tf32_state()
     log(f"smoke: {json.dumps(report['versions'])}; TF32 {report['tf32']}")
-    cifar = _part(report, "cifar10 data", until, log, _cifar_available)
-    report["cifar10"] = cifar
-    report["cifar10_available"] = cifar is not None
+    presence = cifar_presence()
+    report["cifar10_presence"] = presence
+    report["cifar10_available"] = presence["available"]
+    log(f"smoke: CIFAR-10 {'found: ' + str(presence['path']) if presence['available'] else 'not found'}")
     runs = []
     for task, sweep in TINY_RUNS:
-        if task == "cifar10" and cifar is None:
-            continue
+        if task == "cifar10":
+            if not presence["available"]:
+                continue
+            if warmup is not None:
+                warmup.join(max(0.0, until - time.time()))
+                report["cifar10"] = warmup.result or {"error": warmup.error, "decoding": warmup.is_alive()}
+                if warmup.is_alive():  # the budget is spent: the task stays in the plan, its runs read the cache
+                    log("smoke: CIFAR-10 still decoding when the budget ran out: the CIFAR-10 runs stay planned")
         cfg = load_sweep(sweep, "tiny").validate().configs[0]
         r = _part(report, f"tiny run {task}", until, log, lambda cfg=cfg: _tiny_run(cfg, root, device))
         if r is not None:
@@ -184,7 +249,8 @@ def _stepper(cfg: RunConfig, device: str):
 
     import torch
 
-    from ..train import make_loss, make_optimizer
+    from ..graph import strict_float32, tf32_float32
+    from ..train import float32_mode, make_loss, make_optimizer
     model, x, y = build_model(cfg, device)
     fast = cfg.fast and device.startswith("cuda")
     if fast:
@@ -194,14 +260,19 @@ def _stepper(cfg: RunConfig, device: str):
     loss_fn = make_loss(cfg.loss)
     model.train()
 
+    flags = float32_mode(torch.device(device).type, cfg.fast, cfg.precision)
+
     def step():
-        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if fast else contextlib.nullcontext()
-        with ctx:
-            out = model(x)
-        l, _ = loss_fn(out, y)
-        opt.zero_grad(set_to_none=True)
-        l.backward()
-        opt.step()
+        ctx = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+               if fast or cfg.precision == "bf16" else contextlib.nullcontext())
+        # the training's own float32 arithmetic (strict float32 or TF32), so that the probe times it
+        with strict_float32(flags == "strict") if flags != "tf32" else tf32_float32():
+            with ctx:
+                out = model(x)
+            l, _ = loss_fn(out, y)
+            opt.zero_grad(set_to_none=True)
+            l.backward()
+            opt.step()
     return step
 
 
@@ -264,8 +335,15 @@ def probe_families(cfgs: Sequence[RunConfig], device: str, model: TimeModel, unt
             out.append(row)
             continue
         try:
-            row["step_s"] = step_time(c, device)
-            row["measure_probe_s"] = measure_time(c, device, P=32 if device.startswith("cuda") else 8)
+            finished, got = _bounded(lambda c=c: (step_time(c, device),
+                                                  measure_time(c, device, P=32 if device.startswith("cuda") else 8)),
+                                     until)
+            if not finished:
+                row["skipped"] = "still running when the budget ran out: assumptions kept"
+                log(f"smoke: step probe {fam} still running when the budget ran out: assumptions kept")
+                out.append(row)
+                continue
+            row["step_s"], row["measure_probe_s"] = got
             before = model.parts(c)["total"]
             model.fit_family(fam, c, row["step_s"], row["measure_probe_s"])
             row["estimate_before_s"], row["estimate_after_s"] = round(before, 2), round(model.parts(c)["total"], 2)
@@ -306,16 +384,22 @@ def choose_slots(pool, cfgs: Sequence[RunConfig], device: str, jobs: int, model:
     configuration of the plan; the number of slots is the smallest count within 10 % of the best
     throughput. Sets ``model.speedup``."""
     cfg = cfgs[0]
-    ks = [k for k in (1, 2, 4) if k <= min(jobs, len(pool.procs))]
+    alive = [w for w in range(len(pool.procs)) if pool.alive(w)]  # a worker dead at start takes no part
+    ks = [k for k in (1, 2, 4) if k <= min(jobs, len(alive))]
     rates: dict[int, float] = {}
     errors = []
     for k in ks:
         with tempfile.TemporaryDirectory() as barrier:
-            for w in range(k):
+            for w in alive[:k]:
                 pool.tasks[w].put(("throughput", cfg.to_dict(), barrier, k, seconds))
             got, until = [], time.time() + 90
             while len(got) < k and time.time() < until:
-                msg = pool.get(until - time.time())
+                dead = [w for w in alive[:k] if not pool.alive(w)]
+                if dead:  # no use waiting out the 90 s for a dead worker's answer
+                    errors.append(f"worker(s) {dead} died during the throughput test of {k}")
+                    log(f"smoke: {errors[-1]}")
+                    break
+                msg = pool.get(min(1.0, until - time.time()))
                 if msg is None:
                     continue
                 if msg[0] == "ready":
