@@ -39,7 +39,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["Asset", "external_assets", "is_external", "raw_tex", "site_pages", "check_static",
+__all__ = ["Asset", "external_assets", "is_external", "raw_tex", "site_pages", "check_static", "check_tables", "table_problems",
            "check_browser", "main", "CHROMIUM_FLAGS"]
 
 # Schemes a page may load from without a network.
@@ -131,6 +131,84 @@ def external_assets(html: str) -> list[Asset]:
     parser.feed(html)
     parser.close()
     return [a for a in parser.assets if is_external(a.url)]
+
+
+# Table cells: a literal NaN (a missing number must read as a dash or words) and plain-text maths that
+# should be typeset ($R_f$, not R_f; $\epsilon_t$, not eps_t; $\sqrt{R_f}$, not sqrt(R_f)).
+_NAN = re.compile(r"(?<![\w.])(?:nan|NaN|NAN)(?![\w])")
+_PLAIN_MATHS = re.compile(r"\b[RDG]_[fk]\b|\beps_t\b|\bsqrt\(")
+_SKIP_TAGS = frozenset({"code", "pre", "script", "style", "mjx-container", "math"})
+_VOID = frozenset({"br", "img", "hr", "input", "meta", "link", "wbr", "col", "source", "area", "base", "embed",
+                   "param", "track"})
+
+
+class _CellParser(HTMLParser):
+    """The visible text of every table cell (``td``, ``th``), without code and typeset maths (elements
+    with class ``math`` / ``MathJax`` hold TeX source that MathJax renders)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.cells: list[tuple[int, str, bool]] = []  # (line, text, in a pandas DataFrame)
+        self._tables: list[bool] = []
+        self._cell: list[str] | None = None
+        self._line = 0
+        self._stack: list[bool] = []  # per open element: does it hide its text?
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _VOID:
+            return
+        cls = " ".join(v or "" for k, v in attrs if k == "class").split()
+        if tag == "table":
+            self._tables.append("dataframe" in cls)
+        self._stack.append(tag in _SKIP_TAGS or "math" in cls or "MathJax" in cls or "mjx" in " ".join(cls))
+        if tag in ("td", "th"):
+            self._cell, self._line = [], self.getpos()[0]
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _VOID:
+            return
+        if tag in ("td", "th") and self._cell is not None:
+            self.cells.append((self._line, " ".join("".join(self._cell).split()), bool(self._tables and
+                                                                                      self._tables[-1])))
+            self._cell = None
+        if tag == "table" and self._tables:
+            self._tables.pop()
+        if self._stack:
+            self._stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None and not any(self._stack):
+            self._cell.append(data)
+
+
+def table_problems(html: str) -> list[str]:
+    """Table cells of ``html`` that show a literal NaN (any table) or plain-text maths (``R_f``,
+    ``eps_t``, ``sqrt(``) outside typeset maths and code (the book's own tables: a pandas DataFrame's
+    column names are the CSV's column names, code), one problem per cell with its line."""
+    parser = _CellParser()
+    parser.feed(html)
+    parser.close()
+    out = []
+    for line, text, dataframe in parser.cells:
+        if _NAN.search(text):
+            out.append(f"NaN in a table cell (line {line}): {text[:80]}")
+        m = None if dataframe else _PLAIN_MATHS.search(text)
+        if m:
+            out.append(f"plain-text maths {m.group(0)!r} in a table cell (line {line}): {text[:80]}")
+    return out
+
+
+def check_tables(site: str | os.PathLike) -> dict[str, list[str]]:
+    """``{page: [problem, ...]}`` for pages of ``site`` whose tables show a literal NaN or plain-text
+    maths (:func:`table_problems`; empty if none). Part of ``check_site.py static`` (``make check-book``),
+    not of the build's own offline check."""
+    root = Path(site)
+    problems: dict[str, list[str]] = {}
+    for page in site_pages(root):
+        found = table_problems(page.read_text(encoding="utf-8", errors="replace"))
+        if found:
+            problems[page.relative_to(root).as_posix()] = found
+    return problems
 
 
 def raw_tex(text: str) -> list[str]:
@@ -328,10 +406,13 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, dict] = {}
     if args.check in ("static", "all"):
         static = check_static(site)
-        for page, problems in static.items():
-            report.setdefault(page, {"problems": []})["problems"] += problems
-        bad += len(static)
-        print(f"static: {len(site_pages(site))} pages, {len(static)} with external assets")
+        tables = check_tables(site)
+        for found in (static, tables):
+            for page, problems in found.items():
+                report.setdefault(page, {"problems": []})["problems"] += problems
+        bad += len(set(static) | set(tables))
+        print(f"static: {len(site_pages(site))} pages, {len(static)} with external assets, {len(tables)} with NaN "
+              f"or plain-text maths in a table")
     if args.check in ("browser", "all"):
         try:
             reps = check_browser(site, shots=args.shots or None, only=args.only, chromium=args.chromium,

@@ -14,6 +14,8 @@ from ``book/executed/*.ipynb`` and writes:
 
 - ``book/claims.md``: one table row per claim (claim, figure, scale, value with its interval, verdict,
   link to the page), pages in table-of-contents order;
+- ``book/_generated/summary.md``: the landing page's first minute, one row per page of the paper's
+  figures (scale, test errors, coverage, verdicts of the paper's claims, what does not reproduce and why);
 - ``book/_generated/landing.md`` (+ ``landing.png``): the landing page's figure, included by
   ``book/intro.md`` (its paths are relative to ``book/``). It is the figure glued as ``landing_figure``
   (caption ``landing_caption``) by any page; otherwise, on the first page (in toc order) whose claims all
@@ -40,11 +42,12 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["GLUE_PREFIX", "CLAIM_SUFFIX", "Claim", "glued", "parse_glued", "claims_of", "collect",
-           "render_claims", "landing", "write_pages", "main"]
+           "render_claims", "render_summary", "typeset", "source_of", "landing", "write_pages", "main"]
 
 GLUE_PREFIX = "application/papermill.record/"
 CLAIM_SUFFIX = "_claim"
 LANDING_KEY, LANDING_CAPTION = "landing_figure", "landing_caption"
+DASH = "\u2013"  # an empty table cell
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -63,6 +66,14 @@ class Claim:
     ci_high: float | None
     verdict: str
     anchor: str = ""
+    threshold: float | None = None
+    n: int | None = None
+    n_units: int | None = None
+    unit: str = ""
+    paper_value: str = ""
+    reason: str = ""
+    source: str = "paper"
+    against: str = ""
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -123,6 +134,21 @@ def _num(v: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
+def _int(v: Any) -> int | None:
+    f = _num(v)
+    return None if f is None else int(f)
+
+
+def source_of(page: str, source: str = "", statement: str = "") -> str:
+    """Whose statement a claim tests: ``"this project"`` (a hypothesis of this project, not a paper's),
+    ``"related"`` (other papers: the probe pages) or ``"paper"``."""
+    if "project" in source or "this project's hypothesis" in statement:
+        return "this project"
+    if source == "related" or page.startswith("probe"):
+        return "related"
+    return "paper"
+
+
 def claims_of(nb: dict, page: str) -> list[Claim]:
     """The claims glued in notebook ``nb`` (names ending in ``_claim``), in notebook order.
 
@@ -145,7 +171,11 @@ def claims_of(nb: dict, page: str) -> list[Claim]:
             page=page, key=key, id=cid, statement=str(c.get("statement") or cid),
             figure=str(c.get("figure") or c.get("page") or ""), scale=str(c.get("scale") or ""),
             value=_num(c.get("value")), ci_low=_num(c.get("ci_low")), ci_high=_num(c.get("ci_high")),
-            verdict=str(c["verdict"]), anchor=str(c.get("anchor") or "")))
+            verdict=str(c["verdict"]), anchor=str(c.get("anchor") or ""), threshold=_num(c.get("threshold")),
+            n=_int(c.get("n")), n_units=_int(c.get("n_units")), unit=str(c.get("unit") or ""),
+            paper_value=str(c.get("paper_value") or ""), reason=str(c.get("reason") or ""),
+            source=source_of(page, str(c.get("source") or ""), str(c.get("statement") or "")),
+            against=str(c.get("against") or "")))
     return claims
 
 
@@ -186,7 +216,7 @@ def collect(executed: str | os.PathLike, toc: str | os.PathLike | None = None
 # ------------------------------------------------------------------------------------------ writing
 def _fmt(v: float | None) -> str:
     if v is None:
-        return "n/a"
+        return "–"
     return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.2e}"
 
 
@@ -194,13 +224,71 @@ def _cell(s: str) -> str:
     return " ".join(s.split()).replace("|", "\\|")
 
 
+#: Plain-text maths of the claims' statements and their typeset form (MathJax renders ``$...$`` in tables),
+#: applied in this order to the text outside ``$...$``.
+_MATH = [(re.compile(r"eps_t = ([0-9.]+) sqrt\(R_f\)"), r"$\\epsilon_t = \1\\sqrt{R_f}$"),
+         (re.compile(r"eps_t = a R_f\^b"), r"$\\epsilon_t = a R_f^b$"),
+         (re.compile(r"\bsqrt\(R_f\)"), r"$\\sqrt{R_f}$"),
+         (re.compile(r"\bR_f ~ 1\b"), r"$R_f \\sim 1$"),
+         (re.compile(r"\bP_train = (\d+)"), r"$P_\\text{train} = \1$"),
+         (re.compile(r"\beps_t\b"), r"$\\epsilon_t$"),
+         (re.compile(r"\b([RDG])_([fk])\b"), r"$\1_\2$")]
+_IN_MATH = re.compile(r"(\$[^$]*\$)")
+
+
+def typeset(text: str) -> str:
+    """``text`` with the plain-text maths of a claim (``R_f``, ``G_f``, ``eps_t = 0.2 sqrt(R_f)``...)
+    written as inline TeX, so that a table shows $R_f$, not R_f (text already in ``$...$`` is kept)."""
+    for pattern, repl in _MATH:
+        text = "".join(p if _IN_MATH.fullmatch(p) else pattern.sub(repl, p) for p in _IN_MATH.split(text))
+    return text
+
+
+def _value(c: Claim) -> str:
+    if c.value is None:
+        return DASH
+    value = _fmt(c.value)
+    if c.ci_low is not None and c.ci_high is not None:
+        value += f" [{_fmt(c.ci_low)}, {_fmt(c.ci_high)}]"
+    return value + (f" {typeset(_cell(c.unit))}" if c.unit else "")
+
+
+#: A verdict counted: (one, several).
+_COUNTED = {"holds": ("holds", "hold"), "does not hold": ("does not hold", "do not hold"),
+            "cannot be tested at this scale": ("cannot be tested", "cannot be tested")}
+
+
+def _counts(claims: list[Claim]) -> str:
+    counts: dict[str, int] = {}
+    for c in claims:
+        counts[c.verdict] = counts.get(c.verdict, 0) + 1
+    return ", ".join(f"{n} {_COUNTED.get(v, (v, v))[n != 1]}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _sample(c: Claim) -> str:
+    if c.n is None:
+        return "–"
+    return f"{c.n}" + (f" ({c.n_units} arch.)" if c.n_units is not None else "")
+
+
+_SECTIONS = (("paper", "The paper's claims",
+              "Statements of Tomasini et al. (2023), and of Petrini et al. (2021) that it builds on."),
+             ("this project", "This project's hypotheses",
+              "Not statements of the paper: explanations this project proposes and tests."),
+             ("related", "Claims of related papers",
+              "Statements of other papers, measured with the related probes."))
+
+
 def render_claims(claims: list[Claim], titles: dict[str, str], *, executed_rel: str = "executed") -> str:
-    """The markdown of ``book/claims.md``: a summary line and one table row per claim."""
+    """The markdown of ``book/claims.md``: a summary line, then one table per source (the paper, this
+    project's hypotheses, related papers) with one row per claim: statement, page, the paper's value,
+    this build's value with its interval and unit, threshold, n, verdict and why."""
     lines = ["# Claims dashboard", "",
              "Every claim checked on a page of this book, as the page computed it in this build (generated "
              "by `tools/dashboard.py` from the executed notebooks; the numbers are those of the page's "
-             "scale, not the paper's). The interval is the one the page reports (its method is on the page); "
-             "*n/a* means the page gives none.", ""]
+             "scale, not the paper's). Intervals are 95 % intervals over architectures; n counts networks "
+             "(and architectures); \u2013 means the page gives none. \"Cannot be tested at this scale\" "
+             "gives its reason: a precondition of the claim that this build does not meet.", ""]
     if not titles:
         lines += ["No executed notebook was found in `book/executed/` when this page was generated: "
                   "run `make book` to execute the notebooks and fill this table."]
@@ -209,25 +297,30 @@ def render_claims(claims: list[Claim], titles: dict[str, str], *, executed_rel: 
         lines += [f"None of the {len(titles)} executed pages glued a claim (a variable named "
                   f"`<prefix>{CLAIM_SUFFIX}`)."]
         return "\n".join(lines) + "\n"
-    counts: dict[str, int] = {}
-    for c in claims:
-        counts[c.verdict] = counts.get(c.verdict, 0) + 1
-    summary = ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
     pages = len({c.page for c in claims})
-    lines += [f"**{len(claims)} claims on {pages} pages:** {summary}.", "",
-              "| Claim | Figure (link to its page) | Scale | Value [interval] | Verdict |",
-              "|---|---|---|---|---|"]
-    for c in claims:
-        value = _fmt(c.value)
-        if c.ci_low is not None or c.ci_high is not None:
-            value += f" [{_fmt(c.ci_low)}, {_fmt(c.ci_high)}]"
-        # A figure label that is only a slug (glue_claim defaults it to the page or sweep name): use the title.
-        label = c.figure if c.figure and not re.fullmatch(r"[\w.-]+", c.figure) else titles.get(c.page, c.page)
-        label = _cell(label).replace("[", "\\[").replace("]", "\\]")
-        target = f"{executed_rel}/{c.page}.ipynb" + (f"#{c.anchor}" if c.anchor else "")
-        verdict = f"**{c.verdict}**" if c.verdict == "holds" else c.verdict
-        lines.append(f"| {_cell(c.statement)} | [{label}]({target}) | {_cell(c.scale)} | {value} | {verdict} |")
-    return "\n".join(lines) + "\n"
+    lines += [f"**{len(claims)} claims on {pages} pages.**", ""]
+    for source, heading, blurb in _SECTIONS:
+        rows = [c for c in claims if c.source == source]
+        if not rows:
+            continue
+        lines += [f"## {heading}", "", f"{blurb} {len(rows)} claims: {_counts(rows)}.", "",
+                  "| Statement | Page | Paper | This build [95 % interval] | Threshold | n | Verdict |",
+                  "|---|---|---|---|---|---|---|"]
+        for c in rows:
+            # A figure label that is only a slug (glue_claim defaults it to the page or sweep name): the title.
+            label = c.figure if c.figure and not re.fullmatch(r"[\w.-]+", c.figure) else titles.get(c.page, c.page)
+            label = _cell(label).replace("[", "\\[").replace("]", "\\]")
+            target = f"{executed_rel}/{c.page}.ipynb" + (f"#{c.anchor}" if c.anchor else "")
+            verdict = f"**{c.verdict}**" if c.verdict == "holds" else c.verdict
+            why = "; ".join(x for x in (c.reason, f"goes the other way: {c.against}" if c.against and
+                                        c.against not in c.reason else "") if x)
+            if why:
+                verdict += f" ({typeset(_cell(why))})"
+            lines.append(f"| {typeset(_cell(c.statement))} | [{label}]({target}) ({_cell(c.scale)}) | "
+                         f"{typeset(_cell(c.paper_value)) or '–'} | {_value(c)} | {_fmt(c.threshold)} | "
+                         f"{_sample(c)} | {verdict} |")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def _result_png(nb: dict) -> str | None:
@@ -276,6 +369,61 @@ def landing(executed: str | os.PathLike, toc: str | os.PathLike | None = None
     return None, ""
 
 
+def _glued_text(g: dict[str, dict], key: str, default: str = "") -> str:
+    if key not in g:
+        return default
+    try:
+        v = parse_glued(g[key])
+    except (ValueError, json.JSONDecodeError):
+        return default
+    return " ".join(str(v).split())
+
+
+def _short(text: str, limit: int = 140) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def render_summary(executed: str | os.PathLike, toc: str | os.PathLike | None = None) -> str:
+    """The landing page's first minute (``_generated/summary.md``): one row per page of the paper's
+    figures with its scale, the test errors of its networks, its coverage, how many of the paper's
+    claims hold, do not hold or cannot be tested, and which do not reproduce here and why."""
+    rows, scales = [], set()
+    for path in _notebooks(Path(executed), toc):
+        if path.stem.startswith("probe"):
+            continue
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        g = glued(nb)
+        claims = [c for c in claims_of(nb, path.stem) if c.source == "paper"]
+        scale = _glued_text(g, "scale") or ", ".join(sorted({c.scale for c in claims if c.scale}))
+        if scale:
+            scales.add(scale)
+        if not claims and not _glued_text(g, "error_range"):
+            continue  # an illustration page (no runs, no claim)
+        verdicts = _counts(claims) or "no claim yet"
+        # conditions (noise levels, tasks) repeat their claim: one entry per statement
+        failing = list(dict.fromkeys(f"{c.statement.split(' (')[0]}: {_COUNTED.get(c.verdict, (c.verdict,))[0]}"
+                                     + (f" ({_short(c.reason, 70)})" if c.reason else "")
+                                     for c in claims if c.verdict != "holds"))
+        more = f"; and {len(failing) - 3} more" if len(failing) > 3 else ""
+        missing = typeset(_cell("; ".join(failing[:3]) + more)) or DASH
+        rows.append(f"| [{_cell(title_of(nb, path.stem))}](executed/{path.stem}.ipynb) | {_cell(scale) or '–'} | "
+                    f"{_cell(_glued_text(g, 'error_range', '–'))} | {_cell(_glued_text(g, 'coverage', '–').split(';')[0])} | "
+                    f"{verdicts} | {missing} |")
+    if not rows:
+        return ("*No executed page was found when this page was built: run `make book`; the "
+                "[claims dashboard](claims.md) will list every claim.*\n")
+    head = ["**This build in one minute.** Every figure below was computed at a reduced scale "
+            f"({', '.join(sorted(scales)) or 'see each page'}: fewer networks, seeds, epochs or a narrower "
+            "width than the paper; the [Reproduce](reproduce.md) chapter says what each scale changes), so "
+            "a verdict is a verdict at that scale. \"Cannot be tested\" means a precondition of the claim "
+            "(e.g. networks below 10 % test error for \"$R_f$ falls by decades\") is not met here. One row "
+            "per page of the paper; every claim, with its value, interval and n, is on the "
+            "[claims dashboard](claims.md).", "",
+            "| Page | Scale | Test error (best, last epoch) | Coverage | The paper's claims | Not reproduced here, and why |",
+            "|---|---|---|---|---|---|"]
+    return "\n".join(head + rows) + "\n"
+
+
 def write_pages(book: str | os.PathLike = REPO / "book", executed: str | os.PathLike | None = None,
                 toc: str | os.PathLike | None = None) -> list[Path]:
     """Write ``claims.md`` and ``_generated/landing.md`` (+ png) under ``book``; returns the paths written.
@@ -306,6 +454,7 @@ def write_pages(book: str | os.PathLike = REPO / "book", executed: str | os.Path
     written = []
     for path, content in ((book / "claims.md", render_claims(claims, titles).encode()),
                           (gen / "landing.md", landing_md.encode()),
+                          (gen / "summary.md", render_summary(executed, toc).encode()),
                           (gen / "landing.png", png)):
         if content is None:
             if path.exists():

@@ -136,6 +136,9 @@ def _config_inited(app: Sphinx, config) -> None:  # noqa: ANN001 - sphinx Config
     entry = mathjax_dir() / path[len(STATIC_SUBDIR) + 1:]
     if not entry.is_file():
         raise ConfigError(f"mathjax_path {path!r}: {entry} does not exist in the MathJax package")
+    # Jupyter Book turns numfig on whatever _config.yml says: book-wide numbers ("Fig. 7" on the Fig. 1
+    # page) read as the paper's figure numbers, so they are switched off here, after every default.
+    config.numfig = False
     book = Path(app.srcdir) / "book"
     if book.is_dir():
         dashboard.write_pages(book)

@@ -14,8 +14,10 @@ import pandas as pd
 
 from ..protocol import is_fully_connected
 from .analysis import geomean, require_columns, run_columns, select, trained_over_init
+from .stats import NEAR_CHANCE, chance_error
 
-__all__ = ["paper_rows", "task_error_column", "well_trained_cnns", "WELL_TRAINED_RULE", "MAX_ERROR",
+__all__ = ["paper_rows", "task_error_column", "well_trained_cnns", "convergence", "with_convergence",
+           "CONVERGENCE_RULE", "LAST_WITHIN", "FALLS_MAX_ERROR", "collapsed_runs", "WELL_TRAINED_RULE", "MAX_ERROR",
            "EXCLUDED_NETS", "well_trained_rule", "PAPER_PROTOCOL", "paper_protocol", "trained_init_factors", "gf_by_noise",
            "layer_shuffle_gaps"]
 
@@ -24,6 +26,16 @@ __all__ = ["paper_rows", "task_error_column", "well_trained_cnns", "WELL_TRAINED
 #: scale-detection nets below a few %; 30 % keeps all of them and leaves out networks that have not
 #: left their initial plateau or learnt little (the cpu/small scales' partly trained nets: 60-70 %).
 MAX_ERROR = 0.3
+#: Largest test error of a network on which "R_f falls by decades" is testable: the paper's own law
+#: (eps_t ~ 0.2 sqrt(R_f)) puts R_f of order one above about 10-20 % error, so a net at 19-33 % cannot
+#: show a fall of decades whatever the mechanism.
+FALLS_MAX_ERROR = 0.1
+#: A run converged when its last-epoch test error is within this (absolute: 2 points) of its best.
+LAST_WITHIN = 0.02
+#: The convergence rule of :func:`convergence` in words.
+CONVERGENCE_RULE = (f"well trained: last-epoch test error within {100 * LAST_WITHIN:g} points of the best, and the "
+                    f"training error fell (last epoch below both the first epoch and {NEAR_CHANCE:g} x chance); "
+                    f"collapsed: best below {NEAR_CHANCE:g} x chance, last epoch at or above it")
 #: CNNs the paper itself sets apart (LeNet: too shallow to pool, trains to ~35 % on CIFAR-10).
 EXCLUDED_NETS = ("LeNet",)
 
@@ -75,7 +87,10 @@ def well_trained_cnns(output: pd.DataFrame, max_error: float = MAX_ERROR, exclud
                       error: str | None = None) -> pd.DataFrame:
     """Rows (every state and shuffle) of the runs of CNNs that train well (:data:`WELL_TRAINED_RULE`):
     not fully connected, not in ``excluded``, trained (shuffle 0) ``error`` below ``max_error``
-    (default column: :func:`task_error_column`)."""
+    (default column: :func:`task_error_column`) and, when ``output`` carries the convergence columns
+    (:func:`with_convergence`), ``well_trained`` (:data:`CONVERGENCE_RULE`)."""
+    if "well_trained" in output.columns:
+        output = output[output["well_trained"].fillna(True).astype(bool)]
     error = error or task_error_column(output)
     require_columns(output, ["net", "state", error], "output")
     keys = run_columns(output.drop(columns=[c for c in ("probes", "relu_convention") if c in output.columns]))
@@ -186,3 +201,77 @@ def layer_shuffle_gaps(layers: pd.DataFrame, quantities: Sequence[str] = ("R_f",
     agg = {f"gap_{q}": (f"gap_{q}", "mean") for q in quantities}
     out = wide.groupby(keys + ["layer", "rel_depth"], dropna=False).agg(**agg, n=(f"gap_{quantities[0]}", "size"))
     return out.reset_index().sort_values(keys + ["rel_depth"]).reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------ convergence
+def convergence(summary: pd.DataFrame, metrics: pd.DataFrame | None = None, *, last_within: float = LAST_WITHIN,
+                near: float = NEAR_CHANCE) -> pd.DataFrame:
+    """Per run, whether it is "well trained" (:data:`CONVERGENCE_RULE`): the best-checkpoint selection
+    on the test set can hide a run that collapsed to chance later or never left its plateau.
+
+    ``summary``: one row per run with ``run``, ``net``, ``best_test_err``, ``last_test_err`` (fractions);
+    ``metrics``: one row per epoch with ``run``, ``epoch``, ``train_err`` (``None``: the training-error
+    rule is not checked). Returns one row per run: ``run``, ``net``, ``seed`` (when present),
+    ``best_test_err``, ``last_test_err``, ``train_err_first``, ``train_err_last``, ``converged``,
+    ``train_fell``, ``collapsed``, ``well_trained`` (bool) and ``reason`` (words, empty when well trained)."""
+    require_columns(summary, ["run", "best_test_err", "last_test_err"], "summary")
+    keep = [c for c in ("run", "net", "seed", "task", "noise_std", "ptr") if c in summary.columns]
+    out = summary[keep + ["best_test_err", "last_test_err"]].drop_duplicates("run").reset_index(drop=True)
+    chance = np.array([chance_error(out.iloc[[i]]) for i in range(len(out))], dtype=np.float64)
+    out["train_err_first"] = np.nan
+    out["train_err_last"] = np.nan
+    if metrics is not None and len(metrics):
+        require_columns(metrics, ["run", "epoch", "train_err"], "metrics")
+        m = metrics.sort_values(["run", "epoch"]).groupby("run")["train_err"]
+        out["train_err_first"] = out["run"].map(m.first()).astype(np.float64)
+        out["train_err_last"] = out["run"].map(m.last()).astype(np.float64)
+    best = out["best_test_err"].astype(np.float64).to_numpy()
+    last = out["last_test_err"].astype(np.float64).to_numpy()
+    first_tr = out["train_err_first"].to_numpy()
+    last_tr = out["train_err_last"].to_numpy()
+    out["converged"] = last - best <= last_within + 1e-12
+    known = np.isfinite(last_tr)
+    # one epoch has no "fell": a run whose single epoch ends below chance counts as having learnt
+    fell = (last_tr < near * chance) & ((last_tr < first_tr) | (first_tr == last_tr))
+    out["train_fell"] = np.where(known, fell, True)
+    out["collapsed"] = (best < near * chance) & (last >= near * chance)
+    out["well_trained"] = out["converged"] & out["train_fell"].astype(bool)
+    reasons = []
+    for i in range(len(out)):
+        why = []
+        if out["collapsed"].iloc[i]:
+            why.append(f"collapsed: best {100 * best[i]:.1f} %, last epoch {100 * last[i]:.1f} % (chance "
+                       f"{100 * chance[i]:g} %)")
+        elif not out["converged"].iloc[i]:
+            why.append(f"last epoch {100 * last[i]:.1f} % is {100 * (last[i] - best[i]):.1f} points above the best "
+                       f"{100 * best[i]:.1f} %")
+        if not out["train_fell"].iloc[i]:
+            why.append(f"training error did not fall ({100 * first_tr[i]:.1f} % -> {100 * last_tr[i]:.1f} %)")
+        reasons.append("; ".join(why))
+    out["reason"] = reasons
+    return out
+
+
+def with_convergence(output: pd.DataFrame, conv: pd.DataFrame) -> pd.DataFrame:
+    """``output`` (any run table with a ``run`` column) with the columns of :func:`convergence` joined
+    by run: ``best_test_err``, ``last_test_err``, ``well_trained``, ``collapsed``, ``converged``,
+    ``train_fell``. A run missing from ``conv`` keeps nan (treated as well trained by
+    :func:`well_trained_cnns`: nothing says otherwise)."""
+    require_columns(output, ["run"], "output")
+    require_columns(conv, ["run", "well_trained"], "conv")
+    cols = [c for c in ("best_test_err", "last_test_err", "well_trained", "collapsed", "converged", "train_fell")
+            if c in conv.columns]
+    base = output.drop(columns=[c for c in cols if c in output.columns])
+    return base.merge(conv[["run", *cols]], on="run", how="left")
+
+
+def collapsed_runs(conv: pd.DataFrame) -> pd.DataFrame:
+    """The runs of :func:`convergence` that are not well trained, for the page's list: ``net``, ``seed``,
+    best and last test error (%) and the reason."""
+    bad = conv[~conv["well_trained"].astype(bool)]
+    cols = [c for c in ("net", "seed", "noise_std", "ptr") if c in bad.columns]
+    out = bad[cols].copy()
+    out["best test error (%)"] = (100 * bad["best_test_err"]).round(1)
+    out["last test error (%)"] = (100 * bad["last_test_err"]).round(1)
+    out["why not well trained"] = bad["reason"]
+    return out.reset_index(drop=True)

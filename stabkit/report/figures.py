@@ -144,8 +144,9 @@ def sensitivity_vs_error(output: pd.DataFrame, quantities: Sequence[str] = ("D_f
     is one point. With ``init_at_trained_error`` an initial net is drawn at the test error of the same
     run after training (so that the vertical offset is the effect of training). ``law`` adds the 2021
     reference line ``eps_t = 0.2 sqrt(R_f)`` to the ``R_f`` panel. ``axes``: optional ``len(quantities)``
-    axes to draw into. ``xlabel``: label of the error axis (default: from :data:`LABELS`). Returns the
-    figure.
+    axes to draw into. ``xlabel``: label of the error axis (default: from :data:`LABELS`). A run whose
+    ``well_trained`` column (:func:`stabkit.report.fidelity.with_convergence`) is False is crossed out in
+    red. Returns the figure.
     """
     quantities = list(quantities)
     if not quantities:
@@ -186,6 +187,9 @@ def sensitivity_vs_error(output: pd.DataFrame, quantities: Sequence[str] = ("D_f
                 if state == "trained":
                     ax.scatter(g[error], g[q], c=[c], marker=m, s=34, edgecolors="k", linewidths=0.4,
                                zorder=3)
+                    if "well_trained" in g.columns:  # collapsed / unconverged: crossed out, listed on the page
+                        bad = g[~g["well_trained"].fillna(True).astype(bool)]
+                        ax.scatter(bad[error], bad[q], marker="x", c="crimson", s=70, linewidths=1.4, zorder=4)
                 else:
                     ax.scatter(g[error], g[q], facecolors="none", edgecolors=[c], marker=m, s=30,
                                linewidths=0.9, alpha=0.8, zorder=2)
@@ -213,6 +217,9 @@ def sensitivity_vs_error(output: pd.DataFrame, quantities: Sequence[str] = ("D_f
     if "init" in states:
         handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", color="0.3",
                               label="initialisation"))
+    if "well_trained" in df.columns and not df["well_trained"].fillna(True).astype(bool).all():
+        handles.append(Line2D([], [], ls="", marker="x", color="crimson", markeredgewidth=1.4,
+                              label="not well trained"))
     if law and "R_f" in quantities:
         handles.append(Line2D([], [], color="0.5", ls="-.", label=r"$\epsilon_t = 0.2\sqrt{R_f}$"))
     arr.flat[len(quantities) - 1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5),
@@ -380,10 +387,12 @@ def filter_spectra(spectra: pd.DataFrame, col: str = "net", value: str = "fracti
 
 
 def zero_mode_profile(fractions: pd.DataFrame, hue: str = "net", ax=None,
-                      title: str | None = None) -> Figure:
+                      title: str | None = None, ylabel: bool = True, legend: bool | Sequence[str] = True) -> Figure:
     """Energy fraction at eigenvalue 0 against relative depth (output of
     :func:`stabkit.report.analysis.zero_mode_fraction`): solid = trained, dotted = initialisation, grey = the
-    flat value ``1/k^2``."""
+    flat value ``1/k^2``. Panels side by side: ``ylabel`` on the first only, ``legend`` on the last only
+    (a legend placed right of a panel would cover the next one), given as the ``hue`` values of every
+    panel (a sequence) so that it names the lines of the other panels too."""
     _require(fractions, ["state", "rel_depth", "fraction"], "fractions")
     df = fractions if hue in fractions.columns else fractions.assign(**{hue: "net"})
     cmap = hue_colours(df[hue], hue)
@@ -401,13 +410,16 @@ def zero_mode_profile(fractions: pd.DataFrame, hue: str = "net", ax=None,
     ax.set_yscale("log")
     log_ticks(ax, "y")
     ax.set_xlabel(_label("rel_depth"))
-    ax.set_ylabel(r"energy fraction at $\lambda = 0$")
-    handles = [Line2D([], [], color=c, label=str(v)) for v, c in cmap.items()]
+    if ylabel:
+        ax.set_ylabel(r"energy fraction at $\lambda = 0$")
+    shown = cmap if isinstance(legend, bool) else hue_colours(pd.Series(list(legend)), hue)
+    handles = [Line2D([], [], color=c, label=str(v)) for v, c in shown.items()]
     handles += [Line2D([], [], color="0.3", ls="-", label="trained"),
                 Line2D([], [], color="0.3", ls=":", label="initialisation"),
                 Line2D([], [], color="0.6", ls="-.", label="flat spectrum")]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
-              frameon=False)
+    if legend is not False:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
+                  frameon=False)
     if title:
         ax.set_title(title)
     return fig

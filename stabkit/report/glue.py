@@ -377,7 +377,10 @@ def claim_record(prefix: str, claim: Any, *, page: str | None = None, figure: st
                  scale: str | None = None, condition: str | None = None) -> dict[str, Any]:
     """The dashboard record of a claim: ``id``, ``key`` (``prefix``), ``page``, ``figure``, ``scale``,
     ``statement``, ``value``, ``ci_low``, ``ci_high``, ``threshold``, ``verdict``, ``rule`` (``None`` for
-    a missing number). ``page`` and ``scale`` default to those of the last :func:`page` call.
+    a missing number), and from the claim's details where it has them: ``n`` (networks), ``n_units``
+    (architectures), ``reason``, ``unit``, ``source`` (``"paper"``, ``"related"`` or ``"this project"``),
+    ``paper_value``, ``against`` (architectures that go the other way). ``page`` and ``scale`` default to
+    those of the last :func:`page` call.
 
     ``condition`` (e.g. ``"training noise std 30"``) is appended to the statement in parentheses: a page
     that checks one claim on several subsets (noise levels, tasks, training-set sizes) gives each row of
@@ -386,7 +389,12 @@ def claim_record(prefix: str, claim: Any, *, page: str | None = None, figure: st
         raise ValueError(f"condition must be a non-empty string or None, got {condition!r}")
     current = current_page()
     rec = claim.to_record()
-    rec.pop("details", None)
+    details = rec.pop("details", None) or {}
+    # what the dashboard shows beside the value: the sample, the reason of an untestable verdict, the
+    # per-architecture verdicts, where the statement comes from and the unit of the value
+    for k in ("n", "n_units", "reason", "unit", "source", "paper_value", "against"):
+        if details.get(k) not in (None, ""):
+            rec[k] = details[k]
     if condition:
         rec["statement"] = f"{rec.get('statement') or rec['id']} ({condition.strip()})"
     pg = page or (current.name if current else None)

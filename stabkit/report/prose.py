@@ -29,7 +29,7 @@ from .analysis import config_values, run_columns
 from .fidelity import paper_protocol
 
 __all__ = ["NONE_LABELS", "DIFFERENCE_COLUMNS", "DIFFERENCE_LABELS", "NOT_GIVEN", "differences",
-           "differences_table", "markdown_table", "page_facts", "run_facts", "errors_text", "ERROR_LABELS", "ptr_text", "FACT_KEYS",
+           "differences_table", "markdown_table", "page_facts", "run_facts", "errors_text", "error_range", "ERROR_LABELS", "ptr_text", "FACT_KEYS",
            "closer_to_prediction", "ratio_parts", "parts_display",
            "table_downloads", "ENV_PAGE_TABLES", "MarkdownText", "example_note"]
 
@@ -37,7 +37,7 @@ __all__ = ["NONE_LABELS", "DIFFERENCE_COLUMNS", "DIFFERENCE_LABELS", "NOT_GIVEN"
 #: ``differences`` is one line of text, ``differences_md`` the same as a small markdown table (render it
 #: with a ``{glue:md}`` directive and ``:format: myst``).
 FACT_KEYS = ("seeds", "nets", "epochs", "P", "ptr", "device", "data", "differences", "differences_md", "n_runs",
-             "n_failed", "test_errors")
+             "n_failed", "test_errors", "error_range")
 #: Configuration columns compared by :func:`differences` and :func:`differences_table`: the paper's
 #: protocol (networks, seeds, epochs, training-set size, width, probes, precision of the measurement...).
 DIFFERENCE_COLUMNS = ("net", "seed", "epochs", "ptr", "test_size", "P", "noise_std", "width_factor",
@@ -274,7 +274,7 @@ def page_facts(summary: pd.DataFrame, sweep: Any = None, scale: str | None = Non
         "epochs": facts.get("epochs", "n/a"), "P": facts.get("P", "n/a"), "ptr": ptr_text(ok),
         "device": _device_text(ok), "data": _data_text(ok), "n_runs": facts["n_runs"],
         "n_failed": int((summary["status"] == "failed").sum()) if "status" in summary.columns else 0,
-        "test_errors": errors_text(ok),
+        "test_errors": errors_text(ok), "error_range": error_range(ok),
     }
     if sweep is None:
         out["differences"] = "unknown"
@@ -357,6 +357,20 @@ def _label_columns(keys: pd.DataFrame) -> list[str]:
         if keys[chosen].drop_duplicates().shape[0] == target:
             break
     return chosen
+
+
+def error_range(summary: pd.DataFrame) -> str:
+    """The test-error regime of a page in a few words: ``"best 0.0-35.6 %, last epoch 0.0-50.0 %"``
+    (percent; ``"n/a"`` without ``best_test_err``)."""
+    if not isinstance(summary, pd.DataFrame):
+        raise ValueError(f"summary must be a pandas DataFrame, got {type(summary).__name__}")
+    parts = []
+    for col, label in (("best_test_err", "best"), ("last_test_err", "last epoch")):
+        if col in summary.columns:
+            e = 100 * pd.to_numeric(summary[col], errors="coerce").dropna()
+            if len(e):
+                parts.append(f"{label} {e.min():.1f}-{e.max():.1f} %")
+    return ", ".join(parts) or "n/a"
 
 
 def errors_text(summary: pd.DataFrame, max_listed: int = 4) -> str:

@@ -13,9 +13,31 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["HOLDS", "FAILS", "UNTESTABLE", "Claim", "verdict", "claims_table", "verdict_counts"]
+__all__ = ["HOLDS", "FAILS", "UNTESTABLE", "Claim", "verdict", "claims_table", "verdict_counts", "UNITS",
+           "PAPER_VALUES", "unit_of"]
 
 HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "cannot be tested at this scale"
+
+#: The unit of a claim's ``value``, by claim name (prefix match: ``sqrt_law_task_err`` -> ``sqrt_law``).
+UNITS = {"R_f_falls": "decades (log10 trained / init)", "D_f_falls": "decades (log10 trained / init)",
+         "G_f_grows": "factor (trained / init)", "G_f_grows_noisy": "factor (trained / init)", "R_f_init_order_one": "R_f (geometric mean)",
+         "test_err_vs_R_f": "Pearson r", "task_err_vs_R_f": "Pearson r", "sqrt_law": "exponent b",
+         "error_correlation_each_noise": "Pearson r (smallest)", "G_f_falls_with_noise": "Pearson r",
+         "channel_pooling_second_half": "decades", "spatial_pooling_first_half": "decades",
+         "shuffle_no_effect": "decades (largest gap)", "spectra_concentrate": "factor (trained / init)"}
+#: What the paper (or the 2021 paper) gives for a claim, where it gives a number.
+PAPER_VALUES = {"R_f_init_order_one": "about 1", "sqrt_law": "b = 1/2, a about 0.2 (2021 paper)",
+                "test_err_vs_R_f": "positive (figure)", "task_err_vs_R_f": "positive (figure)"}
+
+
+def unit_of(name: str, table: dict[str, str] | None = None) -> str:
+    """The entry of ``table`` (default :data:`UNITS`) for claim ``name`` (exact, else the longest prefix
+    followed by ``_``); empty when none."""
+    table = UNITS if table is None else table
+    if name in table:
+        return table[name]
+    hits = [k for k in table if name.startswith(k + "_")]
+    return table[max(hits, key=len)] if hits else ""
 
 
 def verdict(holds: bool, testable: bool = True) -> str:
@@ -70,13 +92,16 @@ class Claim:
 
         details = {k: (num(v) if isinstance(v, (float, np.floating)) else
                        int(v) if isinstance(v, (np.integer,)) else v) for k, v in self.details.items()}
+        details.setdefault("unit", unit_of(self.name))
+        details.setdefault("paper_value", unit_of(self.name, PAPER_VALUES))
         return {"id": self.name, "statement": self.statement, "value": num(self.value),
                 "ci_low": num(self.ci_low), "ci_high": num(self.ci_high), "threshold": num(self.threshold),
                 "verdict": self.verdict, "rule": self.rule, "details": details}
 
 
 def claims_table(items: Sequence[Claim] | Mapping[str, Claim]) -> pd.DataFrame:
-    """One row per claim: ``claim``, ``value``, ``rule``, ``verdict`` (for display on a page).
+    """One row per claim: ``claim``, ``value`` (rounded to 3 decimals; an en dash when missing), ``rule``,
+    ``verdict`` (for display on a page).
 
     ``items``: claims (named by ``Claim.name``) or a mapping ``label -> Claim`` (named by the label).
     """
@@ -85,7 +110,10 @@ def claims_table(items: Sequence[Claim] | Mapping[str, Claim]) -> pd.DataFrame:
     for label, c in pairs:
         if not isinstance(c, Claim):
             raise ValueError(f"items must hold Claim objects, got {type(c).__name__} for {label!r}")
-        rows.append({"claim": label, "value": c.value, "rule": c.rule, "verdict": c.verdict})
+        value = float(c.value) if isinstance(c.value, (int, float, np.floating)) else math.nan
+        # a missing value reads as a dash, never "NaN" (make check-book fails on NaN in a table)
+        rows.append({"claim": label, "value": round(value, 3) if math.isfinite(value) else "\u2013",
+                     "rule": c.rule, "verdict": c.verdict})
     return pd.DataFrame(rows, columns=["claim", "value", "rule", "verdict"])
 
 
