@@ -109,6 +109,26 @@ def test_one_larger_scale_run_does_not_flip_a_page(tmp_path, monkeypatch):
     assert runs.resolve_scale(spec, "auto", res) == "gpu"
 
 
+def test_a_larger_grid_with_as_many_networks_replaces_a_partly_trained_smaller_one(tmp_path, monkeypatch):
+    """The cpu CIFAR-10 grid trains the small grid's architectures better: with as many networks and at
+    least half the configurations it is shown; with fewer networks it is not."""
+    monkeypatch.delenv(runs.RECOMPUTE_ENV, raising=False)
+    spec = {"name": "nw", "base": TINY, "grid": {"net": ["LeNet", "VGG11bn"], "seed": [0, 1]},
+            "scales": {"small": {"base": {"epochs": 1}},
+                       "cpu": {"base": {"epochs": 3}, "grid": {"net": ["LeNet", "VGG11bn"], "seed": [0]}}}}
+    res = tmp_path / "res"
+    for c in load_sweep(spec, "small").configs:
+        fake_run(tmp_path / "small", c)
+    runs.export(spec, "small", tmp_path / "small", res)
+    cpu = load_sweep(spec, "cpu").configs
+    fake_run(tmp_path / "cpu", cpu[0])
+    runs.export(spec, "cpu", tmp_path / "cpu", res)
+    assert runs.resolve_scale(spec, "auto", res) == "small"  # one network of two
+    fake_run(tmp_path / "cpu", cpu[1])
+    runs.export(spec, "cpu", tmp_path / "cpu", res)
+    assert runs.resolve_scale(spec, "auto", res) == "cpu"  # both networks, 2 of the small grid's 4 configurations
+
+
 # ------------------------------------------------------------------------ 3: the smoke test and CIFAR-10
 def _tiny_cifar(root: Path, per_class: int = 2) -> Path:
     """Class folders ``train|test/<class>/*.png`` of random 32x32 images (a CIFAR-10 layout)."""

@@ -71,9 +71,11 @@ def scale_choice(sweep: str | Path | Mapping | Sweep, results_root: str | Path |
     its grid's configurations committed at any scale of the sweep).
 
     Going from the smallest scale up, a larger scale replaces the one chosen so far only when it covers at
-    least as many configurations and every network the smaller one shows, so a single committed run of a
-    larger grid does not replace a well-covered smaller one (a page changes scale only when it loses
-    nothing); ``"small"`` (computed on the spot) when nothing of any grid is committed."""
+    least as many configurations, or as many networks (architectures: what a page compares) with at least
+    half as many configurations; so a single committed run of a larger grid does not replace a well-covered
+    smaller one, while a larger grid that trains as many architectures better does (the ``cpu`` CIFAR-10
+    grid against the ``small`` one, whose nets are partly trained); ``"small"`` (computed on the spot) when
+    nothing of any grid is committed."""
     name = _sweep_name(sweep)
     where = _available(name, results_root)
     if not where:
@@ -93,7 +95,8 @@ def scale_choice(sweep: str | Path | Mapping | Sweep, results_root: str | Path |
                                             "small scale", "covered": {}}
     chosen, passed = None, []
     for sc in covered:
-        if chosen is None or (covered[sc] >= covered[chosen] and nets[sc] >= nets[chosen]):
+        if chosen is None or covered[sc] >= covered[chosen] or (
+                len(nets[sc]) >= len(nets[chosen]) and 2 * covered[sc] >= covered[chosen]):
             chosen = sc
         else:
             passed.append(sc)
