@@ -55,9 +55,13 @@ def synthetic_layers(second_half_gap: float = 1.0, first_half_gap: float = 0.0,
     return pd.DataFrame(rows)
 
 
-def synthetic_spectra(trained_zero: float = 0.6) -> pd.DataFrame:
+def synthetic_spectra(trained_zero: float | dict[str, float] = 0.6, nets=("VGG11", "LeNet", "AlexNet"),
+                      well_trained: bool | None = True) -> pd.DataFrame:
+    """Spectra of 2 seeds per net (``trained_zero``: the trained early layers' fraction at lambda = 0, one
+    for all or per net); ``well_trained``: the convergence column joined (None: left out)."""
     rows = []
-    for net in ("VGG11", "LeNet"):
+    for net in nets:
+        tz = trained_zero[net] if isinstance(trained_zero, dict) else trained_zero
         for s in (0, 1):
             for i in range(4):
                 rd = i / 3
@@ -66,13 +70,14 @@ def synthetic_spectra(trained_zero: float = 0.6) -> pd.DataFrame:
                         if state == "init":
                             frac = mult / 9
                         elif rd <= 0.5:
-                            frac = trained_zero if lam == 0 else (1 - trained_zero) * mult / 8
+                            frac = tz if lam == 0 else (1 - tz) * mult / 8
                         else:
                             frac = mult / 9
                         rows.append(dict(net=net, seed=s, layer=f"features.{3 * i}", depth=i,
                                          rel_depth=rd, kernel_size=3, eigenvalue=lam,
                                          energy=2.0 * frac, fraction=frac, state=state))
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    return df if well_trained is None else df.assign(well_trained=well_trained)
 
 
 # ------------------------------------------------------------------------------------------------ fits
@@ -247,6 +252,27 @@ def test_spectra_claim():
     assert not claim_spectra_concentrate(sp).details["flat_ok"]
 
 
+def test_spectra_claim_has_a_convergence_precondition_and_an_interval_over_architectures():
+    c = claim_spectra_concentrate(synthetic_spectra({"VGG11": 0.6, "LeNet": 0.4, "AlexNet": 0.5}))
+    assert c.holds and c.details["n"] == 6 and c.details["n_units"] == 3
+    assert c.value == pytest.approx((0.6 * 0.4 * 0.5) ** (1 / 3) * 9)  # geometric mean of the runs' ratios
+    assert 1.5 < c.ci_low < c.value < c.ci_high and "well trained" in c.rule
+    # no convergence columns: whether the nets trained is unknown, so the claim cannot be tested
+    c = claim_spectra_concentrate(synthetic_spectra(0.6, well_trained=None))
+    assert c.verdict == claims.UNTESTABLE and "convergence" in c.details["reason"]
+    # the runs that are not well trained are left out: 2 architectures remain, too few for an interval
+    sp = synthetic_spectra(0.6)
+    sp.loc[sp["net"] == "LeNet", "well_trained"] = False
+    c = claim_spectra_concentrate(sp)
+    assert c.verdict == claims.UNTESTABLE and c.details["n_not_well_trained"] == 2 and c.details["n_units"] == 2
+    # architectures that disagree: the interval spans the threshold
+    c = claim_spectra_concentrate(synthetic_spectra({"VGG11": 0.9, "LeNet": 1 / 9, "AlexNet": 0.12}))
+    assert c.verdict == claims.UNTESTABLE and c.ci_low < 1.5 < c.ci_high
+    assert c.details["reason"].endswith("spans the threshold 1.5")
+    c = claim_spectra_concentrate(synthetic_spectra({"VGG11": 0.12, "LeNet": 1 / 9, "AlexNet": 0.13}))
+    assert c.verdict == claims.FAILS and c.ci_high < 1.5
+
+
 # ------------------------------------------------------------------------------------------- errors
 def test_bad_input_names_argument():
     with pytest.raises(ValueError, match="output"):
@@ -409,6 +435,23 @@ def test_masking_claims():
     worse = claims.claim_saliency_first(curves_table(salient_gap=+3.0))
     assert worse.verdict == claims.FAILS and worse.value == pytest.approx(3.0)
     assert claims.claim_mask_falls(curves_table().iloc[:0]).verdict == claims.UNTESTABLE
+
+
+def test_curves_table_shows_a_dash_for_a_magnitude_a_mode_lacks():
+    """A mode measured at fewer magnitudes (rows_cols has no k = 8 here) leaves a hole in the wide table:
+    it reads as an en dash, never NaN (check_site's table check fails on NaN)."""
+    cur = curves_table()
+    full = cur[cur["mode"] == "full"]
+    rows_cols = full[full.magnitude < 8].assign(mode="rows_cols")
+    wide = analysis.curves_table(pd.concat([full, rows_cols]), ["net", "training", "mode"])
+    assert list(wide.columns) == [1.0, 2.0, 4.0, 8.0] and len(wide) == 4
+    assert wide.loc[("LeNet", "unrotated", "rows_cols"), 8.0] == "\u2013"
+    assert wide.loc[("LeNet", "unrotated", "full"), 2.0] == pytest.approx(45.6)
+    html = wide.to_html()
+    assert "NaN" not in html and "nan" not in html
+    assert analysis.curves_table(full, "net").shape == (2, 4)  # one index column given as a string
+    with pytest.raises(ValueError, match="curves"):
+        analysis.curves_table(full.drop(columns="magnitude"), ["net"])
 
 
 def test_patch_shuffle_claims():

@@ -405,3 +405,24 @@ def test_browser_check_on_a_synthetic_site(tmp_path):
                      "console error: boom"):
         assert expected in bad
     assert (tmp_path / "shots" / "bad.png").is_file()
+
+
+def test_page_tables_show_no_nan_and_pass_the_table_check():
+    """The tables the pages display (probe curves with a magnitude a mode lacks; the D, G, deno parts
+    with a missing number) pass check_site's table check: an en dash for a missing number, the parts'
+    CSV column names (D_f) in a table marked as a DataFrame."""
+    import numpy as np
+    import pandas as pd
+
+    from stabkit.report import analysis, prose
+
+    curves = pd.DataFrame({"net": ["A"] * 3, "mode": ["full", "full", "rows_cols"], "magnitude": [1.0, 3.0, 1.0],
+                           "mean": [80.0, 40.0, 80.0]})
+    raw = curves.pivot_table(index=["net", "mode"], columns="magnitude", values="mean").to_html()
+    assert any("NaN" in p for p in check_site.table_problems(raw))  # what the page showed before
+    assert check_site.table_problems(analysis.curves_table(curves, ["net", "mode"]).to_html()) == []
+    parts = pd.DataFrame({"": ["init", "trained", "trained / init"], "D": [1.0, 2.0, 2.0], "G": [1.0, 0.5, 0.5],
+                          "deno": [1.0, 20.0, 20.0], "D_f": [1.0, 0.1, 0.1], "G_f": [1.0, 0.025, 0.025],
+                          "R_f": [1.0, np.nan, np.nan], "n": [2, 2, 2]})
+    html = prose.parts_display(parts).to_html()
+    assert check_site.table_problems(html) == [] and "\u2013" in html

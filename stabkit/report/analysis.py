@@ -30,7 +30,7 @@ __all__ = [
     "run_columns", "loglog_fit", "sqrt_law_prefactor", "error_fit", "trained_over_init", "ratio_stats",
     "depth_exponents", "shuffle_gap", "zero_mode_fraction", "mid_depth_change", "geomean",
     "config_values", "training_label", "layer_exponents", "block_profile", "accuracy_curves",
-    "per_net", "rank_correlation", "layer_nv_vs_rk", "rotation_kept", "bootstrap_ci", "MASK_VARIANTS",
+    "per_net", "curves_table", "rank_correlation", "layer_nv_vs_rk", "rotation_kept", "bootstrap_ci", "MASK_VARIANTS",
     "SHUFFLE_MODES", "global_nv_table", "mode_difference", "with_task_error", "resampling_label",
 ]
 
@@ -462,6 +462,18 @@ def per_net(curves: pd.DataFrame, value: str = "mean", **where) -> pd.DataFrame:
     """``curves`` rows matching ``where`` as a net x magnitude table of ``value``."""
     rows = select(curves, **where)
     return rows.pivot_table(index="net", columns="magnitude", values=value)
+
+
+def curves_table(curves: pd.DataFrame, index: Sequence[str], value: str = "mean", decimals: int = 1) -> pd.DataFrame:
+    """``curves`` (:func:`accuracy_curves`) for display: one row per ``index`` group, one column per
+    magnitude, ``value`` rounded to ``decimals``; a combination that was not measured (a mode without that
+    magnitude, a failed run) reads as an en dash, never "NaN" (``make check-book`` fails on NaN in a table).
+    """
+    index = [index] if isinstance(index, str) else list(index)
+    require_columns(curves, [*index, "magnitude", value], "curves")
+    wide = curves.pivot_table(index=index, columns="magnitude", values=value).round(decimals)
+    # object columns: a number stays a number, a missing one becomes the dash
+    return wide.astype(object).where(wide.notna(), "\u2013")
 
 
 def rank_correlation(x, y) -> float:

@@ -498,9 +498,12 @@ def ratio_parts(output: pd.DataFrame, by: Sequence[str] = (), shuffle: int | Non
 
 
 def parts_display(parts: pd.DataFrame):
-    """:func:`ratio_parts` for display: numbers with 3 significant digits, no index (a pandas Styler)."""
+    """:func:`ratio_parts` for display: numbers with 3 significant digits, a missing one as an en dash, no
+    index (a pandas Styler). The table is marked as a DataFrame (``class="dataframe"``), as pandas marks
+    its own: its column names are the CSV's (``D_f``), which ``make check-book`` accepts there only."""
     cols = [c for c in ("D", "G", "deno", "D_f", "G_f", "R_f") if c in parts.columns]
-    return parts.style.format("{:.3g}", subset=cols).hide(axis="index")
+    return (parts.style.format("{:.3g}", subset=cols, na_rep="\u2013").hide(axis="index")
+            .set_table_attributes('class="dataframe"'))
 
 
 # ---------------------------------------------------------------------------------------- downloads
