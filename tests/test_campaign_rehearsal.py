@@ -25,6 +25,8 @@ def test_readme_rehearsal_finishes_a_run(tmp_path, monkeypatch):
                           "--results-root", str(tmp_path / "results")],  # nothing committed: every run is due
                          cwd=REPO, capture_output=True, text=True, timeout=deadline + 240)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    with tarfile.open(tmp_path / "out" / "runs.tar") as tar:
-        runs = {m.name.split("/")[0] for m in tar.getmembers() if "/" in m.name}
+    runs = set()
+    for part in sorted((tmp_path / "out").glob("runs*.tar*")):  # runs.tar.gz, runs-2.tar.gz, ... (gzip parts)
+        with tarfile.open(part) as tar:
+            runs |= {m.name.split("/")[0] for m in tar.getmembers() if "/" in m.name}
     assert runs, f"the rehearsal (--deadline {deadline}) finished no run:\n{res.stdout[-3000:]}"

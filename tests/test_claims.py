@@ -362,7 +362,12 @@ def test_untestable_claims_say_so():
     lay = synthetic_layers()
     c = claim_channel_pooling_second_half(lay[lay["shuffle"] == 0])
     assert not c.testable and c.verdict == claims.UNTESTABLE
-    assert claim_shuffle_no_effect(lay[lay["shuffle"] == 0]).verdict == claims.UNTESTABLE
+    c = claim_shuffle_no_effect(lay[lay["shuffle"] == 0])
+    assert c.verdict == claims.UNTESTABLE
+    # the Fig. 6 page cites these details whatever the verdict (a glue key it never glued fails the page)
+    for k in ("worst_layer", "worst_net", "worst_D", "worst_G", "n_over", "n_layers", "output_fall", "first_D",
+              "second_D", "first_G", "second_G", "first", "second", "reason"):
+        assert k in c.details, k
     sp = synthetic_spectra()
     assert claim_spectra_concentrate(sp[sp["state"] == "trained"]).verdict == claims.UNTESTABLE
     assert claim_rf_falls(out[out["state"] == "trained"]).verdict == claims.UNTESTABLE

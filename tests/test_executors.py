@@ -128,7 +128,9 @@ def test_sigkill_in_the_middle_then_resume(tmp_path):
     assert sorted(out.run) == sorted([first.name, second.name, third.name])  # each run once
     slow = runs.collect(root, "slow")
     assert len(slow) == 3 and list(slow.threads) == [1, 1, 1]
-    assert not list(root.rglob(".*.tmp-*")) and not list(root.rglob("lock"))
+    # no temporary file and no run lock left; the flock files of <root>/.training/<training key>/ stay by
+    # design (unlinking a flock file another process may be waiting on would let two processes hold it)
+    assert not list(root.rglob(".*.tmp-*")) and not [p for p in root.rglob("lock") if ".training" not in p.parts]
 
 
 # ------------------------------------------------------------------------ issue 15: executors refuse clearly

@@ -190,8 +190,9 @@ def test_scancel_is_reported_and_the_next_sweep_resumes_without_redoing_finished
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 1, out  # the sweep ends (no resubmission of what the user cancelled) and says so
-    assert re.search(rf"{slow.name} LeNet pending: job {array}_1 ended without finishing the run \(sacct state "
-                     rf"CANCELLED", out), out
+    # runs.failure_summary: "1 run(s) pending:", the run ("<key> LeNet (<folder>)"), then its error ("| ...")
+    assert re.search(rf"run\(s\) pending:\n\s+{slow.name} LeNet \(.*\)\n\s+\| job {array}_1 ended without "
+                     rf"finishing the run \(sacct state CANCELLED", out), out
     assert runs.run_state(slow) == "interrupted" and runs.run_state(fast) == "done"
     acct = _sacct_final(array)
     assert dict(zip(acct.job, acct.state)) == {f"{array}_0": "COMPLETED",
@@ -224,8 +225,8 @@ def test_a_job_at_its_time_limit_is_reported_and_resumed_not_failed(cluster, tmp
     said = res.stdout + res.stderr
     # SLURM signals up to 60 s early (its resolution): in the run (stopped by the job), before it (the job ends
     # through submitit's handler), or never before the kill at the limit (TIMEOUT)
-    assert re.search(rf"{key} LeNet pending: (slurm job \S+ got SIGUSR2 \(time limit near|job \S+ ended without "
-                     rf"finishing the run \(sacct state)", said), said
+    assert re.search(rf"run\(s\) pending:\n\s+{key} LeNet \(.*\)\n\s+\| (slurm job \S+ got SIGUSR2 \(time limit "
+                     rf"near|job \S+ ended without finishing the run \(sacct state)", said), said
     assert runs.run_state(root / key) in ("interrupted", "pending")
     (array,) = _arrays(root / "_submitit")
     # COMPLETED: the job stopped the run; TIMEOUT: killed at the limit; FAILED: signalled before the run began

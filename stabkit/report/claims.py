@@ -567,7 +567,14 @@ def claim_shuffle_no_effect(layers: pd.DataFrame, quantity: str = "R_f", toleran
     halves = shuffle_gap(layers, quantity, split=split, by=(), **where)
     details: dict = {"first": _half(halves, "first", "abs_gap"), "second": _half(halves, "second", "abs_gap"),
                      "tolerance": tolerance}
-    if g.empty:
+    if g.empty:  # no well-trained run measured with and without shuffling: every detail the page cites, empty
+        ok, reason, fall = _pooling_precondition(layers, quantity, min_fall, **where)
+        details.update({"worst_layer": "–", "worst_net": "–", "worst_rel_depth": float("nan"),
+                        "worst_gap": float("nan"), "worst_D": float("nan"), "worst_G": float("nan"), "n_over": 0,
+                        "n_layers": 0, "output_fall": fall, "first_D": float("nan"), "second_D": float("nan"),
+                        "first_G": float("nan"), "second_G": float("nan"),
+                        "reason": reason or "no well-trained run measured with and without channel shuffling"})
+        details.update(_halves_parts(layers, split, **where))
         return Claim("shuffle_no_effect", False, float("nan"), tolerance, details, testable=False,
                      rule=f"|shuffling gap of {quantity}| < {tolerance:g} decades at every layer of every net",
                      statement="Shuffling channels changes nothing on scale detection")
