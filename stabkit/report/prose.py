@@ -240,7 +240,7 @@ def _cifar_source() -> str:
     return "CIFAR-10 (source not recorded)"
 
 
-def example_note(generated: bool, real: str, instead: str) -> str:
+def example_note(generated: bool, real: str, instead: str) -> MarkdownText:
     """Markdown about a page's example images (render it with a ``{glue:md}`` directive and ``:format: myst``).
 
     ``real``: what the examples show when they are CIFAR-10 test images. When they are ``generated``
@@ -250,8 +250,8 @@ def example_note(generated: bool, real: str, instead: str) -> str:
     if not isinstance(generated, bool):
         raise TypeError(f"generated must be True or False, got {generated!r}")
     if not generated:
-        return real
-    return ("```{warning}\nThese examples are **generated patterns, not CIFAR-10 images**: CIFAR-10 was not "
+        return MarkdownText(real)  # text/markdown: what a {glue:md} directive renders
+    return MarkdownText("```{warning}\nThese examples are **generated patterns, not CIFAR-10 images**: CIFAR-10 was not "
             "found and nothing is downloaded. They show what the transformation does to the pixels, not what "
             "it does to a photograph. To show CIFAR-10 test images, set `STABKIT_DATA` to a copy (torchvision's "
             "`cifar-10-batches-py` or a class-folder archive) and rebuild the page.\n```\n\n" + instead)

@@ -324,7 +324,7 @@ def pack_runs(out: str | Path, runs_root: str | Path, keys: Sequence[str],
     """Write ``out`` (a ``.tar``, or a gzip-compressed ``.tar.gz``) atomically: ``manifest.json`` and, per
     finished run of ``keys``, the folder ``<key>/`` with ``config.json``, ``status.json``, ``done`` and
     ``*.parquet`` (never ``*.pt``). ``code``: the code state (``{"commit", "dirty"}``) recorded in the
-    manifest (:func:`~stabkit.runs.store.git_state`, which falls back on ``$STABKIT_CODE_COMMIT``)."""
+    manifest (``stabkit.runs.store.git_state``, which falls back on ``$STABKIT_CODE_COMMIT``)."""
     runs_root = Path(runs_root)
     finished = [k for k in keys if (runs_root / k / "done").exists()]
     manifest = {"format": MANIFEST_FORMAT,

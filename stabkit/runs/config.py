@@ -316,7 +316,7 @@ class RunConfig:
         anything is trained: ``net`` names a network of ``stabkit.nets.list_models()``; ``net_options``
         are options of its builder; ``task_options`` are options of the task's data set; ``measure``
         names registered measurements; ``options`` name registered measurements and hold values they accept
-        (:func:`~stabkit.runs.measurements.check_options`); ``augment`` names augmentations the task accepts; for the
+        (``stabkit.runs.measurements.check_options``); ``augment`` names augmentations the task accepts; for the
         probe measurements (``output``, ``layers``), ``P`` is at most the test-set size and a list of
         ``layers`` names nodes of the network's graph; the network builds for the task's input (on the
         meta device) with its options. ``build=False`` (at creation) skips the last three (P, layers,
@@ -367,7 +367,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field (lists for tuples); what ``config.json`` holds and the key
         hashes. Fields added after runs were committed are left out while they hold their default
-        (:data:`_KEY_NEUTRAL_DEFAULTS`), so that every earlier run keeps its key."""
+        (``_KEY_NEUTRAL_DEFAULTS``), so that every earlier run keeps its key."""
         out = {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
         for k, default in _KEY_NEUTRAL_DEFAULTS.items():
             if out.get(k) == default:

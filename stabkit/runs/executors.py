@@ -237,7 +237,7 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
     ``"slurm"`` (submitit AutoExecutor job array, ``submitit_params`` passed to ``update_parameters``, e.g.
     ``timeout_min``, ``slurm_partition``, ``gpus_per_node``; ``jobs`` is the array parallelism, at most
     ``jobs`` runs at once; refused where SLURM is absent; partition, account and qos checked before
-    submission by :func:`check_slurm_params`; a job that ends without finishing its run (``scancel``,
+    submission by ``check_slurm_params``; a job that ends without finishing its run (``scancel``,
     time limit, preemption) is reported and not resubmitted in this call: the next call resumes it),
     ``"submitit-local"`` / ``"submitit-debug"`` (submitit's LocalExecutor / DebugExecutor, for testing;
     the local one is throttled to ``jobs`` at a time), or any submitit

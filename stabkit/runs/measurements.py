@@ -61,7 +61,7 @@ def _registrar(registry: dict, what: str, name: str, overwrite: bool) -> Callabl
 def register_measurement(name: str, *, overwrite: bool = False,
                          options: Callable[[dict], Any] | None = None) -> Callable:
     """Decorator: ``@register_measurement("rotations") def fn(model, cfg, ctx) -> dict[str, DataFrame]``.
-    ``options``: ``check(dict) -> parsed`` of its ``options.<name>`` (:data:`OPTION_CHECKS`), called when a
+    ``options``: ``check(dict) -> parsed`` of its ``options.<name>`` (``OPTION_CHECKS``), called when a
     configuration is validated (before training); without it, any options are passed through unchecked."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -82,7 +82,7 @@ def register_measurement(name: str, *, overwrite: bool = False,
 def check_options(options: Mapping[str, Any]) -> None:
     """Validate a configuration's ``options`` (``{measurement: {key: value}}``) before anything runs: every
     key names a registered measurement (a typo would be ignored silently), each value is a mapping, and
-    the measurements with an :data:`OPTION_CHECKS` entry accept theirs. ``ValueError`` naming the option."""
+    the measurements with an ``OPTION_CHECKS`` entry accept theirs. ``ValueError`` naming the option."""
     load_plugins()
     unknown = sorted(set(options) - set(MEASUREMENTS))
     if unknown:

@@ -402,7 +402,7 @@ def merge_runs(d: str | Path, incoming: list[_Incoming], *, sweep: str | None = 
     of the writes). Returns one row per incoming run: key, action (added | replaced | kept | repaired),
     run_version.
 
-    The store is checked first (:func:`_damage`: a table missing, a run's rows dropped, a column retyped):
+    The store is checked first (``_damage``: a table missing, a run's rows dropped, a column retyped):
     a damaged run is repaired by an incoming copy of it that would win or tie the merge rule (its rows
     are written again, action ``repaired``); with none, the merge is refused with a ``ValueError``
     naming the files and runs (export or import those runs again to repair the store)."""

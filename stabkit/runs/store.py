@@ -238,7 +238,7 @@ def verify_run(path: str | Path, checkpoints: bool = False) -> list[str]:
     """The problems of a finished run folder, each naming the file: ``config.json`` unreadable or not
     the configuration of this folder's key, ``status.json`` not ``done``, a table of
     :func:`~stabkit.runs.store.expected_tables` missing, any ``*.parquet`` unreadable; with ``checkpoints``
-    (``sweep --verify``), :func:`checkpoint_problems` too (a truncated ``best.pt`` would fail every run that
+    (``sweep --verify``), ``checkpoint_problems`` too (a truncated ``best.pt`` would fail every run that
     reuses the network). ``[]`` for a sound run (or one that is not finished: only finished runs are
     verified)."""
     path = Path(path)
@@ -332,7 +332,7 @@ def status(root: str | Path | None = None, sweep: str | Path | Mapping | Sweep |
     """Counts ``{"total", "done", "pending", "failed", "running"}`` of a sweep's runs (or of every run
     folder under ``root``); interrupted runs count as pending.
 
-    ``committed``: the run keys committed under ``results/`` (:func:`~stabkit.runs.committed_keys`); the counts
+    ``committed``: the run keys committed under ``results/`` (``stabkit.runs.committed_keys``); the counts
     then have a ``"committed"`` entry, and a committed run counts there, not as done, failed or pending
     (its results are published whatever its folder here says), unless a process is computing it again
     (running)."""
