@@ -22,7 +22,7 @@ PACKAGE = REPO / "stabkit"
 LAYERS = {
     "checks": 0, "atomic": 0, "protocol": 0,
     "transforms": 1, "graph": 1, "laplacian": 1, "nets": 1, "data": 1,
-    "stability": 2, "invariance": 2, "train": 2,
+    "stability": 2, "invariance": 2, "train": 2, "batchnorm": 2,
     "robustness": 3, "theory": 3,
     "runs": 4, "__main__": 4,
     "report": 5,
