@@ -57,7 +57,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks
 
 # JupyterLab refuses to start as root without --allow-root (containers, CI machines): given only then. The
-# notebooks print their glued numbers there (stabkit.report.glue.show_glue: JupyterLab leaves {glue:text} raw).
+# notebooks print their glued numbers there (stabkit.report.page.show_glue: JupyterLab leaves {glue:text} raw).
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/
 

@@ -1,5 +1,5 @@
-"""The book: the runner (tools/book.py) refuses to publish failed notebooks and records provenance; the
-notebooks' side (stabkit.report.glue) glues numbers and claims in myst-nb's format and loads pages."""
+"""The book: the runner (tools/book.py) refuses to publish failed notebooks and records provenance (the
+notebooks' side, stabkit.report.page, is tests/test_page.py)."""
 from __future__ import annotations
 
 import json
@@ -7,14 +7,10 @@ import sys
 from pathlib import Path
 
 import nbformat
-import numpy as np
-import pandas as pd
 import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from stabkit.report import glue as book
-from stabkit.report.claims import Claim
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,89 +26,6 @@ def _load_tool():
 
 
 tool = _load_tool()
-
-
-
-# ----------------------------------------------------------------------------------------- glue helper
-def test_glue_bundle_hidden_format():
-    data, meta = book.glue_bundle("answer", 0.25)
-    assert data == {"application/papermill.record/text/plain": "0.25"}
-    assert meta["scrapbook"] == {"name": "answer", "mime_prefix": "application/papermill.record/"}
-
-
-def test_glue_bundle_displayed_and_scalars():
-    data, meta = book.glue_bundle("n", np.int64(3), display=True)
-    assert data == {"text/plain": "3"}
-    assert meta["scrapbook"] == {"name": "n", "mime_prefix": ""}
-    # numpy and torch scalars become Python numbers, so that {glue:text}`key:.2f` can format them
-    import torch
-
-    assert book.glue_bundle("x", np.float64(0.5))[0]["application/papermill.record/text/plain"] == "0.5"
-    assert book.glue_bundle("x", torch.tensor(2.0))[0]["application/papermill.record/text/plain"] == "2.0"
-
-
-@pytest.mark.parametrize("bad", ["", "two words", "a:b", 3])
-def test_glue_bundle_rejects_bad_names(bad):
-    with pytest.raises(ValueError, match="name"):
-        book.glue_bundle(bad, 1)
-
-
-def _capture_display(monkeypatch, target, attr):
-    calls = []
-    monkeypatch.setattr(target, attr, lambda obj, raw=False, metadata=None: calls.append((obj, raw, metadata)))
-    return calls
-
-
-def test_glue_with_and_without_myst_nb_emit_the_same(monkeypatch):
-    import IPython.display
-    import myst_nb.ext.glue as myst_glue
-
-    with_myst = _capture_display(monkeypatch, myst_glue, "ipy_display")
-    book.glue("k", np.float32(1.5))
-    monkeypatch.setitem(sys.modules, "myst_nb", None)  # import myst_nb now fails: fallback path
-    fallback = _capture_display(monkeypatch, IPython.display, "display")
-    book.glue("k", np.float32(1.5))
-    assert len(with_myst) == 1 and len(fallback) == 1
-    assert with_myst[0] == fallback[0]
-    obj, raw, meta = fallback[0]
-    assert raw is True and obj == {"application/papermill.record/text/plain": "1.5"}
-    assert meta["scrapbook"]["name"] == "k"
-
-
-# ----------------------------------------------------------------------------------- recorded inputs
-def test_record_inputs_hashes_files_and_frames(tmp_path, monkeypatch):
-    log = tmp_path / "records.jsonl"
-    monkeypatch.setenv(book.ENV_PROVENANCE, str(log))
-    df = pd.DataFrame({"a": [1, 2, 3], "b": [0.1, 0.2, 0.3]})
-    f = tmp_path / "results" / "output.parquet"
-    f.parent.mkdir()
-    df.to_parquet(f)
-    recs = book.record_inputs(f, df, label="fig")
-    assert [r["kind"] for r in recs] == ["file", "table"]
-    assert all(len(r["sha256"]) == 64 for r in recs)
-    assert recs[1]["rows"] == 3
-    # same content, same hash; different content, different hash
-    assert book.record_inputs(df.copy())[0]["sha256"] == recs[1]["sha256"]
-    assert book.record_inputs(df.assign(b=[0.1, 0.2, 0.4]))[0]["sha256"] != recs[1]["sha256"]
-    # a directory hashes every table below it
-    assert [r["path"] for r in book.record_inputs(f.parent)] == [str(f.resolve())]
-    book.record(device="cpu", seeds=[0, 1])
-    lines = [json.loads(x) for x in log.read_text().splitlines()]
-    assert sum(x["type"] == "input" for x in lines) == 5 and lines[-1]["facts"]["device"] == "cpu"
-
-
-def test_record_inputs_rejects_bad_input(tmp_path):
-    with pytest.raises(ValueError, match="does not exist"):
-        book.record_inputs(tmp_path / "nothing.parquet")
-    with pytest.raises(ValueError, match="expected paths, DataFrames"):
-        book.record_inputs(3.0)
-
-
-def test_progress_enabled(monkeypatch):
-    monkeypatch.setenv("TQDM_DISABLE", "1")
-    assert not book.progress_enabled()
-    monkeypatch.setenv("TQDM_DISABLE", "")
-    assert book.progress_enabled()
 
 
 # ---------------------------------------------------------------------------------------- toc parsing
@@ -149,7 +62,7 @@ GOOD = [
     new_markdown_cell("# A good page\n\nSome text."),
     new_code_cell('scale: str = "small"  # scale\nseed: int = 0  # seed', metadata={"tags": ["parameters"]}),
     new_code_cell(
-        "import os, sys\nimport pandas as pd\nfrom stabkit.report import glue as book\n"
+        "import os, sys\nimport pandas as pd\nfrom stabkit.report import page as book\n"
         "df = pd.DataFrame({'x': [1.0, 2.0]})\n"
         "book.record_inputs(df, label='demo table')\n"
         "book.record(device='cpu', seeds=[seed])\n"
@@ -238,79 +151,4 @@ def test_kernel_environment(monkeypatch):
     assert env == {"TQDM_DISABLE": "1"}
     assert "STABKIT_DATA" not in env  # the data location is stabkit.data's business
 
-# ---------------------------------------------------------------------------------- pages and claims
-def _glued(monkeypatch) -> dict:
-    out = {}
-    monkeypatch.setattr(book, "glue", lambda name, value, display=False: out.__setitem__(name, (value, display)))
-    return out
 
-
-def test_glue_claim_standard_names_and_dashboard_record(monkeypatch):
-    glued = _glued(monkeypatch)
-    c = Claim("R_f_falls", True, -1.5, -1.0, {"n": 4, "geomean": 0.03, "VGG11:first": 1.0}, rule="r",
-              statement="R_f falls", ci_low=-2.0, ci_high=-1.1)
-    rec = book.glue_claim("rf_falls", c, page="fig1", figure="Fig. 1", scale="tiny")
-    assert glued["rf_falls_value"][0] == -1.5 and glued["rf_falls_verdict"][0] == "holds"
-    assert glued["rf_falls_n"][0] == 4 and glued["rf_falls_geomean"][0] == 0.03
-    assert "rf_falls_VGG11:first" not in glued  # not a plain name: not glued
-    assert glued["rf_falls_ci"][0] == "[-2, -1.1]" and "holds" in glued["rf_falls_text"][0]
-    assert glued["rf_falls_why"][0] == ""  # no reason in the details
-    book.glue_claim("why", Claim("w", False, float("nan"), 1.0, {"reason": "one seed"}, testable=False))
-    assert glued["why_why"][0] == " (one seed)"
-    text, display = glued["rf_falls_claim"]
-    assert display is False
-    parsed = json.loads(text)
-    assert parsed == rec
-    for key in ("id", "statement", "figure", "page", "scale", "value", "ci_low", "ci_high", "verdict"):
-        assert key in parsed, key
-    assert parsed["figure"] == "Fig. 1" and parsed["scale"] == "tiny" and parsed["id"] == "fig1:rf_falls"
-    nan_claim = Claim("x", False, float("nan"), 1.0, testable=False)
-    assert json.loads(book.glue_claim("x", nan_claim)["claim"] and glued["x_claim"][0])["value"] is None
-    with pytest.raises(ValueError, match="prefix"):
-        book.glue_claim("two words", c)
-    with pytest.raises(TypeError, match="claim"):
-        book.glue_claim("ok", 3.0)
-
-
-def test_glue_claim_condition_makes_each_dashboard_statement_distinct(monkeypatch):
-    # one claim checked on two subsets of a page must give two distinguishable dashboard rows
-    glued = _glued(monkeypatch)
-    c = Claim("corr", True, 0.8, 0.5, rule="r", statement="R_f correlates with the test error")
-    a = book.glue_claim("corr_noise1", c, page="fig1", condition="training noise std 1")
-    b = book.glue_claim("corr_noise30", c, page="fig1", condition="training noise std 30")
-    assert a["statement"] == "R_f correlates with the test error (training noise std 1)"
-    assert a["statement"] != b["statement"]
-    assert json.loads(glued["corr_noise30_claim"][0])["statement"].endswith("(training noise std 30)")
-    assert book.glue_claim("plain", c, page="fig1")["statement"] == "R_f correlates with the test error"
-    with pytest.raises(ValueError, match="condition"):
-        book.glue_claim("bad", c, page="fig1", condition="  ")
-
-
-def test_page_loads_tables_glues_facts_and_sets_context(monkeypatch):
-    from stabkit import runs
-
-    summary = pd.DataFrame({"run": ["a", "b"], "net": ["LeNet", "VGG11"], "seed": [0, 1], "epochs": 2, "P": 50,
-                            "status": "done", "device": "cpu", "task": "twopoints", "ptr": 1024})
-    output = pd.DataFrame({"run": ["a", "b"], "R_f": [0.1, 0.2]})
-    calls = []
-
-    def fake_results(sweep, scale, table, **kw):
-        calls.append((sweep, scale, table, kw))
-        return {"summary": summary, "output": output}[table].copy()
-
-    monkeypatch.setattr(runs, "results", fake_results)
-    glued = _glued(monkeypatch)
-    monkeypatch.delenv(book.ENV_PROVENANCE, raising=False)
-    pg = book.page("fig5_scale_detection", "tiny", "output", name="fig5", runs_root="", device="cpu")
-    (out,) = pg
-    assert list(out["R_f"]) == [0.1, 0.2] and pg["summary"] is pg.tables["summary"]
-    assert [c[2] for c in calls] == ["output", "summary"]
-    assert calls[0][3]["runs_root"] is None and calls[0][3]["device"] == "cpu"
-    assert glued["scale"][0] == "tiny" and glued["nets"][0] == "LeNet, VGG11" and glued["ptr"][0] == "1024"
-    from stabkit.report.prose import FACT_KEYS
-    assert set(FACT_KEYS) <= set(glued)
-    assert book.current_page().name == "fig5"
-    rec = book.glue_claim("c", Claim("c", True, 1.0, 0.0))
-    assert rec["page"] == "fig5" and rec["scale"] == "tiny"
-    with pytest.raises(ValueError, match="tables"):
-        book.page("fig5_scale_detection", "tiny", "")

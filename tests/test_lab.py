@@ -1,5 +1,5 @@
 """``make lab`` (issue 25): JupyterLab starts as root and as a user, and a page opened there shows its numbers
-(JupyterLab leaves MyST's ``{glue:text}`` roles raw: :func:`stabkit.report.glue.glue` prints them too)."""
+(JupyterLab leaves MyST's ``{glue:text}`` roles raw: :func:`stabkit.report.page.glue` prints them too)."""
 import os
 import shutil
 import subprocess
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stabkit.report import glue as book
-from stabkit.report.claims import Claim
+from stabkit.report import page as book
+from stabkit.report.verdicts import Claim
 
 REPO = Path(__file__).resolve().parents[1]
 

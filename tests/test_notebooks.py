@@ -18,8 +18,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from stabkit.report.glue import ENV_PROVENANCE
-from stabkit.report.prose import ENV_PAGE_TABLES
+from stabkit.report.page import ENV_PROVENANCE
+from stabkit.report.tables import ENV_PAGE_TABLES
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("stabkit_book_tool", REPO / "tools" / "book.py")
@@ -28,8 +28,8 @@ if not hasattr(book, "toc_notebooks"):
     _spec.loader.exec_module(book)
 ENTRIES = book.toc_notebooks(REPO / "_toc.yml")
 #: What a notebook's code cells may not contain any more (issue 11: thin notebooks).
-FORBIDDEN = {"def table(": "a copied table() helper (use stabkit.report.glue.page)",
-             "json.loads": "a JSON parser of config columns (use stabkit.report.analysis.config_values)",
+FORBIDDEN = {"def table(": "a copied table() helper (use stabkit.report.page.page)",
+             "json.loads": "a JSON parser of config columns (use stabkit.report.tables.config_values)",
              "np.polyfit": "a re-implemented fit (use stabkit.theory.fit_exponents / report.analysis)",
              ".verdict(": "an inline verdict (write a claim_* function in stabkit.report.claims)",
              "stabkit.probes": "the old module name (stabkit.robustness)", "import seaborn": "seaborn (use report.figures)",
@@ -159,52 +159,6 @@ def test_notebook_runs_tiny(entry, tmp_path, runs_root, monkeypatch):
         if {"D_f", "G_f", "R_f"} <= set(head):
             assert {"D", "G", "deno"} <= set(head), f"{path.name}: the raw D, G and deno columns are missing"
     print(f"{entry.name}: {seconds:.1f} s at scale=tiny, {len(claims)} claims")
-
-
-# ------------------------------------------------------------------ page text helpers (stabkit.report.prose)
-def test_ratio_parts_shows_the_denominator():
-    """Issue 12 item 12: a ratio that moves because of its denominator is shown with D, G and deno."""
-    import pandas as pd
-
-    from stabkit.report import prose
-
-    rows = []
-    for run in ("a", "b"):
-        for state, D, G, deno in (("init", 1.0, 1.0, 1.0), ("trained", 2.0, 0.5, 20.0)):
-            rows.append(dict(run=run, state=state, shuffle=0, D=D, G=G, deno=deno, D_f=D / deno, G_f=G / deno,
-                             R_f=D / G, noise_std=0.0))
-    parts = prose.ratio_parts(pd.DataFrame(rows))
-    ratio = parts[parts[""] == "trained / init"].iloc[0]
-    assert abs(ratio["deno"] - 20) < 1e-9 and abs(ratio["R_f"] - 4) < 1e-9 and ratio["n"] == 2
-    assert prose.parts_display(parts).data.equals(parts)
-
-
-def test_differences_markdown_table_and_not_given(tmp_path):
-    """Issue 12 item 13 / issue 13 item 5: a small table; a value the paper does not give reads so."""
-    import pandas as pd
-
-    from stabkit.report import prose
-
-    here = pd.DataFrame({"task": ["scale1d"], "lr": [10.0], "epochs": [30], "measure_dtype": ["float32"]})
-    paper = pd.DataFrame({"task": ["scale1d"], "lr": [100.0], "epochs": [300], "measure_dtype": ["float64"]})
-    table = prose.differences_table(here, paper)
-    assert table.set_index("quantity").loc["lr", "paper"] == "not given"
-    md = prose.markdown_table(table)
-    assert md.splitlines()[0] == "| quantity | paper | here |" and "| lr | not given | 10 |" in md
-    assert prose.markdown_table(table.iloc[:0], empty="Nothing.") == "Nothing."
-
-
-def test_table_downloads_writes_csv_and_links(tmp_path):
-    import pandas as pd
-
-    from stabkit.report import prose
-
-    df = pd.DataFrame({"D": [1.0], "G": [2.0], "deno": [3.0], "R_f": [0.5]})
-    md = prose.table_downloads("fig1", {"output": df}, folder=tmp_path / "t", relative_to=tmp_path / "book")
-    assert md == "- {download}`output.csv <../t/fig1/output.csv>`: 1 row, 4 columns"
-    assert (tmp_path / "t" / "fig1" / "output.csv").read_text().splitlines()[0] == "D,G,deno,R_f"
-    with pytest.raises(ValueError, match="page"):
-        prose.table_downloads("../x", {"output": df}, folder=tmp_path)
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)

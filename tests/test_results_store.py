@@ -301,7 +301,7 @@ def test_coverage_facts_when_computing_report_unfinished_runs(tmp_path):
 
 
 def test_page_glues_coverage_and_provenance(tmp_path, monkeypatch):
-    from stabkit.report import glue as G
+    from stabkit.report import page as G
 
     sweeps = tmp_path / "sweeps"
     sweeps.mkdir()

@@ -15,7 +15,7 @@ The runner, for each notebook:
 
 * sets ``TQDM_DISABLE=1`` in the kernel's environment (no progress bars on the pages; see
   :func:`kernel_environment`) and ``STABKIT_PROVENANCE=<file>`` so that
-  :func:`stabkit.report.glue.record_inputs` and :func:`stabkit.report.glue.record` in the notebook can
+  :func:`stabkit.report.page.record_inputs` and :func:`stabkit.report.page.record` in the notebook can
   report which result tables it read, the device it used, its seeds;
 * executes it into a temporary file; if papermill raised or the notebook carries
   ``metadata.papermill.exception``, the notebook is **not** published: ``book/executed/<name>.ipynb`` (the
@@ -32,7 +32,7 @@ The runner, for each notebook:
 A notebook source listed in the table of contents but missing from ``notebooks/`` is an error reported
 before anything runs (exit status 2).
 
-The notebooks' side (glue, provenance records, page facts) is :mod:`stabkit.report.glue`.
+The notebooks' side (glue, provenance records, page facts) is :mod:`stabkit.report.page`.
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without an
     sys.path.insert(0, str(REPO_ROOT))
 
 from stabkit.atomic import atomic_write, atomic_write_text  # noqa: E402
-from stabkit.report.glue import ENV_PROVENANCE, collect_records, repo_relative  # noqa: E402
+from stabkit.report.page import ENV_PROVENANCE, collect_records, repo_relative  # noqa: E402
 from stabkit.runs import git_state  # noqa: E402
 
 EXECUTED_PREFIX = "book/executed/"

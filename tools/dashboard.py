@@ -1,6 +1,6 @@
 """Claims dashboard and landing figure of the book, generated from the executed notebooks.
 
-Every figure page glues its claims with ``stabkit.report.glue.glue_claim(prefix, claim)``: a variable
+Every figure page glues its claims with ``stabkit.report.page.glue_claim(prefix, claim)``: a variable
 named ``<prefix>_claim`` holding a JSON string (glued with ``display=False``, so hidden on the page)::
 
     {"id": "rf_falls", "statement": "R_f falls by at least a decade with training",

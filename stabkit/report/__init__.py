@@ -1,28 +1,38 @@
 """Notebook support: what the book's pages call (imports :mod:`stabkit.runs` and the core, never the
-other way round).
+other way round). One concept per module, in this order from the bottom up:
 
-- :mod:`~stabkit.report.glue`: ``page(sweep, scale, *tables)`` loads a page's tables and glues its facts;
-  ``glue``, ``glue_claim``, ``record_inputs``, ``record``.
-- :mod:`~stabkit.report.analysis`: table analysis (fits, ratios, exponents, probe tables).
-- :mod:`~stabkit.report.claims`: every ``claim_*`` check of the figure pages (re-exports the others);
-  :mod:`~stabkit.report.probe_claims`: the probe pages' claims; :mod:`~stabkit.report.verdicts`:
-  :class:`~stabkit.report.verdicts.Claim` and the verdict words; :mod:`~stabkit.report.stats`:
-  correlations and fits with bootstrap intervals and the "cannot be tested at this scale" rules.
-- :mod:`~stabkit.report.fidelity`: the paper's protocol (networks, seeds, epochs, probe rows) that pages
-  compare with; :mod:`~stabkit.report.narrative`: sentences that say what the data show.
-- :mod:`~stabkit.report.prose`: page facts, "different from the paper" as a table, D/G/deno tables, CSV
-  downloads.
-- :mod:`~stabkit.report.figures`, :mod:`~stabkit.report.probe_figures`: the figures;
-  :mod:`~stabkit.report.palette`: one colour and marker per architecture.
+- :mod:`~stabkit.report.tables`: tidy run tables shaped for a page (rows, run columns, configuration
+  fields, the probe pages' accuracy and NV tables, the D / G / deno table, markdown tables, CSV downloads).
+- :mod:`~stabkit.report.stats`: small-n inference (bootstrap and t / Fisher intervals over architectures,
+  the "cannot be tested at this scale" rules); :mod:`~stabkit.report.fits`: fits, exponents and ratios.
+- :mod:`~stabkit.report.selection`: which rows a page shows and a claim tests (the paper's probes, the
+  CNNs that train well, the runs that converged).
+- :mod:`~stabkit.report.differences`: the paper's protocol and the "different from the paper" table;
+  :mod:`~stabkit.report.facts`: what a page states about its runs; :mod:`~stabkit.report.narrative`:
+  sentences that say what the data show.
+- :mod:`~stabkit.report.page`: ``page(sweep, scale, *tables)`` loads a page's sweep once and its tables,
+  glues its facts; ``glue``, ``glue_claim``, ``record_inputs``, ``record`` (provenance).
+- :mod:`~stabkit.report.verdicts`: :class:`~stabkit.report.verdicts.Claim` and the verdict words; the
+  claims by concern: :mod:`~stabkit.report.stability_claims` (output stabilities against training and
+  the error: Fig. 1, Fig. 5), :mod:`~stabkit.report.layer_claims` (layer by layer: Fig. 2, 3, 6, NV
+  against R_k), :mod:`~stabkit.report.robustness_claims` (accuracy and invariance under the probes'
+  transformations).
+- :mod:`~stabkit.report.palette`: one colour and marker per architecture, the plot style; the figures by
+  concern: :mod:`~stabkit.report.figures` (stabilities against the error, layer profiles, training
+  curves, scale-detection examples), :mod:`~stabkit.report.spectra_figures` (Fig. 2's filter spectra),
+  :mod:`~stabkit.report.probe_figures` (the probe pages), :mod:`~stabkit.report.perturbation_figures`
+  (the diffeomorphisms and noise of every stability measurement),
+  :mod:`~stabkit.report.theory_figures` (the constant-filter theory).
 
-Submodules are imported on first use (``from stabkit.report import claims``).
+Submodules are imported on first use (``from stabkit.report import layer_claims``).
 """
 from __future__ import annotations
 
 import importlib
 
-__all__ = ["analysis", "claims", "fidelity", "figures", "glue", "narrative", "palette", "probe_claims",
-           "probe_figures", "prose", "stats", "verdicts"]
+__all__ = ["differences", "facts", "figures", "fits", "layer_claims", "narrative", "page", "palette",
+           "perturbation_figures", "probe_figures", "robustness_claims", "selection", "spectra_figures",
+           "stability_claims", "stats", "tables", "theory_figures", "verdicts"]
 
 
 def __getattr__(name: str):

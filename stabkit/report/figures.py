@@ -1,18 +1,20 @@
-"""Figures of the paper's pages, drawn from tidy run tables.
+"""Figures of the stabilities against the error and through the layers, drawn from tidy run tables, and the
+axes, labels and colour maps every figure module shares (:func:`subplots`, :func:`log_ticks`,
+:func:`axis_label`, :func:`ordered`, :func:`colours`).
 
 Each function takes tidy run tables (ARCHITECTURE.md, "Run tables") and returns a matplotlib ``Figure``.
-Nothing here runs a network: the pages get the tables from :func:`stabkit.report.glue.page` and pass them
+Nothing here runs a network: the pages get the tables from :func:`stabkit.report.page.page` and pass them
 in. Values that must be logged (sensitivities, test errors, energies) are drawn on log axes; rows with
 non-positive or non-finite values are left out of log axes (they cannot be drawn there). Networks are
-coloured and marked by :mod:`stabkit.report.palette` (the same on every page); the probe pages' figures
-are in :mod:`stabkit.report.probe_figures`.
+coloured and marked by :mod:`stabkit.report.palette` (the same on every page). Fig. 2's spectra are in
+:mod:`stabkit.report.spectra_figures`, the probe pages' figures in :mod:`stabkit.report.probe_figures`, the
+demonstration pages' in :mod:`stabkit.report.perturbation_figures` and :mod:`stabkit.report.theory_figures`.
 
 - ``sensitivity_vs_error(output, ...)``  Fig. 1 / Fig. 5: output ``D_f, G_f, R_f`` against test error.
 - ``layer_profiles(layers, ...)``        Fig. 3 / Fig. 6: ``D_k, G_k, R_k`` against relative depth.
-- ``filter_spectra(spectra, ...)``       Fig. 2: energy per grid-Laplacian eigenvector, layer by layer.
-- ``zero_mode_profile(fractions, ...)``  Fig. 2: energy fraction at eigenvalue 0 against relative depth.
 - ``training_curves(metrics, ...)``      test error per epoch (a check that the runs trained).
 - ``block_profiles(profile, ...)``       appendix: block-by-block sensitivities with the theory's law.
+- ``task_states(output, ...)``           appendix: output sensitivities per task, at init and trained.
 - ``two_points_examples(...)``           Fig. 5: far and close images of the scale-detection task, and
                                          one image with its one-pixel move and the matched noise.
 """
@@ -27,12 +29,16 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from .analysis import geomean, require_columns, run_columns
-from .palette import hue_colours, net_style
+from stabkit.data import TwoPoints, twopoints_probes
 
-__all__ = ["LABELS", "VARIANTS", "MARKERS", "colours", "sensitivity_vs_error", "layer_profiles",
-           "filter_spectra", "zero_mode_profile", "training_curves", "laplacian_multiplicities",
-           "block_profiles", "task_states", "two_points_examples", "log_ticks", "subplots"]
+from .palette import hue_colours, net_style
+from .tables import geomean, require_columns, run_columns
+
+__all__ = [
+    "LABELS", "LAYER_LABELS", "VARIANTS", "MARKERS", "colours", "subplots", "log_ticks", "sensitivity_vs_error",
+    "layer_profiles", "two_points_examples", "training_curves", "block_profiles", "task_states",
+]
+
 
 #: Axis labels (mathtext) of the table columns.
 LABELS = {
@@ -42,16 +48,21 @@ LABELS = {
     "energy": "filter energy", "fraction": "energy fraction", "noise_std": "noise std",
     "ptr": r"$P_\mathrm{train}$", "epoch": "epoch",
 }
+
+
 #: Layer-wise labels used by :func:`layer_profiles`.
 LAYER_LABELS = {"D_f": r"$D_k$", "G_f": r"$G_k$", "R_f": r"$R_k = D_k / G_k$"}
+
 
 #: (label, state, shuffle, linestyle) of the curves drawn by :func:`layer_profiles`.
 VARIANTS = (("trained", "trained", 0, "-"), ("shuffled", "trained", 1, "--"), ("init", "init", 0, ":"))
 
+
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 
 
-def _order(values) -> list:
+def ordered(values) -> list:
+    """Distinct values of ``values`` (NaN left out) sorted, by their text when they do not compare."""
     vals = list(dict.fromkeys(v for v in values if not (isinstance(v, float) and np.isnan(v))))
     try:
         return sorted(vals)
@@ -62,23 +73,25 @@ def _order(values) -> list:
 def colours(values, cmap: str = "tab10") -> dict:
     """One colour per distinct value (in sorted order; ``tab10``, or ``tab20`` beyond 10 values).
     Network names get their fixed palette colour instead (see :func:`~stabkit.report.palette.hue_colours`)."""
-    vals = _order(values)
+    vals = ordered(values)
     name = cmap if len(vals) <= 10 else "tab20"
     cm = plt.get_cmap(name)
     return {v: cm(i % cm.N) for i, v in enumerate(vals)}
 
 
 def _markers(values) -> dict:
-    return {v: MARKERS[i % len(MARKERS)] for i, v in enumerate(_order(values))}
+    return {v: MARKERS[i % len(MARKERS)] for i, v in enumerate(ordered(values))}
 
 
-def _label(col: str, layer: bool = False) -> str:
+def axis_label(col: str, layer: bool = False) -> str:
+    """The axis label of a table column (:data:`LABELS`; :data:`LAYER_LABELS` with ``layer=True``)."""
     if layer and col in LAYER_LABELS:
         return LAYER_LABELS[col]
     return LABELS.get(col, col)
 
 
-def _require(df: pd.DataFrame, columns: Sequence[str], arg: str) -> None:
+def require_rows(df: pd.DataFrame, columns: Sequence[str], arg: str) -> None:
+    """``ValueError`` naming ``arg`` unless ``df`` holds ``columns`` and at least one row."""
     require_columns(df, columns, arg)
     if df.empty:
         raise ValueError(f"{arg} is empty: nothing to plot")
@@ -94,7 +107,8 @@ def subplots(nrows: int, ncols: int, axes=None, width: float = 3.6, height: floa
     return fig, arr
 
 
-def _positive(df: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
+def positive_rows(df: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
+    """Rows of ``df`` whose ``cols`` are all finite and > 0 (what a log axis can draw)."""
     ok = np.ones(len(df), dtype=bool)
     for c in cols:
         x = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
@@ -130,7 +144,6 @@ def log_ticks(ax, axes: str = "xy") -> None:
             axis.set_major_formatter(FuncFormatter(_plain_number))
 
 
-# ------------------------------------------------------------------------------------- Fig. 1 / Fig. 5
 def sensitivity_vs_error(output: pd.DataFrame, quantities: Sequence[str] = ("D_f", "G_f", "R_f"),
                          error: str = "test_err", hue: str = "net", marker: str | None = "noise_std",
                          states: Sequence[str] = ("trained", "init"), shuffle: int | None = 0,
@@ -145,13 +158,13 @@ def sensitivity_vs_error(output: pd.DataFrame, quantities: Sequence[str] = ("D_f
     run after training (so that the vertical offset is the effect of training). ``law`` adds the 2021
     reference line ``eps_t = 0.2 sqrt(R_f)`` to the ``R_f`` panel. ``axes``: optional ``len(quantities)``
     axes to draw into. ``xlabel``: label of the error axis (default: from :data:`LABELS`). A run whose
-    ``well_trained`` column (:func:`stabkit.report.fidelity.with_convergence`) is False is crossed out in
+    ``well_trained`` column (:func:`stabkit.report.selection.with_convergence`) is False is crossed out in
     red. Returns the figure.
     """
     quantities = list(quantities)
     if not quantities:
         raise ValueError("quantities must name at least one column, e.g. ('D_f', 'G_f', 'R_f')")
-    _require(output, quantities + [error, hue, "state"], "output")
+    require_rows(output, quantities + [error, hue, "state"], "output")
     bad = [s for s in states if s not in ("trained", "init")]
     if bad:
         raise ValueError(f"states must be 'trained' and/or 'init', got {bad}")
@@ -174,11 +187,11 @@ def sensitivity_vs_error(output: pd.DataFrame, quantities: Sequence[str] = ("D_f
     mmap = _markers(df[marker]) if marker else {}
     fig, arr = subplots(1, len(quantities), axes)
     # One error axis for every panel (the same limits and ticks), spanning the points drawn in any panel.
-    drawn = _positive(df[df["state"].isin(states)], [error])[error].to_numpy(dtype=np.float64)
+    drawn = positive_rows(df[df["state"].isin(states)], [error])[error].to_numpy(dtype=np.float64)
     xlim = (drawn.min() / 1.25, drawn.max() * 1.25) if len(drawn) else None
     for ax, q in zip(arr.flat, quantities):
         for state in states:
-            sub = _positive(df[df["state"] == state], [q, error])
+            sub = positive_rows(df[df["state"] == state], [q, error])
             groups = sub.groupby([hue] + ([marker] if marker else []), dropna=False)
             for key, g in groups:
                 key = key if isinstance(key, tuple) else (key,)
@@ -204,12 +217,12 @@ def sensitivity_vs_error(output: pd.DataFrame, quantities: Sequence[str] = ("D_f
         if xlim is not None:
             ax.set_xlim(*xlim)
         log_ticks(ax)
-        ax.set_xlabel(xlabel or _label(error))
-        ax.set_ylabel(_label(q))
+        ax.set_xlabel(xlabel or axis_label(error))
+        ax.set_ylabel(axis_label(q))
     handles = [Line2D([], [], ls="", marker=net_style(v)[1] if hue == "net" and not marker else "o", color=c,
                       markeredgecolor="k", label=str(v)) for v, c in cmap.items()]
     if marker:
-        handles.append(Line2D([], [], ls="", label=f"{_label(marker)}:"))
+        handles.append(Line2D([], [], ls="", label=f"{axis_label(marker)}:"))
         handles += [Line2D([], [], ls="", marker=m, color="0.3", label=str(v)) for v, m in mmap.items()]
     handles.append(Line2D([], [], ls="", label=""))
     if "trained" in states:
@@ -230,14 +243,13 @@ def sensitivity_vs_error(output: pd.DataFrame, quantities: Sequence[str] = ("D_f
     zero = df[(df["state"] == "trained").to_numpy() & (err <= 0).to_numpy()]
     n_zero = zero["run"].nunique() if "run" in zero.columns else len(zero)
     if n_zero:
-        fig.text(0.995, 0.01, f"not drawn: {n_zero} run{'s' if n_zero > 1 else ''} with {_label(error)} = 0",
+        fig.text(0.995, 0.01, f"not drawn: {n_zero} run{'s' if n_zero > 1 else ''} with {axis_label(error)} = 0",
                  ha="right", va="bottom", fontsize="x-small", color="0.3")
     if title:
         fig.suptitle(title)
     return fig
 
 
-# ------------------------------------------------------------------------------------- Fig. 3 / Fig. 6
 def layer_profiles(layers: pd.DataFrame, quantities: Sequence[str] = ("D_f", "G_f", "R_f"),
                    hue: str = "net", col: str | None = None, x: str = "rel_depth",
                    variants: Sequence[tuple] = VARIANTS, axes=None, title: str | None = None) -> Figure:
@@ -252,11 +264,11 @@ def layer_profiles(layers: pd.DataFrame, quantities: Sequence[str] = ("D_f", "G_
     quantities = list(quantities)
     if not quantities:
         raise ValueError("quantities must name at least one column, e.g. ('D_f', 'G_f', 'R_f')")
-    _require(layers, quantities + [x, hue, "state", "layer"], "layers")
+    require_rows(layers, quantities + [x, hue, "state", "layer"], "layers")
     if col is not None and col not in layers.columns:
         raise ValueError(f"col must be a column of layers or None, got {col!r}")
     df = layers if "shuffle" in layers.columns else layers.assign(shuffle=0)
-    cols = _order(df[col]) if col else [None]
+    cols = ordered(df[col]) if col else [None]
     cmap = hue_colours(df[hue], hue)
     fig, arr = subplots(len(quantities), len(cols), axes, width=3.4, height=2.6)
     drawn = []
@@ -272,7 +284,7 @@ def layer_profiles(layers: pd.DataFrame, quantities: Sequence[str] = ("D_f", "G_
             for i, q in enumerate(quantities):
                 ax = arr[i, j]
                 for h, g in avg.groupby(hue, dropna=False):
-                    g = _positive(g, [q])
+                    g = positive_rows(g, [q])
                     mk = (net_style(h)[1] if hue == "net" else ".") if ls == "-" else None
                     ax.plot(g[x], g[q], ls=ls, color=cmap[h], lw=1.4, marker=mk, ms=3.5)
         for i, q in enumerate(quantities):
@@ -280,9 +292,9 @@ def layer_profiles(layers: pd.DataFrame, quantities: Sequence[str] = ("D_f", "G_
             ax.set_yscale("log")
             log_ticks(ax, "y")
             if i == len(quantities) - 1:
-                ax.set_xlabel(_label(x))
+                ax.set_xlabel(axis_label(x))
             if j == 0:
-                ax.set_ylabel(_label(q, layer=True))
+                ax.set_ylabel(axis_label(q, layer=True))
             if i == 0 and cv is not None:
                 ax.set_title(str(cv))
     styles = {lab: ls for lab, _, _, ls in variants}
@@ -296,136 +308,6 @@ def layer_profiles(layers: pd.DataFrame, quantities: Sequence[str] = ("D_f", "G_
     return fig
 
 
-# ---------------------------------------------------------------------------------------------- Fig. 2
-def laplacian_multiplicities(k: int) -> dict[float, int]:
-    """Multiplicity of each distinct eigenvalue of the ``k x k`` grid Laplacian (open boundary):
-    eigenvalues ``4 - 2 cos(pi a/k) - 2 cos(pi b/k)``, ``a, b = 0..k-1``, rounded to 10 digits."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1 (the filter side), got {k!r}")
-    a = np.arange(k)
-    lam = (2 - 2 * np.cos(np.pi * a / k))[:, None] + (2 - 2 * np.cos(np.pi * a / k))[None, :]
-    vals, counts = np.unique(np.round(lam.ravel(), 6), return_counts=True)
-    return {round(float(v), 10): int(c) for v, c in zip(vals, counts)}
-
-
-def _per_mode(spectra: pd.DataFrame, value: str) -> pd.DataFrame:
-    """Energy fraction per eigenvector (a distinct eigenvalue's share divided by its multiplicity)."""
-    df = spectra.copy()
-    if value == "fraction" and "fraction" not in df.columns:
-        keys = [c for c in df.columns if c not in ("eigenvalue", "energy")]
-        df["fraction"] = df["energy"] / df.groupby(keys, dropna=False)["energy"].transform("sum")
-    if "kernel_size" in df.columns:
-        mult = np.ones(len(df))
-        for k in df["kernel_size"].dropna().unique():
-            table = laplacian_multiplicities(int(k))
-            sel = (df["kernel_size"] == k).to_numpy()
-            mult[sel] = [table.get(round(float(lam), 6), 1) for lam in df.loc[sel, "eigenvalue"]]
-        df[value] = df[value] / mult
-    return df
-
-
-def filter_spectra(spectra: pd.DataFrame, col: str = "net", value: str = "fraction",
-                   states: Sequence[str] = ("trained", "init"), per_mode: bool = True, axes=None,
-                   cmap: str = "viridis", max_cols: int = 4, title: str | None = None) -> Figure:
-    """Grid-Laplacian spectrum of the filters, layer by layer (log y), one panel per ``col`` value.
-
-    ``spectra``: the ``spectra`` run table (``layer``, ``rel_depth``, ``eigenvalue``, ``energy`` and/or
-    ``fraction``, ``state``; ``kernel_size`` for ``per_mode``). Colour = relative depth of the layer (dark
-    = first layer), solid = trained, dotted = initialisation; averaged (geometric mean) over runs.
-    ``per_mode``: divide each eigenvalue's share by its multiplicity, so a flat spectrum (random
-    filters) is a horizontal line at ``1/k^2`` (drawn in grey). Panels wrap after ``max_cols`` columns.
-    """
-    _require(spectra, ["layer", "rel_depth", "eigenvalue", "state"], "spectra")
-    if value not in ("fraction", "energy"):
-        raise ValueError(f"value must be 'fraction' or 'energy', got {value!r}")
-    if value not in spectra.columns and not (value == "fraction" and "energy" in spectra.columns):
-        raise ValueError(f"spectra lacks column {value!r}")
-    df = _per_mode(spectra, value) if per_mode else spectra
-    if col not in df.columns:
-        df = df.assign(**{col: "net"})
-    cols = _order(df[col])
-    if isinstance(max_cols, bool) or not isinstance(max_cols, int) or max_cols < 1:
-        raise ValueError(f"max_cols must be an integer >= 1, got {max_cols!r}")
-    ncols = min(len(cols), max_cols)
-    nrows = -(-len(cols) // ncols)
-    fig, arr = subplots(nrows, ncols, axes, width=3.2, height=2.8)
-    for ax in arr.flat[len(cols):]:
-        ax.set_visible(False)
-    cm = plt.get_cmap(cmap)
-    styles = {"trained": "-", "init": ":"}
-    for ax, cv in zip(arr.flat, cols):
-        sub = df[(df[col] == cv) & df["state"].isin(states)]
-        keys = ["state", "layer", "rel_depth", "eigenvalue"] + (
-            ["kernel_size"] if "kernel_size" in sub.columns else [])
-        avg = geomean(sub, keys, [value])
-        for (state, layer, rd), g in avg.groupby(["state", "layer", "rel_depth"], dropna=False):
-            g = _positive(g.sort_values("eigenvalue"), [value])
-            ax.plot(g["eigenvalue"], g[value], ls=styles.get(state, "-"), color=cm(0.9 * float(rd)),
-                    marker="o" if state == "trained" else None, ms=3, lw=1.2)
-        if per_mode and value == "fraction" and "kernel_size" in sub.columns:
-            for k in sub["kernel_size"].dropna().unique():
-                ax.axhline(1.0 / float(k) ** 2, color="0.6", lw=0.8, ls="-.")
-        ax.set_yscale("log")
-        log_ticks(ax, "y")
-        ax.set_title(str(cv))
-        ax.set_xlabel(_label("eigenvalue"))
-    ylabel = ("energy fraction per eigenvector" if value == "fraction" else "energy per eigenvector") \
-        if per_mode else _label(value)
-    for ax in arr[:, 0]:
-        ax.set_ylabel(ylabel)
-    handles = [Line2D([], [], color="0.3", ls=styles[s], label=s if s == "trained" else "initialisation")
-               for s in states if s in styles]
-    handles += [Line2D([], [], color=cm(0.0), label="first layer"),
-                Line2D([], [], color=cm(0.9), label="last layer")]
-    if per_mode and value == "fraction":
-        handles.append(Line2D([], [], color="0.6", ls="-.", label=r"flat ($1/k^2$)"))
-    arr[0, -1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
-                      frameon=False)
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def zero_mode_profile(fractions: pd.DataFrame, hue: str = "net", ax=None,
-                      title: str | None = None, ylabel: bool = True, legend: bool | Sequence[str] = True) -> Figure:
-    """Energy fraction at eigenvalue 0 against relative depth (output of
-    :func:`stabkit.report.analysis.zero_mode_fraction`): solid = trained, dotted = initialisation, grey = the
-    flat value ``1/k^2``. Panels side by side: ``ylabel`` on the first only, ``legend`` on the last only
-    (a legend placed right of a panel would cover the next one), given as the ``hue`` values of every
-    panel (a sequence) so that it names the lines of the other panels too."""
-    _require(fractions, ["state", "rel_depth", "fraction"], "fractions")
-    df = fractions if hue in fractions.columns else fractions.assign(**{hue: "net"})
-    cmap = hue_colours(df[hue], hue)
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5.2, 3.2), constrained_layout=True)
-    else:
-        fig = ax.figure
-    for (h, state), g in df.groupby([hue, "state"], dropna=False):
-        g = g.sort_values("rel_depth")
-        ax.plot(g["rel_depth"], g["fraction"], color=cmap[h], ls="-" if state == "trained" else ":",
-                marker="o" if state == "trained" else None, ms=3)
-    if "flat" in df.columns and np.isfinite(df["flat"]).any():
-        for f in np.unique(df["flat"].dropna()):
-            ax.axhline(f, color="0.6", lw=0.8, ls="-.")
-    ax.set_yscale("log")
-    log_ticks(ax, "y")
-    ax.set_xlabel(_label("rel_depth"))
-    if ylabel:
-        ax.set_ylabel(r"energy fraction at $\lambda = 0$")
-    shown = cmap if isinstance(legend, bool) else hue_colours(pd.Series(list(legend)), hue)
-    handles = [Line2D([], [], color=c, label=str(v)) for v, c in shown.items()]
-    handles += [Line2D([], [], color="0.3", ls="-", label="trained"),
-                Line2D([], [], color="0.3", ls=":", label="initialisation"),
-                Line2D([], [], color="0.6", ls="-.", label="flat spectrum")]
-    if legend is not False:
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
-                  frameon=False)
-    if title:
-        ax.set_title(title)
-    return fig
-
-
-# ------------------------------------------------------------------------------------ Fig. 5 examples
 def two_points_examples(n: int = 4, d: int = 28, xi: float = 14.0, gap: float = 2.0, seed: int = 0) -> Figure:
     """The 2-D scale-detection task (:class:`stabkit.data.TwoPoints`) in pictures: ``n`` far and ``n``
     close test images (two active pixels; title = their L2 distance in pixels: far > ``xi + gap/2``,
@@ -434,8 +316,6 @@ def two_points_examples(n: int = 4, d: int = 28, xi: float = 14.0, gap: float = 
     (:func:`stabkit.data.twopoints_probes`). ``d``, ``xi``, ``gap``: the task's options; ``seed``: which
     images and moves are drawn."""
     import torch
-
-    from stabkit.data import TwoPoints, twopoints_probes
 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 3:
         raise ValueError(f"n must be an integer >= 3 (images per class), got {n!r}")
@@ -465,13 +345,12 @@ def two_points_examples(n: int = 4, d: int = 28, xi: float = 14.0, gap: float = 
     return fig
 
 
-# ------------------------------------------------------------------------------------------- training
 def training_curves(metrics: pd.DataFrame, hue: str = "net", y: str = "test_err",
                     style: str | None = None, ax=None, title: str | None = None) -> Figure:
     """``y`` (default test error) per epoch, one thin line per run, colour = ``hue``, line style =
     ``style`` (e.g. the noise level; optional); log y. The epoch axis is logarithmic when the runs'
     lengths differ more than fourfold (e.g. 15 and 250 epochs), so that the short runs stay readable."""
-    _require(metrics, ["epoch", y, hue], "metrics")
+    require_rows(metrics, ["epoch", y, hue], "metrics")
     cmap = hue_colours(metrics[hue], hue)
     if ax is None:
         fig, ax = plt.subplots(figsize=(5.2, 3.2), constrained_layout=True)
@@ -480,9 +359,9 @@ def training_curves(metrics: pd.DataFrame, hue: str = "net", y: str = "test_err"
     keys = [k for k in run_columns(metrics) if k != "epoch"] or [hue]
     styles = {}
     if style and style in metrics.columns:
-        styles = {v: ls for v, ls in zip(_order(metrics[style]), ["-", "--", ":", "-."] * 10)}
+        styles = {v: ls for v, ls in zip(ordered(metrics[style]), ["-", "--", ":", "-."] * 10)}
     for key, g in metrics.groupby(keys, dropna=False):
-        g = _positive(g.sort_values("epoch"), [y])
+        g = positive_rows(g.sort_values("epoch"), [y])
         if g.empty:
             continue
         ls = styles.get(g[style].iloc[0], "-") if styles else "-"
@@ -494,10 +373,10 @@ def training_curves(metrics: pd.DataFrame, hue: str = "net", y: str = "test_err"
         ax.set_xscale("log")
         log_ticks(ax, "x")
     ax.set_xlabel("epoch")
-    ax.set_ylabel(_label(y))
+    ax.set_ylabel(axis_label(y))
     handles = [Line2D([], [], color=c, label=str(v)) for v, c in cmap.items()]
     if styles:
-        handles.append(Line2D([], [], ls="", label=f"{_label(style)}:"))
+        handles.append(Line2D([], [], ls="", label=f"{axis_label(style)}:"))
         handles += [Line2D([], [], color="0.3", ls=ls, label=str(v)) for v, ls in styles.items()]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
     if title:
@@ -505,18 +384,17 @@ def training_curves(metrics: pd.DataFrame, hue: str = "net", y: str = "test_err"
     return fig
 
 
-# ------------------------------------------------------------------------------------------- appendix
 def block_profiles(profile: pd.DataFrame, panels: Sequence[str], panel: str = "task_name",
                    quantities: Sequence[str] = ("D_f", "G_f", "R_f"), law=None, net: str = "CNN1D",
                    axes=None) -> Figure:
     """Block-by-block sensitivities (log y) of trained (the net's palette colour) and initial (grey,
     dashed) networks, one column per value of ``panel`` (in the order of ``panels``), one row per quantity.
 
-    ``profile``: :func:`stabkit.report.analysis.block_profile` rows (``block``, ``state``, ``panel``,
+    ``profile``: :func:`stabkit.report.tables.block_profile` rows (``block``, ``state``, ``panel``,
     quantities). ``law``: optional ``law(quantity, blocks) -> values`` drawn dotted through the first
     trained point (e.g. :func:`stabkit.theory.predicted_law` with filter = stride = 2).
     """
-    _require(profile, ["block", "state", panel, *quantities], "profile")
+    require_rows(profile, ["block", "state", panel, *quantities], "profile")
     fig, arr = subplots(len(quantities), len(panels), axes, width=3.8, height=2.6)
     colour = net_style(net)[0]
     for j, p in enumerate(panels):
@@ -547,9 +425,9 @@ def task_states(output: pd.DataFrame, panel: str = "task_name",
                 net: str = "CNN1D") -> Figure:
     """Per value of ``panel`` (x), every run's value at initialisation (grey) and after training (the
     net's palette colour) as points, with the mean as a bar; one panel per ``(column, label, yscale)``."""
-    _require(output, [panel, "state", *[q for q, _, _ in quantities]], "output")
+    require_rows(output, [panel, "state", *[q for q, _, _ in quantities]], "output")
     fig, arr = subplots(1, len(quantities), width=3.6, height=3.2)
-    cats = _order(output[panel])
+    cats = ordered(output[panel])
     colour, mk = net_style(net)
     for ax, (q, label, yscale) in zip(arr.flat, quantities):
         for k, (state, c, dx) in enumerate((("init", "0.55", -0.15), ("trained", colour, 0.15))):

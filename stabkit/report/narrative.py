@@ -2,7 +2,7 @@
 3.3x", never "typically falls less"), and, where a ratio moves because of its denominator, the parts
 ``D``, ``G`` and the denominator ``deno`` (``book/methods.md``, "Stabilities").
 
-The numbers come from :mod:`stabkit.report.fidelity` / :mod:`stabkit.report.analysis`; a page glues the
+The numbers come from :mod:`stabkit.report.fits`; a page glues the
 returned strings.
 """
 from __future__ import annotations
@@ -11,16 +11,22 @@ import math
 
 import pandas as pd
 
-from .analysis import ratio_stats, trained_over_init
-from .fidelity import trained_init_factors
+from .fits import ratio_stats, trained_init_factors, trained_over_init
 
-__all__ = ["factor_text", "change_sentence", "decades_sentence", "training_change", "explain_ratio",
-           "ratio_story", "early_fits", "SAME_TOLERANCE", "DENOMINATOR_NAMES"]
+__all__ = [
+    "SAME_TOLERANCE", "DENOMINATOR_NAMES", "factor_text", "change_sentence", "decades_sentence",
+    "training_change", "explain_ratio", "ratio_story", "early_fits",
+]
+
 
 #: A change smaller than this (relative) reads "stayed within ...".
 SAME_TOLERANCE = 0.1
+
+
 #: What the denominator of a ratio is, in words.
 DENOMINATOR_NAMES = {"deno": "the spread of the outputs across images (the denominator)"}
+
+
 _PARTS = {"D_f": ("D", "deno"), "G_f": ("G", "deno"), "R_f": ("D", "G")}
 
 
@@ -66,7 +72,7 @@ def training_change(output: pd.DataFrame, quantity: str = "R_f", **where) -> str
 
 
 def explain_ratio(parts: dict[str, float], quantity: str = "R_f") -> dict[str, str | bool]:
-    """Why a ratio moved, from :func:`stabkit.report.fidelity.trained_init_factors` (trained / init per part).
+    """Why a ratio moved, from :func:`stabkit.report.fits.trained_init_factors` (trained / init per part).
 
     Returns ``text`` (e.g. ``"D_f fell 12x because the spread of the outputs across images (the
     denominator) rose 20x, while D rose 1.7x"``), ``by_denominator`` (True when the denominator moved more,

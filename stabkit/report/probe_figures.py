@@ -15,14 +15,21 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .analysis import require_columns
-from .palette import hue_colours, net_colours, net_style
+from stabkit import robustness
 
-__all__ = ["nv_strip_image", "plot_nv_strips", "nv_strips", "image_grid", "plot_examples",
-           "accuracy_vs_magnitude", "nv_profile", "rotation_accuracy", "transfer_heatmaps",
-           "pixelation_curves", "nv_vs_rk", "nv_rk_profile"]
+from .palette import hue_colours, net_colours, net_style
+from .tables import require_columns
+
+__all__ = [
+    "LINESTYLES", "CHANCE", "nv_strip_image", "plot_nv_strips", "nv_strips", "image_grid", "plot_examples",
+    "accuracy_vs_magnitude", "pixelation_curves", "transfer_heatmaps", "nv_profile", "rotation_accuracy",
+    "nv_vs_rk", "nv_rk_profile",
+]
+
 
 LINESTYLES = ("-", "--", ":", "-.")
+
+
 CHANCE = 10.0
 
 
@@ -39,7 +46,6 @@ def _legend(ax, handles, **kw) -> None:
               **kw)
 
 
-# ---------------------------------------------------------------------------------------- NV strips
 def nv_strip_image(values: np.ndarray, width: int = 200) -> np.ndarray:
     """Sorted NV values of one layer resampled to ``width`` columns (nearest rank), ``inf`` kept."""
     v = np.sort(np.asarray(values, dtype=np.float64))
@@ -95,7 +101,6 @@ def nv_strips(acts: pd.DataFrame, trainings: Sequence[str] = ("unrotated", "rota
     return fig
 
 
-# ------------------------------------------------------------------------------------------ examples
 def image_grid(columns: Sequence[tuple[str, object]], fontsize: int = 8) -> Figure:
     """One column per ``(title, images [N, C, H, W] in [0, 1])``, one row per image."""
     if not columns:
@@ -120,8 +125,6 @@ def plot_examples(images, family: str, magnitudes: Sequence, seed: int = 0, titl
     :func:`stabkit.robustness.apply_family` and a generator seeded with ``seed``)."""
     import torch
 
-    from stabkit import robustness
-
     cols = [(f"{mag:g}", robustness.apply_family(family, images, mag, generator=torch.Generator().manual_seed(seed),
                                                  **options)) for mag in magnitudes]
     fig = image_grid(cols, fontsize=9)
@@ -130,13 +133,12 @@ def plot_examples(images, family: str, magnitudes: Sequence, seed: int = 0, titl
     return fig
 
 
-# ------------------------------------------------------------------------------------ accuracy curves
 def accuracy_vs_magnitude(curves: pd.DataFrame, style: str, xlabel: str, col: str = "training",
                           col_order: Sequence[str] = ("unrotated", "rotated"), xscale: str | None = None,
                           band: bool = True) -> Figure:
     """Accuracy (%) against the probe magnitude: colour and marker = net (palette), line style = ``style``
     (e.g. the probe variant), one panel per ``col`` value (in ``col_order``, those present); a band of
-    +- one sd over seeds; chance dotted. ``curves``: :func:`stabkit.report.analysis.accuracy_curves`."""
+    +- one sd over seeds; chance dotted. ``curves``: :func:`stabkit.report.tables.accuracy_curves`."""
     require_columns(curves, ["net", "magnitude", "mean", "sd", style], "curves")
     cols = [c for c in col_order if col in curves.columns and c in set(curves[col])] or [None]
     styles = {v: LINESTYLES[i % len(LINESTYLES)] for i, v in enumerate(_order(curves[style]))}
@@ -207,7 +209,6 @@ def transfer_heatmaps(grid: pd.DataFrame) -> Figure:
     return fig
 
 
-# ------------------------------------------------------------------------------------------- rotation
 def nv_profile(inv: pd.DataFrame) -> Figure:
     """Layer mean NV against relative depth: colour and marker = net, solid = unrotated training,
     dashed = rotated; the value 1 dotted. ``inv``: unstratified ``invariance`` rows with ``training``."""
@@ -264,7 +265,7 @@ def rotation_accuracy(acc: pd.DataFrame, classes: Sequence[str],
 def nv_vs_rk(both: pd.DataFrame) -> Figure:
     """Layer mean NV against ``log10 R_k``, one panel per net: one point per node, colour = relative
     depth, circles = trained without rotations, triangles = with. ``both``:
-    :func:`stabkit.report.analysis.layer_nv_vs_rk`."""
+    :func:`stabkit.report.tables.layer_nv_vs_rk`."""
     require_columns(both, ["net", "training", "log10_R", "mean_NV", "rel_depth"], "both")
     nets = _order(both["net"])
     fig, axes = plt.subplots(1, len(nets), figsize=(4.4 * len(nets) + 1.2, 3.6), squeeze=False,

@@ -26,19 +26,68 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analysis import bootstrap_ci, positive_logs
+__all__ = [
+    "positive_logs", "rank_correlation", "bootstrap_ci", "MIN_NETWORKS", "NEAR_CHANCE", "CHANCE_ERROR",
+    "SQRT_LAW_A", "chance_error", "near_chance_fraction", "sqrt_law_fit", "mean_ci", "interval_decision",
+    "sample_decision", "MIN_UNITS", "t_quantile_95", "fisher_interval", "cluster_bootstrap_ci", "floor_errors",
+    "test_set_sizes", "cluster_labels", "log_correlation", "power_law_fit",
+]
 
-__all__ = ["MIN_NETWORKS", "MIN_UNITS", "NEAR_CHANCE", "CHANCE_ERROR", "SQRT_LAW_A", "chance_error",
-           "near_chance_fraction", "log_correlation", "sqrt_law_fit", "power_law_fit", "mean_ci", "interval_decision",
-           "sample_decision", "fisher_interval", "cluster_bootstrap_ci", "t_quantile_95", "floor_errors",
-           "test_set_sizes", "cluster_labels"]
+
+def positive_logs(*arrays) -> list[np.ndarray]:
+    """``log10`` of equal-length arrays, keeping only the positions where every array is finite and > 0."""
+    arrs = [np.asarray(a, dtype=np.float64).ravel() for a in arrays]
+    if len({a.size for a in arrs}) != 1:
+        raise ValueError(f"x and y must have the same length, got {[a.size for a in arrs]}")
+    ok = np.ones(arrs[0].size, dtype=bool)
+    for a in arrs:
+        ok &= np.isfinite(a) & (a > 0)
+    return [np.log10(a[ok]) for a in arrs]
+
+
+def rank_correlation(x, y) -> float:
+    """Spearman's rank correlation (Pearson correlation of the ranks; ``nan`` with fewer than 2 points)."""
+    x, y = pd.Series(np.asarray(x, dtype=np.float64)), pd.Series(np.asarray(y, dtype=np.float64))
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+    return float(x.rank().corr(y.rank())) if len(x) >= 2 else float("nan")
+
+
+def bootstrap_ci(statistic, *samples, n_boot: int = 2000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(*samples)``, resampling the rows of the 1-D
+    ``samples`` jointly (same indices for each). ``nan, nan`` with fewer than 3 rows or when the
+    statistic is not finite on most resamples (seeded: the same numbers on every run)."""
+    arrs = [np.asarray(s, dtype=np.float64).ravel() for s in samples]
+    if not arrs or len({a.size for a in arrs}) != 1:
+        raise ValueError("samples must be one or more 1-D arrays of the same length")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    n = arrs[0].size
+    if n < 3:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    stats = np.array([statistic(*(a[idx] for a in arrs)) for idx in rng.integers(0, n, size=(n_boot, n))],
+                     dtype=np.float64)
+    stats = stats[np.isfinite(stats)]
+    if stats.size < n_boot / 2:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
 
 #: Fewest networks a correlation is tested on.
 MIN_NETWORKS = 5
+
+
 #: A network is near chance when its error is at least this fraction of the chance error.
 NEAR_CHANCE = 0.9
+
+
 #: Chance test error per task (10 balanced classes; two balanced classes).
 CHANCE_ERROR = {"cifar10": 0.9, "twopoints": 0.5, "scale1d": 0.5}
+
+
 #: The 2021 paper's prefactor of ``eps_t = a sqrt(R_f)`` (Petrini et al. 2021, 15 architectures).
 SQRT_LAW_A = 0.2
 
@@ -146,10 +195,11 @@ def sample_decision(n: int, errors=None, chance: float = 0.9, min_networks: int 
     return True, "", details
 
 
-# -------------------------------------------------------------------------------- small-n inference
 #: Two-sided 95 % quantiles of Student's t for 1-30 degrees of freedom (no SciPy dependency).
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
 #: Fewest independent units (architectures, or networks without clusters) an interval is computed on.
 MIN_UNITS = 3
 

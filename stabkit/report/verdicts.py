@@ -1,7 +1,7 @@
-"""What a claim check returns: :class:`Claim`, the three verdicts and the claims table.
-
-Split from :mod:`stabkit.report.claims` (which re-exports every name) so that the claim modules of the
-figure pages and of the probe pages share one definition.
+"""What a claim check returns: :class:`Claim`, the three verdicts, the claims table, and a claim in a
+few words (:func:`brief`, :func:`per_net_text`). The claims themselves are in the ``*_claims`` modules:
+:mod:`~stabkit.report.stability_claims`, :mod:`~stabkit.report.layer_claims`,
+:mod:`~stabkit.report.robustness_claims`.
 """
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["HOLDS", "FAILS", "UNTESTABLE", "Claim", "verdict", "claims_table", "verdict_counts", "UNITS",
-           "PAPER_VALUES", "unit_of"]
+__all__ = [
+    "HOLDS", "FAILS", "UNTESTABLE", "UNITS", "PAPER_VALUES", "unit_of", "verdict", "Claim", "claims_table",
+    "verdict_counts", "SHORT_VERDICTS", "brief", "per_net_text",
+]
 
 HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "cannot be tested at this scale"
+
 
 #: The unit of a claim's ``value``, by claim name (prefix match: ``sqrt_law_task_err`` -> ``sqrt_law``).
 UNITS = {"R_f_falls": "decades (log10 trained / init)", "D_f_falls": "decades (log10 trained / init)",
@@ -25,6 +28,8 @@ UNITS = {"R_f_falls": "decades (log10 trained / init)", "D_f_falls": "decades (l
          "error_correlation_each_noise": "Pearson r (smallest)", "G_f_falls_with_noise": "Pearson r",
          "channel_pooling_second_half": "decades", "spatial_pooling_first_half": "decades",
          "shuffle_no_effect": "decades (largest gap)", "spectra_concentrate": "factor (trained / init)"}
+
+
 #: What the paper (or the 2021 paper) gives for a claim, where it gives a number.
 PAPER_VALUES = {"R_f_init_order_one": "about 1", "sqrt_law": "b = 1/2, a about 0.2 (2021 paper)",
                 "test_err_vs_R_f": "positive (figure)", "task_err_vs_R_f": "positive (figure)"}
@@ -126,3 +131,35 @@ def verdict_counts(claims: Sequence[Claim] | Mapping[str, Claim]) -> str:
              UNTESTABLE: ("cannot be tested at this scale", "cannot be tested at this scale")}
     parts = [f"{n} {words[v][n != 1]}" for v, n in counts.items() if n]
     return ", ".join(parts) if parts else "no claim"
+
+
+#: Verdicts in a list of many (each phrase once per sentence: "cannot be tested at this scale" is long).
+SHORT_VERDICTS = {HOLDS: "holds", FAILS: "does not hold", UNTESTABLE: "cannot be tested"}
+
+
+def _num(v, fmt: str = ".2f") -> str:
+    """``v`` formatted, or an en dash for a missing number (never "nan" on a page)."""
+    return format(v, fmt) if isinstance(v, (int, float, np.floating)) and np.isfinite(v) else "\u2013"
+
+
+def brief(claim: Claim, symbol: str = "r") -> str:
+    """One claim in a few words for a list: ``"r = 0.78 [-0.06, 0.98], n = 6 (6 architectures), cannot be
+    tested"`` (missing numbers as an en dash, the short verdict)."""
+    n = claim.details.get("n")
+    units = claim.details.get("n_units")
+    sample = f", n = {n}" + (f" ({units} architectures)" if units is not None else "") if n is not None else ""
+    return (f"{symbol} = {_num(claim.value)} [{_num(claim.ci_low)}, {_num(claim.ci_high)}]{sample}, "
+            f"{SHORT_VERDICTS.get(claim.verdict, claim.verdict)}")
+
+
+def per_net_text(claim: Claim) -> str:
+    """The per-architecture verdicts of a pooled claim, in words: ``"AlexNet -0.47 decades (does not
+    hold); VGG11bn -2.69 decades (holds)"`` (``"none"`` without them)."""
+    parts = []
+    for key, v in claim.details.items():
+        if isinstance(key, str) and key.startswith("verdict:"):
+            net = key.split(":", 1)[1]
+            dec = claim.details.get(f"decades:{net}", claim.details.get(f"{net}:shuffled"))
+            num = f" {dec:+.2f} decades" if isinstance(dec, (int, float)) and np.isfinite(dec) else ""
+            parts.append(f"{net}{num} ({SHORT_VERDICTS.get(v, v)})")
+    return "; ".join(parts) if parts else "none"

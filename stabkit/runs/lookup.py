@@ -22,7 +22,7 @@ from .executors import sweep as run_sweep
 from .paths import default_runs_root
 from .resultstore import KEY, SCALE_ORDER, committed_keys, committed_runs, committed_scales, load, store_dir
 from .store import collect, error_line, run_state
-from .sweepfile import Sweep, as_sweep, load_sweep, sweep_path
+from .sweepfile import Sweep, as_sweep, load_sweep, load_yaml, sweep_path
 
 __all__ = ["RECOMPUTE_ENV", "RunsFailedError", "recompute_requested", "scale_choice", "resolve_scale",
            "coverage_facts", "results"]
@@ -47,12 +47,8 @@ def _sweep_name(spec: str | Path | Mapping | Sweep) -> str:
         return spec.name
     if isinstance(spec, Mapping):
         return str(spec.get("name") or "sweep")
-    import yaml
     path = sweep_path(spec)
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"sweep file {path}: invalid YAML: {exc}") from None
+    doc = load_yaml(path, "sweep file") or {}
     return str(doc.get("name") or path.stem) if isinstance(doc, Mapping) else path.stem
 
 

@@ -1,9 +1,10 @@
-"""What the paper measured and compared, as table operations: the paper's probe set and ReLU convention,
-the networks a claim is stated for, the paper's protocol per sweep, and the tables behind the claims of
-issue 12 (the parts of a ratio, G_f against the training noise, layer-by-layer shuffling gaps).
+"""Which rows a page shows and a claim tests: the paper's probe set and ReLU convention
+(:func:`paper_rows`), the error of the task a net was trained for, the CNNs that train well
+(:data:`WELL_TRAINED_RULE`) and the runs that converged (:data:`CONVERGENCE_RULE`: best against last test
+error, training error fell).
 
-See ``book/methods.md``, "Parity with the original code". Nothing here decides a verdict
-(:mod:`stabkit.report.claims`) or writes a sentence (:mod:`stabkit.report.narrative`).
+See ``book/methods.md``, "Parity with the original code". Nothing here decides a verdict (the
+``*_claims`` modules) or writes a sentence (:mod:`stabkit.report.narrative`).
 """
 from __future__ import annotations
 
@@ -12,30 +13,41 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ..protocol import is_fully_connected
-from .analysis import geomean, require_columns, run_columns, select, trained_over_init
-from .stats import NEAR_CHANCE, chance_error
+from stabkit.protocol import is_fully_connected
 
-__all__ = ["paper_rows", "task_error_column", "well_trained_cnns", "convergence", "with_convergence",
-           "CONVERGENCE_RULE", "LAST_WITHIN", "FALLS_MAX_ERROR", "collapsed_runs", "WELL_TRAINED_RULE", "MAX_ERROR",
-           "EXCLUDED_NETS", "well_trained_rule", "PAPER_PROTOCOL", "paper_protocol", "trained_init_factors", "gf_by_noise",
-           "layer_shuffle_gaps"]
+from .stats import NEAR_CHANCE, chance_error
+from .tables import require_columns, run_columns
+
+__all__ = [
+    "MAX_ERROR", "FALLS_MAX_ERROR", "LAST_WITHIN", "CONVERGENCE_RULE", "EXCLUDED_NETS", "well_trained_rule",
+    "WELL_TRAINED_RULE", "paper_rows", "task_error_column", "well_trained_cnns", "convergence",
+    "with_convergence", "collapsed_runs",
+]
+
 
 #: Largest test error of a network that "trains well" (the claims stated for such networks). In the
 #: paper every CIFAR-10 CNN but LeNet ends below about 25 % (AlexNet, the worst, near 20-25 %) and the
 #: scale-detection nets below a few %; 30 % keeps all of them and leaves out networks that have not
 #: left their initial plateau or learnt little (the cpu/small scales' partly trained nets: 60-70 %).
 MAX_ERROR = 0.3
+
+
 #: Largest test error of a network on which "R_f falls by decades" is testable: the paper's own law
 #: (eps_t ~ 0.2 sqrt(R_f)) puts R_f of order one above about 10-20 % error, so a net at 19-33 % cannot
 #: show a fall of decades whatever the mechanism.
 FALLS_MAX_ERROR = 0.1
+
+
 #: A run converged when its last-epoch test error is within this (absolute: 2 points) of its best.
 LAST_WITHIN = 0.02
+
+
 #: The convergence rule of :func:`convergence` in words.
 CONVERGENCE_RULE = (f"well trained: last-epoch test error within {100 * LAST_WITHIN:g} points of the best, and the "
                     f"training error fell (last epoch below both the first epoch and {NEAR_CHANCE:g} x chance); "
                     f"collapsed: best below {NEAR_CHANCE:g} x chance, last epoch at or above it")
+
+
 #: CNNs the paper itself sets apart (LeNet: too shallow to pool, trains to ~35 % on CIFAR-10).
 EXCLUDED_NETS = ("LeNet",)
 
@@ -78,7 +90,7 @@ def paper_rows(df: pd.DataFrame, probes: str = "paper", relu_convention: str | N
 
 
 def task_error_column(df: pd.DataFrame) -> str:
-    """``task_err`` (the error on the task the net was trained for: :func:`~stabkit.report.analysis.with_task_error`)
+    """``task_err`` (the error on the task the net was trained for: :func:`~stabkit.report.tables.with_task_error`)
     when the table has it, else ``test_err``."""
     return "task_err" if "task_err" in df.columns else "test_err"
 
@@ -103,107 +115,6 @@ def well_trained_cnns(output: pd.DataFrame, max_error: float = MAX_ERROR, exclud
     return output.merge(good, on=keys, how="inner") if keys else output[ok_net]
 
 
-_FIG1_NETS = ["VGG11", "VGG11bn", "VGG16bn", "VGG19bn", "ResNet18", "ResNet34", "ResNet50", "AlexNet", "LeNet",
-              "EfficientNetB0", "DenseNetL2", "DenseNetL4", "DenseNetL6"]
-_FIG5_NETS = ["VGG11", "VGG11bn", "VGG13bn", "VGG16bn", "VGG19bn", "ResNet18", "ResNet34", "ResNet50", "AlexNet",
-              "LeNet", "EfficientNetB0"]
-_CIFAR = {"seed": list(range(11)), "epochs": [250], "width_factor": [1.0], "P": [500], "ptr": [None],
-          "batch_size": [128], "precision": ["float32"], "measure_dtype": ["float64"]}
-_TWOPOINTS = {"seed": list(range(10)), "epochs": [300], "width_factor": [1.0], "P": [500], "ptr": [1024, 2048],
-              "batch_size": [128], "lr": [0.05], "measure_dtype": ["float64"]}
-#: The paper's protocol per sweep (``book/methods.md``, "Tasks, networks and training"): the values a
-#: page compares its runs with. A field the paper does not give (e.g. the learning rate of the 1-D
-#: appendix) is absent. ``measure_dtype``: the paper measures in float64.
-PAPER_PROTOCOL: dict[str, dict[str, list]] = {
-    "fig1_noise_corrupted_cifar": {"net": _FIG1_NETS, **_CIFAR, "noise_std": [0.0, 0.01, 0.1, 1.0, 10.0, 30.0, 100.0]},
-    "fig3_layers_cifar": {"net": ["VGG11", "VGG11bn", "AlexNet", "LeNet"], **_CIFAR, "seed": [0, 1, 2, 3],
-                          "noise_std": [0.0]},
-    "fig5_scale_detection": {"net": _FIG5_NETS, **_TWOPOINTS},
-    "fig6_layers_scale_detection": {"net": ["VGG11", "VGG11bn", "VGG13bn"], **_TWOPOINTS, "ptr": [1024]},
-    "fig2_laplacian_spectra": {"net": sorted(set(_FIG5_NETS) | {"VGG11", "VGG11bn", "AlexNet", "LeNet"}),
-                               "width_factor": [1.0], "measure_dtype": ["float64"]},
-    "appendix_scale_detection_1d": {"net": ["CNN1D"], "ptr": [1024], "P": [500], "width_factor": [1.0],
-                                    "measure_dtype": ["float64"]},
-}
-# CIFAR CNNs train with seeds 0-3, the FCNs with 0-10: a page compares sets of values, so fig1 lists 0-10.
-
-
-def paper_protocol(sweep: str) -> pd.DataFrame | None:
-    """The paper's protocol of ``sweep`` (:data:`PAPER_PROTOCOL`) as a table whose column ``c`` holds the
-    paper's set of values of ``c`` (rows padded by repetition), the form
-    :func:`stabkit.report.prose.differences` compares; ``None`` for a sweep that is not a figure of the
-    paper (the probe pages)."""
-    proto = PAPER_PROTOCOL.get(str(getattr(sweep, "name", sweep)))
-    if proto is None:
-        return None
-    n = max(len(v) for v in proto.values())
-    return pd.DataFrame({k: [v[i % len(v)] for i in range(n)] for k, v in proto.items()})
-
-
-def trained_init_factors(output: pd.DataFrame, quantities: Sequence[str] = ("D", "G", "deno", "D_f", "G_f", "R_f"),
-                **where) -> dict[str, float]:
-    """Geometric mean over runs of ``trained / init`` for each of ``quantities`` (the parts of
-    ``D_f = D / deno``, ``G_f = G / deno``, ``R_f = D / G``), and ``n`` (runs). A ratio can move because
-    of its denominator: with training the spread of the outputs across images (``deno``) can grow by
-    orders of magnitude, so ``D_f`` falls even where ``D`` rises."""
-    out: dict[str, float] = {}
-    n = 0
-    for q in quantities:
-        if q not in output.columns:
-            out[q] = float("nan")
-            continue
-        t = trained_over_init(output, q, **where)
-        r = t["ratio"].to_numpy(dtype=np.float64)
-        r = r[np.isfinite(r) & (r > 0)]
-        out[q] = float(10 ** np.log10(r).mean()) if r.size else float("nan")
-        n = max(n, int(r.size))
-    out["n"] = n
-    return out
-
-
-def gf_by_noise(output: pd.DataFrame, quantity: str = "G_f", **where) -> pd.DataFrame:
-    """``quantity`` of trained networks against the training noise: one row per ``noise_std`` with the
-    geometric means over runs of the trained value (``trained``), of ``trained / init`` (``ratio``) and
-    ``n`` (runs). Expected: a lower G_f where the training noise exceeds the probe noise (noise
-    augmentation)."""
-    require_columns(output, [quantity, "state", "noise_std"], "output")
-    t = trained_over_init(output, quantity, **where)
-    if "noise_std" not in t.columns:
-        keys = run_columns(output)
-        t = t.merge(output[keys + ["noise_std"]].drop_duplicates(), on=keys, how="left")
-    g = geomean(t, ["noise_std"], ["trained", "ratio"])
-    g["n"] = t.groupby("noise_std").size().reindex(g["noise_std"]).to_numpy()
-    return g.rename(columns={"trained": quantity}).sort_values("noise_std").reset_index(drop=True)
-
-
-def layer_shuffle_gaps(layers: pd.DataFrame, quantities: Sequence[str] = ("R_f", "D_f", "G_f"),
-                       shuffled: int = 1, state: str = "trained", by: Sequence[str] = ("net",),
-                       **where) -> pd.DataFrame:
-    """Layer by layer, how channel shuffling changes each of ``quantities``: ``gap_<q> = log10(q[shuffle =
-    shuffled] / q[shuffle = 0])`` (decades, mean over runs) per ``by`` group and layer, with
-    ``rel_depth`` and ``n`` (runs). ``gap_R_f = gap_D_f - gap_G_f``: the D_k and G_k parts of a change."""
-    require_columns(layers, ["layer", "rel_depth", "shuffle", "state", *quantities], "layers")
-    rows = select(layers, state=state, **where)
-    rows = rows[rows["shuffle"].isin([0, shuffled])]
-    keys = [c for c in by if c in rows.columns]
-    run_keys = run_columns(rows.drop(columns=[c for c in ("probes", "relu_convention") if c in rows.columns]))
-    idx = list(dict.fromkeys(keys + run_keys + ["layer", "rel_depth"]))
-    per_run = []
-    for q in quantities:
-        w = rows.groupby(idx + ["shuffle"], dropna=False)[q].mean().unstack("shuffle")
-        if 0 not in w.columns or shuffled not in w.columns:
-            return pd.DataFrame(columns=keys + ["layer", "rel_depth", *(f"gap_{q}" for q in quantities), "n"])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            g = np.log10(w[shuffled].where(w[shuffled] > 0) / w[0].where(w[0] > 0))
-        per_run.append(g.rename(f"gap_{q}"))
-    wide = pd.concat(per_run, axis=1).reset_index()
-    wide = wide.dropna(subset=[f"gap_{q}" for q in quantities], how="all")
-    agg = {f"gap_{q}": (f"gap_{q}", "mean") for q in quantities}
-    out = wide.groupby(keys + ["layer", "rel_depth"], dropna=False).agg(**agg, n=(f"gap_{quantities[0]}", "size"))
-    return out.reset_index().sort_values(keys + ["rel_depth"]).reset_index(drop=True)
-
-
-# ------------------------------------------------------------------------------------------ convergence
 def convergence(summary: pd.DataFrame, metrics: pd.DataFrame | None = None, *, last_within: float = LAST_WITHIN,
                 near: float = NEAR_CHANCE) -> pd.DataFrame:
     """Per run, whether it is "well trained" (:data:`CONVERGENCE_RULE`): the best-checkpoint selection

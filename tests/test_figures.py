@@ -1,20 +1,19 @@
-"""Figure functions on small synthetic tidy tables (fast, Agg backend, no networks)."""
+"""Figure functions (stabkit.report.figures) on small synthetic tidy tables (fast, Agg backend, no networks)."""
 from __future__ import annotations
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
 
-from stabkit.report import figures as plots  # noqa: E402
-from stabkit.report.analysis import geomean, zero_mode_fraction  # noqa: E402
+from stabkit.report import figures as plots, palette
 
-EIGEN_3 = {0.0: 1, 1.0: 2, 2.0: 1, 3.0: 2, 4.0: 2, 6.0: 1}
+from synthetic_tables import legend_outside, layers_table
 
 
 @pytest.fixture(autouse=True)
@@ -35,32 +34,6 @@ def output_table(marker: str = "noise_std") -> pd.DataFrame:
                     rows.append({"net": net, "seed": seed, marker: m, "state": state, "shuffle": 0,
                                  "D_f": rr * 0.1, "G_f": 0.1, "R_f": rr,
                                  "test_err": err if state == "trained" else 0.9})
-    return pd.DataFrame(rows)
-
-
-def layers_table(nets=("VGG11", "AlexNet")) -> pd.DataFrame:
-    rows = []
-    for net in nets:
-        for seed in (0, 1):
-            for i in range(6):
-                rd = i / 5
-                for state, shuffle, r in (("init", 0, 1.0), ("trained", 0, 10 ** (-rd)),
-                                          ("trained", 1, 10 ** (-rd + (rd > 0.5)))):
-                    rows.append({"net": net, "seed": seed, "layer": f"l{i}", "depth": i, "rel_depth": rd,
-                                 "state": state, "shuffle": shuffle, "D_f": r, "G_f": 1.0, "R_f": r})
-    return pd.DataFrame(rows)
-
-
-def spectra_table() -> pd.DataFrame:
-    rows = []
-    for net in ("VGG11", "LeNet"):
-        for i in range(3):
-            for state in ("init", "trained"):
-                for lam, mult in EIGEN_3.items():
-                    frac = mult / 9 if state == "init" else (0.7 if lam == 0 else 0.3 * mult / 8)
-                    rows.append({"net": net, "seed": 0, "layer": f"c{i}", "depth": i, "rel_depth": i / 2,
-                                 "kernel_size": 3, "eigenvalue": lam, "energy": frac, "fraction": frac,
-                                 "state": state})
     return pd.DataFrame(rows)
 
 
@@ -151,44 +124,6 @@ def test_layer_profiles_one_column_per_net_and_missing_variant():
         plots.layer_profiles(lay, col="nope")
 
 
-def test_laplacian_multiplicities():
-    assert plots.laplacian_multiplicities(3) == EIGEN_3
-    m5 = plots.laplacian_multiplicities(5)
-    assert sum(m5.values()) == 25 and m5[0.0] == 1
-    with pytest.raises(ValueError, match="k"):
-        plots.laplacian_multiplicities(0)
-
-
-def test_filter_spectra_flat_init_is_horizontal():
-    fig = plots.filter_spectra(spectra_table())
-    axes = [ax for ax in fig.axes if ax.lines]
-    assert len(axes) == 2 and axes[0].get_yscale() == "log"
-    init_lines = [l for l in axes[0].lines if l.get_linestyle() == ":"]
-    assert len(init_lines) == 3
-    for l in init_lines:
-        np.testing.assert_allclose(l.get_ydata(), 1 / 9)  # per eigenvector: flat
-    trained = [l for l in axes[0].lines if l.get_linestyle() == "-" and len(l.get_xdata()) == 6]
-    assert trained[0].get_ydata()[0] == pytest.approx(0.7)
-
-
-def test_filter_spectra_from_energy_only():
-    sp = spectra_table().drop(columns="fraction")
-    sp["energy"] *= 3.0
-    fig = plots.filter_spectra(sp, value="fraction")
-    init_lines = [l for l in fig.axes[0].lines if l.get_linestyle() == ":"]
-    np.testing.assert_allclose(init_lines[0].get_ydata(), 1 / 9)
-    with pytest.raises(ValueError, match="value"):
-        plots.filter_spectra(sp, value="power")
-
-
-def test_zero_mode_profile():
-    z = zero_mode_fraction(spectra_table())
-    fig = plots.zero_mode_profile(z)
-    ax = fig.axes[0]
-    assert len([l for l in ax.lines if l.get_linestyle() in ("-", ":")]) == 4
-    assert ax.get_yscale() == "log"
-
-
 def test_training_curves_one_line_per_run():
     rows = [{"net": n, "seed": s, "epoch": e, "test_err": 0.9 / (e + 1)}
             for n in ("A", "B") for s in (0, 1) for e in range(5)]
@@ -203,23 +138,6 @@ def test_training_curves_log_epochs_when_run_lengths_differ_much():
         return plots.training_curves(pd.DataFrame(rows)).axes[0].get_xscale()
     assert curves({"A": 15, "LeNet": 250}) == "log"  # 15 epochs would be squeezed into 6 % of a linear axis
     assert curves({"A": 15, "B": 25}) == "linear"
-
-
-def test_geomean():
-    df = pd.DataFrame({"g": ["a", "a", "b"], "v": [1.0, 100.0, -1.0]})
-    out = geomean(df, ["g"], ["v"]).set_index("g")["v"]
-    assert out["a"] == pytest.approx(10.0)
-    assert np.isnan(out["b"])
-
-
-def test_filter_spectra_wraps_panels():
-    sp = pd.concat([spectra_table().assign(net=f"net{i}") for i in range(5)])
-    fig = plots.filter_spectra(sp, max_cols=2)
-    visible = [ax for ax in fig.axes if ax.get_visible() and ax.lines]
-    assert len(visible) == 5
-    assert len(fig.axes) == 6
-    with pytest.raises(ValueError, match="max_cols"):
-        plots.filter_spectra(sp, max_cols=0)
 
 
 def test_log_axes_spanning_less_than_a_decade_have_labels():
@@ -251,23 +169,9 @@ def test_training_curves_style_legend():
     assert "0.0" in labels and "30.0" in labels
 
 
-# ------------------------------------------------------------------------------------------- palette
-def test_palette_covers_every_network_with_distinct_styles():
-    from stabkit import nets
-    from stabkit.report import palette
-
-    names = nets.list_models() if hasattr(nets, "list_models") else nets.NAMES
-    assert set(names) <= set(palette.NET_STYLES) | {n for n in names if n.split("-")[-1] in palette.NET_STYLES}
-    colours = [c for c, _ in palette.NET_STYLES.values()]
-    assert len(set(colours)) == len(colours), "two architectures share a colour"
-    assert palette.net_style("LowRes-ResNet18") == palette.net_style("ResNet18")
-    assert palette.net_style("SomethingNew") == palette.net_style("SomethingNew")  # fixed, also for unknowns
-
-
 def test_same_net_same_colour_on_every_figure():
     from matplotlib.colors import to_hex
 
-    from stabkit.report import palette
 
     fig = plots.sensitivity_vs_error(output_table(), quantities=["R_f"])
     pts = fig.axes[0].collections
@@ -276,33 +180,6 @@ def test_same_net_same_colour_on_every_figure():
     fig2 = plots.layer_profiles(layers_table(), quantities=["R_f"])
     lines = {to_hex(ln.get_color()) for ln in fig2.axes[0].lines}
     assert to_hex(palette.net_style("VGG11")[0]) in lines
-
-
-def test_probe_figures_draw():
-    from stabkit.report import probe_figures as pf
-
-    curves = pd.DataFrame([dict(net=n, training=t, variant=v, magnitude=m, mean=50.0 - m, sd=1.0, n=2)
-                           for n in ("LeNet", "VGG11bn") for t in ("unrotated", "rotated")
-                           for v in ("a", "b") for m in (0.0, 0.5, 0.9)])
-    fig = pf.accuracy_vs_magnitude(curves, style="variant", xlabel="fraction")
-    assert len(fig.axes) == 2
-    grid = pd.DataFrame([dict(source=s, target=t, acc_ootb_mean=50.0, delta_mean=float(t - s))
-                         for s in (16, 32) for t in (16, 32)])
-    assert len(pf.transfer_heatmaps(grid).axes) == 2
-    assert pf.nv_strip_image(np.array([3.0, 1.0, np.inf]), width=4).tolist()[-1] == np.inf
-
-
-def _legend_outside(fig) -> bool:
-    """Every legend's box lies outside the data area of every axes (issue 13: legends off the data)."""
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    legends = [leg for ax in fig.axes for leg in ([ax.get_legend()] if ax.get_legend() else [])] + fig.legends
-    for leg in legends:
-        box = leg.get_window_extent(renderer)
-        for ax in fig.axes:
-            if ax.get_visible() and ax.has_data() and box.overlaps(ax.get_window_extent(renderer)):
-                return False
-    return True
 
 
 def test_sensitivity_vs_error_shares_the_error_axis():
@@ -315,19 +192,7 @@ def test_sensitivity_vs_error_shares_the_error_axis():
     fig.canvas.draw()
     ticks = [[t.get_text() for t in ax.get_xticklabels() if t.get_text()] for ax in axes]
     assert ticks[0] and all(t == ticks[0] for t in ticks)
-    assert _legend_outside(fig)
-
-
-def test_legends_are_off_the_data():
-    from stabkit.report import probe_figures as pf
-
-    assert _legend_outside(plots.layer_profiles(layers_table()))
-    assert _legend_outside(plots.training_curves(pd.DataFrame(
-        {"net": ["VGG11"] * 3, "seed": 0, "epoch": [1, 2, 3], "test_err": [0.9, 0.5, 0.3]})))
-    both = pd.DataFrame([dict(net=n, training=t, rel_depth=d / 4, mean_NV=0.5 + d / 10, log10_R=-d / 4, run=n)
-                         for n in ("LeNet", "VGG11bn") for t in ("unrotated", "rotated") for d in range(5)])
-    assert _legend_outside(pf.nv_vs_rk(both))
-    assert _legend_outside(pf.nv_rk_profile(both))
+    assert legend_outside(fig)
 
 
 def test_task_states_points_not_bars():
@@ -350,27 +215,6 @@ def test_two_points_examples():
     assert all(float(ax.get_title().split()[-1]) < 13 for ax in fig.axes[3:6])
     with pytest.raises(ValueError, match="n must be"):
         plots.two_points_examples(n=1)
-
-
-def test_nv_strip_labels_readable():
-    from stabkit.report import probe_figures as pf
-
-    acts = pd.DataFrame([dict(layer=f"features.conv{i}", depth=i, NV=v) for i in range(4) for v in (0.1, 0.5, 2.0)])
-    fig, ax = plt.subplots()
-    pf.plot_nv_strips(acts, ax=ax)
-    labels = ax.get_yticklabels()
-    assert [t.get_text() for t in labels] == ["conv0", "conv1", "conv2", "conv3"]
-    assert min(t.get_fontsize() for t in labels) >= 7
-
-
-def test_pixelation_curves_no_minor_ticks():
-    from stabkit.report import probe_figures as pf
-
-    curves = pd.DataFrame([dict(resampling="bilinear", source=16, magnitude=m, mean=50.0 - m, sd=1.0)
-                           for m in (1.0, 2.0, 4.0, 8.0)])
-    ax = pf.pixelation_curves(curves).axes[0]
-    assert not len(ax.xaxis.get_minorticklocs())
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "8"]
 
 
 def test_log_x_axis_labels_do_not_collide():

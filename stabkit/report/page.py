@@ -1,12 +1,13 @@
 """What a notebook page calls: load its tables, glue numbers and claims into the text, record provenance.
 
-* :func:`page` loads a page's run tables through :func:`~stabkit.runs.lookup.results` (committed results first,
+* :func:`page` reads the page's sweep file once (:func:`sweep_document`), resolves its scale on it and loads
+  every table from that one grid through :func:`~stabkit.runs.lookup.results` (committed results first,
   else the sweep's missing runs are run), records them as the page's inputs and glues the standard page
-  facts (:data:`stabkit.report.prose.FACT_KEYS` and ``scale``) for the "This run" paragraph, and the
+  facts (:data:`stabkit.report.facts.FACT_KEYS` and ``scale``) for the "This run" paragraph, and the
   page's coverage of its grid and the provenance of its runs (:data:`COVERAGE_KEYS`); ``scale="auto"``
-  shows the largest committed scale.
+  shows the largest committed scale; ``convergence=True`` joins which runs are well trained.
 * :func:`glue` stores a number, a string or a figure for the text (``{glue:text}`name:.3g``` in markdown).
-* :func:`glue_claim` glues a :class:`~stabkit.report.claims.Claim` under standard names and as one JSON
+* :func:`glue_claim` glues a :class:`~stabkit.report.verdicts.Claim` under standard names and as one JSON
   record ``<prefix>_claim`` (hidden), which the book's claims dashboard collects from every executed page.
 * :func:`record_inputs` and :func:`record` report the tables a page read and free facts (device, seeds)
   to the book runner (``tools/book.py``), which writes them into the page's provenance box.
@@ -20,21 +21,36 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from stabkit import runs
+from stabkit.runs.sweepfile import load_yaml
+
+from . import selection
+from .facts import FACT_KEYS, page_facts
+
+__all__ = [
+    "REPO_ROOT", "ENV_PROVENANCE", "ENV_SHOW_GLUE", "GLUE_PREFIX", "progress_enabled", "glue_bundle", "show_glue",
+    "glue", "repo_relative", "record_inputs", "record", "recorded", "collect_records", "Page", "COVERAGE_KEYS",
+    "current_page", "page", "sweep_document", "claim_record", "glue_claim",
+]
+
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 #: Environment variable naming the file (JSON lines) that :func:`record_inputs` / :func:`record` append to.
 ENV_PROVENANCE = "STABKIT_PROVENANCE"
+
+
 #: Environment variable: 1 makes :func:`glue` print what it glues, 0 never (default: :func:`show_glue`).
 ENV_SHOW_GLUE = "STABKIT_SHOW_GLUE"
-GLUE_PREFIX = "application/papermill.record/"
 
-__all__ = ["glue", "glue_bundle", "glue_claim", "claim_record", "page", "Page", "current_page", "COVERAGE_KEYS",
-           "record_inputs", "record", "recorded", "collect_records", "progress_enabled", "ENV_PROVENANCE",
-           "GLUE_PREFIX", "REPO_ROOT", "repo_relative", "ENV_SHOW_GLUE", "show_glue"]
+
+GLUE_PREFIX = "application/papermill.record/"
 
 
 def progress_enabled() -> bool:
@@ -253,16 +269,15 @@ def collect_records(records: Iterable[dict]) -> dict:
     return {"inputs": inputs, "facts": facts}
 
 
-
-
-# --------------------------------------------------------------------------------------------- pages
 @dataclass
 class Page:
     """The tables and facts of one page (returned by :func:`page`).
 
     ``name``: the page (notebook) name; ``sweep``, ``scale``; ``tables``: table name -> DataFrame in the
-    order asked (``summary`` always present); ``facts``: :func:`stabkit.report.prose.page_facts`.
+    order asked (``summary`` always present); ``facts``: :func:`stabkit.report.facts.page_facts`.
     Iterating yields the asked tables in order, so ``output, summary = page(...)`` works.
+    ``convergence``: :func:`stabkit.report.selection.convergence` of the runs (``page(...,
+    convergence=True)``), else ``None``.
     """
 
     name: str
@@ -271,6 +286,7 @@ class Page:
     tables: dict[str, Any]
     facts: dict[str, Any]
     asked: tuple[str, ...] = field(default=())
+    convergence: Any = None
 
     def __iter__(self) -> Iterator[Any]:
         return iter([self.tables[t] for t in self.asked])
@@ -280,7 +296,9 @@ class Page:
 
 
 _CURRENT: list[Page] = []
-#: Coverage and provenance facts :func:`page` glues besides :data:`stabkit.report.prose.FACT_KEYS`.
+
+
+#: Coverage and provenance facts :func:`page` glues besides :data:`stabkit.report.facts.FACT_KEYS`.
 COVERAGE_KEYS = ("coverage", "n_configs", "n_grid", "missing", "sources")
 
 
@@ -308,9 +326,21 @@ def current_page() -> Page | None:
     return _CURRENT[-1] if _CURRENT else None
 
 
+def sweep_document(sweep: str) -> dict[str, Any]:
+    """The parsed sweep file of ``sweep`` (a name under ``sweeps/`` or a path), named as its file is
+    (``name:`` or the file stem): what :func:`page` resolves the scale on and expands, so that a page reads
+    its sweep file once (files it ``include``s are read where they are expanded)."""
+    path = runs.sweep_path(sweep)
+    doc = load_yaml(path, "sweep file") or {}
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"sweep file {path}: the top level must be a mapping (name, base, grid, scales...), got "
+                         f"{type(doc).__name__}")
+    return {**doc, "name": doc.get("name") or path.stem}
+
+
 def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None, runs_root: str | None = None,
          results_root: str | None = None, device: str = "auto", jobs: int = 1, data_root: str | None = None,
-         glue_facts: bool = True) -> Page:
+         glue_facts: bool = True, convergence: bool = False) -> Page:
     """Load a page's run tables and glue its standard facts.
 
     ``sweep``: the sweep whose tables the page shows; ``scale``: ``tiny | small | cpu | gpu | paper`` or
@@ -320,50 +350,59 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
     ``name``: the page (default: ``sweep``), used by :func:`glue_claim`. ``runs_root``, ``results_root``,
     ``device``, ``jobs``: passed to :func:`~stabkit.runs.lookup.results` (empty strings mean "default", as in the
     notebooks' parameters). ``data_root``: a CIFAR-10 folder or archive, exported as ``$STABKIT_DATA``
-    (worker processes inherit it; run keys do not depend on it).
+    (worker processes inherit it; run keys do not depend on it). The sweep file is read once
+    (:func:`sweep_document`): the scale is resolved on it and every table comes from its grid at that scale.
+
+    ``convergence=True``: the asked run tables (all but ``summary`` and ``metrics``) come with the columns
+    of :func:`~stabkit.report.selection.convergence` joined by run (``well_trained``, ``collapsed``...:
+    :func:`~stabkit.report.selection.with_convergence`; ``metrics`` is loaded for it), and
+    ``Page.convergence`` holds the per-run table; the claims leave out the runs that are not well trained.
 
     Records every table as an input of the page and glues ``scale`` (the resolved one) and each of
-    :data:`stabkit.report.prose.FACT_KEYS` (``seeds``, ``nets``, ``epochs``, ``P``, ``ptr``, ``device``,
+    :data:`stabkit.report.facts.FACT_KEYS` (``seeds``, ``nets``, ``epochs``, ``P``, ``ptr``, ``device``,
     ``data``, ``differences``, ``n_runs``, ``n_failed``) and of :data:`COVERAGE_KEYS`: ``coverage`` (one
     sentence: "41 of 66 configurations of the gpu grid (committed); missing: ..."), ``n_configs``,
     ``n_grid``, ``missing`` (a short list, or "none"), ``sources`` (devices, code commits and dates of
     the runs) unless ``glue_facts=False``. Returns a :class:`Page` (the coverage facts are in
     ``Page.facts`` too, ``missing`` there as a list); iterating it yields the asked tables in order.
     """
-    from stabkit import runs
-
-    from .prose import FACT_KEYS, page_facts
-
     if not isinstance(sweep, str) or not sweep:
         raise ValueError(f"sweep must be a sweep name such as 'fig1_noise_corrupted_cifar', got {sweep!r}")
     bad = [t for t in tables if not isinstance(t, str) or not t]
     if bad:
         raise ValueError(f"tables must be table names such as 'output' or 'layers', got {bad!r}")
+    if not isinstance(convergence, bool):
+        raise TypeError(f"convergence must be True or False, got {convergence!r}")
     if data_root:
         os.environ["STABKIT_DATA"] = str(data_root)
-    if scale == "auto":  # resolved once, so that every table of the page comes from the same scale
-        scale = runs.resolve_scale(sweep, "auto", results_root or None)
+    spec = sweep_document(sweep)  # the one read of the sweep file: scale and tables come from it
+    scale = runs.resolve_scale(spec, scale, results_root or None)
+    sw = replace(runs.load_sweep(spec, scale), path=runs.sweep_path(sweep))
     loaded: dict[str, Any] = {}
-    for t in dict.fromkeys([*tables, "summary"]):
-        loaded[t] = runs.results(sweep, scale, t, runs_root=runs_root or None, results_root=results_root or None,
+    for t in dict.fromkeys([*tables, "summary", *(["metrics"] if convergence else [])]):
+        loaded[t] = runs.results(sw, sw.scale, t, runs_root=runs_root or None, results_root=results_root or None,
                                  device=device, jobs=jobs, progress=progress_enabled())
     record_inputs(loaded)
-    facts = page_facts(loaded["summary"], sweep, scale)
+    facts = page_facts(loaded["summary"], spec, sw.scale)
     facts.update(_coverage(loaded["summary"], facts))
     if glue_facts:
-        glue("scale", scale)
+        glue("scale", sw.scale)
         for key in FACT_KEYS:
             glue(key, facts[key])
         for key in COVERAGE_KEYS:
             glue(key, _short_list(facts[key]) if key == "missing" else facts[key])
-    record(scale=scale, device=facts["device"], seeds=facts["seeds"], data=facts["data"],
+    record(scale=sw.scale, device=facts["device"], seeds=facts["seeds"], data=facts["data"],
            coverage=facts["coverage"], sources=facts["sources"])
-    pg = Page(name or sweep, sweep, scale, loaded, facts, tuple(tables))
+    conv = None
+    if convergence:  # after record_inputs: the provenance hashes the tables as loaded
+        conv = selection.convergence(loaded["summary"], loaded["metrics"])
+        loaded = {t: df if t in ("summary", "metrics") else selection.with_convergence(df, conv)
+                  for t, df in loaded.items()}
+    pg = Page(name or sweep, sweep, sw.scale, loaded, facts, tuple(tables), conv)
     _CURRENT.append(pg)
     return pg
 
 
-# --------------------------------------------------------------------------------------------- claims
 _NAME_OK = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -405,7 +444,7 @@ def claim_record(prefix: str, claim: Any, *, page: str | None = None, figure: st
 
 def glue_claim(prefix: str, claim: Any, *, page: str | None = None, figure: str | None = None,
                scale: str | None = None, condition: str | None = None) -> dict[str, Any]:
-    """Glue a :class:`~stabkit.report.claims.Claim` for the page text and the claims dashboard.
+    """Glue a :class:`~stabkit.report.verdicts.Claim` for the page text and the claims dashboard.
 
     Glued names: ``<prefix>_value``, ``<prefix>_verdict``, ``<prefix>_text`` (one sentence),
     ``<prefix>_rule``, ``<prefix>_threshold``, ``<prefix>_ci`` (``"[low, high]"`` or ``"not computed"``),
@@ -417,7 +456,7 @@ def glue_claim(prefix: str, claim: Any, *, page: str | None = None, figure: str 
     if not isinstance(prefix, str) or not _NAME_OK.match(prefix):
         raise ValueError(f"prefix must be a name of letters, digits, '_', '.' or '-', got {prefix!r}")
     if not all(hasattr(claim, a) for a in ("value", "verdict", "rule", "details", "to_record")):
-        raise TypeError(f"claim must be a stabkit.report.claims.Claim, got {type(claim).__name__}")
+        raise TypeError(f"claim must be a stabkit.report.verdicts.Claim, got {type(claim).__name__}")
     rec = claim_record(prefix, claim, page=page, figure=figure, scale=scale, condition=condition)
     lo, hi = claim.ci_low, claim.ci_high
     ci = f"[{lo:.3g}, {hi:.3g}]" if math.isfinite(lo) and math.isfinite(hi) else "not computed"

@@ -1,5 +1,7 @@
-"""Claims of the related probes' pages (masking, patch shuffling, resolution, rotation), checked on the
-tables of :mod:`stabkit.report.analysis`. Re-exported by :mod:`stabkit.report.claims`."""
+"""The claims of the related probes' pages on accuracy and invariance under transformations: masking,
+patch shuffling, resolution transfer and rotation (accuracy curves, the transfer grid, NV of the
+``invariance`` table), checked on the tables of :mod:`stabkit.report.tables`.
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -7,17 +9,16 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from .analysis import (MASK_VARIANTS, global_nv_table, layer_nv_vs_rk, per_net, rank_correlation, rotation_kept,
-                       select)
+from .tables import MASK_VARIANTS, global_nv_table, per_net, rotation_kept, select
 from .verdicts import Claim
 
-__all__ = ["claim_mask_falls", "claim_saliency_first", "claim_patch_shuffle_falls", "claim_patch_shuffle_k2",
-           "claim_patch_shuffle_chance", "claim_transfer_loses", "claim_transfer_loss_size",
-           "claim_rotation_lowers_nv", "claim_nv_in_reference_range", "claim_stratified_raises_nv",
-           "claim_rotation_flattens_accuracy", "claim_nv_tracks_rk", "nv_rk_correlations"]
+__all__ = [
+    "claim_mask_falls", "claim_saliency_first", "claim_patch_shuffle_falls", "claim_patch_shuffle_k2",
+    "claim_patch_shuffle_chance", "claim_transfer_loses", "claim_transfer_loss_size", "claim_rotation_lowers_nv",
+    "claim_nv_in_reference_range", "claim_stratified_raises_nv", "claim_rotation_flattens_accuracy",
+]
 
 
-# ------------------------------------------------------------------------------------------ probe pages
 def _nan() -> float:
     return float("nan")
 
@@ -31,7 +32,7 @@ def claim_mask_falls(curves: pd.DataFrame, variant: str = MASK_VARIANTS["mask"],
     """Masking: accuracy falls with the masked fraction. For every net trained ``training`` (random
     order, zero fill: ``variant``), the accuracy at the largest fraction is below the clean one.
 
-    ``curves``: :func:`stabkit.report.analysis.accuracy_curves` of the masking probes (column
+    ``curves``: :func:`stabkit.report.tables.accuracy_curves` of the masking probes (column
     ``variant``). ``value`` = mean accuracy at the largest fraction minus the clean one (points);
     details ``clean_acc``, ``fmax``, ``acc_fmax`` (%)."""
     rnd = per_net(curves, training=training, variant=variant)
@@ -214,29 +215,3 @@ def claim_rotation_flattens_accuracy(acc: pd.DataFrame) -> Claim:
                   "kept_unrot": 100 * ku, "kept_rot": 100 * kr}, testable=len(kept) == 2,
                  rule="accuracy kept over angles: rotated training > unrotated training",
                  statement="Rotation augmentation flattens the accuracy-angle curve")
-
-
-def nv_rk_correlations(both: pd.DataFrame, min_layers: int = 4) -> pd.DataFrame:
-    """Spearman correlation between a layer's rotation NV and ``log10 R_k`` per (net, training, seed),
-    over runs with at least ``min_layers`` matched layers (``both``:
-    :func:`~stabkit.report.analysis.layer_nv_vs_rk`)."""
-    rows = []
-    for (net, tr, seed), d in both.groupby(["net", "training", "seed"]):
-        if len(d) >= min_layers:
-            rows.append({"net": net, "training": tr, "seed": seed, "layers": len(d),
-                         "spearman": rank_correlation(d["log10_R"], d["mean_NV"])})
-    return pd.DataFrame(rows, columns=["net", "training", "seed", "layers", "spearman"])
-
-
-def claim_nv_tracks_rk(inv: pd.DataFrame, layers: pd.DataFrame, min_rho: float = 0.5) -> Claim:
-    """A layer's rotation NV tracks its relative stability: the median Spearman correlation between
-    layer mean NV and ``log10 R_k`` over trained nets is at least ``min_rho``. ``value`` = the median;
-    details ``rho_min``, ``rho_max``, ``n_corr``."""
-    corr = nv_rk_correlations(layer_nv_vs_rk(inv, layers))
-    rho = corr["spearman"]
-    med = float(rho.median()) if len(rho) else _nan()
-    return Claim("nv_tracks_rk", bool(med >= min_rho), med, min_rho,
-                 {"rho_min": float(rho.min()) if len(rho) else _nan(),
-                  "rho_max": float(rho.max()) if len(rho) else _nan(), "n_corr": int(len(rho))},
-                 testable=len(rho) > 0, rule=f"median Spearman(layer NV, log10 R_k) >= {min_rho:g}",
-                 statement="A layer's rotation NV tracks its relative stability R_k")

@@ -1,0 +1,424 @@
+"""Tidy run tables shaped for a page: selecting rows, the columns that identify a run, configuration
+fields, the probe pages' accuracy and NV tables, the D / G / deno table, markdown tables and CSV downloads.
+
+Every function takes the tidy tables written by :mod:`stabkit.runs` (``output``, ``layers``, ``spectra``,
+``accuracy``, ``invariance``...; see ARCHITECTURE.md, "Run tables") and returns a DataFrame, a Series or
+text. Fits and exponents are :mod:`stabkit.report.fits`; intervals :mod:`stabkit.report.stats`.
+
+**Conventions.**
+
+* A *run* is one trained network (one configuration). Rows of the same run are matched on the run
+  identifier column when the table has one (``run``, ``key``, ``hash`` or ``run_id``), otherwise on all
+  configuration columns (every column that is not a measurement, see :data:`MEASUREMENT_COLUMNS`).
+* Logarithms are base 10 (``decades``); rows whose value is not finite or not positive are dropped before
+  taking logarithms.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stabkit.atomic import atomic_write_text
+
+__all__ = [
+    "MEASUREMENT_COLUMNS", "RUN_ID_COLUMNS", "require_columns", "select", "run_columns", "geomean",
+    "config_values", "training_label", "with_task_error", "resampling_label", "block_profile", "is_missing",
+    "MarkdownText", "markdown_table", "ratio_parts", "parts_display", "accuracy_curves", "per_net",
+    "curves_table", "rotation_kept", "MASK_VARIANTS", "SHUFFLE_MODES", "global_nv_table", "layer_nv_vs_rk",
+    "mode_difference", "ENV_PAGE_TABLES", "table_downloads", "as_integral", "values_text",
+]
+
+
+#: Columns of the run tables that are measurements, not configuration (never used to match runs).
+MEASUREMENT_COLUMNS = frozenset({
+    # output / layers
+    "state", "shuffle", "D_f", "G_f", "R_f", "D", "G", "deno", "P", "test_err", "test_err_corrupted",
+    "layer", "depth", "rel_depth", "D_k", "G_k", "R_k", "kind", "node", "op",
+    # spectra
+    "kernel_size", "eigenvalue", "energy", "fraction",
+    # metrics / summary
+    "epoch", "train_loss", "train_err", "test_loss", "lr", "seconds", "wall_time", "status",
+    "best_test_err", "last_test_err", "best_epoch", "epochs_run", "device_name", "finished", "started",
+    "path", "dir", "run_dir",
+})
+
+
+#: Columns that identify one run when present (first match wins).
+RUN_ID_COLUMNS = ("run", "key", "hash", "run_id", "config_hash")
+
+
+def require_columns(df: pd.DataFrame, columns: Iterable[str], arg: str) -> None:
+    """``ValueError`` naming ``arg`` unless ``df`` is a DataFrame holding every column of ``columns``."""
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{arg} must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{arg} lacks column(s) {missing}; it has {list(df.columns)}")
+
+
+def select(df: pd.DataFrame, **equal) -> pd.DataFrame:
+    """Rows of ``df`` whose columns equal the given values (a value ``None`` or a missing column is
+    ignored; a list or tuple means "any of")."""
+    mask = np.ones(len(df), dtype=bool)
+    for col, val in equal.items():
+        if val is None or col not in df.columns:
+            continue
+        if isinstance(val, (list, tuple, set, frozenset)):
+            mask &= df[col].isin(list(val)).to_numpy()
+        else:
+            mask &= (df[col] == val).to_numpy()
+    return df[mask]
+
+
+def _hashable(series: pd.Series) -> bool:
+    try:
+        series.map(hash)
+        return True
+    except TypeError:
+        return False
+
+
+def run_columns(df: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
+    """Columns that identify one run in ``df``: a run identifier column if present (see
+    :data:`RUN_ID_COLUMNS`), else every hashable configuration column (not in ``exclude``)."""
+    for c in RUN_ID_COLUMNS:
+        if c in df.columns:
+            return [c]
+    cols = [c for c in df.columns
+            if c not in MEASUREMENT_COLUMNS and c not in exclude and _hashable(df[c])]
+    return cols
+
+
+def geomean(df: pd.DataFrame, by: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
+    """Geometric mean of ``values`` within groups of ``by`` (rows with a non-positive or non-finite
+    value count as missing for that value). Returns a DataFrame with ``by`` + ``values`` columns."""
+    by = [b for b in by if b in df.columns]
+    logs = df[by].copy()
+    for v in values:
+        x = df[v].to_numpy(dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs[v] = np.where(np.isfinite(x) & (x > 0), np.log10(np.where(x > 0, x, 1.0)), np.nan)
+    if not by:
+        out = logs[list(values)].mean().to_frame().T
+    else:
+        out = logs.groupby(by, dropna=False)[list(values)].mean().reset_index()
+    for v in values:
+        out[v] = 10.0 ** out[v]
+    return out
+
+
+def _parse(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def config_values(df: pd.DataFrame, column: str, key: str | None = None, default: Any = None) -> pd.Series:
+    """Per row, a field of a mapping or list configuration column (``task_options``, ``net_options``,
+    ``augment``...), whatever the table stores: an expanded column ``"<column>.<key>"``, a dict or list,
+    or its JSON text.
+
+    ``key=None`` returns the whole (parsed) value. A row without the field gets ``default``. This is the
+    one place that reads configuration fields out of a table (no ``json.loads`` in a notebook).
+    """
+    require_columns(df, [], "df")
+    if key is not None and f"{column}.{key}" in df.columns:
+        return df[f"{column}.{key}"].where(df[f"{column}.{key}"].notna(), default)
+    if column not in df.columns:
+        if key is None:
+            raise ValueError(f"column {column!r} is not in the table (columns: {list(df.columns)})")
+        return pd.Series([default] * len(df), index=df.index, dtype=object)
+    parsed = df[column].map(_parse)
+    if key is None:
+        return parsed
+    return pd.Series([v.get(key, default) if isinstance(v, dict) else default for v in parsed], index=df.index,
+                     dtype=object)
+
+
+def training_label(df: pd.DataFrame, augmentation: str = "rotate",
+                   labels: tuple[str, str] = ("rotated", "unrotated")) -> np.ndarray:
+    """``labels[0]`` for rows whose run trained with ``augmentation`` (in its ``augment`` list), else
+    ``labels[1]`` (the probe pages' "rotated" / "unrotated" training)."""
+    aug = config_values(df, "augment") if "augment" in df.columns else pd.Series([[]] * len(df), index=df.index)
+    has = aug.map(lambda v: augmentation in v if isinstance(v, (list, tuple)) else augmentation in str(v))
+    return np.where(has.to_numpy(dtype=bool), labels[0], labels[1])
+
+
+def with_task_error(output: pd.DataFrame) -> pd.DataFrame:
+    """``output`` with ``task_err``: the test error on the task the net was trained for (the corrupted test
+    set, same std, for a net trained on corrupted images; else the clean one), and ``noise_std`` (0 when
+    the table has none)."""
+    require_columns(output, ["test_err"], "output")
+    out = output.copy()
+    corrupted = out["test_err_corrupted"] if "test_err_corrupted" in out.columns else np.nan
+    out["task_err"] = pd.Series(corrupted, index=out.index).fillna(out["test_err"])
+    if "noise_std" not in out.columns:
+        out["noise_std"] = 0.0
+    return out
+
+
+def resampling_label(df: pd.DataFrame) -> pd.Series:
+    """How a resolution-probe run resampled its images, as a label: ``"<interp>"`` plus ``", no antialias"``
+    without antialiasing; read from ``interp`` / ``antialias`` columns (the ``resolution`` table) or from
+    the run's ``net_options`` (``nearest`` for nearest-neighbour resampling)."""
+    if {"interp", "antialias"} <= set(df.columns):
+        return df["interp"].astype(str) + np.where(df["antialias"].astype(bool), "", ", no antialias")
+    interp = config_values(df, "net_options", "interp", "bilinear")
+    aa = config_values(df, "net_options", "antialias", True)
+    return pd.Series(["nearest" if i == "nearest" else "bilinear" + ("" if a else ", no antialias")
+                      for i, a in zip(interp, aa)], index=df.index)
+
+
+def block_profile(layers: pd.DataFrame, pattern: str = r"features\.relu(\d+)",
+                  quantities: Sequence[str] = ("D_f", "G_f", "R_f"), by: Sequence[str] = ("state",),
+                  shuffle: int | None = 0) -> pd.DataFrame:
+    """Geometric mean over runs of layer quantities at the nodes whose name matches ``pattern`` (its
+    first group is the block index): one row per ``by`` group and ``block``."""
+    require_columns(layers, ["layer", *quantities], "layers")
+    rows = select(layers, shuffle=shuffle)
+    rows = rows[rows["layer"].astype(str).str.fullmatch(pattern)]
+    rows = rows.assign(block=rows["layer"].astype(str).str.extract(pattern, expand=False).astype(int))
+    return geomean(rows, [*by, "block"], list(quantities)).sort_values([*by, "block"]).reset_index(drop=True)
+
+
+def is_missing(v: Any) -> bool:
+    """Whether a table cell is missing (``None``, NaN, ``pd.NA``, NaT); a list, tuple, dict or array never is."""
+    if isinstance(v, (list, tuple, dict, np.ndarray)):
+        return False
+    return v is None or bool(pd.isna(v))  # None, NaN, pd.NA, NaT
+
+
+def as_integral(v):
+    """``1024.0 -> 1024`` (pandas turns integer columns with missing values into floats)."""
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return int(v)
+    return v
+
+
+def values_text(values) -> str:
+    """Distinct values as text, sorted (numbers first): ``"0-3"`` for a run of more than two consecutive
+    integers, else joined by ``", "``; ``"n/a"`` when there is none (NaN left out)."""
+    vals = sorted({as_integral(v) for v in values if not (isinstance(v, float) and np.isnan(v))},
+                  key=lambda v: (0, float(v), "") if isinstance(v, (int, float, np.number)) and not
+                  isinstance(v, bool) else (1, 0.0, str(v)))
+    if not vals:
+        return "n/a"
+    if all(isinstance(v, (int, np.integer)) for v in vals) and len(vals) > 2:
+        ints = [int(v) for v in vals]
+        if ints == list(range(ints[0], ints[-1] + 1)):
+            return f"{ints[0]}-{ints[-1]}"
+    return ", ".join(str(v) for v in vals)
+
+
+class MarkdownText(str):
+    """A string that notebooks display as markdown (``text/markdown``): what a ``{glue:md}`` directive
+    needs (a plain string is glued as ``text/plain`` only)."""
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
+
+
+def markdown_table(table: pd.DataFrame, empty: str = "") -> str:
+    """A DataFrame as a markdown (pipe) table, cells as text (``|`` escaped); ``empty`` if it has no row."""
+    if not isinstance(table, pd.DataFrame):
+        raise ValueError(f"table must be a pandas DataFrame, got {type(table).__name__}")
+    if table.empty:
+        return empty
+
+    def cell(v) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in table.columns) + " |",
+             "|" + "---|" * table.shape[1]]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def ratio_parts(output: pd.DataFrame, by: Sequence[str] = (), shuffle: int | None = 0) -> pd.DataFrame:
+    """Where a ratio's change comes from: the geometric means over runs of ``D``, ``G``, ``deno`` and of
+    ``D_f = D/deno``, ``G_f = G/deno``, ``R_f = D/G``, at initialisation, after training, and their
+    ratio trained / init (the row ``"trained / init"``), optionally per ``by`` (e.g. ``("noise_std",)``).
+    Only runs measured in both states count. ``output``: the ``output`` run table."""
+    cols = ["D", "G", "deno", "D_f", "G_f", "R_f"]
+    if not isinstance(output, pd.DataFrame):
+        raise ValueError(f"output must be a pandas DataFrame, got {type(output).__name__}")
+    missing = [c for c in [*cols, "state", *by] if c not in output.columns]
+    if missing:
+        raise ValueError(f"output lacks columns {missing}")
+    df = output if shuffle is None or "shuffle" not in output.columns else output[output["shuffle"] == shuffle]
+    keys = [k for k in run_columns(df) if k not in cols and k not in ("state", "test_err", "task_err",
+                                                                     "test_err_corrupted", "P")]
+    keys = [*by, *[k for k in keys if k not in by]]
+    logs = df[[*keys, "state"]].copy()
+    for c in cols:
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
+        logs[c] = np.log10(np.where(v > 0, v, np.nan))
+    wide = logs.groupby([*keys, "state"], dropna=False)[cols].mean().unstack("state")
+    rows = []
+    groups = wide.groupby(level=list(by), dropna=False) if by else [((), wide)]
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        for state in ("init", "trained"):
+            if state in g.columns.get_level_values(1):
+                both = g.dropna(subset=[(c, s) for c in ("R_f",) for s in ("init", "trained")
+                                        if s in g.columns.get_level_values(1)])
+                rows.append({**dict(zip(by, key)), "": state, "n": len(both),
+                             **{c: 10 ** both[(c, state)].mean() for c in cols}})
+        if {"init", "trained"} <= set(g.columns.get_level_values(1)):
+            both = g.dropna(subset=[("R_f", "init"), ("R_f", "trained")])
+            rows.append({**dict(zip(by, key)), "": "trained / init", "n": len(both),
+                         **{c: 10 ** (both[(c, "trained")] - both[(c, "init")]).mean() for c in cols}})
+    return pd.DataFrame(rows, columns=[*by, "", "n", *cols])
+
+
+def parts_display(parts: pd.DataFrame):
+    """:func:`ratio_parts` for display: numbers with 3 significant digits, a missing one as an en dash, no
+    index (a pandas Styler). The table is marked as a DataFrame (``class="dataframe"``), as pandas marks
+    its own: its column names are the CSV's (``D_f``), which ``make check-book`` accepts there only."""
+    cols = [c for c in ("D", "G", "deno", "D_f", "G_f", "R_f") if c in parts.columns]
+    return (parts.style.format("{:.3g}", subset=cols, na_rep="\u2013").hide(axis="index")
+            .set_table_attributes('class="dataframe"'))
+
+
+def _robustness():
+    from stabkit import robustness  # torch: imported when a probe table is shaped, so that page() stays torch-free
+
+    return robustness
+
+
+def accuracy_curves(acc: pd.DataFrame, variants: dict[str, str], by: Sequence[str] = ("net", "training"),
+                    variant: str = "variant") -> pd.DataFrame:
+    """Accuracy (%) against magnitude, all classes, per ``by`` group and probe variant.
+
+    ``acc``: the ``accuracy`` run table (``probe``, ``label``, ``magnitude``, ``accuracy`` in [0, 1]).
+    ``variants``: probe name -> label (rows of other probes are left out). Returns ``by + [variant,
+    "magnitude", "mean", "sd", "n"]`` (mean and sample sd over seeds, in %).
+    """
+    require_columns(acc, ["probe", "label", "magnitude", "accuracy"], "acc")
+    s = acc[(acc["label"] < 0) & acc["probe"].isin(list(variants))].copy()
+    s[variant] = s["probe"].map(variants)
+    s["accuracy"] = 100 * s["accuracy"]
+    keys = [c for c in by if c in s.columns] + [variant, "magnitude"]
+    return _robustness().summarize(s, by=tuple(keys))
+
+
+def per_net(curves: pd.DataFrame, value: str = "mean", **where) -> pd.DataFrame:
+    """``curves`` rows matching ``where`` as a net x magnitude table of ``value``."""
+    rows = select(curves, **where)
+    return rows.pivot_table(index="net", columns="magnitude", values=value)
+
+
+def curves_table(curves: pd.DataFrame, index: Sequence[str], value: str = "mean", decimals: int = 1) -> pd.DataFrame:
+    """``curves`` (:func:`accuracy_curves`) for display: one row per ``index`` group, one column per
+    magnitude, ``value`` rounded to ``decimals``; a combination that was not measured (a mode without that
+    magnitude, a failed run) reads as an en dash, never "NaN" (``make check-book`` fails on NaN in a table).
+    """
+    index = [index] if isinstance(index, str) else list(index)
+    require_columns(curves, [*index, "magnitude", value], "curves")
+    wide = curves.pivot_table(index=index, columns="magnitude", values=value).round(decimals)
+    # object columns: a number stays a number, a missing one becomes the dash
+    return wide.astype(object).where(wide.notna(), "\u2013")
+
+
+def rotation_kept(acc: pd.DataFrame) -> pd.DataFrame:
+    """Per net and training: accuracy (%) on upright images (``clean``) and the mean over the other
+    angles divided by it (``kept``), from the ``rotate`` probe rows of all classes."""
+    require_columns(acc, ["probe", "label", "magnitude", "accuracy", "net", "training"], "acc")
+    r = acc[(acc["probe"] == "rotate") & (acc["label"] < 0)]
+    allr = r.groupby(["net", "training", "magnitude"], as_index=False)["accuracy"].mean()
+    allr["accuracy"] *= 100
+    clean = allr[allr["magnitude"] == 0].set_index(["net", "training"])["accuracy"]
+    rotd = allr[allr["magnitude"] != 0].groupby(["net", "training"])["accuracy"].mean()
+    out = pd.DataFrame({"clean": clean, "rotated": rotd}).dropna()
+    out["kept"] = out["rotated"] / out["clean"]
+    return out.reset_index()
+
+
+#: Masking probes of the ``probe_masking`` sweep -> the variant labels on the page.
+MASK_VARIANTS = {"mask": "random, zero fill", "mask_saliency": "salient first, zero fill",
+                 "mask_mean": "random, mean fill"}
+
+
+#: Patch-shuffling probes -> the ``mode`` labels on the page.
+SHUFFLE_MODES = {"patch_shuffle": "full", "patch_shuffle_rows_cols": "rows_cols"}
+
+
+def global_nv_table(inv: pd.DataFrame) -> pd.DataFrame:
+    """Global mean NV (:func:`stabkit.robustness.global_nv`) per run, then averaged over seeds: one row
+    per ``net``, ``training`` and ``stratified`` with ``global_NV``."""
+    require_columns(inv, ["net", "training", "seed", "stratified", "mean_NV"], "inv")
+    g = _robustness().global_nv(inv, by=("net", "training", "seed", "stratified"))
+    return g.groupby(["net", "training", "stratified"], as_index=False)["global_NV"].mean()
+
+
+def layer_nv_vs_rk(inv: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """Trained unshuffled nodes with both a rotation NV (``invariance``, unstratified) and an ``R_k``
+    (``layers``), matched on run and layer: ``inv`` columns + ``R_f, D_f, G_f, log10_R`` and ``training``."""
+    require_columns(inv, ["run", "layer", "mean_NV"], "inv")
+    require_columns(layers, ["run", "layer", "R_f", "state"], "layers")
+    plain = inv[~inv["stratified"].astype(bool)] if "stratified" in inv.columns else inv
+    lay = select(layers, state="trained", shuffle=0)
+    both = plain.merge(lay[["run", "layer", "R_f", "D_f", "G_f"]], on=["run", "layer"], how="inner")
+    both = both[np.isfinite(both["mean_NV"]) & (both["R_f"] > 0)].copy()
+    both["log10_R"] = np.log10(both["R_f"])
+    if "training" not in both.columns:
+        both["training"] = training_label(both)
+    return both
+
+
+def mode_difference(curves: pd.DataFrame, a: str, b: str, column: str = "mode", training: str = "unrotated",
+                    above: float = 1.0) -> float:
+    """Mean over nets and magnitudes ``> above`` of ``curves`` accuracy of ``column == a`` minus
+    ``column == b`` (e.g. patch shuffling rows_cols minus full), for nets trained ``training``."""
+    u = select(curves, training=training)
+    keys = ["net", "magnitude"]
+    both = (u[u[column] == a].merge(u[u[column] == b], on=keys, suffixes=("_a", "_b")))
+    both = both[both["magnitude"] > above]
+    return float((both["mean_a"] - both["mean_b"]).mean()) if len(both) else float("nan")
+
+
+#: Environment variable naming the folder :func:`table_downloads` writes to (the tests point it to a
+#: temporary folder); default ``<repo>/book/_generated/tables``.
+ENV_PAGE_TABLES = "STABKIT_PAGE_TABLES"
+
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def table_downloads(page: str, tables: dict[str, pd.DataFrame], folder: str | os.PathLike | None = None,
+                    relative_to: str | os.PathLike | None = None) -> str:
+    """Write a page's tables as CSV files and return a markdown list of ``{download}`` links to them.
+
+    ``page``: the page name (a sub-folder); ``tables``: ``{name: DataFrame}``, written whole (with the raw
+    ``D``, ``G``, ``deno`` columns next to the ratios, and every configuration column) to
+    ``<folder>/<page>/<name>.csv``. ``folder``: default ``$STABKIT_PAGE_TABLES``, else
+    ``<repo>/book/_generated/tables``. ``relative_to``: the folder of the executed notebook the links are
+    written for (default ``<repo>/book/executed``, where ``tools/book.py`` puts the pages). Render the
+    returned text with ``{glue:md}`` and ``:format: myst`` (the ``{download}`` role is MyST).
+    """
+    if not isinstance(page, str) or not page or "/" in page or page.startswith("."):
+        raise ValueError(f"page must be a page name such as 'fig1_noise_corrupted_cifar', got {page!r}")
+    if not isinstance(tables, dict) or not all(isinstance(v, pd.DataFrame) for v in tables.values()):
+        raise ValueError("tables must be a dict {name: pandas DataFrame}")
+    root = Path(folder or os.environ.get(ENV_PAGE_TABLES) or _REPO / "book" / "_generated" / "tables")
+    base = Path(relative_to) if relative_to else _REPO / "book" / "executed"
+    lines = []
+    for name, df in tables.items():
+        if not isinstance(name, str) or not name.replace("_", "").isalnum():
+            raise ValueError(f"table names must be words such as 'output', got {name!r}")
+        path = root / page / f"{name}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, df.to_csv(index=False))
+        link = Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+        rows = f"{len(df)} row{'' if len(df) == 1 else 's'}"
+        lines.append(f"- {{download}}`{name}.csv <{link}>`: {rows}, {df.shape[1]} columns")
+    return MarkdownText("\n".join(lines))

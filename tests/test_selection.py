@@ -1,0 +1,29 @@
+"""Which rows a page shows and a claim tests (stabkit.report.selection): the convergence rule."""
+from __future__ import annotations
+
+import pandas as pd
+
+from stabkit.report import selection
+
+
+def _summary_metrics() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Three scale-detection runs (chance 50 %): a good one, one that collapsed to chance after a good
+    best epoch, one that never trained (training error at chance throughout, one lucky test epoch)."""
+    runs = {"good": (0.01, 0.012, [0.3, 0.1, 0.0]), "collapsed": (0.05, 0.50, [0.42, 0.2, 0.47]),
+            "never": (0.18, 0.50, [0.49, 0.48, 0.49])}
+    summary = pd.DataFrame([dict(run=k, net=k.upper(), seed=0, task="twopoints", best_test_err=b, last_test_err=la)
+                            for k, (b, la, _) in runs.items()])
+    metrics = pd.DataFrame([dict(run=k, epoch=e, train_err=t) for k, (_, _, tr) in runs.items()
+                            for e, t in enumerate(tr)])
+    return summary, metrics
+
+
+def test_collapsed_run_is_not_well_trained():
+    conv = selection.convergence(*_summary_metrics()).set_index("run")
+    assert bool(conv.loc["good", "well_trained"]) and not bool(conv.loc["good", "collapsed"])
+    assert not bool(conv.loc["collapsed", "well_trained"]) and bool(conv.loc["collapsed", "collapsed"])
+    assert "collapsed" in conv.loc["collapsed", "reason"]
+    assert not bool(conv.loc["never", "well_trained"])
+    assert "training error did not fall" in conv.loc["never", "reason"]
+    listed = selection.collapsed_runs(conv.reset_index())
+    assert list(listed["net"]) == ["COLLAPSED", "NEVER"] and "last test error (%)" in listed.columns

@@ -1,0 +1,87 @@
+"""Tidy run tables shaped for a page (stabkit.report.tables) on synthetic tables whose truth is known."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stabkit.report import (differences, facts, fits, layer_claims, robustness_claims, stability_claims, stats, tables,
+                            verdicts)
+from stabkit.report.tables import geomean
+
+from synthetic_tables import curves_table
+
+
+@pytest.mark.parametrize("module", [tables, fits, stats, verdicts, layer_claims, robustness_claims, stability_claims,
+                                    facts, differences])
+def test_module_exports_exist(module):
+    for name in module.__all__:
+        assert hasattr(module, name), name
+
+
+def test_curves_table_shows_a_dash_for_a_magnitude_a_mode_lacks():
+    """A mode measured at fewer magnitudes (rows_cols has no k = 8 here) leaves a hole in the wide table:
+    it reads as an en dash, never NaN (check_site's table check fails on NaN)."""
+    cur = curves_table()
+    full = cur[cur["mode"] == "full"]
+    rows_cols = full[full.magnitude < 8].assign(mode="rows_cols")
+    wide = tables.curves_table(pd.concat([full, rows_cols]), ["net", "training", "mode"])
+    assert list(wide.columns) == [1.0, 2.0, 4.0, 8.0] and len(wide) == 4
+    assert wide.loc[("LeNet", "unrotated", "rows_cols"), 8.0] == "\u2013"
+    assert wide.loc[("LeNet", "unrotated", "full"), 2.0] == pytest.approx(45.6)
+    html = wide.to_html()
+    assert "NaN" not in html and "nan" not in html
+    assert tables.curves_table(full, "net").shape == (2, 4)  # one index column given as a string
+    with pytest.raises(ValueError, match="curves"):
+        tables.curves_table(full.drop(columns="magnitude"), ["net"])
+
+
+def test_config_values_reads_json_dicts_and_expanded_columns():
+    df = pd.DataFrame({"task_options": ['{"task": 1}', {"task": 2}, None], "augment": ['["crop", "rotate"]', ["crop"], "crop"]})
+    assert tables.config_values(df, "task_options", "task").tolist() == [1, 2, None]
+    expanded = pd.DataFrame({"task_options.task": [3, 4]})
+    assert tables.config_values(expanded, "task_options", "task").tolist() == [3, 4]
+    assert tables.training_label(df).tolist() == ["rotated", "unrotated", "unrotated"]
+    with pytest.raises(ValueError, match="column"):
+        tables.config_values(df, "nothing")
+
+
+def test_block_profile_geomean_over_runs():
+    lay = pd.DataFrame({"layer": ["features.relu1", "features.relu2", "features.conv1"] * 2, "shuffle": 0,
+                        "state": "trained", "seed": [0, 0, 0, 1, 1, 1], "D_f": [1.0, 10.0, 5.0, 100.0, 1000.0, 5.0],
+                        "G_f": 1.0, "R_f": 1.0})
+    prof = tables.block_profile(lay)
+    assert prof["block"].tolist() == [1, 2] and prof["D_f"].tolist() == pytest.approx([10.0, 100.0])
+
+
+def test_geomean():
+    df = pd.DataFrame({"g": ["a", "a", "b"], "v": [1.0, 100.0, -1.0]})
+    out = geomean(df, ["g"], ["v"]).set_index("g")["v"]
+    assert out["a"] == pytest.approx(10.0)
+    assert np.isnan(out["b"])
+
+
+def test_ratio_parts_shows_the_denominator():
+    """Issue 12 item 12: a ratio that moves because of its denominator is shown with D, G and deno."""
+    rows = []
+    for run in ("a", "b"):
+        for state, D, G, deno in (("init", 1.0, 1.0, 1.0), ("trained", 2.0, 0.5, 20.0)):
+            rows.append(dict(run=run, state=state, shuffle=0, D=D, G=G, deno=deno, D_f=D / deno, G_f=G / deno,
+                             R_f=D / G, noise_std=0.0))
+    parts = tables.ratio_parts(pd.DataFrame(rows))
+    ratio = parts[parts[""] == "trained / init"].iloc[0]
+    assert abs(ratio["deno"] - 20) < 1e-9 and abs(ratio["R_f"] - 4) < 1e-9 and ratio["n"] == 2
+    assert tables.parts_display(parts).data.equals(parts)
+
+
+def test_table_downloads_writes_csv_and_links(tmp_path):
+    df = pd.DataFrame({"D": [1.0], "G": [2.0], "deno": [3.0], "R_f": [0.5]})
+    md = tables.table_downloads("fig1", {"output": df}, folder=tmp_path / "t", relative_to=tmp_path / "book")
+    assert md == "- {download}`output.csv <../t/fig1/output.csv>`: 1 row, 4 columns"
+    assert (tmp_path / "t" / "fig1" / "output.csv").read_text().splitlines()[0] == "D,G,deno,R_f"
+    with pytest.raises(ValueError, match="page"):
+        tables.table_downloads("../x", {"output": df}, folder=tmp_path)
