@@ -59,7 +59,7 @@ def _device_epoch(name: str, train_data, test_data, device, fast: bool, seed: in
     """One epoch (train + test evaluation) on the device path; returns the final train loss."""
     from stabkit.data import DeviceLoader, default_eval_batch_size
     from stabkit.nets import build
-    from stabkit.train import train
+    from stabkit.train import TrainSpec, train
 
     chw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
     tr = DeviceLoader(chw(train_data[0]), torch.from_numpy(train_data[1]), 128, shuffle=True, augment=True,
@@ -72,7 +72,7 @@ def _device_epoch(name: str, train_data, test_data, device, fast: bool, seed: in
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fast=True on CPU (smoke test) only warns
-        res = train(model, tr, te, epochs=1, progress=False, fast=fast)
+        res = train(model, {"train": tr, "test": te}, TrainSpec(epochs=1, fast=fast), progress=False)
     return float(res.metrics["train_loss"].iloc[-1])
 
 

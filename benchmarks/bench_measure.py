@@ -136,9 +136,9 @@ def breakdown(P: int = 128) -> dict:
     acts = [torch.profiler.ProfilerActivity.CPU]
     for dtype in (torch.float64, torch.float32):
         name = str(dtype).removeprefix("torch.")
-        measure(model, None, probes=probes, dtype=dtype)
+        measure(model, probes, dtype=dtype)
         with torch.profiler.profile(activities=acts) as prof:
-            measure(model, None, probes=probes, dtype=dtype)
+            measure(model, probes, dtype=dtype)
         out[f"measure, {name}"] = _grouped(prof)
         m = copy.deepcopy(model).to(dtype)
         batch = torch.cat(probes).to(dtype)

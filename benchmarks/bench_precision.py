@@ -22,7 +22,7 @@ from .common import Result, cifar_sample
 def run(quick: bool = False, repeats: int = 3) -> list[Result]:
     from stabkit.data import DeviceLoader
     from stabkit.nets import build
-    from stabkit.train import train
+    from stabkit.train import TrainSpec, train
 
     n_train, n_test, epochs = (256, 128, 2) if quick else (10_000, 2_000, 15)
     seeds = range(1 if quick else repeats)
@@ -42,8 +42,8 @@ def run(quick: bool = False, repeats: int = 3) -> list[Result]:
             t = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the no-native-bf16 warning: speed is not what this case measures
-                res = train(model, tr, te, epochs=epochs, lr=0.05, schedule="cosine_to_zero", precision=prec,
-                            seed=seed, progress=False)
+                spec = TrainSpec(epochs=epochs, lr=0.05, schedule="cosine_to_zero", precision=prec, seed=seed)
+                res = train(model, {"train": tr, "test": te}, spec, progress=False)
             secs[prec].append(time.perf_counter() - t)
             errs[prec].append((res.best_test_err, res.last_test_err))
     f32_last = np.array([e[1] for e in errs["float32"]])

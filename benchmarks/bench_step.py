@@ -3,7 +3,7 @@
 What the cpu grids of the CIFAR-10 figures pay per step (batch 128, crop + flip already applied: random
 CIFAR-sized inputs), per net family at the widths those grids train. The baseline of each case is the
 default before ``precision`` existed: float32 with channels_last (``stabkit.train`` turns it on on the CPU).
-Every variant goes through ``stabkit.train``'s own ``_autocast`` and the same SGD optimiser (weight decay on
+Every variant goes through ``stabkit.precision.autocast`` and the same SGD optimiser (weight decay on
 weights only), so what is timed is what ``train()`` runs. Variants are interleaved round-robin so that all
 see the same load. Check: after one step from the same weights, the bf16 loss agrees with float32 to 2 %
 (bf16 has an 8-bit mantissa).
@@ -23,7 +23,8 @@ MODES = (("float32", True), ("float32", False), ("bf16", True), ("bf16", False))
 
 def _step_fn(net: str, width: float, precision: str, channels_last: bool, batch: int):
     from stabkit.nets import build
-    from stabkit.train import _autocast, make_optimizer
+    from stabkit.precision import autocast
+    from stabkit.train import make_optimizer
 
     torch.manual_seed(0)
     model = build(net, width_factor=width)
@@ -38,7 +39,7 @@ def _step_fn(net: str, width: float, precision: str, channels_last: bool, batch:
     losses: list[float] = []
 
     def step():
-        with _autocast(dev, False, precision):
+        with autocast(dev, False, precision):
             out = model(x)
         loss = torch.nn.functional.cross_entropy(out.float(), y)
         opt.zero_grad(set_to_none=True)
@@ -49,7 +50,7 @@ def _step_fn(net: str, width: float, precision: str, channels_last: bool, batch:
 
 
 def run(quick: bool = False, repeats: int = 3, threads: tuple[int, ...] = (1, 2)) -> list[Result]:
-    from stabkit.train import cpu_supports_bf16
+    from stabkit.precision import cpu_supports_bf16
 
     batch = 32 if quick else 128
     nets = QUICK_NETS if quick else NETS

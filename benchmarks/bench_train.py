@@ -1,7 +1,7 @@
 """Training throughput on CPU: device-resident data vs a DataLoader over PIL images.
 
 stabkit path: ``stabkit.data.DeviceLoader`` (uint8 tensor kept in memory, crop + flip + normalisation on
-whole batches) + ``stabkit.train.train(epochs=1)``. Baseline: a torchvision-CIFAR10-style dataset of PIL
+whole batches) + ``stabkit.train.train(..., TrainSpec(epochs=1))``. Baseline: a torchvision-CIFAR10-style dataset of PIL
 images with ``RandomCrop(32, 4)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize`` in a
 ``torch.utils.data.DataLoader`` (``num_workers=0``: the 2-core machine has no spare core for workers) +
 a hand-written SGD epoch. Both include one evaluation pass over the same 128 test images (``train``
@@ -62,7 +62,7 @@ def _model(name: str, width: float):
 
 
 def run(quick: bool = False, repeats: int = 3) -> list[Result]:
-    from stabkit.train import train
+    from stabkit.train import TrainSpec, train
 
     n_train = 256 if quick else 1536
     train_data, test_data, source = _data(n_train)
@@ -77,7 +77,7 @@ def run(quick: bool = False, repeats: int = 3) -> list[Result]:
 
         def device_path():
             model = _model(name, width)
-            res = train(model, dev_tr, dev_te, epochs=1, progress=False)
+            res = train(model, {"train": dev_tr, "test": dev_te}, TrainSpec(epochs=1), progress=False)
             losses["stabkit"] = float(res.metrics["train_loss"].iloc[-1])
 
         def baseline():

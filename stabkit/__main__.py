@@ -145,8 +145,8 @@ def cmd_sweep(a) -> int:
             if st == "interrupted" and runs.finished_training(root / c.key, c.key) is not None:
                 st = f"{st} (trained: measured again)"
             elif st == "interrupted":
-                from .train import RESUME_FILE, resume_epoch
-                ep = resume_epoch(root / c.key / RESUME_FILE, net=c.net, config_hash=c.key)
+                from .checkpoints import CheckpointFolder  # pandas: only in the commands that need it
+                ep = CheckpointFolder(root / c.key, c.net, c.key).resume_epoch()
                 st = f"{st} (training resumes after epoch {ep})" if ep else st
             print(c.key, st, json.dumps(c.to_dict(), sort_keys=True))
         print(f"{len(sw)} runs in {sw.name}/{sw.scale} under {root} ({len(committed & set(sw.keys))} committed)")

@@ -38,7 +38,11 @@ _FCN = dict(optimizer="adam", lr=0.1, momentum=0.0, weight_decay=0.0, schedule="
 
 
 def is_fully_connected(net: str) -> bool:
-    """True for the paper's fully-connected nets (``DenseNetL2/L4/L6``), which train with Adam."""
+    """True for the paper's fully-connected nets (``DenseNetL2/L4/L6``), which train with Adam.
+
+    Read from the name because a sweep loads without torch (and so without ``stabkit.nets``); the
+    registry holds every network to it (``stabkit.nets.register`` refuses kind ``"fcn"`` under another
+    name, and another kind under this one), so it agrees with ``model_info(net)["kind"] == "fcn"``."""
     return net.lower().startswith("densenetl")
 
 

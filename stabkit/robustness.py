@@ -10,11 +10,10 @@ Families (magnitude axis, default magnitudes in :data:`MAGNITUDES`):
   the ``"mean"`` and ``"noise"`` fills use the data set's per-channel mean and std).
 - ``pixelate``: box-down / nearest-up factor.
 - ``resize``: target side in pixels (the net sees the image at that size: nets with global pooling only,
-  e.g. ResNet*, EfficientNetB0); ``interp``, ``antialias``, ``blur_sigma`` recorded.
+  e.g. ResNet*, EfficientNetB0); ``interpolation``, ``antialias``, ``blur_sigma`` recorded.
 
-Family options keep the names under which existing run configurations and tables record them (``interp``
-for the resampling of ``rotate`` and ``resize``, passed to the ``interpolation`` argument of
-:mod:`stabkit.transforms`).
+Family options are the arguments of :mod:`stabkit.transforms` of the same names (``interpolation`` for the
+resampling of ``rotate`` and ``resize``).
 
 Every transform is applied in pixel space ([0, 1] floats, uint8 images are scaled) *before* the
 per-channel normalisation (:func:`stabkit.transforms.normalize`), each (family, magnitude, seed) with its
@@ -62,11 +61,11 @@ MAGNITUDES: dict[str, tuple] = {
     "resize": (8, 16, 24, 32),                              # target side (px)
 }
 _OPTIONS: dict[str, dict[str, Any]] = {
-    "rotate": dict(interp="bilinear", padding="zeros"),
+    "rotate": dict(interpolation="bilinear", padding="zeros"),
     "patch_shuffle": dict(mode="full"),
     "mask": dict(patch=4, fill="zeros", order="random"),
     "pixelate": dict(),
-    "resize": dict(interp="bilinear", antialias=True, blur_sigma=0.0),
+    "resize": dict(interpolation="bilinear", antialias=True, blur_sigma=0.0),
 }
 
 
@@ -103,7 +102,7 @@ def apply_family(family: str, images: torch.Tensor, magnitude, generator: torch.
     (``resize`` changes H, W)."""
     opts = family_options(family, **options)
     if family == "rotate":
-        return rotate(images, magnitude, opts["interp"], opts["padding"])
+        return rotate(images, magnitude, opts["interpolation"], opts["padding"])
     if family == "patch_shuffle":
         return patch_shuffle(images, _whole("magnitude (grid k)", magnitude), mode=opts["mode"],
                              generator=generator)
@@ -113,7 +112,7 @@ def apply_family(family: str, images: torch.Tensor, magnitude, generator: torch.
                             mean=mean, std=std)
     if family == "pixelate":
         return pixelate(images, _whole("magnitude (factor)", magnitude))
-    return resize(images, _whole("magnitude (side)", magnitude), opts["interp"], bool(opts["antialias"]),
+    return resize(images, _whole("magnitude (side)", magnitude), opts["interpolation"], bool(opts["antialias"]),
                   float(opts["blur_sigma"]))
 
 

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import pandas as pd
 import torch
@@ -194,7 +193,7 @@ class Probes(NamedTuple):
 
 def draw_probes(x: torch.Tensor, *, delta: float = 1.0, cut: int = 3, interpolation: str = "bilinear",
                 generator: torch.Generator | None = None, seed: int = 0,
-                device: str | torch.device | None = None, interp: str | None = None) -> Probes:
+                device: str | torch.device | None = None) -> Probes:
     """The probe set of images ``x``: ``Probes(x, x_tau, x_eta)``, float64, on ``device`` (default: ``x``'s).
 
     Args:
@@ -202,7 +201,7 @@ def draw_probes(x: torch.Tensor, *, delta: float = 1.0, cut: int = 3, interpolat
         delta: typical displacement of the diffeomorphisms in pixels (the paper: 1).
         cut: mode cut-off of the diffeomorphisms (the paper: 3).
         interpolation: ``"bilinear"`` (the paper's), ``"nearest"`` or ``"gaussian"``; see
-            :func:`stabkit.transforms.deform`.  ``interp`` is a deprecated name of it.
+            :func:`stabkit.transforms.deform`.
         generator: source of every draw (default: a CPU generator seeded with ``seed``, so that the same
             seed gives the same probes bit for bit on any device).
         seed: used only when ``generator`` is ``None``.
@@ -213,12 +212,6 @@ def draw_probes(x: torch.Tensor, *, delta: float = 1.0, cut: int = 3, interpolat
     The returned ``x`` is ``x`` itself (in float64) except for ``interpolation="gaussian"``, whose kernel
     blurs: then it is ``deform(x, 0, cut, "gaussian")``, so that clean and deformed probes are blurred alike.
     """
-    if interp is not None:
-        warnings.warn("draw_probes(interp=...) is deprecated: use interpolation=", DeprecationWarning,
-                      stacklevel=2)
-        interpolation = interp
-    if interpolation == "linear":  # the old spelling, still accepted by the transforms (deprecated there)
-        interpolation = "bilinear"
     check_choice("interpolation", interpolation, ("bilinear", "nearest", "gaussian"))
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -375,26 +368,8 @@ def layer_names(model: nn.Module, x: torch.Tensor | None = None) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ measure
-_LEGACY_KEYWORDS = ("x", "probes", "interp", "shuffle_channels")
-
-
-def _probe_set(probes, legacy: dict, delta, cut, interpolation, seed, device) -> tuple[Probes, str]:
+def _probe_set(probes, delta, cut, interpolation, seed, device) -> tuple[Probes, str]:
     """The probe set to measure, and the name of its clean part for error messages."""
-    if "x" in legacy:
-        if probes is not None:
-            raise TypeError("measure() got x both positionally and as a keyword")
-        probes = legacy.pop("x")
-    if "probes" in legacy:  # the old form measure(model, None, probes=(x, x_tau, x_eta))
-        given = legacy.pop("probes")
-        if probes is not None and not (isinstance(probes, torch.Tensor) and isinstance(given, (tuple, list))
-                                       and len(given) == 3 and isinstance(given[0], torch.Tensor)
-                                       and (probes is given[0] or (probes.shape == given[0].shape
-                                                                   and torch.equal(probes, given[0])))):
-            raise ValueError("x and probes[0] differ: pass the probes alone, measure(model, probes)")
-        probes = given
-    if "interp" in legacy:
-        warnings.warn("measure(interp=...) is deprecated: use interpolation=", DeprecationWarning, stacklevel=3)
-        interpolation = legacy.pop("interp")
     if isinstance(probes, torch.Tensor):
         _check_input(probes, "x")
         drawn = draw_probes(probes, delta=1.0 if delta is None else delta, cut=3 if cut is None else cut,
@@ -416,12 +391,11 @@ def _probe_set(probes, legacy: dict, delta, cut, interpolation, seed, device) ->
     return Probes(*parts), "probes.x"
 
 
-def measure(model: nn.Module, probes: Probes | Sequence[torch.Tensor] | torch.Tensor | None = None, /, *,
+def measure(model: nn.Module, probes: Probes | Sequence[torch.Tensor] | torch.Tensor, /, *,
             layers: str | Sequence[str] = "all", batch_size: int | None = None,
             dtype: torch.dtype | None = torch.float64, device: str | torch.device | None = None,
             batch_stats: bool = False, relu_convention: str = "true", delta: float | None = None,
-            cut: int | None = None, interpolation: str | None = None, seed: int | None = None,
-            **legacy: Any) -> pd.DataFrame:
+            cut: int | None = None, interpolation: str | None = None, seed: int | None = None) -> pd.DataFrame:
     """Diffeomorphism and noise stabilities of every layer of ``model``'s computation graph
     (``book/methods.md``, section "Stabilities").
 
@@ -475,13 +449,9 @@ def measure(model: nn.Module, probes: Probes | Sequence[torch.Tensor] | torch.Te
 
     Only the mean numerators are streamed; for the median variant store the outputs and call
     :func:`stability` with ``mean=False``.  The clean, deformed and noisy chunks go through the network
-    in one forward (concatenated along the batch axis).  Older call forms still work:
-    ``measure(model, None, probes=(x, x_tau, x_eta))``, ``x=`` as a keyword, ``interp=`` (deprecated) and
-    ``shuffle_channels=k`` (deprecated: measure ``shuffle_channels(model, k, generator)`` instead).
+    in one forward (concatenated along the batch axis).  The channel-shuffled control is measured as
+    ``measure(shuffle_channels(model, k, generator), probes)``.
     """
-    unknown = sorted(set(legacy) - set(_LEGACY_KEYWORDS))
-    if unknown:
-        raise TypeError(f"measure() got an unexpected keyword argument {unknown[0]!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if isinstance(layers, str):
@@ -489,12 +459,6 @@ def measure(model: nn.Module, probes: Probes | Sequence[torch.Tensor] | torch.Te
             raise ValueError(f"layers must be 'all', 'output' or a list of node names; got {layers!r}")
     elif not (isinstance(layers, (list, tuple)) and layers and all(isinstance(s, str) for s in layers)):
         raise ValueError(f"layers must be 'all', 'output' or a non-empty list of node names; got {layers!r}")
-    shuffle = legacy.pop("shuffle_channels", 0)
-    if isinstance(shuffle, bool) or shuffle not in (0, 1, 2):
-        raise ValueError(f"shuffle_channels must be 0, 1 or 2; got {shuffle!r}")
-    if shuffle:
-        warnings.warn("measure(shuffle_channels=k) is deprecated: measure shuffle_channels(model, k, generator)",
-                      DeprecationWarning, stacklevel=2)
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, minimum=1)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
@@ -509,12 +473,11 @@ def measure(model: nn.Module, probes: Probes | Sequence[torch.Tensor] | torch.Te
     if device is None:
         device = model_device(model)
         if device is None:
-            first = legacy.get("probes", legacy.get("x", probes))
-            first = first if isinstance(first, torch.Tensor) else (first[0] if isinstance(first, (tuple, list))
-                                                                  and first else None)
+            first = probes if isinstance(probes, torch.Tensor) else (probes[0] if isinstance(probes, (tuple, list))
+                                                                    and probes else None)
             device = first.device if isinstance(first, torch.Tensor) else torch.device("cpu")
     device = resolve_device(device)
-    (x0, x_tau, x_eta), xname = _probe_set(probes, legacy, delta, cut, interpolation, seed, device)
+    (x0, x_tau, x_eta), xname = _probe_set(probes, delta, cut, interpolation, seed, device)
     if seed is not None and xname != "x":
         raise ValueError("seed applies only when measure is given images x to draw probes from")
     P = x0.shape[0]
@@ -522,11 +485,7 @@ def measure(model: nn.Module, probes: Probes | Sequence[torch.Tensor] | torch.Te
     b = min(int(b), P)
 
     # ---- model (never modified: copy when something must change)
-    if shuffle:
-        work = shuffle_channels(model, mode=shuffle, generator=torch.Generator().manual_seed(0 if seed is None
-                                                                                               else int(seed)))
-        work = work.to(device=device, dtype=dtype) if dtype is not None else work.to(device)
-    elif _needs_copy(model, device, dtype):
+    if _needs_copy(model, device, dtype):
         work = copy.deepcopy(model)
         work = work.to(device=device, dtype=dtype) if dtype is not None else work.to(device)
     else:

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from .checks import check_float, check_int
+from .stability import stability
 
 __all__ = [
     "ConstantFiltersCNN", "receptive_field", "input_size", "one_hot_probes", "constant_filter_stabilities",
@@ -133,8 +134,6 @@ def input_size(kernel_size: int, stride: int, depth: int) -> int:
 def _stabilities(o: torch.Tensor, o_tau: torch.Tensor, o_eta: Sequence[torch.Tensor]) -> dict:
     """Section-3 stabilities of one layer (float64, via :func:`stabkit.stability.stability`): D, G (mean
     over the noise draws), deno, D_f, G_f, R_f."""
-    from .stability import stability
-
     D, deno = stability(o, o_tau)
     G = float(np.mean([stability(o, e)[0] for e in o_eta]))
     return {"D": D, "G": G, "deno": deno, "D_f": D / deno, "G_f": G / deno,
@@ -150,8 +149,7 @@ def one_hot_probes(kernel_size: int, stride: int, depth: int, seed: int = 0, rec
     wrap-around); ``x_tau``: the same moved by one pixel (positions ``1 .. N-1``); ``x_eta = x + eta_i``
     with ``eta_i ~ N(0, I_N)`` rescaled to the norm ``||tau x_i - x_i|| = sqrt(2)`` (or to ``eta``), then
     rectified (``ReLU``) if ``rectify_noise``. Draws from ``torch.Generator().manual_seed(seed)``.
-    Usable directly with ``stabkit.stability.measure(ConstantFiltersCNN(...).double(), None,
-    probes=one_hot_probes(...))``.
+    Usable directly with ``stabkit.stability.measure(ConstantFiltersCNN(...).double(), one_hot_probes(...))``.
     """
     seed = check_int("seed", seed, minimum=0)
     eta = None if eta is None else check_float("eta", eta, positive=True)

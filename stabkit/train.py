@@ -1,15 +1,13 @@
-"""Training: the paper's defaults per task, one screen of loop, checkpoints (``book/methods.md``, "Training").
+"""Training as data plus a loop: a frozen :class:`TrainSpec` (the paper's defaults per task) and
+:func:`train`, one screen of loop (``book/methods.md``, "Training"). Checkpoint files: ``stabkit.checkpoints``.
 
 **Public API**
+``TrainSpec.for_task(task, net="", **overrides) -> TrainSpec``  the paper's hyper-parameters, some replaced
+``train(model, {"train": ..., "test": ..., **extra}, spec, *, augment_fn, checkpoints, resume, ...) -> TrainResult``
 ``defaults(task, net="") -> dict``                       paper's training hyper-parameters for a task/net
-``train(model, train_loader, test_loader, **options) -> TrainResult``
 ``evaluate(model, loader, loss="ce") -> (mean loss, error rate)``
-``deterministic_mode(enabled)``                          context: deterministic algorithms and cuDNN flags
 ``cpu_state(model) -> state dict``                       a CPU copy of the weights
-``tf32_state() -> {"matmul", "cudnn_conv"}``              whether float32 may use TF32 (never raises)
 ``hinge_loss(out, y)``, ``make_loss(name)``, ``make_optimizer(...)``, ``make_schedule(...)``
-``save_checkpoint(path, state_dict, *, net, config_hash, **extra)``
-``load_checkpoint(path, *, net=None, config_hash=None) -> (state_dict, meta)``  (``weights_only=True``)
 
 Defaults (:func:`stabkit.protocol.training_defaults`, which this module's :func:`defaults` returns):
 
@@ -33,35 +31,26 @@ kept as a copy on the device, moved to the CPU once at the end.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import nullcontext
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
 
+from .checkpoints import CheckpointFolder
 from .checks import check_choice
+from .precision import autocast, cpu_supports_bf16, deterministic_mode, float32_flags, float32_mode, tf32_state
 from .protocol import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, TASKS, training_defaults
 
 __all__ = [
-    "TASKS", "CHECKPOINT_FORMAT", "CheckpointError", "TrainResult", "defaults", "hinge_loss", "make_loss",
-    "make_optimizer", "make_schedule", "evaluate", "train", "save_checkpoint", "load_checkpoint", "cpu_state",
-    "deterministic_mode", "tf32_state", "float32_mode", "cpu_supports_bf16", "RESUME_FILE", "RESUME_FORMAT", "resume_epoch",
+    "TASKS", "TrainSpec", "TrainResult", "defaults", "hinge_loss", "make_loss", "make_optimizer", "make_schedule",
+    "evaluate", "train", "cpu_state",
 ]
-
-#: Format tag stored in every checkpoint; checkpoints without it (or with another) are refused.
-CHECKPOINT_FORMAT = "stabkit-checkpoint/1"
-#: The training state :func:`train` writes into its ``checkpoint_dir`` while it trains (and removes when
-#: it ends), and its format tag.
-RESUME_FILE, RESUME_FORMAT = "resume.pt", "stabkit-resume/1"
 
 
 def defaults(task: str, net: str = "") -> dict[str, Any]:
@@ -71,6 +60,73 @@ def defaults(task: str, net: str = "") -> dict[str, Any]:
     batch_size, augment (tuple of names), stop_at_zero_loss`` (:func:`stabkit.protocol.training_defaults`).
     """
     return training_defaults(task, net)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How a network is trained, as data (no torch objects): the defaults are the paper's for CIFAR-10
+    CNNs; :meth:`for_task` gives another task's or net's.
+
+    ``epochs`` (>= 1); ``optimizer`` in :data:`~stabkit.protocol.OPTIMIZERS`; ``lr``, ``momentum``,
+    ``weight_decay`` (SGD: on weights only); ``schedule`` in :data:`~stabkit.protocol.SCHEDULES` (stepped per
+    epoch, :func:`make_schedule`); ``loss`` in :data:`~stabkit.protocol.LOSSES`; ``batch_size``: the
+    training loaders' (whoever builds them reads it; the loop takes batches as they come);
+    ``stop_at_zero_loss``: stop after the first epoch whose mean training loss is exactly zero;
+    ``select_on``: the evaluated loader ("test" or an extra one) whose lowest error picks the best
+    checkpoint; ``seed``: the augmentation generator's.
+
+    Arithmetic: ``precision`` in :data:`~stabkit.protocol.PRECISIONS` (``"float32"``: on CUDA strict, TF32
+    off, :func:`float32_mode`; ``"tf32"``: TF32 on, CUDA; ``"bf16"``: ``torch.autocast`` with bfloat16 on
+    the model's device for training and the per-epoch evaluation, weights, optimizer and loss float32);
+    ``fast`` (CUDA only): bf16 autocast and channels_last; ``channels_last``: batches and weights in
+    channels-last memory order (same arithmetic, another summation order), ``None``: on with ``fast`` and
+    on the CPU, where it measured 1.4-1.6x faster per step (VGG11bn, ResNet18, one thread);
+    ``deterministic``: train inside :func:`deterministic_mode` (GPU runs are not bit-reproducible otherwise;
+    no change on the CPU); ``compile`` (CUDA only): the training forward through ``torch.compile``
+    (evaluation and checkpoints use the model itself; not measured on a GPU yet).
+    """
+    epochs: int = 250
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    loss: str = "ce"
+    batch_size: int = 128
+    stop_at_zero_loss: bool = False
+    select_on: str = "test"
+    seed: int = 0
+    precision: str = "float32"
+    fast: bool = False
+    channels_last: bool | None = None
+    deterministic: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("precision", self.precision, PRECISIONS)
+        for name in ("stop_at_zero_loss", "fast", "deterministic", "compile"):
+            check_choice(name, getattr(self, name), (False, True))
+        check_choice("channels_last", self.channels_last, (None, False, True))
+        if not isinstance(self.select_on, str):
+            raise TypeError(f"select_on must be a loader name (str), got {type(self.select_on).__name__}")
+
+    @classmethod
+    def for_task(cls, task: str = "cifar10", net: str = "", **overrides: Any) -> TrainSpec:
+        """The paper's spec for ``task`` (in :data:`~stabkit.protocol.TASKS`) and ``net`` (FCNs
+        ``DenseNetL*`` use Adam), with ``overrides`` (field -> value; ``None`` keeps the default)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown TrainSpec field(s) {unknown}; fields: {sorted(known)}")
+        base = {k: v for k, v in training_defaults(task, net).items() if k in known}
+        return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def hinge_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -120,45 +176,6 @@ def make_schedule(opt: torch.optim.Optimizer, name: str = "cosine", epochs: int 
     return torch.optim.lr_scheduler.LambdaLR(opt, fn)
 
 
-def float32_mode(device_type: str, fast: bool, precision: str) -> str | None:
-    """How float32 matmuls and convolutions run in training: ``"strict"`` (TF32 off: ``precision="float32"``
-    on CUDA without ``fast``; torch's default would round cuDNN convolutions' inputs to TF32), ``"tf32"``
-    (``precision="tf32"`` on CUDA: TF32 on for both), or None (torch's flags untouched: the CPU, where
-    TF32 does not exist, and the bf16 modes)."""
-    if device_type != "cuda" or fast or precision == "bf16":
-        return None
-    return "tf32" if precision == "tf32" else "strict"
-
-
-@contextlib.contextmanager
-def _float32_flags(mode: str | None) -> Iterator[None]:
-    from .graph import strict_float32, tf32_float32
-    with (strict_float32(mode == "strict") if mode != "tf32" else tf32_float32()):
-        yield
-
-
-def _autocast(device: torch.device, fast: bool, precision: str = "float32"):
-    """bf16 autocast for ``precision="bf16"`` (CPU or CUDA) and for ``fast`` on CUDA; else nothing."""
-    if precision == "bf16" or (fast and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU has native bfloat16 arithmetic (avx512_bf16 or AMX), where ``precision="bf16"``
-    measured 1.7-1.9x faster per training step; elsewhere bf16 autocast is emulated and may be slower."""
-    try:
-        from torch.backends import cpu as _cpu
-        caps = str(_cpu.get_cpu_capability()).lower()
-    except Exception:  # noqa: BLE001 - old torch: read the flags directly
-        caps = ""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        flags = []
-    return "amx" in caps or "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 @torch.no_grad()
 def _eval_sums(model: nn.Module, loader: Iterable, loss_fn: Callable, fast: bool,
                channels_last: bool | None = None, precision: str = "float32") -> tuple[torch.Tensor, int]:
@@ -170,7 +187,7 @@ def _eval_sums(model: nn.Module, loader: Iterable, loss_fn: Callable, fast: bool
     tot_loss = tot_err = 0.0
     n = 0
     for x, y in loader:
-        with _autocast(x.device, fast, precision):
+        with autocast(x.device, fast, precision):
             out = model(x.contiguous(memory_format=torch.channels_last) if cl and x.ndim == 4 else x)
         l, e = loss_fn(out, y)
         tot_loss, tot_err, n = tot_loss + l.double() * len(y), tot_err + e, n + len(y)
@@ -186,50 +203,6 @@ def evaluate(model: nn.Module, loader: Iterable, loss: str = "ce", fast: bool = 
     sums, n = _eval_sums(model, loader, make_loss(loss), fast)
     tot_loss, tot_err = sums.tolist()
     return tot_loss / n, tot_err / n
-
-
-@contextlib.contextmanager
-def deterministic_mode(enabled: bool = True) -> Iterator[list[str]]:
-    """Within the block: ``torch.use_deterministic_algorithms(True, warn_only=True)``, cuDNN deterministic
-    and not benchmarking, and (for cuBLAS) ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless set; every flag is
-    restored afterwards. ``enabled=False`` changes nothing.
-
-    Yields a list that collects the names of the operations that have no deterministic implementation
-    and ran in the block (torch warns instead of failing: e.g. the CUDA backward of adaptive average
-    pooling), so that a run can record how deterministic it really was. On the CPU the kernels used by
-    stabkit's networks are deterministic already: results are the same with and without this mode.
-    """
-    ops: list[str] = []
-    if not enabled:
-        yield ops
-        return
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    # read by cuBLAS when its handle is created: effective if nothing ran on CUDA before in this process
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    show = warnings.showwarning
-
-    def record(message, category, filename, lineno, file=None, line=None):
-        text = str(message)
-        if category is UserWarning and "does not have a deterministic implementation" in text:
-            name = text.split(" does not have")[0].strip()
-            if name not in ops:
-                ops.append(name)
-            return
-        show(message, category, filename, lineno, file, line)
-
-    try:
-        with warnings.catch_warnings():
-            # every such op is seen in every block (not once per process); other warnings keep their filters
-            warnings.filterwarnings("always", message=".*does not have a deterministic implementation",
-                                    category=UserWarning)
-            warnings.showwarning = record
-            yield ops
-    finally:
-        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
 
 
 @dataclass
@@ -254,29 +227,6 @@ class TrainResult:
     mode: dict[str, Any] = field(default_factory=dict)
 
 
-def tf32_state() -> dict[str, bool | None]:
-    """Whether float32 matrix products (``matmul``) and cuDNN convolutions (``cudnn_conv``) may use TF32.
-
-    Read through the per-backend ``fp32_precision`` flags where torch has them (2.9 and later), else the
-    legacy ``allow_tf32`` flags, and never raises: on torch 2.9-2.11 reading a legacy flag after a write
-    through the new API (as ``stabkit.graph.strict_float32`` does) raises a "mix of the legacy and new
-    APIs" ``RuntimeError``. ``None`` where neither can be read."""
-    b = torch.backends
-
-    def read(new_obj, legacy_obj, legacy_attr):
-        prec = getattr(new_obj, "fp32_precision", None) if new_obj is not None else None
-        if prec == "tf32":
-            return True
-        if prec == "ieee":
-            return False
-        try:  # "none" (never set through the new API) or no new API: the legacy flag decides
-            return bool(getattr(legacy_obj, legacy_attr))
-        except (RuntimeError, AttributeError):
-            return None
-    return {"matmul": read(b.cuda.matmul, b.cuda.matmul, "allow_tf32"),
-            "cudnn_conv": read(getattr(b.cudnn, "conv", None), b.cudnn, "allow_tf32")}
-
-
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """A CPU copy of ``model.state_dict()`` (contiguous tensors, detached)."""
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
@@ -287,84 +237,59 @@ def _device_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, task: str = "cifar10",
-          net: str = "", epochs: int | None = None, optimizer: str | None = None, lr: float | None = None,
-          momentum: float | None = None, weight_decay: float | None = None, schedule: str | None = None,
-          loss: str | None = None, stop_at_zero_loss: bool | None = None,
+def train(model: nn.Module, loaders: Mapping[str, Iterable], spec: TrainSpec, *,
           augment_fn: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
-          extra_test_loaders: Mapping[str, Iterable] | None = None, select_on: str = "test",
-          fast: bool = False, precision: str = "float32", deterministic: bool = False, compile: bool = False,
-          channels_last: bool | None = None, seed: int = 0,
-          checkpoint_dir: str | Path | None = None, meta: Mapping[str, Any] | None = None, progress: bool = True,
-          on_epoch: Callable[[dict], None] | None = None, resume: bool = False,
-          resume_every_s: float | None = 300.0) -> TrainResult:
-    """Train ``model`` in place (it must already sit on the loaders' device).
+          checkpoints: CheckpointFolder | None = None, resume: bool = False, resume_every_s: float | None = 300.0,
+          on_epoch: Callable[[dict], None] | None = None, progress: bool = True) -> TrainResult:
+    """Train ``model`` in place (it must already sit on the loaders' device) as ``spec`` says.
 
-    ``train_loader`` / ``test_loader`` yield ``(x, y)`` batches on the device (e.g. ``data.DeviceLoader``;
-    the training loader reshuffles itself each epoch; the evaluation batch size is the test loader's, see
-    ``data.default_eval_batch_size``). Hyper-parameters left ``None`` take the paper's values from
-    :func:`defaults` for ``task`` / ``net``. ``augment_fn(x, generator)`` is applied to every training
-    batch (``generator`` seeded with ``seed``). ``extra_test_loaders`` (name -> loader) are also evaluated
-    each epoch (column ``<name>_err``); ``select_on`` names the error ("test" or one of them) whose minimum
-    picks the best checkpoint. ``fast`` (CUDA only): bf16 autocast and channels_last. ``precision``:
-    ``"float32"`` (on CUDA strict float32: TF32 off for matmuls and cuDNN convolutions during training,
-    :func:`float32_mode`), ``"tf32"`` (TF32 on for both, CUDA) or ``"bf16"`` (``torch.autocast`` with
-    bfloat16 on the model's device, CPU or CUDA, for training and the per-epoch evaluation; weights,
-    optimizer and loss stay float32). ``channels_last``:
-    image batches and weights in channels-last memory order (same arithmetic, another summation order, so
-    results agree to rounding); ``None`` turns it on with ``fast`` and on the CPU, where it measured 1.4-1.6x
-    faster per training step (VGG11bn, ResNet18, one thread). ``deterministic``:
-    train inside :func:`deterministic_mode` (GPU runs are not bit-reproducible otherwise; no change on the
-    CPU); ``TrainResult.mode`` records the mode. ``compile`` (CUDA only, off by default): the training
-    forward goes through ``torch.compile(model)`` (same parameters; evaluation and checkpoints use
-    ``model``); not measured on a GPU yet, so it is not known to pay. ``checkpoint_dir``: write ``best.pt`` and ``last.pt``
-    there (atomically; ``meta`` must then hold ``net`` and ``config_hash``; the checkpoints also record
-    ``deterministic``). ``on_epoch(row)`` is called after every epoch (e.g. a heartbeat).
+    ``loaders``: ``{"train": ..., "test": ..., **extra}``, each yielding ``(x, y)`` batches on the device
+    (e.g. ``data.DeviceLoader``; the training loader reshuffles itself each epoch; the evaluation batch
+    size is the test loader's, see ``data.default_eval_batch_size``). Every loader but ``"train"`` is
+    evaluated after each epoch (an extra one as column ``<name>_err``); ``spec.select_on`` names the one
+    whose minimum error picks the best checkpoint. ``augment_fn(x, generator)`` is applied to every
+    training batch (``generator`` seeded with ``spec.seed``). ``on_epoch(row)`` is called after every
+    epoch (e.g. a heartbeat).
 
-    Resuming: with a ``checkpoint_dir``, the training state is written to ``<checkpoint_dir>/resume.pt``
-    (atomically) after an epoch once ``resume_every_s`` seconds have passed since the last write
-    (``None``: never), and removed when training ends. ``resume=True`` continues from that file when it
-    exists: weights and batch-norm statistics, optimizer and schedule, the epochs' metrics and best
-    checkpoint so far, the random generators (the global one, which dropout draws from, and the
-    augmentation generator) and the loaders' epoch counters (``set_epoch``: a loader whose random choices
-    derive from its epoch, as ``data.DeviceLoader``'s, then yields the batches it would have yielded). On
-    the same device and thread count the result is the one of an uninterrupted run (tested on the CPU).
+    ``checkpoints``: write ``best.pt`` and ``last.pt`` there when training ends (atomically; they also
+    record ``kind``, ``epoch``, ``test_err`` and ``deterministic``), and the training state ``resume.pt``
+    after an epoch once ``resume_every_s`` seconds have passed since the last write (``None``: never),
+    removed when training ends. ``resume=True`` continues from that file when it exists: weights and
+    batch-norm statistics, optimizer and schedule, the epochs' metrics and best checkpoint so far, the
+    random generators (the global one, which dropout draws from, and the augmentation generator) and the
+    loaders' epoch counters (``set_epoch``: a loader whose random choices derive from its epoch, as
+    ``data.DeviceLoader``'s, then yields the batches it would have yielded). On the same device and
+    thread count the result is the one of an uninterrupted run (tested on the CPU).
     ``TrainResult.extra["resumed_epoch"]`` is the number of epochs read from the file (0 when it started
     afresh), ``extra["resumed_seconds"]`` the training time they took; ``seconds`` includes it. A resume
-    file of another net or run (``meta``) raises :class:`CheckpointError`.
+    file of another net or run raises :class:`~stabkit.checkpoints.CheckpointError`.
     """
-    cfg = defaults(task, net)
-    epochs = int(cfg["epochs"] if epochs is None else epochs)
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    loss = check_choice("loss", cfg["loss"] if loss is None else loss, LOSSES)
-    stop0 = cfg["stop_at_zero_loss"] if stop_at_zero_loss is None else stop_at_zero_loss
-    extra = dict(extra_test_loaders or {})
-    check_choice("select_on", select_on, ("test", *extra))
-    check_choice("deterministic", deterministic, (False, True))
-    check_choice("precision", precision, PRECISIONS)
-    opt = make_optimizer(model, cfg["optimizer"] if optimizer is None else optimizer,
-                         cfg["lr"] if lr is None else lr, cfg["momentum"] if momentum is None else momentum,
-                         cfg["weight_decay"] if weight_decay is None else weight_decay)
-    sched = make_schedule(opt, cfg["schedule"] if schedule is None else schedule, epochs)
+    if not isinstance(spec, TrainSpec):
+        raise TypeError(f"spec must be a TrainSpec (TrainSpec.for_task(task, net, ...)), got {type(spec).__name__}")
+    if not isinstance(loaders, Mapping) or "train" not in loaders or "test" not in loaders:
+        raise ValueError("loaders must be a mapping with the keys 'train' and 'test' (and extra test sets), got "
+                         + (repr(sorted(loaders)) if isinstance(loaders, Mapping) else type(loaders).__name__))
+    extra = [k for k in loaders if k not in ("train", "test")]
+    check_choice("select_on", spec.select_on, ("test", *extra))
+    ordered = [loaders[k] for k in ("train", "test", *extra)]  # the order of a resume file's loader_epochs
+    opt = make_optimizer(model, spec.optimizer, spec.lr, spec.momentum, spec.weight_decay)
+    sched = make_schedule(opt, spec.schedule, spec.epochs)
     device = next(iter(model.parameters())).device
-    if fast and device.type != "cuda":
+    if spec.fast and device.type != "cuda":
         warnings.warn("fast=True only has an effect on CUDA (bf16 autocast, channels_last); ignored", stacklevel=2)
-    fast = fast and device.type == "cuda"
-    if precision == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
+    if spec.precision == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
         warnings.warn("precision='bf16' on a CPU without native bfloat16 (no avx512_bf16 / AMX): autocast is "
                       "emulated there, measured 14x slower per step than float32 on an AVX2 CPU; use "
                       "precision='float32' on this machine", stacklevel=2)
-    check_choice("channels_last", channels_last, (None, False, True))
-    cl = (fast or device.type == "cpu") if channels_last is None else bool(channels_last)
+    fast = spec.fast and device.type == "cuda"
+    cl = (fast or device.type == "cpu") if spec.channels_last is None else spec.channels_last
+    spec = replace(spec, fast=fast, channels_last=cl)  # what takes effect on this device
     check_choice("resume", resume, (False, True))
     if resume_every_s is not None and not (isinstance(resume_every_s, (int, float)) and resume_every_s >= 0):
         raise ValueError(f"resume_every_s must be a number of seconds >= 0 or None, got {resume_every_s!r}")
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs a checkpoint_dir (where resume.pt is)")
-    resume_path = Path(checkpoint_dir) / RESUME_FILE if checkpoint_dir is not None else None
-    loaders = (train_loader, test_loader, *extra.values())
-    state = _read_resume(resume_path, meta) if resume and resume_path.is_file() else None
+    if resume and checkpoints is None:
+        raise ValueError("resume=True needs checkpoints (the CheckpointFolder where resume.pt is)")
+    state = checkpoints.read_resume() if resume else None
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -372,7 +297,7 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
         torch.set_rng_state(state["rng_cpu"])
         if device.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"], device)
-        for ld, ep in zip(loaders, state["loader_epochs"]):
+        for ld, ep in zip(ordered, state["loader_epochs"]):
             if ep is not None and hasattr(ld, "set_epoch"):
                 ld.set_epoch(ep)
     benchmark, t_start = torch.backends.cudnn.benchmark, time.perf_counter()
@@ -382,36 +307,33 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
     def snapshot(rows: list[dict], best: tuple, gen: torch.Generator) -> None:
         """Write resume.pt when ``resume_every_s`` has passed since the last write."""
         now = time.perf_counter()
-        if resume_path is None or resume_every_s is None or now - last_write[0] < resume_every_s:
+        if checkpoints is None or resume_every_s is None or now - last_write[0] < resume_every_s:
             return
-        _atomic_save({
-            "meta": {"format": RESUME_FORMAT, "net": str((meta or {}).get("net", net)),
-                     "config_hash": str((meta or {}).get("config_hash", ""))},
+        checkpoints.write_resume({
             "seconds": before + now - t_start, "rows": rows, "model": cpu_state(model),
             "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
             "best": {"score": best[0], "epoch": best[1], "state": {k: v.cpu() for k, v in best[2].items()}},
             "gen": gen.get_state(), "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "loader_epochs": [_loader_epoch(ld) for ld in loaders]}, resume_path)
+            "loader_epochs": [_loader_epoch(ld) for ld in ordered]})
         last_write[0] = time.perf_counter()
-    with _float32_flags(float32_mode(device.type, fast, precision)), \
-            deterministic_mode(bool(deterministic)) as nondeterministic_ops:
+    with float32_flags(float32_mode(device.type, fast, spec.precision)), \
+            deterministic_mode(spec.deterministic) as nondeterministic_ops:
         if cl:
             model.to(memory_format=torch.channels_last)
         if fast:
-            torch.backends.cudnn.benchmark = not deterministic
+            torch.backends.cudnn.benchmark = not spec.deterministic
         tf32 = tf32_state()
-        mode = dict(deterministic=bool(deterministic), fast=fast, channels_last=cl, device=str(device),
-                    precision="bf16" if fast or precision == "bf16" else precision,
+        compiled = spec.compile and device.type == "cuda"
+        mode = dict(deterministic=spec.deterministic, fast=fast, channels_last=cl, device=str(device),
+                    precision="bf16" if fast or spec.precision == "bf16" else spec.precision,
                     cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
-                    tf32_matmul=tf32["matmul"], tf32_cudnn=tf32["cudnn_conv"],
-                    compile=bool(compile and device.type == "cuda"))
+                    tf32_matmul=tf32["matmul"], tf32_cudnn=tf32["cudnn_conv"], compile=compiled)
         try:
-            forward = torch.compile(model) if compile and device.type == "cuda" else model
-            rows, best, stopped = _loop(model, train_loader, test_loader, extra, opt, sched, make_loss(loss),
-                                        epochs, select_on, stop0, augment_fn, fast, device, seed, progress,
-                                        str(meta.get("net", net) if meta else net) or "train", on_epoch,
-                                        forward, cl, resumed=state, snapshot=snapshot, precision=precision)
+            rows, best, stopped = _loop(
+                model, torch.compile(model) if compiled else model, loaders, spec, opt, sched,
+                augment_fn=augment_fn, device=device, resumed=state, snapshot=snapshot, on_epoch=on_epoch,
+                progress=progress, desc=checkpoints.net if checkpoints is not None and checkpoints.net else "train")
         finally:
             torch.backends.cudnn.benchmark = benchmark
             if cl:
@@ -422,12 +344,11 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable, *, ta
                       before + time.perf_counter() - t_start,
                       extra={"resumed_epoch": len(state["rows"]) if state is not None else 0,
                              "resumed_seconds": before}, mode=mode)
-    if checkpoint_dir is not None:
-        meta = dict(meta or {})
+    if checkpoints is not None:
         for kind, sd, ep in (("best", res.best_state, res.best_epoch), ("last", res.last_state, len(rows))):
-            save_checkpoint(Path(checkpoint_dir) / f"{kind}.pt", sd, **{**meta, "kind": kind, "epoch": ep,
-                            "test_err": rows[ep - 1]["test_err"], "deterministic": bool(deterministic)})
-        resume_path.unlink(missing_ok=True)  # after the checkpoints: a kill in between resumes again
+            checkpoints.save(kind, sd, epoch=ep, test_err=rows[ep - 1]["test_err"],
+                             deterministic=spec.deterministic)
+        checkpoints.drop_resume()  # after the checkpoints: a kill in between resumes again
     return res
 
 
@@ -436,64 +357,30 @@ def _loader_epoch(loader: Any) -> int | None:
     return int(ep) if isinstance(ep, int) and not isinstance(ep, bool) else None
 
 
-def _load_tagged(path: Path, fmt: str, what: str, kind: str, map_location: Any = "cpu",
-                 mmap: bool = False) -> tuple[dict, dict]:
-    """``(content, meta)`` of a file :func:`_atomic_save` wrote with ``{"meta": {"format": fmt, ...}}``;
-    :class:`CheckpointError` naming the file when it is unreadable or of another format. ``what``/``kind``:
-    the file's name in the messages ("checkpoint", "torch checkpoint" / "resume file", "torch file")."""
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except Exception as exc:  # noqa: BLE001 - any unpickling/zip failure means an unusable file
-        raise CheckpointError(f"{what} {path} is corrupted or not a {kind} "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
-    meta = obj.get("meta") if isinstance(obj, dict) else None
-    if not isinstance(meta, dict) or meta.get("format") != fmt:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"{path} is not a stabkit {what} (expected format tag {fmt!r}, found {found!r})")
-    return obj, meta
-
-
-def _read_resume(path: Path, meta: Mapping[str, Any] | None, mmap: bool = False) -> dict:
-    """The training state in ``path`` (:data:`RESUME_FILE`), checked against ``meta``'s net and run
-    (``mmap``: tensors mapped from the file, not read, for a caller that only looks at the metadata)."""
-    obj, info = _load_tagged(path, RESUME_FORMAT, "resume file", "torch file", mmap=mmap)
-    for k in ("net", "config_hash"):
-        if meta and k in meta and str(meta[k]) != info.get(k):
-            raise CheckpointError(f"resume file {path} holds {k} {info.get(k)!r}, expected {str(meta[k])!r}")
-    return obj
-
-
-def resume_epoch(path: str | Path, *, net: str | None = None, config_hash: str | None = None) -> int | None:
-    """Epochs done in the resume file ``path`` (written by :func:`train`), or ``None`` when there is none,
-    it cannot be read, or it belongs to another net or run: a state :func:`train` can continue from."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    meta = {k: v for k, v in (("net", net), ("config_hash", config_hash)) if v is not None}
-    try:
-        return len(_read_resume(path, meta, mmap=True)["rows"])
-    except (CheckpointError, KeyError, TypeError):
-        return None
-
-
-def _loop(model, train_loader, test_loader, extra, opt, sched, loss_fn, epochs, select_on, stop0, augment_fn,
-          fast, device, seed, progress, desc, on_epoch, forward, channels_last, resumed=None, snapshot=None,
-          precision="float32"):
+def _loop(model: nn.Module, forward: Callable, loaders: Mapping[str, Iterable], spec: TrainSpec,
+          opt: torch.optim.Optimizer, sched: Any, *, augment_fn: Callable | None, device: torch.device,
+          resumed: Mapping[str, Any] | None, snapshot: Callable, on_epoch: Callable | None, progress: bool,
+          desc: str) -> tuple[list[dict], tuple, bool]:
     """The epochs of :func:`train`: ``(rows, (score, epoch, state dict on the device), stopped)``.
-    ``resumed``: a resume file's content (rows, best, augmentation generator) to continue from;
-    ``snapshot(rows, best, gen)``: called after every epoch but the last."""
-    from tqdm.auto import tqdm
+    ``forward``: the model's training forward (``model`` or its compiled twin); ``spec``: with the
+    ``fast`` and ``channels_last`` that take effect; ``resumed``: a resume file's content (rows, best,
+    augmentation generator) to continue from; ``snapshot(rows, best, gen)``: called after every epoch
+    but the last."""
+    from tqdm.auto import tqdm  # not at import: tqdm.auto probes for notebook widgets
 
-    gen = torch.Generator(device=device).manual_seed(int(seed))
-    forward = model if forward is None else forward
+    loss_fn = make_loss(spec.loss)
+    train_loader, cl = loaders["train"], spec.channels_last
+    extra = [name for name in loaders if name not in ("train", "test")]
+    evaluated = [loaders["test"], *(loaders[name] for name in extra)]
+    gen = torch.Generator(device=device).manual_seed(int(spec.seed))
     rows, best, stopped = [], None, False
     if resumed is not None:
         rows = [dict(r) for r in resumed["rows"]]
         b = resumed["best"]
         best = (b["score"], b["epoch"], {k: v.to(device) for k, v in b["state"].items()})
         gen.set_state(resumed["gen"])
-    bar = tqdm(range(len(rows), epochs), desc=desc, leave=False, disable=not progress, unit="ep",
-               initial=len(rows), total=epochs)
+    bar = tqdm(range(len(rows), spec.epochs), desc=desc, leave=False, disable=not progress, unit="ep",
+               initial=len(rows), total=spec.epochs)
     for epoch in bar:  # ------------------------------------------------------------------ the loop
         model.train()
         t0, lr_now = time.perf_counter(), opt.param_groups[0]["lr"]
@@ -502,8 +389,8 @@ def _loop(model, train_loader, test_loader, extra, opt, sched, loss_fn, epochs, 
         n = 0
         for x, y in train_loader:  # nothing here waits for the device
             x = augment_fn(x, gen) if augment_fn is not None else x
-            with _autocast(device, fast, precision):
-                out = forward(x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x)
+            with autocast(device, spec.fast, spec.precision):
+                out = forward(x.contiguous(memory_format=torch.channels_last) if cl and x.ndim == 4 else x)
             l, e = loss_fn(out, y)
             opt.zero_grad(set_to_none=True)
             l.backward()
@@ -512,8 +399,8 @@ def _loop(model, train_loader, test_loader, extra, opt, sched, loss_fn, epochs, 
         sched.step()
         sums = [torch.stack([tot_loss, tot_err.to(torch.float64)])]
         counts = [n]
-        for ld in (test_loader, *extra.values()):
-            s, m = _eval_sums(model, ld, loss_fn, fast, channels_last, precision)
+        for ld in evaluated:
+            s, m = _eval_sums(model, ld, loss_fn, spec.fast, cl, spec.precision)
             sums.append(s.to(device))
             counts.append(m)
         values = torch.cat(sums).tolist()  # the one host synchronisation of the epoch
@@ -523,7 +410,7 @@ def _loop(model, train_loader, test_loader, extra, opt, sched, loss_fn, epochs, 
             row[f"{name}_err"] = values[2 * k + 1] / counts[k]
         row.update(lr=lr_now, seconds=time.perf_counter() - t0)
         rows.append(row)
-        score = row["test_err" if select_on == "test" else f"{select_on}_err"]
+        score = row["test_err" if spec.select_on == "test" else f"{spec.select_on}_err"]
         if best is None or score < best[0]:
             best = (score, epoch + 1, _device_state(model))  # a copy on the device, to the CPU at the end
         bar.set_postfix(loss=f"{row['train_loss']:.3g}", test_err=f"{row['test_err']:.3f}")
@@ -531,68 +418,10 @@ def _loop(model, train_loader, test_loader, extra, opt, sched, loss_fn, epochs, 
             on_epoch(row)
         if not math.isfinite(row["train_loss"]):
             raise FloatingPointError(f"training diverged at epoch {epoch + 1} (train loss {row['train_loss']})")
-        if stop0 and row["train_loss"] == 0.0:
+        if spec.stop_at_zero_loss and row["train_loss"] == 0.0:
             stopped = True
             break
-        if snapshot is not None and epoch + 1 < epochs:
+        if epoch + 1 < spec.epochs:
             snapshot(rows, best, gen)
     bar.close()  # ---------------------------------------------------------------------------------
     return rows, best, stopped
-
-
-# ------------------------------------------------------------------------------------------ checkpoints
-class CheckpointError(ValueError):
-    """A checkpoint file is corrupted, is not a stabkit checkpoint, or belongs to another run/net."""
-
-
-def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor], *, net: str, config_hash: str,
-                    **extra: Any) -> Path:
-    """Write ``{"meta": {format, net, config_hash, **extra}, "state_dict": ...}`` atomically (tmp + replace).
-
-    ``extra`` values must be plain Python scalars/strings so that the file loads with ``weights_only=True``.
-    """
-    path = Path(path)
-    meta = {"format": CHECKPOINT_FORMAT, "net": str(net), "config_hash": str(config_hash)}
-    for k, v in extra.items():
-        if not (v is None or isinstance(v, (str, int, float, bool))):
-            raise ValueError(f"checkpoint metadata {k!r} must be a str/int/float/bool/None, got {type(v).__name__}")
-        meta[k] = v
-    sd = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in state_dict.items()}
-    return _atomic_save({"meta": meta, "state_dict": sd}, path)
-
-
-def _atomic_save(obj: Any, path: Path) -> Path:
-    """``torch.save`` to a temporary file, fsync, then rename over ``path``: a kill leaves the old file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def load_checkpoint(path: str | Path, *, net: str | None = None, config_hash: str | None = None,
-                    map_location: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load a checkpoint written by :func:`save_checkpoint` with ``torch.load(..., weights_only=True)``.
-
-    Raises :class:`CheckpointError` (a ``ValueError``) naming the file when it is missing, truncated or
-    corrupted, not a stabkit checkpoint (no/other format tag), or when ``net`` / ``config_hash`` are given
-    and differ from the ones it records.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    obj, meta = _load_tagged(path, CHECKPOINT_FORMAT, "checkpoint", "torch checkpoint", map_location)
-    if not isinstance(obj.get("state_dict"), dict):
-        raise CheckpointError(f"{path} is not a stabkit checkpoint (expected format tag {CHECKPOINT_FORMAT!r}, "
-                              f"found {meta.get('format')!r})")
-    if net is not None and meta.get("net") != net:
-        raise CheckpointError(f"checkpoint {path} holds net {meta.get('net')!r}, expected {net!r}")
-    if config_hash is not None and meta.get("config_hash") != config_hash:
-        raise CheckpointError(f"checkpoint {path} belongs to run {meta.get('config_hash')!r}, "
-                              f"expected {config_hash!r}")
-    return obj["state_dict"], meta

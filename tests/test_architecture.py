@@ -1,6 +1,6 @@
 """The import structure of stabkit follows its layers (ARCHITECTURE.md): parsed with ``ast``, nothing imported.
 
-- Layers, lowest first: ``checks, atomic, protocol`` < ``transforms, graph, laplacian, nets, data``
+- Layers, lowest first: ``checks, atomic, checkpoints, protocol`` < ``transforms, graph, laplacian, nets, data, precision``
   < ``stability, invariance, train`` < ``robustness, theory`` (the core; theory measures its constant-filter
   nets with ``stability``) < ``runs`` (and the CLI ``__main__``)
   < ``report`` (notebook support) < ``tools/`` (the book's build tool, outside the package). A module
@@ -20,8 +20,8 @@ PACKAGE = REPO / "stabkit"
 
 #: Rank of each top-level module or subpackage of stabkit (a higher rank may import a lower one).
 LAYERS = {
-    "checks": 0, "atomic": 0, "protocol": 0,
-    "transforms": 1, "graph": 1, "laplacian": 1, "nets": 1, "data": 1,
+    "checks": 0, "atomic": 0, "checkpoints": 0, "protocol": 0,
+    "transforms": 1, "graph": 1, "laplacian": 1, "nets": 1, "data": 1, "precision": 1,
     "stability": 2, "invariance": 2, "train": 2, "batchnorm": 2,
     "robustness": 3, "theory": 3,
     "runs": 4, "__main__": 4,

@@ -22,7 +22,7 @@ def test_naive_measure_agrees_with_stabkit():
     model = build("lenet").eval()
     probes = draw_probes(torch.randn(6, 3, 32, 32), seed=0)
     ref = naive.measure_float64(model, *probes)
-    table = measure(model, None, probes=probes)
+    table = measure(model, probes)
     assert bench_measure.max_rel_diff(table, ref) < 1e-9
 
 

@@ -411,7 +411,7 @@ def test_code_commit_travels_without_git(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------ 8: strict float32 training
 def test_float32_training_is_strict_on_cuda():
     """The gpu scale's "float32 training" must not run TF32 convolutions (torch's default on cuDNN)."""
-    from stabkit.train import float32_mode
+    from stabkit.precision import float32_mode
     assert float32_mode("cuda", False, "float32") == "strict"
     assert float32_mode("cuda", False, "tf32") == "tf32"
     assert float32_mode("cuda", True, "float32") is None and float32_mode("cuda", False, "bf16") is None
@@ -439,7 +439,8 @@ def test_train_applies_the_float32_mode(monkeypatch):
     x = torch.randn(8, 1, 8, 8)
     y = torch.randint(0, 10, (8,))
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-    res = T.train(model, [(x, y)], [(x, y)], task="twopoints", net="LeNet", epochs=1, loss="ce", progress=False)
+    spec = T.TrainSpec.for_task("twopoints", "LeNet", epochs=1, loss="ce")
+    res = T.train(model, {"train": [(x, y)], "test": [(x, y)]}, spec, progress=False)
     assert entered == [True] and res.mode["precision"] == "float32"
 
 
@@ -453,7 +454,7 @@ def test_cuda_float32_training_runs_without_tf32():
     import torch
 
     import stabkit.train as T
-    from stabkit.train import tf32_state
+    from stabkit.precision import tf32_state
     seen = []
 
     class Probe(torch.nn.Module):
@@ -466,7 +467,7 @@ def test_cuda_float32_training_runs_without_tf32():
         seen.clear()
         model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), Probe(), torch.nn.Flatten(),
                                     torch.nn.Linear(72, 10)).cuda()
-        res = T.train(model, [(x, y)], [(x, y)], task="twopoints", net="LeNet", epochs=1, loss="ce",
-                      precision=precision, progress=False)
+        spec = T.TrainSpec.for_task("twopoints", "LeNet", epochs=1, loss="ce", precision=precision)
+        res = T.train(model, {"train": [(x, y)], "test": [(x, y)]}, spec, progress=False)
         assert seen and all(s == {"matmul": want, "cudnn_conv": want} for s in seen), (precision, seen[:2])
         assert res.mode["tf32_cudnn"] is want and res.mode["precision"] == precision

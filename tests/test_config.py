@@ -35,6 +35,36 @@ def test_keys_of_existing_runs_never_change():
     assert runs.load_sweep("fig1_noise_corrupted_cifar", "tiny").keys == ["f59b6c277bfc", "7829321d9885"]
 
 
+def test_every_committed_configuration_keeps_its_key():
+    """Each run of results/*/*/runs.parquet: its committed configuration gives its committed key."""
+    import pandas as pd
+    n = 0
+    for index in sorted((Path(__file__).resolve().parents[1] / "results").glob("*/*/runs.parquet")):
+        for key, config in zip(*pd.read_parquet(index)[["key", "config"]].T.values):
+            assert RunConfig.from_dict(json.loads(config)).key == key, (index, key)
+            n += 1
+    assert n > 100
+
+
+def test_a_renamed_option_keeps_the_key_it_had():
+    """``interp`` became ``interpolation`` (issue 24): the key hashes the old name (KEY_SPELLINGS), a
+    config.json written before reads as the new one, giving both is refused."""
+    from stabkit.runs.config import KEY_SPELLINGS, key_spelling
+    assert KEY_SPELLINGS == {"net_options": {"interpolation": "interp"}}
+    base = dict(task="cifar10", net="LowRes-ResNet18", epochs=15, width_factor=0.125,
+                measure=["resolution", "accuracy"], states=["trained"], options={"resolution": {"targets": [8, 16, 24, 32]},
+                                              "accuracy": {"families": {"pixelate": {"magnitudes": [1, 2, 4, 8]}}}})
+    new = RunConfig(**base, net_options={"source_size": 16, "interpolation": "nearest"})
+    old = RunConfig.from_dict({**new.to_dict(), "net_options": {"source_size": 16, "interp": "nearest"}})
+    assert new.key == old.key == "4f141c8d8f95"  # committed in results/probe_resolution/cpu
+    assert old.net_options == {"source_size": 16, "interpolation": "nearest"} and old == new
+    assert new.to_dict()["net_options"] == {"source_size": 16, "interpolation": "nearest"}
+    assert key_spelling(new.to_dict())["net_options"] == {"source_size": 16, "interp": "nearest"}
+    assert runs.training_key(new.to_dict()) == runs.training_key(old.to_dict()) == new.training_key
+    with pytest.raises(ValueError, match="net_options gives both 'interp' and 'interpolation'"):
+        RunConfig(**base, net_options={"interp": "nearest", "interpolation": "nearest"})
+
+
 def test_precision_is_in_the_key_only_when_not_float32():
     base = RunConfig(task="cifar10", net="VGG11")
     assert RunConfig(task="cifar10", net="VGG11", precision="float32").key == base.key == "3290788df66f"

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from stabkit import runs, train as T
+from stabkit import checkpoints as C, runs, train as T
 
 TINY = dict(task="twopoints", net="LeNet", ptr=64, test_size=64, epochs=1, P=8, width_factor=0.25,
             batch_size=32)
@@ -37,7 +37,7 @@ def test_run_writes_tables_and_is_not_redone(tmp_path):
     assert set(pd.read_parquet(path / "spectra.parquet").state) == {"init", "trained"}
     summ = pd.read_parquet(path / "summary.parquet").iloc[0]
     assert summ.status == "done" and summ.device == "cpu" and summ.wall_seconds > 0
-    assert T.load_checkpoint(path / "best.pt", config_hash=cfg.key)[1]["net"] == "LeNet"
+    assert C.load_checkpoint(path / "best.pt", config_hash=cfg.key)[1]["net"] == "LeNet"
     mtimes = {p.name: p.stat().st_mtime_ns for p in path.iterdir()}
     assert runs.run(cfg, tmp_path, device="cpu", progress=False) == path
     assert {p.name: p.stat().st_mtime_ns for p in path.iterdir()} == mtimes
@@ -70,15 +70,15 @@ def test_remeasure_checks_the_checkpoint_like_a_run(tmp_path):
     path = runs.run(cfg, tmp_path, device="cpu", progress=False)
     raw = (path / "best.pt").read_bytes()
     (path / "best.pt").write_bytes(raw[:100])
-    with pytest.raises(T.CheckpointError, match="corrupted"):
+    with pytest.raises(C.CheckpointError, match="corrupted"):
         runs.remeasure(path, device="cpu")
-    T.save_checkpoint(path / "best.pt", torch.nn.Linear(2, 2).state_dict(), net="VGG11", config_hash="x")
-    with pytest.raises(T.CheckpointError, match="holds net"):
+    C.save_checkpoint(path / "best.pt", torch.nn.Linear(2, 2).state_dict(), net="VGG11", config_hash="x")
+    with pytest.raises(C.CheckpointError, match="holds net"):
         runs.remeasure(path, device="cpu")
     # the right net but the checkpoint of another run (e.g. a copied folder)
     other = runs.run(tiny(seed=5, measure=(), states=()), tmp_path, device="cpu", progress=False)
     (path / "best.pt").write_bytes((other / "best.pt").read_bytes())
-    with pytest.raises(T.CheckpointError, match="belongs to run"):
+    with pytest.raises(C.CheckpointError, match="belongs to run"):
         runs.remeasure(path, device="cpu")
 
 
@@ -119,6 +119,31 @@ def test_builtin_measurements_run_without_grad(tmp_path, monkeypatch):
     path = runs.run(tiny(measure=("spectra",), states=("trained",)), tmp_path, device="cpu", progress=False)
     runs.remeasure(path, device="cpu")
     assert grad == [False, False]
+
+
+def test_measurements_declare_their_tables_gradients_and_probes(tmp_path):
+    """The facts live where a measurement is registered; the store's table lists and the loop read them."""
+    from stabkit.runs import measurements as M, store
+    facts = M.MEASUREMENT_FACTS
+    assert {n for n, f in facts.items() if not f.grad} >= {"output", "layers", "spectra"}
+    assert facts["accuracy"].grad and facts["invariance"].optional_tables == ("invariance_act",)
+    assert {n for n, f in facts.items() if f.probes} == {"output", "layers"}
+    assert store.MEASUREMENT_TABLES["resolution"] == ("resolution",)
+    assert set(store.KNOWN_TABLES) == {"metrics", "output", "layers", "spectra", "summary", "accuracy", "invariance",
+                                       "invariance_act", "resolution"}
+
+    @runs.register_measurement("test_declared", tables=["declared"], grad=False, overwrite=True)
+    def declared(model, cfg, ctx):
+        return {"declared": pd.DataFrame({"grad": [torch.is_grad_enabled()]})}
+
+    assert M.measurement_tables("test_declared") == ("declared",) and "declared" in M.known_tables()
+    assert store.expected_tables({"states": ["trained"], "measure": ["test_declared", "output"]}) == [
+        "metrics", "summary", "declared", "output"]
+    path = runs.run(tiny(measure=("test_declared",), states=("trained",)), tmp_path, device="cpu", progress=False)
+    assert not pd.read_parquet(path / "declared.parquet").grad.any()  # grad=False: under no_grad
+    for bad, match in (({"tables": "declared"}, "tables must be a sequence"), ({"grad": "no"}, "grad must be")):
+        with pytest.raises(ValueError, match=match):
+            runs.register_measurement("test_bad", overwrite=True, **bad)
 
 
 def test_registered_augmentation_is_applied(tmp_path):
@@ -198,9 +223,9 @@ def test_a_network_is_trained_once_for_all_runs_that_measure_it(tmp_path, monkey
     assert summ.trained_by == first.name and donor.trained_by == ""
     assert summ.best_test_err == donor.best_test_err and summ.epochs_run == donor.epochs_run
     pd.testing.assert_frame_equal(pd.read_parquet(path / "metrics.parquet"), pd.read_parquet(first / "metrics.parquet"))
-    sd, meta = T.load_checkpoint(path / "best.pt", config_hash=cfg.key, net="LeNet")
+    sd, meta = C.load_checkpoint(path / "best.pt", config_hash=cfg.key, net="LeNet")
     assert meta["trained_by"] == first.name
-    ref, _ = T.load_checkpoint(first / "best.pt")
+    ref, _ = C.load_checkpoint(first / "best.pt")
     assert all(torch.equal(sd[k], ref[k]) for k in ref)
     # the measurement equals a run that trains its own copy of the network
     alone = runs.run(cfg, tmp_path / "alone", device="cpu", progress=False)
@@ -239,7 +264,7 @@ def test_an_interrupted_run_resumes_its_training(tmp_path, monkeypatch, capsys):
     with pytest.raises(_Killed):
         runs.run(cfg, tmp_path / "cut", device="cpu", progress=False)
     path = tmp_path / "cut" / cfg.key
-    assert runs.run_state(path) == "interrupted" and (path / T.RESUME_FILE).is_file()
+    assert runs.run_state(path) == "interrupted" and (path / C.RESUME_FILE).is_file()
     from stabkit.__main__ import main
     spec = tmp_path / "one.yaml"  # the dry run says where the training will resume
     spec.write_text("name: one\nscales:\n  tiny:\n    base: " + json.dumps(cfg.to_dict()) + "\n")
@@ -249,7 +274,7 @@ def test_an_interrupted_run_resumes_its_training(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(T, "train", real)
     assert runs.run(cfg, tmp_path / "cut", device="cpu", progress=False) == path
     summ = pd.read_parquet(path / "summary.parquet").iloc[0]
-    assert summ.resumed_epoch == 2 and summ.epochs_run == 4 and not (path / T.RESUME_FILE).exists()
+    assert summ.resumed_epoch == 2 and summ.epochs_run == 4 and not (path / C.RESUME_FILE).exists()
     assert pd.read_parquet(ref / "summary.parquet").iloc[0].resumed_epoch == 0
     for t in ("metrics", "output", "layers", "spectra"):  # as if never interrupted
         a, b = pd.read_parquet(ref / f"{t}.parquet"), pd.read_parquet(path / f"{t}.parquet")
@@ -262,7 +287,7 @@ def test_an_interrupted_run_resumes_its_training(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(T, "train", real)
     other = tmp_path / "cut" / tiny(epochs=4, stop_at_zero_loss=False, seed=9).key
     other.mkdir()
-    shutil.copy(path / T.RESUME_FILE, other / T.RESUME_FILE)  # a state that belongs to another run
+    shutil.copy(path / C.RESUME_FILE, other / C.RESUME_FILE)  # a state that belongs to another run
     runs.run(cfg, tmp_path / "cut", device="cpu", progress=False, force=True)
     assert pd.read_parquet(path / "summary.parquet").iloc[0].resumed_epoch == 0
     runs.run(tiny(epochs=4, stop_at_zero_loss=False, seed=9), tmp_path / "cut", device="cpu", progress=False)

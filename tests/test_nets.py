@@ -26,8 +26,7 @@ def test_names_are_the_papers_plus_lowres():
     assert nets.list_models(kind="cnn1d") == ["CNN1D"]
     assert nets.list_models(kind="fcn") == ["DenseNetL2", "DenseNetL4", "DenseNetL6"]
     assert nets.list_models(family="ResNet") == ["ResNet18", "ResNet34", "ResNet50"] + LOWRES[:3]
-    with pytest.warns(DeprecationWarning, match="list_models"):
-        assert nets.NAMES == tuple(nets.list_models())
+    assert not hasattr(nets, "NAMES")  # list_models() is the one API
 
 
 def test_registry_complete_on_import():
@@ -54,6 +53,19 @@ def test_model_info_is_metadata_not_module_attributes():
     assert not hasattr(m, "name") and not hasattr(m, "input_shape")  # nothing patched onto the module
     with pytest.raises(ValueError, match="list_models"):
         nets.model_info("VGG12")
+
+
+def test_the_kind_fcn_agrees_with_the_torch_free_protocol_rule():
+    """Training defaults (Adam for FCNs) are chosen from the name while a sweep loads without torch; the
+    registry refuses a registration that would disagree with that rule."""
+    from stabkit.protocol import is_fully_connected
+    for name in nets.list_models():
+        assert is_fully_connected(name) == (nets.model_info(name)["kind"] == "fcn"), name
+    with pytest.raises(ValueError, match="kind 'fcn' of network 'MyMLP' disagrees"):
+        nets.register("MyMLP", kind="fcn")
+    with pytest.raises(ValueError, match="kind 'cnn' of network 'DenseNetL9' disagrees"):
+        nets.register("DenseNetL9")
+    assert "MyMLP" not in nets.list_models() and "DenseNetL9" not in nets.list_models()
 
 
 @pytest.mark.parametrize("name", IMAGE_NETS)
@@ -235,7 +247,7 @@ def test_lowres_nets_resample_inside():
     torch.manual_seed(0)
     m = nets.build("LowRes-ResNet18", width_factor=0.125, source_size=16).eval()
     assert isinstance(m, nets.AtResolution) and m.source_size == 16
-    assert m.resampling() == {"interp": "bilinear", "antialias": True, "blur_sigma": 0.0}
+    assert m.resampling() == {"interpolation": "bilinear", "antialias": True, "blur_sigma": 0.0}
     x = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(m(x), m.net(resize(x, 16)), atol=1e-6)
@@ -244,8 +256,8 @@ def test_lowres_nets_resample_inside():
     assert [n.target.__name__ for n in gm.graph.nodes if n.op == "call_function"][0] == "_resample"
     with torch.no_grad():
         torch.testing.assert_close(gm(x), m(x))
-    with pytest.raises(ValueError, match="interp"):
-        nets.build("LowRes-ResNet18", width_factor=0.125, interp="lanczos")
+    with pytest.raises(ValueError, match="interpolation"):
+        nets.build("LowRes-ResNet18", width_factor=0.125, interpolation="lanczos")
     for bad in (0, 16.5, True):
         with pytest.raises(ValueError, match="source_size"):
             nets.build("LowRes-ResNet18", width_factor=0.125, source_size=bad)

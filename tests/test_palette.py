@@ -20,7 +20,7 @@ def _close_figures():
 def test_palette_covers_every_network_with_distinct_styles():
     from stabkit import nets
 
-    names = nets.list_models() if hasattr(nets, "list_models") else nets.NAMES
+    names = nets.list_models()
     assert set(names) <= set(palette.NET_STYLES) | {n for n in names if n.split("-")[-1] in palette.NET_STYLES}
     colours = [c for c, _ in palette.NET_STYLES.values()]
     assert len(set(colours)) == len(colours), "two architectures share a colour"

@@ -88,8 +88,8 @@ def test_rotate_refuses_strings_and_nan_images():
     bad[1, 0, 3, 3] = float("nan")
     with pytest.raises(ValueError, match="finite"):  # was silently rotated (NaN spreads by interpolation)
         rotate(bad, 30)
-    with pytest.warns(DeprecationWarning, match="interpolation"):
-        assert torch.equal(rotate(x, 30, interp="nearest"), rotate(x, 30, "nearest"))
+    with pytest.raises(TypeError, match="interp"):
+        rotate(x, 30, interp="nearest")
 
 
 # --------------------------------------------------------------------------------------- patch shuffle

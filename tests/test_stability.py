@@ -226,7 +226,7 @@ def test_measure_reproducible_and_float32(small):
     for col in ("D_f", "G_f", "R_f"):
         assert ((c[col] - a[col]).abs() / a[col]).max() < 1e-4
     # explicit probes give the same numbers as the seed that made them
-    pd.testing.assert_frame_equal(a, measure(small, None, probes=draw_probes(x, seed=4)))
+    pd.testing.assert_frame_equal(a, measure(small, draw_probes(x, seed=4)))
 
 
 def test_measure_1d_conv_net_with_probes():
@@ -237,7 +237,7 @@ def test_measure_1d_conv_net_with_probes():
     xe = noisy_batch(x, xt, generator=gen(1))
     df = measure(net, Probes(x, xt, xe))
     assert list(df.layer) == ["0", "1", "2", "4"]  # "3" (Flatten) repeats the pooled values
-    pd.testing.assert_frame_equal(df, measure(net, None, probes=(x, xt, xe)))  # the older call form
+    pd.testing.assert_frame_equal(df, measure(net, (x, xt, xe)))  # any three tensors
     with torch.no_grad():
         D, deno = stability(net(x), net(xt))
         G, _ = stability(net(x), net(xe))
@@ -299,15 +299,6 @@ def test_shuffle_mode2_permutes_output_channels_too():
     assert _perm_between(w[po], ws, axis=1) is not None
 
 
-def test_measure_shuffle_uses_seeded_copy(small):
-    x = torch.randn(6, 3, 8, 8, generator=gen(8))
-    with pytest.warns(DeprecationWarning, match="shuffle_channels"):
-        a = measure(small, x, seed=3, shuffle_channels=1)
-    b = measure(shuffle_channels(small, 1, generator=gen(3)), x, seed=3)
-    pd.testing.assert_frame_equal(a, b)
-    assert not measure(small, x, seed=3).D.equals(a.D)
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_measure_cuda_matches_cpu(small):
     x = torch.randn(6, 3, 8, 8, generator=gen(8))
@@ -331,14 +322,13 @@ def test_measure_cuda_matches_cpu(small):
     (lambda m: measure(m, torch.zeros(4, 3, 8, 8), interpolation="bicubic"), "interpolation"),
     (lambda m: measure(m, torch.zeros(4, 3, 8, 8), delta=-1.0), "delta"),
     (lambda m: measure(m, torch.zeros(4, 3, 8, 8), cut=1), "cut"),
-    (lambda m: measure(m, torch.zeros(4, 3, 8, 8), shuffle_channels=3), "shuffle_channels"),
     (lambda m: measure(m, draw_probes(torch.zeros(4, 3, 8, 8)), delta=2.0), "delta"),
     (lambda m: measure(m, draw_probes(torch.zeros(4, 3, 8, 8)), seed=2), "seed"),
     (lambda m: measure(m, torch.zeros(4, 3, 8, 8), relu_convention="post"), "relu_convention"),
     (lambda m: measure(m, None), "probes"),
     (lambda m: measure(m, torch.zeros(4, 3, 8, 8), batch_size=0), "batch_size"),
-    (lambda m: measure(m, None, probes=(torch.zeros(4, 3, 8, 8),) * 2), "probes"),
-    (lambda m: measure(m, None, probes=(torch.zeros(4, 3, 8, 8),) * 2 + (torch.zeros(3, 3, 8, 8),)), "probes"),
+    (lambda m: measure(m, (torch.zeros(4, 3, 8, 8),) * 2), "probes"),
+    (lambda m: measure(m, (torch.zeros(4, 3, 8, 8),) * 2 + (torch.zeros(3, 3, 8, 8),)), "probes"),
     (lambda m: measure(m, torch.zeros(4, 3, 8)), "x"),
     (lambda m: shuffle_channels(m, mode=5), "mode"),
 ])
@@ -371,15 +361,18 @@ def test_draw_probes_returns_probes_and_measure_takes_them(small):
     assert all(t.dtype == torch.float64 and t.shape == x.shape for t in probes)
     again = draw_probes(x, seed=4)  # a seed is a CPU generator seeded with it
     assert all(torch.equal(a, b) for a, b in zip(probes, again))
-    with pytest.warns(DeprecationWarning):  # old spellings still draw the same probes
-        old = draw_probes(x, interp="linear", seed=4)
-    assert all(torch.equal(a, b) for a, b in zip(probes, old))
+    with pytest.raises(TypeError, match="interp"):  # one spelling: interpolation
+        draw_probes(x, interp="bilinear", seed=4)
+    with pytest.raises(ValueError, match="interpolation.*bilinear"):
+        draw_probes(x, interpolation="linear", seed=4)
     table = measure(small, probes)
     pd.testing.assert_frame_equal(table, measure(small, x, seed=4))  # images: drawn with the defaults
-    pd.testing.assert_frame_equal(table, measure(small, None, probes=probes))  # the older call form
     pd.testing.assert_frame_equal(table, measure(small, tuple(probes)))
-    with pytest.raises(TypeError, match="unexpected keyword"):
-        measure(small, probes, layer="all")
+    for bad in ({"layer": "all"}, {"x": x}, {"interp": "bilinear"}, {"shuffle_channels": 1}):
+        with pytest.raises(TypeError, match="unexpected keyword"):
+            measure(small, probes, **bad)
+    with pytest.raises(TypeError, match="positional"):  # the probes are the second positional argument
+        measure(small, probes=probes)
 
 
 # ------------------------------------------------------------------------------ checks of the input

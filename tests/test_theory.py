@@ -166,7 +166,7 @@ def test_measure_sees_every_layer_and_agrees():
 
     from stabkit.theory import one_hot_probes
     net = ConstantFiltersCNN(3, 2, 3, bias=0.01).double()
-    table = measure(net, None, probes=one_hot_probes(3, 2, 3, seed=0))
+    table = measure(net, one_hot_probes(3, 2, 3, seed=0))
     assert {f"features.{i}" for i in range(6)} <= set(table.layer)  # every conv and ReLU node
     ours = constant_filter_stabilities(3, 2, 3, seeds=1, bias=0.01)
     for l in range(1, 4):

@@ -1,5 +1,5 @@
-"""stabkit.train: paper defaults, losses, optimiser groups, schedule, loop, checkpoints, determinism, no host
-synchronisation inside an epoch (book/methods.md, "Training")."""
+"""stabkit.train, stabkit.checkpoints and stabkit.precision: paper defaults, the training spec, losses, optimiser groups, schedule,
+loop, checkpoints, determinism, no host synchronisation inside an epoch (book/methods.md, "Training")."""
 import math
 import warnings
 
@@ -7,7 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from stabkit import train as T
+from stabkit import checkpoints as C, train as T
+from stabkit.checkpoints import CheckpointFolder
+from stabkit.precision import deterministic_mode
+from stabkit.train import TrainSpec
 
 
 def test_defaults_follow_the_paper():
@@ -24,6 +27,24 @@ def test_defaults_follow_the_paper():
     for task in T.TASKS:
         for net in ("VGG11", "DenseNetL2"):
             assert T.defaults(task, net) == training_defaults(task, net)  # one table, in stabkit.protocol
+
+
+def test_train_spec_is_the_paper_s_defaults_with_overrides():
+    assert TrainSpec() == TrainSpec.for_task("cifar10", "VGG11")
+    s = TrainSpec.for_task("twopoints", "VGG11bn", epochs=7, lr=None)
+    assert (s.lr, s.epochs, s.loss, s.stop_at_zero_loss, s.batch_size) == (0.05, 7, "hinge", True, 128)
+    assert TrainSpec.for_task("cifar10", "DenseNetL4").optimizer == "adam"
+    with pytest.raises(TypeError, match="unknown TrainSpec field.*'lrate'"):
+        TrainSpec.for_task("cifar10", lrate=0.1)
+    for bad, match in (({"epochs": 0}, "epochs"), ({"optimizer": "rmsprop"}, "optimizer.*sgd"),
+                       ({"schedule": "step"}, "schedule"), ({"channels_last": "yes"}, "channels_last"),
+                       ({"deterministic": "yes"}, "deterministic")):
+        with pytest.raises(ValueError, match=match):
+            TrainSpec(**bad)
+    with pytest.raises(TypeError, match="spec must be a TrainSpec"):
+        T.train(nn.Linear(4, 2), {"train": [], "test": []}, {"epochs": 1})
+    with pytest.raises(ValueError, match="loaders must be a mapping with the keys 'train' and 'test'"):
+        T.train(nn.Linear(4, 2), ([], []), TrainSpec(epochs=1))
 
 
 def test_hinge_loss_and_errors():
@@ -77,20 +98,25 @@ def _batches(x, y, bs=32):
     return [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(y), bs)]
 
 
+def _ld(train, test, **extra):
+    return {"train": train, "test": test, **extra}
+
+
 def test_train_loop_metrics_best_and_zero_loss_stop(tmp_path):
     torch.manual_seed(0)
     model = nn.Linear(4, 1)
     x, y = _blobs()
-    res = T.train(model, _batches(x, y), _batches(*_blobs(seed=1)), task="twopoints", net="lin", epochs=50,
-                  lr=0.05, progress=False, checkpoint_dir=tmp_path, meta={"net": "lin", "config_hash": "abc"})
+    res = T.train(model, _ld(_batches(x, y), _batches(*_blobs(seed=1))),
+                  TrainSpec.for_task("twopoints", "lin", epochs=50, lr=0.05), progress=False,
+                  checkpoints=CheckpointFolder(tmp_path, "lin", "abc"))
     assert list(res.metrics.columns) == ["epoch", "train_loss", "train_err", "test_loss", "test_err", "lr", "seconds"]
     assert res.stopped_early and len(res.metrics) < 50  # separable: hinge loss reaches exactly 0
     assert res.metrics.train_loss.iloc[-1] == 0.0 and (res.metrics.train_loss.iloc[:-1] > 0).all()
     assert res.best_test_err == res.metrics.test_err.min()
-    sd, meta = T.load_checkpoint(tmp_path / "best.pt", net="lin", config_hash="abc")
-    assert meta["kind"] == "best" and meta["epoch"] == res.best_epoch and meta["format"] == T.CHECKPOINT_FORMAT
+    sd, meta = C.load_checkpoint(tmp_path / "best.pt", net="lin", config_hash="abc")
+    assert meta["kind"] == "best" and meta["epoch"] == res.best_epoch and meta["format"] == C.CHECKPOINT_FORMAT
     assert torch.equal(sd["weight"], res.best_state["weight"])
-    sd_last, meta_last = T.load_checkpoint(tmp_path / "last.pt")
+    sd_last, meta_last = CheckpointFolder(tmp_path, "lin", "abc").load("last")
     assert meta_last["epoch"] == len(res.metrics) and torch.equal(sd_last["weight"], model.weight.detach())
 
 
@@ -100,7 +126,7 @@ def test_train_is_deterministic_on_cpu():
         model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 2))
         x, y = _blobs()
         noise = lambda b, g: b + 0.1 * torch.randn(b.shape, generator=g)  # noqa: E731
-        return T.train(model, _batches(x, y), _batches(x, y), epochs=3, augment_fn=noise, seed=5,
+        return T.train(model, _ld(_batches(x, y), _batches(x, y)), TrainSpec(epochs=3, seed=5), augment_fn=noise,
                        progress=False).metrics.drop(columns="seconds")
     a, b = once(), once()
     assert a.equals(b)
@@ -109,42 +135,44 @@ def test_train_is_deterministic_on_cpu():
 def test_select_on_extra_test_set():
     torch.manual_seed(0)
     x, y = _blobs()
-    res = T.train(nn.Linear(4, 2), _batches(x, y), _batches(x, y), epochs=2, progress=False,
-                  extra_test_loaders={"other": _batches(x, 1 - y)}, select_on="other")
+    res = T.train(nn.Linear(4, 2), _ld(_batches(x, y), _batches(x, y), other=_batches(x, 1 - y)),
+                  TrainSpec(epochs=2, select_on="other"), progress=False)
     assert "other_err" in res.metrics and res.best_test_err == res.metrics.test_err[res.best_epoch - 1]
     with pytest.raises(ValueError, match="select_on"):
-        T.train(nn.Linear(4, 2), _batches(x, y), _batches(x, y), epochs=1, progress=False, select_on="nope")
+        T.train(nn.Linear(4, 2), _ld(_batches(x, y), _batches(x, y)), TrainSpec(epochs=1, select_on="nope"),
+                progress=False)
 
 
 def test_corrupted_and_foreign_checkpoints_are_refused(tmp_path):
     sd = nn.Linear(3, 2).state_dict()
-    good = T.save_checkpoint(tmp_path / "good.pt", sd, net="LeNet", config_hash="k1", epoch=3)
-    assert T.load_checkpoint(good, net="LeNet", config_hash="k1")[1]["epoch"] == 3
+    good = C.save_checkpoint(tmp_path / "good.pt", sd, net="LeNet", config_hash="k1", epoch=3)
+    assert C.load_checkpoint(good, net="LeNet", config_hash="k1")[1]["epoch"] == 3
     raw = good.read_bytes()
     (tmp_path / "trunc.pt").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(T.CheckpointError, match="corrupted"):
-        T.load_checkpoint(tmp_path / "trunc.pt")
+    with pytest.raises(C.CheckpointError, match="corrupted"):
+        C.load_checkpoint(tmp_path / "trunc.pt")
     (tmp_path / "text.pt").write_text("not a checkpoint")
-    with pytest.raises(T.CheckpointError, match="corrupted"):
-        T.load_checkpoint(tmp_path / "text.pt")
+    with pytest.raises(C.CheckpointError, match="corrupted"):
+        C.load_checkpoint(tmp_path / "text.pt")
     torch.save(sd, tmp_path / "foreign.pt")  # a plain state dict from elsewhere
-    with pytest.raises(T.CheckpointError, match="not a stabkit checkpoint"):
-        T.load_checkpoint(tmp_path / "foreign.pt")
-    with pytest.raises(T.CheckpointError, match="belongs to run"):
-        T.load_checkpoint(good, config_hash="other")
-    with pytest.raises(T.CheckpointError, match="holds net"):
-        T.load_checkpoint(good, net="VGG11")
-    with pytest.raises(T.CheckpointError, match="does not exist"):
-        T.load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(C.CheckpointError, match="not a stabkit checkpoint"):
+        C.load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(C.CheckpointError, match="belongs to run"):
+        C.load_checkpoint(good, config_hash="other")
+    with pytest.raises(C.CheckpointError, match="holds net"):
+        C.load_checkpoint(good, net="VGG11")
+    with pytest.raises(C.CheckpointError, match="does not exist"):
+        C.load_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="metadata"):
-        T.save_checkpoint(tmp_path / "x.pt", sd, net="a", config_hash="b", bad=[1, 2])
+        C.save_checkpoint(tmp_path / "x.pt", sd, net="a", config_hash="b", bad=[1, 2])
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary file
 
 
 def test_fast_mode_is_cuda_only():
     x, y = _blobs()
     with pytest.warns(UserWarning, match="only has an effect on CUDA"):
-        res = T.train(nn.Linear(4, 2), _batches(x, y), _batches(x, y), epochs=1, fast=True, progress=False)
+        res = T.train(nn.Linear(4, 2), _ld(_batches(x, y), _batches(x, y)), TrainSpec(epochs=1, fast=True),
+                      progress=False)
     assert len(res.metrics) == 1
 
 
@@ -176,27 +204,29 @@ def test_bf16_precision_autocasts_on_the_cpu_and_is_recorded():
             return out
     x, y = _blobs()
     torch.manual_seed(0)
-    res = T.train(Probe(), _batches(x, y), _batches(x, y), epochs=2, precision="bf16", progress=False)
+    res = T.train(Probe(), _ld(_batches(x, y), _batches(x, y)), TrainSpec(epochs=2, precision="bf16"), progress=False)
     assert set(seen) == {torch.bfloat16} and res.mode["precision"] == "bf16"
     seen.clear()
     torch.manual_seed(0)
-    ref = T.train(Probe(), _batches(x, y), _batches(x, y), epochs=2, progress=False)
+    ref = T.train(Probe(), _ld(_batches(x, y), _batches(x, y)), TrainSpec(epochs=2), progress=False)
     assert set(seen) == {torch.float32} and ref.mode["precision"] == "float32"
     assert all(v.dtype == torch.float32 for v in res.best_state.values())  # weights stay float32
     assert abs(res.metrics["train_loss"].iloc[-1] - ref.metrics["train_loss"].iloc[-1]) < 0.05
     with pytest.raises(ValueError, match="precision.*bf16"):
-        T.train(Probe(), _batches(x, y), _batches(x, y), epochs=1, precision="fp16", progress=False)
+        T.train(Probe(), _ld(_batches(x, y), _batches(x, y)), TrainSpec(epochs=1, precision="fp16"), progress=False)
 
 
 def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch):
     x, y = _blobs()
     monkeypatch.setattr(T, "cpu_supports_bf16", lambda: False)
     with pytest.warns(UserWarning, match="without native bfloat16.*float32"):
-        T.train(nn.Linear(4, 2), _batches(x, y), _batches(x, y), epochs=1, precision="bf16", progress=False)
+        T.train(nn.Linear(4, 2), _ld(_batches(x, y), _batches(x, y)), TrainSpec(epochs=1, precision="bf16"),
+                progress=False)
     monkeypatch.setattr(T, "cpu_supports_bf16", lambda: True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        T.train(nn.Linear(4, 2), _batches(x, y), _batches(x, y), epochs=1, precision="bf16", progress=False)
+        T.train(nn.Linear(4, 2), _ld(_batches(x, y), _batches(x, y)), TrainSpec(epochs=1, precision="bf16"),
+                progress=False)
 
 
 def _run(deterministic, tmp_path=None):
@@ -204,9 +234,9 @@ def _run(deterministic, tmp_path=None):
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 2))
     x, y = _blobs()
     noise = lambda b, g: b + 0.1 * torch.randn(b.shape, generator=g)  # noqa: E731
-    return T.train(model, _batches(x, y), _batches(x, y), epochs=3, augment_fn=noise, seed=5, progress=False,
-                   deterministic=deterministic, checkpoint_dir=tmp_path,
-                   meta={"net": "mlp", "config_hash": "k"} if tmp_path else None)
+    return T.train(model, _ld(_batches(x, y), _batches(x, y)), TrainSpec(epochs=3, seed=5, deterministic=deterministic),
+                   augment_fn=noise, progress=False,
+                   checkpoints=CheckpointFolder(tmp_path, "mlp", "k") if tmp_path else None)
 
 
 def test_deterministic_switch_is_recorded_and_restores_flags(tmp_path):
@@ -219,7 +249,7 @@ def test_deterministic_switch_is_recorded_and_restores_flags(tmp_path):
     # on the CPU the switch changes nothing in the numbers
     assert fast_res.metrics.drop(columns="seconds").equals(det_res.metrics.drop(columns="seconds"))
     assert all(torch.equal(fast_res.best_state[k], det_res.best_state[k]) for k in fast_res.best_state)
-    assert T.load_checkpoint(tmp_path / "best.pt")[1]["deterministic"] is True
+    assert C.load_checkpoint(tmp_path / "best.pt")[1]["deterministic"] is True
     after = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
              torch.backends.cudnn.benchmark)
     assert after == before  # global flags restored
@@ -228,13 +258,13 @@ def test_deterministic_switch_is_recorded_and_restores_flags(tmp_path):
 
 
 def test_deterministic_mode_records_ops_without_a_deterministic_kernel():
-    with T.deterministic_mode() as ops:
+    with deterministic_mode() as ops:
         assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
         warnings.warn("foo_backward_cuda does not have a deterministic implementation, but you set ...")
         warnings.warn("foo_backward_cuda does not have a deterministic implementation, but you set ...")
     assert ops == ["foo_backward_cuda"]
     assert not torch.are_deterministic_algorithms_enabled()
-    with T.deterministic_mode(False) as ops:
+    with deterministic_mode(False) as ops:
         assert not torch.are_deterministic_algorithms_enabled()
     assert ops == []
 
@@ -252,8 +282,8 @@ def test_one_host_read_per_epoch(monkeypatch):
                     return _real(self, *a, **k)
                 mp.setattr(torch.Tensor, name, spy)
             torch.manual_seed(0)
-            T.train(nn.Linear(4, 2), _batches(x, y, bs), _batches(x, y, bs),
-                    extra_test_loaders={"other": _batches(x, 1 - y, bs)}, epochs=3, progress=False)
+            T.train(nn.Linear(4, 2), _ld(_batches(x, y, bs), _batches(x, y, bs), other=_batches(x, 1 - y, bs)),
+                    TrainSpec(epochs=3), progress=False)
         reads.append(counter[0])
     assert reads == [3, 3]  # one read per epoch: train, test and extra sums together
 
@@ -263,7 +293,7 @@ def test_best_state_is_a_cpu_copy_of_the_best_epoch():
     model = nn.Linear(4, 2)
     x, y = _blobs()
     seen = {}
-    res = T.train(model, _batches(x, y), _batches(x, 1 - y), epochs=4, progress=False,
+    res = T.train(model, _ld(_batches(x, y), _batches(x, 1 - y)), TrainSpec(epochs=4), progress=False,
                   on_epoch=lambda row: seen.setdefault(row["epoch"], T.cpu_state(model)))
     assert all(v.device.type == "cpu" and v.is_contiguous() for v in res.best_state.values())
     assert all(torch.equal(res.best_state[k], seen[res.best_epoch][k]) for k in res.best_state)
@@ -284,13 +314,13 @@ def test_no_host_synchronisation_per_batch_on_cuda():
         kw = dict(mean=data.CIFAR10_MEAN, std=data.CIFAR10_STD, device="cuda")
         tr = data.DeviceLoader(x, y, batch_size, augment=True, noise_std=1.0, **kw)
         te = data.DeviceLoader(x[:256], y[:256], batch_size, shuffle=False, **kw)
-        T.train(model, tr, te, epochs=1, progress=False)  # warm-up (lazy CUDA initialisation)
+        T.train(model, _ld(tr, te), TrainSpec(epochs=1), progress=False)  # warm-up (lazy CUDA initialisation)
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("warn")
         try:
             with warnings.catch_warnings(record=True) as w:
                 warnings.simplefilter("always")
-                T.train(model, tr, te, epochs=2, progress=False)
+                T.train(model, _ld(tr, te), TrainSpec(epochs=2), progress=False)
         finally:
             torch.cuda.set_sync_debug_mode(0)
         return sum("synchroniz" in str(m.message) for m in w)
@@ -310,7 +340,7 @@ def test_channels_last_is_a_memory_order_only():
         g = torch.Generator().manual_seed(1)
         x, y = torch.rand(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
         batches = [(x[i:i + 32], y[i:i + 32]) for i in (0, 32)]
-        res = T.train(model, batches, batches, epochs=2, lr=0.01, progress=False, channels_last=cl)
+        res = T.train(model, _ld(batches, batches), TrainSpec(epochs=2, lr=0.01, channels_last=cl), progress=False)
         return model, res
 
     m_auto, auto = fit(None)
@@ -349,20 +379,20 @@ def _resumable_fit(root, *, stop_after=None, resume=False, hash_="run1"):
         if stop_after is not None and row["epoch"] == stop_after:
             raise _Interrupt
 
-    return model, T.train(model, train_ld, test_ld, epochs=5, lr=0.05, augment_fn=jitter, seed=7,
-                          extra_test_loaders={"noisy": noisy}, progress=False, checkpoint_dir=root,
-                          meta={"net": "cnn", "config_hash": hash_}, on_epoch=on_epoch, resume=resume,
-                          resume_every_s=0)
+    return model, T.train(model, _ld(train_ld, test_ld, noisy=noisy), TrainSpec(epochs=5, lr=0.05, seed=7),
+                          augment_fn=jitter, progress=False, checkpoints=CheckpointFolder(root, "cnn", hash_),
+                          on_epoch=on_epoch, resume=resume, resume_every_s=0)
 
 
 def test_an_interrupted_training_resumes_bit_for_bit(tmp_path):
     _, ref = _resumable_fit(tmp_path / "ref")
-    assert ref.extra["resumed_epoch"] == 0 and not (tmp_path / "ref" / T.RESUME_FILE).exists()
+    assert ref.extra["resumed_epoch"] == 0 and not (tmp_path / "ref" / C.RESUME_FILE).exists()
     with pytest.raises(_Interrupt):  # killed during epoch 3: the state after epoch 2 is on disk
         _resumable_fit(tmp_path / "cut", stop_after=3)
-    assert T.resume_epoch(tmp_path / "cut" / T.RESUME_FILE, net="cnn", config_hash="run1") == 2
-    assert T.resume_epoch(tmp_path / "cut" / T.RESUME_FILE, config_hash="other") is None
-    with pytest.raises(T.CheckpointError, match="config_hash"):  # another run's state is refused
+    assert CheckpointFolder(tmp_path / "cut", "cnn", "run1").resume_epoch() == 2
+    assert CheckpointFolder(tmp_path / "cut", "cnn", "other").resume_epoch() is None
+    assert CheckpointFolder(tmp_path / "cut", "lin", "run1").resume_epoch() is None
+    with pytest.raises(C.CheckpointError, match="config_hash"):  # another run's state is refused
         _resumable_fit(tmp_path / "cut", resume=True, hash_="other")
     model, res = _resumable_fit(tmp_path / "cut", resume=True)
     assert res.extra["resumed_epoch"] == 2 and len(res.metrics) == 5
@@ -371,32 +401,59 @@ def test_an_interrupted_training_resumes_bit_for_bit(tmp_path):
     for k in ref.best_state:
         assert torch.equal(res.best_state[k], ref.best_state[k]), k
         assert torch.equal(res.last_state[k], ref.last_state[k]), k
-    assert not (tmp_path / "cut" / T.RESUME_FILE).exists()  # removed once training ended
-    sd, meta = T.load_checkpoint(tmp_path / "cut" / "last.pt", config_hash="run1")
+    assert not (tmp_path / "cut" / C.RESUME_FILE).exists()  # removed once training ended
+    sd, meta = C.load_checkpoint(tmp_path / "cut" / "last.pt", config_hash="run1")
     assert meta["epoch"] == 5 and all(torch.equal(sd[k], ref.last_state[k]) for k in sd)
 
 
 def test_resume_arguments_are_checked(tmp_path):
     x, y = _blobs()
-    with pytest.raises(ValueError, match="checkpoint_dir"):
-        T.train(nn.Linear(4, 1), _batches(x, y), _batches(x, y), task="twopoints", epochs=1, progress=False,
-                resume=True)
+    spec = TrainSpec.for_task("twopoints", epochs=1)
+    with pytest.raises(ValueError, match="resume=True needs checkpoints"):
+        T.train(nn.Linear(4, 1), _ld(_batches(x, y), _batches(x, y)), spec, progress=False, resume=True)
     with pytest.raises(ValueError, match="resume_every_s"):
-        T.train(nn.Linear(4, 1), _batches(x, y), _batches(x, y), task="twopoints", epochs=1, progress=False,
-                checkpoint_dir=tmp_path, resume_every_s=-1)
-    (tmp_path / T.RESUME_FILE).write_bytes(b"not a torch file")
-    assert T.resume_epoch(tmp_path / T.RESUME_FILE) is None
-    with pytest.raises(T.CheckpointError, match="corrupted"):
-        T.train(nn.Linear(4, 1), _batches(x, y), _batches(x, y), task="twopoints", epochs=1, progress=False,
-                checkpoint_dir=tmp_path, resume=True)
+        T.train(nn.Linear(4, 1), _ld(_batches(x, y), _batches(x, y)), spec, progress=False,
+                checkpoints=CheckpointFolder(tmp_path, "lin", "a"), resume_every_s=-1)
+    (tmp_path / C.RESUME_FILE).write_bytes(b"not a torch file")
+    assert CheckpointFolder(tmp_path, "lin", "a").resume_epoch() is None
+    with pytest.raises(C.CheckpointError, match="corrupted"):
+        T.train(nn.Linear(4, 1), _ld(_batches(x, y), _batches(x, y)), spec, progress=False,
+                checkpoints=CheckpointFolder(tmp_path, "lin", "a"), resume=True)
     # written only after an epoch that is not the last, and only when the interval has passed
     seen = []
-    T.train(nn.Linear(4, 1), _batches(x, y), _batches(x, y), task="twopoints", epochs=2, progress=False,
-            checkpoint_dir=tmp_path / "b", meta={"net": "lin", "config_hash": "b"}, resume_every_s=None,
-            on_epoch=lambda row: seen.append((tmp_path / "b" / T.RESUME_FILE).exists()))
+    spec = TrainSpec.for_task("twopoints", epochs=2)
+    T.train(nn.Linear(4, 1), _ld(_batches(x, y), _batches(x, y)), spec, progress=False,
+            checkpoints=CheckpointFolder(tmp_path / "b", "lin", "b"), resume_every_s=None,
+            on_epoch=lambda row: seen.append((tmp_path / "b" / C.RESUME_FILE).exists()))
     assert seen == [False, False]
-    T.train(nn.Linear(4, 1), _batches(x, y), _batches(x, y), task="twopoints", epochs=2, progress=False,
-            checkpoint_dir=tmp_path / "c", meta={"net": "lin", "config_hash": "c"}, resume_every_s=0,
-            on_epoch=lambda row: seen.append((tmp_path / "c" / T.RESUME_FILE).exists()))
+    T.train(nn.Linear(4, 1), _ld(_batches(x, y), _batches(x, y)), spec, progress=False,
+            checkpoints=CheckpointFolder(tmp_path / "c", "lin", "c"), resume_every_s=0,
+            on_epoch=lambda row: seen.append((tmp_path / "c" / C.RESUME_FILE).exists()))
     assert seen[2:] == [False, True]  # written after epoch 1 (seen at epoch 2), none after the last
-    assert not (tmp_path / "c" / T.RESUME_FILE).exists()
+    assert not (tmp_path / "c" / C.RESUME_FILE).exists()
+
+
+def test_a_checkpoint_folder_checks_net_and_run_and_records_a_finished_training(tmp_path):
+    import pandas as pd
+    sd = nn.Linear(3, 2).state_dict()
+    ck = CheckpointFolder(tmp_path / "run", "LeNet", "k1")
+    assert ck.finished() is None and ck.resume_epoch() is None and len(ck.problems()) == 2
+    for which in ("best", "last"):
+        ck.save(which, sd, epoch=3)
+    assert ck.problems() == [] and ck.load("best")[1]["kind"] == "best"
+    assert CheckpointFolder(tmp_path / "run", "VGG11", "k1").problems()[0].endswith("expected 'VGG11'")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        ck.file("middle")
+    other = CheckpointFolder(tmp_path / "other", "LeNet", "k2")
+    other.copy_from(ck, trained_by="k1")
+    sd2, meta = other.load("last")
+    assert meta["config_hash"] == "k2" and meta["trained_by"] == "k1" and meta["epoch"] == 3 and meta["kind"] == "last"
+    assert all(torch.equal(sd[k], sd2[k]) for k in sd)
+    metrics = pd.DataFrame({"epoch": [1, 2], "test_err": [0.5, 0.25]})
+    ck.record_finished({"best_epoch": 2}, metrics)
+    training, back = ck.finished()
+    assert training == {"best_epoch": 2} and back.equals(metrics)
+    assert CheckpointFolder(tmp_path / "run", "LeNet", "other").finished() is None  # another run's record
+    (tmp_path / "run" / "last.pt").unlink()
+    assert ck.finished() is None  # a record without what it vouches for
+    assert not list((tmp_path / "run").glob(".*tmp*"))

@@ -232,14 +232,12 @@ def test_errors(call, word):
         call()
 
 
-def test_linear_is_a_deprecated_spelling_of_bilinear():
+def test_one_spelling_of_the_interpolation():
     x = torch.rand(2, 3, 8, 8, generator=gen(1))
-    new = diffeo_batch(x, 1.0, 3, "bilinear", generator=gen(2))
-    with pytest.warns(DeprecationWarning, match="bilinear"):
-        assert torch.equal(diffeo_batch(x, 1.0, 3, "linear", generator=gen(2)), new)
-    with pytest.warns(DeprecationWarning, match="interpolation"):
-        assert torch.equal(deform(x, 1e-3, 3, interp="bilinear", generator=gen(2)),
-                           deform(x, 1e-3, 3, "bilinear", generator=gen(2)))
+    with pytest.raises(ValueError, match="interpolation.*bilinear"):
+        diffeo_batch(x, 1.0, 3, "linear", generator=gen(2))
+    with pytest.raises(TypeError, match="interp"):
+        deform(x, 1e-3, 3, interp="bilinear", generator=gen(2))
 
 
 def test_integer_arguments_accept_numpy_and_refuse_floats():

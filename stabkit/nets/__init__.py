@@ -31,8 +31,6 @@ Modules: :mod:`~stabkit.nets.registry` (registry, build, metadata, complexity), 
 """
 from __future__ import annotations
 
-import warnings
-
 # the order of these imports is the registry order (list_models())
 from .vgg import VGG, VGG_CONFIGS
 from .resnet import BasicBlock, Bottleneck, ResNet
@@ -49,11 +47,3 @@ __all__ = [
     "VGG", "VGG_CONFIGS", "ResNet", "BasicBlock", "Bottleneck", "AlexNet", "LeNet", "EfficientNet", "MBConv",
     "SqueezeExcite", "EFFICIENTNET_B0", "FCN", "CNN1D", "Scale", "AtResolution", "VARIABLE_INPUT_NETS",
 ]
-
-
-def __getattr__(name: str):
-    if name == "NAMES":  # deprecated: a tuple frozen at first use; list_models() is the API
-        warnings.warn("stabkit.nets.NAMES is deprecated; use stabkit.nets.list_models()", DeprecationWarning,
-                      stacklevel=2)
-        return tuple(list_models())
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

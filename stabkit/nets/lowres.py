@@ -26,9 +26,8 @@ __all__ = ["AtResolution", "VARIABLE_INPUT_NETS"]
 VARIABLE_INPUT_NETS = ("ResNet18", "ResNet34", "ResNet50", "EfficientNetB0")
 
 
-def _resample(x: torch.Tensor, size: int, interp: str, antialias: bool, blur_sigma: float) -> torch.Tensor:
-    # positional: the option names of AtResolution are recorded in run configs, resize's may evolve
-    return resize(x, size, interp, antialias, blur_sigma)
+def _resample(x: torch.Tensor, size: int, interpolation: str, antialias: bool, blur_sigma: float) -> torch.Tensor:
+    return resize(x, size, interpolation, antialias, blur_sigma)
 
 
 torch.fx.wrap("_resample")  # a leaf of the FX graph (resize has shape-dependent Python branches)
@@ -44,33 +43,33 @@ class AtResolution(nn.Module):
     Args:
         net: the bare network (any input side).
         source_size: side (pixels) the network sees.
-        interp: resampling of :func:`stabkit.transforms.resize` (``"bilinear"``, ``"nearest"``, ...).
+        interpolation: resampling of :func:`stabkit.transforms.resize` (``"bilinear"``, ``"nearest"``, ...).
         antialias: low-pass when downsampling.
         blur_sigma: optional Gaussian pre-blur (pixels).
 
     Input ``[B, C, H, W]``; output ``net``'s output for ``[B, C, source_size, source_size]``.
     """
 
-    def __init__(self, net: nn.Module, source_size: int = 16, interp: str = "bilinear", antialias: bool = True,
-                 blur_sigma: float = 0.0):
+    def __init__(self, net: nn.Module, source_size: int = 16, interpolation: str = "bilinear",
+                 antialias: bool = True, blur_sigma: float = 0.0):
         super().__init__()
-        _resample(torch.zeros(1, 1, 2, 2), int(source_size), interp, antialias,
+        _resample(torch.zeros(1, 1, 2, 2), int(source_size), interpolation, antialias,
                   float(blur_sigma))  # validates the options (clear ValueError)
         self.net = net
-        self.source_size, self.interp = int(source_size), interp
+        self.source_size, self.interpolation = int(source_size), interpolation
         self.antialias, self.blur_sigma = bool(antialias), float(blur_sigma)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(_resample(x, self.source_size, self.interp, self.antialias, self.blur_sigma))
+        return self.net(_resample(x, self.source_size, self.interpolation, self.antialias, self.blur_sigma))
 
     def resampling(self) -> dict[str, Any]:
-        """The resampling options: ``{"interp", "antialias", "blur_sigma"}``."""
-        return dict(interp=self.interp, antialias=self.antialias, blur_sigma=self.blur_sigma)
+        """The resampling options: ``{"interpolation", "antialias", "blur_sigma"}``."""
+        return dict(interpolation=self.interpolation, antialias=self.antialias, blur_sigma=self.blur_sigma)
 
 
 def _lowres_builder(base: str) -> Callable[..., nn.Module]:
     def builder(in_channels: int = 3, num_classes: int = 10, width_factor: float = 1.0, input_size: int = 32,
-                source_size: int = 16, interp: str = "bilinear", antialias: bool = True,
+                source_size: int = 16, interpolation: str = "bilinear", antialias: bool = True,
                 blur_sigma: float = 0.0) -> nn.Module:
         if isinstance(source_size, bool):
             raise ValueError(f"LowRes-{base}: source_size must be a positive int, got {source_size!r}")
@@ -79,7 +78,7 @@ def _lowres_builder(base: str) -> Callable[..., nn.Module]:
         except (TypeError, ValueError):
             raise ValueError(f"LowRes-{base}: source_size must be a positive int, got {source_size!r}") from None
         inner = build(base, in_channels=in_channels, num_classes=num_classes, width_factor=width_factor)
-        return AtResolution(inner, source_size, interp, antialias, blur_sigma)
+        return AtResolution(inner, source_size, interpolation, antialias, blur_sigma)
     builder.__doc__ = f"{base} trained at ``source_size`` px (inputs resampled inside the model)."
     return builder
 

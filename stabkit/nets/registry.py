@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..checks import check_choice, check_float, check_int
+from ..protocol import is_fully_connected
 
 __all__ = ["KINDS", "register", "list_models", "model_info", "canonical_name", "build", "complexity",
            "model_table"]
@@ -49,6 +50,11 @@ def register(name: str, default_input: Sequence[int] | None = None, *, family: s
         base: for a network derived from another registered one (e.g. ``LowRes-ResNet18``), that name.
     """
     check_choice("kind", kind, KINDS)
+    if (kind == "fcn") != is_fully_connected(name):
+        # the paper's training defaults (Adam for FCNs) are chosen torch-free, from the name, while a sweep
+        # loads (stabkit.protocol): a registration must agree with that rule
+        raise ValueError(f"kind {kind!r} of network {name!r} disagrees with stabkit.protocol.is_fully_connected "
+                         f"({is_fully_connected(name)}): fully-connected nets (kind 'fcn') are named DenseNetL*")
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _BUILDERS:

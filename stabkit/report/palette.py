@@ -8,14 +8,16 @@ probe pages. :func:`set_style` sets the book's plot style.
 """
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 __all__ = ["NET_STYLES", "FAMILY_MARKERS", "net_style", "net_colours", "net_markers", "hue_colours", "set_style"]
 
-#: Marker of each family (VGG without / with batch norm, ResNet, ...).
+#: Marker of each family of ``stabkit.nets.model_info`` (VGG split: without / with batch norm).
 FAMILY_MARKERS = {"VGG": "o", "VGGbn": "s", "ResNet": "^", "AlexNet": "D", "LeNet": "v",
-                  "EfficientNet": "P", "DenseNet": "X", "CNN1D": "*"}
+                  "EfficientNet": "P", "FCN": "X", "CNN1D": "*"}
 
 _COLOURS = {  # distinct within every figure page's set of networks (tab10, tab20 and tab20b hues)
     "VGG11": "#1f77b4", "VGG11bn": "#d62728", "VGG13": "#aec7e8", "VGG13bn": "#ff9896",
@@ -26,17 +28,27 @@ _COLOURS = {  # distinct within every figure page's set of networks (tab10, tab2
 }
 
 
-def _family(name: str) -> str:
-    if name.startswith("VGG"):
-        return "VGGbn" if name.endswith("bn") else "VGG"
-    for fam in ("ResNet", "AlexNet", "LeNet", "EfficientNet", "DenseNet", "CNN1D"):
-        if name.startswith(fam):
-            return fam
-    return ""
+@functools.cache
+def _net_styles() -> dict[str, tuple[str, str]]:
+    # not at import: stabkit.nets imports torch, which a page that only draws needs not load
+    from ..nets import model_info
+
+    def marker(name: str) -> str:
+        info = model_info(name)
+        return FAMILY_MARKERS[info["family"] + ("bn" if info["family"] == "VGG" and info["batch_norm"] else "")]
+    return {n: (c, marker(n)) for n, c in _COLOURS.items()}
 
 
-#: ``name -> (colour, marker)`` for every network of :mod:`stabkit.nets`.
-NET_STYLES: dict[str, tuple[str, str]] = {n: (c, FAMILY_MARKERS[_family(n)]) for n, c in _COLOURS.items()}
+if TYPE_CHECKING:
+    #: ``name -> (colour, marker)`` for every network of :mod:`stabkit.nets` (built on first access).
+    NET_STYLES: dict[str, tuple[str, str]]
+
+
+def __getattr__(name: str):
+    if name == "NET_STYLES":
+        return _net_styles()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _SPARE = ("#843c39", "#5254a3", "#8ca252", "#bd9e39", "#ad494a", "#a55194", "#6b6ecf", "#b5cf6b")
 _SPARE_MARKERS = ("h", "p", "<", ">", "d", "H", "8")
@@ -48,11 +60,12 @@ def net_style(name: str) -> tuple[str, str]:
     name (the same in every process), so it is still fixed from page to page."""
     if not isinstance(name, str):
         name = str(name)
-    if name in NET_STYLES:
-        return NET_STYLES[name]
+    styles = _net_styles()
+    if name in styles:
+        return styles[name]
     base = name.rsplit("-", 1)[-1]
-    if base in NET_STYLES:
-        return NET_STYLES[base]
+    if base in styles:
+        return styles[base]
     h = zlib.crc32(name.encode())
     return _SPARE[h % len(_SPARE)], _SPARE_MARKERS[h % len(_SPARE_MARKERS)]
 

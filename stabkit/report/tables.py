@@ -167,15 +167,15 @@ def with_task_error(output: pd.DataFrame) -> pd.DataFrame:
 
 
 def resampling_label(df: pd.DataFrame) -> pd.Series:
-    """How a resolution-probe run resampled its images, as a label: ``"<interp>"`` plus ``", no antialias"``
-    without antialiasing; read from ``interp`` / ``antialias`` columns (the ``resolution`` table) or from
-    the run's ``net_options`` (``nearest`` for nearest-neighbour resampling)."""
-    if {"interp", "antialias"} <= set(df.columns):
-        return df["interp"].astype(str) + np.where(df["antialias"].astype(bool), "", ", no antialias")
-    interp = config_values(df, "net_options", "interp", "bilinear")
+    """How a resolution-probe run resampled its images, as a label: ``"<interpolation>"`` plus ``", no
+    antialias"`` without antialiasing; read from ``interpolation`` / ``antialias`` columns (the ``resolution``
+    table) or from the run's ``net_options`` (``nearest`` for nearest-neighbour resampling)."""
+    if {"interpolation", "antialias"} <= set(df.columns):
+        return df["interpolation"].astype(str) + np.where(df["antialias"].astype(bool), "", ", no antialias")
+    interpolation = config_values(df, "net_options", "interpolation", "bilinear")
     aa = config_values(df, "net_options", "antialias", True)
     return pd.Series(["nearest" if i == "nearest" else "bilinear" + ("" if a else ", no antialias")
-                      for i, a in zip(interp, aa)], index=df.index)
+                      for i, a in zip(interpolation, aa)], index=df.index)
 
 
 def block_profile(layers: pd.DataFrame, pattern: str = r"features\.relu(\d+)",

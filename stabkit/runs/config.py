@@ -25,7 +25,8 @@ from ..checks import check_choice, check_float, check_int
 from ..protocol import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, TASKS, training_defaults
 
 __all__ = ["FORMAT_VERSION", "TASKS", "STATES", "SHUFFLES", "MEASURE_DTYPES", "DERIVED_FIELDS", "RunConfig",
-           "MEASUREMENT_FIELDS", "training_key", "plain", "deferred_registry_checks", "known_nets",
+           "MEASUREMENT_FIELDS", "KEY_SPELLINGS", "key_spelling", "training_key", "plain", "deferred_registry_checks",
+           "known_nets",
            "task_option_names", "test_set_size"]
 
 #: Version of the run format and of the code's numerical conventions; part of every run's hash, so bump it
@@ -47,10 +48,39 @@ MEASUREMENT_FIELDS = ("measure", "states", "shuffles", "P", "probe_seed", "delta
                       "measure_dtype", "options")
 
 
+#: Names renamed after runs were committed: field -> {new name: old name}. A run's key and training key
+#: hash the old name (:func:`key_spelling`), so every committed run keeps its key; a configuration read
+#: with the old name (a ``config.json`` written before the rename) holds the new one. ``config.json``,
+#: tables and code say the new name; ``tools/migrate_interpolation.py`` renamed it in ``results/`` once.
+KEY_SPELLINGS: dict[str, dict[str, str]] = {"net_options": {"interpolation": "interp"}}
+
+
+def key_spelling(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` (a config dict) with the names of :data:`KEY_SPELLINGS` spelled as the keys hash them."""
+    out = dict(config)
+    for name, renames in KEY_SPELLINGS.items():
+        v = out.get(name)
+        if isinstance(v, Mapping) and any(k in v for k in renames):
+            out[name] = {renames.get(k, k): x for k, x in v.items()}
+    return out
+
+
+def _current_spelling(name: str, value: dict) -> dict:
+    """``value`` of field ``name`` with the old names of :data:`KEY_SPELLINGS` replaced by the new ones."""
+    old_to_new = {old: new for new, old in KEY_SPELLINGS.get(name, {}).items()}
+    if not any(k in value for k in old_to_new):
+        return value
+    both = sorted(k for k in old_to_new if old_to_new[k] in value and k in value)
+    if both:
+        raise ValueError(f"{name} gives both {both[0]!r} and {old_to_new[both[0]]!r} (the same option; "
+                         f"{old_to_new[both[0]]!r} is its name)")
+    return {old_to_new.get(k, k): v for k, v in value.items()}
+
+
 def training_key(config: Mapping[str, Any]) -> str:
     """12 hex digits of sha256 over the fields of a config dict (``RunConfig.to_dict()`` or a run's
     ``config.json``) outside :data:`~stabkit.runs.config.MEASUREMENT_FIELDS`: equal for runs that train the same network."""
-    train = {k: v for k, v in config.items() if k not in (*MEASUREMENT_FIELDS, "key", "format")}
+    train = {k: v for k, v in key_spelling(config).items() if k not in (*MEASUREMENT_FIELDS, "key", "format")}
     blob = json.dumps({"format": FORMAT_VERSION, **train}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -78,7 +108,6 @@ def known_nets() -> tuple[str, ...]:
 
 
 _CIFAR_TEST, _CIFAR_TRAIN = 10_000, 50_000
-_PROBE_MEASUREMENTS = ("output", "layers")  # the built-ins that measure the probe set (P, layers)
 
 
 def task_option_names(task: str) -> list[str]:
@@ -243,7 +272,7 @@ class RunConfig:
                 v = {}
             if not isinstance(v, Mapping):
                 raise ValueError(f"{k} must be a mapping, got {v!r}")
-            s(k, plain(dict(v)))
+            s(k, _current_spelling(k, plain(dict(v))))
         if not isinstance(self.net, str) or not self.net:
             raise ValueError(f"net must be a network name (str), got {self.net!r}")
         d = training_defaults(self.task, self.net)
@@ -317,11 +346,12 @@ class RunConfig:
         are options of its builder; ``task_options`` are options of the task's data set; ``measure``
         names registered measurements; ``options`` name registered measurements and hold values they accept
         (``stabkit.runs.measurements.check_options``); ``augment`` names augmentations the task accepts; for the
-        probe measurements (``output``, ``layers``), ``P`` is at most the test-set size and a list of
-        ``layers`` names nodes of the network's graph; the network builds for the task's input (on the
+        probe measurements (``register_measurement(probes=True)``: ``output``, ``layers``), ``P`` is at most the
+        test-set size and a list of ``layers`` names nodes of the network's graph; the network builds for the task's input (on the
         meta device) with its options. ``build=False`` (at creation) skips the last three (P, layers,
         build): a config may be an intermediate step (``replace``, the command line's ``train``)."""
-        from .measurements import AUGMENTATIONS, BUILTIN_AUGMENT, MEASUREMENTS, check_options, load_plugins
+        from .measurements import (AUGMENTATIONS, BUILTIN_AUGMENT, MEASUREMENT_FACTS, MEASUREMENTS, check_options,
+                                   load_plugins)
         names = known_nets()
         if self.net not in names:
             raise ValueError(f"net must be one of stabkit.nets.list_models() {sorted(names)}, got {self.net!r}")
@@ -351,7 +381,7 @@ class RunConfig:
         n_test = test_set_size(self)
         if not build:
             return
-        probes = self.states and any(m in _PROBE_MEASUREMENTS for m in self.measure)
+        probes = self.states and any(MEASUREMENT_FACTS[m].probes for m in self.measure)
         if probes and self.P > n_test:
             raise ValueError(f"P={self.P} is larger than the test set ({n_test} samples: test_size, or the "
                              f"task's default); lower P or raise test_size")
@@ -389,8 +419,10 @@ class RunConfig:
 
     @property
     def key(self) -> str:
-        """12 hex digits of sha256 over the canonical JSON of the config and FORMAT_VERSION."""
-        blob = json.dumps({"format": FORMAT_VERSION, **self.to_dict()}, sort_keys=True, separators=(",", ":"))
+        """12 hex digits of sha256 over the canonical JSON of the config (names of :data:`KEY_SPELLINGS`
+        as they were) and FORMAT_VERSION."""
+        blob = json.dumps({"format": FORMAT_VERSION, **key_spelling(self.to_dict())}, sort_keys=True,
+                          separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     @property

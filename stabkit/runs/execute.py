@@ -17,15 +17,16 @@ from typing import Any
 
 import pandas as pd
 
-from ..atomic import atomic_write_json
+from ..checkpoints import RESUME_FILE, TRAINED_FILE, TRAINING_OUTPUTS, CheckpointFolder
 from .config import RunConfig, training_key
-from .measurements import GRAD_FREE, MEASUREMENTS, load_plugins
+from .measurements import MEASUREMENT_FACTS, MEASUREMENTS, load_plugins
 from .locks import RunLock
-from .store import (RunLocked, check_table_name, checkpoint_problems, git_state, hold_lock, mark_done, read_config,
-                    run_dir, write_config, write_status, write_table)
+from .store import (RunLocked, check_table_name, git_state, hold_lock, mark_done, read_config, run_dir, write_config,
+                    write_status, write_table)
 from .tasks import RunContext, build_net, loader, task_data
 
-__all__ = ["RESERVED_TABLES", "TRAINED_FILE", "resolve_device", "device_name", "check_measurements", "measure_states",
+__all__ = ["RESERVED_TABLES", "TRAINED_FILE", "train_spec", "resolve_device", "device_name", "check_measurements",
+           "measure_states",
            "run", "remeasure", "run_mode", "find_trained", "finished_training"]
 
 #: Tables a measurement may not write (the run writes them itself).
@@ -35,13 +36,13 @@ RESERVED_TABLES = ("metrics", "summary")
 def resolve_device(device: str = "auto") -> str:
     """:func:`stabkit.graph.resolve_device` as a string (``"auto"`` -> ``"cuda"`` if available else
     ``"cpu"``; ``ValueError`` for another form, or for a device that is not present here)."""
-    from ..graph import resolve_device as resolve
+    from ..graph import resolve_device as resolve  # not at import: torch (see _trainer)
     return str(resolve(device))
 
 
 def device_name(device: str) -> str:
     """The GPU model of a CUDA device, else the processor's name."""
-    import torch
+    import torch  # not at import: loading a sweep through this package must not import torch
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
     return platform.processor() or platform.machine() or "cpu"
@@ -62,28 +63,27 @@ def _env_flag(name: str) -> bool:
 
 def run_mode() -> dict[str, bool]:
     """How runs of this process train, from the environment (not part of a run's configuration, so not of
-    its key): ``deterministic`` (``STABKIT_DETERMINISTIC``: ``stabkit.train.deterministic_mode``; GPU runs
+    its key): ``deterministic`` (``STABKIT_DETERMINISTIC``: ``stabkit.precision.deterministic_mode``; GPU runs
     are not bit-reproducible otherwise) and ``compile`` (``STABKIT_COMPILE``: ``torch.compile`` of the
     training forward on CUDA, off by default). Each run records the mode it used in its summary table."""
     return {"deterministic": _env_flag("STABKIT_DETERMINISTIC"), "compile": _env_flag("STABKIT_COMPILE")}
 
 
 def measure_states(model, cfg: RunConfig, data, device: str, path: Path, *, init_state: Mapping,
-                   checkpoint: Path, config_hash: str, train_result: Any = None,
+                   checkpoints: CheckpointFolder, train_result: Any = None,
                    heartbeat: Callable[..., Any] = lambda progress=None: None) -> dict[str, pd.DataFrame]:
     """Run every measurement of ``cfg.measure`` on ``model`` in each state of ``cfg.states`` (``init``:
-    ``init_state``; ``trained``: the weights of ``checkpoint``, which must belong to run ``config_hash``
-    and net ``cfg.net``), in eval mode, the built-ins of :data:`~stabkit.runs.measurements.GRAD_FREE` under
-    ``torch.no_grad()``. ``heartbeat(progress)`` is called as each state begins (e.g. the run lock's
+    ``init_state``; ``trained``: the best checkpoint of ``checkpoints``, checked against its run and
+    net), in eval mode, those registered with ``grad=False`` (:data:`~stabkit.runs.measurements.MEASUREMENT_FACTS`)
+    under ``torch.no_grad()``. ``heartbeat(progress)`` is called as each state begins (e.g. the run lock's
     :meth:`~stabkit.runs.RunLock.heartbeat`, whose record ``stabkit status`` shows).
 
     Returns one DataFrame per table name, the states concatenated, with a ``state`` column. Raises
     ``TypeError`` if a measurement returns something other than a mapping, ``ValueError`` if it writes
     a table of :data:`~stabkit.runs.execute.RESERVED_TABLES`.
     """
-    import torch
+    import torch  # not at import: loading a sweep through this package must not import torch
 
-    from ..train import load_checkpoint
     check_measurements(cfg.measure)
     tables: dict[str, list[pd.DataFrame]] = {}
     cache: dict = {}
@@ -92,12 +92,12 @@ def measure_states(model, cfg: RunConfig, data, device: str, path: Path, *, init
         if state == "init":
             model.load_state_dict(init_state)
         else:
-            sd, _ = load_checkpoint(checkpoint, net=cfg.net, config_hash=config_hash)
+            sd, _ = checkpoints.load("best")
             model.load_state_dict(sd)
         model.eval()  # at init, measure() uses batch statistics (ctx.batch_stats)
         ctx = RunContext(cfg, state, device, path, data, train_result, cache)
         for name in cfg.measure:
-            with torch.no_grad() if name in GRAD_FREE else contextlib.nullcontext():
+            with contextlib.nullcontext() if MEASUREMENT_FACTS[name].grad else torch.no_grad():
                 out = MEASUREMENTS[name](model, cfg, ctx)
             if not isinstance(out, Mapping):
                 raise TypeError(f"measurement {name!r} must return dict[str, DataFrame], got {type(out).__name__}")
@@ -114,10 +114,8 @@ def measure_states(model, cfg: RunConfig, data, device: str, path: Path, *, init
     return {k: pd.concat(v, ignore_index=True) for k, v in tables.items()}
 
 
-#: What a training leaves in its run folder (checkpoints, per-epoch metrics).
-_TRAINING_OUTPUTS = ("best.pt", "last.pt", "metrics.parquet")
 #: Files a finished run must hold for another run to reuse its training.
-_TRAINED_FILES = ("done", *_TRAINING_OUTPUTS, "summary.parquet")
+_TRAINED_FILES = ("done", *TRAINING_OUTPUTS, "summary.parquet")
 
 
 def find_trained(config: RunConfig, root: str | Path) -> Path | None:
@@ -136,7 +134,8 @@ def find_trained(config: RunConfig, root: str | Path) -> Path | None:
             other = read_config(p)
         except (OSError, ValueError):
             continue  # a damaged folder is never a donor
-        if training_key(other) == want and _origin(p) != config.key and not checkpoint_problems(p, config.net, p.name):
+        if (training_key(other) == want and _origin(p) != config.key
+                and not CheckpointFolder(p, config.net, p.name).problems()):
             return p  # (a run whose network came from this run's earlier training is no donor: redone, it trains)
     return None
 
@@ -150,22 +149,11 @@ def _origin(path: Path) -> str:
     return str(by) if isinstance(by, str) and by else path.name
 
 
-#: Written (atomically, after the checkpoints and metrics) when a run's training has ended: the summary's
-#: training columns. A run killed while it measures keeps its training and measures again.
-TRAINED_FILE = "trained.json"
-
-
 def finished_training(path: str | Path, key: str) -> tuple[dict, pd.DataFrame] | None:
     """The training of the run folder ``path`` if it has ended (``trained.json`` of run ``key`` beside
-    ``best.pt``, ``last.pt`` and ``metrics.parquet``): its summary columns and metrics; else ``None``."""
-    path = Path(path)
-    try:
-        info = json.loads((path / TRAINED_FILE).read_text())
-        if info.get("key") != key or not all((path / f).is_file() for f in _TRAINING_OUTPUTS):
-            return None
-        return dict(info["training"]), pd.read_parquet(path / "metrics.parquet")
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # absent or damaged: the network is trained again
+    ``best.pt``, ``last.pt`` and ``metrics.parquet``): its summary columns and metrics; else ``None``
+    (:meth:`stabkit.checkpoints.CheckpointFolder.finished`, which does not look at the net)."""
+    return CheckpointFolder(path, "", key).finished()
 
 
 def run(config: RunConfig | Mapping[str, Any], root: str | Path | None = None, *, device: str = "auto",
@@ -199,12 +187,12 @@ def run(config: RunConfig | Mapping[str, Any], root: str | Path | None = None, *
             raise RunLocked(f"run {path} is being computed by another live process (lock file)")
         if (path / "done").exists() and not force:
             return path
-        from ..train import RESUME_FILE, resume_epoch
+        ckpt = CheckpointFolder(path, cfg.net, cfg.key)
         keep = {"lock"}
-        trained = None if force else finished_training(path, cfg.key)
+        trained = None if force else ckpt.finished()
         if trained is not None:
-            keep.update((TRAINED_FILE, *_TRAINING_OUTPUTS))  # killed while measuring: measured again only
-        elif not force and resume_epoch(path / RESUME_FILE, net=cfg.net, config_hash=cfg.key) is not None:
+            keep.update((TRAINED_FILE, *TRAINING_OUTPUTS))  # killed while measuring: measured again only
+        elif not force and ckpt.resume_epoch() is not None:
             keep.add(RESUME_FILE)  # the training state of an interrupted attempt: continued, not redone
         for child in path.iterdir():  # start clean: leftovers of an interrupted or failed attempt
             if child.name not in keep:
@@ -219,8 +207,8 @@ def run(config: RunConfig | Mapping[str, Any], root: str | Path | None = None, *
                     shared.enter_context(_training_lock(path.parent, cfg.training_key, heartbeat))
                     donor = find_trained(cfg, path.parent)
                 if donor is not None:
-                    (path / RESUME_FILE).unlink(missing_ok=True)
-                summary = _run_body(cfg, path, resolve_device(device), progress, heartbeat, donor, trained)
+                    ckpt.drop_resume()
+                summary = _run_body(cfg, ckpt, resolve_device(device), progress, heartbeat, donor, trained)
             except Exception as exc:  # Ctrl-C / SIGKILL leave an "interrupted" run, redone next time
                 write_status(path, {"status": "failed", "key": cfg.key, "host": socket.gethostname(),
                                     "error": f"{type(exc).__name__}: {exc}"[:2000],
@@ -266,31 +254,36 @@ def code_state() -> dict:
     return _CODE_STATE
 
 
-def _run_body(cfg: RunConfig, path: Path, device: str, progress: bool, heartbeat: Callable,
-              donor: Path | None = None, trained: tuple[dict, pd.DataFrame] | None = None) -> dict:
-    import torch
+def _trainer():
+    """:mod:`stabkit.train`, imported on first use: it imports torch, and loading a sweep through this
+    package must not (the one door of this module to the training code; tests replace its ``train``)."""
+    from .. import train
+    return train
 
-    from .. import train as T
+
+def _run_body(cfg: RunConfig, ckpt: CheckpointFolder, device: str, progress: bool, heartbeat: Callable,
+              donor: Path | None = None, trained: tuple[dict, pd.DataFrame] | None = None) -> dict:
+    import torch  # not at import: loading a sweep through this package must not import torch
+
     cfg.check_registries()
     check_measurements(cfg.measure)  # before hours of training
     d = task_data(cfg)
     model = build_net(cfg, d).to(device)
-    init_state = T.cpu_state(model)
+    init_state = _trainer().cpu_state(model)
     if trained is not None:
         training, metrics = trained
     else:
         if donor is not None:
-            training, metrics = _copy_training(donor, path, cfg)
+            training, metrics = _copy_training(CheckpointFolder(donor, cfg.net, donor.name), ckpt)
         else:
-            training, metrics = _train(cfg, d, model, path, device, progress, heartbeat)
+            training, metrics = _train(cfg, d, model, ckpt, device, progress, heartbeat)
         training = {k: (v.item() if hasattr(v, "item") else v) for k, v in training.items()}  # JSON scalars
-        write_table(path / "metrics.parquet", metrics)
-        atomic_write_json(path / TRAINED_FILE, {"key": cfg.key, "training": training})  # after what it vouches for
+        ckpt.record_finished(training, metrics)
     t1 = time.time()
-    tables = measure_states(model, cfg, d, device, path, init_state=init_state, checkpoint=path / "best.pt",
-                            config_hash=cfg.key, heartbeat=heartbeat)
+    tables = measure_states(model, cfg, d, device, ckpt.path, init_state=init_state, checkpoints=ckpt,
+                            heartbeat=heartbeat)
     for tname, df in tables.items():
-        write_table(path / f"{tname}.parquet", df)
+        write_table(ckpt.path / f"{tname}.parquet", df)
     code = code_state()
     return {"key": cfg.key, "status": "done", **training, "measure_seconds": time.time() - t1,
             "device": device, "device_name": device_name(device), "host": socket.gethostname(),
@@ -304,14 +297,24 @@ _TRAINING_COLUMNS = ("best_test_err", "best_test_err_corrupted", "last_test_err"
                      "stopped_early", "train_seconds", "resumed_epoch")
 
 
-def _train(cfg: RunConfig, d, model, path: Path, device: str, progress: bool,
+def train_spec(cfg: RunConfig, select_on: str = "test") -> Any:
+    """The :class:`stabkit.train.TrainSpec` of ``cfg`` (its resolved hyper-parameters, ``data_seed`` for
+    the augmentation generator) in this process's :func:`run_mode`."""
+    return _trainer().TrainSpec(epochs=cfg.epochs, optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
+                     weight_decay=cfg.weight_decay, schedule=cfg.schedule, loss=cfg.loss, batch_size=cfg.batch_size,
+                     stop_at_zero_loss=cfg.stop_at_zero_loss, select_on=select_on, seed=cfg.data_seed,
+                     precision=cfg.precision, fast=cfg.fast, **run_mode())
+
+
+def _train(cfg: RunConfig, d, model, ckpt: CheckpointFolder, device: str, progress: bool,
            heartbeat: Callable) -> tuple[dict, pd.DataFrame]:
-    """Train ``model`` for ``cfg`` (checkpoints into ``path``): the summary's training columns, metrics."""
-    from .. import train as T
-    train_ld = loader(cfg, d, device, train=True, noise_std=cfg.noise_std, seed=cfg.data_seed)
-    test_ld = loader(cfg, d, device, train=False, seed=cfg.data_seed + 1)
-    extra = {"test_corrupted": loader(cfg, d, device, train=False, noise_std=cfg.noise_std,
-                                      seed=cfg.data_seed + 2)} if cfg.noise_std > 0 else {}
+    """Train ``model`` for ``cfg`` (checkpoints into ``ckpt``): the summary's training columns, metrics."""
+    loaders = {"train": loader(cfg, d, device, train=True, noise_std=cfg.noise_std, seed=cfg.data_seed),
+               "test": loader(cfg, d, device, train=False, seed=cfg.data_seed + 1)}
+    if cfg.noise_std > 0:
+        loaders["test_corrupted"] = loader(cfg, d, device, train=False, noise_std=cfg.noise_std,
+                                           seed=cfg.data_seed + 2)
+    corrupted = "test_corrupted" in loaders
     t0 = time.time()
 
     def report(row: Mapping[str, Any]) -> None:  # the lock's record: what `sweep --dry-run` and `status` show
@@ -319,39 +322,27 @@ def _train(cfg: RunConfig, d, model, path: Path, device: str, progress: bool,
                    "epoch_seconds": float(row["seconds"]), "train_loss": float(row["train_loss"]),
                    "test_err": float(row["test_err"])})
 
-    res = T.train(model, train_ld, test_ld, task=cfg.task, net=cfg.net, epochs=cfg.epochs,
-                  optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                  schedule=cfg.schedule, loss=cfg.loss, stop_at_zero_loss=cfg.stop_at_zero_loss,
-                  extra_test_loaders=extra,
-                  select_on="test_corrupted" if extra else "test", fast=cfg.fast, precision=cfg.precision,
-                  seed=cfg.data_seed,
-                  checkpoint_dir=path, meta={"net": cfg.net, "config_hash": cfg.key}, progress=progress,
-                  on_epoch=report, resume=True, **run_mode())
+    res = _trainer().train(model, loaders, train_spec(cfg, "test_corrupted" if corrupted else "test"),
+                        checkpoints=ckpt, resume=True, on_epoch=report, progress=progress)
     best_row = res.metrics.iloc[res.best_epoch - 1]
-    corrupted = {"best_test_err_corrupted": float(best_row["test_corrupted_err"])} if extra else {}
-    return ({"trained_by": "", "best_test_err": res.best_test_err, **corrupted, "last_test_err": res.last_test_err,
+    extra = {"best_test_err_corrupted": float(best_row["test_corrupted_err"])} if corrupted else {}
+    return ({"trained_by": "", "best_test_err": res.best_test_err, **extra, "last_test_err": res.last_test_err,
              "best_epoch": res.best_epoch, "epochs_run": len(res.metrics), "stopped_early": res.stopped_early,
              # with the time before an interruption (the time model learns from it)
              "train_seconds": time.time() - t0 + res.extra["resumed_seconds"],
              "resumed_epoch": res.extra["resumed_epoch"], **_mode_columns(res.mode)}, res.metrics)
 
 
-def _copy_training(donor: Path, path: Path, cfg: RunConfig) -> tuple[dict, pd.DataFrame]:
-    """Reuse the training of the finished run ``donor``: its checkpoints re-tagged with ``cfg``'s key
+def _copy_training(donor: CheckpointFolder, ckpt: CheckpointFolder) -> tuple[dict, pd.DataFrame]:
+    """Reuse the training of the finished run ``donor``: its checkpoints re-tagged with ``ckpt``'s key
     (``trained_by`` in their metadata), its metrics, and its summary's training and ``mode_`` columns."""
-    from ..train import load_checkpoint, save_checkpoint
-    donor_key = donor.name
-    origin = _origin(donor)  # the run that trained it (a donor may itself have copied it): no chain, no circle
-    for kind in ("best", "last"):
-        sd, meta = load_checkpoint(donor / f"{kind}.pt", net=cfg.net, config_hash=donor_key)
-        extra = {k: v for k, v in meta.items() if k not in ("format", "net", "config_hash")}
-        save_checkpoint(path / f"{kind}.pt", sd, net=cfg.net, config_hash=cfg.key,
-                        **{**extra, "trained_by": origin})
-    row = pd.read_parquet(donor / "summary.parquet").iloc[0]
+    origin = _origin(donor.path)  # the run that trained it (a donor may itself have copied it): no chain, no circle
+    ckpt.copy_from(donor, trained_by=origin)
+    row = pd.read_parquet(donor.path / "summary.parquet").iloc[0]
     training = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()
                 if k in _TRAINING_COLUMNS or str(k).startswith("mode_")}
     training["trained_by"] = origin
-    return training, pd.read_parquet(donor / "metrics.parquet")
+    return training, pd.read_parquet(donor.path / "metrics.parquet")
 
 
 def _mode_columns(mode: Mapping[str, Any]) -> dict[str, Any]:
@@ -389,12 +380,11 @@ def remeasure(path: str | Path, *, measure: Sequence[str] | None = None, states:
     cfg = original.replace(**changes)
     cfg.check_registries()  # P above the test set, unknown layers, options: refused, not measured on fewer
     check_measurements(cfg.measure)
-    from ..train import cpu_state
     dev = resolve_device(device)
     d = task_data(cfg)
     model = build_net(cfg, d).to(dev)
-    out = measure_states(model, cfg, d, dev, path, init_state=cpu_state(model), checkpoint=path / "best.pt",
-                         config_hash=original.key)
+    out = measure_states(model, cfg, d, dev, path, init_state=_trainer().cpu_state(model),
+                         checkpoints=CheckpointFolder(path, cfg.net, original.key))
     if out_dir is not None:
         for k, df in out.items():
             write_table(Path(out_dir) / f"{k}.parquet", df)
@@ -402,20 +392,17 @@ def remeasure(path: str | Path, *, measure: Sequence[str] | None = None, states:
 
 
 def _remeasure_in_place(path: Path, cfg: RunConfig, device: str) -> dict[str, pd.DataFrame]:
-    import json
-
     if not (path / "done").exists():
         raise ValueError(f"remeasure(in_place=True) needs a finished run; {path} has no 'done' marker")
     with hold_lock(path) as heartbeat:
         if heartbeat is None:
             raise RunLocked(f"run {path} is being computed by another live process (lock file)")
-        from ..train import cpu_state
         dev = resolve_device(device)
         d = task_data(cfg)
         model = build_net(cfg, d).to(dev)
         t0 = time.time()
-        out = measure_states(model, cfg, d, dev, path, init_state=cpu_state(model), checkpoint=path / "best.pt",
-                             config_hash=cfg.key, heartbeat=heartbeat)
+        out = measure_states(model, cfg, d, dev, path, init_state=_trainer().cpu_state(model),
+                             checkpoints=CheckpointFolder(path, cfg.net, cfg.key), heartbeat=heartbeat)
         for tname, df in out.items():
             write_table(path / f"{tname}.parquet", df)
         code = git_state()

@@ -14,19 +14,23 @@ A measurement is ``fn(model, cfg, ctx) -> {table name: DataFrame}``, called once
 
 A user adds one with :func:`~stabkit.runs.register_measurement` / :func:`~stabkit.runs.register_augmentation`, in a
 module named in ``$STABKIT_PLUGINS`` (comma-separated) when it must be found by the command line. This module imports
-torch only inside the measurements.
+torch only inside the measurements: the core modules they call (stability, laplacian, robustness, invariance)
+import torch, and the registry and its facts are read while a sweep loads, without torch; so each is imported
+in the function that uses it.
 """
 from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["MEASUREMENTS", "AUGMENTATIONS", "BUILTIN_AUGMENT", "GRAD_FREE", "RELU_CONVENTIONS", "OPTION_CHECKS",
-           "register_measurement", "register_augmentation", "load_plugins", "eval_subset", "relu_conventions",
+__all__ = ["MEASUREMENTS", "MEASUREMENT_FACTS", "MeasurementFacts", "AUGMENTATIONS", "BUILTIN_AUGMENT",
+           "RELU_CONVENTIONS", "OPTION_CHECKS", "measurement_tables", "known_tables", "register_measurement",
+           "register_augmentation", "load_plugins", "eval_subset", "relu_conventions",
            "check_options"]
 
 MEASUREMENTS: dict[str, Callable[..., dict[str, pd.DataFrame]]] = {}
@@ -39,9 +43,27 @@ AUGMENTATIONS: dict[str, Callable] = {}
 crop/flip and before normalisation (``data.DeviceLoader(extra_augment=...)``: CIFAR images in [0, 1]);
 ``generator`` lives on the device. ``"crop"`` and ``"flip"`` are built in (done by the loader)."""
 BUILTIN_AUGMENT = ("crop", "flip")
-#: Built-in measurements that need no gradient: the loop runs them under ``torch.no_grad()`` (the
-#: others, e.g. ``accuracy`` with gradient saliency, manage gradients themselves).
-GRAD_FREE = ("output", "layers", "spectra")
+
+
+@dataclass(frozen=True)
+class MeasurementFacts:
+    """What a measurement declares where it is registered (:func:`register_measurement`).
+
+    ``tables``: the tables it always writes (a finished run must have them; ``None``: not declared, not
+    checked); ``optional_tables``: those it writes depending on its options; ``grad``: whether it needs
+    gradients (``False``: the measurement loop runs it under ``torch.no_grad()``; ``True``: it manages
+    gradients itself, e.g. ``accuracy`` with gradient saliency); ``probes``: whether it measures the run's
+    probe set (then ``P`` is checked against the test set and ``layers`` against the network's graph
+    before training).
+    """
+    tables: tuple[str, ...] | None = None
+    optional_tables: tuple[str, ...] = ()
+    grad: bool = True
+    probes: bool = False
+
+
+MEASUREMENT_FACTS: dict[str, MeasurementFacts] = {}
+"""name -> :class:`MeasurementFacts`, for every name of :data:`MEASUREMENTS`."""
 OPTION_CHECKS: dict[str, Callable[[dict], Any]] = {}
 """name -> ``check(options: dict) -> parsed``: parses a measurement's ``options.<name>`` (``ValueError``
 naming the key and the accepted values); the measurement parses its options with the same function, and
@@ -58,25 +80,57 @@ def _registrar(registry: dict, what: str, name: str, overwrite: bool) -> Callabl
     return deco
 
 
-def register_measurement(name: str, *, overwrite: bool = False,
+def _table_names(what: str, names: Sequence[str] | None) -> tuple[str, ...] | None:
+    if names is None:
+        return None
+    if isinstance(names, str) or not all(isinstance(t, str) and t for t in names):
+        raise ValueError(f"{what} must be a sequence of table names (non-empty strings), got {names!r}")
+    return tuple(names)
+
+
+def register_measurement(name: str, *, tables: Sequence[str] | None = None, optional_tables: Sequence[str] = (),
+                         grad: bool = True, probes: bool = False, overwrite: bool = False,
                          options: Callable[[dict], Any] | None = None) -> Callable:
-    """Decorator: ``@register_measurement("rotations") def fn(model, cfg, ctx) -> dict[str, DataFrame]``.
-    ``options``: ``check(dict) -> parsed`` of its ``options.<name>`` (``OPTION_CHECKS``), called when a
-    configuration is validated (before training); without it, any options are passed through unchecked."""
+    """Decorator: ``@register_measurement("rotations", tables=["rotations"]) def fn(model, cfg, ctx) ->
+    dict[str, DataFrame]``, with the measurement's facts (:class:`MeasurementFacts`): the ``tables`` it
+    writes (and ``optional_tables``), whether it needs gradients (``grad``) and whether it measures the
+    probe set (``probes``). ``options``: ``check(dict) -> parsed`` of its ``options.<name>``
+    (``OPTION_CHECKS``), called when a configuration is validated (before training); without it, any
+    options are passed through unchecked."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     if options is not None and not callable(options):
         raise ValueError(f"options must be a function check(dict) -> parsed options, got {options!r}")
+    for flag, v in (("grad", grad), ("probes", probes)):
+        if not isinstance(v, bool):
+            raise ValueError(f"{flag} must be True or False, got {v!r}")
+    facts = MeasurementFacts(_table_names("tables", tables), _table_names("optional_tables", optional_tables) or (),
+                             grad, probes)
     deco = _registrar(MEASUREMENTS, "measurement", name, overwrite)
 
     def register(fn: Callable) -> Callable:
         deco(fn)
+        MEASUREMENT_FACTS[name] = facts
         if options is not None:
             OPTION_CHECKS[name] = options
         else:
             OPTION_CHECKS.pop(name, None)
         return fn
     return register
+
+
+def measurement_tables(name: str) -> tuple[str, ...]:
+    """The tables measurement ``name`` always writes, as declared (``()`` when undeclared or unknown)."""
+    facts = MEASUREMENT_FACTS.get(name)
+    return facts.tables or () if facts is not None else ()
+
+
+def known_tables() -> tuple[str, ...]:
+    """Every table a registered measurement declares (always or optionally written), in registration order."""
+    out: list[str] = []
+    for facts in MEASUREMENT_FACTS.values():
+        out += [t for t in (*(facts.tables or ()), *facts.optional_tables) if t not in out]
+    return tuple(out)
 
 
 def check_options(options: Mapping[str, Any]) -> None:
@@ -125,7 +179,7 @@ def _shuffled(model, ctx, shuffle: int):
         return model
     key = ("model", ctx.state, shuffle)
     if key not in ctx.cache:  # one shuffled copy per state, whatever probe set or convention is measured
-        from ..stability import shuffle_channels
+        from ..stability import shuffle_channels  # torch: see the module docstring
         ctx.cache[key] = shuffle_channels(model, mode=shuffle, generator=ctx.generator(100 + shuffle))
     return ctx.cache[key]
 
@@ -167,14 +221,14 @@ def _stability(model, ctx, shuffle: int, probes: str | None = None, relu: str = 
     if key not in ctx.cache:
         import torch
 
-        from ..stability import measure
+        from ..stability import measure  # torch: see the module docstring
         m = _shuffled(model, ctx, shuffle)
         ctx.cache[key] = measure(m, ctx.probes(probes), layers=ctx.cfg.layers, batch_stats=ctx.batch_stats,
                                  dtype=getattr(torch, ctx.cfg.measure_dtype), relu_convention=relu)
     return ctx.cache[key]
 
 
-@register_measurement("layers", options=_layers_options)
+@register_measurement("layers", tables=["layers"], grad=False, probes=True, options=_layers_options)
 def _measure_layers(model, cfg, ctx) -> dict[str, pd.DataFrame]:
     """``layers``: stability.measure rows (every graph node) per shuffle in ``cfg.shuffles`` and probe set
     (column ``probes``: "corrupted", the paper's for a noise-trained CIFAR-10 net, then "clean"; only
@@ -192,7 +246,7 @@ def _measure_layers(model, cfg, ctx) -> dict[str, pd.DataFrame]:
     return {"layers": pd.concat(tabs, ignore_index=True)}
 
 
-@register_measurement("output")
+@register_measurement("output", tables=["output"], grad=False, probes=True)
 def _measure_output(model, cfg, ctx) -> dict[str, pd.DataFrame]:
     """``output``: D_f, G_f, R_f, D, G, deno, P of the output, test error (+ corrupted) per shuffle and
     probe set (column ``probes``: "corrupted" rows first for a noise-trained CIFAR-10 net, the paper's
@@ -216,10 +270,10 @@ def _measure_output(model, cfg, ctx) -> dict[str, pd.DataFrame]:
     return {"output": pd.DataFrame(rows)}
 
 
-@register_measurement("spectra")
+@register_measurement("spectra", tables=["spectra"], grad=False)
 def _measure_spectra(model, cfg, ctx) -> dict[str, pd.DataFrame]:
     """``spectra``: laplacian.filter_spectra rows (channel shuffling leaves them unchanged)."""
-    from ..laplacian import filter_spectra
+    from ..laplacian import filter_spectra  # torch: see the module docstring
     return {"spectra": filter_spectra(model)}
 
 
@@ -269,7 +323,7 @@ def _opt_unknown(where: str, o: dict, accepted: tuple[str, ...]) -> None:
 def _accuracy_options(o: dict) -> dict:
     """``options.accuracy`` -> ``{families: {probe: (family, magnitudes | None, per_class, family options)},
     n: int | None, seeds: [int], batch_size: int}`` (see the ``accuracy`` measurement)."""
-    from ..robustness import FAMILIES, family_options
+    from ..robustness import FAMILIES, family_options  # torch: see the module docstring
     o = dict(o)
     fams = _opt_mapping("options.accuracy.families", o.pop("families", {"rotate": {"per_class": True}}))
     if not fams:
@@ -313,7 +367,7 @@ def _invariance_options(o: dict) -> dict:
                                            "per_activation"))
     if out["angles"] is not None and len(out["angles"]) < 2:
         raise ValueError(f"options.invariance.angles must hold at least 2 angles, got {angles!r}")
-    from ..invariance import AGGREGATIONS, STATS
+    from ..invariance import AGGREGATIONS, STATS  # torch: see the module docstring
     for k, choices in (("aggregate", AGGREGATIONS), ("stat", STATS)):
         if out[k] not in choices:
             raise ValueError(f"options.invariance.{k} must be one of {choices}, got {out[k]!r}")
@@ -322,7 +376,7 @@ def _invariance_options(o: dict) -> dict:
 
 def _resolution_options(o: dict) -> dict:
     """``options.resolution`` -> ``{targets: [int], n: int | None, batch_size: int}``."""
-    from ..robustness import MAGNITUDES
+    from ..robustness import MAGNITUDES  # torch: see the module docstring
     o = dict(o)
     n = o.pop("n", None)
     out = {"targets": _opt_list("options.resolution.targets", o.pop("targets", list(MAGNITUDES["resize"])), _opt_int),
@@ -345,7 +399,7 @@ def eval_subset(ctx, n: int | None):
 
 
 def _rotate(x, generator=None):
-    from ..robustness import rotate_augment
+    from ..robustness import rotate_augment  # torch: see the module docstring
     return rotate_augment(x, generator)
 
 
@@ -354,13 +408,13 @@ _rotate.__doc__ = """``rotate``: :func:`stabkit.robustness.rotate_augment` (one 
 bilinear, zero padding), on pixel-space training batches."""
 
 
-@register_measurement("accuracy", options=_accuracy_options)
+@register_measurement("accuracy", tables=["accuracy"], options=_accuracy_options)
 def _measure_accuracy(model, cfg, ctx) -> dict[str, pd.DataFrame]:
     """``accuracy``: :func:`stabkit.robustness.accuracy_under` rows for every probe of
     ``options.accuracy.families`` (``{probe: {family: <default: the probe name>, magnitudes: [...],
     per_class: bool, <family options>}}``; column ``probe`` holds the key, e.g. ``mask_saliency``), on
     ``options.accuracy.n`` test images (default all), transform seeds ``options.accuracy.seeds``."""
-    from ..robustness import accuracy_under
+    from ..robustness import accuracy_under  # torch: see the module docstring
     o = _accuracy_options(_options(cfg, "accuracy"))
     x, y = eval_subset(ctx, o["n"])
     tabs = []
@@ -372,13 +426,14 @@ def _measure_accuracy(model, cfg, ctx) -> dict[str, pd.DataFrame]:
     return {"accuracy": pd.concat(tabs, ignore_index=True)}
 
 
-@register_measurement("invariance", options=_invariance_options)
+@register_measurement("invariance", tables=["invariance"], optional_tables=["invariance_act"],
+                      options=_invariance_options)
 def _measure_invariance(model, cfg, ctx) -> dict[str, pd.DataFrame]:
     """``invariance`` (per layer) and ``invariance_act`` (per activation, if ``per_activation``):
     rotation TV / SV / NV of :func:`stabkit.invariance.invariance`. ``options.invariance``: ``angles``
     (list, degrees) or ``n_angles`` (16), ``n`` test samples (256), ``aggregate`` ("mean"), ``stat``
     ("std"), ``stratify`` (list of bools, [false]), ``per_activation`` (true), ``batch_size`` (64)."""
-    from ..invariance import invariance, rotations
+    from ..invariance import invariance, rotations  # torch: see the module docstring
     o = _invariance_options(_options(cfg, "invariance"))
     tr = rotations(o["angles"], n=o["n_angles"])
     x, y = eval_subset(ctx, o["n"])
@@ -401,20 +456,20 @@ def _measure_invariance(model, cfg, ctx) -> dict[str, pd.DataFrame]:
 def _resolution_of(model, ctx) -> tuple[Any, int, dict]:
     """(bare net, source size, resampling options) of a net trained at a source resolution (a
     ``LowRes-*`` net: ``net``, ``source_size`` and ``resampling()``), else of a plain net."""
-    from ..robustness import family_options
+    from ..robustness import family_options  # torch: see the module docstring
     if hasattr(model, "source_size") and hasattr(model, "resampling"):
         return model.net, int(model.source_size), dict(model.resampling())
     return model, int(ctx.data.input_size), dict(family_options("resize"))
 
 
-@register_measurement("resolution", options=_resolution_options)
+@register_measurement("resolution", tables=["resolution"], options=_resolution_options)
 def _measure_resolution(model, cfg, ctx) -> dict[str, pd.DataFrame]:
     """``resolution``: accuracy at the source size (the size the net was trained at: ``source_size``
     of a ``LowRes-*`` net, else the data's) and out of the box at every size of
     ``options.resolution.targets`` (default 8, 16, 24, 32), on ``options.resolution.n`` test images;
     one row per target with ``source, target, acc_source, acc_ootb, delta`` (points) and the resampling
     options of the evaluation (the same as training's), from :func:`stabkit.robustness.resolution_transfer`."""
-    from ..robustness import accuracy_under, resolution_transfer
+    from ..robustness import accuracy_under, resolution_transfer  # torch: see the module docstring
     o = _resolution_options(_options(cfg, "resolution"))
     targets = o["targets"]
     x, y = eval_subset(ctx, o["n"])

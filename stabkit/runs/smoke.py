@@ -176,7 +176,7 @@ def smoke(device: str, scale: str, root: Path, until: float, log: Callable[[str]
     mode), float64 parity; never past ``until``. ``root``: where the tiny runs go (the runs root: at
     ``scale="tiny"`` they are runs of the plan). ``warmup``: a started :class:`CifarWarmup`; the tiny
     CIFAR-10 run waits for it (within the budget)."""
-    from ..train import tf32_state
+    from ..precision import tf32_state
     report: dict[str, Any] = {"device": device, "scale": scale, "started": time.time()}
     report["versions"] = versions(device)
     report["tf32"] = tf32_state()
@@ -250,7 +250,8 @@ def _stepper(cfg: RunConfig, device: str):
     import torch
 
     from ..graph import strict_float32, tf32_float32
-    from ..train import float32_mode, make_loss, make_optimizer
+    from ..precision import float32_mode
+    from ..train import make_loss, make_optimizer
     model, x, y = build_model(cfg, device)
     fast = cfg.fast and device.startswith("cuda")
     if fast:

@@ -32,8 +32,10 @@ from typing import Any
 import pandas as pd
 
 from ..atomic import atomic_write_json, atomic_write_table, atomic_write_text, fsync_dir
+from ..checkpoints import CHECKPOINTS, CheckpointFolder
 from .config import FORMAT_VERSION, RunConfig, deferred_registry_checks
 from .locks import LOCK_NAME, RunLock, heartbeat_age, hold_lock, lock_held, lock_info
+from .measurements import MEASUREMENTS, known_tables, measurement_tables
 from .paths import REPO_ROOT, default_runs_root
 from .sweepfile import Sweep, as_sweep
 
@@ -44,11 +46,10 @@ __all__ = ["TABLES", "KNOWN_TABLES", "MEASUREMENT_TABLES", "CHECKPOINTS", "RunLo
 
 #: Tables written by the built-in measurements (plus ``metrics`` and ``summary``).
 TABLES = ("metrics", "output", "layers", "spectra", "summary")
-#: Tables of each built-in measurement (a finished run must have them; ``invariance_act`` is optional).
-MEASUREMENT_TABLES = {"output": ("output",), "layers": ("layers",), "spectra": ("spectra",),
-                      "accuracy": ("accuracy",), "invariance": ("invariance",), "resolution": ("resolution",)}
+#: Tables of each built-in measurement (a finished run must have them), as declared where it is registered.
+MEASUREMENT_TABLES = {name: measurement_tables(name) for name in MEASUREMENTS}
 #: Every table name the built-in code writes.
-KNOWN_TABLES = (*TABLES, "accuracy", "invariance", "invariance_act", "resolution")
+KNOWN_TABLES = ("metrics", "summary", *known_tables())
 
 
 class RunLocked(RuntimeError):
@@ -207,31 +208,20 @@ def _table_ok(f: Path) -> str:
 
 def expected_tables(cfg: Mapping[str, Any]) -> list[str]:
     """Tables a finished run of configuration ``cfg`` (a ``config.json`` dict) must have: ``metrics``,
-    ``summary`` and those of its built-in measurements (:data:`MEASUREMENT_TABLES`) when it measures
-    some state; a registered measurement's tables are not known in advance."""
+    ``summary`` and those its measurements declare (``register_measurement(tables=...)``) when it
+    measures some state."""
     out = ["metrics", "summary"]
     if cfg.get("states"):
         for m in cfg.get("measure") or ():
-            out += [t for t in MEASUREMENT_TABLES.get(m, ()) if t not in out]
+            out += [t for t in measurement_tables(m) if t not in out]
     return out
-
-
-#: The checkpoints of a finished run folder (a campaign's ``runs.tar`` carries none).
-CHECKPOINTS = ("best.pt", "last.pt")
 
 
 def checkpoint_problems(path: str | Path, net: str, key: str) -> list[str]:
     """The problems of the checkpoints (:data:`CHECKPOINTS`) of run folder ``path``, each naming the file:
     missing, truncated or corrupted, or not of net ``net`` and run ``key`` (each is loaded, on the CPU).
     Imports torch."""
-    from ..train import load_checkpoint
-    problems = []
-    for name in CHECKPOINTS:
-        try:
-            load_checkpoint(Path(path) / name, net=net, config_hash=key)
-        except Exception as exc:  # noqa: BLE001 - torch raises several kinds for a damaged file
-            problems.append(f"{Path(path) / name}: {' '.join(str(exc).split())[:300]}")
-    return problems
+    return CheckpointFolder(path, net, key).problems()
 
 
 def verify_run(path: str | Path, checkpoints: bool = False) -> list[str]:

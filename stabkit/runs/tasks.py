@@ -5,6 +5,9 @@ Everything a run needs besides training and measuring, built on the CPU from the
 receives besides the model. Tasks and probe sets: ``book/methods.md``, sections "Tasks, networks and
 training" and "Random diffeomorphisms"; the Fig. 1 corruption (``noise_std``) is the one of
 :class:`stabkit.transforms.GaussianNoiseCorruption`, applied by the loaders after normalisation.
+
+The core modules (data, nets, stability, transforms, train) are imported in the functions that use them:
+they import torch, and this package is imported while a sweep loads, which must not import torch.
 """
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ def _subset(x, y, n: int | None, seed: int, name: str):
 def task_data(cfg: RunConfig) -> TaskData:
     """Load/generate the data of ``cfg`` on the CPU (``stabkit.data``): the ``ptr`` training samples
     drawn with ``data_seed``, the ``test_size`` test samples drawn with seed 0 (the same for every seed)."""
-    from .. import data
+    from .. import data  # torch: see the module docstring
     opts = dict(cfg.task_options)
     if cfg.task == "cifar10":
         root = opts.pop("root", None)
@@ -73,7 +76,7 @@ def loader(cfg: RunConfig, d: TaskData, device: str, *, train: bool, noise_std: 
     """A ``stabkit.data.DeviceLoader`` over the training or test tensors: batches of ``cfg.batch_size``
     (test: :func:`stabkit.data.default_eval_batch_size`), crop/flip and registered augmentations when training, normalisation, then the
     Fig. 1 corruption of norm ``noise_std``."""
-    from .. import data
+    from .. import data  # torch: see the module docstring
     x, y = (d.train_x, d.train_y) if train else (d.test_x, d.test_y)
     aug = [a for a in cfg.augment if a in BUILTIN_AUGMENT] if train else []
     if aug and cfg.task != "cifar10":
@@ -105,7 +108,7 @@ def augment_fn(cfg: RunConfig) -> Callable | None:
 
 def build_net(cfg: RunConfig, d: TaskData):
     """The network of ``cfg`` with its initial weights (``torch.manual_seed(cfg.seed)`` first), on the CPU."""
-    from .. import nets
+    from .. import nets  # torch: see the module docstring
     import torch
     torch.manual_seed(cfg.seed)
     opts = dict(cfg.net_options)
@@ -163,7 +166,7 @@ def probe_set(cfg: RunConfig, d: TaskData, kind: str | None = None):
     the same diffeomorphisms and the same noise directions (the same generator draws).
     """
     import torch
-    from .. import data
+    from .. import data  # torch: see the module docstring
     kinds = probe_kinds(cfg)
     kind = kinds[0] if kind is None else kind
     if kind not in PROBE_KINDS:
@@ -173,14 +176,14 @@ def probe_set(cfg: RunConfig, d: TaskData, kind: str | None = None):
                          f"noise_std {cfg.noise_std})")
     gen = torch.Generator().manual_seed(cfg.probe_seed)
     if cfg.task == "cifar10":
-        from ..stability import draw_probes
+        from ..stability import draw_probes  # torch: see the module docstring
         n = len(d.test_y)
         if cfg.P > n:
             raise ValueError(f"P={cfg.P} is larger than the test set ({n} images)")
         idx = torch.randperm(n, generator=gen)[: cfg.P]
         x = normalize(d.test_x[idx], d.mean, d.std)
         if kind == "corrupted":
-            from ..transforms import GaussianNoiseCorruption
+            from ..transforms import GaussianNoiseCorruption  # torch: see the module docstring
             x = GaussianNoiseCorruption(cfg.noise_std, corruption_generator(cfg))(x.double())
         return tuple(draw_probes(x, delta=cfg.delta, cut=cfg.cut, generator=gen))  # float64, CPU
     if cfg.task == "twopoints":
@@ -227,7 +230,7 @@ class RunContext:
                       seed=self.cfg.data_seed + 1)
 
     def evaluate(self, model, loader=None) -> tuple[float, float]:
-        from ..train import evaluate
+        from ..train import evaluate  # torch: see the module docstring
         return evaluate(model, loader if loader is not None else self.test_loader(), self.cfg.loss)
 
     def build_net(self):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 
 import torch
 
@@ -36,15 +35,6 @@ INTERPOLATIONS = ("bilinear", "nearest", "gaussian")
 
 
 # --------------------------------------------------------------------------------------------- checks
-def _interpolation(interpolation: str, interp: str | None) -> str:
-    """The interpolation mode, with the deprecated spellings (keyword ``interp``, value ``"linear"``)."""
-    if interp is not None:
-        warnings.warn("interp= is deprecated: use interpolation=", DeprecationWarning, stacklevel=3)
-        interpolation = interp
-    if interpolation == "linear":
-        warnings.warn('interpolation="linear" is deprecated: use "bilinear"', DeprecationWarning, stacklevel=3)
-        interpolation = "bilinear"
-    return check_choice("interpolation", interpolation, INTERPOLATIONS)
 
 
 def _check_cut(cut, *, need_log: bool) -> int:
@@ -177,7 +167,7 @@ def _displacements(batch: int, n: int, T, cut: int, generator, device) -> tuple[
     return fields[:, 0], fields[:, 1]
 
 
-def _sample(images: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, interp: str) -> torch.Tensor:
+def _sample(images: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, interpolation: str) -> torch.Tensor:
     """Sample ``images [B,C,n,n]`` at source positions ``sx, sy [B,n,n]`` (pixels, already clamped)."""
     B, C, n, _ = images.shape
     work = torch.promote_types(images.dtype, torch.float32)  # float16/bfloat16 interpolate in float32
@@ -187,9 +177,9 @@ def _sample(images: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, interp: st
         idx = (iy * n + ix).reshape(B, 1, n * n).expand(B, C, n * n)
         return torch.gather(flat, 2, idx).to(work)
 
-    if interp == "nearest":
+    if interpolation == "nearest":
         out = gather(sy.round().long(), sx.round().long())
-    elif interp == "bilinear":
+    elif interpolation == "bilinear":
         # x0 <= n-2 so that x0 + 1 is in range; at sx = n-1 the weight of x0 is then exactly 0.
         x0 = sx.floor().clamp(max=n - 2)
         y0 = sy.floor().clamp(max=n - 2)
@@ -213,7 +203,7 @@ def _sample(images: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, interp: st
 
 # ------------------------------------------------------------------------------------------ public
 def deform(images: torch.Tensor, T, cut: int, interpolation: str = "bilinear",
-           generator: torch.Generator | None = None, *, interp: str | None = None) -> torch.Tensor:
+           generator: torch.Generator | None = None) -> torch.Tensor:
     """Apply one random diffeomorphism per image at temperature ``T``.
 
     Args:
@@ -224,15 +214,13 @@ def deform(images: torch.Tensor, T, cut: int, interpolation: str = "bilinear",
         interpolation: ``"bilinear"`` (exact on linear ramps), ``"nearest"`` or ``"gaussian"`` (kernel
             ``exp(-d^2 / (2 * 0.4715^2))`` over all pixels, normalised; note that it blurs, so ``T = 0``
             is *not* the identity for it: compare with ``deform(images, 0, cut, "gaussian")``).
-            ``"linear"`` is a deprecated spelling of ``"bilinear"``.
         generator: source of the random coefficients (see the module docstring for the draw layout).
-        interp: deprecated name of ``interpolation``.
 
     Returns:
         Tensor of the same shape, dtype and device as ``images``.  Every image of the batch gets its own
         independent field; all channels of an image share it.  The displacement vanishes on the border.
     """
-    interp = _interpolation(interpolation, interp)
+    check_choice("interpolation", interpolation, INTERPOLATIONS)
     cut = _check_cut(cut, need_log=False)
     T = _check_nonneg(T, "T")
     x, shape = _as_batch(images)
@@ -249,18 +237,17 @@ def deform(images: torch.Tensor, T, cut: int, interpolation: str = "bilinear",
     # Pull-back with clamped (replicate-border) source positions.
     sx = (pos.reshape(1, 1, n) - dx).clamp(0, n - 1)
     sy = (pos.reshape(1, n, 1) - dy).clamp(0, n - 1)
-    return _sample(x, sx, sy, interp).reshape(shape)
+    return _sample(x, sx, sy, interpolation).reshape(shape)
 
 
 def diffeo_batch(images: torch.Tensor, delta: float = 1.0, cut: int = 3, interpolation: str = "bilinear",
-                 generator: torch.Generator | None = None, *, interp: str | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Deform every image at the temperature of typical displacement ``delta`` pixels.
 
     Same as ``deform(images, typical_temperature(delta, cut, n), cut, interpolation, generator)`` with
     ``n`` the image side.  Defaults are the paper's: ``delta = 1`` pixel, ``cut = 3``, bilinear.
-    ``interp`` is a deprecated name of ``interpolation``.
     """
-    interpolation = _interpolation(interpolation, interp)
+    check_choice("interpolation", interpolation, INTERPOLATIONS)
     x, _ = _as_batch(images)
     T = typical_temperature(delta, cut, x.shape[-1])
     return deform(images, T, cut, interpolation, generator)

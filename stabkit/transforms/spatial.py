@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -70,14 +69,6 @@ def _to4d(images: torch.Tensor, fn: str) -> tuple[torch.Tensor, Callable[[torch.
 def _finite(x: torch.Tensor, fn: str) -> None:
     if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{fn}: images must be finite (no NaN or inf)")
-
-
-def _interpolation(fn: str, interpolation: str, interp: str | None, choices: Sequence[str]) -> str:
-    """The interpolation mode (``interp`` is the deprecated keyword)."""
-    if interp is not None:
-        warnings.warn(f"{fn}: interp= is deprecated: use interpolation=", DeprecationWarning, stacklevel=3)
-        interpolation = interp
-    return check_choice(f"{fn}: interpolation", interpolation, choices)
 
 
 def _float(x: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
@@ -137,8 +128,7 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- rotate
-def rotate(images: torch.Tensor, degrees, interpolation: str = "bilinear", padding: str = "zeros", *,
-           interp: str | None = None) -> torch.Tensor:
+def rotate(images: torch.Tensor, degrees, interpolation: str = "bilinear", padding: str = "zeros") -> torch.Tensor:
     """Rotate each image by its own angle.
 
     Args:
@@ -148,12 +138,11 @@ def rotate(images: torch.Tensor, degrees, interpolation: str = "bilinear", paddi
         interpolation: ``"bilinear"`` (default) | ``"nearest"`` | ``"bicubic"`` (``grid_sample`` modes).
         padding: value of the pixels rotated in from outside: ``"zeros"`` (default, black before
             normalisation) | ``"border"`` (replicate) | ``"reflection"``.
-        interp: deprecated name of ``interpolation``.
 
     Returns: rotated images, same shape and dtype. The rotation is about the image centre in pixel units
     (non-square images are not stretched). Images with NaN or inf are refused (``ValueError``).
     """
-    interp = _interpolation("rotate", interpolation, interp, ROTATE_INTERP)
+    check_choice("rotate: interpolation", interpolation, ROTATE_INTERP)
     check_choice("rotate: padding", padding, ROTATE_PADDING)
     x4, back = _to4d(images, "rotate")
     _finite(x4, "rotate")
@@ -182,7 +171,7 @@ def rotate(images: torch.Tensor, degrees, interpolation: str = "bilinear", paddi
         gx = 2 * sx / max(W - 1, 1) - 1 if W > 1 else torch.zeros_like(sx)
         gy = 2 * sy / max(H - 1, 1) - 1 if H > 1 else torch.zeros_like(sy)
         grid = torch.stack([gx.expand(-1, H, W), gy.expand(-1, H, W)], dim=-1).to(x.dtype)
-        out[idx] = F.grid_sample(x[idx], grid, mode=interp, padding_mode=padding, align_corners=True)
+        out[idx] = F.grid_sample(x[idx], grid, mode=interpolation, padding_mode=padding, align_corners=True)
     for q in range(4):
         sel = is_q & (k == q)
         if sel.any():
@@ -395,7 +384,7 @@ def _size2(size, fn: str) -> tuple[int, int]:
 
 
 def resize(images: torch.Tensor, size, interpolation: str = "bilinear", antialias: bool = True,
-           blur_sigma: float = 0.0, *, interp: str | None = None) -> torch.Tensor:
+           blur_sigma: float = 0.0) -> torch.Tensor:
     """Resample images to ``size`` with explicit, recordable options.
 
     Args:
@@ -406,12 +395,11 @@ def resize(images: torch.Tensor, size, interpolation: str = "bilinear", antialia
         antialias: low-pass when downsampling (bilinear / bicubic only: ``area`` always averages and
             ``nearest`` never does, so it is ignored for them). Without it, downsampling aliases.
         blur_sigma: optional Gaussian pre-blur (pixels of the input), kernel ``2*ceil(3 sigma)+1``.
-        interp: deprecated name of ``interpolation``.
 
     Returns: (B, C, h, w) images of the same dtype. The same size with ``blur_sigma = 0`` returns an exact
     copy. Bicubic can overshoot the input range (not clamped, except for integer dtypes).
     """
-    interp = _interpolation("resize", interpolation, interp, RESIZE_INTERP)
+    check_choice("resize: interpolation", interpolation, RESIZE_INTERP)
     if not isinstance(antialias, bool):
         raise ValueError(f"resize: antialias must be True or False, got {antialias!r}")
     blur_sigma = check_float("resize: blur_sigma", blur_sigma, minimum=0.0)
@@ -422,9 +410,9 @@ def resize(images: torch.Tensor, size, interpolation: str = "bilinear", antialia
         x = gaussian_blur(x, float(blur_sigma))
     if (h, w) == tuple(x.shape[-2:]):
         return back(cast(x.clone()))
-    if interp in ("bilinear", "bicubic"):
-        y = F.interpolate(x, size=(h, w), mode=interp, align_corners=False, antialias=antialias)
-    elif interp == "nearest":
+    if interpolation in ("bilinear", "bicubic"):
+        y = F.interpolate(x, size=(h, w), mode=interpolation, align_corners=False, antialias=antialias)
+    elif interpolation == "nearest":
         y = F.interpolate(x, size=(h, w), mode="nearest-exact")
     else:
         y = F.interpolate(x, size=(h, w), mode="area")
