@@ -6,6 +6,8 @@ A measurement is ``fn(model, cfg, ctx) -> {table name: DataFrame}``, called once
 - ``output``, ``layers``: diffeomorphism / noise stabilities (``book/methods.md``, section "Stabilities"),
   with and without channel shuffling (section "Channel shuffling");
 - ``spectra``: grid-Laplacian spectra of the filters (section "Grid-Laplacian spectra of filters");
+- ``recalibrated``: the channel-shuffle control with batch-norm running statistics re-estimated on training
+  images after shuffling (section "Channel shuffling"; :mod:`stabkit.batchnorm`);
 - ``accuracy``, ``invariance``, ``resolution``: the related probes of ``book/probes.md`` (accuracy under a
   transform family, rotation invariance per layer, resolution transfer), wrapping the public functions of
   :mod:`stabkit.robustness` and :mod:`stabkit.invariance`;
@@ -482,3 +484,53 @@ def _measure_resolution(model, cfg, ctx) -> dict[str, pd.DataFrame]:
     for k, v in rs.items():
         tab[k] = v
     return {"resolution": tab.drop(columns="options")}
+
+
+# ------------------------------------------------------------------ batch-norm recalibrated shuffle
+#: Training images whose batch-norm statistics the ``recalibrated`` measurement re-estimates (default).
+RECALIBRATION_IMAGES = 10_000
+
+
+def _recalibrated_options(o: dict) -> dict:
+    """``options.recalibrated`` -> ``{"images": int}`` (training images for the statistics, default 10,000)."""
+    o = dict(o)
+    images = _opt_int("options.recalibrated.images", o.pop("images", RECALIBRATION_IMAGES), minimum=2)
+    _opt_unknown("options.recalibrated", o, ("images",))
+    return {"images": images}
+
+
+@register_measurement("recalibrated", tables=["recalibrated"], grad=False, probes=True,
+                      options=_recalibrated_options)
+def _measure_recalibrated(model, cfg, ctx) -> dict[str, pd.DataFrame]:
+    """``recalibrated``: the channel-shuffle control with batch-norm running statistics re-estimated
+    (``book/methods.md``, "Channel shuffling"). For every shuffle of ``cfg.shuffles``, the shuffled network's
+    batch-norm statistics are re-estimated on ``options.recalibrated.images`` training images (a fixed random
+    subset, :func:`stabkit.batchnorm.recalibrate_batchnorm`), then it is measured layer by layer with those
+    running statistics, in every state: at "init" this is the sensitivity check of the paper's batch-statistics
+    convention. Rows as ``layers`` (the paper's probe set) plus ``test_err`` of that network and
+    ``batchnorm`` (whether the net has any; without batch norm nothing is recalibrated and the rows are those
+    of ``layers``, reused)."""
+    from ..batchnorm import has_batchnorm, recalibrate_batchnorm  # torch: see the module docstring
+
+    n = _recalibrated_options(_options(cfg, "recalibrated"))["images"]
+    kind = ctx.probe_kinds()[0]
+    bn = has_batchnorm(model)
+    tabs = []
+    if bn:
+        import torch
+
+        from ..stability import measure  # torch: see the module docstring
+        train_x = ctx.data.train_x
+        idx = torch.randperm(len(train_x), generator=ctx.generator(200))[:min(n, len(train_x))]
+        images = ctx.normalize(train_x[idx])
+    for sh in cfg.shuffles:
+        shuffled = _shuffled(model, ctx, sh)
+        if bn:
+            net = recalibrate_batchnorm(shuffled, images)
+            tab = measure(net, ctx.probes(kind), layers=cfg.layers, batch_stats=False,
+                          dtype=getattr(torch, cfg.measure_dtype))
+        else:
+            net, tab = shuffled, _stability(model, ctx, sh, kind)
+        tabs.append(tab.assign(shuffle=sh, probes=kind, test_err=ctx.evaluate(net)[1], batchnorm=bn,
+                               images=n if bn else 0))
+    return {"recalibrated": pd.concat(tabs, ignore_index=True)}
