@@ -24,7 +24,7 @@ _FUNCTIONS = {"measure": "stability", "draw_probes": "stability", "Probes": "sta
 
 #: Submodules reachable as attributes (``stabkit.nets``), imported on first access.
 SUBMODULES = ("checks", "atomic", "protocol", "transforms", "graph", "laplacian", "theory", "nets", "data",
-              "stability", "invariance", "train", "robustness", "runs", "report")
+              "stability", "invariance", "train", "robustness", "runs", "sweeps", "campaign", "report")
 
 __all__ = ["Probes", "draw_probes", "measure", "shuffle_channels"]
 

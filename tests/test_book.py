@@ -287,7 +287,7 @@ def test_glue_claim_condition_makes_each_dashboard_statement_distinct(monkeypatc
 
 
 def test_page_loads_tables_glues_facts_and_sets_context(monkeypatch):
-    from stabkit import runs
+    from stabkit import sweeps
 
     summary = pd.DataFrame({"run": ["a", "b"], "net": ["LeNet", "VGG11"], "seed": [0, 1], "epochs": 2, "P": 50,
                             "status": "done", "device": "cpu", "task": "twopoints", "ptr": 1024})
@@ -298,7 +298,7 @@ def test_page_loads_tables_glues_facts_and_sets_context(monkeypatch):
         calls.append((sweep, scale, table, kw))
         return {"summary": summary, "output": output}[table].copy()
 
-    monkeypatch.setattr(runs, "results", fake_results)
+    monkeypatch.setattr(sweeps, "results", fake_results)
     glued = _glued(monkeypatch)
     monkeypatch.delenv(book.ENV_PROVENANCE, raising=False)
     pg = book.page("fig5_scale_detection", "tiny", "output", name="fig5", runs_root="", device="cpu")

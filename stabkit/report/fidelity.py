@@ -7,18 +7,19 @@ See ``book/methods.md``, "Parity with the original code". Nothing here decides a
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..protocol import is_fully_connected
+from ..sweeps.sweepfile import Sweep, sweep_facts
 from .analysis import geomean, require_columns, run_columns, select, trained_over_init
 from .stats import NEAR_CHANCE, chance_error
 
 __all__ = ["paper_rows", "task_error_column", "well_trained_cnns", "convergence", "with_convergence",
            "CONVERGENCE_RULE", "LAST_WITHIN", "FALLS_MAX_ERROR", "collapsed_runs", "WELL_TRAINED_RULE", "MAX_ERROR",
-           "EXCLUDED_NETS", "well_trained_rule", "PAPER_PROTOCOL", "paper_protocol", "trained_init_factors", "gf_by_noise",
+           "EXCLUDED_NETS", "well_trained_rule", "paper_protocol", "trained_init_factors", "gf_by_noise",
            "layer_shuffle_gaps"]
 
 #: Largest test error of a network that "trains well" (the claims stated for such networks). In the
@@ -103,37 +104,13 @@ def well_trained_cnns(output: pd.DataFrame, max_error: float = MAX_ERROR, exclud
     return output.merge(good, on=keys, how="inner") if keys else output[ok_net]
 
 
-_FIG1_NETS = ["VGG11", "VGG11bn", "VGG16bn", "VGG19bn", "ResNet18", "ResNet34", "ResNet50", "AlexNet", "LeNet",
-              "EfficientNetB0", "DenseNetL2", "DenseNetL4", "DenseNetL6"]
-_FIG5_NETS = ["VGG11", "VGG11bn", "VGG13bn", "VGG16bn", "VGG19bn", "ResNet18", "ResNet34", "ResNet50", "AlexNet",
-              "LeNet", "EfficientNetB0"]
-_CIFAR = {"seed": list(range(11)), "epochs": [250], "width_factor": [1.0], "P": [500], "ptr": [None],
-          "batch_size": [128], "precision": ["float32"], "measure_dtype": ["float64"]}
-_TWOPOINTS = {"seed": list(range(10)), "epochs": [300], "width_factor": [1.0], "P": [500], "ptr": [1024, 2048],
-              "batch_size": [128], "lr": [0.05], "measure_dtype": ["float64"]}
-#: The paper's protocol per sweep (``book/methods.md``, "Tasks, networks and training"): the values a
-#: page compares its runs with. A field the paper does not give (e.g. the learning rate of the 1-D
-#: appendix) is absent. ``measure_dtype``: the paper measures in float64.
-PAPER_PROTOCOL: dict[str, dict[str, list]] = {
-    "fig1_noise_corrupted_cifar": {"net": _FIG1_NETS, **_CIFAR, "noise_std": [0.0, 0.01, 0.1, 1.0, 10.0, 30.0, 100.0]},
-    "fig3_layers_cifar": {"net": ["VGG11", "VGG11bn", "AlexNet", "LeNet"], **_CIFAR, "seed": [0, 1, 2, 3],
-                          "noise_std": [0.0]},
-    "fig5_scale_detection": {"net": _FIG5_NETS, **_TWOPOINTS},
-    "fig6_layers_scale_detection": {"net": ["VGG11", "VGG11bn", "VGG13bn"], **_TWOPOINTS, "ptr": [1024]},
-    "fig2_laplacian_spectra": {"net": sorted(set(_FIG5_NETS) | {"VGG11", "VGG11bn", "AlexNet", "LeNet"}),
-                               "width_factor": [1.0], "measure_dtype": ["float64"]},
-    "appendix_scale_detection_1d": {"net": ["CNN1D"], "ptr": [1024], "P": [500], "width_factor": [1.0],
-                                    "measure_dtype": ["float64"]},
-}
-# CIFAR CNNs train with seeds 0-3, the FCNs with 0-10: a page compares sets of values, so fig1 lists 0-10.
-
-
-def paper_protocol(sweep: str) -> pd.DataFrame | None:
-    """The paper's protocol of ``sweep`` (:data:`PAPER_PROTOCOL`) as a table whose column ``c`` holds the
-    paper's set of values of ``c`` (rows padded by repetition), the form
+def paper_protocol(sweep: str | Sweep | Mapping) -> pd.DataFrame | None:
+    """The paper's protocol of ``sweep`` (its sweep file's ``paper:`` block, ``book/methods.md``, "Tasks,
+    networks and training": a field the paper does not give is absent) as a table whose column ``c`` holds
+    the paper's set of values of ``c`` (rows padded by repetition), the form
     :func:`stabkit.report.prose.differences` compares; ``None`` for a sweep that is not a figure of the
-    paper (the probe pages)."""
-    proto = PAPER_PROTOCOL.get(str(getattr(sweep, "name", sweep)))
+    paper (the probe pages). ``sweep``: a name under ``sweeps/``, a file, a parsed mapping or a ``Sweep``."""
+    proto = sweep_facts(sweep).paper
     if proto is None:
         return None
     n = max(len(v) for v in proto.values())

@@ -1,6 +1,6 @@
 """What a notebook page calls: load its tables, glue numbers and claims into the text, record provenance.
 
-* :func:`page` loads a page's run tables through :func:`~stabkit.runs.lookup.results` (committed results first,
+* :func:`page` loads a page's run tables through :func:`~stabkit.sweeps.lookup.results` (committed results first,
   else the sweep's missing runs are run), records them as the page's inputs and glues the standard page
   facts (:data:`stabkit.report.prose.FACT_KEYS` and ``scale``) for the "This run" paragraph, and the
   page's coverage of its grid and the provenance of its runs (:data:`COVERAGE_KEYS`); ``scale="auto"``
@@ -293,7 +293,7 @@ def _short_list(items: Any, n: int = 5) -> str:
 
 def _coverage(summary: Any, facts: dict[str, Any]) -> dict[str, Any]:
     """The coverage facts of a page from its summary table's ``attrs["results"]``
-    (:func:`stabkit.runs.lookup.coverage_facts`), or plain counts when the table carries none."""
+    (:func:`stabkit.sweeps.lookup.coverage_facts`), or plain counts when the table carries none."""
     info = dict(getattr(summary, "attrs", {}).get("results") or {})
     if not info:
         n = facts.get("n_runs", len(summary))
@@ -315,10 +315,10 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
 
     ``sweep``: the sweep whose tables the page shows; ``scale``: ``tiny | small | cpu | gpu | paper`` or
     ``"auto"`` (default: the largest scale with committed results of the sweep's grid, else ``small``
-    computed on the spot; :func:`~stabkit.runs.lookup.resolve_scale`; ``$STABKIT_RECOMPUTE=1`` computes ``small``);
+    computed on the spot; :func:`~stabkit.sweeps.lookup.resolve_scale`; ``$STABKIT_RECOMPUTE=1`` computes ``small``);
     ``tables``: table names (``"output"``, ``"layers"``...; ``"summary"`` is always loaded for the facts).
     ``name``: the page (default: ``sweep``), used by :func:`glue_claim`. ``runs_root``, ``results_root``,
-    ``device``, ``jobs``: passed to :func:`~stabkit.runs.lookup.results` (empty strings mean "default", as in the
+    ``device``, ``jobs``: passed to :func:`~stabkit.sweeps.lookup.results` (empty strings mean "default", as in the
     notebooks' parameters). ``data_root``: a CIFAR-10 folder or archive, exported as ``$STABKIT_DATA``
     (worker processes inherit it; run keys do not depend on it).
 
@@ -330,7 +330,7 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
     the runs) unless ``glue_facts=False``. Returns a :class:`Page` (the coverage facts are in
     ``Page.facts`` too, ``missing`` there as a list); iterating it yields the asked tables in order.
     """
-    from stabkit import runs
+    from stabkit import sweeps
 
     from .prose import FACT_KEYS, page_facts
 
@@ -342,10 +342,10 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
     if data_root:
         os.environ["STABKIT_DATA"] = str(data_root)
     if scale == "auto":  # resolved once, so that every table of the page comes from the same scale
-        scale = runs.resolve_scale(sweep, "auto", results_root or None)
+        scale = sweeps.resolve_scale(sweep, "auto", results_root or None)
     loaded: dict[str, Any] = {}
     for t in dict.fromkeys([*tables, "summary"]):
-        loaded[t] = runs.results(sweep, scale, t, runs_root=runs_root or None, results_root=results_root or None,
+        loaded[t] = sweeps.results(sweep, scale, t, runs_root=runs_root or None, results_root=results_root or None,
                                  device=device, jobs=jobs, progress=progress_enabled())
     record_inputs(loaded)
     facts = page_facts(loaded["summary"], sweep, scale)
