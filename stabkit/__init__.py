@@ -23,8 +23,9 @@ _FUNCTIONS = {"measure": "stability", "draw_probes": "stability", "Probes": "sta
               "shuffle_channels": "stability"}
 
 #: Submodules reachable as attributes (``stabkit.nets``), imported on first access.
-SUBMODULES = ("checks", "atomic", "checkpoints", "protocol", "transforms", "graph", "laplacian", "theory", "nets",
-              "data", "stability", "invariance", "batchnorm", "precision", "train", "robustness", "runs", "report")
+SUBMODULES = ("checks", "atomic", "checkpoints", "protocol", "transforms", "graph", "laplacian", "theory",
+              "nets", "data", "stability", "invariance", "batchnorm", "precision", "train", "robustness", "runs", "sweeps",
+              "campaign", "report")
 
 __all__ = ["Probes", "draw_probes", "measure", "shuffle_channels"]
 

@@ -21,12 +21,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+# The package faces load their modules on first use (stabkit.lazy), so these imports cost nothing until a
+# command needs them: the command line imports pandas/torch only in the commands that need them.
+from . import campaign, runs, sweeps
 from .protocol import TASKS
-
-if TYPE_CHECKING:  # the command line imports pandas/torch only in the commands that need them
-    from .runs import RunConfig
 
 
 def _positive_int(text: str) -> int:
@@ -62,15 +61,13 @@ def _pairs(items: list[str] | None, what: str) -> dict:
     return out
 
 
-def _config_from_args(a) -> RunConfig:
-    from .runs import RunConfig
+def _config_from_args(a) -> runs.RunConfig:
     d: dict = {}
     if a.config:
-        from .runs.sweepfile import load_yaml
         f = Path(a.config)
         if not f.is_file():
             raise ValueError(f"--config {f}: no such file")
-        doc = load_yaml(f, "--config") or {}
+        doc = sweeps.sweepfile.load_yaml(f, "--config") or {}
         if not isinstance(doc, dict):
             raise ValueError(f"--config {f}: must be a mapping of RunConfig fields, got {type(doc).__name__}")
         d.update(doc)
@@ -81,20 +78,18 @@ def _config_from_args(a) -> RunConfig:
     if both:  # which one wins would be an accident of the code
         raise ValueError(f"--set {both[0]}=... and --{both[0].replace('_', '-')} both give {both[0]}; give it once")
     d.update(pairs)
-    return RunConfig.from_dict(d)
+    return runs.RunConfig.from_dict(d)
 
 
 def _set_threads(a) -> None:
     """Torch threads of a single-run command: ``--threads``, else ``$STABKIT_THREADS``, else the usable
-    CPUs (as a sweep's runs; see :func:`stabkit.runs.run_threads`)."""
+    CPUs (as a sweep's runs; see :func:`stabkit.sweeps.run_threads`)."""
     import torch
 
-    from . import runs
-    torch.set_num_threads(runs.run_threads(a.threads))
+    torch.set_num_threads(sweeps.run_threads(a.threads))
 
 
 def cmd_train(a) -> int:
-    from . import runs
     cfg = _config_from_args(a)
     _set_threads(a)
     if not a.measure:
@@ -108,7 +103,6 @@ def cmd_train(a) -> int:
 
 
 def cmd_remeasure(a) -> int:
-    from . import runs
     if not Path(a.run_dir).is_dir():
         raise ValueError(f"run folder {a.run_dir} does not exist")
     for f in ("config.json", "best.pt"):
@@ -129,10 +123,9 @@ def cmd_remeasure(a) -> int:
 
 
 def cmd_sweep(a) -> int:
-    from . import runs
-    sw = runs.load_sweep(a.spec, a.scale)
+    sw = sweeps.load_sweep(a.spec, a.scale)
     root = Path(a.root) if a.root else runs.default_runs_root()
-    committed = set() if a.recompute else runs.committed_keys(sw.name, sw.scale, a.results_root)
+    committed = set() if a.recompute else sweeps.committed_keys(sw.name, sw.scale, a.results_root)
     if a.dry_run:
         sw.validate()
         for c in sw.configs:
@@ -151,7 +144,7 @@ def cmd_sweep(a) -> int:
             print(c.key, st, json.dumps(c.to_dict(), sort_keys=True))
         print(f"{len(sw)} runs in {sw.name}/{sw.scale} under {root} ({len(committed & set(sw.keys))} committed)")
         return 0
-    rep = runs.sweep(sw, a.scale, root, executor=a.executor, jobs=a.jobs, device=a.device,
+    rep = sweeps.sweep(sw, a.scale, root, executor=a.executor, jobs=a.jobs, device=a.device,
                      slots_per_gpu=a.slots_per_gpu, retry_failed=a.retry_failed, progress=not a.quiet,
                      submitit_params=_pairs(a.submitit_param, "--submitit-param") or None, verify=a.verify,
                      redo=True if a.redo == [] else (a.redo or False), threads=a.threads,
@@ -162,25 +155,23 @@ def cmd_sweep(a) -> int:
           + f" (root {root})")
     bad = rep[~rep.status.isin(["done", "committed"])]
     if len(bad) and a.quiet:  # without --quiet, sweep() has printed the list already
-        print(f"{len(bad)} of {len(rep)} run(s) did not finish:\n{runs.failure_summary(rep)}", file=sys.stderr)
+        print(f"{len(bad)} of {len(rep)} run(s) did not finish:\n{sweeps.failure_summary(rep)}", file=sys.stderr)
     return 1 if len(bad) else 0
 
 
 def cmd_export(a) -> int:
-    from . import runs
-    out = runs.export(a.spec, a.scale, a.root, a.results_root, out_dir=a.out)
+    out = sweeps.export(a.spec, a.scale, a.root, a.results_root, out_dir=a.out)
     print(f"exported {a.spec}/{a.scale} to {out}")
     return 0
 
 
 def cmd_import(a) -> int:
-    from . import runs
-    rep = runs.import_runs(a.path, a.results_root)
+    rep = sweeps.import_runs(a.path, a.results_root)
     for (sw, sc), g in rep.groupby(["sweep", "scale"], sort=True):
         counts = g.action.value_counts().to_dict()
         print(f"{sw}/{sc}: " + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("added", "replaced", "kept", "repaired")
                                     if k != "repaired" or counts.get(k))
-              + f" -> {runs.store_dir(sw, sc, a.results_root)}")
+              + f" -> {sweeps.store_dir(sw, sc, a.results_root)}")
     print(f"imported {len(rep)} run record(s) from {a.path}")
     return 0
 
@@ -198,17 +189,15 @@ def _process_start() -> float:
 
 
 def cmd_campaign(a) -> int:
-    from .runs import campaign as C
     only = [o.strip() for o in a.only.split(",") if o.strip()] if a.only else None
-    C.check_options(a.deadline, jobs=a.jobs, device=a.device, scale=a.scale, only=only,
+    campaign.check_options(a.deadline, jobs=a.jobs, device=a.device, scale=a.scale, only=only,
                     smoke_seconds=a.smoke_seconds, out=a.out, runs_root=a.root)  # --dry-run too
     if a.dry_run:
-        from .runs.timemodel import TimeModel
-        plan = C.make_plan(a.scale, only=only, runs_root=a.root, results_root=a.results_root)
+        plan = campaign.make_plan(a.scale, only=only, runs_root=a.root, results_root=a.results_root)
         dev = a.device if a.device != "auto" else "cuda"
         slots = a.jobs if not dev.startswith("cuda") else 1
-        model = TimeModel(dev)
-        est = C.estimate_plan(plan, model, slots)
+        model = campaign.TimeModel(dev, campaign.plan.zero_loss_epochs())
+        est = campaign.estimate_plan(plan, model, slots)
         print(f"time model (assumptions, device {dev}), scale {a.scale}:")
         for n in plan.notes:
             print(f"  note: {n}")
@@ -217,19 +206,19 @@ def cmd_campaign(a) -> int:
                   f"{r['estimate_serial_s']:9.0f} s")
         print(f"  total {len(plan.todo)} runs to do, {est['total_serial_s']:.0f} s on one slot")
         smoke = min(a.smoke_seconds, 0.5 * a.deadline)
-        sim = C.simulate(plan, model, slots, a.deadline, start=smoke)
+        sim = campaign.simulate(plan, model, slots, a.deadline, start=smoke)
         fit = [r for r in sim if r["fits"]]
         print(f"expected to finish in {a.deadline:.0f} s ({smoke:.0f} s smoke test, {slots} slot(s)): {len(fit)} of "
               f"{len(sim)} runs")
         if dev.startswith("cuda") and a.jobs > 1:  # the throughput test may give the GPU to several runs
-            many = C.simulate(plan, model, a.jobs, a.deadline, start=smoke)
+            many = campaign.simulate(plan, model, a.jobs, a.deadline, start=smoke)
             print(f"  with {a.jobs} runs sharing the GPU (time model's assumed speed-up): "
                   f"{sum(r['fits'] for r in many)} runs")
         for r in sim[:max(len(fit), 12)]:
             print(f"  {'+' if r['fits'] else '-'} {r['start_s']:7.1f} -> {r['end_s']:8.1f} s  {r['stage']:22s} "
                   f"{r['net']:15s} seed {r['seed']}  {r['key']}")
         return 0
-    s = C.campaign(a.out, a.deadline, jobs=a.jobs, device=a.device, scale=a.scale, only=only, runs_root=a.root,
+    s = campaign.campaign(a.out, a.deadline, jobs=a.jobs, device=a.device, scale=a.scale, only=only, runs_root=a.root,
                    results_root=a.results_root, smoke_seconds=a.smoke_seconds, deterministic=a.deterministic,
                    started=_process_start())
     print(f"campaign: {s.get('finished', 0)} run(s) finished, {s.get('failed', 0)} failed, "
@@ -238,8 +227,7 @@ def cmd_campaign(a) -> int:
 
 
 def cmd_collect(a) -> int:
-    from . import runs
-    df = runs.collect(a.root, a.table, a.spec, a.scale)
+    df = sweeps.collect(a.root, a.table, a.spec, a.scale)
     if a.csv:
         df.to_csv(a.csv, index=False)
         print(f"{len(df)} rows written to {a.csv}")
@@ -251,23 +239,23 @@ def cmd_collect(a) -> int:
 
 
 def cmd_status(a) -> int:
-    from . import runs
     specs = a.spec or sorted(str(p) for p in runs.sweeps_dir().glob("*.yaml"))
     if not specs:
-        c = runs.status(a.root)
+        c = sweeps.status(a.root)
         print(f"{runs.default_runs_root() if not a.root else a.root}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
         return 0
     errors = 0  # a sweep file that cannot be read: the exit status says so, not only the table
+    shown: set[str] = set()  # running runs already listed (a run is in every sweep that includes it)
     # committed: published under results/; finished: done in the runs root, not committed (export them)
     print(f"{'sweep':34s} {'scale':6s} {'total':>6s} {'committed':>9s} {'finished':>8s} {'running':>8s} "
           f"{'failed':>7s} {'pending':>8s}")
     for spec in specs:
-        path = runs.sweep_path(spec)
-        scales = [a.scale] if a.scale else runs.sweep_scales(path)
+        path = sweeps.sweep_path(spec)
+        scales = [a.scale] if a.scale else sweeps.sweep_scales(path)
         for sc in scales:
             try:
-                sw = runs.load_sweep(path, sc)
-                c = runs.status(a.root, sw, committed=runs.committed_keys(sw.name, sc, a.results_root))
+                sw = sweeps.load_sweep(path, sc)
+                c = sweeps.status(a.root, sw, committed=sweeps.committed_keys(sw.name, sc, a.results_root))
             except ValueError as exc:
                 print(f"{path.stem:34s} {sc:6s} error: {exc}")
                 errors += 1
@@ -276,8 +264,9 @@ def cmd_status(a) -> int:
                   f"{c['failed']:7d} {c['pending']:8d}")
             if c["running"]:  # what each running run last reported
                 root = Path(a.root) if a.root else runs.default_runs_root()
-                for cfg in runs.load_sweep(path, sc).configs:
-                    if runs.run_state(root / cfg.key) == "running":
+                for cfg in sw.configs:
+                    if cfg.key not in shown and runs.run_state(root / cfg.key) == "running":
+                        shown.add(cfg.key)
                         line = runs.progress_line(root / cfg.key) or "no progress reported yet"
                         print(f"  running {cfg.key} {cfg.net} seed {cfg.seed}: {line}")
     return 1 if errors else 0
@@ -443,8 +432,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         errs.append(yaml.YAMLError)
     except ImportError:
         pass
-    from .runs import RunLocked
-    return (*errs, RunLocked)
+    return (*errs, runs.RunLocked)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,8 @@
 
 - Layers, lowest first: ``checks, atomic, checkpoints, protocol`` < ``transforms, graph, laplacian, nets, data, precision``
   < ``stability, invariance, train`` < ``robustness, theory`` (the core; theory measures its constant-filter
-  nets with ``stability``) < ``runs`` (and the CLI ``__main__``)
-  < ``report`` (notebook support) < ``tools/`` (the book's build tool, outside the package). A module
+  nets with ``stability``) < ``runs`` (one run) < ``sweeps`` (many runs) < ``campaign`` (and the CLI
+  ``__main__``) < ``report`` (notebook support) < ``tools/`` (the book's build tool, outside the package). A module
   may import its own layer and the layers below it, never one above (imports inside functions count).
 - No import cycle between modules (a package's ``__init__`` re-exporting its own submodules is not one).
 - No module uses another module's private name: ``from stabkit.x import _name`` or ``x._name``.
@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -20,16 +21,16 @@ PACKAGE = REPO / "stabkit"
 
 #: Rank of each top-level module or subpackage of stabkit (a higher rank may import a lower one).
 LAYERS = {
-    "checks": 0, "atomic": 0, "checkpoints": 0, "protocol": 0,
+    "checks": 0, "atomic": 0, "checkpoints": 0, "protocol": 0, "lazy": 0,
     "transforms": 1, "graph": 1, "laplacian": 1, "nets": 1, "data": 1, "precision": 1,
     "stability": 2, "invariance": 2, "train": 2, "batchnorm": 2,
     "robustness": 3, "theory": 3,
-    "runs": 4, "__main__": 4,
-    "report": 5,
+    "runs": 4, "sweeps": 5, "campaign": 6, "__main__": 6,
+    "report": 7,
 }
-TOOLS_RANK = 6
+TOOLS_RANK = 8
 LAYER_NAMES = {0: "base helpers", 1: "core", 2: "core measurements/training", 3: "robustness and theory",
-               4: "runs", 5: "report", 6: "tools"}
+               4: "one run", 5: "many runs", 6: "campaign", 7: "report", 8: "tools"}
 
 
 def _module_name(path: Path) -> str:
@@ -202,3 +203,56 @@ def test_upward_import_is_caught(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "relative_to", lambda self, other: self)
     with pytest.raises(AssertionError, match="upward"):
         test_no_upward_import()
+
+
+@pytest.mark.parametrize("module, source", [
+    ("stabkit.runs.fake", "from stabkit.sweeps import load_sweep\n"),       # one run -> many runs
+    ("stabkit.sweeps.fake", "def f():\n    from ..campaign import plan\n"),  # many runs -> the campaign
+    ("stabkit.campaign.fake", "from stabkit.report import glue\n"),          # the campaign -> notebook support
+])
+def test_the_wings_above_the_core_are_ranked(module, source, tmp_path, monkeypatch):
+    fake = tmp_path / "fake.py"
+    fake.write_text(source)
+    monkeypatch.setitem(MODULES, module, fake)
+    monkeypatch.setattr(Path, "relative_to", lambda self, other: self)
+    with pytest.raises(AssertionError, match="upward"):
+        test_no_upward_import()
+
+
+#: Where a figure's knowledge lives: its sweep file (``paper:``, ``campaign:``), never the packages that run it.
+FIGURE_FREE = ("runs", "sweeps", "campaign")
+_FIGURE = re.compile(r"\bfig(ure)?s?\.?\s*\d|\bfig\d", re.I)
+
+
+def _code_strings(tree: ast.AST) -> list[tuple[int, str]]:
+    """``(line, text)`` of the identifiers and string constants of a module, docstrings left out (they may cite
+    a figure as an example; the code may not act on one)."""
+    docs = {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            out.append((node.lineno, node.value))
+        elif isinstance(node, ast.Name):
+            out.append((node.lineno, node.id))
+        elif isinstance(node, ast.Attribute):
+            out.append((node.lineno, node.attr))
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            out.append((node.lineno, node.name))
+    return out
+
+
+def test_the_run_packages_name_no_sweep_or_figure():
+    """Issue 24: what a figure needs (its protocol, campaign priority, smoke run, time-model assumption) is in
+    its sweep file; the one-run, many-runs and campaign packages act on no sweep or figure by name."""
+    names = {p.stem for p in (REPO / "sweeps").glob("*.yaml")}
+    bad = []
+    for m, path in MODULES.items():
+        if m.split(".")[:2][-1] not in FIGURE_FREE:
+            continue
+        for line, text in _code_strings(ast.parse(path.read_text(encoding="utf8"))):
+            hit = [n for n in names if n in text] or _FIGURE.findall(text)
+            if hit:
+                bad.append(f"{path.relative_to(REPO)}:{line}: {text[:80]!r}")
+    assert not bad, "sweeps or figures named in the run packages (move them to the sweep file):\n" + "\n".join(bad)

@@ -13,22 +13,23 @@ from pathlib import Path
 
 import pytest
 
-from stabkit.runs import campaign as C
+from stabkit import campaign as C
+from stabkit.campaign import scheduler
 from stabkit.runs.config import RunConfig
-from stabkit.runs.sweepfile import load_sweep
-from stabkit.runs.timemodel import TimeModel
+from stabkit.sweeps.sweepfile import load_sweep
+from stabkit.campaign.timemodel import TimeModel, net_features
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _results_module():
-    return importlib.import_module("stabkit.runs.resultstore")
+    return importlib.import_module("stabkit.sweeps")
 
 
 def test_plan_priority_seed_order_and_shared_runs(tmp_path):
     plan = C.make_plan("gpu", runs_root=tmp_path / "runs", results_root=tmp_path / "results")
     stages = [it.stage for it in plan.items]
-    order = [s[0] for s in C.STAGES]
+    order = [st.label for _, st in C.plan.stages()]
     assert [order.index(s) for s in stages if s in order] == sorted(order.index(s) for s in stages if s in order)
     assert stages[0] == "Fig. 3"  # the CIFAR-10 claims a CPU cannot test come first
     # within a stage, seed 0 of every network before any second seed
@@ -64,7 +65,7 @@ def test_time_model_fits_measured_steps():
     m = TimeModel("cpu")
     before = m.parts(cfg)
     assert before["total"] > 0 and before["epochs"] == 2
-    fam = C.net_features(cfg)["family"]
+    fam = net_features(cfg)["family"]
     m.fit_family(fam, cfg, step_s=0.5, measure_probe_s=0.01)
     assert m.step_seconds(cfg) == pytest.approx(0.5, rel=1e-6)
     assert m.parts(cfg)["train"] == pytest.approx(2 * 2 * 0.5, rel=1e-6)
@@ -234,7 +235,7 @@ def test_scheduler_waits_for_a_network_in_training_instead_of_training_it_twice(
     pool, timing = _FakePool(2), {"runs": {}}
     (tmp_path / "out").mkdir()
     packer = C.Packer(tmp_path / "out", tmp_path / "runs", {}, "cpu")
-    C._schedule(pool, plan, TimeModel("cpu"), 2, tmp_path / "runs", packer, [], timing,
+    scheduler._schedule(pool, plan, TimeModel("cpu"), 2, tmp_path / "runs", packer, [], timing,
                 time.time(), time.time() + 3600, 1.0, lambda msg: None)
     # b waits for a (its network) while c starts on the other worker
     assert [k for _, k in pool.started] == [a.key, c.key, b.key]

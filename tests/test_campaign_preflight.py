@@ -11,9 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stabkit import runs
-from stabkit.runs import campaign as C
-from stabkit.runs.sweepfile import load_sweep
+from stabkit import runs, sweeps
+from stabkit import campaign as C
+from stabkit.campaign import plan as planning
+from stabkit.campaign import scheduler, workers
+from stabkit.sweeps.sweepfile import load_sweep
 
 TINY = dict(task="twopoints", net="LeNet", ptr=64, test_size=64, epochs=1, P=8, width_factor=0.25, batch_size=32,
             measure=["output"])
@@ -41,9 +43,9 @@ def test_plan_counts_keys_committed_at_any_scale_and_starts_with_cifar(tmp_path,
     fig6 = set(load_sweep("fig6_layers_scale_detection", "gpu").keys)
     fig3 = set(load_sweep("fig3_layers_cifar", "gpu").keys)
     store = {("fig6_layers_scale_detection", "cpu"): fig6, ("fig3_layers_cifar", "cpu"): {sorted(fig3)[0]}}
-    monkeypatch.setattr(C, "committed_scales", lambda name, root=None: [s for (n, s) in store if n == name],
+    monkeypatch.setattr(planning, "committed_scales", lambda name, root=None: [s for (n, s) in store if n == name],
                         raising=False)
-    monkeypatch.setattr(C, "committed_keys", lambda name, sc, root=None: set(store.get((name, sc), set())))
+    monkeypatch.setattr(planning, "committed_keys", lambda name, sc, root=None: set(store.get((name, sc), set())))
     plan = C.make_plan("gpu", runs_root=tmp_path / "runs", results_root=tmp_path / "res")
     todo = set(plan.todo)
     assert not todo & fig6 and sorted(fig3)[0] not in todo
@@ -71,18 +73,18 @@ SPEC = {"name": "sc", "base": TINY, "grid": {"seed": [0, 1, 2]},
 
 
 def test_a_page_shows_cpu_committed_runs_of_the_gpu_grid_by_key(tmp_path, monkeypatch):
-    monkeypatch.delenv(runs.RECOMPUTE_ENV, raising=False)
+    monkeypatch.delenv(sweeps.RECOMPUTE_ENV, raising=False)
     res = tmp_path / "res"
     for c in load_sweep(SPEC, "cpu").configs:
         fake_run(tmp_path / "cpu", c)
-    runs.export(SPEC, "cpu", tmp_path / "cpu", res)
-    assert runs.committed_scales("sc", res) == ["cpu"]
-    from stabkit.runs.lookup import scale_choice
+    sweeps.export(SPEC, "cpu", tmp_path / "cpu", res)
+    assert sweeps.committed_scales("sc", res) == ["cpu"]
+    from stabkit.sweeps.lookup import scale_choice
     choice = scale_choice(SPEC, res)
     assert choice["scale"] == "gpu" and choice["covered"] == {"cpu": 2, "gpu": 2}
     with pytest.warns(UserWarning, match=r"2 of 4 configurations of the gpu grid .committed.*2 of them committed "
                                          r"at the cpu scale, same configuration"):
-        df = runs.results(SPEC, "gpu", "output", results_root=res, runs_root=tmp_path / "none", run_missing=False)
+        df = sweeps.results(SPEC, "gpu", "output", results_root=res, runs_root=tmp_path / "none", run_missing=False)
     assert set(df.run) == set(load_sweep(SPEC, "cpu").keys)
     assert set(df.attrs["results"]["borrowed"]["cpu"]) == set(load_sweep(SPEC, "cpu").keys)
 
@@ -90,43 +92,43 @@ def test_a_page_shows_cpu_committed_runs_of_the_gpu_grid_by_key(tmp_path, monkey
 def test_one_larger_scale_run_does_not_flip_a_page(tmp_path, monkeypatch):
     """D7: one committed run of a larger grid (other configurations) leaves the page at the scale that shows
     more; the larger scale is chosen once it covers at least as much."""
-    monkeypatch.delenv(runs.RECOMPUTE_ENV, raising=False)
+    monkeypatch.delenv(sweeps.RECOMPUTE_ENV, raising=False)
     spec = {"name": "fl", "base": TINY, "grid": {"seed": [0, 1, 2]},
             "scales": {"cpu": {"base": {"epochs": 3}}, "gpu": {"base": {"epochs": 5}}}}
     res = tmp_path / "res"
     for c in load_sweep(spec, "cpu").configs:
         fake_run(tmp_path / "cpu", c)
-    runs.export(spec, "cpu", tmp_path / "cpu", res)
+    sweeps.export(spec, "cpu", tmp_path / "cpu", res)
     fake_run(tmp_path / "gpu", load_sweep(spec, "gpu").configs[0])
-    runs.export(spec, "gpu", tmp_path / "gpu", res)
-    assert runs.resolve_scale(spec, "auto", res) == "cpu"
-    from stabkit.runs.lookup import scale_choice
+    sweeps.export(spec, "gpu", tmp_path / "gpu", res)
+    assert sweeps.resolve_scale(spec, "auto", res) == "cpu"
+    from stabkit.sweeps.lookup import scale_choice
     assert "not gpu (1 configuration(s))" in scale_choice(spec, res)["reason"]
-    assert runs.resolve_scale(spec, "gpu", res) == "gpu"  # an explicit choice
+    assert sweeps.resolve_scale(spec, "gpu", res) == "gpu"  # an explicit choice
     for c in load_sweep(spec, "gpu").configs[1:]:
         fake_run(tmp_path / "gpu", c)
-    runs.export(spec, "gpu", tmp_path / "gpu", res)
-    assert runs.resolve_scale(spec, "auto", res) == "gpu"
+    sweeps.export(spec, "gpu", tmp_path / "gpu", res)
+    assert sweeps.resolve_scale(spec, "auto", res) == "gpu"
 
 
 def test_a_larger_grid_with_as_many_networks_replaces_a_partly_trained_smaller_one(tmp_path, monkeypatch):
     """The cpu CIFAR-10 grid trains the small grid's architectures better: with as many networks and at
     least half the configurations it is shown; with fewer networks it is not."""
-    monkeypatch.delenv(runs.RECOMPUTE_ENV, raising=False)
+    monkeypatch.delenv(sweeps.RECOMPUTE_ENV, raising=False)
     spec = {"name": "nw", "base": TINY, "grid": {"net": ["LeNet", "VGG11bn"], "seed": [0, 1]},
             "scales": {"small": {"base": {"epochs": 1}},
                        "cpu": {"base": {"epochs": 3}, "grid": {"net": ["LeNet", "VGG11bn"], "seed": [0]}}}}
     res = tmp_path / "res"
     for c in load_sweep(spec, "small").configs:
         fake_run(tmp_path / "small", c)
-    runs.export(spec, "small", tmp_path / "small", res)
+    sweeps.export(spec, "small", tmp_path / "small", res)
     cpu = load_sweep(spec, "cpu").configs
     fake_run(tmp_path / "cpu", cpu[0])
-    runs.export(spec, "cpu", tmp_path / "cpu", res)
-    assert runs.resolve_scale(spec, "auto", res) == "small"  # one network of two
+    sweeps.export(spec, "cpu", tmp_path / "cpu", res)
+    assert sweeps.resolve_scale(spec, "auto", res) == "small"  # one network of two
     fake_run(tmp_path / "cpu", cpu[1])
-    runs.export(spec, "cpu", tmp_path / "cpu", res)
-    assert runs.resolve_scale(spec, "auto", res) == "cpu"  # both networks, 2 of the small grid's 4 configurations
+    sweeps.export(spec, "cpu", tmp_path / "cpu", res)
+    assert sweeps.resolve_scale(spec, "auto", res) == "cpu"  # both networks, 2 of the small grid's 4 configurations
 
 
 # ------------------------------------------------------------------------ 3: the smoke test and CIFAR-10
@@ -149,7 +151,7 @@ def _tiny_cifar(root: Path, per_class: int = 2) -> Path:
 def test_spent_smoke_budget_never_drops_cifar(tmp_path, monkeypatch):
     """D2: with the budget spent before the CIFAR-10 check, the data are still found (from names alone) and
     the CIFAR-10 runs stay in the plan."""
-    from stabkit.runs import smoke as S
+    from stabkit.campaign import smoke as S
     monkeypatch.setenv("STABKIT_DATA", str(_tiny_cifar(tmp_path / "cifar")))
     monkeypatch.setenv("STABKIT_CACHE", str(tmp_path / "cache"))
     lines: list[str] = []
@@ -167,7 +169,7 @@ def test_spent_smoke_budget_never_drops_cifar(tmp_path, monkeypatch):
 
 
 def test_smoke_part_is_really_bounded():
-    from stabkit.runs import smoke as S
+    from stabkit.campaign import smoke as S
     report: dict = {}
     lines: list[str] = []
     t = time.time()
@@ -273,7 +275,7 @@ def _schedule(tmp_path, pool, n_runs=4, deadline=30.0):
     packer = C.Packer(tmp_path / "out", tmp_path / "runs", plan.members, "cpu")
     (tmp_path / "out").mkdir(exist_ok=True)
     finished: list[str] = []
-    C._schedule(pool, plan, model, pool.n, tmp_path / "runs", packer, finished, timing, t0, t0 + deadline, 1.0,
+    scheduler._schedule(pool, plan, model, pool.n, tmp_path / "runs", packer, finished, timing, t0, t0 + deadline, 1.0,
                 lines.append)
     return plan, finished, timing, lines, time.time() - t0
 
@@ -331,7 +333,7 @@ def test_real_pool_notices_dead_workers_and_respawns_them():
     a machine without CUDA), are seen dead at once (no wait for their 'ready'); a respawned worker works."""
     import os
     import signal
-    pool = C._Pool(1, "cpu", 1)
+    pool = workers.WorkerPool(1, "cpu", 1)
     try:
         pool.wait_ready([0], time.time() + 180)
         assert 0 in pool.ready
@@ -347,7 +349,7 @@ def test_real_pool_notices_dead_workers_and_respawns_them():
         pool.kill()
     import torch
     if not torch.cuda.is_available():
-        bad = C._Pool(1, "cuda", 1)
+        bad = workers.WorkerPool(1, "cuda", 1)
         try:
             t = time.time()
             bad.wait_ready([0], time.time() + 180)
@@ -382,7 +384,7 @@ def test_packed_runs_are_compressed_and_split_before_the_limit(tmp_path):
             assert "commit" in man["git"]
             seen += list(man["runs"])
     assert sorted(seen) == sorted(c.key for c in cfgs)  # every run once
-    got = runs.import_runs(out, res)
+    got = sweeps.import_runs(out, res)
     assert sorted(got.key) == sorted(c.key for c in cfgs) and set(got.action) == {"added"}
     # plain packing is 3.7x larger on real runs; here: the parquet tables of a run compress
     small = tmp_path / "small"
@@ -393,7 +395,7 @@ def test_packed_runs_are_compressed_and_split_before_the_limit(tmp_path):
 
 # ------------------------------------------------------------------------------ 6: the code commit travels
 def test_code_commit_travels_without_git(tmp_path, monkeypatch):
-    from stabkit.runs.store import CODE_COMMIT_ENV, CODE_STATE_FILE, git_state
+    from stabkit.runs.provenance import CODE_COMMIT_ENV, CODE_STATE_FILE, git_state
     monkeypatch.delenv(CODE_COMMIT_ENV, raising=False)
     monkeypatch.delenv("STABKIT_CODE_DIRTY", raising=False)
     bare = tmp_path / "tree"  # a copy of the tree without .git, as a lent GPU gets it

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stabkit import runs
+from stabkit import runs, sweeps
 from stabkit.__main__ import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,10 +61,10 @@ def test_every_figure_sweep_at_tiny_scale(env, name, capsys):
     rc = main(["sweep", str(spec), "--scale", "tiny", "--root", str(env["root"]), "--device", "cpu", "--quiet"])
     out = capsys.readouterr().out
     assert rc == 0, out
-    c = runs.status(env["root"], spec, "tiny")
+    c = sweeps.status(env["root"], spec, "tiny")
     assert c["total"] >= 1 and c["done"] == c["total"], c
     table = "spectra" if name.startswith("fig2") else "output"
-    df = runs.collect(env["root"], table, spec, "tiny")
+    df = sweeps.collect(env["root"], table, spec, "tiny")
     assert df.run.nunique() == c["total"]
     if name.startswith("fig1"):
         assert df.loc[df.noise_std > 0, "test_err_corrupted"].notna().all()
@@ -208,7 +208,7 @@ def test_a_sweep_that_leaves_runs_unfinished_exits_non_zero_with_the_list(tmp_pa
     (tmp_path / "held.yaml").write_text(yaml.safe_dump({"base": {**TINY, "measure": ["output"]},
                                                         "grid": {"seed": [0, 1]}, "scales": {"tiny": {}}}))
     root = tmp_path / "runs"
-    held = runs.load_sweep(tmp_path / "held.yaml", "tiny").keys[1]
+    held = sweeps.load_sweep(tmp_path / "held.yaml", "tiny").keys[1]
     (root / held).mkdir(parents=True)
     other = runs.RunLock(root / held)
     assert other.acquire()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from stabkit import runs
+from stabkit import runs, sweeps
 from stabkit.runs import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,8 +31,8 @@ def test_keys_of_existing_runs_never_change():
     assert RunConfig(**TINY).key == "4aa66cfa797a"
     assert RunConfig(task="cifar10", net="VGG11").key == "3290788df66f"
     assert RunConfig(task="cifar10", net="DenseNetL2", noise_std=1).key == "906acfccc28c"
-    assert runs.load_sweep("fig5_scale_detection", "tiny").keys == ["39c79ffa71f6", "840d6775ae87"]
-    assert runs.load_sweep("fig1_noise_corrupted_cifar", "tiny").keys == ["f59b6c277bfc", "7829321d9885"]
+    assert sweeps.load_sweep("fig5_scale_detection", "tiny").keys == ["39c79ffa71f6", "840d6775ae87"]
+    assert sweeps.load_sweep("fig1_noise_corrupted_cifar", "tiny").keys == ["f59b6c277bfc", "7829321d9885"]
 
 
 def test_every_committed_configuration_keeps_its_key():
@@ -97,8 +97,8 @@ def test_defaults_hash_and_roundtrip():
     (dict(epochs="ten"), "epochs"), (dict(lr="fast"), "lr"), (dict(width_factor=float("inf")), "width_factor"),
     (dict(loss="mse"), "loss"), (dict(P=0), "P"), (dict(task_options=[1]), "task_options")])
 def test_bad_fields_are_refused_naming_the_field(kw, match):
-    with pytest.raises(ValueError, match=match):
-        RunConfig(**kw)
+    with pytest.raises(ValueError, match=match):  # when made, or (net: the registry) by validate
+        runs.validate(RunConfig(**kw), build=False)
 
 
 def test_unknown_fields_are_refused():
@@ -108,11 +108,10 @@ def test_unknown_fields_are_refused():
         RunConfig().replace(nett="VGG11")
 
 
-def test_net_registry_check_can_be_deferred():
-    with runs.deferred_registry_checks():
-        c = RunConfig(net="NoSuchNet")
+def test_net_registry_check_is_an_explicit_validation():
+    c = RunConfig(net="NoSuchNet")  # torch-free: a config is made without the registries
     with pytest.raises(ValueError, match="NoSuchNet"):
-        c.check_registries()
+        runs.validate(c)
     assert "VGG11" in runs.known_nets() and "LeNet" in runs.known_nets()
 
 
@@ -151,9 +150,8 @@ def test_default_runs_root(monkeypatch, tmp_path):
     (dict(layers="some"), "layers must be one of"), (dict(layers=[]), "layers must be"),
     (dict(layers=[""]), "layers must be")])
 def test_bad_values_are_refused_when_the_config_is_made(kw, match):
-    with runs.deferred_registry_checks():  # torch-free checks: also while a sweep file loads
-        with pytest.raises(ValueError, match=match):
-            RunConfig(**{**TINY, **kw})
+    with pytest.raises(ValueError, match=match):  # torch-free checks: also while a sweep file loads
+        RunConfig(**{**TINY, **kw})
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -173,26 +171,25 @@ def test_bad_values_are_refused_when_the_config_is_made(kw, match):
     (dict(task_options={"d": 8, "xi": 4.0}, P=8), "net LeNet .* on a 8-pixel twopoints input"),
     (dict(layers=["features.conv1", "no_such_node"]), "layers: \\['no_such_node'\\] are no nodes of LeNet")])
 def test_registry_and_data_checks_run_before_training(kw, match):
-    with runs.deferred_registry_checks():
-        c = RunConfig(**{**TINY, **kw})  # accepted while a sweep loads (torch-free) ...
+    c = RunConfig(**{**TINY, **kw})  # accepted when made (torch-free) ...
     with pytest.raises(ValueError, match=match):
-        c.check_registries()  # ... refused by Sweep.validate / --dry-run / run, before any training
+        runs.validate(c)  # ... refused by validate (Sweep.validate / --dry-run / run), before any training
     if match.startswith(("net LeNet", "layers:", "P=")):
-        RunConfig(**{**TINY, **kw})  # building the net is left to validation (replace chains may pass here)
+        runs.validate(c, build=False)  # building the net is left to the full validation (replace chains)
     else:
         with pytest.raises(ValueError, match=match):
-            RunConfig(**{**TINY, **kw})
+            runs.validate(c, build=False)
 
 
 def test_valid_options_pass_the_checks():
-    RunConfig(**{**TINY, "net_options": {"input_size": 28}, "task_options": {"xi": 14.0, "d": 28}})
-    RunConfig(**{**TINY, "P": 64, "layers": "output"})
-    RunConfig(**{**TINY, "measure": ["accuracy"], "P": 10_000})  # P is not used without output/layers
-    RunConfig(task="cifar10", net="VGG11", augment=["crop", "flip", "rotate"], test_size=500, P=500)
+    runs.validate(RunConfig(**{**TINY, "net_options": {"input_size": 28}, "task_options": {"xi": 14.0, "d": 28}}))
+    runs.validate(RunConfig(**{**TINY, "P": 64, "layers": "output"}))
+    runs.validate(RunConfig(**{**TINY, "measure": ["accuracy"], "P": 10_000}))  # P unused without output/layers
+    runs.validate(RunConfig(task="cifar10", net="VGG11", augment=["crop", "flip", "rotate"], test_size=500, P=500))
     from stabkit.stability import layer_names
     from stabkit import nets
     names = layer_names(nets.build("LeNet", in_channels=1, num_classes=1, width_factor=0.25, input_size=28))
-    RunConfig(**{**TINY, "layers": names[:2]})
+    runs.validate(RunConfig(**{**TINY, "layers": names[:2]}))
 
 
 # ------------------------------------------------------- issue 28.4: measurement options checked up front
@@ -213,18 +210,18 @@ def test_valid_options_pass_the_checks():
     ({"invariance": {"angles": [0]}}, r"at least 2 angles"),
     ({"resolution": {"targets": [8.5]}}, r"options.resolution.targets must be an integer >= 1, got 8.5"),
 ])
-def test_measurement_options_are_checked_when_the_config_is_made(options, match):
+def test_measurement_options_are_checked_before_training(options, match):
     """Issue 28.4: a bad measurement option failed the run only after its training (and a failed run lends
     no network); a typo of a measurement's name in ``options`` was ignored silently."""
     with pytest.raises(ValueError, match=match):
-        RunConfig(**TINY, options=options)
+        runs.validate(RunConfig(**TINY, options=options), build=False)
 
 
 def test_a_sweep_with_a_bad_option_fails_before_any_run(tmp_path):
     spec = {"name": "badopt", "base": {**TINY, "measure": ["layers"]}, "scales": {"tiny": {}},
             "grid": [{"seed": [0]}, {"seed": [1], "options": [{"layers": {"relu_conventions": ["inplace", "x"]}}]}]}
     with pytest.raises(ValueError, match="relu_conventions"):
-        runs.sweep(spec, "tiny", tmp_path / "r", device="cpu", progress=False)
+        sweeps.sweep(spec, "tiny", tmp_path / "r", device="cpu", progress=False)
     assert not (tmp_path / "r").exists()  # nothing trained, not even the valid first run
 
 
@@ -241,15 +238,15 @@ def test_registered_measurements_check_their_own_options():
     def m(model, cfg, ctx):
         return {}
 
-    RunConfig(**TINY, measure=["test_opts"], options={"test_opts": {"k": 1}})
+    runs.validate(RunConfig(**TINY, measure=["test_opts"], options={"test_opts": {"k": 1}}), build=False)
     assert seen == [{"k": 1}]
     with pytest.raises(ValueError, match=r"options.test_opts: unknown key\(s\) \['j'\]"):
-        RunConfig(**TINY, measure=["test_opts"], options={"test_opts": {"j": 1}})
+        runs.validate(RunConfig(**TINY, measure=["test_opts"], options={"test_opts": {"j": 1}}), build=False)
     runs.register_measurement("test_opts", overwrite=True)(m)  # re-registered without a check: passed through
-    RunConfig(**TINY, measure=["test_opts"], options={"test_opts": {"j": 1}})
+    runs.validate(RunConfig(**TINY, measure=["test_opts"], options={"test_opts": {"j": 1}}), build=False)
     for sweep in ("probe_rotation", "probe_resolution"):  # the committed sweeps' options pass
         for scale in ("tiny", "cpu", "paper"):
-            runs.load_sweep(sweep, scale).configs[0].check_registries(build=False)
+            runs.validate(sweeps.load_sweep(sweep, scale).configs[0], build=False)
 
 
 # --------------------------------------------------------------- issue 28.8: no silent coercion of a value
@@ -273,23 +270,23 @@ def test_sweep_files_refuse_duplicate_keys_empty_grids_bad_names_and_bad_bytes(t
     f = tmp_path / "dup.yaml"
     f.write_text("base: {task: twopoints, net: LeNet}\nbase: {task: cifar10}\nscales: {tiny: {}}\n")
     with pytest.raises(ValueError, match=rf"sweep file {f}: key 'base' is given twice \(lines 1 and 2\)"):
-        runs.load_sweep(f, "tiny")
+        sweeps.load_sweep(f, "tiny")
     f.write_text("base: {task: twopoints, net: LeNet, net: VGG11}\nscales: {tiny: {}}\n")
     with pytest.raises(ValueError, match=r"key 'net' is given twice"):
-        runs.load_sweep(f, "tiny")
+        sweeps.load_sweep(f, "tiny")
     # a merge key may be overridden (YAML's intent), as the committed sweeps do
     f.write_text("_b: &b {task: twopoints, net: LeNet, epochs: 1}\nbase: {<<: *b, epochs: 2}\nscales: {tiny: {}}\n")
-    assert runs.load_sweep(f, "tiny").configs[0].epochs == 2
+    assert sweeps.load_sweep(f, "tiny").configs[0].epochs == 2
     f.write_text("base: {task: twopoints, net: LeNet}\ngrid: {seed: []}\nscales: {tiny: {}}\n")
     with pytest.raises(ValueError, match=r"grid value of 'seed' is an empty list"):
-        runs.load_sweep(f, "tiny")
+        sweeps.load_sweep(f, "tiny")
     f.write_text("base: {task: twopoints, net: LeNet}\ninclude: [{sweep: fig5_scale_detection, where: {net: [X]}}]\n"
                  "scales: {tiny: {}}\n")
     with pytest.raises(ValueError, match=r"the sweep has no run"):
-        runs.load_sweep(f, "tiny")
+        sweeps.load_sweep(f, "tiny")
     f.write_bytes(b"name: caf\xe9\nscales: {tiny: {}}\n")  # Latin-1
     with pytest.raises(ValueError, match=rf"sweep file {f}: not UTF-8 text"):
-        runs.load_sweep(f, "tiny")
+        sweeps.load_sweep(f, "tiny")
     for name in ("a+b", "_x"):  # names the results store refuses (issue 28.9)
         with pytest.raises(ValueError, match="name must be a plain name"):
-            runs.load_sweep({"name": name, "base": TINY, "scales": {"tiny": {}}}, "tiny")
+            sweeps.load_sweep({"name": name, "base": TINY, "scales": {"tiny": {}}}, "tiny")

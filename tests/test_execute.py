@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from stabkit import checkpoints as C, runs, train as T
+from stabkit import checkpoints as C, runs, sweeps, train as T
 
 TINY = dict(task="twopoints", net="LeNet", ptr=64, test_size=64, epochs=1, P=8, width_factor=0.25,
             batch_size=32)
@@ -59,9 +59,9 @@ def test_same_config_gives_identical_results_on_cpu(tmp_path):
 
 
 def test_same_probe_set_for_every_net():
-    d = runs.task_data(tiny())
-    p1 = runs.probe_set(tiny(net="LeNet"), d)
-    p2 = runs.probe_set(tiny(net="VGG11bn", seed=4), d)
+    d = runs.tasks.task_data(tiny())
+    p1 = runs.tasks.probe_set(tiny(net="LeNet"), d)
+    p2 = runs.tasks.probe_set(tiny(net="VGG11bn", seed=4), d)
     assert len(p1) == 3 and all(torch.equal(u, v) for u, v in zip(p1, p2))
 
 
@@ -385,16 +385,16 @@ def test_verify_loads_checkpoints_and_a_damaged_one_lends_no_network(tmp_path):
     that reused that network failed, even with ``--retry-failed``."""
     spec = {"name": "ck", "base": {**TINY, "measure": ["output"], "shuffles": [0]}, "scales": {"tiny": {}},
             "grid": {"P": [8, 5]}}  # two runs of one network: the second reuses the first's training
-    first, second = (tmp_path / k for k in runs.load_sweep(spec, "tiny").keys)
-    runs.run(runs.load_sweep(spec, "tiny").configs[0], tmp_path, device="cpu", progress=False)
+    first, second = (tmp_path / k for k in sweeps.load_sweep(spec, "tiny").keys)
+    runs.run(sweeps.load_sweep(spec, "tiny").configs[0], tmp_path, device="cpu", progress=False)
     blob = (first / "best.pt").read_bytes()
     (first / "best.pt").write_bytes(blob[: len(blob) // 2])  # truncated (a full disk, a killed copy)
     assert runs.verify_run(first) == []  # the tables are sound: collect and import (no checkpoints) accept it
     problems = runs.verify_run(first, checkpoints=True)
     assert len(problems) == 1 and problems[0].startswith(f"{first / 'best.pt'}:"), problems
-    assert runs.find_trained(runs.load_sweep(spec, "tiny").configs[1], tmp_path) is None  # lends no network
+    assert runs.find_trained(sweeps.load_sweep(spec, "tiny").configs[1], tmp_path) is None  # lends no network
     with pytest.warns(UserWarning, match=rf"run {first.name} .* damaged, redoing it: {re.escape(str(first))}/best.pt"):
-        rep = runs.sweep(spec, "tiny", tmp_path, device="cpu", progress=False, verify=True)
+        rep = sweeps.sweep(spec, "tiny", tmp_path, device="cpu", progress=False, verify=True)
     assert list(rep.status) == ["done", "done"], rep.error.tolist()
     assert runs.verify_run(first, checkpoints=True) == [] and runs.verify_run(second, checkpoints=True) == []
 
@@ -422,7 +422,7 @@ def test_table_names_stay_inside_the_run_folder(tmp_path):
         runs.run(cfg, tmp_path / "r", device="cpu", progress=False)
     assert not list(tmp_path.rglob("escaped*"))
     with pytest.raises(ValueError, match="table must be a plain table name"):
-        runs.collect(tmp_path / "r", f"../{cfg.key}/metrics")
+        sweeps.collect(tmp_path / "r", f"../{cfg.key}/metrics")
 
 
 def test_a_missing_plugin_module_is_named(monkeypatch):
@@ -430,7 +430,7 @@ def test_a_missing_plugin_module_is_named(monkeypatch):
     monkeypatch.setenv("STABKIT_PLUGINS", "no_such_stabkit_plugin")
     monkeypatch.setattr(M, "_plugins_loaded", False)
     with pytest.raises(ValueError, match=r"\$STABKIT_PLUGINS names module 'no_such_stabkit_plugin'"):
-        tiny()
+        runs.validate(tiny())  # before any training
     with pytest.raises(ValueError, match="no_such_stabkit_plugin"):  # not silently marked loaded
         M.load_plugins()
 

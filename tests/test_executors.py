@@ -1,4 +1,4 @@
-"""stabkit.runs.executors: sweeps record failures without stopping, submitit executors, a SIGKILLed sweep
+"""stabkit.sweeps.executors: sweeps record failures without stopping, submitit executors, a SIGKILLed sweep
 resumes (also with the local process pool)."""
 import json
 import os
@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stabkit import runs
+from stabkit import runs, sweeps
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(task="twopoints", net="LeNet", ptr=64, test_size=64, epochs=1, P=8, width_factor=0.25,
@@ -38,20 +38,20 @@ def test_failed_run_is_recorded_and_does_not_stop_the_sweep(tmp_path):
     spec = {"name": "fails", "base": TINY, "grid": [{"measure": [["test_boom"]]},
                                                   {"measure": [["output", "test_extra"]]}],
             "scales": {"tiny": {}}}
-    rep = runs.sweep(spec, "tiny", tmp_path, device="cpu", progress=False)
+    rep = sweeps.sweep(spec, "tiny", tmp_path, device="cpu", progress=False)
     assert list(rep.status) == ["failed", "done"] and "boom in measurement" in rep.error[0]
     bad = Path(rep.run_dir[0])
     assert "RuntimeError: boom in measurement" in (bad / "error.txt").read_text()
     assert json.loads((bad / "status.json").read_text())["status"] == "failed" and not (bad / "done").exists()
-    assert runs.status(tmp_path, spec, "tiny") == dict(total=2, done=1, pending=0, failed=1, running=0)
-    summ = runs.collect(tmp_path, "summary", spec, "tiny")
+    assert sweeps.status(tmp_path, spec, "tiny") == dict(total=2, done=1, pending=0, failed=1, running=0)
+    summ = sweeps.collect(tmp_path, "summary", spec, "tiny")
     assert sorted(summ.status) == ["done", "failed"]
-    ext = runs.collect(tmp_path, "extra", spec, "tiny")  # a registered measurement's own table
+    ext = sweeps.collect(tmp_path, "extra", spec, "tiny")  # a registered measurement's own table
     assert list(ext.value) == [1.0, 2.0, 1.0, 2.0] and set(ext.state) == {"init", "trained"}
     # failed runs are skipped unless retry_failed
-    assert list(runs.sweep(spec, "tiny", tmp_path, device="cpu", progress=False).status) == ["failed", "done"]
+    assert list(sweeps.sweep(spec, "tiny", tmp_path, device="cpu", progress=False).status) == ["failed", "done"]
     runs.MEASUREMENTS["test_boom"] = lambda m, c, x: {}
-    assert list(runs.sweep(spec, "tiny", tmp_path, device="cpu", progress=False,
+    assert list(sweeps.sweep(spec, "tiny", tmp_path, device="cpu", progress=False,
                            retry_failed=True).status) == ["done", "done"]
 
 
@@ -60,14 +60,14 @@ def test_submitit_debug_and_local_executors(tmp_path):
     pytest.importorskip("submitit")
     spec = {"name": "sub", "base": {**TINY, "measure": ["output"]}, "grid": {"seed": [0, 1]},
             "scales": {"tiny": {}}}
-    rep = runs.sweep(spec, "tiny", tmp_path / "debug", executor="submitit-debug", device="cpu", progress=False)
+    rep = sweeps.sweep(spec, "tiny", tmp_path / "debug", executor="submitit-debug", device="cpu", progress=False)
     assert list(rep.status) == ["done", "done"]
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     one = {**spec, "grid": {"seed": [0]}}  # one job: a subprocess importing torch is slow on a busy CPU
-    rep = runs.sweep(one, "tiny", tmp_path / "local", executor="submitit-local", device="cpu",
+    rep = sweeps.sweep(one, "tiny", tmp_path / "local", executor="submitit-local", device="cpu",
                      progress=False, submitit_params={"timeout_min": 10})
     assert list(rep.status) == ["done"]
-    assert len(runs.collect(tmp_path / "local", "output", one, "tiny")) == 2
+    assert len(sweeps.collect(tmp_path / "local", "output", one, "tiny")) == 2
 
 
 _PLUGIN = '''
@@ -94,7 +94,7 @@ def test_sigkill_in_the_middle_then_resume(tmp_path):
     import yaml
     (tmp_path / "killme.yaml").write_text(yaml.safe_dump(spec))
     root = tmp_path / "runs"
-    first, second, third = (root / k for k in runs.load_sweep(spec, "tiny").keys)
+    first, second, third = (root / k for k in sweeps.load_sweep(spec, "tiny").keys)
     # the sequential run (in the sweep process) and the pool workers' runs must use one thread count
     # (issue 15.6): before, the first got OMP_NUM_THREADS and the workers cpu_count // jobs
     env = _env(STABKIT_PLUGINS="slowplug", PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]),
@@ -124,9 +124,9 @@ def test_sigkill_in_the_middle_then_resume(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in first.iterdir()} == before  # untouched
     assert (second / "done").exists() and (second / "config.json").stat().st_mtime_ns > t_kill  # redone
     assert (third / "done").exists()
-    out = runs.collect(root, "output", tmp_path / "killme.yaml", "tiny")
+    out = sweeps.collect(root, "output", tmp_path / "killme.yaml", "tiny")
     assert sorted(out.run) == sorted([first.name, second.name, third.name])  # each run once
-    slow = runs.collect(root, "slow")
+    slow = sweeps.collect(root, "slow")
     assert len(slow) == 3 and list(slow.threads) == [1, 1, 1]
     # no temporary file and no run lock left; the flock files of <root>/.training/<training key>/ stay by
     # design (unlinking a flock file another process may be waiting on would let two processes hold it)
@@ -140,12 +140,12 @@ def test_executors_that_cannot_work_here_are_refused(tmp_path, monkeypatch):
     import importlib.util
     missing = "SLURM.*sbatch" if importlib.util.find_spec("submitit") else "the submitit package"  # checked first
     with pytest.raises(ValueError, match=f"executor='slurm' needs {missing}"):
-        runs.sweep(spec, "tiny", tmp_path / "r", executor="slurm", device="cpu", progress=False)
+        sweeps.sweep(spec, "tiny", tmp_path / "r", executor="slurm", device="cpu", progress=False)
     with pytest.raises(ValueError, match="executor must be one of"):
-        runs.sweep(spec, "tiny", tmp_path / "r", executor="nosuch", device="cpu", progress=False)
+        sweeps.sweep(spec, "tiny", tmp_path / "r", executor="nosuch", device="cpu", progress=False)
     for kw in (dict(slots_per_gpu=0), dict(jobs=0), dict(jobs=1.5), dict(threads=0)):
         with pytest.raises(ValueError, match=next(iter(kw))):
-            runs.sweep(spec, "tiny", tmp_path / "r", device="cpu", progress=False, **kw)
+            sweeps.sweep(spec, "tiny", tmp_path / "r", device="cpu", progress=False, **kw)
     assert not (tmp_path / "r").exists()  # refused before anything was made
 
 
@@ -153,19 +153,19 @@ def test_every_run_uses_the_same_thread_count(monkeypatch, tmp_path):
     """Issue 15.6: the thread count of a run does not depend on --jobs (sequential, pool, submitit)."""
     import torch
     monkeypatch.setenv("STABKIT_THREADS", "1")
-    assert runs.run_threads() == 1 and runs.run_threads(3) == 3
+    assert sweeps.run_threads() == 1 and sweeps.run_threads(3) == 3
     monkeypatch.delenv("STABKIT_THREADS")
-    assert runs.run_threads() == len(os.sched_getaffinity(0))
+    assert sweeps.run_threads() == len(os.sched_getaffinity(0))
     monkeypatch.setenv("STABKIT_THREADS", "x")
     with pytest.raises(ValueError, match="STABKIT_THREADS"):
-        runs.run_threads()
+        sweeps.run_threads()
     before = torch.get_num_threads()
 
     @runs.register_measurement("test_threads", overwrite=True)
     def threads(model, cfg, ctx):
         return {"threads": pd.DataFrame({"threads": [torch.get_num_threads()]})}
 
-    from stabkit.runs.executors import run_guarded
+    from stabkit.sweeps.executors import run_guarded
     torch.set_num_threads(2)
     cfg = runs.RunConfig(**TINY, measure=["test_threads"], states=["trained"])
     assert run_guarded(cfg.to_dict(), str(tmp_path), "cpu", False, False, 1)[1] == "done"
@@ -187,7 +187,7 @@ def test_killing_a_jobs_sweep_leaves_no_process_behind(tmp_path, sig):
     import yaml
     (tmp_path / "orphans.yaml").write_text(yaml.safe_dump(spec))
     root = tmp_path / "runs"
-    dirs = [root / k for k in runs.load_sweep(spec, "tiny").keys]
+    dirs = [root / k for k in sweeps.load_sweep(spec, "tiny").keys]
     env = _env(STABKIT_PLUGINS="slowplug", PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]))
     proc = subprocess.Popen([sys.executable, "-m", "stabkit", "sweep", str(tmp_path / "orphans.yaml"), "--scale",
                              "tiny", "--root", str(root), "--device", "cpu", "--quiet", "--jobs", "2"], env=env,
@@ -242,7 +242,7 @@ def test_ctrl_c_stops_a_jobs_sweep_and_leaves_its_runs_resumable(tmp_path):
     import yaml
     (tmp_path / "ctrlc.yaml").write_text(yaml.safe_dump(spec))
     root = tmp_path / "runs"
-    dirs = [root / k for k in runs.load_sweep(spec, "tiny").keys]
+    dirs = [root / k for k in sweeps.load_sweep(spec, "tiny").keys]
     env = _env(STABKIT_PLUGINS="slowplug", PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]),
                STABKIT_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "stabkit", "sweep", str(tmp_path / "ctrlc.yaml"), "--scale",
@@ -276,4 +276,4 @@ def test_ctrl_c_stops_a_jobs_sweep_and_leaves_its_runs_resumable(tmp_path):
         if all(runs.run_state(d) != "running" for d in dirs):
             break
         time.sleep(0.2)
-    assert runs.status(root, spec, "tiny") == dict(total=4, done=0, pending=4, failed=0, running=0)
+    assert sweeps.status(root, spec, "tiny") == dict(total=4, done=0, pending=4, failed=0, running=0)

@@ -1,4 +1,4 @@
-"""Failures carry their cause (issue 25): when the runs a table needs fail, ``runs.results`` (and so a page),
+"""Failures carry their cause (issue 25): when the runs a table needs fail, ``sweeps.results`` (and so a page),
 the sweep's report and ``python -m stabkit sweep`` say which runs failed and why, in the runs' own words
 (here: CIFAR-10 not found, the folders searched and how to provide the data)."""
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stabkit import runs
+from stabkit import sweeps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,20 +21,20 @@ def _spec(data_root: Path) -> dict:
 
 def test_results_names_the_failed_runs_and_their_error(tmp_path):
     spec = _spec(tmp_path / "no-cifar")
-    with pytest.raises(runs.RunsFailedError) as info:
-        runs.results(spec, "tiny", "output", runs_root=tmp_path / "runs", results_root=tmp_path / "results",
+    with pytest.raises(sweeps.RunsFailedError) as info:
+        sweeps.results(spec, "tiny", "output", runs_root=tmp_path / "runs", results_root=tmp_path / "results",
                      device="cpu", progress=False)
     msg = str(info.value)
     assert "no 'output' table for sweep 'nodata'" in msg and "2 of 2 run(s) failed" in msg
-    sw = runs.load_sweep(spec, "tiny")
+    sw = sweeps.load_sweep(spec, "tiny")
     assert all(k in msg for k in sw.keys), "every failed run is named"
     # the runs' own error, in full: what was not found, where it looked, how to provide the data
     assert "CIFAR-10 (train split) not found" in msg and str(tmp_path / "no-cifar") in msg
     assert "STABKIT_DATA" in msg and "download=True" in msg
     assert msg.count("not found") == 1, "a cause shared by every run is written once"
     # the same from the run folders alone (run_missing=False: nothing is run again)
-    with pytest.raises(runs.RunsFailedError, match=r"(?s)2 of 2 run\(s\) failed.*Looked in:"):
-        runs.results(spec, "tiny", "output", runs_root=tmp_path / "runs", results_root=tmp_path / "results",
+    with pytest.raises(sweeps.RunsFailedError, match=r"(?s)2 of 2 run\(s\) failed.*Looked in:"):
+        sweeps.results(spec, "tiny", "output", runs_root=tmp_path / "runs", results_root=tmp_path / "results",
                      run_missing=False)
 
 
@@ -45,11 +45,11 @@ def test_failure_summary_groups_runs_by_error():
                         "status": ["failed", "failed", "done", "pending"],
                         "error": ["ValueError: no data\nLooked in:\n  - /x", "ValueError: no data\nLooked in:\n  - /x",
                                   "", "not started"], "run_dir": ["r/a", "r/b", "r/c", "r/d"]})
-    text = runs.failure_summary(rep)
+    text = sweeps.failure_summary(rep)
     assert "2 run(s) failed with the same error" in text and "a LeNet (r/a)" in text and "b LeNet (r/b)" in text
     assert text.count("no data") == 1 and "| Looked in:" in text and "|   - /x" in text
     assert "1 run(s) pending" in text and "c LeNet" not in text
-    assert runs.failure_summary(rep[rep.status == "done"]) == ""
+    assert sweeps.failure_summary(rep[rep.status == "done"]) == ""
 
 
 def test_sweep_command_prints_the_cause(tmp_path):

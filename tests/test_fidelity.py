@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from stabkit import data, nets, runs
+from stabkit import data, nets, runs, sweeps
 from stabkit.runs import tasks
 from stabkit.stability import draw_probes, measure
 from stabkit.transforms import GaussianNoiseCorruption
@@ -41,7 +41,7 @@ def test_corrupted_probes_follow_the_paper(fake_cifar):
     normalisation, as in training), then deformed / noised: x_tau and x_eta are drawn from the corrupted
     images. Before, every net was measured on clean images."""
     c10 = cfg(noise_std=10.0)
-    d = runs.task_data(c10)
+    d = runs.tasks.task_data(c10)
     assert tasks.probe_kinds(c10) == ("corrupted", "clean") and tasks.probe_kinds(cfg()) == ("clean",)
     x, x_tau, x_eta = tasks.probe_set(c10, d)  # default: the paper's, corrupted
     clean = tasks.probe_set(c10, d, "clean")
@@ -62,7 +62,7 @@ def test_corrupted_probes_follow_the_paper(fake_cifar):
 
 
 def test_every_net_of_a_noise_level_sees_the_same_corrupted_images(fake_cifar):
-    d = runs.task_data(cfg(noise_std=1.0))
+    d = runs.tasks.task_data(cfg(noise_std=1.0))
     a = tasks.probe_set(cfg(noise_std=1.0), d)
     b = tasks.probe_set(cfg(noise_std=1.0, net="VGG11bn", seed=3), d)
     assert all(torch.equal(u, v) for u, v in zip(a, b))
@@ -109,20 +109,20 @@ OLD_KEYS = {  # tiny and small grids before the network lists changed: still the
 
 
 def test_fig1_cpu_scale_is_the_background_campaign():
-    assert runs.load_sweep("fig1_noise_corrupted_cifar", "cpu").keys == CPU_KEYS  # noise 0 first, then 30, then 1
-    fig3 = runs.load_sweep("fig3_layers_cifar", "cpu")
+    assert sweeps.load_sweep("fig1_noise_corrupted_cifar", "cpu").keys == CPU_KEYS  # noise 0 first, then 30, then 1
+    fig3 = sweeps.load_sweep("fig3_layers_cifar", "cpu")
     assert set(fig3.keys) <= set(CPU_KEYS) and {c.net for c in fig3.configs} == {"VGG11", "VGG11bn", "AlexNet",
                                                                                  "LeNet"}
-    assert set(fig3.keys) <= set(runs.load_sweep("fig2_laplacian_spectra", "cpu").keys)
+    assert set(fig3.keys) <= set(sweeps.load_sweep("fig2_laplacian_spectra", "cpu").keys)
 
 
 @pytest.mark.parametrize("sweep, scale", sorted(OLD_KEYS))
 def test_small_grids_keep_their_runs(sweep, scale):
-    assert runs.load_sweep(sweep, scale).keys == OLD_KEYS[(sweep, scale)]
+    assert sweeps.load_sweep(sweep, scale).keys == OLD_KEYS[(sweep, scale)]
 
 
 def test_paper_grids_are_the_original_network_lists():
-    fig1 = runs.load_sweep("fig1_noise_corrupted_cifar", "paper")
+    fig1 = sweeps.load_sweep("fig1_noise_corrupted_cifar", "paper")
     cnns = ["VGG11", "VGG11bn", "VGG16bn", "VGG19bn", "ResNet18", "ResNet34", "ResNet50", "AlexNet", "LeNet",
             "EfficientNetB0"]
     fcns = ["DenseNetL2", "DenseNetL4", "DenseNetL6"]
@@ -132,7 +132,7 @@ def test_paper_grids_are_the_original_network_lists():
     assert set(seeds) == set(cnns + fcns)
     assert all(seeds[n] == set(range(4)) for n in cnns) and all(seeds[n] == set(range(11)) for n in fcns)
     assert len(fig1) == (10 * 4 + 3 * 11) * 7
-    fig5 = runs.load_sweep("fig5_scale_detection", "paper")
+    fig5 = sweeps.load_sweep("fig5_scale_detection", "paper")
     assert {c.net for c in fig5.configs} == {"VGG11", "VGG11bn", "VGG13bn", "VGG16bn", "VGG19bn", "ResNet18",
                                              "ResNet34", "ResNet50", "AlexNet", "LeNet", "EfficientNetB0"}
     assert {c.seed for c in fig5.configs} == set(range(10)) and {c.ptr for c in fig5.configs} == {1024, 2048}

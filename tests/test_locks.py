@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from stabkit import runs
-from stabkit.runs.store import hold_lock
+from stabkit.runs.locks import hold_lock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,17 +104,17 @@ def test_a_stale_lock_of_a_done_run_is_cleared_by_the_next_sweep(tmp_path):
     """Issue 28.9: a kill just after the ``done`` marker left the lock file behind."""
     import json
 
-    from stabkit import runs
+    from stabkit import sweeps
     spec = {"name": "stale", "base": dict(task="twopoints", net="LeNet", ptr=64, test_size=64, epochs=1, P=8,
                                           width_factor=0.25, batch_size=32, measure=["output"]),
             "scales": {"tiny": {}}}
-    cfg = runs.load_sweep(spec, "tiny").configs[0]
+    cfg = sweeps.load_sweep(spec, "tiny").configs[0]
     d = tmp_path / cfg.key
     d.mkdir()
     (d / "config.json").write_text(json.dumps({"key": cfg.key, **cfg.to_dict()}))
     (d / "done").touch()
     (d / "lock").write_text(json.dumps({"host": "h", "pid": 1, "since": 0, "nonce": "n"}))  # its holder died
-    rep = runs.sweep(spec, "tiny", tmp_path, device="cpu", progress=False)
+    rep = sweeps.sweep(spec, "tiny", tmp_path, device="cpu", progress=False)
     assert list(rep.status) == ["done"] and not (d / "lock").exists()
     held = tmp_path / "held"
     held.mkdir()

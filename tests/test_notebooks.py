@@ -30,10 +30,10 @@ ENTRIES = book.toc_notebooks(REPO / "_toc.yml")
 #: What a notebook's code cells may not contain any more (issue 11: thin notebooks).
 FORBIDDEN = {"def table(": "a copied table() helper (use stabkit.report.page.page)",
              "json.loads": "a JSON parser of config columns (use stabkit.report.tables.config_values)",
-             "np.polyfit": "a re-implemented fit (use stabkit.theory.fit_exponents / report.analysis)",
-             ".verdict(": "an inline verdict (write a claim_* function in stabkit.report.claims)",
+             "np.polyfit": "a re-implemented fit (use stabkit.theory.fit_exponents / report.fits)",
+             ".verdict(": "an inline verdict (write a claim_* function in a stabkit.report.*_claims module)",
              "stabkit.probes": "the old module name (stabkit.robustness)", "import seaborn": "seaborn (use report.figures)",
-             "from stabkit import book": "the old stabkit.book (stabkit.report.glue)"}
+             "from stabkit import book": "the old stabkit.book (stabkit.report.page)"}
 TIMEOUT_S = 120
 
 # {glue}`key`, {glue:text}`key:.2f`, {glue:md}`key` ... and ```{glue:figure} key / :::{glue} key

@@ -145,7 +145,7 @@ def test_glue_claim_condition_makes_each_dashboard_statement_distinct(monkeypatc
 
 
 def test_page_loads_tables_glues_facts_and_sets_context(monkeypatch):
-    from stabkit import runs
+    from stabkit import sweeps
 
     summary = pd.DataFrame({"run": ["a", "b"], "net": ["LeNet", "VGG11"], "seed": [0, 1], "epochs": 2, "P": 50,
                             "status": "done", "device": "cpu", "task": "twopoints", "ptr": 1024})
@@ -156,7 +156,7 @@ def test_page_loads_tables_glues_facts_and_sets_context(monkeypatch):
         calls.append((sweep, scale, table, kw))
         return {"summary": summary, "output": output}[table].copy()
 
-    monkeypatch.setattr(runs, "results", fake_results)
+    monkeypatch.setattr(sweeps, "results", fake_results)
     glued = _glued(monkeypatch)
     monkeypatch.delenv(book.ENV_PROVENANCE, raising=False)
     pg = book.page("fig5_scale_detection", "tiny", "output", name="fig5", runs_root="", device="cpu")
@@ -193,7 +193,7 @@ def _count_yaml_reads(monkeypatch) -> list[str]:
 def test_page_reads_its_sweep_file_once(monkeypatch, scale):
     """Issue 24 item 7: page() resolves the scale and loads every table from one read of its sweep file
     (before: 1 + 2 x the scales tried + the tables + 1 reads, 10 for Fig. 1 at scale auto)."""
-    from stabkit import runs
+    from stabkit import sweeps
 
     seen = []
 
@@ -201,19 +201,19 @@ def test_page_reads_its_sweep_file_once(monkeypatch, scale):
         seen.append((sweep, scale))
         return pd.DataFrame({"run": ["a"], "net": ["LeNet"], "seed": [0], "status": ["done"]})
 
-    monkeypatch.setattr(runs, "results", fake_results)
+    monkeypatch.setattr(sweeps, "results", fake_results)
     monkeypatch.delenv(book.ENV_PROVENANCE, raising=False)
     reads = _count_yaml_reads(monkeypatch)
     pg = book.page("fig1_noise_corrupted_cifar", scale, "output", "metrics", glue_facts=False)
     assert reads == ["name: fig1_noise_corrupted_cifar"]
-    assert len(seen) == 3 and all(isinstance(s, runs.Sweep) and s.scale == pg.scale for s, _ in seen)
-    assert seen[0][0].keys == runs.load_sweep("fig1_noise_corrupted_cifar", pg.scale).keys
+    assert len(seen) == 3 and all(isinstance(s, sweeps.Sweep) and s.scale == pg.scale for s, _ in seen)
+    assert seen[0][0].keys == sweeps.load_sweep("fig1_noise_corrupted_cifar", pg.scale).keys
 
 
 def test_page_joins_convergence_to_the_asked_tables(monkeypatch):
     """page(..., convergence=True): the run tables carry the well-trained columns, summary and metrics as
     loaded, Page.convergence the per-run table (selection.convergence, selection.with_convergence)."""
-    from stabkit import runs
+    from stabkit import sweeps
     from stabkit.report import selection
 
     summary = pd.DataFrame({"run": ["a", "b"], "net": ["LeNet", "VGG11"], "seed": [0, 0], "status": "done",
@@ -221,7 +221,7 @@ def test_page_joins_convergence_to_the_asked_tables(monkeypatch):
     metrics = pd.DataFrame({"run": ["a", "a", "b", "b"], "epoch": [0, 1, 0, 1], "train_err": [0.3, 0.0, 0.4, 0.3]})
     output = pd.DataFrame({"run": ["a", "b"], "R_f": [0.1, 0.2]})
     tables = {"summary": summary, "metrics": metrics, "output": output}
-    monkeypatch.setattr(runs, "results", lambda sweep, scale, table, **kw: tables[table].copy())
+    monkeypatch.setattr(sweeps, "results", lambda sweep, scale, table, **kw: tables[table].copy())
     monkeypatch.delenv(book.ENV_PROVENANCE, raising=False)
     pg = book.page("fig5_scale_detection", "tiny", "output", "metrics", glue_facts=False, convergence=True)
     out, met = pg

@@ -29,3 +29,25 @@ def test_public_names():
         assert "no_such_name" in str(err)
     else:
         raise AssertionError("no AttributeError")
+
+
+def test_the_package_faces_serve_what_they_list_and_load_lazily():
+    """stabkit.runs / sweeps / campaign (issue 24): each name of ``__all__`` resolves, the ``TYPE_CHECKING``
+    imports readers see list the same names, and the sweep grammar loads without torch."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    for name in ("runs", "sweeps", "campaign"):
+        pkg = importlib.import_module(f"stabkit.{name}")
+        assert 10 <= len(pkg.__all__) <= 30, (name, len(pkg.__all__))  # what users need, not every name
+        for n in pkg.__all__:
+            assert getattr(pkg, n) is not None, (name, n)
+        tree = ast.parse(Path(pkg.__file__).read_text())
+        seen = {a.asname or a.name for node in ast.walk(tree) if isinstance(node, ast.If)
+                for sub in node.body if isinstance(sub, ast.ImportFrom) for a in sub.names}
+        assert seen == set(pkg.__all__), name
+    code = ("import sys; from stabkit.sweeps import load_sweep; from stabkit.runs import RunConfig; "
+            "import stabkit.campaign; assert 'torch' not in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

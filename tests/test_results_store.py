@@ -1,4 +1,4 @@
-"""stabkit.runs.resultstore: the committed results store (merge by run key, order-free, atomic, schema and
+"""stabkit.sweeps.resultstore: the committed results store (merge by run key, order-free, atomic, schema and
 configuration errors naming the file), campaign imports, skipping committed runs, scale="auto" and the
 coverage / provenance facts of a page. Synthetic run folders: no training, a few seconds in all."""
 import importlib
@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stabkit import runs
+from stabkit import runs, sweeps
 from stabkit.__main__ import main
 
-R = importlib.import_module("stabkit.runs.resultstore")
+R = importlib.import_module("stabkit.sweeps.resultstore")
 
 TINY = dict(task="twopoints", net="LeNet", ptr=64, test_size=64, epochs=1, P=8, width_factor=0.25, batch_size=32,
             measure=["output"])
@@ -23,7 +23,7 @@ SPEC = {"name": "st", "base": TINY, "grid": {"seed": [0, 1, 2]},
 
 
 def configs(scale="tiny"):
-    return runs.load_sweep(SPEC, scale).configs
+    return sweeps.load_sweep(SPEC, scale).configs
 
 
 def fake_run(root: Path, cfg, host="a", finished="2026-01-01T00:00:00+00:00", rf=1.0, extra=None, device="cpu"):
@@ -62,18 +62,18 @@ def two_machines(tmp_path):
 
 def test_merge_order_does_not_matter_and_never_drops_a_run(tmp_path):
     c, a, b = two_machines(tmp_path)
-    ab = runs.export(SPEC, "tiny", a, tmp_path / "ab")
-    runs.export(SPEC, "tiny", b, tmp_path / "ab")
-    ba = runs.export(SPEC, "tiny", b, tmp_path / "ba")
-    runs.export(SPEC, "tiny", a, tmp_path / "ba")
+    ab = sweeps.export(SPEC, "tiny", a, tmp_path / "ab")
+    sweeps.export(SPEC, "tiny", b, tmp_path / "ab")
+    ba = sweeps.export(SPEC, "tiny", b, tmp_path / "ba")
+    sweeps.export(SPEC, "tiny", a, tmp_path / "ba")
     s1, s2 = store_state(ab), store_state(ba)
     assert list(s1) == list(s2) == ["metrics.parquet", "output.parquet", "runs.parquet", "summary.parquet"]
     for name in s1:
         pd.testing.assert_frame_equal(s1[name], s2[name], obj=name)
-    idx = runs.committed_runs("st", "tiny", tmp_path / "ab").set_index("key")
+    idx = sweeps.committed_runs("st", "tiny", tmp_path / "ab").set_index("key")
     assert set(idx.index) == {x.key for x in c}                    # every run of both machines
     assert idx.loc[c[1].key, "host"] == "b" and idx.loc[c[1].key, "device_name"] == "NVIDIA H200"  # newest wins
-    out = runs.load("st", "tiny", "output", tmp_path / "ab")
+    out = sweeps.load("st", "tiny", "output", tmp_path / "ab")
     assert list(out.run) == sorted(out.run) and len(out) == 6
     assert list(out[out.run == c[1].key].R_f) == [3.0, 1.5] and list(out[out.run == c[1].key].n) == [7, 8]
     assert out[out.run == c[0].key].n.isna().all()
@@ -81,7 +81,7 @@ def test_merge_order_does_not_matter_and_never_drops_a_run(tmp_path):
     assert not list(ab.glob(".*tmp*"))
     # merging the same runs again changes nothing (not even the files)
     before = {f.name: f.stat().st_mtime_ns for f in ab.glob("*.parquet")}
-    rep = R.merge_runs(ab, [R._read_run(a / c[0].key, R._exporter())])
+    rep = R.merge_runs(ab, [R.read_run(a / c[0].key, R._exporter())])
     assert list(rep.action) == ["kept"]
     assert before == {f.name: f.stat().st_mtime_ns for f in ab.glob("*.parquet")}
     prov = json.loads((ab / "provenance.json").read_text())
@@ -91,8 +91,8 @@ def test_merge_order_does_not_matter_and_never_drops_a_run(tmp_path):
 
 def test_provenance_per_run(tmp_path):
     c, a, _ = two_machines(tmp_path)
-    runs.export(SPEC, "tiny", a, tmp_path / "res")
-    idx = runs.committed_runs("st", "tiny", tmp_path / "res")
+    sweeps.export(SPEC, "tiny", a, tmp_path / "res")
+    idx = sweeps.committed_runs("st", "tiny", tmp_path / "res")
     assert tuple(idx.columns) == R.INDEX_COLUMNS
     r = idx.set_index("key").loc[c[0].key]
     assert r.host == "a" and r.torch == "2.x" and r.python and r.wall_seconds == 2.5 and r.commit_source == "export"
@@ -102,15 +102,15 @@ def test_provenance_per_run(tmp_path):
 
 def test_committed_configurations_are_skipped(tmp_path):
     c, a, _ = two_machines(tmp_path)
-    runs.export(SPEC, "tiny", a, tmp_path / "res")
-    assert runs.committed_keys("st", "tiny", tmp_path / "res") == {c[0].key, c[1].key}
-    assert runs.committed_keys("st", "small", tmp_path / "res") == set()
+    sweeps.export(SPEC, "tiny", a, tmp_path / "res")
+    assert sweeps.committed_keys("st", "tiny", tmp_path / "res") == {c[0].key, c[1].key}
+    assert sweeps.committed_keys("st", "small", tmp_path / "res") == set()
     # the notebooks' entry point never trains a committed grid: nothing is written under runs_root
     with pytest.warns(UserWarning, match="2 of 3 configurations of the tiny grid"):
-        df = runs.results(SPEC, "tiny", "output", runs_root=tmp_path / "nothing", results_root=tmp_path / "res")
+        df = sweeps.results(SPEC, "tiny", "output", runs_root=tmp_path / "nothing", results_root=tmp_path / "res")
     assert set(df.run) == {c[0].key, c[1].key} and not (tmp_path / "nothing").exists()
-    rep = runs.sweep(SPEC, "tiny", tmp_path / "runs", device="cpu", progress=False,
-                     skip_keys=runs.committed_keys("st", "tiny", tmp_path / "res"))
+    rep = sweeps.sweep(SPEC, "tiny", tmp_path / "runs", device="cpu", progress=False,
+                     skip_keys=sweeps.committed_keys("st", "tiny", tmp_path / "res"))
     assert set(rep.key[rep.status == "done"]) == {c[2].key}
     assert set(rep.key[rep.status == "committed"]) == {c[0].key, c[1].key}
     assert not (tmp_path / "runs" / c[0].key).exists()
@@ -118,14 +118,14 @@ def test_committed_configurations_are_skipped(tmp_path):
 
 def test_a_kill_between_files_loses_nothing_and_readers_see_old_or_new(tmp_path, monkeypatch):
     c, a, b = two_machines(tmp_path)
-    clean = runs.export(SPEC, "tiny", a, tmp_path / "clean")
-    runs.export(SPEC, "tiny", b, tmp_path / "clean")
-    new = {t: runs.load("st", "tiny", t, tmp_path / "clean") for t in ("output", "metrics", "summary")}
+    clean = sweeps.export(SPEC, "tiny", a, tmp_path / "clean")
+    sweeps.export(SPEC, "tiny", b, tmp_path / "clean")
+    new = {t: sweeps.load("st", "tiny", t, tmp_path / "clean") for t in ("output", "metrics", "summary")}
     real = R.atomic_write_table
     for kill_at in range(8):
         root = tmp_path / f"k{kill_at}"
-        runs.export(SPEC, "tiny", a, root)
-        old = {t: runs.load("st", "tiny", t, root) for t in ("output", "metrics", "summary")}
+        sweeps.export(SPEC, "tiny", a, root)
+        old = {t: sweeps.load("st", "tiny", t, root) for t in ("output", "metrics", "summary")}
         calls = []
 
         def dying(path, df, calls=calls, kill_at=kill_at):
@@ -136,16 +136,16 @@ def test_a_kill_between_files_loses_nothing_and_readers_see_old_or_new(tmp_path,
 
         monkeypatch.setattr(R, "atomic_write_table", dying)
         try:
-            runs.export(SPEC, "tiny", b, root)
+            sweeps.export(SPEC, "tiny", b, root)
         except KeyboardInterrupt:
             pass
         monkeypatch.setattr(R, "atomic_write_table", real)
-        seen = {t: runs.load("st", "tiny", t, root) for t in old}
+        seen = {t: sweeps.load("st", "tiny", t, root) for t in old}
         same_old = all(seen[t].equals(old[t]) for t in old)
         same_new = all(seen[t].equals(new[t]) for t in old)
         assert same_old or same_new, f"half-merged store after a kill at write {kill_at}"
-        runs.export(SPEC, "tiny", b, root)  # the next merge completes it
-        assert all(runs.load("st", "tiny", t, root).equals(new[t]) for t in new)
+        sweeps.export(SPEC, "tiny", b, root)  # the next merge completes it
+        assert all(sweeps.load("st", "tiny", t, root).equals(new[t]) for t in new)
         for name, df in store_state(root).items():
             pd.testing.assert_frame_equal(df, store_state(clean)[name], obj=name)
 
@@ -156,43 +156,43 @@ def test_an_interrupted_first_export_is_not_committed(tmp_path, monkeypatch):
     monkeypatch.setattr(R, "atomic_write_table", lambda p, df: (_ for _ in ()).throw(KeyboardInterrupt)
                         if Path(p).name == "runs.parquet" else real(p, df))
     with pytest.raises(KeyboardInterrupt):
-        runs.export(SPEC, "tiny", a, tmp_path / "res")
-    d = runs.store_dir("st", "tiny", tmp_path / "res")
+        sweeps.export(SPEC, "tiny", a, tmp_path / "res")
+    d = sweeps.store_dir("st", "tiny", tmp_path / "res")
     assert (d / "output.parquet").is_file() and not (d / "runs.parquet").exists()
-    assert runs.committed_keys("st", "tiny", tmp_path / "res") == set()
-    assert runs.committed_scales("st", tmp_path / "res") == []
-    assert runs.load("st", "tiny", "output", tmp_path / "res").empty
+    assert sweeps.committed_keys("st", "tiny", tmp_path / "res") == set()
+    assert sweeps.committed_scales("st", tmp_path / "res") == []
+    assert sweeps.load("st", "tiny", "output", tmp_path / "res").empty
 
 
 def test_schema_errors_name_the_file(tmp_path):
     c, a, b = two_machines(tmp_path)
-    d = runs.export(SPEC, "tiny", a, tmp_path / "res")
+    d = sweeps.export(SPEC, "tiny", a, tmp_path / "res")
     # an incoming column of text where the committed table holds numbers
     bad = fake_run(tmp_path / "C", c[2], "c", rf=1.0)
     pd.DataFrame({"state": ["init"], "shuffle": [0], "R_f": ["high"]}).to_parquet(bad / "output.parquet")
     with pytest.raises(ValueError, match=rf"{bad / 'output.parquet'}.*R_f.*{d / 'output.parquet'}"):
-        runs.export(SPEC, "tiny", tmp_path / "C", tmp_path / "res")
+        sweeps.export(SPEC, "tiny", tmp_path / "C", tmp_path / "res")
     # a stored table that is not a store table / not parquet at all / an index that is not one
     pd.read_parquet(d / "metrics.parquet").drop(columns=["run_version"]).to_parquet(d / "metrics.parquet")
     with pytest.raises(ValueError, match=str(d / "metrics.parquet")):
-        runs.load("st", "tiny", "metrics", tmp_path / "res")
+        sweeps.load("st", "tiny", "metrics", tmp_path / "res")
     (d / "output.parquet").write_bytes(b"PAR1 garbage")
     with pytest.raises(ValueError, match=str(d / "output.parquet")):
-        runs.load("st", "tiny", "output", tmp_path / "res")
+        sweeps.load("st", "tiny", "output", tmp_path / "res")
     with pytest.raises(ValueError, match=rf"{d}/(metrics|output).parquet"):
-        runs.export(SPEC, "tiny", b, tmp_path / "res")
+        sweeps.export(SPEC, "tiny", b, tmp_path / "res")
     pd.DataFrame({"key": ["x"]}).to_parquet(d / "runs.parquet")
     with pytest.raises(ValueError, match=str(d / "runs.parquet")):
-        runs.committed_keys("st", "tiny", tmp_path / "res")
+        sweeps.committed_keys("st", "tiny", tmp_path / "res")
     with pytest.raises(ValueError, match="no committed table 'layers'"):
-        runs.load("st", "tiny", "layers", runs.export(SPEC, "tiny", a, tmp_path / "fresh") and tmp_path / "fresh")
+        sweeps.load("st", "tiny", "layers", sweeps.export(SPEC, "tiny", a, tmp_path / "fresh") and tmp_path / "fresh")
     with pytest.raises(ValueError, match="sweep must be a plain name"):
-        runs.store_dir("../../x", "tiny", tmp_path)
+        sweeps.store_dir("../../x", "tiny", tmp_path)
 
 
 def test_a_key_whose_committed_configuration_differs_is_refused(tmp_path):
     c, a, _ = two_machines(tmp_path)
-    d = runs.export(SPEC, "tiny", a, tmp_path / "res")
+    d = sweeps.export(SPEC, "tiny", a, tmp_path / "res")
     idx = pd.read_parquet(d / "runs.parquet")
     cfg = json.loads(idx.loc[0, "config"])
     idx.loc[0, "config"] = json.dumps({**cfg, "P": 999}, sort_keys=True)  # e.g. written by other code
@@ -200,7 +200,7 @@ def test_a_key_whose_committed_configuration_differs_is_refused(tmp_path):
     key = idx.loc[0, "key"]
     later = fake_run(tmp_path / "A2", next(x for x in c if x.key == key), "a", finished="2027-01-01T00:00:00+00:00")
     with pytest.raises(ValueError, match=rf"{later / 'config.json'}.*{key}.*{d / 'runs.parquet'}.*P"):
-        runs.export(SPEC, "tiny", tmp_path / "A2", tmp_path / "res")
+        sweeps.export(SPEC, "tiny", tmp_path / "A2", tmp_path / "res")
 
 
 def _campaign(tmp_path, c, where):
@@ -225,15 +225,15 @@ def _campaign(tmp_path, c, where):
 def test_import_of_a_campaign_runs_tar(tmp_path):
     c = configs()
     camp = _campaign(tmp_path, c[:2], [["st", "tiny"], ["st_copy", "gpu"]])
-    rep = runs.import_runs(camp, tmp_path / "res")
+    rep = sweeps.import_runs(camp, tmp_path / "res")
     assert len(rep) == 4 and set(rep.action) == {"added"}
     for sw, sc in (("st", "tiny"), ("st_copy", "gpu")):
-        assert runs.committed_keys(sw, sc, tmp_path / "res") == {c[0].key, c[1].key}
-    idx = runs.committed_runs("st", "tiny", tmp_path / "res")
+        assert sweeps.committed_keys(sw, sc, tmp_path / "res") == {c[0].key, c[1].key}
+    idx = sweeps.committed_runs("st", "tiny", tmp_path / "res")
     assert set(idx.code_commit) == {"abc1234def"} and set(idx.commit_source) == {"campaign"}
-    assert set(runs.import_runs(camp / "runs.tar", tmp_path / "res").action) == {"kept"}
+    assert set(sweeps.import_runs(camp / "runs.tar", tmp_path / "res").action) == {"kept"}
     assert main(["import", str(camp), "--results-root", str(tmp_path / "res2")]) == 0
-    assert runs.committed_keys("st", "tiny", tmp_path / "res2") == {c[0].key, c[1].key}
+    assert sweeps.committed_keys("st", "tiny", tmp_path / "res2") == {c[0].key, c[1].key}
     # an archive member that would leave the folder: refused, naming the archive
     evil = tmp_path / "evil.tar"
     with tarfile.open(evil, "w") as tf:
@@ -241,7 +241,7 @@ def test_import_of_a_campaign_runs_tar(tmp_path):
         info.size = 1
         tf.addfile(info, io.BytesIO(b"x"))
     with pytest.raises(ValueError, match=rf"{evil}.*unexpected member"):
-        runs.import_runs(evil, tmp_path / "res")
+        sweeps.import_runs(evil, tmp_path / "res")
     (tmp_path / "broken.tar").write_bytes(b"not a tar")
     assert main(["import", str(tmp_path / "broken.tar"), "--results-root", str(tmp_path / "res")]) == 2
 
@@ -258,30 +258,30 @@ def test_import_names_the_archive_member_of_a_damaged_run(tmp_path):
                 m.size = len(data)
             tf.addfile(m, io.BytesIO(data) if data is not None else None)
     with pytest.raises(ValueError, match=rf"{camp / 'runs.tar'}:{c[0].key}/output.parquet"):
-        runs.import_runs(camp, tmp_path / "res")
+        sweeps.import_runs(camp, tmp_path / "res")
 
 
 def test_scale_auto_takes_the_largest_committed_scale(tmp_path, monkeypatch):
-    monkeypatch.delenv(runs.RECOMPUTE_ENV, raising=False)
+    monkeypatch.delenv(sweeps.RECOMPUTE_ENV, raising=False)
     res = tmp_path / "res"
-    assert runs.resolve_scale(SPEC, "auto", res) == "small"        # nothing committed: computed at small
+    assert sweeps.resolve_scale(SPEC, "auto", res) == "small"        # nothing committed: computed at small
     for sc in ("small", "cpu"):
         for x in configs(sc)[:2]:
             fake_run(tmp_path / sc, x)
-        runs.export(SPEC, sc, tmp_path / sc, res)
+        sweeps.export(SPEC, sc, tmp_path / sc, res)
     fake_run(tmp_path / "other", runs.RunConfig(**{**TINY, "seed": 9, "epochs": 7}))
-    runs.export({**SPEC, "grid": {"seed": [9]}, "scales": {"gpu": {"base": {"epochs": 7}}}}, "gpu",
+    sweeps.export({**SPEC, "grid": {"seed": [9]}, "scales": {"gpu": {"base": {"epochs": 7}}}}, "gpu",
                 tmp_path / "other", res)  # a gpu store holding no configuration of the current grid
-    assert runs.committed_scales("st", res) == ["gpu", "cpu", "small"]
-    assert runs.resolve_scale(SPEC, "auto", res) == "cpu"
-    assert runs.resolve_scale(SPEC, "tiny", res) == "tiny"
+    assert sweeps.committed_scales("st", res) == ["gpu", "cpu", "small"]
+    assert sweeps.resolve_scale(SPEC, "auto", res) == "cpu"
+    assert sweeps.resolve_scale(SPEC, "tiny", res) == "tiny"
     with pytest.warns(UserWarning, match="2 of 3 configurations of the cpu grid"):
-        df = runs.results(SPEC, "auto", "output", results_root=res, runs_root=tmp_path / "none")
+        df = sweeps.results(SPEC, "auto", "output", results_root=res, runs_root=tmp_path / "none")
     assert df.attrs["results"]["scale"] == "cpu" and set(df.epochs) == {3}
-    monkeypatch.setenv(runs.RECOMPUTE_ENV, "1")  # make book's switch: ignore the store, compute small
-    assert runs.resolve_scale(SPEC, "auto", res) == "small"
+    monkeypatch.setenv(sweeps.RECOMPUTE_ENV, "1")  # make book's switch: ignore the store, compute small
+    assert sweeps.resolve_scale(SPEC, "auto", res) == "small"
     with pytest.warns(UserWarning, match="2 of 3 configurations of the small grid .computed"):
-        df = runs.results(SPEC, "auto", "output", results_root=res, runs_root=tmp_path / "small", run_missing=False)
+        df = sweeps.results(SPEC, "auto", "output", results_root=res, runs_root=tmp_path / "small", run_missing=False)
     assert df.attrs["results"]["source"] == "computed"
 
 
@@ -293,7 +293,7 @@ def test_coverage_facts_when_computing_report_unfinished_runs(tmp_path):
     (tmp_path / "runs" / c[1].key / "status.json").write_text(json.dumps({"status": "failed", "error": "boom"}))
     with pytest.warns(UserWarning, match=r"1 of 3 configurations of the tiny grid .computed on this machine.; "
                                          r"missing: seed 1 \(failed\); seed 2 \(pending\)"):
-        df = runs.results(SPEC, "tiny", "output", runs_root=tmp_path / "runs", results_root=tmp_path / "res",
+        df = sweeps.results(SPEC, "tiny", "output", runs_root=tmp_path / "runs", results_root=tmp_path / "res",
                           run_missing=False)
     info = df.attrs["results"]
     assert info["n_configs"] == 1 and info["n_grid"] == 3 and info["missing_keys"] == [c[1].key, c[2].key]
@@ -303,16 +303,16 @@ def test_coverage_facts_when_computing_report_unfinished_runs(tmp_path):
 def test_page_glues_coverage_and_provenance(tmp_path, monkeypatch):
     from stabkit.report import page as G
 
-    sweeps = tmp_path / "sweeps"
-    sweeps.mkdir()
+    sweep_files = tmp_path / "sweeps"
+    sweep_files.mkdir()
     import yaml
-    (sweeps / "st.yaml").write_text(yaml.safe_dump(SPEC))
-    monkeypatch.setenv("STABKIT_SWEEPS", str(sweeps))
-    monkeypatch.delenv(runs.RECOMPUTE_ENV, raising=False)
+    (sweep_files / "st.yaml").write_text(yaml.safe_dump(SPEC))
+    monkeypatch.setenv("STABKIT_SWEEPS", str(sweep_files))
+    monkeypatch.delenv(sweeps.RECOMPUTE_ENV, raising=False)
     monkeypatch.delenv(G.ENV_PROVENANCE, raising=False)
     for x in configs("cpu")[:2]:
         fake_run(tmp_path / "cpu", x, device="cuda", finished="2026-05-02T10:00:00+00:00")
-    runs.export("st", "cpu", tmp_path / "cpu", tmp_path / "res")
+    sweeps.export("st", "cpu", tmp_path / "cpu", tmp_path / "res")
     glued = {}
     monkeypatch.setattr(G, "glue", lambda name, value, display=False: glued.__setitem__(name, value))
     with warnings.catch_warnings():
@@ -327,12 +327,12 @@ def test_page_glues_coverage_and_provenance(tmp_path, monkeypatch):
 
 def test_export_command(tmp_path, capsys):
     _, a, _ = two_machines(tmp_path)
-    sweeps = tmp_path / "sweeps"
-    sweeps.mkdir()
-    (sweeps / "st.yaml").write_text(json.dumps(SPEC))  # JSON is YAML
-    spec = str(sweeps / "st.yaml")
+    sweep_files = tmp_path / "sweeps"
+    sweep_files.mkdir()
+    (sweep_files / "st.yaml").write_text(json.dumps(SPEC))  # JSON is YAML
+    spec = str(sweep_files / "st.yaml")
     assert main(["export", spec, "--scale", "tiny", "--runs-root", str(a), "--results-root", str(tmp_path / "r")]) == 0
-    assert runs.committed_keys("st", "tiny", tmp_path / "r") and "exported" in capsys.readouterr().out
+    assert sweeps.committed_keys("st", "tiny", tmp_path / "r") and "exported" in capsys.readouterr().out
     assert main(["export", spec, "--scale", "tiny", "--runs-root", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no finished run") and "\n" not in err
@@ -344,14 +344,14 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from test_results_store import SPEC, configs, fake_run
-from stabkit import runs
+from stabkit import runs, sweeps
 root, res, stop = Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
 c = configs()
 i = 0
 while not stop.exists() and i < 2000:
     i += 1  # a later copy of run 0 each time: every export replaces its rows, the index and the tables
     fake_run(root, c[0], "w", finished=f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}+00:00", rf=float(i))
-    runs.export(SPEC, "tiny", root, res)
+    sweeps.export(SPEC, "tiny", root, res)
     print(i, flush=True)
 '''
 
@@ -368,7 +368,7 @@ def test_readers_never_fail_beside_concurrent_merges(tmp_path):
     root, res, stop = tmp_path / "runs", tmp_path / "res", tmp_path / "stop"
     for x in c:
         fake_run(root, x, "a")
-    runs.export(SPEC, "tiny", root, res)
+    sweeps.export(SPEC, "tiny", root, res)
     (tmp_path / "merger.py").write_text(_MERGER)
     proc = subprocess.Popen([sys.executable, str(tmp_path / "merger.py"), str(Path(__file__).parent), str(root),
                              str(res), str(stop)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -377,7 +377,7 @@ def test_readers_never_fail_beside_concurrent_merges(tmp_path):
         t0 = time.time()
         while (loads < 1000 or len(seen) < 20) and time.time() - t0 < 240 and proc.poll() is None:
             try:
-                df = runs.load("st", "tiny", "output", res)
+                df = sweeps.load("st", "tiny", "output", res)
                 assert sorted(set(df.run)) == sorted(x.key for x in c)
                 seen.add(float(df[df.run == c[0].key].R_f.iloc[0]))
             except Exception as exc:  # noqa: BLE001 - counted: the test is that there are none
@@ -436,17 +436,17 @@ def test_import_refuses_an_archive_bomb_before_extracting(tmp_path, monkeypatch)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "systmp"))  # the system temporary folder is not used
     (tmp_path / "systmp").mkdir()
     with pytest.raises(ValueError, match=r"bomb.tar.gz: 838861\d\d bytes once extracted from \d+ bytes"):
-        runs.import_runs(bomb, res)
+        sweeps.import_runs(bomb, res)
     assert main(["import", str(bomb), "--results-root", str(res)]) == 2
     sizes = [f.stat().st_size for f in [*res.rglob("*"), *(tmp_path / "systmp").rglob("*")] if f.is_file()]
     assert sum(sizes) == 0 and not list((tmp_path / "systmp").iterdir()), sizes  # nothing was extracted
-    assert not (res / R.IMPORT_AREA).exists()
+    assert not (res / sweeps.archives.IMPORT_AREA).exists()
     small = _bomb(tmp_path, 1000, n_members=3, name="small.tar.gz")
     for limits, match in (({"members": 3}, r"4 members, more than the 3"),
                           ({"member_bytes": 999}, r"member '.*f0.parquet' holds 1000 bytes, more than the 999"),
                           ({"total_bytes": 2500}, r"3\d{3} bytes once extracted, more than the 2500")):
         with pytest.raises(ValueError, match=match):
-            runs.import_runs(small, res, limits=limits)
+            sweeps.import_runs(small, res, limits=limits)
 
 
 def test_import_extracts_in_the_results_root_and_removes_what_a_killed_import_left(tmp_path):
@@ -454,7 +454,7 @@ def test_import_extracts_in_the_results_root_and_removes_what_a_killed_import_le
     import os
     c = configs()
     res = tmp_path / "res"
-    area = res / R.IMPORT_AREA
+    area = res / sweeps.archives.IMPORT_AREA
     dead = area / "import-killed"
     (dead / c[0].key).mkdir(parents=True)
     (dead / c[0].key / "output.parquet").write_bytes(b"x" * 1000)
@@ -464,17 +464,17 @@ def test_import_extracts_in_the_results_root_and_removes_what_a_killed_import_le
     fd = os.open(live / ".lock", os.O_CREAT | os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)  # another import running now: left alone
     seen = []
-    real = R._import_folder
+    real = sweeps.archives._import_folder
 
     def spy(folder, *a, **kw):
         seen.append(Path(folder))
         return real(folder, *a, **kw)
     try:
-        R._import_folder = spy
+        sweeps.archives._import_folder = spy
         camp = _campaign(tmp_path, c[:1], [["st", "tiny"]])
-        assert list(runs.import_runs(camp, res).action) == ["added"]
+        assert list(sweeps.import_runs(camp, res).action) == ["added"]
     finally:
-        R._import_folder = real
+        sweeps.archives._import_folder = real
         os.close(fd)
     assert seen and seen[0].parent == area  # extracted inside the results root's own temporary area
     assert not dead.exists() and live.exists() and not seen[0].exists()
@@ -489,8 +489,8 @@ def test_a_damaged_store_is_refused_clearly_or_repaired_by_its_runs(tmp_path, da
     c, a, b = two_machines(tmp_path)
     res = tmp_path / "res"
     sw01 = {**SPEC, "grid": {"seed": [0, 1]}}
-    runs.export(sw01, "tiny", a, res)  # runs 0 and 1 of machine A
-    d = runs.store_dir("st", "tiny", res)
+    sweeps.export(sw01, "tiny", a, res)  # runs 0 and 1 of machine A
+    d = sweeps.store_dir("st", "tiny", res)
     out = pd.read_parquet(d / "output.parquet")
     if damage == "table missing":
         (d / "output.parquet").unlink()
@@ -503,17 +503,17 @@ def test_a_damaged_store_is_refused_clearly_or_repaired_by_its_runs(tmp_path, da
     before = store_state(d) if damage != "unreadable" else None
     only2 = {**SPEC, "grid": {"seed": [2]}}
     with pytest.raises(ValueError, match=rf"results store {d} is damaged; nothing merged: {d / 'output.parquet'}"):
-        runs.export(only2, "tiny", b, res)  # another run: cannot repair it
+        sweeps.export(only2, "tiny", b, res)  # another run: cannot repair it
     if before is not None:
         after = store_state(d)
         assert after.keys() == before.keys() and all(after[k].equals(before[k]) for k in after)  # untouched
     # the damaged runs exported again: repaired, and the store reads as before the damage
-    rep = runs.merge_runs(d, [R._read_run(a / x.key, R._exporter()) for x in c[:2]])
+    rep = sweeps.resultstore.merge_runs(d, [R.read_run(a / x.key, R._exporter()) for x in c[:2]])
     assert set(rep.action) <= {"repaired", "kept"} and "repaired" in set(rep.action), rep
-    got = runs.load("st", "tiny", "output", res)
+    got = sweeps.load("st", "tiny", "output", res)
     assert sorted(set(got.run)) == sorted([c[0].key, c[1].key]) and got.R_f.dtype == float
-    runs.export(only2, "tiny", b, res)  # and the store takes new runs again
-    assert runs.committed_keys("st", "tiny", res) == {x.key for x in c}
+    sweeps.export(only2, "tiny", b, res)  # and the store takes new runs again
+    assert sweeps.committed_keys("st", "tiny", res) == {x.key for x in c}
 
 
 def test_a_schema_conflict_names_the_committed_runs(tmp_path):
@@ -522,6 +522,6 @@ def test_a_schema_conflict_names_the_committed_runs(tmp_path):
     fake_run(a, c[0], extra={"note": ["x", "y"]})
     fake_run(a, c[1], extra={"note": [1.0, 2.0]})
     res = tmp_path / "res"
-    runs.export({**SPEC, "grid": {"seed": [0]}}, "tiny", a, res)
+    sweeps.export({**SPEC, "grid": {"seed": [0]}}, "tiny", a, res)
     with pytest.raises(ValueError, match=rf"wrong schema; committed by run\(s\) \['{c[0].key}'\]"):
-        runs.export({**SPEC, "grid": {"seed": [1]}}, "tiny", a, res)
+        sweeps.export({**SPEC, "grid": {"seed": [1]}}, "tiny", a, res)

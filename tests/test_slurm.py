@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stabkit import runs
+from stabkit import runs, sweeps
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ def test_a_sweep_through_slurm_equals_the_local_one_and_honours_jobs(cluster, tm
     """Two runs, ``jobs=1``: the array is submitted with ``%1`` and SLURM runs them one after the other
     (before, ``jobs=1`` left submitit's default of 256 at a time); their tables equal the local executor's."""
     spec = {"name": "viaslurm", "base": TINY, "grid": {"seed": [0, 1]}, "scales": {"tiny": {}}}
-    rep = runs.sweep(spec, "tiny", tmp_path / "slurm", executor="slurm", jobs=1, device="cpu", progress=False,
+    rep = sweeps.sweep(spec, "tiny", tmp_path / "slurm", executor="slurm", jobs=1, device="cpu", progress=False,
                      submitit_params={"timeout_min": 10, "slurm_partition": "debug"})
     assert list(rep.status) == ["done"] * 2, rep.error.tolist()
     folder = tmp_path / "slurm" / "_submitit"
@@ -126,9 +126,9 @@ def test_a_sweep_through_slurm_equals_the_local_one_and_honours_jobs(cluster, tm
     assert list(acct.state) == ["COMPLETED"] * 2 and set(acct.partition) == {"debug"}
     start, end = pd.to_datetime(acct.start).sort_values(), pd.to_datetime(acct.end).sort_values()
     assert all(s >= e for s, e in zip(start.iloc[1:], end.iloc[:-1])), acct  # never two at once
-    local = runs.sweep(spec, "tiny", tmp_path / "local", device="cpu", progress=False, threads=1)
+    local = sweeps.sweep(spec, "tiny", tmp_path / "local", device="cpu", progress=False, threads=1)
     assert list(local.status) == ["done"] * 2
-    a, b = (runs.collect(tmp_path / d, "output", spec, "tiny").sort_values(["run", "state", "shuffle"])
+    a, b = (sweeps.collect(tmp_path / d, "output", spec, "tiny").sort_values(["run", "state", "shuffle"])
             .reset_index(drop=True) for d in ("slurm", "local"))
     pd.testing.assert_frame_equal(a, b)
 
@@ -139,10 +139,10 @@ def test_a_bad_partition_or_account_is_refused_before_anything_is_submitted(clus
     spec = {"name": "badname", "base": TINY, "scales": {"tiny": {}}}
     before = subprocess.run(["squeue", "--noheader", "-t", "all"], capture_output=True, text=True).stdout
     with pytest.raises(ValueError, match=r"slurm_partition='nosuch' is no partition.*partitions: \['debug', 'short'\]"):
-        runs.sweep(spec, "tiny", tmp_path / "r", executor="slurm", progress=False,
+        sweeps.sweep(spec, "tiny", tmp_path / "r", executor="slurm", progress=False,
                    submitit_params={"slurm_partition": "nosuch"})
     with pytest.raises(ValueError, match=r"slurm_account='nobody' is no account of user .*accounts: \[.*'stabkit'.*\]"):
-        runs.sweep(spec, "tiny", tmp_path / "r", executor="slurm", progress=False,
+        sweeps.sweep(spec, "tiny", tmp_path / "r", executor="slurm", progress=False,
                    submitit_params={"slurm_partition": "short", "slurm_account": "nobody"})
     assert not (tmp_path / "r").exists()
     assert subprocess.run(["squeue", "--noheader", "-t", "all"], capture_output=True, text=True).stdout == before
@@ -174,7 +174,7 @@ def test_scancel_is_reported_and_the_next_sweep_resumes_without_redoing_finished
     spec = _spec_file(tmp_path, "cancelme", [{"seed": [0], "options": [{"test_slow": {"seconds": 0}}]},
                                              {"seed": [1], "options": [{"test_slow": {"seconds": 600}}]}])
     root = tmp_path / "runs"
-    fast, slow = (root / k for k in runs.load_sweep(spec, "tiny").keys)
+    fast, slow = (root / k for k in sweeps.load_sweep(spec, "tiny").keys)
     proc = subprocess.Popen(_sweep_cmd(spec, root, "--jobs", "2"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
@@ -190,7 +190,7 @@ def test_scancel_is_reported_and_the_next_sweep_resumes_without_redoing_finished
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 1, out  # the sweep ends (no resubmission of what the user cancelled) and says so
-    # runs.failure_summary: "1 run(s) pending:", the run ("<key> LeNet (<folder>)"), then its error ("| ...")
+    # sweeps.failure_summary: "1 run(s) pending:", the run ("<key> LeNet (<folder>)"), then its error ("| ...")
     assert re.search(rf"run\(s\) pending:\n\s+{slow.name} LeNet \(.*\)\n\s+\| job {array}_1 ended without "
                      rf"finishing the run \(sacct state CANCELLED", out), out
     assert runs.run_state(slow) == "interrupted" and runs.run_state(fast) == "done"
@@ -207,7 +207,7 @@ def test_scancel_is_reported_and_the_next_sweep_resumes_without_redoing_finished
     assert runs.run_state(slow) == "done" and (slow / "metrics.parquet").stat().st_mtime_ns == trained  # not retrained
     first, second = _arrays(root / "_submitit")
     assert first == array and list(_sacct_final(second).state) == ["COMPLETED"]  # one job: the cancelled run
-    assert sorted(runs.collect(root, "output", spec, "tiny").run.unique()) == sorted([fast.name, slow.name])
+    assert sorted(sweeps.collect(root, "output", spec, "tiny").run.unique()) == sorted([fast.name, slow.name])
 
 
 @pytest.mark.slurm
@@ -218,7 +218,7 @@ def test_a_job_at_its_time_limit_is_reported_and_resumed_not_failed(cluster, tmp
     handler raised inside the run, which recorded it failed, so that no later sweep resumed it)."""
     spec = _spec_file(tmp_path, "timeout", [{"seed": [0], "options": [{"test_slow": {"seconds": 600}}]}])
     root = tmp_path / "runs"
-    (key,) = runs.load_sweep(spec, "tiny").keys
+    (key,) = sweeps.load_sweep(spec, "tiny").keys
     res = subprocess.run(_sweep_cmd(spec, root, "--submitit-param", "timeout_min=1", "--submitit-param",
                                     "slurm_signal_delay_s=20"), capture_output=True, text=True, timeout=400)
     assert res.returncode == 1, res.stdout + res.stderr
@@ -244,7 +244,7 @@ def test_the_time_limit_signal_leaves_the_run_resumable_not_failed(tmp_path, mon
     cleanly: ``stopped``, its folder ``interrupted`` (resumed by the next sweep), never ``failed``."""
     import signal
 
-    from stabkit.runs.executors import _job_run
+    from stabkit.sweeps.executors import _job_run
 
     @runs.register_measurement("test_signal", overwrite=True)
     def signalled(model, cfg, ctx):
@@ -277,7 +277,7 @@ def test_bad_names_are_refused_with_the_names_the_cluster_knows(tmp_path, monkey
         (bin_ / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_ / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_}{os.pathsep}{os.environ['PATH']}")
-    from stabkit.runs.executors import check_slurm_params
+    from stabkit.sweeps.executors import check_slurm_params
     check_slurm_params({"slurm_partition": "debug", "timeout_min": 5})  # accepted: nothing raised
     check_slurm_params({"timeout_min": 5})  # nothing to check: sbatch not even asked
     with pytest.raises(ValueError, match=r"slurm_partition='gpu' is no partition of this cluster \(sbatch: sbatch: "
@@ -287,6 +287,6 @@ def test_bad_names_are_refused_with_the_names_the_cluster_knows(tmp_path, monkey
         check_slurm_params({"slurm_account": "nobody"})
     spec = {"name": "refused", "base": TINY, "scales": {"tiny": {}}}
     with pytest.raises(ValueError, match="slurm_partition='gpu'"):
-        runs.sweep(spec, "tiny", tmp_path / "r", executor="slurm", progress=False,
+        sweeps.sweep(spec, "tiny", tmp_path / "r", executor="slurm", progress=False,
                    submitit_params={"slurm_partition": "gpu"})
     assert not (tmp_path / "r").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stabkit import runs
+from stabkit import sweeps
 
 REPO = Path(__file__).resolve().parents[1]
 N_PROC, N_RUNS = 4, 16
@@ -48,12 +48,12 @@ def test_four_sweeps_on_one_runs_folder_compute_every_run_once(tmp_path):
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]  # no false failure, nothing left unfinished
         assert f"done {N_RUNS}, committed 0, failed 0, running 0, pending 0" in out, out[-3000:]
-    keys = runs.load_sweep(tmp_path / "stress.yaml", "tiny").keys
+    keys = sweeps.load_sweep(tmp_path / "stress.yaml", "tiny").keys
     computed = Counter(line.split()[0] for line in log.read_text().splitlines())
     dup = {k: n for k, n in computed.items() if n > 1}
     assert not dup, f"computed more than once: {dup}"
     assert set(computed) == set(keys) and len(computed) == N_RUNS
-    assert runs.status(root, tmp_path / "stress.yaml", "tiny")["done"] == N_RUNS
+    assert sweeps.status(root, tmp_path / "stress.yaml", "tiny")["done"] == N_RUNS
     assert not list(root.rglob("lock")) and not list(root.rglob(".*.tmp-*"))
     workers = {line.split()[1] for line in log.read_text().splitlines()}
     print(f"{N_PROC} sweeps, {N_RUNS} runs, {len(workers)} processes computed runs, {wall:.0f} s")

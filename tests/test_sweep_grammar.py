@@ -1,4 +1,4 @@
-"""stabkit.runs.sweepfile: the sweep YAML grammar (base, grid blocks, scales, include/where), the figure
+"""stabkit.sweeps.sweepfile: the sweep YAML grammar (base, grid blocks, scales, include/where), the figure
 sweeps sharing runs, the cpu scale of Fig. 5, and loading a sweep without importing torch."""
 import os
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stabkit import runs
+from stabkit import sweeps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,19 +26,19 @@ scales:
 include: [{sweep: a, where: {seed: [1]}}]
 scales: {paper: {}, tiny: {}}
 """)
-    paper = runs.load_sweep(tmp_path / "a.yaml", "paper")
+    paper = sweeps.load_sweep(tmp_path / "a.yaml", "paper")
     assert len(paper) == 4 and paper.name == "a"
-    t = runs.load_sweep(tmp_path / "a.yaml", "tiny")  # ptr fixed by the scale, width gridded
+    t = sweeps.load_sweep(tmp_path / "a.yaml", "tiny")  # ptr fixed by the scale, width gridded
     assert sorted((c.seed, c.ptr, c.width_factor) for c in t.configs) == [
         (0, 32, 0.25), (0, 32, 0.5), (1, 32, 0.25), (1, 32, 0.5)]
-    blocks = runs.load_sweep(tmp_path / "a.yaml", "blocks")
+    blocks = sweeps.load_sweep(tmp_path / "a.yaml", "blocks")
     assert [(c.net, c.seed) for c in blocks.configs] == [("LeNet", 0), ("VGG11", 0), ("VGG11", 1)]
     # a key set by the scale's own blocks wins over the scale's base (the blocks replace the sweep's grid)
-    mixed = runs.load_sweep(tmp_path / "a.yaml", "mixed")
+    mixed = sweeps.load_sweep(tmp_path / "a.yaml", "mixed")
     assert [(c.net, c.epochs, c.seed, c.ptr) for c in mixed.configs] == [("LeNet", 3, 0, 1024), ("VGG11", 5, 0, 1024)]
-    b = runs.load_sweep(tmp_path / "b.yaml", "paper")
+    b = sweeps.load_sweep(tmp_path / "b.yaml", "paper")
     assert sorted(c.key for c in b.configs) == sorted(c.key for c in paper.configs if c.seed == 1)
-    assert runs.sweep_scales(tmp_path / "a.yaml") == ["paper", "tiny", "blocks", "mixed"]
+    assert sweeps.sweep_scales(tmp_path / "a.yaml") == ["paper", "tiny", "blocks", "mixed"]
 
 
 @pytest.mark.parametrize("doc, match", [
@@ -50,56 +50,56 @@ scales: {paper: {}, tiny: {}}
     ({"include": [{"sweep": "x", "bad": 1}], "scales": {"tiny": {}}}, "include entries")])
 def test_bad_sweeps_are_refused(doc, match):
     with pytest.raises(ValueError, match=match):
-        runs.load_sweep(doc, "tiny")
+        sweeps.load_sweep(doc, "tiny")
 
 
 def test_bad_files_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown sweep"):
-        runs.load_sweep("no_such_sweep", "tiny")
+        sweeps.load_sweep("no_such_sweep", "tiny")
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(ValueError, match="list.yaml.*mapping"):
-        runs.load_sweep(tmp_path / "list.yaml", "tiny")
+        sweeps.load_sweep(tmp_path / "list.yaml", "tiny")
     (tmp_path / "broken.yaml").write_text("base: {a: [\n")
     with pytest.raises(ValueError, match="broken.yaml.*invalid YAML"):
-        runs.load_sweep(tmp_path / "broken.yaml", "tiny")
+        sweeps.load_sweep(tmp_path / "broken.yaml", "tiny")
 
 
 def test_unknown_networks_fail_validation_not_loading():
     doc = {"base": {"task": "twopoints"}, "grid": {"net": ["LeNet", "NoSuchNet"]}, "scales": {"tiny": {}}}
-    sw = runs.load_sweep(doc, "tiny")  # torch-free: the registry is not consulted here
+    sw = sweeps.load_sweep(doc, "tiny")  # torch-free: the registry is not consulted here
     with pytest.raises(ValueError, match="scale 'tiny'.*run .*NoSuchNet"):
         sw.validate()
     with pytest.raises(ValueError, match="NoSuchNet"):
-        runs.sweep(sw, "tiny", "/nonexistent/never/created", device="cpu", progress=False)
+        sweeps.sweep(sw, "tiny", "/nonexistent/never/created", device="cpu", progress=False)
 
 
 def test_paper_figure_sweeps_share_runs():
-    fig1 = {c.key for c in runs.load_sweep("fig1_noise_corrupted_cifar", "paper").configs}
-    fig3 = runs.load_sweep("fig3_layers_cifar", "paper")
+    fig1 = {c.key for c in sweeps.load_sweep("fig1_noise_corrupted_cifar", "paper").configs}
+    fig3 = sweeps.load_sweep("fig3_layers_cifar", "paper")
     assert {c.net for c in fig3.configs} == {"VGG11", "VGG11bn", "AlexNet", "LeNet"}
     assert set(fig3.keys) <= fig1 and all(c.shuffles == (0, 1) for c in fig3.configs)
-    fig5 = runs.load_sweep("fig5_scale_detection", "paper")
+    fig5 = sweeps.load_sweep("fig5_scale_detection", "paper")
     # 10 CNNs with seeds 0-3 and 3 FCNs with seeds 0-10, at 7 noise levels (the paper's lists)
     assert len(fig5) == 11 * 2 * 10 and len(fig1) == (10 * 4 + 3 * 11) * 7
-    fig6 = runs.load_sweep("fig6_layers_scale_detection", "paper")
+    fig6 = sweeps.load_sweep("fig6_layers_scale_detection", "paper")
     assert set(fig6.keys) <= set(fig5.keys) and {c.net for c in fig6.configs} == {"VGG11", "VGG11bn", "VGG13bn"}
     assert len(fig6) == 3 * 2 * 10
-    assert set(runs.load_sweep("fig2_laplacian_spectra", "paper").keys) == set(fig5.keys) | set(fig3.keys)
+    assert set(sweeps.load_sweep("fig2_laplacian_spectra", "paper").keys) == set(fig5.keys) | set(fig3.keys)
 
 
 def test_cpu_scale_of_fig5_is_the_background_sweep():
-    cpu = runs.load_sweep("fig5_scale_detection", "cpu")
+    cpu = sweeps.load_sweep("fig5_scale_detection", "cpu")
     assert len(cpu) == 18 and "8e5883877c25" in cpu.keys
     assert {c.net for c in cpu.configs} == {"LeNet", "AlexNet", "VGG11bn", "VGG13bn", "VGG11", "ResNet18"}
     assert {(c.seed, c.ptr, c.width_factor, c.measure_dtype, c.P, c.stop_at_zero_loss) for c in cpu.configs} == {
         (s, 1024, 1.0, "float64", 500, True) for s in (0, 1, 2)}
-    fig6 = runs.load_sweep("fig6_layers_scale_detection", "cpu")
+    fig6 = sweeps.load_sweep("fig6_layers_scale_detection", "cpu")
     assert len(fig6) == 9 and set(fig6.keys) <= set(cpu.keys)
-    assert runs.SCALES == ("tiny", "small", "cpu", "gpu", "paper")
+    assert sweeps.SCALES == ("tiny", "small", "cpu", "gpu", "paper")
 
 
 def test_loading_a_sweep_does_not_import_torch():
-    code = ("import sys; from stabkit.runs import load_sweep; "
+    code = ("import sys; from stabkit.sweeps import load_sweep; "
             "sw = load_sweep('fig5_scale_detection', 'paper'); k = sw.keys; "
             "load_sweep('fig6_layers_scale_detection', 'cpu'); load_sweep('fig2_laplacian_spectra', 'tiny'); "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'torch'); "
@@ -127,7 +127,7 @@ def test_loading_a_sweep_does_not_import_torch():
 def test_bad_sweep_files_get_a_message_naming_the_file_and_field(tmp_path, text, match):
     (tmp_path / "bad.yaml").write_text(text)
     with pytest.raises(ValueError, match=match) as e:
-        runs.load_sweep(tmp_path / "bad.yaml", "tiny")
+        sweeps.load_sweep(tmp_path / "bad.yaml", "tiny")
     assert "\n" not in str(e.value)  # one line: the command line prints it as is
 
 
@@ -135,14 +135,75 @@ def test_include_cycles_through_two_files_are_refused(tmp_path):
     (tmp_path / "a.yaml").write_text("include: [b]\nscales: {tiny: {}}\n")
     (tmp_path / "b.yaml").write_text("include: [a]\nscales: {tiny: {}}\n")
     with pytest.raises(ValueError, match="cycle: a -> b -> a"):
-        runs.load_sweep(tmp_path / "a.yaml", "tiny")
+        sweeps.load_sweep(tmp_path / "a.yaml", "tiny")
     (tmp_path / "ok.yaml").write_text("name: ok_name-1.2\ninclude: [c, c]\nscales: {tiny: {}}\n")
     (tmp_path / "c.yaml").write_text("base: {task: twopoints, net: LeNet, ptr: 64}\nscales: {tiny: {}}\n")
-    assert len(runs.load_sweep(tmp_path / "ok.yaml", "tiny")) == 1  # the same sweep twice is no cycle
+    assert len(sweeps.load_sweep(tmp_path / "ok.yaml", "tiny")) == 1  # the same sweep twice is no cycle
 
 
 def test_validation_lists_every_bad_run():
     doc = {"base": {"task": "twopoints", "ptr": 64}, "grid": {"net": ["LeNet", "NoSuchNet"], "P": [100, 500]},
            "scales": {"tiny": {}}}
     with pytest.raises(ValueError, match="3 of 4 run\\(s\\) refused: run \\w+ \\(LeNet\\): P=500.*NoSuchNet"):
-        runs.load_sweep(doc, "tiny").validate()
+        sweeps.load_sweep(doc, "tiny").validate()
+
+
+# ------------------------------------------------ issue 24: each figure's knowledge in its sweep file
+_RUN = "base: {task: twopoints, net: LeNet, ptr: 64}\nscales: {tiny: {}}\n"
+
+
+@pytest.mark.parametrize("text, match", [
+    ("paper: [1]\n", "bad.yaml: paper must be a mapping"),
+    ("paper: {nett: [LeNet]}\n", "paper has unknown RunConfig field 'nett'; accepted: .*'net'"),
+    ("paper: {net: []}\n", "paper.net is an empty list"),
+    ("campaign: [1]\n", "campaign must be a mapping"),
+    ("campaign: {stage: []}\n", r"campaign: unknown key\(s\) \['stage'\]; accepted: \['stages', 'smoke', 'zero_loss"),
+    ("campaign: {stages: {label: a}}\n", "campaign.stages must be a list"),
+    ("campaign: {stages: [{priority: 1}]}\n", r"campaign.stages\[0\].label must be a non-empty string"),
+    ("campaign: {stages: [{label: a}]}\n", r"campaign.stages\[0\].priority is missing"),
+    ("campaign: {stages: [{label: a, priority: first}]}\n", r"campaign.stages\[0\].priority must be a number"),
+    ("campaign: {stages: [{label: a, priority: 1, when: {}}]}\n",
+     r"campaign.stages\[0\]: unknown key\(s\) \['when'\]; accepted: \['label', 'priority', 'where', 'unless'"),
+    ("campaign: {stages: [{label: a, priority: 1, where: {noise: [0]}}]}\n",
+     r"campaign.stages\[0\].where has unknown RunConfig field 'noise'"),
+    ("campaign: {stages: [{label: a, priority: 1, unless_nets_of_scale: [cpu]}]}\n", "must be a scale name"),
+    ("campaign: {smoke: yes}\n", "campaign.smoke must be a number"),
+    ("campaign: {zero_loss_epochs: {LeNet: 0}}\n", "campaign.zero_loss_epochs.LeNet must be an integer >= 1"),
+    ("figure: {}\n", r"unknown top-level key\(s\) \['figure'\]; accepted: .*paper, campaign")])
+def test_bad_figure_blocks_are_refused_naming_the_key(tmp_path, text, match):
+    (tmp_path / "bad.yaml").write_text(_RUN + text)
+    with pytest.raises(ValueError, match=match) as e:
+        sweeps.load_sweep(tmp_path / "bad.yaml", "tiny")
+    assert "\n" not in str(e.value)
+
+
+def test_figure_blocks_are_no_run_configuration(tmp_path):
+    """``paper:`` and ``campaign:`` change no run key; they are read without expanding a scale."""
+    (tmp_path / "plain.yaml").write_text(_RUN)
+    (tmp_path / "fig.yaml").write_text(_RUN + "paper: {net: [LeNet, VGG11], ptr: 1024}\n"
+                                       "campaign: {stages: [{label: x, priority: 2, where: {seed: [0]}, "
+                                       "unless: {ptr: [2048]}}], smoke: 1, zero_loss_epochs: {LeNet: 300}}\n")
+    plain, fig = sweeps.load_sweep(tmp_path / "plain.yaml", "tiny"), sweeps.load_sweep(tmp_path / "fig.yaml", "tiny")
+    assert plain.keys == fig.keys and plain.paper is None and plain.campaign is None
+    assert fig.paper == {"net": ["LeNet", "VGG11"], "ptr": [1024]}
+    stage = fig.campaign.stages[0]
+    assert (stage.label, stage.priority, fig.campaign.smoke, dict(fig.campaign.zero_loss_epochs)) == ("x", 2, 1,
+                                                                                                   {"LeNet": 300})
+    assert stage.selects(fig.configs[0]) and not stage.selects(fig.configs[0].replace(ptr=2048))
+    other = sweeps.sweepfile.Stage("y", 3, unless_nets_of_scale="cpu")
+    assert other.selects(fig.configs[0]) and not other.selects(fig.configs[0], nets_of_scale=frozenset({"LeNet"}))
+    facts = sweeps.sweepfile.sweep_facts(tmp_path / "fig.yaml")
+    assert facts.paper == fig.paper and facts.campaign == fig.campaign
+
+
+def test_the_figure_blocks_of_the_sweep_files_change_no_run_key():
+    """Every committed run stays found: the sweep files' ``paper:`` and ``campaign:`` blocks are no run
+    configuration, so each scale's keys are those of the file without them."""
+    for path in sorted(sweeps.sweepfile.sweep_path("fig5_scale_detection").parent.glob("*.yaml")):
+        doc = sweeps.sweepfile.load_yaml(path)
+        bare = {k: v for k, v in doc.items() if k not in ("paper", "campaign")}
+        bare.setdefault("name", path.stem)
+        for scale in sweeps.sweep_scales(path):
+            if doc.get("include"):  # its includes resolve beside the file: compare the whole file's keys
+                continue
+            assert sweeps.load_sweep(path, scale).keys == sweeps.load_sweep(bare, scale).keys, (path.stem, scale)

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 MATHJAX_ENTRY = "tex-chtml.js"
 STATIC_SUBDIR = "mathjax"
-# Scales from largest to smallest (stabkit.runs.resultstore.SCALE_ORDER; not imported: the tools stay light).
+# Scales from largest to smallest (stabkit.sweeps.resultstore.SCALE_ORDER; not imported: the tools stay light).
 SCALE_ORDER = ("paper", "gpu", "cpu", "small", "tiny")
 RESULTS_PAGE = "results.md"
 

@@ -1,62 +1,32 @@
 """How a page's runs differ from the paper's protocol: the paper's protocol per sweep
-(:data:`PAPER_PROTOCOL`, ``book/methods.md``, "Tasks, networks and training") and the "different from the
+(the ``paper:`` block of its sweep file, ``book/methods.md``, "Tasks, networks and training") and the "different from the
 paper" table and line of text (:func:`differences_table`, :func:`differences`).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from stabkit.protocol import TASKS, training_defaults
+from stabkit.sweeps.sweepfile import Sweep, sweep_facts
 
 from .tables import as_integral, is_missing, values_text
 
 __all__ = [
-    "PAPER_PROTOCOL", "paper_protocol", "DIFFERENCE_COLUMNS", "DIFFERENCE_LABELS", "PER_NET_COLUMNS", "NOT_GIVEN",
+    "paper_protocol", "DIFFERENCE_COLUMNS", "DIFFERENCE_LABELS", "PER_NET_COLUMNS", "NOT_GIVEN",
     "NONE_LABELS", "differences_table", "differences",
 ]
 
 
-_FIG1_NETS = ["VGG11", "VGG11bn", "VGG16bn", "VGG19bn", "ResNet18", "ResNet34", "ResNet50", "AlexNet", "LeNet",
-              "EfficientNetB0", "DenseNetL2", "DenseNetL4", "DenseNetL6"]
-
-
-_FIG5_NETS = ["VGG11", "VGG11bn", "VGG13bn", "VGG16bn", "VGG19bn", "ResNet18", "ResNet34", "ResNet50", "AlexNet",
-              "LeNet", "EfficientNetB0"]
-
-
-_CIFAR = {"seed": list(range(11)), "epochs": [250], "width_factor": [1.0], "P": [500], "ptr": [None],
-          "batch_size": [128], "precision": ["float32"], "measure_dtype": ["float64"]}
-
-
-_TWOPOINTS = {"seed": list(range(10)), "epochs": [300], "width_factor": [1.0], "P": [500], "ptr": [1024, 2048],
-              "batch_size": [128], "lr": [0.05], "measure_dtype": ["float64"]}
-
-
-#: The paper's protocol per sweep (``book/methods.md``, "Tasks, networks and training"): the values a
-#: page compares its runs with. A field the paper does not give (e.g. the learning rate of the 1-D
-#: appendix) is absent. ``measure_dtype``: the paper measures in float64.
-PAPER_PROTOCOL: dict[str, dict[str, list]] = {
-    "fig1_noise_corrupted_cifar": {"net": _FIG1_NETS, **_CIFAR, "noise_std": [0.0, 0.01, 0.1, 1.0, 10.0, 30.0, 100.0]},
-    "fig3_layers_cifar": {"net": ["VGG11", "VGG11bn", "AlexNet", "LeNet"], **_CIFAR, "seed": [0, 1, 2, 3],
-                          "noise_std": [0.0]},
-    "fig5_scale_detection": {"net": _FIG5_NETS, **_TWOPOINTS},
-    "fig6_layers_scale_detection": {"net": ["VGG11", "VGG11bn", "VGG13bn"], **_TWOPOINTS, "ptr": [1024]},
-    "fig2_laplacian_spectra": {"net": sorted(set(_FIG5_NETS) | {"VGG11", "VGG11bn", "AlexNet", "LeNet"}),
-                               "width_factor": [1.0], "measure_dtype": ["float64"]},
-    "appendix_scale_detection_1d": {"net": ["CNN1D"], "ptr": [1024], "P": [500], "width_factor": [1.0],
-                                    "measure_dtype": ["float64"]},
-}
-
-
-def paper_protocol(sweep: str) -> pd.DataFrame | None:
-    """The paper's protocol of ``sweep`` (:data:`PAPER_PROTOCOL`) as a table whose column ``c`` holds the
-    paper's set of values of ``c`` (rows padded by repetition), the form
-    :func:`stabkit.report.differences.differences` compares; ``None`` for a sweep that is not a figure of the
-    paper (the probe pages)."""
-    proto = PAPER_PROTOCOL.get(str(getattr(sweep, "name", sweep)))
+def paper_protocol(sweep: str | Sweep | Mapping) -> pd.DataFrame | None:
+    """The paper's protocol of ``sweep`` (its sweep file's ``paper:`` block, ``book/methods.md``, "Tasks,
+    networks and training": a field the paper does not give is absent) as a table whose column ``c`` holds
+    the paper's set of values of ``c`` (rows padded by repetition), the form :func:`differences` compares;
+    ``None`` for a sweep that is not a figure of the paper (the probe pages). ``sweep``: a name under
+    ``sweeps/``, a file, a parsed mapping or a ``Sweep``."""
+    proto = sweep_facts(sweep).paper
     if proto is None:
         return None
     n = max(len(v) for v in proto.values())

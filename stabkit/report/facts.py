@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stabkit import runs
+from stabkit import sweeps
 
 from .differences import DIFFERENCE_LABELS, NONE_LABELS, differences_table, paper_protocol
 from .tables import MarkdownText, config_values, is_missing, markdown_table, run_columns, values_text
@@ -120,7 +120,7 @@ def page_facts(summary: pd.DataFrame, sweep: Any = None, scale: str | None = Non
     """What a figure page states about its runs, computed from the ``summary`` table.
 
     Returns strings ``seeds``, ``nets``, ``epochs``, ``P``, ``ptr`` (:func:`ptr_text`), ``device``, ``data``, ``differences`` (from
-    the paper's grid: :func:`differences` between ``summary`` and ``stabkit.runs.load_sweep(sweep,
+    the paper's grid: :func:`differences` between ``summary`` and ``stabkit.sweeps.load_sweep(sweep,
     "paper")``; ``"nothing"`` at scale ``paper``; ``"unknown"`` without ``sweep``) and ints ``n_runs``,
     ``n_failed``. ``summary``: the collected ``summary`` table (config columns included).
     """
@@ -139,12 +139,12 @@ def page_facts(summary: pd.DataFrame, sweep: Any = None, scale: str | None = Non
         out["differences"] = "unknown"
         out["differences_md"] = MarkdownText("Unknown (no sweep given).")
     else:
-        # The paper's protocol (differences.PAPER_PROTOCOL: what the paper states, not the `paper` scale's
+        # The paper's protocol (the sweep file's `paper:` block: what the paper states, not the `paper` scale's
         # choices); the probe pages, which reproduce other papers, compare with their sweep's paper grid.
         # At the paper scale the grid is the paper's: only values the paper does not give are listed.
         proto = paper_protocol(sweep.get("name") if isinstance(sweep, Mapping) else sweep)
         paper = ok if scale == "paper" else proto if proto is not None else pd.DataFrame(
-            [c.to_dict() for c in runs.load_sweep(sweep, "paper").configs])
+            [c.to_dict() for c in sweeps.load_sweep(sweep, "paper").configs])
         table = differences_table(ok, paper)
         table = table.assign(here=[_protocol_value(q, v) for q, v in zip(table["quantity"], table["here"])],
                              paper=[_protocol_value(q, v) for q, v in zip(table["quantity"], table["paper"])])

@@ -1,7 +1,7 @@
 """What a notebook page calls: load its tables, glue numbers and claims into the text, record provenance.
 
 * :func:`page` reads the page's sweep file once (:func:`sweep_document`), resolves its scale on it and loads
-  every table from that one grid through :func:`~stabkit.runs.lookup.results` (committed results first,
+  every table from that one grid through :func:`~stabkit.sweeps.lookup.results` (committed results first,
   else the sweep's missing runs are run), records them as the page's inputs and glues the standard page
   facts (:data:`stabkit.report.facts.FACT_KEYS` and ``scale``) for the "This run" paragraph, and the
   page's coverage of its grid and the provenance of its runs (:data:`COVERAGE_KEYS`); ``scale="auto"``
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from stabkit import runs
-from stabkit.runs.sweepfile import load_yaml
+from stabkit import sweeps
+from stabkit.sweeps.sweepfile import load_yaml
 
 from . import selection
 from .facts import FACT_KEYS, page_facts
@@ -311,7 +311,7 @@ def _short_list(items: Any, n: int = 5) -> str:
 
 def _coverage(summary: Any, facts: dict[str, Any]) -> dict[str, Any]:
     """The coverage facts of a page from its summary table's ``attrs["results"]``
-    (:func:`stabkit.runs.lookup.coverage_facts`), or plain counts when the table carries none."""
+    (:func:`stabkit.sweeps.lookup.coverage_facts`), or plain counts when the table carries none."""
     info = dict(getattr(summary, "attrs", {}).get("results") or {})
     if not info:
         n = facts.get("n_runs", len(summary))
@@ -330,7 +330,7 @@ def sweep_document(sweep: str) -> dict[str, Any]:
     """The parsed sweep file of ``sweep`` (a name under ``sweeps/`` or a path), named as its file is
     (``name:`` or the file stem): what :func:`page` resolves the scale on and expands, so that a page reads
     its sweep file once (files it ``include``s are read where they are expanded)."""
-    path = runs.sweep_path(sweep)
+    path = sweeps.sweep_path(sweep)
     doc = load_yaml(path, "sweep file") or {}
     if not isinstance(doc, Mapping):
         raise ValueError(f"sweep file {path}: the top level must be a mapping (name, base, grid, scales...), got "
@@ -345,10 +345,10 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
 
     ``sweep``: the sweep whose tables the page shows; ``scale``: ``tiny | small | cpu | gpu | paper`` or
     ``"auto"`` (default: the largest scale with committed results of the sweep's grid, else ``small``
-    computed on the spot; :func:`~stabkit.runs.lookup.resolve_scale`; ``$STABKIT_RECOMPUTE=1`` computes ``small``);
+    computed on the spot; :func:`~stabkit.sweeps.lookup.resolve_scale`; ``$STABKIT_RECOMPUTE=1`` computes ``small``);
     ``tables``: table names (``"output"``, ``"layers"``...; ``"summary"`` is always loaded for the facts).
     ``name``: the page (default: ``sweep``), used by :func:`glue_claim`. ``runs_root``, ``results_root``,
-    ``device``, ``jobs``: passed to :func:`~stabkit.runs.lookup.results` (empty strings mean "default", as in the
+    ``device``, ``jobs``: passed to :func:`~stabkit.sweeps.lookup.results` (empty strings mean "default", as in the
     notebooks' parameters). ``data_root``: a CIFAR-10 folder or archive, exported as ``$STABKIT_DATA``
     (worker processes inherit it; run keys do not depend on it). The sweep file is read once
     (:func:`sweep_document`): the scale is resolved on it and every table comes from its grid at that scale.
@@ -376,11 +376,11 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
     if data_root:
         os.environ["STABKIT_DATA"] = str(data_root)
     spec = sweep_document(sweep)  # the one read of the sweep file: scale and tables come from it
-    scale = runs.resolve_scale(spec, scale, results_root or None)
-    sw = replace(runs.load_sweep(spec, scale), path=runs.sweep_path(sweep))
+    scale = sweeps.resolve_scale(spec, scale, results_root or None)
+    sw = replace(sweeps.load_sweep(spec, scale), path=sweeps.sweep_path(sweep))
     loaded: dict[str, Any] = {}
     for t in dict.fromkeys([*tables, "summary", *(["metrics"] if convergence else [])]):
-        loaded[t] = runs.results(sw, sw.scale, t, runs_root=runs_root or None, results_root=results_root or None,
+        loaded[t] = sweeps.results(sw, sw.scale, t, runs_root=runs_root or None, results_root=results_root or None,
                                  device=device, jobs=jobs, progress=progress_enabled())
     record_inputs(loaded)
     facts = page_facts(loaded["summary"], spec, sw.scale)

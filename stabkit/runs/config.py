@@ -11,13 +11,10 @@ it holds its default (see :meth:`~stabkit.runs.RunConfig.to_dict`), and the test
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
-import functools
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +22,7 @@ from ..checks import check_choice, check_float, check_int
 from ..protocol import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, TASKS, training_defaults
 
 __all__ = ["FORMAT_VERSION", "TASKS", "STATES", "SHUFFLES", "MEASURE_DTYPES", "DERIVED_FIELDS", "RunConfig",
-           "MEASUREMENT_FIELDS", "KEY_SPELLINGS", "key_spelling", "training_key", "plain", "deferred_registry_checks",
-           "known_nets",
-           "task_option_names", "test_set_size"]
+           "MEASUREMENT_FIELDS", "KEY_SPELLINGS", "key_spelling", "training_key", "plain"]
 
 #: Version of the run format and of the code's numerical conventions; part of every run's hash, so bump it
 #: when a change of the code must invalidate earlier runs.
@@ -84,109 +79,6 @@ def training_key(config: Mapping[str, Any]) -> str:
     blob = json.dumps({"format": FORMAT_VERSION, **train}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
-# Registry checks (is `net` a network of stabkit.nets?) import torch; `load_sweep` defers them so that
-# reading a sweep file stays torch-free, and `Sweep.validate` runs them before anything is trained.
-_REGISTRY_CHECKS: contextvars.ContextVar[bool] = contextvars.ContextVar("stabkit_runs_registry_checks",
-                                                                        default=True)
-
-
-@contextlib.contextmanager
-def deferred_registry_checks() -> Iterator[None]:
-    """Inside this block, new :class:`RunConfig` objects skip the checks that need the network registry
-    (and hence torch); call :meth:`RunConfig.check_registries` on them later."""
-    token = _REGISTRY_CHECKS.set(False)
-    try:
-        yield
-    finally:
-        _REGISTRY_CHECKS.reset(token)
-
-
-def known_nets() -> tuple[str, ...]:
-    """Names a run may train: ``stabkit.nets.list_models()`` (imports torch)."""
-    from .. import nets
-    return tuple(nets.list_models())
-
-
-_CIFAR_TEST, _CIFAR_TRAIN = 10_000, 50_000
-
-
-def task_option_names(task: str) -> list[str]:
-    """The ``task_options`` a task accepts: the data set's constructor arguments other than those the
-    run sets itself (``ptr``, ``train``, ``seed``, ``testsize``); ``root`` (data folder) for cifar10."""
-    if task == "cifar10":
-        return ["root"]
-    import inspect
-
-    from .. import data
-    cls = data.TwoPoints if task == "twopoints" else data.ScaleDetection1D
-    return [p for p in inspect.signature(cls).parameters if p not in ("ptr", "train", "seed", "testsize")]
-
-
-@functools.lru_cache(maxsize=64)
-def _scale1d_test_size(options: str, ptr: int, test_size: int | None) -> int:
-    from .. import data
-    return len(data.ScaleDetection1D(train=False, ptr=ptr, testsize=test_size, **json.loads(options)).y)
-
-
-def test_set_size(cfg: RunConfig) -> int:
-    """Test samples of a run: ``test_size``, else the task's default (CIFAR-10: 10,000; twopoints:
-    ``4 ptr``; scale1d: ``4 ptr`` lowered to what the classes allow). ``ValueError`` if ``test_size``
-    (or ``ptr``) exceeds what the task has."""
-    if cfg.task == "cifar10":
-        for k, n in (("test_size", _CIFAR_TEST), ("ptr", _CIFAR_TRAIN)):
-            v = getattr(cfg, k)
-            if v is not None and v > n:
-                raise ValueError(f"{k}={v} is larger than the CIFAR-10 {k.split('_')[0]} set ({n} images)")
-        return cfg.test_size or _CIFAR_TEST
-    if cfg.task == "twopoints":
-        return cfg.test_size or 4 * cfg.ptr
-    return _scale1d_test_size(json.dumps(plain(cfg.task_options), sort_keys=True), cfg.ptr, cfg.test_size)
-
-
-@functools.lru_cache(maxsize=64)
-def _built(net: str, net_options: str, in_channels: int, input_size: int, num_classes: int, width_factor: float,
-           graph: bool) -> tuple:
-    """Build the network once (on the meta device: no memory, no initialisation cost) so that a bad
-    option value or input size fails here; with ``graph``, its node names."""
-    import torch
-
-    from .. import nets
-    opts = json.loads(net_options)
-    opts.setdefault("input_size", input_size)
-    kw = dict(in_channels=in_channels, num_classes=num_classes, width_factor=width_factor, **opts)
-    if not graph:
-        try:
-            with torch.device("meta"):
-                nets.build(net, **kw)
-            return ()
-        except (TypeError, ValueError):
-            raise
-        except Exception:  # noqa: BLE001 - an op without a meta kernel: build it for real below
-            pass
-    model = nets.build(net, **kw)
-    if not graph:
-        return ()
-    from ..stability import layer_names
-    return tuple(layer_names(model))
-
-
-def _build_check(cfg: RunConfig, graph: bool = False) -> list[str]:
-    """Build the run's network as the run will (``ValueError`` naming the net if it refuses the task's
-    input or an option value); with ``graph``, the node names of its graph."""
-    if cfg.task == "cifar10":
-        ch, size = 3, 32
-    elif cfg.task == "twopoints":
-        ch, size = 1, int(cfg.task_options.get("d", 28))
-    else:
-        ch, size = 1, int(cfg.task_options.get("L", 128))
-    try:
-        return list(_built(cfg.net, json.dumps(plain(cfg.net_options), sort_keys=True), ch, size,
-                           1 if cfg.hinge else 10, cfg.width_factor, graph))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"net {cfg.net} with net_options {dict(cfg.net_options)} on a {size}-pixel "
-                         f"{cfg.task} input: {exc}") from None
-
-
 def _tuple(value: Any, kind: type = str, name: str = "value") -> tuple:
     """A tuple field from a list (or one item): names must be strings, numbers integers (``0.5`` is
     refused, never truncated to ``0``)."""
@@ -223,7 +115,10 @@ class RunConfig:
     ``task``/``net`` (``stabkit.protocol.training_defaults``; ``ptr`` 1024 for the scale-detection tasks; ``data_seed``
     = ``seed``) when the config is created, so two spellings of the same run share a key. The config
     remembers which of them were given explicitly (not part of the key or of equality), so that
-    :meth:`replace` re-derives the others. ``net`` must name a network of ``stabkit.nets.list_models()``.
+    :meth:`replace` re-derives the others. Creating a config runs the torch-free checks (types, ranges,
+    choices); the checks against the registries (``net`` names a network of ``stabkit.nets.list_models()``,
+    options, measurements, the network builds for the task) are :func:`stabkit.runs.validate`, which a run, a
+    sweep and the command line call before training.
     """
     # what
     task: str = "cifar10"                 # cifar10 | twopoints | scale1d
@@ -312,8 +207,6 @@ class RunConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.P < 1:
             raise ValueError(f"epochs, batch_size and P must be >= 1, got {self.epochs}, {self.batch_size}, {self.P}")
         self._check_ranges()
-        if _REGISTRY_CHECKS.get():
-            self.check_registries(build=False)
 
     def _check_ranges(self) -> None:
         """Torch-free value checks (every message names the field and what it accepts)."""
@@ -338,60 +231,6 @@ class RunConfig:
         elif not self.layers or not all(isinstance(n, str) and n for n in self.layers):
             raise ValueError(f"layers must be 'all', 'output' or a non-empty list of node names, got "
                              f"{list(self.layers)!r}")
-
-    def check_registries(self, build: bool = True) -> None:
-        """The checks that need the registries and the data protocol (import torch), run at creation
-        unless inside :func:`deferred_registry_checks`, and by :meth:`Sweep.validate` / ``run`` before
-        anything is trained: ``net`` names a network of ``stabkit.nets.list_models()``; ``net_options``
-        are options of its builder; ``task_options`` are options of the task's data set; ``measure``
-        names registered measurements; ``options`` name registered measurements and hold values they accept
-        (``stabkit.runs.measurements.check_options``); ``augment`` names augmentations the task accepts; for the
-        probe measurements (``register_measurement(probes=True)``: ``output``, ``layers``), ``P`` is at most the
-        test-set size and a list of ``layers`` names nodes of the network's graph; the network builds for the task's input (on the
-        meta device) with its options. ``build=False`` (at creation) skips the last three (P, layers,
-        build): a config may be an intermediate step (``replace``, the command line's ``train``)."""
-        from .measurements import (AUGMENTATIONS, BUILTIN_AUGMENT, MEASUREMENT_FACTS, MEASUREMENTS, check_options,
-                                   load_plugins)
-        names = known_nets()
-        if self.net not in names:
-            raise ValueError(f"net must be one of stabkit.nets.list_models() {sorted(names)}, got {self.net!r}")
-        from .. import nets
-        accepted = list(nets.model_info(self.net)["options"])
-        unknown = sorted(set(self.net_options) - set(accepted))
-        if unknown:
-            raise ValueError(f"net_options {unknown} are no options of {self.net}; accepted: {accepted}")
-        accepted = task_option_names(self.task)
-        unknown = sorted(set(self.task_options) - set(accepted))
-        if unknown:
-            raise ValueError(f"task_options {unknown} are no options of task {self.task!r}; accepted: {accepted}")
-        load_plugins()
-        unknown = [m for m in self.measure if m not in MEASUREMENTS]
-        if unknown:
-            raise ValueError(f"measure: unknown measurement(s) {unknown}; registered: {sorted(MEASUREMENTS)}")
-        check_options(self.options)  # before hours of training: a bad value would fail the run after it
-        builtin = [a for a in self.augment if a in BUILTIN_AUGMENT]
-        if builtin and self.task != "cifar10":
-            raise ValueError(f"augment {builtin} (crop/flip) is only defined for cifar10, not {self.task!r}")
-        if builtin and sorted(builtin) != ["crop", "flip"]:
-            raise ValueError(f"augment: 'crop' and 'flip' go together (the loader does both), got {list(self.augment)}")
-        unknown = [a for a in self.augment if a not in BUILTIN_AUGMENT and a not in AUGMENTATIONS]
-        if unknown:
-            raise ValueError(f"augment: unknown augmentation(s) {unknown}; accepted: "
-                             f"{list(BUILTIN_AUGMENT) + sorted(AUGMENTATIONS)}")
-        n_test = test_set_size(self)
-        if not build:
-            return
-        probes = self.states and any(MEASUREMENT_FACTS[m].probes for m in self.measure)
-        if probes and self.P > n_test:
-            raise ValueError(f"P={self.P} is larger than the test set ({n_test} samples: test_size, or the "
-                             f"task's default); lower P or raise test_size")
-        _build_check(self)
-        if probes and not isinstance(self.layers, str):
-            graph = _build_check(self, graph=True)
-            unknown = [n for n in self.layers if n not in graph]
-            if unknown:
-                raise ValueError(f"layers: {unknown} are no nodes of {self.net}'s graph; accepted: 'all', "
-                                 f"'output' or names among {graph}")
 
     # -- identity
     def to_dict(self) -> dict[str, Any]:

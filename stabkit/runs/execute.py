@@ -1,5 +1,5 @@
 """One run in this process: train, then measure (:func:`~stabkit.runs.run`); measure a finished run again
-(:func:`~stabkit.runs.remeasure`). Both go through the same measurement loop, :func:`~stabkit.runs.measure_states`."""
+(:func:`~stabkit.runs.remeasure`). Both go through the same measurement loop, :func:`~stabkit.runs.execute.measure_states`."""
 from __future__ import annotations
 
 import contextlib
@@ -21,9 +21,11 @@ from ..checkpoints import RESUME_FILE, TRAINED_FILE, TRAINING_OUTPUTS, Checkpoin
 from .config import RunConfig, training_key
 from .measurements import MEASUREMENT_FACTS, MEASUREMENTS, load_plugins
 from .locks import RunLock
-from .store import (RunLocked, check_table_name, git_state, hold_lock, mark_done, read_config, run_dir, write_config,
-                    write_status, write_table)
+from .folder import (RunLocked, check_table_name, hold_lock, mark_done, read_config, run_dir, write_config,
+                     write_status, write_table)
+from .provenance import git_state
 from .tasks import RunContext, build_net, loader, task_data
+from .validation import validate
 
 __all__ = ["RESERVED_TABLES", "TRAINED_FILE", "train_spec", "resolve_device", "device_name", "check_measurements",
            "measure_states",
@@ -265,7 +267,7 @@ def _run_body(cfg: RunConfig, ckpt: CheckpointFolder, device: str, progress: boo
               donor: Path | None = None, trained: tuple[dict, pd.DataFrame] | None = None) -> dict:
     import torch  # not at import: loading a sweep through this package must not import torch
 
-    cfg.check_registries()
+    validate(cfg)
     check_measurements(cfg.measure)  # before hours of training
     d = task_data(cfg)
     model = build_net(cfg, d).to(device)
@@ -365,7 +367,7 @@ def remeasure(path: str | Path, *, measure: Sequence[str] | None = None, states:
     conventions: under the run's lock, every table its measurements write is replaced atomically (metrics
     and the training part of the summary are kept), and ``summary``/``status.json`` record
     ``remeasured_commit``, ``remeasured_dirty`` and ``remeasured_at``.
-    Same measurement loop as :func:`~stabkit.runs.run` (:func:`~stabkit.runs.measure_states`)."""
+    Same measurement loop as :func:`~stabkit.runs.run` (:func:`~stabkit.runs.execute.measure_states`)."""
     path = Path(path)
     original = RunConfig.from_dict(read_config(path))
     changes = {k: v for k, v in dict(measure=measure, states=states, shuffles=shuffles, P=P).items() if v is not None}
@@ -378,7 +380,7 @@ def remeasure(path: str | Path, *, measure: Sequence[str] | None = None, states:
                              + (", out_dir" if out_dir is not None else "") + ")")
         return _remeasure_in_place(path, original, device)
     cfg = original.replace(**changes)
-    cfg.check_registries()  # P above the test set, unknown layers, options: refused, not measured on fewer
+    validate(cfg)  # P above the test set, unknown layers, options: refused, not measured on fewer
     check_measurements(cfg.measure)
     dev = resolve_device(device)
     d = task_data(cfg)

@@ -1,7 +1,7 @@
 """What a run measures: the registries and every built-in measurement and augmentation.
 
 A measurement is ``fn(model, cfg, ctx) -> {table name: DataFrame}``, called once per state of
-``cfg.states`` by the run's measurement loop (:func:`~stabkit.runs.measure_states`). Built in:
+``cfg.states`` by the run's measurement loop (:func:`~stabkit.runs.execute.measure_states`). Built in:
 
 - ``output``, ``layers``: diffeomorphism / noise stabilities (``book/methods.md``, section "Stabilities"),
   with and without channel shuffling (section "Channel shuffling");

@@ -1,10 +1,10 @@
-"""Many runs: :func:`~stabkit.runs.sweep` (sequential, a local process pool, or submitit / SLURM); the notebooks'
-entry point :func:`~stabkit.runs.lookup.results` is in :mod:`~stabkit.runs.lookup`.
+"""Many runs: :func:`~stabkit.sweeps.sweep` (sequential, a local process pool, or submitit / SLURM); the notebooks'
+entry point :func:`~stabkit.sweeps.lookup.results` is in :mod:`~stabkit.sweeps.lookup`.
 
 A sweep finishes or retries every run it was asked for: a run another process was computing (its lock)
 is waited for, and retried if that process died before finishing it; the returned table (and the
 command line's exit status) says which runs did not finish. Every run uses the same number of torch
-threads (:func:`~stabkit.runs.run_threads`, whatever ``jobs`` is), so that results do not depend on ``--jobs``. Worker
+threads (:func:`~stabkit.sweeps.run_threads`, whatever ``jobs`` is), so that results do not depend on ``--jobs``. Worker
 processes die with the sweep that started them (Linux: ``PR_SET_PDEATHSIG``; elsewhere a watchdog
 thread), so a killed sweep leaves no process holding memory or a GPU.
 """
@@ -24,11 +24,11 @@ from typing import Any
 import pandas as pd
 
 from ..checks import check_int
-from .config import RunConfig
-from .execute import resolve_device, run
-from .locks import clear_stale_lock, heartbeat_age, lock_info
-from .paths import default_runs_root
-from .store import RunLocked, error_line, run_state, verify_run
+from ..runs.config import RunConfig
+from ..runs.execute import resolve_device, run
+from ..runs.folder import RunLocked, error_line, run_state, verify_run
+from ..runs.locks import clear_stale_lock, heartbeat_age, lock_info
+from ..runs.paths import default_runs_root
 from .sweepfile import Sweep, as_sweep
 
 __all__ = ["EXECUTORS", "WAIT_STALE_S", "sweep", "run_guarded", "run_threads", "check_slurm_params",
@@ -62,7 +62,7 @@ def run_threads(threads: int | None = None) -> int:
 
 def run_guarded(cfg_dict: dict, root: str, device: str, progress: bool = False, force: bool = False,
                 threads: int | None = None) -> tuple[str, str, str]:
-    """Worker: run one config with :func:`~stabkit.runs.run_threads` torch threads (restored afterwards); never raises.
+    """Worker: run one config with :func:`~stabkit.sweeps.run_threads` torch threads (restored afterwards); never raises.
     Returns (key, status, error line); status ``running`` when another live process holds the run."""
     import torch
     cfg = RunConfig.from_dict(cfg_dict)
@@ -219,7 +219,7 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
     (key, net, status in {done, failed, running, pending, committed}, error, run_dir). A status other
     than ``done`` or ``committed`` means the run did not finish in this call; ``error`` says why.
     ``skip_keys``: configurations not to run because their results are committed already
-    (:func:`~stabkit.runs.resultstore.committed_keys`; the CLI passes them unless ``--recompute``); reported
+    (:func:`~stabkit.sweeps.resultstore.committed_keys`; the CLI passes them unless ``--recompute``); reported
     ``committed`` unless their run folder is here and done.
 
     The sweep is validated first (:meth:`Sweep.validate`: unknown networks, options, measurements, P
@@ -241,7 +241,7 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
     time limit, preemption) is reported and not resubmitted in this call: the next call resumes it),
     ``"submitit-local"`` / ``"submitit-debug"`` (submitit's LocalExecutor / DebugExecutor, for testing;
     the local one is throttled to ``jobs`` at a time), or any submitit
-    ``Executor`` instance. ``threads``: torch threads of every run (:func:`~stabkit.runs.run_threads`).
+    ``Executor`` instance. ``threads``: torch threads of every run (:func:`~stabkit.sweeps.run_threads`).
     """
     jobs = _positive("jobs", jobs)
     slots_per_gpu = _positive("slots_per_gpu", slots_per_gpu)

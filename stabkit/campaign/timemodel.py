@@ -12,8 +12,9 @@ A run's wall time is estimated as ::
 - ``eval``: a forward pass over the test set (and the corrupted test set of Fig. 1) each epoch, about a
   third of a training step per sample.
 - ``epochs_expected``: ``epochs``, or for runs that stop at the first epoch of zero training loss (2-D
-  scale detection) an assumption per network (:data:`ZERO_LOSS_EPOCHS`, from the cpu-scale runs),
-  replaced by the epochs the campaign's own finished runs of the same task and network took.
+  scale detection) an assumption per network (``zero_loss_epochs``: the sweep files' ``campaign.zero_loss_epochs``,
+  from the cpu-scale runs), replaced by the epochs the campaign's own finished runs of the same task and network
+  took.
 - ``measure``: ``states * shuffles * P`` float64 probe forwards (clean, deformed, noisy) per probe, from a
   measured ``measure`` call per family, else an assumption; registered measurements of the probe pages
   (accuracy, invariance, resolution) add their forwards.
@@ -27,9 +28,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .config import RunConfig
+import torch
 
-__all__ = ["PRIORS", "ZERO_LOSS_EPOCHS", "input_shape", "net_features", "TimeModel"]
+from .. import nets
+from ..runs.config import RunConfig
+
+__all__ = ["PRIORS", "DEFAULT_ZERO_LOSS_EPOCHS", "input_shape", "net_features", "TimeModel"]
 
 #: Assumptions per device kind until the smoke test measures them: seconds per leaf module and step
 #: (forward + backward + optimiser launches), seconds per multiply-accumulate and sample of a float32
@@ -46,13 +50,8 @@ PRIORS: dict[str, dict[str, float]] = {
             "per_mac_f64": 2 / 6e9, "per_leaf_f64": 20e-6, "setup": 1.5},
 }
 
-#: Epochs a 2-D scale-detection run takes before its training loss reaches zero (it stops there), by
-#: network; from the cpu-scale runs (ptr 1024: LeNet never reaches zero in 300 epochs, AlexNet 53, VGG11bn
-#: 7) and a guess for the others. Replaced by the campaign's own finished runs.
-ZERO_LOSS_EPOCHS: dict[str, int] = {"LeNet": 300, "AlexNet": 60, "VGG11": 60, "VGG11bn": 10, "VGG13bn": 10,
-                                    "VGG16": 80, "VGG16bn": 12, "ResNet18": 15, "ResNet34": 15, "ResNet50": 20,
-                                    "EfficientNetB0": 40}
-_DEFAULT_ZERO_LOSS_EPOCHS = 60
+#: Epochs assumed until zero training loss for a network that ``zero_loss_epochs`` does not list.
+DEFAULT_ZERO_LOSS_EPOCHS = 60
 
 _FEATURES: dict[tuple, dict[str, Any]] = {}
 
@@ -73,9 +72,6 @@ def net_features(cfg: RunConfig) -> dict[str, Any]:
     shape = input_shape(cfg)
     ident = (cfg.net, cfg.width_factor, repr(sorted(cfg.net_options.items())), shape, cfg.hinge)
     if ident not in _FEATURES:
-        import torch
-
-        from .. import nets
         opts = dict(cfg.net_options)
         if len(shape) == 3:
             opts.setdefault("input_size", shape[-1])
@@ -117,13 +113,16 @@ def _extra_forwards(cfg: RunConfig, n_test: int) -> int:
 class TimeModel:
     """Estimated wall seconds of runs on one device kind (``"cuda"`` or ``"cpu"``); see the module text.
 
-    ``slots`` concurrent runs share the device: :meth:`estimate` returns the wall time of one run while
+    ``zero_loss_epochs``: network -> epochs a run that stops at zero training loss is assumed to take
+    (the sweep files' ``campaign.zero_loss_epochs``, :func:`stabkit.campaign.plan.zero_loss_epochs`), else
+    :data:`DEFAULT_ZERO_LOSS_EPOCHS`. ``slots`` concurrent runs share the device: :meth:`estimate` returns the wall time of one run while
     ``slots`` run together, ``seconds * slots / speedup[slots]`` (``speedup`` measured by the smoke test
     as aggregate throughput relative to one run; assumed 1 per slot on the CPU, where the runs split the
     cores, and ``min(slots, 1 + 0.6 (slots - 1))`` on CUDA until measured).
     """
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", zero_loss_epochs: Mapping[str, int] | None = None):
+        self.zero_loss_epochs = dict(zero_loss_epochs or {})
         self.kind = "cuda" if str(device).startswith("cuda") else "cpu"
         self.prior = dict(PRIORS[self.kind])
         self.family: dict[str, dict[str, float]] = {}     # fitted per_leaf/per_mac/... by family
@@ -170,11 +169,11 @@ class TimeModel:
 
     def expected_epochs(self, cfg: RunConfig) -> int:
         """``cfg.epochs``, or for zero-loss stopping the epochs seen (max of the finished runs of the same
-        task/net/ptr) else :data:`ZERO_LOSS_EPOCHS`."""
+        task/net/ptr) else the assumption ``zero_loss_epochs``."""
         if not cfg.stop_at_zero_loss:
             return cfg.epochs
         seen = self.epochs_seen.get((cfg.task, cfg.net, cfg.ptr))
-        guess = max(seen) if seen else ZERO_LOSS_EPOCHS.get(cfg.net, _DEFAULT_ZERO_LOSS_EPOCHS)
+        guess = max(seen) if seen else self.zero_loss_epochs.get(cfg.net, DEFAULT_ZERO_LOSS_EPOCHS)
         return int(min(cfg.epochs, guess))
 
     def parts(self, cfg: RunConfig, trained: bool = False) -> dict[str, float]:

@@ -1,5 +1,5 @@
 """The committed results store: tables that accumulate across machines (the notebooks read it through
-:mod:`stabkit.runs.lookup`).
+:mod:`stabkit.sweeps.lookup`).
 
 Layout (one store per sweep and scale)::
 
@@ -8,7 +8,7 @@ Layout (one store per sweep and scale)::
         <table>.parquet    tidy rows of every committed run (``output``, ``layers``, ``summary``, ...)
         provenance.json    a readable summary of the index (devices, commits, dates; for humans and diffs)
 
-A ``<table>.parquet`` holds the rows :func:`~stabkit.runs.collect` gives for a run (the run's own
+A ``<table>.parquet`` holds the rows :func:`~stabkit.sweeps.collect` gives for a run (the run's own
 columns, then its configuration columns; the run key, the configuration hash, is the ``run`` column)
 plus ``run_version``: which copy of the run the rows belong to (a hash of key, host and finish date).
 ``runs.parquet`` has one row per run key (:data:`INDEX_COLUMNS`): ``key``, ``run_version``, ``config``
@@ -19,7 +19,8 @@ checkout, when the run recorded none), ``device``, ``device_name``, ``host`` (th
 ``status`` (the run's whole ``status.json``), ``tables`` and ``schema`` (per table, the run's columns
 and dtypes, so that a run's rows come back exactly as the run wrote them).
 
-Merging (:func:`export` from run folders, :func:`import_runs` from a campaign's ``runs.tar``):
+Merging (:func:`export` from run folders, :func:`~stabkit.sweeps.archives.import_runs` from a campaign's
+``runs.tar``):
 
 * by run key, never dropping a run: a key the store lacks is added; a key it has is kept or replaced by
   one rule, the same whatever the order of the merges (so merging A then B equals B then A): **the copy
@@ -38,7 +39,7 @@ Merging (:func:`export` from run folders, :func:`import_runs` from a campaign's 
 Skipping committed work: :func:`committed_keys` gives the keys a sweep need not run
 (``python -m stabkit sweep --recompute`` runs them anyway).
 
-:func:`stabkit.runs.lookup.results` is the notebooks' entry point (``scale="auto"``, coverage facts).
+:func:`stabkit.sweeps.lookup.results` is the notebooks' entry point (``scale="auto"``, coverage facts).
 """
 from __future__ import annotations
 
@@ -48,9 +49,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tarfile
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -60,12 +58,14 @@ from typing import Any
 import pandas as pd
 
 from ..atomic import atomic_write_json, atomic_write_table
-from .paths import default_results_root, default_runs_root
-from .store import config_columns, git_state, provenance, read_config, run_state, status, verify_run
+from ..runs.folder import read_config, run_state, verify_run
+from ..runs.paths import default_results_root, default_runs_root
+from ..runs.provenance import git_state, provenance
+from .collection import config_columns, status
 from .sweepfile import Sweep, as_sweep
 
-__all__ = ["STORE_FORMAT", "SCALE_ORDER", "INDEX_COLUMNS", "IMPORT_LIMITS", "IMPORT_AREA", "store_dir", "committed_runs",
-           "committed_keys", "committed_scales", "load", "export", "import_runs", "merge_runs"]
+__all__ = ["STORE_FORMAT", "SCALE_ORDER", "INDEX_COLUMNS", "store_dir", "committed_runs", "committed_keys",
+           "committed_scales", "load", "export", "merge_runs", "read_run", "check_store_name"]
 
 STORE_FORMAT = 1
 #: Scales by preference for ``scale="auto"``, largest first.
@@ -77,19 +77,9 @@ INDEX_COLUMNS = ("key", "run_version", "config", "code_commit", "code_dirty", "c
                  "best_test_err", "status", "tables", "schema")
 KEY, VERSION, INDEX, PROVENANCE = "run", "run_version", "runs.parquet", "provenance.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-#: What :func:`import_runs` extracts at most from an archive, checked on the member headers before anything
-#: is written: members, bytes of one member, bytes in all, and the expansion ratio (total over the
-#: archive's size) allowed once the total passes ``ratio_above`` bytes. A campaign's ``runs.tar`` holds
-#: parquet tables (already compressed, no checkpoints): far below each.
-IMPORT_LIMITS = {"members": 100_000, "member_bytes": 256 * 2**20, "total_bytes": 2**30, "ratio": 100,
-                 "ratio_above": 64 * 2**20}
-#: Folder of the results root where :func:`import_runs` extracts archives (git-ignored); what a killed
-#: import left there is removed by the next import.
-IMPORT_AREA = ".import-tmp"
-_MEMBER = re.compile(r"^(manifest\.json|[A-Za-z0-9]+(/[A-Za-z0-9][A-Za-z0-9_.-]*)?)$")
 
 
-def _check_name(what: str, value: Any) -> str:
+def check_store_name(what: str, value: Any) -> str:
     if not isinstance(value, str) or not _NAME.match(value) or ".." in value:
         raise ValueError(f"{what} must be a plain name (letters, digits, '_', '.', '-'; no path), got {value!r}")
     return value
@@ -98,7 +88,7 @@ def _check_name(what: str, value: Any) -> str:
 def store_dir(sweep: str, scale: str, results_root: str | Path | None = None) -> Path:
     """``<results_root>/<sweep>/<scale>`` (default root: :func:`~stabkit.runs.default_results_root`);
     names that would leave the root (``../x``) are refused."""
-    return Path(results_root or default_results_root()) / _check_name("sweep", sweep) / _check_name("scale", scale)
+    return Path(results_root or default_results_root()) / check_store_name("sweep", sweep) / check_store_name("scale", scale)
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -166,7 +156,7 @@ def committed_keys(sweep: str, scale: str, results_root: str | Path | None = Non
 
 def committed_scales(sweep: str, results_root: str | Path | None = None) -> list[str]:
     """Scales of ``sweep`` with committed runs, largest first (:data:`SCALE_ORDER`, then other names)."""
-    base = Path(results_root or default_results_root()) / _check_name("sweep", sweep)
+    base = Path(results_root or default_results_root()) / check_store_name("sweep", sweep)
     found = [p.name for p in base.iterdir() if (p / INDEX).is_file()] if base.is_dir() else []
     found = [s for s in found if _NAME.match(s) and len(_read_index(base / s))]
     return sorted(found, key=lambda s: (SCALE_ORDER.index(s) if s in SCALE_ORDER else len(SCALE_ORDER), s))
@@ -223,11 +213,11 @@ def _frames_of(d: Path, table: str, rows: list[Mapping]) -> dict[tuple[str, str]
 
 def load(sweep: str, scale: str, table: str, results_root: str | Path | None = None) -> pd.DataFrame:
     """The committed ``table`` of ``sweep`` at ``scale``: the rows of every run in the index, in key order,
-    as :func:`~stabkit.runs.collect` gives them (``run`` = key). ``ValueError`` naming the file for a
+    as :func:`~stabkit.sweeps.collect` gives them (``run`` = key). ``ValueError`` naming the file for a
     damaged store, or listing the committed tables when none of the runs has ``table``; an empty frame
     when nothing is committed."""
     d = store_dir(sweep, scale, results_root)
-    _check_name("table", table)
+    check_store_name("table", table)
     tries = 20
     for attempt in range(tries):  # a merge replacing the index or a table while we read: read again
         before = _sig(d / INDEX)
@@ -266,7 +256,7 @@ def _iso(value: Any) -> str | None:
     return str(value)
 
 
-def _read_run(folder: Path, fallback: Mapping[str, Any]) -> _Incoming:
+def read_run(folder: Path, fallback: Mapping[str, Any]) -> _Incoming:
     """One finished run folder as an incoming run; ``fallback``: provenance the run did not record."""
     problems = verify_run(folder) if (folder / "done").exists() else [f"{folder / 'done'}: missing (not finished)"]
     if problems:
@@ -509,158 +499,13 @@ def export(sweep: str | Path | Mapping | Sweep, scale: str = "small", runs_root:
         if run_state(root / k) != "done":
             continue
         try:
-            incoming.append(_read_run(root / k, fallback))
+            incoming.append(read_run(root / k, fallback))
         except ValueError as exc:
             warnings.warn(f"run {k} not exported: {exc}", stacklevel=2)
     if not incoming:
         raise ValueError(f"no finished run of sweep {sw.name!r} at scale {sw.scale!r} under {root}")
     merge_runs(d, incoming, sweep=sw.name, scale=sw.scale, extra={"counts": status(root, sw)})
     return d
-
-
-def _check_members(tar: Path, members: list[tarfile.TarInfo], limits: Mapping[str, int]) -> None:
-    """Refuse an archive whose member headers exceed ``limits`` (:data:`IMPORT_LIMITS`), before extracting."""
-    if len(members) > limits["members"]:
-        raise ValueError(f"{tar}: {len(members)} members, more than the {limits['members']} an import accepts")
-    total = 0
-    for m in members:
-        if m.issparse():  # its header size is not what extraction writes
-            raise ValueError(f"{tar}: member {m.name!r} is a sparse file (a campaign archive holds plain files)")
-        if m.size > limits["member_bytes"]:
-            raise ValueError(f"{tar}: member {m.name!r} holds {m.size} bytes, more than the "
-                             f"{limits['member_bytes']} an import accepts per file")
-        total += m.size
-    if total > limits["total_bytes"]:
-        raise ValueError(f"{tar}: {total} bytes once extracted, more than the {limits['total_bytes']} an import "
-                         f"accepts")
-    size = max(tar.stat().st_size, 1)
-    if total > limits["ratio_above"] and total > limits["ratio"] * size:
-        raise ValueError(f"{tar}: {total} bytes once extracted from {size} bytes (more than {limits['ratio']} "
-                         f"times the archive: a decompression bomb?); refused")
-
-
-def _extract(tar: Path, dest: Path, limits: Mapping[str, int] | None = None) -> None:
-    """Extract a campaign's ``runs.tar``: only ``manifest.json`` and ``<key>/<file>`` regular files, within
-    ``limits`` (default :data:`IMPORT_LIMITS`; checked on the headers before anything is written)."""
-    limits = {**IMPORT_LIMITS, **dict(limits or {})}
-    try:
-        with tarfile.open(tar, "r:*") as tf:
-            members = tf.getmembers()
-            for m in members:
-                if not (m.isfile() or m.isdir()) or not _MEMBER.match(m.name.rstrip("/")):
-                    raise ValueError(f"{tar}: unexpected member {m.name!r} (a campaign archive holds manifest.json "
-                                     "and <key>/<file> only)")
-            _check_members(tar, members, limits)
-            kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tf.extractall(dest, members=members, **kw)
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise ValueError(f"{tar}: not a readable tar archive ({exc})") from None
-
-
-@contextlib.contextmanager
-def _import_area(results_root: str | Path | None) -> Iterator[Path]:
-    """A new extraction folder in the results root's own temporary area (:data:`IMPORT_AREA`: the same file
-    system as the store, not the system's temporary folder), held with ``flock`` while the import runs and
-    removed after it; the folders of killed imports (their lock free) are removed first."""
-    import fcntl
-    area = Path(results_root or default_results_root()) / IMPORT_AREA
-    area.mkdir(parents=True, exist_ok=True)
-    for old in area.iterdir():  # leftovers of killed imports: nobody holds their lock
-        if old.is_dir() and not _held(old / ".lock"):
-            shutil.rmtree(old, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix="import-", dir=area))
-    fd = os.open(tmp / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            area.rmdir()  # only when empty: another import may be using it
-
-
-def _held(lock: Path) -> bool:
-    """Whether a live process holds ``flock`` on ``lock`` (a folder without one is being created: held)."""
-    import fcntl
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except FileNotFoundError:
-        # mkdtemp then open: a fresh folder of a live import has no lock for an instant; an old one is a leftover
-        with contextlib.suppress(OSError):
-            return _dt.datetime.now().timestamp() - lock.parent.stat().st_mtime < 60
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def import_runs(path: str | Path, results_root: str | Path | None = None, *,
-                limits: Mapping[str, int] | None = None) -> pd.DataFrame:
-    """Merge a campaign's runs into the store: ``path`` = the campaign folder (with ``runs.tar``, or the parts
-    ``runs.tar.gz``, ``runs-2.tar.gz``, ...), one archive itself, or a folder of run folders with a
-    ``manifest.json`` (``{"format": 1, "runs": {key: [[sweep, scale], ...]}, "created", "device", ...}``). Each
-    run goes into every (sweep, scale) the manifest lists. Returns one row per (sweep, scale, key): action
-    (added | replaced | kept | repaired).
-
-    An archive is checked against ``limits`` (:data:`IMPORT_LIMITS`: members, bytes per member and in all,
-    expansion ratio) before anything is extracted, and extracted under ``<results root>/.import-tmp``
-    (:data:`IMPORT_AREA`), removed afterwards; what a killed import left there goes at the next import."""
-    p = Path(path)
-    if p.is_dir() and not (p / "manifest.json").is_file():
-        parts = sorted(p.glob("runs*.tar.gz")) + ([p / "runs.tar"] if (p / "runs.tar").is_file() else [])
-        if len(parts) > 1:  # a campaign's parts (runs.tar.gz, runs-2.tar.gz, ...): each a complete archive
-            return pd.concat([import_runs(f, results_root, limits=limits) for f in parts], ignore_index=True)
-        if parts:
-            p = parts[0]
-    if p.is_file():
-        with _import_area(results_root) as tmp:
-            _extract(p, tmp, limits)
-            return _import_folder(tmp, results_root, label=(str(tmp), f"{p}:"))
-    if p.is_dir() and (p / "manifest.json").is_file():
-        return _import_folder(p, results_root)
-    raise ValueError(f"path must be a campaign folder (with runs.tar or runs*.tar.gz), such an archive or a folder "
-                     f"with manifest.json, got {path!r}")
-
-
-def _import_folder(folder: Path, results_root: str | Path | None, label: tuple[str, str] | None = None) -> pd.DataFrame:
-    try:
-        return _import_checked(folder, results_root)
-    except ValueError as exc:  # name the archive member, not the temporary folder it was extracted to
-        if label is None:
-            raise
-        raise ValueError(str(exc).replace(label[0] + os.sep, label[1]).replace(label[0], label[1])) from None
-
-
-def _import_checked(folder: Path, results_root: str | Path | None) -> pd.DataFrame:
-    mf = folder / "manifest.json"
-    try:
-        man = json.loads(mf.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{mf}: not readable JSON ({exc})") from None
-    if not isinstance(man, Mapping) or man.get("format") != 1 or not isinstance(man.get("runs"), Mapping):
-        raise ValueError(f"{mf}: not a campaign manifest (format 1 with a 'runs' mapping of key -> [[sweep, scale]])")
-    groups: dict[tuple[str, str], list[str]] = {}
-    for key, where in man["runs"].items():
-        _check_name("run key", key)
-        if not isinstance(where, list) or not all(isinstance(w, (list, tuple)) and len(w) == 2 for w in where):
-            raise ValueError(f"{mf}: runs[{key!r}] must be a list of [sweep, scale] pairs, got {where!r}")
-        for sw, sc in where:
-            groups.setdefault((_check_name("sweep", sw), _check_name("scale", sc)), []).append(key)
-    git = man.get("git") if isinstance(man.get("git"), Mapping) else {}
-    fallback = {"commit": git.get("commit", man.get("commit")), "dirty": git.get("dirty", man.get("dirty")),
-                "source": "campaign", "python": man.get("python")}
-    read = {k: _read_run(folder / k, fallback) for k in sorted({k for ks in groups.values() for k in ks})}
-    out = []
-    for (sw, sc), keys in sorted(groups.items()):
-        rep = merge_runs(store_dir(sw, sc, results_root), [read[k] for k in keys], sweep=sw, scale=sc)
-        out.append(rep.assign(sweep=sw, scale=sc))
-    cols = ["sweep", "scale", "key", "action", "run_version"]
-    return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
 
 
 # ---------------------------------------------------------------------------------- notebooks' entry

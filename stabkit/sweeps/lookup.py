@@ -1,6 +1,6 @@
 """The notebooks' entry point: :func:`results` loads a sweep's table at a scale, committed results first
-(:mod:`stabkit.runs.resultstore`), else runs the sweep; ``scale="auto"`` is the largest scale with committed
-runs of the sweep's grid (:data:`~stabkit.runs.resultstore.SCALE_ORDER`), else ``small`` computed on the
+(:mod:`stabkit.sweeps.resultstore`), else runs the sweep; ``scale="auto"`` is the largest scale with committed
+runs of the sweep's grid (:data:`~stabkit.sweeps.resultstore.SCALE_ORDER`), else ``small`` computed on the
 spot; :func:`coverage_facts` says how much of the grid a table covers and where its runs came from.
 ``STABKIT_RECOMPUTE=1`` (:data:`RECOMPUTE_ENV`) ignores the store: everything is computed, ``auto``
 meaning ``small``.
@@ -16,12 +16,13 @@ from typing import Any
 
 import pandas as pd
 
-from .config import DERIVED_FIELDS
+from ..runs.config import DERIVED_FIELDS
+from ..runs.folder import error_line, run_state
+from ..runs.paths import default_runs_root
+from .collection import collect
 from .executors import failure_summary
 from .executors import sweep as run_sweep
-from .paths import default_runs_root
 from .resultstore import KEY, SCALE_ORDER, committed_keys, committed_runs, committed_scales, load, store_dir
-from .store import collect, error_line, run_state
 from .sweepfile import Sweep, as_sweep, load_sweep, load_yaml, sweep_path
 
 __all__ = ["RECOMPUTE_ENV", "RunsFailedError", "recompute_requested", "scale_choice", "resolve_scale",
@@ -189,7 +190,7 @@ def results(sweep: str | Path | Mapping | Sweep, scale: str = "small", table: st
     """The notebooks' entry point: the tidy ``table`` of ``sweep`` at ``scale`` (``"auto"``: see
     :func:`resolve_scale`).
 
-    1. The committed table (:func:`~stabkit.runs.resultstore.load`) restricted to the sweep's grid, if some of the grid
+    1. The committed table (:func:`~stabkit.sweeps.resultstore.load`) restricted to the sweep's grid, if some of the grid
        is committed (not when ``$STABKIT_RECOMPUTE`` is set); else
     2. run the sweep's missing and failed runs (if ``run_missing``) under ``runs_root`` and collect them.
 

@@ -1,39 +1,89 @@
 """Sweeps: a YAML file of run configurations at several scales (torch-free).
 
-:func:`~stabkit.runs.load_sweep` expands a file of ``sweeps/`` (grammar in its docstring) into the unique
+:func:`~stabkit.sweeps.load_sweep` expands a file of ``sweeps/`` (grammar in its docstring) into the unique
 :class:`~stabkit.runs.config.RunConfig` objects of one scale. Reading a sweep never imports torch: the
-network-registry checks are deferred to :meth:`~stabkit.runs.Sweep.validate`, which :func:`stabkit.runs.sweep` calls
-before it trains anything.
+network-registry checks are :meth:`Sweep.validate`, which :func:`stabkit.sweeps.sweep` calls before it
+trains anything.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, deferred_registry_checks
-from .paths import sweeps_dir
+from ..runs.config import RunConfig
+from ..runs.paths import sweeps_dir
 
-__all__ = ["SCALES", "Sweep", "load_sweep", "as_sweep", "sweep_path", "sweep_scales", "load_yaml"]
+__all__ = ["SCALES", "Sweep", "Stage", "Campaign", "SweepFacts", "load_sweep", "as_sweep", "sweep_path",
+           "sweep_scales", "sweep_facts", "load_yaml"]
 
 #: The scales of the figure sweeps, smallest first: ``tiny`` (tests), ``small`` (book default on a CPU),
 #: ``cpu`` (the paper's protocol on the subset 2 CPU cores finish), ``gpu`` (the paper's grid, fewer
 #: seeds), ``paper`` (everything). A sweep file may define any subset, or other names.
 SCALES = ("tiny", "small", "cpu", "gpu", "paper")
-_TOP_KEYS = ("name", "description", "include", "base", "grid", "scales")
+_TOP_KEYS = ("name", "description", "include", "base", "grid", "scales", "paper", "campaign")
+_STAGE_KEYS = ("label", "priority", "where", "unless", "unless_nets_of_scale")
+_CAMPAIGN_KEYS = ("stages", "smoke", "zero_loss_epochs")
+_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the campaign's priority order (a sweep file's ``campaign.stages``): the runs of the sweep
+    that every ``where`` field admits (``{field: [values]}``), no ``unless`` field names (one match excludes
+    the run) and whose network the sweep's scale ``unless_nets_of_scale`` lacks; stages of every sweep file
+    are planned by ascending ``priority``."""
+    label: str
+    priority: float
+    where: Mapping[str, list] = field(default_factory=dict)
+    unless: Mapping[str, list] = field(default_factory=dict)
+    unless_nets_of_scale: str | None = None
+
+    def selects(self, cfg: RunConfig, nets_of_scale: frozenset[str] = frozenset()) -> bool:
+        """Whether ``cfg`` is a run of this stage; ``nets_of_scale``: the networks of the sweep's grid at
+        :attr:`unless_nets_of_scale` (the caller loads them)."""
+        return (all(_matches(getattr(cfg, k), v, k) for k, v in self.where.items())
+                and not any(_matches(getattr(cfg, k), v, k) for k, v in self.unless.items())
+                and not (self.unless_nets_of_scale and cfg.net in nets_of_scale))
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A sweep file's ``campaign:`` block: its ``stages`` (:class:`Stage`), ``smoke`` (the smoke test runs
+    the first ``tiny`` configuration of this sweep, in ascending ``smoke`` order over the sweep files;
+    ``None``: not a smoke run) and ``zero_loss_epochs`` (network -> epochs a run that stops at zero training
+    loss is assumed to take until the campaign's own runs say; the time model's assumption)."""
+    stages: tuple[Stage, ...] = ()
+    smoke: float | None = None
+    zero_loss_epochs: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SweepFacts:
+    """What a sweep file says of its figure, at every scale: ``paper`` (the paper's protocol, ``{RunConfig
+    field: [values]}``, compared with a page's runs; ``None`` for a sweep that is no figure of the paper) and
+    ``campaign`` (:class:`Campaign`; ``None`` without a ``campaign:`` block)."""
+    name: str
+    paper: Mapping[str, list] | None = None
+    campaign: Campaign | None = None
 
 
 @dataclass
 class Sweep:
-    """A sweep at one scale: ``name`` (file stem), ``scale``, ``configs`` (unique, in grid order)."""
+    """A sweep at one scale: ``name`` (file stem), ``scale``, ``configs`` (unique, in grid order), and the
+    file's ``paper`` protocol and ``campaign`` block (:class:`SweepFacts`)."""
     name: str
     scale: str
     configs: list[RunConfig]
     path: Path | None = None
     description: str = ""
+    paper: Mapping[str, list] | None = None
+    campaign: Campaign | None = None
 
     def __len__(self) -> int:
         return len(self.configs)
@@ -44,13 +94,14 @@ class Sweep:
 
     def validate(self) -> Sweep:
         """Run the checks that need the registries (imports torch) on every configuration
-        (:meth:`RunConfig.check_registries`: net, options, measurements, augmentations, P, layers);
+        (:func:`stabkit.runs.validate`: net, options, measurements, augmentations, P, layers);
         raises one ``ValueError`` naming the sweep, the scale, and each bad run with its problem (the
         first five). Returns ``self``."""
+        from ..runs.validation import validate  # here, not above: reading a sweep file stays torch-free
         bad = []
         for c in self.configs:
             try:
-                c.check_registries()
+                validate(c)
             except (TypeError, ValueError) as exc:
                 bad.append(f"run {c.key} ({c.net}): {exc}")
         if bad:
@@ -167,6 +218,80 @@ def _grid_blocks(grid: Any, where: str) -> list[dict]:
     return [dict(b) for b in blocks] or [{}]
 
 
+def _field_values(value: Any, what: str, where: str) -> dict[str, list]:
+    """``{RunConfig field: [values]}`` (one value becomes a list of one), else ``ValueError`` naming ``what``."""
+    out = {}
+    for k, v in _mapping(value, what, where).items():
+        if k not in _FIELDS:
+            raise ValueError(f"{where}: {what} has unknown RunConfig field {k!r}; accepted: {sorted(_FIELDS)}")
+        v = v if isinstance(v, list) else [v]
+        if not v:
+            raise ValueError(f"{where}: {what}.{k} is an empty list; give at least one value")
+        out[k] = v
+    return out
+
+
+def _number(value: Any, what: str, where: str, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
+        raise ValueError(f"{where}: {what} must be a number >= {minimum:g}, got {value!r}")
+    return value
+
+
+def _stage(value: Any, i: int, where: str) -> Stage:
+    what = f"campaign.stages[{i}]"
+    d = _mapping(value, what, where)
+    unknown = sorted(set(d) - set(_STAGE_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: {what}: unknown key(s) {unknown}; accepted: {list(_STAGE_KEYS)}")
+    label = d.get("label")
+    if not isinstance(label, str) or not label.strip():
+        raise ValueError(f"{where}: {what}.label must be a non-empty string (the stage's name in the campaign's "
+                         f"log), got {label!r}")
+    if "priority" not in d:
+        raise ValueError(f"{where}: {what}.priority is missing: a number, lower runs first")
+    scale = d.get("unless_nets_of_scale")
+    if scale is not None and not isinstance(scale, str):
+        raise ValueError(f"{where}: {what}.unless_nets_of_scale must be a scale name, got {scale!r}")
+    return Stage(label, _number(d["priority"], f"{what}.priority", where),
+                 _field_values(d.get("where"), f"{what}.where", where),
+                 _field_values(d.get("unless"), f"{what}.unless", where), scale)
+
+
+def _campaign(value: Any, where: str) -> Campaign | None:
+    if value is None:
+        return None
+    d = _mapping(value, "campaign", where)
+    unknown = sorted(set(d) - set(_CAMPAIGN_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: campaign: unknown key(s) {unknown}; accepted: {list(_CAMPAIGN_KEYS)}")
+    stages = d.get("stages") or []
+    if not isinstance(stages, list):
+        raise ValueError(f"{where}: campaign.stages must be a list of {{label, priority, where, unless, "
+                         f"unless_nets_of_scale}}, got {stages!r}")
+    smoke = d.get("smoke")
+    epochs = {}
+    for net, n in _mapping(d.get("zero_loss_epochs"), "campaign.zero_loss_epochs", where).items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{where}: campaign.zero_loss_epochs.{net} must be an integer >= 1, got {n!r}")
+        epochs[str(net)] = n
+    return Campaign(tuple(_stage(st, i, where) for i, st in enumerate(stages)),
+                    None if smoke is None else _number(smoke, "campaign.smoke", where), epochs)
+
+
+def _facts(doc: Mapping, path: Path | None) -> SweepFacts:
+    where = _where(doc, path)
+    paper = None if doc.get("paper") is None else _field_values(doc["paper"], "paper", where)
+    return SweepFacts(_sweep_name(doc, path), paper, _campaign(doc.get("campaign"), where))
+
+
+def sweep_facts(spec: str | Path | Mapping | Sweep) -> SweepFacts:
+    """The scale-free part of a sweep file (torch-free, no configuration expanded): its ``paper`` protocol
+    and ``campaign`` block, validated (see :func:`load_sweep`)."""
+    if isinstance(spec, Sweep):
+        return SweepFacts(spec.name, spec.paper, spec.campaign)
+    return _facts(*_read(spec))
+
+
 def load_sweep(spec: str | Path | Mapping, scale: str = "small") -> Sweep:
     """Expand a sweep file (or name under ``sweeps/``, or an already parsed mapping) at ``scale``.
 
@@ -184,16 +309,26 @@ def load_sweep(spec: str | Path | Mapping, scale: str = "small") -> Sweep:
           tiny:  {base: {epochs: 1, ptr: 64}, grid: {net: [LeNet]}}
           small: {base: {...}, grid: {...}}
           paper: {}
+        paper:                            # optional: the paper's protocol, {RunConfig field: [values]}; a
+          net: [VGG11, LeNet]             #   page's "different from the paper" table compares with it
+          epochs: [300]
+        campaign:                         # optional: what the GPU campaign (stabkit.campaign) knows of it
+          stages:                         #   planned by ascending priority over every sweep file
+            - {label: "Fig. 5 ptr 1024", priority: 7, where: {ptr: [1024]}}
+            - {label: "Fig. 5 rest", priority: 8, unless: {ptr: [1024]}, unless_nets_of_scale: cpu}
+          smoke: 1                        #   the smoke test's tiny run of this task (ascending order)
+          zero_loss_epochs: {LeNet: 300}  #   time model: epochs until zero training loss, by network
 
     A key set in a scale's ``base`` is removed from the sweep's grid (fixed) and vice versa; a scale's
     ``grid`` given as a list of blocks replaces the grid, and a key its blocks set wins over the scale's
     ``base`` (e.g. ``base: {epochs: 15}`` with one block at ``epochs: [25]``). Values are RunConfig fields (lists for tuple fields).
     A sweep with ``include`` and no ``grid`` is exactly the included runs (same keys, same folders: no
-    rework). Configurations are deduplicated by key, in order. Torch is not imported: network names are
-    checked by :meth:`~stabkit.runs.Sweep.validate`.
+    rework). Configurations are deduplicated by key, in order. ``paper`` and ``campaign`` are no run
+    configuration (no key depends on them); a stage's ``where`` / ``unless`` (``{field: [values]}``) name
+    RunConfig fields. Every key is checked: an unknown one is refused, naming it and the accepted keys. Torch
+    is not imported: network names are checked by :meth:`Sweep.validate`.
     """
-    with deferred_registry_checks():
-        return _load(spec, scale)
+    return _load(spec, scale)
 
 
 def _load(spec: str | Path | Mapping, scale: str, _stack: tuple = ()) -> Sweep:
@@ -207,7 +342,8 @@ def _load(spec: str | Path | Mapping, scale: str, _stack: tuple = ()) -> Sweep:
     extra = sorted(k for k in doc if k not in _TOP_KEYS and not str(k).startswith("_"))
     if extra:
         raise ValueError(f"sweep {name!r}: unknown top-level key(s) {extra}; accepted: name, description, include, "
-                         f"base, grid, scales (keys starting with '_' are free, e.g. YAML anchors)")
+                         f"base, grid, scales, paper, campaign (keys starting with '_' are free, e.g. YAML "
+                         f"anchors)")
     where = _where(doc, path)
     scales = _mapping(doc.get("scales"), "scales", where)
     if scale not in scales:
@@ -260,7 +396,8 @@ def _load(spec: str | Path | Mapping, scale: str, _stack: tuple = ()) -> Sweep:
     if not configs:  # e.g. an include whose `where` matches nothing: a sweep that would "succeed" doing nothing
         raise ValueError(f"{where}, scale {scale!r}: the sweep has no run")
     desc = str(over.get("description") or doc.get("description") or "")
-    return Sweep(name, scale, list(configs.values()), path, desc)
+    facts = _facts(doc, path)
+    return Sweep(name, scale, list(configs.values()), path, desc, facts.paper, facts.campaign)
 
 
 _MISSING = object()
@@ -275,5 +412,5 @@ def _matches(value: Any, allowed: Any, field_name: str) -> bool:
 
 
 def as_sweep(spec: str | Path | Mapping | Sweep, scale: str | None) -> Sweep:
-    """``spec`` itself if it is a :class:`Sweep`, else :func:`~stabkit.runs.load_sweep` at ``scale`` (default small)."""
+    """``spec`` itself if it is a :class:`Sweep`, else :func:`~stabkit.sweeps.load_sweep` at ``scale`` (default small)."""
     return spec if isinstance(spec, Sweep) else load_sweep(spec, scale or "small")

@@ -1,4 +1,4 @@
-"""The campaign's smoke test: does this machine run stabkit, and how fast (``stabkit.runs.campaign``).
+"""The campaign's smoke test: does this machine run stabkit, and how fast (:mod:`stabkit.campaign`).
 
 The smoke test ends at its budget's end: a part is skipped once the budget is spent, and a part still
 running then is left behind on its thread (recorded as skipped / overrun). Versions and TF32 flags; whether
@@ -22,23 +22,42 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig
-from .sweepfile import load_sweep
-from .timemodel import TimeModel, net_features
+import contextlib
+import os
 
-__all__ = ["TINY_RUNS", "PARITY_TOL", "versions", "cifar_presence", "CifarWarmup", "smoke", "build_model", "step_time", "measure_time",
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import data, nets
+from ..data import TwoPoints, twopoints_probes
+from ..graph import strict_float32, tf32_float32
+from ..runs.config import RunConfig
+from ..runs.execute import run
+from ..runs.validation import validate
+from ..stability import Probes, measure
+from ..sweeps.sweepfile import load_sweep
+from ..precision import float32_mode, tf32_state
+from ..train import make_loss, make_optimizer
+from .plan import campaign_blocks
+from .timemodel import TimeModel, input_shape, net_features
+
+__all__ = ["smoke_sweeps", "PARITY_TOL", "versions", "cifar_presence", "CifarWarmup", "smoke", "build_model", "step_time", "measure_time",
            "probe_families", "concurrent_rate", "choose_slots", "fast_runs"]
 
-#: (task, sweep whose first tiny configuration is the smoke test's run of that task)
-TINY_RUNS = (("twopoints", "fig5_scale_detection"), ("scale1d", "appendix_scale_detection_1d"),
-             ("cifar10", "fig1_noise_corrupted_cifar"))
 #: Largest relative difference of float64 ``measure`` on the device against the CPU.
 PARITY_TOL = 1e-10
 
 
+def smoke_sweeps() -> list[str]:
+    """The sweeps whose first ``tiny`` configuration is the smoke test's run of its task: those whose sweep file
+    sets ``campaign.smoke``, in ascending order of it (on a tie, by name)."""
+    return [name for _, name in sorted((block.smoke, name) for name, block in campaign_blocks().items()
+                                       if block.smoke is not None)]
+
+
 def versions(device: str) -> dict[str, Any]:
     """Python, torch, torchvision, numpy, pandas, pyarrow versions; CUDA/cuDNN and the GPU on CUDA."""
-    import torch
     out: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
                            "platform": platform.platform()}
     for name in ("torchvision", "numpy", "pandas", "pyarrow", "yaml"):
@@ -106,7 +125,6 @@ def cifar_presence() -> dict[str, Any]:
     """Whether CIFAR-10 is here, decided from names alone (no decoding, milliseconds): ``{"available",
     "kind", "path", "roots"}``. The campaign keeps or drops the CIFAR-10 runs on this, never on the time
     the smoke test has left."""
-    from .. import data
     found = data.cifar10_location()
     return {"available": found is not None, "kind": found[0] if found else None,
             "path": str(found[1]) if found else None, "roots": [str(r) for r in data.data_roots()]}
@@ -123,7 +141,6 @@ class CifarWarmup(threading.Thread):
         self.started_at = time.time()
 
     def run(self) -> None:
-        from .. import data
         try:
             x, _ = data.cifar10_tensors(train=True)
             te, _ = data.cifar10_tensors(train=False)
@@ -134,9 +151,6 @@ class CifarWarmup(threading.Thread):
 
 
 def _tiny_run(cfg: RunConfig, root: Path, device: str) -> dict[str, Any]:
-    import pandas as pd
-
-    from .execute import run
     t = time.time()
     path = run(cfg, root, device=device, progress=False)
     s = pd.read_parquet(path / "summary.parquet").iloc[0].to_dict()
@@ -147,12 +161,6 @@ def _tiny_run(cfg: RunConfig, root: Path, device: str) -> dict[str, Any]:
 
 def _parity(device: str) -> dict[str, Any]:
     """float64 ``measure`` of LeNet and VGG11bn (width 1/4, batch statistics) on ``device`` vs the CPU."""
-    import numpy as np
-    import torch
-
-    from .. import nets
-    from ..data import twopoints_probes, TwoPoints
-    from ..stability import Probes, measure
     te = TwoPoints(ptr=64, train=False, testsize=64)
     probes = Probes(*twopoints_probes(te.positions, te.d, 16, torch.Generator().manual_seed(0)))
     out = {}
@@ -176,7 +184,6 @@ def smoke(device: str, scale: str, root: Path, until: float, log: Callable[[str]
     mode), float64 parity; never past ``until``. ``root``: where the tiny runs go (the runs root: at
     ``scale="tiny"`` they are runs of the plan). ``warmup``: a started :class:`CifarWarmup`; the tiny
     CIFAR-10 run waits for it (within the budget)."""
-    from ..precision import tf32_state
     report: dict[str, Any] = {"device": device, "scale": scale, "started": time.time()}
     report["versions"] = versions(device)
     report["tf32"] = tf32_state()
@@ -186,7 +193,9 @@ def smoke(device: str, scale: str, root: Path, until: float, log: Callable[[str]
     report["cifar10_available"] = presence["available"]
     log(f"smoke: CIFAR-10 {'found: ' + str(presence['path']) if presence['available'] else 'not found'}")
     runs = []
-    for task, sweep in TINY_RUNS:
+    for sweep in smoke_sweeps():
+        cfg = load_sweep(sweep, "tiny").configs[0]
+        task = cfg.task
         if task == "cifar10":
             if not presence["available"]:
                 continue
@@ -195,7 +204,7 @@ def smoke(device: str, scale: str, root: Path, until: float, log: Callable[[str]
                 report["cifar10"] = warmup.result or {"error": warmup.error, "decoding": warmup.is_alive()}
                 if warmup.is_alive():  # the budget is spent: the task stays in the plan, its runs read the cache
                     log("smoke: CIFAR-10 still decoding when the budget ran out: the CIFAR-10 runs stay planned")
-        cfg = load_sweep(sweep, "tiny").validate().configs[0]
+        validate(cfg)
         r = _part(report, f"tiny run {task}", until, log, lambda cfg=cfg: _tiny_run(cfg, root, device))
         if r is not None:
             runs.append(r)
@@ -213,10 +222,12 @@ def fast_runs(report: dict[str, Any], device: str, root: Path, until: float, log
         report["fast_runs"] = "not on CUDA: the fast mode has no effect on the CPU"
         return
     out = []
-    for task, sweep in TINY_RUNS:
+    for sweep in smoke_sweeps():
+        cfg = load_sweep(sweep, "tiny").configs[0]
+        task = cfg.task
         if task == "cifar10" and not report.get("cifar10_available"):
             continue
-        cfg = load_sweep(sweep, "tiny").configs[0].replace(fast=True)
+        cfg = cfg.replace(fast=True)
         r = _part(report, f"tiny run {task} fast", until, log, lambda cfg=cfg: _tiny_run(cfg, root, device))
         if r is not None:
             out.append(r)
@@ -227,10 +238,6 @@ def fast_runs(report: dict[str, Any], device: str, root: Path, until: float, log
 def build_model(cfg: RunConfig, device: str):
     """``cfg``'s network at its width and input, on ``device``, and a synthetic batch ``(x, y)`` of
     ``cfg.batch_size`` samples there."""
-    import torch
-
-    from .. import nets
-    from .timemodel import input_shape
     shape = input_shape(cfg)
     opts = dict(cfg.net_options)
     if len(shape) == 3:
@@ -245,13 +252,6 @@ def build_model(cfg: RunConfig, device: str):
 
 
 def _stepper(cfg: RunConfig, device: str):
-    import contextlib
-
-    import torch
-
-    from ..graph import strict_float32, tf32_float32
-    from ..precision import float32_mode
-    from ..train import make_loss, make_optimizer
     model, x, y = build_model(cfg, device)
     fast = cfg.fast and device.startswith("cuda")
     if fast:
@@ -279,7 +279,6 @@ def _stepper(cfg: RunConfig, device: str):
 
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
-        import torch
         torch.cuda.synchronize(device)
 
 
@@ -301,9 +300,6 @@ def step_time(cfg: RunConfig, device: str, steps: int = 6, warmup: int = 2) -> f
 def measure_time(cfg: RunConfig, device: str, P: int = 16) -> float:
     """Seconds per probe of ``measure`` (all layers, ``cfg.measure_dtype``, one state, one shuffle) of
     ``cfg``'s network on ``device`` with ``P`` random probes."""
-    import torch
-
-    from ..stability import Probes, measure
     model, x, _ = build_model(cfg, device)
     g = torch.Generator().manual_seed(1)
     shape = x.shape[1:]
@@ -361,7 +357,6 @@ def probe_families(cfgs: Sequence[RunConfig], device: str, model: TimeModel, unt
 def concurrent_rate(cfg: RunConfig, device: str, barrier: str, k: int, seconds: float) -> float:
     """Samples per second of training steps of ``cfg`` in this process while ``k`` processes do the same
     (they meet at a file barrier in folder ``barrier`` first)."""
-    import os
     step = _stepper(cfg, device)
     for _ in range(3):
         step()
