@@ -123,21 +123,21 @@ def test_builtin_measurements_run_without_grad(tmp_path, monkeypatch):
 
 def test_measurements_declare_their_tables_gradients_and_probes(tmp_path):
     """The facts live where a measurement is registered; the store's table lists and the loop read them."""
-    from stabkit.runs import measurements as M, store
+    from stabkit.runs import folder, measurements as M
     facts = M.MEASUREMENT_FACTS
-    assert {n for n, f in facts.items() if not f.grad} >= {"output", "layers", "spectra"}
+    assert {n for n, f in facts.items() if not f.grad} >= {"output", "layers", "spectra", "recalibrated"}
     assert facts["accuracy"].grad and facts["invariance"].optional_tables == ("invariance_act",)
-    assert {n for n, f in facts.items() if f.probes} == {"output", "layers"}
-    assert store.MEASUREMENT_TABLES["resolution"] == ("resolution",)
-    assert set(store.KNOWN_TABLES) == {"metrics", "output", "layers", "spectra", "summary", "accuracy", "invariance",
-                                       "invariance_act", "resolution"}
+    assert {n for n, f in facts.items() if f.probes} == {"output", "layers", "recalibrated"}
+    assert folder.MEASUREMENT_TABLES["resolution"] == ("resolution",)
+    assert set(folder.KNOWN_TABLES) == {"metrics", "output", "layers", "spectra", "summary", "accuracy", "invariance",
+                                        "invariance_act", "resolution", "recalibrated"}
 
     @runs.register_measurement("test_declared", tables=["declared"], grad=False, overwrite=True)
     def declared(model, cfg, ctx):
         return {"declared": pd.DataFrame({"grad": [torch.is_grad_enabled()]})}
 
     assert M.measurement_tables("test_declared") == ("declared",) and "declared" in M.known_tables()
-    assert store.expected_tables({"states": ["trained"], "measure": ["test_declared", "output"]}) == [
+    assert folder.expected_tables({"states": ["trained"], "measure": ["test_declared", "output"]}) == [
         "metrics", "summary", "declared", "output"]
     path = runs.run(tiny(measure=("test_declared",), states=("trained",)), tmp_path, device="cpu", progress=False)
     assert not pd.read_parquet(path / "declared.parquet").grad.any()  # grad=False: under no_grad

@@ -7,7 +7,7 @@ which fitted exponents moved towards the theory's prediction.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -142,7 +142,7 @@ def page_facts(summary: pd.DataFrame, sweep: Any = None, scale: str | None = Non
         # The paper's protocol (the sweep file's `paper:` block: what the paper states, not the `paper` scale's
         # choices); the probe pages, which reproduce other papers, compare with their sweep's paper grid.
         # At the paper scale the grid is the paper's: only values the paper does not give are listed.
-        proto = paper_protocol(sweep.get("name") if isinstance(sweep, Mapping) else sweep)
+        proto = paper_protocol(sweep)
         paper = ok if scale == "paper" else proto if proto is not None else pd.DataFrame(
             [c.to_dict() for c in sweeps.load_sweep(sweep, "paper").configs])
         table = differences_table(ok, paper)
