@@ -48,7 +48,7 @@ from .stability import stability
 
 __all__ = [
     "ConstantFiltersCNN", "receptive_field", "input_size", "one_hot_probes", "constant_filter_stabilities",
-    "predicted_exponents", "predicted_law", "fit_exponents", "spread",
+    "constant_filter_replicates", "predicted_exponents", "predicted_law", "fit_exponents", "spread",
 ]
 
 
@@ -165,13 +165,14 @@ def one_hot_probes(kernel_size: int, stride: int, depth: int, seed: int = 0, rec
 @torch.no_grad()
 def constant_filter_stabilities(kernel_size: int, stride: int, depth: int, seeds: int = 1,
                                 bias: float = 0.0, rectify_noise: bool = True,
-                                eta: float | None = None, one_filters: bool = False) -> pd.DataFrame:
+                                eta: float | None = None, one_filters: bool = False,
+                                first_seed: int = 0) -> pd.DataFrame:
     """Layer-by-layer stabilities of :class:`ConstantFiltersCNN` on one-hot inputs, float64.
 
     Probes from :func:`one_hot_probes` (input length ``N = RF(kernel_size, stride, depth) + 1``,
     ``P = N - 1`` one-hot inputs, diffeo = shift by one pixel, noise = Gaussian rescaled to the norm of
     the shift, ``sqrt(2)``, or to ``eta``, then rectified when ``rectify_noise``); noise draw ``i`` of
-    ``seeds`` uses seed ``i``. Stabilities follow ``book/methods.md``, section "Stabilities" (``deno`` over all ordered pairs
+    ``seeds`` uses seed ``first_seed + i``. Stabilities follow ``book/methods.md``, section "Stabilities" (``deno`` over all ordered pairs
     including ``i = j``, plus 1e-10), computed with :func:`stabkit.stability.stability`; ``G`` is averaged
     over the ``seeds`` noise draws before forming ``G_f`` and ``R_f``.
 
@@ -185,7 +186,9 @@ def constant_filter_stabilities(kernel_size: int, stride: int, depth: int, seeds
     """
     net = ConstantFiltersCNN(kernel_size, stride, depth, one_filters=one_filters, bias=bias).double()
     seeds = check_int("seeds", seeds, minimum=1)
-    draws = [one_hot_probes(kernel_size, stride, depth, seed, rectify_noise, eta) for seed in range(seeds)]
+    first_seed = check_int("first_seed", first_seed, minimum=0)
+    draws = [one_hot_probes(kernel_size, stride, depth, seed, rectify_noise, eta)
+             for seed in range(first_seed, first_seed + seeds)]
     x, x_tau = draws[0][0], draws[0][1]
     xs_eta = [d[2] for d in draws]
     P = x.shape[0]
@@ -203,6 +206,19 @@ def constant_filter_stabilities(kernel_size: int, stride: int, depth: int, seeds
         bool(rectify_noise)
     df["seeds"], df["P"] = seeds, P
     return df
+
+
+def constant_filter_replicates(kernel_size: int, stride: int, depth: int, seeds: int = 1, **options) -> pd.DataFrame:
+    """:func:`constant_filter_stabilities` once per noise draw (draw ``i`` with seed ``i``, ``0 <= i < seeds``),
+    stacked with a column ``seed``: the replicates over which an exponent gets an interval (the shift and
+    the denominator are the same in every draw, so ``D_f`` is too; ``G_f`` and ``R_f`` vary). ``options``:
+    the keyword arguments of :func:`constant_filter_stabilities` (``bias``, ``eta``, ...)."""
+    seeds = check_int("seeds", seeds, minimum=1)
+    if "seeds" in options or "first_seed" in options:
+        raise ValueError("options must not set seeds: each replicate is one noise draw")
+    parts = [constant_filter_stabilities(kernel_size, stride, depth, seeds=1, first_seed=i, **options).assign(seed=i)
+             for i in range(seeds)]
+    return pd.concat(parts, ignore_index=True)
 
 
 def predicted_exponents(kernel_size: int, stride: int) -> dict[str, float]:

@@ -128,3 +128,69 @@ def test_pooling_claims_leave_out_runs_that_are_not_well_trained():
     conv = pd.DataFrame({"run": lay["run"].unique()})
     conv["well_trained"] = conv["run"] != "AlexNet-1"
     assert layer_claims.claim_channel_pooling_second_half(selection.with_convergence(lay, conv)).verdict == verdicts.HOLDS
+
+
+def _depth_layers(trained: dict[str, float], seeds=(0, 1), n_layers: int = 8, intercept: float = 0.0,
+                  features: bool = False) -> pd.DataFrame:
+    """Layers of nets: init R_k = 1, trained log10 R_k = intercept[net] + slope[net] * rel_depth (+ a small
+    seed jitter); ``trained``: net -> slope, or net -> (intercept, slope); ``features``: a column that
+    varies by layer (as in the run tables)."""
+    rows = []
+    for net, law in trained.items():
+        b, a = law if isinstance(law, tuple) else (intercept, law)
+        for s in seeds:
+            for i in range(n_layers):
+                rd = i / (n_layers - 1)
+                r_tr = 10 ** (b + a * rd + 0.02 * (s - 0.5) * rd)
+                for state, r in (("init", 1.0), ("trained", r_tr)):
+                    rows.append(dict(net=net, seed=s, layer=f"l{i}", depth=i + 1, rel_depth=rd,
+                                     **({"features": 64 * (i + 1)} if features else {}), state=state, shuffle=0, R_f=r, D_f=r, G_f=1.0, P=50))
+    return pd.DataFrame(rows)
+
+
+def test_depth_slopes_give_one_slope_per_run():
+    s = layer_claims.depth_slopes(_depth_layers({"VGG11": -2.0, "AlexNet": -1.0}, features=True))
+    assert len(s) == 4 and set(s["net"]) == {"VGG11", "AlexNet"}  # features (per layer) does not split a run
+    np.testing.assert_allclose(s.sort_values(["net", "seed"])["slope"], [-1.01, -0.99, -2.01, -1.99])
+    assert (s["n"] == 8).all()
+
+
+def test_rk_falls_with_depth_holds_with_an_interval_over_architectures():
+    c = layer_claims.claim_rk_falls_with_depth(_depth_layers({"VGG11": -2.0, "AlexNet": -1.5, "VGG11bn": -2.5}))
+    assert c.verdict == verdicts.HOLDS and c.value == pytest.approx(-2.0)
+    assert c.details["n"] == 6 and c.details["n_units"] == 3
+    assert c.ci_low < -2.0 < c.ci_high <= -0.3 and c.details["init_slope"] == pytest.approx(0.0)
+    assert {c.details[f"verdict:{n}"] for n in ("VGG11", "AlexNet", "VGG11bn")} == {verdicts.HOLDS}
+    assert c.details["slope:AlexNet"] == pytest.approx(-1.5)
+    # R_k that rises with depth in every net, while the output still fell: the claim does not hold
+    up = {n: (-2.0, 0.5) for n in ("VGG11", "AlexNet", "VGG11bn")}
+    assert layer_claims.claim_rk_falls_with_depth(_depth_layers(up)).verdict == verdicts.FAILS
+    with pytest.raises(ValueError, match="margin"):
+        layer_claims.claim_rk_falls_with_depth(_depth_layers({"VGG11": -2.0}), margin=-1)
+
+
+def test_rk_falls_with_depth_cannot_be_tested_when_the_output_did_not_pool():
+    c = layer_claims.claim_rk_falls_with_depth(_depth_layers({"VGG11": -0.2, "AlexNet": -0.2, "VGG11bn": -0.2}))
+    assert c.verdict == verdicts.UNTESTABLE and "fell 0.20 decades" in c.details["reason"]
+    assert c.details["output_fall"] == pytest.approx(-0.2)
+    # no run is well trained: nothing to test
+    lay = _depth_layers({"VGG11": -2.0, "AlexNet": -2.0, "VGG11bn": -2.0}).assign(run="r", well_trained=False)
+    c = layer_claims.claim_rk_falls_with_depth(lay)
+    assert c.verdict == verdicts.UNTESTABLE and c.details["n"] == 0 and "no run measured" in c.details["reason"]
+    # too few architectures for an interval
+    c = layer_claims.claim_rk_falls_with_depth(_depth_layers({"VGG11": -2.0, "AlexNet": -2.0}))
+    assert c.verdict == verdicts.UNTESTABLE and c.details["n_units"] == 2 and "3 architectures" in c.details["reason"]
+
+
+def test_rk_falls_with_depth_is_refuted_by_one_architecture_that_goes_the_other_way():
+    # AlexNet's output fell 1 decade (its precondition holds) but its R_k rises from the first to the last layer
+    lay = _depth_layers({"VGG11": -3.0, "VGG11bn": -3.0, "VGG13bn": -3.0, "AlexNet": (-1.5, 0.5)})
+    c = layer_claims.claim_rk_falls_with_depth(lay)
+    assert c.value < -0.3  # pooled, the fall is there
+    assert c.details["verdict:AlexNet"] == verdicts.FAILS and c.details["verdict:VGG11"] == verdicts.HOLDS
+    assert c.verdict == verdicts.FAILS and "not for AlexNet" in c.details["reason"] and c.details["against"] == "AlexNet"
+    # the runs that are not well trained leave the claim: without AlexNet it holds
+    conv = pd.DataFrame({"run": [f"{n}-{s}" for n in ("VGG11", "VGG11bn", "VGG13bn", "AlexNet") for s in (0, 1)]})
+    conv["well_trained"] = ~conv["run"].str.startswith("AlexNet")
+    lay["run"] = lay["net"] + "-" + lay["seed"].astype(str)
+    assert layer_claims.claim_rk_falls_with_depth(selection.with_convergence(lay, conv)).verdict == verdicts.HOLDS

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from stabkit.theory import (ConstantFiltersCNN, constant_filter_stabilities, fit_exponents, input_size,
-                            predicted_exponents, predicted_law, receptive_field, spread)
+from stabkit.theory import (ConstantFiltersCNN, constant_filter_replicates, constant_filter_stabilities, fit_exponents,
+                            input_size, predicted_exponents, predicted_law, receptive_field, spread)
 
 
 def test_receptive_field_values():
@@ -173,3 +173,17 @@ def test_measure_sees_every_layer_and_agrees():
         row = table[table.layer == f"features.{2 * l - 1}"].iloc[0]
         for q in ("D_f", "G_f", "R_f"):
             assert math.isclose(row[q], ours[q][l], rel_tol=1e-9), (l, q)
+
+
+def test_constant_filter_replicates_are_one_noise_draw_each():
+    reps = constant_filter_replicates(2, 2, 4, seeds=3)
+    assert sorted(reps["seed"].unique()) == [0, 1, 2] and len(reps) == 3 * 5
+    first = constant_filter_stabilities(2, 2, 4, seeds=1)
+    np.testing.assert_allclose(reps[reps["seed"] == 0]["G_f"].to_numpy(), first["G_f"].to_numpy())
+    third = constant_filter_stabilities(2, 2, 4, seeds=1, first_seed=2)
+    np.testing.assert_allclose(reps[reps["seed"] == 2]["G_f"].to_numpy(), third["G_f"].to_numpy())
+    d = reps.pivot(index="layer", columns="seed", values="D_f")  # the shift does not depend on the draw
+    np.testing.assert_allclose(d[0], d[2])
+    assert not np.allclose(reps[reps["seed"] == 0]["G_f"].iloc[1:], reps[reps["seed"] == 1]["G_f"].iloc[1:])
+    with pytest.raises(ValueError, match="seeds"):
+        constant_filter_replicates(2, 2, 4, seeds=2, first_seed=1)

@@ -16,7 +16,8 @@ other way round). One concept per module, in this order from the bottom up:
   claims by concern: :mod:`~stabkit.report.stability_claims` (output stabilities against training and
   the error: Fig. 1, Fig. 5), :mod:`~stabkit.report.layer_claims` (layer by layer: Fig. 2, 3, 6, NV
   against R_k), :mod:`~stabkit.report.robustness_claims` (accuracy and invariance under the probes'
-  transformations).
+  transformations), :mod:`~stabkit.report.theory_claims` (the constant-filter depth laws: the theory page
+  and the 1-D appendix).
 - :mod:`~stabkit.report.palette`: one colour and marker per architecture, the plot style; the figures by
   concern: :mod:`~stabkit.report.figures` (stabilities against the error, layer profiles, training
   curves, scale-detection examples), :mod:`~stabkit.report.spectra_figures` (Fig. 2's filter spectra),
@@ -32,7 +33,7 @@ import importlib
 
 __all__ = ["differences", "facts", "figures", "fits", "layer_claims", "narrative", "page", "palette",
            "perturbation_figures", "probe_figures", "robustness_claims", "selection", "spectra_figures",
-           "stability_claims", "stats", "tables", "theory_figures", "verdicts"]
+           "stability_claims", "stats", "tables", "theory_claims", "theory_figures", "verdicts"]
 
 
 def __getattr__(name: str):

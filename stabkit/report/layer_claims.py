@@ -1,7 +1,7 @@
 """The claims on where in the network stability is gained, layer by layer (Fig. 3, Fig. 6, Fig. 2, and
-the probe page that sets rotation invariance against R_k): spatial pooling in the first half, channel
-pooling in the second half, shuffling changes nothing on scale detection, trained early filters
-concentrate on the constant filter, and the layer NV tracks R_k.
+the probe page that sets rotation invariance against R_k): R_k falls with depth, spatial pooling in the
+first half, channel pooling in the second half, shuffling changes nothing on scale detection, trained
+early filters concentrate on the constant filter, and the layer NV tracks R_k.
 
 Same conventions as :mod:`stabkit.report.stability_claims`: tidy tables in, a
 :class:`~stabkit.report.verdicts.Claim` out.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .fits import layer_shuffle_gaps, mid_depth_change, shuffle_gap, zero_mode_fraction
+from .fits import depth_exponents, layer_shuffle_gaps, mid_depth_change, shuffle_gap, zero_mode_fraction
 from .selection import (
     CONVERGENCE_RULE,
     paper_rows,
@@ -21,13 +21,15 @@ from .stats import (
     interval_decision,
     mean_ci,
     rank_correlation,
+    t_quantile_95,
 )
 from .tables import layer_nv_vs_rk, require_columns, run_columns
 from .verdicts import FAILS, Claim, verdict
 
 __all__ = [
-    "MIN_OUTPUT_FALL", "output_fall", "claim_channel_pooling_second_half", "claim_spatial_pooling_first_half",
-    "claim_shuffle_no_effect", "claim_spectra_concentrate", "nv_rk_correlations", "claim_nv_tracks_rk",
+    "MIN_OUTPUT_FALL", "output_fall", "depth_slopes", "claim_rk_falls_with_depth",
+    "claim_channel_pooling_second_half", "claim_spatial_pooling_first_half", "claim_shuffle_no_effect",
+    "claim_spectra_concentrate", "nv_rk_correlations", "claim_nv_tracks_rk",
 ]
 
 
@@ -70,6 +72,103 @@ def _pooling_precondition(layers: pd.DataFrame, quantity: str, min_fall: float, 
         return False, (f"the output {quantity} {moved} decades with training (the precondition needs a fall of at "
                        f"least {min_fall:g}: nets that barely pool cannot show where they pool)"), fall
     return True, "", fall
+
+
+#: Columns :func:`stabkit.report.selection.with_convergence` joins to a run table (never part of a run's key).
+_CONVERGENCE_COLUMNS = ("best_test_err", "last_test_err", "well_trained", "collapsed", "converged", "train_fell")
+
+
+#: Columns of a layers table that vary from layer to layer but are not in
+#: :data:`~stabkit.report.tables.MEASUREMENT_COLUMNS` (they must not split a run into groups).
+_PER_LAYER_COLUMNS = ("features",)
+
+
+def depth_slopes(layers: pd.DataFrame, quantity: str = "R_f", state: str = "trained", shuffle: int = 0,
+                 **where) -> pd.DataFrame:
+    """Per run: the least-squares slope of ``log10 quantity`` against the relative depth of its nodes
+    (0 = input, 1 = output), in decades from the input to the output (negative: ``quantity`` falls with
+    depth). Returns one row per run: ``net`` (when present), the run's key columns, ``slope``, ``r``,
+    ``n`` (nodes)."""
+    require_columns(layers, [quantity, "rel_depth", "state"], "layers")
+    keys = run_columns(layers, exclude=(*_CONVERGENCE_COLUMNS, *_PER_LAYER_COLUMNS))
+    keys = list(dict.fromkeys((["net"] if "net" in layers.columns else []) + keys))
+    out = depth_exponents(layers, quantity, x="rel_depth", law="exp", by=keys, state=state, shuffle=shuffle,
+                          **where)
+    return out.drop(columns=["base"])
+
+
+def _per_net_slopes(slopes: pd.DataFrame, threshold: float) -> dict[str, dict]:
+    """Per architecture: mean slope over its runs with a t interval over them (``n - 1`` degrees of
+    freedom; none with one run) and its own verdict "slope <= ``threshold``" from that interval."""
+    out: dict[str, dict] = {}
+    if "net" not in slopes.columns:
+        return out
+    for net, g in slopes.groupby("net"):
+        d = g["slope"].to_numpy(dtype=np.float64)
+        d = d[np.isfinite(d)]
+        if d.size == 0:
+            continue
+        m = float(d.mean())
+        h = t_quantile_95(d.size - 1) * d.std(ddof=1) / np.sqrt(d.size) if d.size >= 2 else float("nan")
+        holds, ok, _ = interval_decision(m, m - h, m + h, threshold, above=False)
+        out[str(net)] = {"slope": m, "low": m - h, "high": m + h, "n": int(d.size), "holds": holds, "ok": ok}
+    return out
+
+
+def claim_rk_falls_with_depth(layers: pd.DataFrame, quantity: str = "R_f", margin: float = 0.3,
+                              probes: str = "paper", relu_convention: str = "true",
+                              min_fall: float = MIN_OUTPUT_FALL, **where) -> Claim:
+    """Fig. 3 / Fig. 6: "the relative stability R_k of trained networks decreases from the first to the
+    last layers".
+
+    Per well-trained run (trained, unshuffled): the slope of ``log10 R_k`` against relative depth
+    (:func:`depth_slopes`, decades from input to output). ``value`` = the mean slope over runs with its
+    95 % interval over architectures (:func:`stabkit.report.stats.mean_ci`, architectures as clusters);
+    holds if the interval lies at or below ``-margin``, does not hold if it lies above, else cannot be
+    tested. Beside it every architecture gets its own verdict (``verdict:<net>``, ``slope:<net>``: t
+    interval over its seeds, its own precondition): one that testably goes the other way makes the
+    claim "does not hold" whatever the pooled interval.
+
+    Precondition (else "cannot be tested at this scale", as the other Fig. 3 / 6 claims): the output
+    R_f fell at least ``min_fall`` decades with training, and at least 3 runs of
+    :data:`~stabkit.report.stats.MIN_UNITS` architectures. Details: ``n`` (runs), ``n_units``
+    (architectures), ``init_slope`` (the same slope at initialisation), ``output_fall``, ``reason``."""
+    if not (isinstance(margin, (int, float)) and np.isfinite(margin) and margin >= 0):
+        raise ValueError(f"margin must be a finite number >= 0 (decades), got {margin!r}")
+    layers = _well_trained_rows(paper_rows(layers, probes, relu_convention))
+    slopes = depth_slopes(layers, quantity, **where)
+    slopes = slopes[np.isfinite(slopes["slope"].to_numpy(dtype=np.float64))]  # empty: an object column
+    init = depth_slopes(layers, quantity, state="init", **where)["slope"].to_numpy(dtype=np.float64)
+    nets = slopes["net"].astype(str).to_numpy() if "net" in slopes.columns else None
+    mean, lo, hi = mean_ci(slopes["slope"].to_numpy(dtype=np.float64), clusters=nets)
+    holds, ok, reason = interval_decision(mean, lo, hi, -margin, above=False)
+    n, n_units = int(len(slopes)), int(len(set(nets))) if nets is not None else int(len(slopes))
+    pre_ok, pre_reason, fall = _pooling_precondition(layers, quantity, min_fall, **where)
+    details: dict = {"n": n, "n_units": n_units, "margin": margin, "output_fall": fall,
+                     "init_slope": float(np.nanmean(init)) if np.isfinite(init).any() else float("nan")}
+    against = []
+    for net, v in _per_net_slopes(slopes, -margin).items():
+        net_ok = v["ok"] and _pooling_precondition(layers, quantity, min_fall, **{**where, "net": net})[0]
+        details[f"slope:{net}"] = v["slope"]
+        details[f"verdict:{net}"] = verdict(v["holds"], net_ok)
+        if details[f"verdict:{net}"] == FAILS:
+            against.append(f"{net} ({v['slope']:+.2f} decades)")
+    if against and pre_ok:
+        pooled = "holds pooled" if holds else ("pooled: does not hold" if ok else "pooled: cannot be tested")
+        holds, ok, reason = False, True, f"{pooled}; not for {', '.join(against)}"
+    if not pre_ok:
+        holds, ok, reason = False, False, pre_reason
+    elif n < 3 or n_units < MIN_UNITS:
+        holds, ok = False, False
+        reason = f"{n} runs of {n_units} architecture(s) (need 3 runs of {MIN_UNITS} architectures)"
+    details.update(reason=reason, against=", ".join(a.split(" (")[0] for a in against))
+    return Claim("R_k_falls_with_depth", holds, mean, -margin, details, testable=ok,
+                 rule=f"precondition: output {quantity} fell >= {min_fall:g} decades with training, at least 3 runs "
+                      f"of {MIN_UNITS} architectures; then slope of log10 {quantity} of the trained nets against "
+                      f"relative depth <= {-margin:g} decades with its 95 % interval over architectures, and no "
+                      f"architecture testably above it",
+                 statement="R_k of trained networks falls from the first to the last layers",
+                 ci_low=lo, ci_high=hi)
 
 
 def _halves_parts(layers: pd.DataFrame, split: float, **where) -> dict[str, float]:
@@ -204,10 +303,6 @@ def claim_shuffle_no_effect(layers: pd.DataFrame, quantity: str = "R_f", toleran
                       f"gap of {quantity}| < {tolerance:g} decades at every layer of every net (D_k and G_k parts "
                       f"reported)",
                  statement="Shuffling channels changes nothing on scale detection")
-
-
-#: Columns :func:`stabkit.report.selection.with_convergence` joins to a run table (never part of a run's key).
-_CONVERGENCE_COLUMNS = ("best_test_err", "last_test_err", "well_trained", "collapsed", "converged", "train_fell")
 
 
 def claim_spectra_concentrate(spectra: pd.DataFrame, early: float = 0.5, factor: float = 1.5,

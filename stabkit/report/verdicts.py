@@ -27,7 +27,7 @@ UNITS = {"R_f_falls": "decades (log10 trained / init)", "D_f_falls": "decades (l
          "test_err_vs_R_f": "Pearson r", "task_err_vs_R_f": "Pearson r", "sqrt_law": "exponent b",
          "error_correlation_each_noise": "Pearson r (smallest)", "G_f_falls_with_noise": "Pearson r",
          "channel_pooling_second_half": "decades", "spatial_pooling_first_half": "decades",
-         "shuffle_no_effect": "decades (largest gap)", "spectra_concentrate": "factor (trained / init)"}
+         "shuffle_no_effect": "decades (largest gap)", "R_k_falls_with_depth": "decades (slope of log10 R_k, input to output)", "spectra_concentrate": "factor (trained / init)"}
 
 
 #: What the paper (or the 2021 paper) gives for a claim, where it gives a number.
@@ -159,7 +159,8 @@ def per_net_text(claim: Claim) -> str:
     for key, v in claim.details.items():
         if isinstance(key, str) and key.startswith("verdict:"):
             net = key.split(":", 1)[1]
-            dec = claim.details.get(f"decades:{net}", claim.details.get(f"{net}:shuffled"))
+            dec = claim.details.get(f"decades:{net}", claim.details.get(f"{net}:shuffled",
+                                                                        claim.details.get(f"slope:{net}")))
             num = f" {dec:+.2f} decades" if isinstance(dec, (int, float)) and np.isfinite(dec) else ""
             parts.append(f"{net}{num} ({SHORT_VERDICTS.get(v, v)})")
     return "; ".join(parts) if parts else "none"
