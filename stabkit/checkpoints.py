@@ -2,15 +2,16 @@
 ``torch.load(..., weights_only=True)``: the one module that knows their names and formats.
 
 **Public API**
-``CheckpointFolder(path, net, key)``          the files one training leaves in its folder:
-    ``best.pt`` / ``last.pt`` (:meth:`~CheckpointFolder.save`, :meth:`~CheckpointFolder.load`),
-    ``resume.pt`` (the training state while it trains: :meth:`~CheckpointFolder.read_resume`,
-    :meth:`~CheckpointFolder.write_resume`, :meth:`~CheckpointFolder.resume_epoch`), and the
-    trained-network record ``trained.json`` + ``metrics.parquet`` (:meth:`~CheckpointFolder.finished`,
-    :meth:`~CheckpointFolder.record_finished`); :meth:`~CheckpointFolder.copy_from` re-tags another
-    run's checkpoints, :meth:`~CheckpointFolder.problems` lists what is wrong with them.
-``save_checkpoint(path, state_dict, *, net, config_hash, **extra)``, ``load_checkpoint(path, *, net=None,
-config_hash=None) -> (state_dict, meta)``, :class:`CheckpointError`.
+
+- ``CheckpointFolder(path, net, key)``: the files one training leaves in its folder: ``best.pt`` /
+  ``last.pt`` (:meth:`~CheckpointFolder.save`, :meth:`~CheckpointFolder.load`), ``resume.pt`` (the
+  training state while it trains: :meth:`~CheckpointFolder.read_resume`, :meth:`~CheckpointFolder.write_resume`,
+  :meth:`~CheckpointFolder.resume_epoch`), and the trained-network record ``trained.json`` +
+  ``metrics.parquet`` (:meth:`~CheckpointFolder.finished`, :meth:`~CheckpointFolder.record_finished`);
+  :meth:`~CheckpointFolder.copy_from` re-tags another run's checkpoints, :meth:`~CheckpointFolder.problems`
+  lists what is wrong with them.
+- ``save_checkpoint(path, state_dict, *, net, config_hash, **extra)``, ``load_checkpoint(path, *, net=None,
+  config_hash=None) -> (state_dict, meta)``, :class:`CheckpointError`.
 
 Formats (unchanged since they were written by ``stabkit.train``; files of older runs load as they are):
 a checkpoint is ``{"meta": {"format": CHECKPOINT_FORMAT, "net", "config_hash", **extra}, "state_dict"}``;

@@ -67,21 +67,21 @@ class TrainSpec:
     """How a network is trained, as data (no torch objects): the defaults are the paper's for CIFAR-10
     CNNs; :meth:`for_task` gives another task's or net's.
 
-    ``epochs`` (>= 1); ``optimizer`` in :data:`~stabkit.protocol.OPTIMIZERS`; ``lr``, ``momentum``,
-    ``weight_decay`` (SGD: on weights only); ``schedule`` in :data:`~stabkit.protocol.SCHEDULES` (stepped per
-    epoch, :func:`make_schedule`); ``loss`` in :data:`~stabkit.protocol.LOSSES`; ``batch_size``: the
+    ``epochs`` (>= 1); ``optimizer`` in ``OPTIMIZERS``; ``lr``, ``momentum``,
+    ``weight_decay`` (SGD: on weights only); ``schedule`` in ``SCHEDULES`` (stepped per
+    epoch, :func:`make_schedule`); ``loss`` in ``LOSSES``; ``batch_size``: the
     training loaders' (whoever builds them reads it; the loop takes batches as they come);
     ``stop_at_zero_loss``: stop after the first epoch whose mean training loss is exactly zero;
     ``select_on``: the evaluated loader ("test" or an extra one) whose lowest error picks the best
     checkpoint; ``seed``: the augmentation generator's.
 
     Arithmetic: ``precision`` in :data:`~stabkit.protocol.PRECISIONS` (``"float32"``: on CUDA strict, TF32
-    off, :func:`float32_mode`; ``"tf32"``: TF32 on, CUDA; ``"bf16"``: ``torch.autocast`` with bfloat16 on
+    off, ``float32_mode()``; ``"tf32"``: TF32 on, CUDA; ``"bf16"``: ``torch.autocast`` with bfloat16 on
     the model's device for training and the per-epoch evaluation, weights, optimizer and loss float32);
     ``fast`` (CUDA only): bf16 autocast and channels_last; ``channels_last``: batches and weights in
     channels-last memory order (same arithmetic, another summation order), ``None``: on with ``fast`` and
     on the CPU, where it measured 1.4-1.6x faster per step (VGG11bn, ResNet18, one thread);
-    ``deterministic``: train inside :func:`deterministic_mode` (GPU runs are not bit-reproducible otherwise;
+    ``deterministic``: train inside ``deterministic_mode()`` (GPU runs are not bit-reproducible otherwise;
     no change on the CPU); ``compile`` (CUDA only): the training forward through ``torch.compile``
     (evaluation and checkpoints use the model itself; not measured on a GPU yet).
     """
@@ -119,7 +119,7 @@ class TrainSpec:
 
     @classmethod
     def for_task(cls, task: str = "cifar10", net: str = "", **overrides: Any) -> TrainSpec:
-        """The paper's spec for ``task`` (in :data:`~stabkit.protocol.TASKS`) and ``net`` (FCNs
+        """The paper's spec for ``task`` (in ``TASKS``) and ``net`` (FCNs
         ``DenseNetL*`` use Adam), with ``overrides`` (field -> value; ``None`` keeps the default)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
@@ -210,7 +210,7 @@ class TrainResult:
     """Outcome of :func:`train`: per-epoch ``metrics`` (epoch, train_loss, train_err, test_loss, test_err,
     lr, seconds [+ extra test sets' ``<name>_err``]), CPU state dicts of the best-test and last epochs.
 
-    ``mode`` records how the run was computed: ``deterministic`` (the :func:`deterministic_mode` switch),
+    ``mode`` records how the run was computed: ``deterministic`` (the ``deterministic_mode()`` switch),
     ``nondeterministic_ops`` (operations without a deterministic implementation that ran anyway),
     ``fast`` (bf16 autocast + channels_last, CUDA only), ``device``, ``cudnn_benchmark``, ``tf32_matmul``
     and ``tf32_cudnn`` (the flags in force during training).

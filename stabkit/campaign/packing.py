@@ -1,5 +1,5 @@
 """The finished runs of a campaign, packed after every run into parts ``runs.tar.gz``, ``runs-2.tar.gz``,
-... of at most :data:`PART_LIMIT` bytes (a lent GPU returns few, small files); ``stabkit.sweeps.import_runs``
+... of at most ``PART_LIMIT`` bytes (a lent GPU returns few, small files); ``stabkit.sweeps.import_runs``
 reads them back.
 """
 from __future__ import annotations

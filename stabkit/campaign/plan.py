@@ -1,5 +1,5 @@
 """The campaign's plan: the runs missing from ``results/`` in priority order, checked options, and what the
-time model says of them (:func:`simulate`, :func:`estimate_plan`).
+time model says of them (``simulate()``, ``estimate_plan()``).
 """
 from __future__ import annotations
 

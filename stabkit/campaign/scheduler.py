@@ -1,7 +1,7 @@
 """A campaign: as many missing figure runs as fit before a deadline, on a time-limited allocation.
 
 ``python -m stabkit campaign --deadline 540 --out DIR [--jobs N] [--device cuda] [--scale gpu]`` (or
-:func:`campaign`) is meant for a GPU lent for minutes, or a cluster job with a wall-clock limit, that
+``campaign()``) is meant for a GPU lent for minutes, or a cluster job with a wall-clock limit, that
 returns only a few small files. It
 
 1. runs a smoke test (at most ``smoke_seconds``, default 30 s; :mod:`~stabkit.campaign.smoke`): versions,
@@ -14,7 +14,7 @@ returns only a few small files. It
    shared between sweeps (Fig. 6 in Fig. 5, Fig. 3 in Fig. 1, ...) is computed once;
 3. never starts a run whose estimated wall time would pass the deadline (a later, shorter run may start
    instead), and stops every run still going at the deadline;
-4. after every finished run rewrites the last part of the packed runs atomically (:class:`Packer`:
+4. after every finished run rewrites the last part of the packed runs atomically (``Packer``:
    ``DIR/runs.tar.gz``, then ``runs-2.tar.gz``, ... once a part would pass 14 MiB), each a gzip tar of
    ``manifest.json`` (``{"format": 1, "runs": {key: [[sweep, scale], ...]}, "created", "device", "git":
    {"commit", "dirty"}}``, every (sweep, scale) listing the run) and one folder ``<key>/`` per finished run
@@ -140,7 +140,7 @@ def campaign(out: str | Path, deadline: float, *, jobs: int = 1, device: str = "
         deterministic: train in deterministic mode (``STABKIT_DETERMINISTIC=1`` in the workers; slower on CUDA).
         reserve: seconds kept free before the deadline for the last packing (default 2 % of it, >= 2 s).
         started: when the deadline's clock started (``time.time()``; default: now), e.g. the process start.
-        part_limit: bytes after which a part of the packed runs is closed (:class:`Packer`).
+        part_limit: bytes after which a part of the packed runs is closed (``Packer``).
     """
     t0 = time.time() if started is None else float(started)
     check_options(deadline, jobs=jobs, device=device, scale=scale, only=only, smoke_seconds=smoke_seconds,

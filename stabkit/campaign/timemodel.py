@@ -8,7 +8,7 @@ A run's wall time is estimated as ::
   a launch floor that grows with the number of leaf modules (fast GPUs are launch-bound on small nets) plus
   a term proportional to the forward multiply-accumulates (``stabkit.nets.complexity``) of one batch.
   ``per_leaf`` and ``per_mac`` start as assumptions per device kind (:data:`PRIORS`) and are replaced per
-  network family by :meth:`TimeModel.fit_family` from a measured step time (the campaign's smoke test).
+  network family by ``TimeModel.fit_family()`` from a measured step time (the campaign's smoke test).
 - ``eval``: a forward pass over the test set (and the corrupted test set of Fig. 1) each epoch, about a
   third of a training step per sample.
 - ``epochs_expected``: ``epochs``, or for runs that stop at the first epoch of zero training loss (2-D
@@ -19,7 +19,7 @@ A run's wall time is estimated as ::
   measured ``measure`` call per family, else an assumption; registered measurements of the probe pages
   (accuracy, invariance, resolution) add their forwards.
 
-Finished runs calibrate the model (:meth:`TimeModel.observe`): the ratio of measured to estimated wall
+Finished runs calibrate the model (``TimeModel.observe()``): the ratio of measured to estimated wall
 time, per task, scales later estimates (clamped to [0.5, 4]). Nothing here imports torch at module level.
 """
 from __future__ import annotations
@@ -115,7 +115,7 @@ class TimeModel:
 
     ``zero_loss_epochs``: network -> epochs a run that stops at zero training loss is assumed to take
     (the sweep files' ``campaign.zero_loss_epochs``, :func:`stabkit.campaign.plan.zero_loss_epochs`), else
-    :data:`DEFAULT_ZERO_LOSS_EPOCHS`. ``slots`` concurrent runs share the device: :meth:`estimate` returns the wall time of one run while
+    ``DEFAULT_ZERO_LOSS_EPOCHS``. ``slots`` concurrent runs share the device: :meth:`estimate` returns the wall time of one run while
     ``slots`` run together, ``seconds * slots / speedup[slots]`` (``speedup`` measured by the smoke test
     as aggregate throughput relative to one run; assumed 1 per slot on the CPU, where the runs split the
     cores, and ``min(slots, 1 + 0.6 (slots - 1))`` on CUDA until measured).

@@ -120,7 +120,7 @@ def page_facts(summary: pd.DataFrame, sweep: Any = None, scale: str | None = Non
     """What a figure page states about its runs, computed from the ``summary`` table.
 
     Returns strings ``seeds``, ``nets``, ``epochs``, ``P``, ``ptr`` (:func:`ptr_text`), ``device``, ``data``, ``differences`` (from
-    the paper's grid: :func:`differences` between ``summary`` and ``stabkit.sweeps.load_sweep(sweep,
+    the paper's grid: ``differences()`` between ``summary`` and ``stabkit.sweeps.load_sweep(sweep,
     "paper")``; ``"nothing"`` at scale ``paper``; ``"unknown"`` without ``sweep``) and ints ``n_runs``,
     ``n_failed``. ``summary``: the collected ``summary`` table (config columns included).
     """

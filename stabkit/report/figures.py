@@ -1,6 +1,6 @@
 """Figures of the stabilities against the error and through the layers, drawn from tidy run tables, and the
 axes, labels and colour maps every figure module shares (:func:`subplots`, :func:`log_ticks`,
-:func:`axis_label`, :func:`ordered`, :func:`colours`).
+``axis_label()``, ``ordered()``, :func:`colours`).
 
 Each function takes tidy run tables (ARCHITECTURE.md, "Run tables") and returns a matplotlib ``Figure``.
 Nothing here runs a network: the pages get the tables from :func:`stabkit.report.page.page` and pass them

@@ -86,7 +86,7 @@ def error_fit(output: pd.DataFrame, quantity: str = "R_f", error: str = "test_er
     """Log-log fit of ``error`` against ``quantity`` over the rows of ``output`` in ``state``.
 
     ``output``: the ``output`` run table (one row per run and state / shuffle). ``shuffle``: keep only
-    that shuffle value (``None`` keeps all). ``where``: further column equalities (see :func:`select`).
+    that shuffle value (``None`` keeps all). ``where``: further column equalities (see ``select()``).
     """
     require_columns(output, [quantity, error], "output")
     rows = select(output, state=state, shuffle=shuffle, **where)

@@ -1,7 +1,7 @@
 """What a notebook page calls: load its tables, glue numbers and claims into the text, record provenance.
 
 * :func:`page` reads the page's sweep file once (:func:`sweep_document`), resolves its scale on it and loads
-  every table from that one grid through :func:`~stabkit.sweeps.lookup.results` (committed results first,
+  every table from that one grid through ``results()`` (committed results first,
   else the sweep's missing runs are run), records them as the page's inputs and glues the standard page
   facts (:data:`stabkit.report.facts.FACT_KEYS` and ``scale``) for the "This run" paragraph, and the
   page's coverage of its grid and the provenance of its runs (:data:`COVERAGE_KEYS`); ``scale="auto"``
@@ -329,7 +329,7 @@ def current_page() -> Page | None:
 def sweep_document(sweep: str) -> dict[str, Any]:
     """The parsed sweep file of ``sweep`` (a name under ``sweeps/`` or a path), named as its file is
     (``name:`` or the file stem): what :func:`page` resolves the scale on and expands, so that a page reads
-    its sweep file once (files it ``include``s are read where they are expanded)."""
+    its sweep file once (the files of its ``include:`` list are read where they are expanded)."""
     path = sweeps.sweep_path(sweep)
     doc = load_yaml(path, "sweep file") or {}
     if not isinstance(doc, Mapping):
@@ -345,10 +345,10 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
 
     ``sweep``: the sweep whose tables the page shows; ``scale``: ``tiny | small | cpu | gpu | paper`` or
     ``"auto"`` (default: the largest scale with committed results of the sweep's grid, else ``small``
-    computed on the spot; :func:`~stabkit.sweeps.lookup.resolve_scale`; ``$STABKIT_RECOMPUTE=1`` computes ``small``);
+    computed on the spot; ``resolve_scale()``; ``$STABKIT_RECOMPUTE=1`` computes ``small``);
     ``tables``: table names (``"output"``, ``"layers"``...; ``"summary"`` is always loaded for the facts).
     ``name``: the page (default: ``sweep``), used by :func:`glue_claim`. ``runs_root``, ``results_root``,
-    ``device``, ``jobs``: passed to :func:`~stabkit.sweeps.lookup.results` (empty strings mean "default", as in the
+    ``device``, ``jobs``: passed to ``results()`` (empty strings mean "default", as in the
     notebooks' parameters). ``data_root``: a CIFAR-10 folder or archive, exported as ``$STABKIT_DATA``
     (worker processes inherit it; run keys do not depend on it). The sweep file is read once
     (:func:`sweep_document`): the scale is resolved on it and every table comes from its grid at that scale.

@@ -1,6 +1,6 @@
 """One colour and one marker per architecture, the same on every page of the book.
 
-Every network name of :mod:`stabkit.nets` has a fixed entry in :data:`NET_STYLES`; a name built on
+Every network name of :mod:`stabkit.nets` has a fixed entry in ``NET_STYLES``; a name built on
 another (``LowRes-ResNet18`` on ``ResNet18``) takes its base's style. Figures call :func:`net_colours`
 and :func:`net_markers` (or :func:`hue_colours` for a column that may or may not hold network names)
 instead of picking colours by position, so VGG11bn has the same colour in Fig. 1, Fig. 3 and on the

@@ -1,6 +1,6 @@
 """One run: one frozen configuration -> one folder of result tables (resumable).
 
-A run is a :class:`RunConfig`. Its hash (with :data:`~stabkit.runs.config.FORMAT_VERSION`) names its folder
+A run is a :class:`RunConfig`. Its hash (with ``FORMAT_VERSION``) names its folder
 ``<root>/<key>``; :func:`run` trains the network, then measures it in the same process (output and layer-by-layer
 stabilities at initialisation and after training, with/without channel shuffling, filter spectra, test
 errors), writes every file atomically and writes the ``done`` marker LAST. Many runs (sweep files,
@@ -14,13 +14,13 @@ The package, one concern per module (each imports only the ones above it and the
 - :mod:`~stabkit.runs.validation`: :func:`validate`, the checks against the registries before training;
 - :mod:`~stabkit.runs.locks`: flock run locks; :mod:`~stabkit.runs.folder`: a run's folder, its state,
   :func:`verify_run`; :mod:`~stabkit.runs.provenance`: the code state and versions of a result;
-- :mod:`~stabkit.runs.measurements`: the :data:`MEASUREMENTS` / :data:`AUGMENTATIONS` registries and every
+- :mod:`~stabkit.runs.measurements`: the ``MEASUREMENTS`` / ``AUGMENTATIONS`` registries and every
   built-in measurement;
 - :mod:`~stabkit.runs.tasks`: task data, loaders, normalisation, the network, the probe set, ``RunContext``;
 - :mod:`~stabkit.runs.execute`: :func:`run` and :func:`remeasure` (one measurement loop).
 
-Extension points: :data:`MEASUREMENTS` (name -> ``fn(model, cfg, ctx) -> dict[table, DataFrame]``, registered
-with :func:`register_measurement`) and :data:`AUGMENTATIONS` (name -> ``fn(x, generator) -> x`` applied on the
+Extension points: ``MEASUREMENTS`` (name -> ``fn(model, cfg, ctx) -> dict[table, DataFrame]``, registered
+with :func:`register_measurement`) and ``AUGMENTATIONS`` (name -> ``fn(x, generator) -> x`` applied on the
 device to every training batch after crop/flip, before normalisation, registered with
 :func:`register_augmentation`); modules named in ``$STABKIT_PLUGINS`` (comma-separated) are imported before a
 run so that the command line finds a user's own measurements.

@@ -2,7 +2,7 @@
 
 A :class:`RunConfig` says what to train (task, network, data), how (the training protocol of
 ``book/methods.md``, section "Tasks, networks and training", unless overridden) and what to measure.
-Its :attr:`~stabkit.runs.RunConfig.key`, 12 hex digits of a hash of every field and :data:`FORMAT_VERSION`, names the
+Its :attr:`~stabkit.runs.RunConfig.key`, 12 hex digits of a hash of every field and ``FORMAT_VERSION``, names the
 run's folder, so the same configuration is never trained twice.
 
 Keys are a contract with every run folder already computed: a change here that alters the key of an
@@ -51,7 +51,7 @@ KEY_SPELLINGS: dict[str, dict[str, str]] = {"net_options": {"interpolation": "in
 
 
 def key_spelling(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` (a config dict) with the names of :data:`KEY_SPELLINGS` spelled as the keys hash them."""
+    """``config`` (a config dict) with the names of ``KEY_SPELLINGS`` spelled as the keys hash them."""
     out = dict(config)
     for name, renames in KEY_SPELLINGS.items():
         v = out.get(name)
@@ -61,7 +61,7 @@ def key_spelling(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _current_spelling(name: str, value: dict) -> dict:
-    """``value`` of field ``name`` with the old names of :data:`KEY_SPELLINGS` replaced by the new ones."""
+    """``value`` of field ``name`` with the old names of ``KEY_SPELLINGS`` replaced by the new ones."""
     old_to_new = {old: new for new, old in KEY_SPELLINGS.get(name, {}).items()}
     if not any(k in value for k in old_to_new):
         return value
@@ -74,7 +74,7 @@ def _current_spelling(name: str, value: dict) -> dict:
 
 def training_key(config: Mapping[str, Any]) -> str:
     """12 hex digits of sha256 over the fields of a config dict (``RunConfig.to_dict()`` or a run's
-    ``config.json``) outside :data:`~stabkit.runs.config.MEASUREMENT_FIELDS`: equal for runs that train the same network."""
+    ``config.json``) outside ``MEASUREMENT_FIELDS``: equal for runs that train the same network."""
     train = {k: v for k, v in key_spelling(config).items() if k not in (*MEASUREMENT_FIELDS, "key", "format")}
     blob = json.dumps({"format": FORMAT_VERSION, **train}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -258,7 +258,7 @@ class RunConfig:
 
     @property
     def key(self) -> str:
-        """12 hex digits of sha256 over the canonical JSON of the config (names of :data:`KEY_SPELLINGS`
+        """12 hex digits of sha256 over the canonical JSON of the config (names of ``KEY_SPELLINGS``
         as they were) and FORMAT_VERSION."""
         blob = json.dumps({"format": FORMAT_VERSION, **key_spelling(self.to_dict())}, sort_keys=True,
                           separators=(",", ":"))
@@ -267,7 +267,7 @@ class RunConfig:
     @property
     def training_key(self) -> str:
         """:func:`~stabkit.runs.training_key` of this config: runs that differ only in what they
-        measure (:data:`~stabkit.runs.config.MEASUREMENT_FIELDS`) train the same network and share it."""
+        measure (``MEASUREMENT_FIELDS``) train the same network and share it."""
         return training_key(self.to_dict())
 
     def __hash__(self) -> int:

@@ -177,7 +177,7 @@ def expected_tables(cfg: Mapping[str, Any]) -> list[str]:
 
 
 def checkpoint_problems(path: str | Path, net: str, key: str) -> list[str]:
-    """The problems of the checkpoints (:data:`CHECKPOINTS`) of run folder ``path``, each naming the file:
+    """The problems of the checkpoints (``CHECKPOINTS``) of run folder ``path``, each naming the file:
     missing, truncated or corrupted, or not of net ``net`` and run ``key`` (each is loaded, on the CPU).
     Imports torch."""
     return CheckpointFolder(path, net, key).problems()
@@ -186,7 +186,7 @@ def checkpoint_problems(path: str | Path, net: str, key: str) -> list[str]:
 def verify_run(path: str | Path, checkpoints: bool = False) -> list[str]:
     """The problems of a finished run folder, each naming the file: ``config.json`` unreadable or not
     the configuration of this folder's key, ``status.json`` not ``done``, a table of
-    :func:`expected_tables` missing, any ``*.parquet`` unreadable; with ``checkpoints``
+    ``expected_tables()`` missing, any ``*.parquet`` unreadable; with ``checkpoints``
     (``sweep --verify``), ``checkpoint_problems`` too (a truncated ``best.pt`` would fail every run that
     reuses the network). ``[]`` for a sound run (or one that is not finished: only finished runs are
     verified)."""

@@ -49,7 +49,7 @@ BUILTIN_AUGMENT = ("crop", "flip")
 
 @dataclass(frozen=True)
 class MeasurementFacts:
-    """What a measurement declares where it is registered (:func:`register_measurement`).
+    """What a measurement declares where it is registered (``register_measurement()``).
 
     ``tables``: the tables it always writes (a finished run must have them; ``None``: not declared, not
     checked); ``optional_tables``: those it writes depending on its options; ``grad``: whether it needs
@@ -65,7 +65,7 @@ class MeasurementFacts:
 
 
 MEASUREMENT_FACTS: dict[str, MeasurementFacts] = {}
-"""name -> :class:`MeasurementFacts`, for every name of :data:`MEASUREMENTS`."""
+"""name -> ``MeasurementFacts``, for every name of :data:`MEASUREMENTS`."""
 OPTION_CHECKS: dict[str, Callable[[dict], Any]] = {}
 """name -> ``check(options: dict) -> parsed``: parses a measurement's ``options.<name>`` (``ValueError``
 naming the key and the accepted values); the measurement parses its options with the same function, and
@@ -94,7 +94,7 @@ def register_measurement(name: str, *, tables: Sequence[str] | None = None, opti
                          grad: bool = True, probes: bool = False, overwrite: bool = False,
                          options: Callable[[dict], Any] | None = None) -> Callable:
     """Decorator: ``@register_measurement("rotations", tables=["rotations"]) def fn(model, cfg, ctx) ->
-    dict[str, DataFrame]``, with the measurement's facts (:class:`MeasurementFacts`): the ``tables`` it
+    dict[str, DataFrame]``, with the measurement's facts (``MeasurementFacts``): the ``tables`` it
     writes (and ``optional_tables``), whether it needs gradients (``grad``) and whether it measures the
     probe set (``probes``). ``options``: ``check(dict) -> parsed`` of its ``options.<name>``
     (``OPTION_CHECKS``), called when a configuration is validated (before training); without it, any

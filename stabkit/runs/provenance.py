@@ -70,7 +70,7 @@ def git_state(root: str | os.PathLike = REPO_ROOT) -> dict[str, Any]:
 
 def provenance() -> dict[str, Any]:
     """Where and with what code a result was made: ``created`` (UTC ISO date), ``git``
-    (:func:`git_state`), ``host``, ``python``, ``torch``, ``stabkit`` versions."""
+    (``git_state()``), ``host``, ``python``, ``torch``, ``stabkit`` versions."""
     import torch  # here, not above: a run's git state is read without torch
 
     return {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(), "git": git_state(),

@@ -3,7 +3,7 @@ task's options, the measurements and their options, the augmentations, the probe
 build of the network on the meta device.
 
 :class:`~stabkit.runs.config.RunConfig` checks what needs no torch when it is made (a sweep file reads
-torch-free); :func:`validate` is the explicit second step, called by ``run``, ``remeasure``,
+torch-free); ``validate()`` is the explicit second step, called by ``run``, ``remeasure``,
 ``Sweep.validate`` and the command line.
 """
 from __future__ import annotations

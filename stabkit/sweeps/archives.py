@@ -1,5 +1,5 @@
 """A campaign's archives merged into the committed results store (:mod:`stabkit.sweeps.resultstore`):
-``runs.tar`` / ``runs.tar.gz`` parts (``stabkit.campaign.packing``), checked against :data:`IMPORT_LIMITS`
+``runs.tar`` / ``runs.tar.gz`` parts (``stabkit.campaign.packing``), checked against ``IMPORT_LIMITS``
 before anything is extracted, then merged run by run into every (sweep, scale) their manifest lists.
 """
 from __future__ import annotations
@@ -23,20 +23,20 @@ from .resultstore import check_store_name, merge_runs, read_run, store_dir
 
 __all__ = ["IMPORT_LIMITS", "IMPORT_AREA", "import_runs"]
 
-#: What :func:`import_runs` extracts at most from an archive, checked on the member headers before anything
+#: What :func:`~stabkit.sweeps.import_runs` extracts at most from an archive, checked on the member headers before anything
 #: is written: members, bytes of one member, bytes in all, and the expansion ratio (total over the
 #: archive's size) allowed once the total passes ``ratio_above`` bytes. A campaign's ``runs.tar`` holds
 #: parquet tables (already compressed, no checkpoints): far below each.
 IMPORT_LIMITS = {"members": 100_000, "member_bytes": 256 * 2**20, "total_bytes": 2**30, "ratio": 100,
                  "ratio_above": 64 * 2**20}
-#: Folder of the results root where :func:`import_runs` extracts archives (git-ignored); what a killed
+#: Folder of the results root where :func:`~stabkit.sweeps.import_runs` extracts archives (git-ignored); what a killed
 #: import left there is removed by the next import.
 IMPORT_AREA = ".import-tmp"
 _MEMBER = re.compile(r"^(manifest\.json|[A-Za-z0-9]+(/[A-Za-z0-9][A-Za-z0-9_.-]*)?)$")
 
 
 def _check_members(tar: Path, members: list[tarfile.TarInfo], limits: Mapping[str, int]) -> None:
-    """Refuse an archive whose member headers exceed ``limits`` (:data:`IMPORT_LIMITS`), before extracting."""
+    """Refuse an archive whose member headers exceed ``limits`` (``IMPORT_LIMITS``), before extracting."""
     if len(members) > limits["members"]:
         raise ValueError(f"{tar}: {len(members)} members, more than the {limits['members']} an import accepts")
     total = 0
@@ -58,7 +58,7 @@ def _check_members(tar: Path, members: list[tarfile.TarInfo], limits: Mapping[st
 
 def _extract(tar: Path, dest: Path, limits: Mapping[str, int] | None = None) -> None:
     """Extract a campaign's ``runs.tar``: only ``manifest.json`` and ``<key>/<file>`` regular files, within
-    ``limits`` (default :data:`IMPORT_LIMITS`; checked on the headers before anything is written)."""
+    ``limits`` (default ``IMPORT_LIMITS``; checked on the headers before anything is written)."""
     limits = {**IMPORT_LIMITS, **dict(limits or {})}
     try:
         with tarfile.open(tar, "r:*") as tf:
@@ -76,7 +76,7 @@ def _extract(tar: Path, dest: Path, limits: Mapping[str, int] | None = None) -> 
 
 @contextlib.contextmanager
 def _import_area(results_root: str | Path | None) -> Iterator[Path]:
-    """A new extraction folder in the results root's own temporary area (:data:`IMPORT_AREA`: the same file
+    """A new extraction folder in the results root's own temporary area (``IMPORT_AREA``: the same file
     system as the store, not the system's temporary folder), held with ``flock`` while the import runs and
     removed after it; the folders of killed imports (their lock free) are removed first."""
     area = Path(results_root or default_results_root()) / IMPORT_AREA
@@ -122,9 +122,9 @@ def import_runs(path: str | Path, results_root: str | Path | None = None, *,
     run goes into every (sweep, scale) the manifest lists. Returns one row per (sweep, scale, key): action
     (added | replaced | kept | repaired).
 
-    An archive is checked against ``limits`` (:data:`IMPORT_LIMITS`: members, bytes per member and in all,
+    An archive is checked against ``limits`` (``IMPORT_LIMITS``: members, bytes per member and in all,
     expansion ratio) before anything is extracted, and extracted under ``<results root>/.import-tmp``
-    (:data:`IMPORT_AREA`), removed afterwards; what a killed import left there goes at the next import."""
+    (``IMPORT_AREA``), removed afterwards; what a killed import left there goes at the next import."""
     p = Path(path)
     if p.is_dir() and not (p / "manifest.json").is_file():
         parts = sorted(p.glob("runs*.tar.gz")) + ([p / "runs.tar"] if (p / "runs.tar").is_file() else [])

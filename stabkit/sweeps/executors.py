@@ -1,5 +1,5 @@
 """Many runs: :func:`~stabkit.sweeps.sweep` (sequential, a local process pool, or submitit / SLURM); the notebooks'
-entry point :func:`~stabkit.sweeps.lookup.results` is in :mod:`~stabkit.sweeps.lookup`.
+entry point ``results()`` is in :mod:`~stabkit.sweeps.lookup`.
 
 A sweep finishes or retries every run it was asked for: a run another process was computing (its lock)
 is waited for, and retried if that process died before finishing it; the returned table (and the
@@ -219,7 +219,7 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
     (key, net, status in {done, failed, running, pending, committed}, error, run_dir). A status other
     than ``done`` or ``committed`` means the run did not finish in this call; ``error`` says why.
     ``skip_keys``: configurations not to run because their results are committed already
-    (:func:`~stabkit.sweeps.resultstore.committed_keys`; the CLI passes them unless ``--recompute``); reported
+    (``committed_keys()``; the CLI passes them unless ``--recompute``); reported
     ``committed`` unless their run folder is here and done.
 
     The sweep is validated first (:meth:`Sweep.validate`: unknown networks, options, measurements, P

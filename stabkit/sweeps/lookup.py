@@ -1,8 +1,8 @@
-"""The notebooks' entry point: :func:`results` loads a sweep's table at a scale, committed results first
+"""The notebooks' entry point: ``results()`` loads a sweep's table at a scale, committed results first
 (:mod:`stabkit.sweeps.resultstore`), else runs the sweep; ``scale="auto"`` is the largest scale with committed
-runs of the sweep's grid (:data:`~stabkit.sweeps.resultstore.SCALE_ORDER`), else ``small`` computed on the
-spot; :func:`coverage_facts` says how much of the grid a table covers and where its runs came from.
-``STABKIT_RECOMPUTE=1`` (:data:`RECOMPUTE_ENV`) ignores the store: everything is computed, ``auto``
+runs of the sweep's grid (``SCALE_ORDER``), else ``small`` computed on the
+spot; ``coverage_facts()`` says how much of the grid a table covers and where its runs came from.
+``STABKIT_RECOMPUTE=1`` (``RECOMPUTE_ENV``) ignores the store: everything is computed, ``auto``
 meaning ``small``.
 """
 from __future__ import annotations
@@ -107,7 +107,7 @@ def scale_choice(sweep: str | Path | Mapping | Sweep, results_root: str | Path |
 
 
 def resolve_scale(sweep: str | Path | Mapping | Sweep, scale: str = "auto", results_root: str | Path | None = None) -> str:
-    """``scale`` itself unless ``"auto"``: then :func:`scale_choice` (the largest scale whose grid's committed
+    """``scale`` itself unless ``"auto"``: then ``scale_choice()`` (the largest scale whose grid's committed
     configurations, at any scale, cover at least what a smaller scale shows), else ``"small"`` (always
     ``"small"`` when ``$STABKIT_RECOMPUTE`` is set)."""
     if scale != "auto":
@@ -190,11 +190,11 @@ def results(sweep: str | Path | Mapping | Sweep, scale: str = "small", table: st
     """The notebooks' entry point: the tidy ``table`` of ``sweep`` at ``scale`` (``"auto"``: see
     :func:`resolve_scale`).
 
-    1. The committed table (:func:`~stabkit.sweeps.resultstore.load`) restricted to the sweep's grid, if some of the grid
+    1. The committed table (``load()``) restricted to the sweep's grid, if some of the grid
        is committed (not when ``$STABKIT_RECOMPUTE`` is set); else
     2. run the sweep's missing and failed runs (if ``run_missing``) under ``runs_root`` and collect them.
 
-    ``df.attrs["results"]`` holds :func:`coverage_facts`; when the table covers only part of the grid
+    ``df.attrs["results"]`` holds ``coverage_facts()``; when the table covers only part of the grid
     (runs not committed, failed or not finished) a warning says which. ``RuntimeError`` when nothing is
     available; :class:`RunsFailedError` (a ``RuntimeError``) when runs failed, listing them with their errors.
     """

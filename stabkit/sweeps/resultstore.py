@@ -11,7 +11,7 @@ Layout (one store per sweep and scale)::
 A ``<table>.parquet`` holds the rows :func:`~stabkit.sweeps.collect` gives for a run (the run's own
 columns, then its configuration columns; the run key, the configuration hash, is the ``run`` column)
 plus ``run_version``: which copy of the run the rows belong to (a hash of key, host and finish date).
-``runs.parquet`` has one row per run key (:data:`INDEX_COLUMNS`): ``key``, ``run_version``, ``config``
+``runs.parquet`` has one row per run key (``INDEX_COLUMNS``): ``key``, ``run_version``, ``config``
 (the run's ``config.json`` as JSON text), ``code_commit``, ``code_dirty``, ``commit_source`` (``run``:
 recorded by the run itself; ``campaign``: by the campaign that packed it; ``export``: the exporting
 checkout, when the run recorded none), ``device``, ``device_name``, ``host`` (the machine), ``torch``,
@@ -19,7 +19,7 @@ checkout, when the run recorded none), ``device``, ``device_name``, ``host`` (th
 ``status`` (the run's whole ``status.json``), ``tables`` and ``schema`` (per table, the run's columns
 and dtypes, so that a run's rows come back exactly as the run wrote them).
 
-Merging (:func:`export` from run folders, :func:`~stabkit.sweeps.archives.import_runs` from a campaign's
+Merging (``export()`` from run folders, ``import_runs()`` from a campaign's
 ``runs.tar``):
 
 * by run key, never dropping a run: a key the store lacks is added; a key it has is kept or replaced by
@@ -36,10 +36,10 @@ Merging (:func:`export` from run folders, :func:`~stabkit.sweeps.archives.import
   ``runs.parquet`` was never written (an interrupted first export) is not committed at all;
 * one merge at a time per store (``flock`` on its folder).
 
-Skipping committed work: :func:`committed_keys` gives the keys a sweep need not run
+Skipping committed work: ``committed_keys()`` gives the keys a sweep need not run
 (``python -m stabkit sweep --recompute`` runs them anyway).
 
-:func:`stabkit.sweeps.lookup.results` is the notebooks' entry point (``scale="auto"``, coverage facts).
+``stabkit.sweeps.lookup.results()`` is the notebooks' entry point (``scale="auto"``, coverage facts).
 """
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def _sig(f: Path) -> tuple | None:
 
 
 def committed_runs(sweep: str, scale: str, results_root: str | Path | None = None) -> pd.DataFrame:
-    """The index of a store (:data:`INDEX_COLUMNS`, one row per committed run; empty if none)."""
+    """The index of a store (``INDEX_COLUMNS``, one row per committed run; empty if none)."""
     return _read_index(store_dir(sweep, scale, results_root))
 
 
@@ -155,7 +155,7 @@ def committed_keys(sweep: str, scale: str, results_root: str | Path | None = Non
 
 
 def committed_scales(sweep: str, results_root: str | Path | None = None) -> list[str]:
-    """Scales of ``sweep`` with committed runs, largest first (:data:`SCALE_ORDER`, then other names)."""
+    """Scales of ``sweep`` with committed runs, largest first (``SCALE_ORDER``, then other names)."""
     base = Path(results_root or default_results_root()) / check_store_name("sweep", sweep)
     found = [p.name for p in base.iterdir() if (p / INDEX).is_file()] if base.is_dir() else []
     found = [s for s in found if _NAME.match(s) and len(_read_index(base / s))]

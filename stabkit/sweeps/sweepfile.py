@@ -2,7 +2,7 @@
 
 :func:`~stabkit.sweeps.load_sweep` expands a file of ``sweeps/`` (grammar in its docstring) into the unique
 :class:`~stabkit.runs.config.RunConfig` objects of one scale. Reading a sweep never imports torch: the
-network-registry checks are :meth:`Sweep.validate`, which :func:`stabkit.sweeps.sweep` calls before it
+network-registry checks are ``Sweep.validate()``, which :func:`stabkit.sweeps.sweep` calls before it
 trains anything.
 """
 from __future__ import annotations
@@ -76,7 +76,7 @@ class SweepFacts:
 @dataclass
 class Sweep:
     """A sweep at one scale: ``name`` (file stem), ``scale``, ``configs`` (unique, in grid order), and the
-    file's ``paper`` protocol and ``campaign`` block (:class:`SweepFacts`)."""
+    file's ``paper`` protocol and ``campaign`` block (``SweepFacts``)."""
     name: str
     scale: str
     configs: list[RunConfig]
@@ -286,7 +286,7 @@ def _facts(doc: Mapping, path: Path | None) -> SweepFacts:
 
 def sweep_facts(spec: str | Path | Mapping | Sweep) -> SweepFacts:
     """The scale-free part of a sweep file (torch-free, no configuration expanded): its ``paper`` protocol
-    and ``campaign`` block, validated (see :func:`load_sweep`)."""
+    and ``campaign`` block, validated (see ``load_sweep()``)."""
     if isinstance(spec, Sweep):
         return SweepFacts(spec.name, spec.paper, spec.campaign)
     return _facts(*_read(spec))
@@ -326,7 +326,7 @@ def load_sweep(spec: str | Path | Mapping, scale: str = "small") -> Sweep:
     rework). Configurations are deduplicated by key, in order. ``paper`` and ``campaign`` are no run
     configuration (no key depends on them); a stage's ``where`` / ``unless`` (``{field: [values]}``) name
     RunConfig fields. Every key is checked: an unknown one is refused, naming it and the accepted keys. Torch
-    is not imported: network names are checked by :meth:`Sweep.validate`.
+    is not imported: network names are checked by ``Sweep.validate()``.
     """
     return _load(spec, scale)
 
