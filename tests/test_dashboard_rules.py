@@ -86,3 +86,12 @@ def test_landing_summary_has_one_row_per_paper_page(tmp_path):
     assert ("| [Figure 1: noise](executed/fig1_noise.ipynb) | cpu | best 19.0-33.0 %, last epoch 20.0-35.0 % | "
             "18 of 18 configurations | 1 cannot be tested, 1 holds | $R_f$ falls by decades: cannot be tested "
             "(19 % error) |") in md
+
+
+def test_shortened_reasons_end_at_a_word_not_inside_a_number():
+    reason = "0 runs satisfy the precondition (need 3): the best network here has 14.65 % test error"
+    short = dashboard._short(reason, 70)
+    assert len(short) <= 70 and short.endswith("…")
+    assert not short[:-1].rstrip().endswith("1") and "has 1…" not in short
+    assert reason.startswith(short[:-1])
+    assert dashboard._short("short enough", 70) == "short enough"

@@ -380,7 +380,15 @@ def _glued_text(g: dict[str, dict], key: str, default: str = "") -> str:
 
 
 def _short(text: str, limit: int = 140) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    """``text`` cut to at most ``limit`` characters at a word boundary, so that a number ("14.65 %") is
+    never cut to a wrong one ("1…")."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:(") + "…"
 
 
 def render_summary(executed: str | os.PathLike, toc: str | os.PathLike | None = None) -> str:
