@@ -40,3 +40,11 @@ def test_mean_interval_counts_architectures():
     assert np.isnan(stats.mean_ci(v[:6], clusters=cl[:6])[1])  # 2 architectures: no interval
     with pytest.raises(ValueError, match="clusters"):
         stats.mean_ci(v, clusters=cl[:4])
+
+
+def test_t_interval_is_the_mean_with_a_student_t_half_width():
+    from stabkit.report.stats import t_interval
+    m, lo, hi, n = t_interval([1.0, 2.0, 3.0, float("nan")])
+    assert (m, n) == (2.0, 3) and lo == pytest.approx(2.0 - 4.303 / 3 ** 0.5) and hi == pytest.approx(2.0 + 4.303 / 3 ** 0.5)
+    assert t_interval([5.0])[0] == 5.0 and t_interval([5.0])[3] == 1
+    assert all(v != v for v in t_interval([5.0])[1:3]) and t_interval([])[3] == 0

@@ -21,7 +21,7 @@ from .stats import (
     interval_decision,
     mean_ci,
     rank_correlation,
-    t_quantile_95,
+    t_interval,
 )
 from .tables import layer_nv_vs_rk, require_columns, run_columns
 from .verdicts import FAILS, Claim, verdict
@@ -104,14 +104,11 @@ def _per_net_slopes(slopes: pd.DataFrame, threshold: float) -> dict[str, dict]:
     if "net" not in slopes.columns:
         return out
     for net, g in slopes.groupby("net"):
-        d = g["slope"].to_numpy(dtype=np.float64)
-        d = d[np.isfinite(d)]
-        if d.size == 0:
+        m, lo, hi, n = t_interval(g["slope"])
+        if n == 0:
             continue
-        m = float(d.mean())
-        h = t_quantile_95(d.size - 1) * d.std(ddof=1) / np.sqrt(d.size) if d.size >= 2 else float("nan")
-        holds, ok, _ = interval_decision(m, m - h, m + h, threshold, above=False)
-        out[str(net)] = {"slope": m, "low": m - h, "high": m + h, "n": int(d.size), "holds": holds, "ok": ok}
+        holds, ok, _ = interval_decision(m, lo, hi, threshold, above=False)
+        out[str(net)] = {"slope": m, "low": lo, "high": hi, "n": n, "holds": holds, "ok": ok}
     return out
 
 

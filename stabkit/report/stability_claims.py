@@ -42,7 +42,7 @@ from .stats import (
     power_law_fit,
     sample_decision,
     sqrt_law_fit,
-    t_quantile_95,
+    t_interval,
     test_set_sizes,
 )
 from .tables import require_columns, select
@@ -62,18 +62,11 @@ def _per_net_ratio(ratios: pd.DataFrame, threshold: float, below: bool) -> dict[
     if "net" not in ratios.columns:
         return out
     for net, g in ratios.groupby("net"):
-        d = g["decades"].to_numpy(dtype=np.float64)
-        d = d[np.isfinite(d)]
-        if d.size == 0:
+        m, lo, hi, n = t_interval(g["decades"])
+        if n == 0:
             continue
-        m = float(d.mean())
-        if d.size >= 2:
-            h = t_quantile_95(d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
-            lo, hi = m - h, m + h
-        else:
-            lo = hi = float("nan")
         holds, ok, _ = interval_decision(m, lo, hi, threshold, above=not below)
-        out[str(net)] = {"decades": m, "low": lo, "high": hi, "n": int(d.size), "verdict": verdict(holds, ok)}
+        out[str(net)] = {"decades": m, "low": lo, "high": hi, "n": n, "verdict": verdict(holds, ok)}
     return out
 
 

@@ -29,7 +29,7 @@ import pandas as pd
 __all__ = [
     "positive_logs", "rank_correlation", "bootstrap_ci", "MIN_NETWORKS", "NEAR_CHANCE", "CHANCE_ERROR",
     "SQRT_LAW_A", "chance_error", "near_chance_fraction", "sqrt_law_fit", "mean_ci", "interval_decision",
-    "sample_decision", "MIN_UNITS", "t_quantile_95", "fisher_interval", "cluster_bootstrap_ci", "floor_errors",
+    "sample_decision", "MIN_UNITS", "t_quantile_95", "t_interval", "fisher_interval", "cluster_bootstrap_ci", "floor_errors",
     "test_set_sizes", "cluster_labels", "log_correlation", "power_law_fit",
 ]
 
@@ -209,6 +209,20 @@ def t_quantile_95(df: int) -> float:
     if df < 1:
         raise ValueError(f"df must be >= 1, got {df!r}")
     return _T95[df - 1] if df <= len(_T95) else 1.96 + 2.4 / df  # 1.96 + 2.4/df: within 0.003 above 30
+
+
+def t_interval(values) -> tuple[float, float, float, int]:
+    """Mean of the finite ``values`` and its 95 % t interval over them (``n - 1`` degrees of freedom):
+    ``(mean, low, high, n)``; nan interval with fewer than 2 values, nan mean with none."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    m = float(v.mean())
+    if v.size < 2:
+        return m, float("nan"), float("nan"), 1
+    h = t_quantile_95(v.size - 1) * float(v.std(ddof=1)) / np.sqrt(v.size)
+    return m, m - h, m + h, int(v.size)
 
 
 def _level_check(level: float) -> None:

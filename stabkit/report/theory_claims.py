@@ -21,12 +21,12 @@ import pandas as pd
 from stabkit import theory
 
 from .fits import layer_exponents
-from .stats import MIN_UNITS, t_quantile_95
+from .stats import MIN_UNITS, t_interval
 from .tables import block_profile, require_columns, select
 from .verdicts import Claim
 
 __all__ = [
-    "EXPONENT_TOLERANCE", "TRAINED_MAX_ERROR", "law_text", "replicate_exponents", "exponent_interval",
+    "EXPONENT_TOLERANCE", "TRAINED_MAX_ERROR", "law_text", "replicate_exponents",
     "claim_constant_filter_exponent", "claim_trained_exponent",
 ]
 
@@ -81,20 +81,6 @@ def replicate_exponents(table: pd.DataFrame, stride: int, *, replicate: str = "s
     return pd.DataFrame(rows, columns=[replicate, *_QUANTITIES, "layers"])
 
 
-def exponent_interval(values) -> tuple[float, float, float, int]:
-    """Mean of the finite ``values`` and its 95 % t interval over them (``n - 1`` degrees of freedom):
-    ``(mean, low, high, n)``; nan interval with fewer than 2 values."""
-    v = np.asarray(values, dtype=np.float64).ravel()
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return float("nan"), float("nan"), float("nan"), 0
-    m = float(v.mean())
-    if v.size < 2:
-        return m, float("nan"), float("nan"), 1
-    h = t_quantile_95(v.size - 1) * float(v.std(ddof=1)) / np.sqrt(v.size)
-    return m, m - h, m + h, int(v.size)
-
-
 def _band_decision(low: float, high: float, predicted: float, tolerance: float) -> tuple[bool, bool, str]:
     """``(holds, testable, reason)`` of "the exponent is ``predicted`` within ``tolerance``" from its
     interval ``[low, high]``: inside the band holds, outside it does not hold, across an edge cannot be
@@ -112,7 +98,7 @@ def _band_decision(low: float, high: float, predicted: float, tolerance: float) 
 def _exponent_claim(name: str, exps: pd.DataFrame, q: str, predicted: float, tolerance: float, *, statement: str,
                     rule: str, replicates: str, min_replicates: int, precondition: tuple[bool, str],
                     details: dict) -> Claim:
-    mean, lo, hi, n = exponent_interval(exps[q] if q in exps.columns else [])
+    mean, lo, hi, n = t_interval(exps[q] if q in exps.columns else [])
     holds, ok, reason = _band_decision(lo, hi, predicted, tolerance)
     if not precondition[0]:
         holds, ok, reason = False, False, precondition[1]
@@ -201,7 +187,7 @@ def claim_trained_exponent(layers: pd.DataFrame, output: pd.DataFrame, quantity:
                       f"learnt the task: below {100 * max_error:g} %)")
     else:
         pre = (True, "")
-    init = exponent_interval(exps["init"][q])[0] if len(exps["init"]) else float("nan")
+    init = t_interval(exps["init"][q])[0] if len(exps["init"]) else float("nan")
     return _exponent_claim(
         f"trained_exponent_{q}", exps["trained"], q, pred, tolerance,
         statement=f"Trained 1-D nets follow constant filters: {law_text(q, kernel_size, stride)}",
