@@ -41,6 +41,53 @@ scales: {paper: {}, tiny: {}}
     assert sweeps.sweep_scales(tmp_path / "a.yaml") == ["paper", "tiny", "blocks", "mixed"]
 
 
+def test_include_unless_and_set_derive_runs_that_share_the_network(tmp_path):
+    """An include's ``unless`` excludes, its ``set`` derives runs with those fields replaced: a derived run
+    that changes only what it measures has a new key and the included run's training key."""
+    (tmp_path / "a.yaml").write_text("base: {task: twopoints, net: LeNet, P: 10, measure: [output, layers]}\n"
+                                     "grid: {seed: [0, 1], ptr: [64, 128]}\nscales: {tiny: {}}\n")
+    (tmp_path / "b.yaml").write_text("include:\n  - {sweep: a, unless: {ptr: [128]}}\n"
+                                     "  - {sweep: a, where: {seed: [1]}, unless: {ptr: [128]}, "
+                                     "set: {measure: [recalibrated]}}\nscales: {tiny: {}}\n")
+    a = sweeps.load_sweep(tmp_path / "a.yaml", "tiny")
+    b = sweeps.load_sweep(tmp_path / "b.yaml", "tiny")
+    assert [(c.seed, c.ptr, c.measure) for c in b.configs] == [
+        (0, 64, ("output", "layers")), (1, 64, ("output", "layers")), (1, 64, ("recalibrated",))]
+    base = next(c for c in a.configs if (c.seed, c.ptr) == (1, 64))
+    derived = b.configs[-1]
+    assert derived.key != base.key and derived.training_key == base.training_key
+    assert b.configs[1].key == base.key  # the plain include keeps the included run's key
+    (tmp_path / "c.yaml").write_text("include: [{sweep: a, set: {nope: 1}}]\nscales: {tiny: {}}\n")
+    with pytest.raises(ValueError, match=r"include.set: unknown RunConfig field\(s\) \['nope'\]; accepted: .*measure"):
+        sweeps.load_sweep(tmp_path / "c.yaml", "tiny")
+    (tmp_path / "d.yaml").write_text("include: [{sweep: a, set: {epochs: x}}]\nscales: {tiny: {}}\n")
+    with pytest.raises(ValueError, match="include.set: bad configuration: epochs must be an integer"):
+        sweeps.load_sweep(tmp_path / "d.yaml", "tiny")
+
+
+def test_a_sweep_file_is_parsed_once_per_process_until_it_changes(tmp_path, monkeypatch):
+    """Fig. 3's page tried several scales, each re-reading Fig. 1's included file; now each file is parsed
+    once, and again only when it is edited (its modification time or size changes)."""
+    from stabkit.sweeps import sweepfile
+
+    (tmp_path / "a.yaml").write_text("base: {task: twopoints, net: LeNet}\ngrid: {seed: [0]}\n"
+                                     "scales: {tiny: {}, small: {}}\n")
+    (tmp_path / "b.yaml").write_text("include: [a]\nscales: {tiny: {}, small: {}}\n")
+    parsed = []
+    real = sweepfile.load_yaml
+    monkeypatch.setattr(sweepfile, "load_yaml", lambda path, what="file": parsed.append(Path(path).name) or real(path, what))
+    for scale in ("tiny", "small", "tiny"):
+        sweeps.load_sweep(tmp_path / "b.yaml", scale)
+    assert sorted(parsed) == ["a.yaml", "b.yaml"]
+    doc, _ = sweepfile._read(tmp_path / "a.yaml")
+    doc["grid"]["seed"].append(99)  # a caller's edit does not leak into the cache
+    assert sweeps.load_sweep(tmp_path / "a.yaml", "tiny").configs[0].seed == 0 and len(sweeps.load_sweep(
+        tmp_path / "a.yaml", "tiny")) == 1
+    (tmp_path / "a.yaml").write_text("base: {task: twopoints, net: LeNet}\ngrid: {seed: [0, 1]}\n"
+                                     "scales: {tiny: {}, small: {}}\n")
+    assert len(sweeps.load_sweep(tmp_path / "b.yaml", "tiny")) == 2 and parsed.count("a.yaml") == 2
+
+
 @pytest.mark.parametrize("doc, match", [
     ({"grid": {"seed": 0}, "scales": {"tiny": {}}}, "must be a list"),
     ({"scales": {"paper": {}}}, "no scale 'tiny'"),
@@ -77,24 +124,32 @@ def test_paper_figure_sweeps_share_runs():
     fig1 = {c.key for c in sweeps.load_sweep("fig1_noise_corrupted_cifar", "paper").configs}
     fig3 = sweeps.load_sweep("fig3_layers_cifar", "paper")
     assert {c.net for c in fig3.configs} == {"VGG11", "VGG11bn", "AlexNet", "LeNet"}
-    assert set(fig3.keys) <= fig1 and all(c.shuffles == (0, 1) for c in fig3.configs)
+    assert all(c.shuffles == (0, 1) for c in fig3.configs)
+    control = [c for c in fig3.configs if c.measure == ("recalibrated",)]  # the batch-norm nets measured again
+    assert {c.net for c in control} == {"VGG11bn"} and {c.training_key for c in control} <= {
+        c.training_key for c in fig3.configs if c.key in fig1}
+    assert set(fig3.keys) - {c.key for c in control} <= fig1
     fig5 = sweeps.load_sweep("fig5_scale_detection", "paper")
     # 10 CNNs with seeds 0-3 and 3 FCNs with seeds 0-10, at 7 noise levels (the paper's lists)
     assert len(fig5) == 11 * 2 * 10 and len(fig1) == (10 * 4 + 3 * 11) * 7
     fig6 = sweeps.load_sweep("fig6_layers_scale_detection", "paper")
-    assert set(fig6.keys) <= set(fig5.keys) and {c.net for c in fig6.configs} == {"VGG11", "VGG11bn", "VGG13bn"}
-    assert len(fig6) == 3 * 2 * 10
-    assert set(sweeps.load_sweep("fig2_laplacian_spectra", "paper").keys) == set(fig5.keys) | set(fig3.keys)
+    control6 = {c.key for c in fig6.configs if c.measure == ("recalibrated",)}
+    assert set(fig6.keys) - control6 <= set(fig5.keys) and {c.net for c in fig6.configs} == {"VGG11", "VGG11bn", "VGG13bn"}
+    assert len(fig6) == 3 * 10 + 2 * 10 and {c.ptr for c in fig6.configs} == {1024}  # the paper's Fig. 6: ptr 1024
+    assert set(sweeps.load_sweep("fig2_laplacian_spectra", "paper").keys) == set(fig5.keys) | (
+        set(fig3.keys) - {c.key for c in control})
 
 
 def test_cpu_scale_of_fig5_is_the_background_sweep():
     cpu = sweeps.load_sweep("fig5_scale_detection", "cpu")
-    assert len(cpu) == 18 and "8e5883877c25" in cpu.keys
+    assert len(cpu) == 18 + 4 and "8e5883877c25" in cpu.keys
     assert {c.net for c in cpu.configs} == {"LeNet", "AlexNet", "VGG11bn", "VGG13bn", "VGG11", "ResNet18"}
     assert {(c.seed, c.ptr, c.width_factor, c.measure_dtype, c.P, c.stop_at_zero_loss) for c in cpu.configs} == {
-        (s, 1024, 1.0, "float64", 500, True) for s in (0, 1, 2)}
+        (s, 1024, 1.0, "float64", 500, True) for s in (0, 1, 2)} | {(0, 2048, 1.0, "float64", 500, True)}
+    assert {c.net for c in cpu.configs if c.ptr == 2048} == {"LeNet", "AlexNet", "VGG11bn", "VGG13bn"}
     fig6 = sweeps.load_sweep("fig6_layers_scale_detection", "cpu")
-    assert len(fig6) == 9 and set(fig6.keys) <= set(cpu.keys)
+    plain = [c for c in fig6.configs if c.measure != ("recalibrated",)]
+    assert len(plain) == 9 and {c.key for c in plain} <= set(cpu.keys) and len(fig6) == 9 + 6
     assert sweeps.SCALES == ("tiny", "small", "cpu", "gpu", "paper")
 
 

@@ -7,6 +7,7 @@ trains anything.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import math
@@ -160,15 +161,26 @@ def load_yaml(path: str | Path, what: str = "file") -> Any:
         raise ValueError(f"{what} {path}: nested too deeply") from None
 
 
+#: Parsed sweep files by (path, modification time, size): a page that tries several scales, or a sweep that
+#: includes another at each of them, parses every file once per process; an edited file is read again.
+_PARSED: dict[tuple[str, int, int], dict] = {}
+
+
 def _read(spec: str | Path | Mapping) -> tuple[dict, Path | None]:
     if isinstance(spec, Mapping):
         return dict(spec), None
     path = sweep_path(spec)
-    doc = load_yaml(path, "sweep file") or {}
-    if not isinstance(doc, Mapping):
-        raise ValueError(f"sweep file {path}: the top level must be a mapping of {_TOP_KEYS}, got "
-                         f"{type(doc).__name__}")
-    return dict(doc), path
+    st = path.stat()
+    ident = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    if ident not in _PARSED:
+        doc = load_yaml(path, "sweep file") or {}
+        if not isinstance(doc, Mapping):
+            raise ValueError(f"sweep file {path}: the top level must be a mapping of {_TOP_KEYS}, got "
+                             f"{type(doc).__name__}")
+        if len(_PARSED) >= 64:
+            _PARSED.clear()
+        _PARSED[ident] = dict(doc)
+    return copy.deepcopy(_PARSED[ident]), path  # callers may edit their copy
 
 
 def sweep_scales(spec: str | Path | Mapping) -> list[str]:
@@ -301,7 +313,10 @@ def load_sweep(spec: str | Path | Mapping, scale: str = "small") -> Sweep:
         description: one line             # optional
         include:                          # optional: also the configs of other sweeps at this scale
           - other_sweep                   #   all of them, or a subset:
-          - {sweep: fig5_scale_detection, where: {net: [VGG11bn], ptr: [1024]}}
+          - {sweep: fig5_scale_detection, where: {net: [VGG11bn]}, unless: {ptr: [2048]}}
+          - {sweep: fig1_noise_corrupted_cifar, where: {net: [VGG11bn]}, set: {measure: [recalibrated]}}
+                                          #   set: derived runs, these fields replaced (changing only what
+                                          #   is measured keeps the network: it is trained once)
         base: {task: twopoints, P: 500}   # fields of RunConfig shared by every run
         grid: {net: [VGG11, LeNet], seed: [0, 1]}   # product over the lists (or a list of such blocks:
                                                     # union of products)
@@ -323,7 +338,9 @@ def load_sweep(spec: str | Path | Mapping, scale: str = "small") -> Sweep:
     ``grid`` given as a list of blocks replaces the grid, and a key its blocks set wins over the scale's
     ``base`` (e.g. ``base: {epochs: 15}`` with one block at ``epochs: [25]``). Values are RunConfig fields (lists for tuple fields).
     A sweep with ``include`` and no ``grid`` is exactly the included runs (same keys, same folders: no
-    rework). Configurations are deduplicated by key, in order. ``paper`` and ``campaign`` are no run
+    rework); an include's ``where`` admits, its ``unless`` excludes (one match), and its ``set`` derives new
+    runs from the included ones with those fields replaced (new keys; a run that changes only what it
+    measures reuses the included run's network). Configurations are deduplicated by key, in order. ``paper`` and ``campaign`` are no run
     configuration (no key depends on them); a stage's ``where`` / ``unless`` (``{field: [values]}``) name
     RunConfig fields. Every key is checked: an unknown one is refused, naming it and the accepted keys. Torch
     is not imported: network names are checked by ``Sweep.validate()``.
@@ -374,14 +391,26 @@ def _load(spec: str | Path | Mapping, scale: str, _stack: tuple = ()) -> Sweep:
     for inc in includes:
         inc = {"sweep": inc} if isinstance(inc, (str, Path)) else inc
         target = inc.get("sweep") if isinstance(inc, Mapping) else None
-        if not isinstance(target, (str, Path)) or set(inc) - {"sweep", "where"}:
-            raise ValueError(f"sweep {name!r}: include entries are names or "
-                             f"{{sweep: name, where: {{field: [values]}}}}, got {inc!r}")
+        if not isinstance(target, (str, Path)) or set(inc) - {"sweep", "where", "unless", "set"}:
+            raise ValueError(f"sweep {name!r}: include entries are names or {{sweep: name, where: {{field: [values]}}, "
+                             f"unless: {{field: [values]}}, set: {{field: value}}}}, got {inc!r}")
         cond = _mapping(inc.get("where"), "include.where", where)
+        excl = _mapping(inc.get("unless"), "include.unless", where)
+        assign = _mapping(inc.get("set"), "include.set", where)
+        unknown = sorted(k for k in assign if k not in _FIELDS)
+        if unknown:
+            raise ValueError(f"{where}: include.set: unknown RunConfig field(s) {unknown}; accepted: "
+                             f"{', '.join(_FIELDS)}")
         if path is not None and (path.parent / f"{target}.yaml").is_file():
             target = path.parent / f"{target}.yaml"
         for c in _load(target, scale, _stack).configs:
-            if all(_matches(getattr(c, k, _MISSING), v, k) for k, v in cond.items()):
+            if (all(_matches(getattr(c, k, _MISSING), v, k) for k, v in cond.items())
+                    and not any(_matches(getattr(c, k, _MISSING), v, k) for k, v in excl.items())):
+                if assign:  # a derived run: same network (training key) when only measurement fields change
+                    try:
+                        c = RunConfig.from_dict({**c.to_dict(), **assign})
+                    except (TypeError, ValueError) as exc:
+                        raise ValueError(f"{where}, scale {scale!r}: include.set: bad configuration: {exc}") from None
                 configs.setdefault(c.key, c)
     if doc.get("include") and not doc.get("grid") and not over.get("grid"):
         blocks = []  # a sweep made only of other sweeps' runs
