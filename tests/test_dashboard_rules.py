@@ -57,8 +57,9 @@ def test_dashboard_separates_sources_and_shows_unit_threshold_n_reason():
     paper, project, related = (md.index(h) for h in ("## The paper's claims", "## This project's hypotheses",
                                                      "## Claims of related papers"))
     assert paper < md.index("falls by decades") < project < md.index("larger noise") < related < md.index("Masking")
-    assert ("| $R_f$ falls by decades | [Fig. 1](executed/fig1.ipynb) (cpu) | – | -0.09 [-0.3, 0.1] decades | -1 | "
-            "18 (6 arch.) | cannot be tested at this scale (the best network has 19.0 % test error) |") in md
+    assert ("| $R_f$ falls by decades ([Fig. 1](executed/fig1.ipynb), cpu) | – | -0.09 [-0.3, 0.1] decades; "
+            "n = 18 (6 arch.) | -1 | cannot be tested at this scale (the best network has 19.0 % test error) |") in md
+    assert md.startswith("---\nhtml_theme.sidebar_secondary.remove: true\n---\n")  # the table gets the width
     assert "nan" not in md.lower().replace("nance", "")
 
 
@@ -86,6 +87,15 @@ def test_landing_summary_has_one_row_per_paper_page(tmp_path):
     assert ("| [Figure 1: noise](executed/fig1_noise.ipynb) | cpu | best 19.0-33.0 %, last epoch 20.0-35.0 % | "
             "18 of 18 configurations | 1 cannot be tested, 1 holds | $R_f$ falls by decades: cannot be tested "
             "(19 % error) |") in md
+
+
+def test_landing_coverage_gives_the_papers_grid_and_the_scales_not_the_missing_list():
+    cov = ("7 of the paper's 511 configurations (net, seed, noise_std), at this scale's protocol; 7 of 18 "
+           "configurations of the cpu grid (committed); missing: VGG16bn; ResNet18")
+    assert dashboard._coverage_cell(cov) == ("7 of the paper's 511 configurations (net, seed, noise_std), at this "
+                                             "scale's protocol; 7 of 18 configurations of the cpu grid (committed)")
+    assert dashboard._coverage_cell("2 of 3 configurations of the small grid (computed); missing: seed 2") == (
+        "2 of 3 configurations of the small grid (computed)")
 
 
 def test_shortened_reasons_end_at_a_word_not_inside_a_number():

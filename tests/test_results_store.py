@@ -320,9 +320,28 @@ def test_page_glues_coverage_and_provenance(tmp_path, monkeypatch):
         pg = G.page("st", "auto", "output", results_root=str(tmp_path / "res"), runs_root=str(tmp_path / "none"))
     assert pg.scale == "cpu" and glued["scale"] == "cpu"
     assert glued["n_configs"] == 2 and glued["n_grid"] == 3 and glued["missing"] == "seed 2"
-    assert glued["coverage"].startswith("2 of 3 configurations of the cpu grid (committed)")
+    # the paper's grid first (issue 26: a reduced scale says how much of the paper it covers), then its own
+    assert glued["coverage"].startswith("2 of the paper's 3 configurations (seed), at this scale's protocol; "
+                                        "2 of 3 configurations of the cpu grid (committed)")
     assert "2 runs on NVIDIA H200" in glued["sources"] and "2026-05-02" in glued["sources"]
     assert set(G.COVERAGE_KEYS) <= set(glued) and pg.facts["missing"] == [glued["missing"]]
+
+
+def test_paper_grid_coverage_counts_the_cells_of_the_papers_grid():
+    """A cell is a combination of the fields that vary over the paper scale, less those the others decide
+    (data_seed follows seed) and what is measured; runs of a reduced protocol count for their cell."""
+    from stabkit.sweeps.lookup import paper_grid_coverage
+
+    fig5 = sweeps.load_sweep("fig5_scale_detection", "cpu")
+    cov = paper_grid_coverage(fig5, fig5.keys[:5])
+    assert cov == {"paper_cells": 5, "n_paper_cells": 11 * 2 * 10, "cell_fields": ["net", "seed", "ptr"]}
+    fig6 = sweeps.load_sweep("fig6_layers_scale_detection", "cpu")  # a run and its batch-norm control: one cell
+    vgg = [c.key for c in fig6.configs if (c.net, c.seed) == ("VGG11bn", 0)]
+    assert len(vgg) == 2 and paper_grid_coverage(fig6, vgg)["paper_cells"] == 1
+    fig1 = sweeps.load_sweep("fig1_noise_corrupted_cifar", "cpu")
+    assert paper_grid_coverage(fig1, [])["n_paper_cells"] == (10 * 4 + 3 * 11) * 7
+    assert paper_grid_coverage(sweeps.load_sweep({"name": "nowhere", "grid": {"seed": [0]}, "scales": {"tiny": {}}},
+                                                 "tiny"), []) == {}
 
 
 def test_export_command(tmp_path, capsys):

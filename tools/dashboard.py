@@ -283,7 +283,9 @@ def render_claims(claims: list[Claim], titles: dict[str, str], *, executed_rel: 
     """The markdown of ``book/claims.md``: a summary line, then one table per source (the paper, this
     project's hypotheses, related papers) with one row per claim: statement, page, the paper's value,
     this build's value with its interval and unit, threshold, n, verdict and why."""
-    lines = ["# Claims dashboard", "",
+    # the page's own contents sidebar would take the width its table needs (a seven-column table was cut at
+    # the right edge of a 1300-px window): removed on this page
+    lines = ["---", "html_theme.sidebar_secondary.remove: true", "---", "", "# Claims dashboard", "",
              "Every claim checked on a page of this book, as the page computed it in this build (generated "
              "by `tools/dashboard.py` from the executed notebooks; the numbers are those of the page's "
              "scale, not the paper's). Intervals are 95 % intervals over architectures; n counts networks "
@@ -304,8 +306,8 @@ def render_claims(claims: list[Claim], titles: dict[str, str], *, executed_rel: 
         if not rows:
             continue
         lines += [f"## {heading}", "", f"{blurb} {len(rows)} claims: {_counts(rows)}.", "",
-                  "| Statement | Page | Paper | This build [95 % interval] | Threshold | n | Verdict |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| Statement (page, scale) | Paper | This build [95 % interval]; n | Threshold | Verdict |",
+                  "|---|---|---|---|---|"]
         for c in rows:
             # A figure label that is only a slug (glue_claim defaults it to the page or sweep name): the title.
             label = c.figure if c.figure and not re.fullmatch(r"[\w.-]+", c.figure) else titles.get(c.page, c.page)
@@ -316,9 +318,10 @@ def render_claims(claims: list[Claim], titles: dict[str, str], *, executed_rel: 
                                         c.against not in c.reason else "") if x)
             if why:
                 verdict += f" ({typeset(_cell(why))})"
-            lines.append(f"| {typeset(_cell(c.statement))} | [{label}]({target}) ({_cell(c.scale)}) | "
-                         f"{typeset(_cell(c.paper_value)) or '–'} | {_value(c)} | {_fmt(c.threshold)} | "
-                         f"{_sample(c)} | {verdict} |")
+            n = _sample(c)
+            lines.append(f"| {typeset(_cell(c.statement))} ([{label}]({target}), {_cell(c.scale)}) | "
+                         f"{typeset(_cell(c.paper_value)) or '–'} | {_value(c)}{'' if n == DASH else f'; n = {n}'} | "
+                         f"{_fmt(c.threshold)} | {verdict} |")
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -391,6 +394,13 @@ def _short(text: str, limit: int = 140) -> str:
     return cut.rstrip(" ,;:(") + "…"
 
 
+def _coverage_cell(coverage: str) -> str:
+    """A page's coverage sentence without its list of missing runs: the paper's grid, then the scale's."""
+    parts = coverage.split("; ")
+    return "; ".join(parts[:2] if parts[0].split(" (")[0].endswith("configurations") and "paper's" in parts[0]
+                     else parts[:1])
+
+
 def render_summary(executed: str | os.PathLike, toc: str | os.PathLike | None = None) -> str:
     """The landing page's first minute (``_generated/summary.md``): one row per page of the paper's
     figures with its scale, the test errors of its networks, its coverage, how many of the paper's
@@ -415,7 +425,7 @@ def render_summary(executed: str | os.PathLike, toc: str | os.PathLike | None = 
         more = f"; and {len(failing) - 3} more" if len(failing) > 3 else ""
         missing = typeset(_cell("; ".join(failing[:3]) + more)) or DASH
         rows.append(f"| [{_cell(title_of(nb, path.stem))}](executed/{path.stem}.ipynb) | {_cell(scale) or '–'} | "
-                    f"{_cell(_glued_text(g, 'error_range', '–'))} | {_cell(_glued_text(g, 'coverage', '–').split(';')[0])} | "
+                    f"{_cell(_glued_text(g, 'error_range', '–'))} | {_cell(_coverage_cell(_glued_text(g, 'coverage', '–')))} | "
                     f"{verdicts} | {missing} |")
     if not rows:
         return ("*No executed page was found when this page was built: run `make book`; the "

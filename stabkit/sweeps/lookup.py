@@ -16,14 +16,14 @@ from typing import Any
 
 import pandas as pd
 
-from ..runs.config import DERIVED_FIELDS
+from ..runs.config import DERIVED_FIELDS, MEASUREMENT_FIELDS
 from ..runs.folder import error_line, run_state
 from ..runs.paths import default_runs_root
 from .collection import collect
 from .executors import failure_summary
 from .executors import sweep as run_sweep
 from .resultstore import KEY, SCALE_ORDER, committed_keys, committed_runs, committed_scales, load, store_dir
-from .sweepfile import Sweep, as_sweep, load_sweep, load_yaml, sweep_path
+from .sweepfile import Sweep, as_sweep, load_sweep, load_yaml, sweep_path, sweep_scales
 
 __all__ = ["RECOMPUTE_ENV", "RunsFailedError", "recompute_requested", "scale_choice", "resolve_scale",
            "coverage_facts", "results"]
@@ -157,6 +157,37 @@ def _sources_text(rows: list[Mapping]) -> tuple[str, list[dict]]:
     return ("; ".join(parts) or "none"), out
 
 
+def paper_grid_coverage(sw: Sweep, done: list[str]) -> dict[str, Any]:
+    """How many cells of the paper's grid the finished runs ``done`` of ``sw`` stand for: a cell is one
+    combination of the fields that vary over the sweep's ``paper`` scale (network, seed, noise, training-set
+    size, ...; what is measured is no cell), whatever the protocol it was run with (the page's "different
+    from the paper" table says how it differs). ``{"paper_cells": n here, "n_paper_cells": n in the paper's
+    grid, "cell_fields": [...]}``; empty when the sweep has no ``paper`` scale."""
+    try:
+        if "paper" not in sweep_scales(sw.path if sw.path is not None else sw.name):
+            return {}
+        paper = sw if sw.scale == "paper" else load_sweep(sw.path if sw.path is not None else sw.name, "paper")
+    except (OSError, ValueError):  # a sweep given as a mapping, or a file that moved: no paper grid to count
+        return {}
+    rows = [c.to_dict() for c in paper.configs]
+    fields = [f for f in rows[0] if f not in MEASUREMENT_FIELDS
+              and len({json.dumps(r.get(f), sort_keys=True) for r in rows}) > 1]
+
+    def cell(d: Mapping) -> tuple:
+        return tuple(json.dumps(d.get(f), sort_keys=True) for f in fields)
+
+    n = len({cell(r) for r in rows})
+    # a field the others decide (data_seed by seed, the optimizer by the network) names no cell of its own
+    for f in sorted(fields, key=lambda f: (f not in DERIVED_FIELDS, -fields.index(f))):
+        rest = [g for g in fields if g != f]
+        if len({tuple(json.dumps(r.get(g), sort_keys=True) for g in rest) for r in rows}) == n:
+            fields = rest
+    cells = {cell(r) for r in rows}
+    have = set(done)
+    here = {cell(c.to_dict()) for c in sw.configs if c.key in have} & cells
+    return {"paper_cells": len(here), "n_paper_cells": len(cells), "cell_fields": fields}
+
+
 def coverage_facts(sw: Sweep, done: list[str], source: str, rows: list[Mapping], notes: Mapping[str, str] | None = None,
                    outside: int = 0, borrowed: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
     """The coverage and provenance facts of a table of ``sw``: ``scale``, ``source`` (committed |
@@ -177,8 +208,12 @@ def coverage_facts(sw: Sweep, done: list[str], source: str, rows: list[Mapping],
     if borrowed:  # say where they come from: the page shows runs committed under another scale's name
         sentence += " (" + "; ".join(f"{len(ks)} of them committed at the {sc} scale, same configuration"
                                      for sc, ks in borrowed.items()) + ")"
+    paper = paper_grid_coverage(sw, done)
+    if paper and sw.scale != "paper":  # the paper's grid first: a reduced scale covers part of it
+        sentence = (f"{paper['paper_cells']} of the paper's {paper['n_paper_cells']} configurations "
+                    f"({', '.join(paper['cell_fields'])}), at this scale's protocol; " + sentence)
     text, groups = _sources_text(rows)
-    return {"scale": sw.scale, "source": source, "n_configs": n, "n_grid": total, "missing": missing,
+    return {"scale": sw.scale, "source": source, "n_configs": n, "n_grid": total, "missing": missing, **paper,
             "missing_keys": missing_keys, "coverage": sentence, "sources": text, "sources_list": groups,
             "outside_grid": outside, "complete": not missing_keys,
             "borrowed": {sc: list(ks) for sc, ks in (borrowed or {}).items()}}
