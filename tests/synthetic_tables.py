@@ -155,3 +155,36 @@ def legend_outside(fig) -> bool:
             if ax.get_visible() and ax.has_data() and box.overlaps(ax.get_window_extent(renderer)):
                 return False
     return True
+
+
+def shuffle_layers(second_half_gap: float | dict[str, float] = 1.0, first_half_gap: float = 0.0,
+                   nets=("VGG11bn", "ResNet18bn"), batchnorm: bool | dict[str, bool] = True,
+                   falls: float | dict[str, float] = 2.0, g_part: float = 1.0, shuffles=(0, 1), seeds=(0, 1),
+                   n_layers: int = 10, run_column: bool = True, recalibrated: bool = True) -> pd.DataFrame:
+    """Layer rows of nets measured with and without channel shuffling: trained R_k = 10**(-falls * rel_depth)
+    (init 1); shuffling raises R_k by ``first_half_gap`` decades up to mid-depth and ``second_half_gap``
+    (one for all nets or per net) after, a fraction ``g_part`` of it through a lower G_k, the rest through a
+    higher D_k. ``recalibrated``: the columns of the ``recalibrated`` table (``batchnorm``, per net or for
+    all, ``test_err``, ``images``); else a ``layers`` table."""
+    rows = []
+    for net in nets:
+        gap2 = second_half_gap[net] if isinstance(second_half_gap, dict) else second_half_gap
+        fall = falls[net] if isinstance(falls, dict) else falls
+        bn = batchnorm[net] if isinstance(batchnorm, dict) else batchnorm
+        for s in seeds:
+            for i in range(n_layers):
+                rd = i / (n_layers - 1)
+                gap = first_half_gap if rd <= 0.5 else gap2
+                r_tr = 10 ** (-fall * rd)
+                states = [("init", 0, 1.0, 1.0, 0.9)] + [
+                    ("trained", sh, r_tr * (10 ** gap if sh else 1.0), 10 ** (-g_part * gap) if sh else 1.0,
+                     0.5 if sh else 0.1) for sh in shuffles]
+                for state, sh, r, g, err in states:
+                    row = dict(net=net, seed=s, layer=f"l{i}", depth=i + 1, rel_depth=rd, features=64 * (i + 1),
+                               state=state, shuffle=sh, R_f=r, G_f=g, D_f=r * g, P=50)
+                    if run_column:
+                        row["run"] = f"{net}-{s}"
+                    if recalibrated:
+                        row.update(test_err=err, batchnorm=bn, images=10000 if bn else 0)
+                    rows.append(row)
+    return pd.DataFrame(rows)

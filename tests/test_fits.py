@@ -130,3 +130,21 @@ def test_layer_exponents_is_theory_fit():
     assert set(raw) == {"D", "G", "deno"}
     blocks = pd.DataFrame({"block": [1, 2, 3, 4], "D_f": 2.0 ** -np.arange(1, 5)})
     assert fits.layer_exponents(blocks, 2, layer="block", columns=("D_f",))["D_f"] == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("run_column", [False, True])
+def test_mid_depth_change_does_not_split_a_run_by_a_per_layer_column(run_column):
+    """The run tables carry ``features`` (values per probe, one per layer): without a ``run`` column it must
+    not be part of a run's key, or every layer counts as a run of its own (the mean over all layers up to
+    mid-depth instead of the deepest one)."""
+    lay = synthetic_layers(second_half_gap=1.0, first_half_gap=0.0)
+    lay["features"] = 64 * (lay["layer"].str[1:].astype(int) + 1)  # varies from layer to layer
+    if run_column:
+        lay["run"] = lay["net"] + "-" + lay["seed"].astype(str)
+    mid = fits.mid_depth_change(lay, shuffle=1)
+    # deepest layer with rel_depth <= 0.5: i = 4 (rel 4/9), R = 10**(-8/9) trained, 1 at init; 2 runs per net
+    np.testing.assert_allclose(mid["decades"], -8 / 9)
+    assert (mid["n"] == 2).all() and np.allclose(mid["rel_depth"], 4 / 9)
+    # the output (split 1: the deepest layer, rel_depth 1): R fell 2 decades, over 4 runs
+    out = fits.mid_depth_change(lay, split=1.0, by=())
+    assert out["decades"].iloc[0] == pytest.approx(-2.0) and out["n"].iloc[0] == 4

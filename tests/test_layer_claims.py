@@ -10,7 +10,7 @@ from stabkit.report.fits import shuffle_gap
 from stabkit.report.layer_claims import (claim_channel_pooling_second_half, claim_shuffle_no_effect,
                                          claim_spectra_concentrate)
 
-from synthetic_tables import invariance_table, synthetic_layers, synthetic_spectra
+from synthetic_tables import invariance_table, shuffle_layers, synthetic_layers, synthetic_spectra
 
 
 def test_channel_pooling_claim():
@@ -194,3 +194,153 @@ def test_rk_falls_with_depth_is_refuted_by_one_architecture_that_goes_the_other_
     conv["well_trained"] = ~conv["run"].str.startswith("AlexNet")
     lay["run"] = lay["net"] + "-" + lay["seed"].astype(str)
     assert layer_claims.claim_rk_falls_with_depth(selection.with_convergence(lay, conv)).verdict == verdicts.HOLDS
+
+
+# --- the batch-norm control of the shuffle: claims on the recalibrated table (issue 26, item 4) ---
+
+BN_AND_PLAIN = ("VGG11bn", "ResNet18bn", "VGG11")
+BN = {"VGG11bn": True, "ResNet18bn": True, "VGG11": False}
+RECALIBRATED_CLAIMS = (layer_claims.claim_shuffle_no_effect_recalibrated, layer_claims.claim_channel_pooling_recalibrated)
+
+
+def _recalibrated(gaps: dict[str, float], **kw) -> pd.DataFrame:
+    """A recalibrated table of two batch-norm nets and a plain VGG11 (``batchnorm`` False): second-half gaps
+    per net, all in G_k."""
+    return shuffle_layers(second_half_gap=gaps, nets=tuple(gaps), batchnorm={n: BN[n] for n in gaps}, **kw)
+
+
+def test_shuffle_no_effect_recalibrated_holds_when_recalibration_removes_the_gap():
+    # recalibrated: the batch-norm nets' late gap is 0.1 decades; the plain net's 1 decade is no control
+    rec = _recalibrated({"VGG11bn": 0.1, "ResNet18bn": 0.1, "VGG11": 1.0})
+    lay = shuffle_layers(0.6, nets=BN_AND_PLAIN, recalibrated=False)  # before: 0.6 decades, all in G_k
+    c = layer_claims.claim_shuffle_no_effect_recalibrated(rec, layers=lay)
+    assert c.verdict == verdicts.HOLDS and c.value == pytest.approx(0.1) and c.threshold == 0.3
+    assert c.name == "shuffle_no_effect_recalibrated" and "re-estimated" in c.statement
+    assert c.details["n"] == 4 and c.details["n_units"] == 2 and c.details["against"] == ""
+    assert {k for k in c.details if k.startswith("verdict:")} == {"verdict:VGG11bn", "verdict:ResNet18bn"}
+    assert c.details["verdict:VGG11bn"] == verdicts.HOLDS and c.details["decades:VGG11bn"] == pytest.approx(0.1)
+    # the late-layer gap before and after recalibration, and where it sits (G_k: gap_R = gap_D - gap_G)
+    d = c.details
+    assert d["late_before"] == pytest.approx(0.6) and d["late_after"] == pytest.approx(0.1)
+    assert d["late_removed"] == pytest.approx(1 - 0.1 / 0.6) and d["largest_before"] == pytest.approx(0.6)
+    assert d["late_G_before"] == pytest.approx(-0.6) and d["late_G_after"] == pytest.approx(-0.1)
+    assert d["late_D_before"] == pytest.approx(0.0, abs=1e-12) and d["late_D_after"] == pytest.approx(0.0, abs=1e-12)
+    assert d["VGG11bn:late_before"] == pytest.approx(0.6) and d["ResNet18bn:late_after"] == pytest.approx(0.1)
+    assert d["worst_G"] == pytest.approx(-0.1) and d["second_G"] == pytest.approx(-0.1)
+    assert "VGG11:late_before" not in d  # the plain net is not part of the control, before or after
+    assert d["VGG11bn:test_err_unshuffled"] == pytest.approx(0.1) and d["VGG11bn:test_err_shuffled"] == pytest.approx(0.5)
+    # without the layers table: the gap after recalibration only
+    c = layer_claims.claim_shuffle_no_effect_recalibrated(rec)
+    assert c.verdict == verdicts.HOLDS and np.isnan(c.details["late_before"]) and np.isnan(c.details["late_removed"])
+    assert c.details["late_after"] == pytest.approx(0.1)
+    # the plain net counted as a control, the claim would not hold: it is left out
+    assert claim_shuffle_no_effect(rec).verdict == verdicts.FAILS
+
+
+def test_shuffle_no_effect_recalibrated_does_not_hold_with_a_large_gap_and_has_per_net_verdicts():
+    c = layer_claims.claim_shuffle_no_effect_recalibrated(_recalibrated({"VGG11bn": 0.5, "ResNet18bn": 0.5}))
+    assert c.verdict == verdicts.FAILS and c.value == pytest.approx(0.5) and c.details["n_over"] == 10  # 5 late layers x 2 nets
+    c = layer_claims.claim_shuffle_no_effect_recalibrated(_recalibrated({"VGG11bn": 0.1, "ResNet18bn": 0.5}),
+                                                          tolerance=0.3)
+    assert c.verdict == verdicts.FAILS and c.details["worst_net"] == "ResNet18bn"
+    assert c.details["verdict:VGG11bn"] == verdicts.HOLDS and c.details["verdict:ResNet18bn"] == verdicts.FAILS
+    assert c.details["decades:ResNet18bn"] == pytest.approx(0.5) and c.details["against"] == "ResNet18bn"
+    assert verdicts.per_net_text(c) == "ResNet18bn +0.50 decades (does not hold); VGG11bn +0.10 decades (holds)"
+    # a looser tolerance: the same gaps hold
+    c = layer_claims.claim_shuffle_no_effect_recalibrated(_recalibrated({"VGG11bn": 0.1, "ResNet18bn": 0.5}),
+                                                          tolerance=0.6)
+    assert c.verdict == verdicts.HOLDS and c.details["verdict:ResNet18bn"] == verdicts.HOLDS
+    # a net whose own output did not pool gets no verdict of its own, the pooled one stands
+    rec = _recalibrated({"VGG11bn": 0.1, "ResNet18bn": 0.1}, falls={"VGG11bn": 2.0, "ResNet18bn": 0.2})
+    c = layer_claims.claim_shuffle_no_effect_recalibrated(rec)
+    assert c.verdict == verdicts.HOLDS and c.details["output_fall"] == pytest.approx(-1.1)
+    assert c.details["verdict:ResNet18bn"] == verdicts.UNTESTABLE and c.details["verdict:VGG11bn"] == verdicts.HOLDS
+
+
+def test_channel_pooling_recalibrated_survives_recalibration_or_not():
+    lay = shuffle_layers(1.5, nets=BN_AND_PLAIN, recalibrated=False)
+    # the channel-pooling gap survives (1 decade of 1.5); the plain net (no gap) is left out
+    rec = _recalibrated({"VGG11bn": 1.0, "ResNet18bn": 1.0, "VGG11": 0.0})
+    c = layer_claims.claim_channel_pooling_recalibrated(rec, layers=lay)
+    assert c.verdict == verdicts.HOLDS and c.value == pytest.approx(1.0) and c.threshold == 0.3
+    assert c.name == "channel_pooling_second_half_recalibrated" and c.name != "channel_pooling_second_half"
+    assert verdicts.unit_of(c.name) == "decades"
+    assert c.details["verdict:VGG11bn"] == verdicts.HOLDS and "verdict:VGG11" not in c.details
+    assert c.details["late_before"] == pytest.approx(1.5) and c.details["late_removed"] == pytest.approx(1 / 3)
+    assert c.details["second_G"] == pytest.approx(-1.0) and c.details["n_units"] == 2
+    assert layer_claims.claim_channel_pooling_second_half(rec).details["verdict:VGG11"] == verdicts.FAILS
+    # recalibration removes the gap: no channel pooling left
+    c = layer_claims.claim_channel_pooling_recalibrated(_recalibrated({"VGG11bn": 0.1, "ResNet18bn": 0.1}), layers=lay)
+    assert c.verdict == verdicts.FAILS and c.value == pytest.approx(0.1)
+    assert c.details["late_removed"] == pytest.approx(1 - 0.1 / 1.5)
+    # one net keeps its gap, the other loses it: holds pooled, not for that net
+    c = layer_claims.claim_channel_pooling_recalibrated(_recalibrated({"VGG11bn": 1.0, "ResNet18bn": 0.1}))
+    assert c.value == pytest.approx(0.55) and c.verdict == verdicts.FAILS
+    assert c.details["verdict:ResNet18bn"] == verdicts.FAILS and c.details["verdict:VGG11bn"] == verdicts.HOLDS
+    assert c.details["against"] == "ResNet18bn" and "holds pooled, not for ResNet18bn" in c.details["reason"]
+    # a first-half gap as large: shuffling hurts everywhere, not channel pooling of the second half
+    rec = shuffle_layers(1.0, first_half_gap=1.0)
+    assert layer_claims.claim_channel_pooling_recalibrated(rec).verdict == verdicts.FAILS
+    # shuffled layers measured in the second half only: no first-half gap, nothing to compare
+    rec = _recalibrated({"VGG11bn": 1.0, "ResNet18bn": 1.0})
+    rec = rec[~((rec["shuffle"] == 1) & (rec["rel_depth"] <= 0.5))]
+    c = layer_claims.claim_channel_pooling_recalibrated(rec)
+    assert c.verdict == verdicts.UNTESTABLE and "in each half" in c.details["reason"] and c.details["n"] == 4
+
+
+@pytest.mark.parametrize("claim", RECALIBRATED_CLAIMS)
+def test_recalibrated_claims_state_their_rule(claim):
+    c = claim(_recalibrated({"VGG11bn": 1.0, "ResNet18bn": 1.0}))
+    assert c.rule.startswith("batch-norm nets of the recalibrated table")
+    assert "at least one batch-norm net measured trained with shuffle 0 and 1" in c.rule
+    assert "output R_f fell >= 0.5 decades with training" in c.rule
+    base = (claim_shuffle_no_effect if claim is RECALIBRATED_CLAIMS[0] else claim_channel_pooling_second_half)(
+        _recalibrated({"VGG11bn": 1.0, "ResNet18bn": 1.0}))
+    assert c.rule.endswith(base.rule.split("; then ", 1)[1]) and c.name != base.name and c.statement != base.statement
+    assert claim.__name__ in layer_claims.__all__
+
+
+# (table, words of the reason); each table would pass the claim but for the precondition
+_UNTESTABLE = {
+    "no batch-norm net": (lambda g: _recalibrated({"VGG11": g}), "no batch-norm network measured with recalibrated"),
+    "empty table": (lambda g: pd.DataFrame(), "no batch-norm network measured with recalibrated statistics"),
+    "only shuffle 0": (lambda g: _recalibrated({"VGG11bn": g, "ResNet18bn": g}, shuffles=(0,)),
+                       "both with and without channel shuffling"),
+    "output did not fall": (lambda g: _recalibrated({"VGG11bn": g, "ResNet18bn": g}, falls=0.2), "fell 0.20 decades"),
+    "none well trained": (lambda g: _recalibrated({"VGG11bn": g, "ResNet18bn": g}).assign(well_trained=False),
+                          "not well trained are left out"),
+    "no run column, only shuffle 1": (
+        lambda g: _recalibrated({"VGG11bn": g}, run_column=False).query("state == 'init' or shuffle == 1"),
+        "both with and without channel shuffling"),
+}
+
+
+@pytest.mark.parametrize("case", list(_UNTESTABLE))
+@pytest.mark.parametrize("claim, gap", [(RECALIBRATED_CLAIMS[0], 0.1), (RECALIBRATED_CLAIMS[1], 1.0)])
+def test_recalibrated_claims_cannot_be_tested_without_their_precondition(claim, gap, case):
+    make, words = _UNTESTABLE[case]
+    assert claim(_recalibrated({"VGG11bn": gap, "ResNet18bn": gap})).verdict == verdicts.HOLDS  # the gap passes
+    c = claim(make(gap))
+    assert c.verdict == verdicts.UNTESTABLE and not c.holds and words in c.details["reason"]
+    assert verdicts.unit_of(c.name)  # the dashboard finds the claim's unit
+
+
+def test_recalibrated_claims_need_the_batchnorm_column():
+    rec = _recalibrated({"VGG11bn": 0.1}).drop(columns="batchnorm")
+    with pytest.raises(ValueError, match="batchnorm"):
+        layer_claims.claim_shuffle_no_effect_recalibrated(rec)
+
+
+@pytest.mark.parametrize("run_column", [True, False])
+def test_recalibrated_gap_before_is_that_of_the_same_runs(run_column):
+    """The gap before recalibration comes from the layers rows of the runs in the recalibrated table: not
+    from a seed measured only in ``layers``, nor from a net without batch norm."""
+    rec = _recalibrated({"VGG11bn": 0.1, "ResNet18bn": 0.1, "VGG11": 0.1}, run_column=run_column)
+    lay = pd.concat([shuffle_layers(0.6, run_column=run_column, recalibrated=False),
+                     shuffle_layers(3.0, nets=("VGG11bn",), seeds=(2,), run_column=run_column, recalibrated=False),
+                     shuffle_layers(2.0, nets=("VGG11",), run_column=run_column, recalibrated=False)],
+                    ignore_index=True)
+    for claim in RECALIBRATED_CLAIMS:
+        d = claim(rec, layers=lay).details
+        assert d["late_before"] == pytest.approx(0.6) and d["VGG11bn:late_before"] == pytest.approx(0.6)
+        assert "VGG11:late_before" not in d and d["late_after"] == pytest.approx(0.1)

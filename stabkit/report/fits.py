@@ -24,8 +24,20 @@ from .tables import geomean, require_columns, run_columns, select
 __all__ = [
     "LogLogFit", "loglog_fit", "sqrt_law_prefactor", "error_fit", "trained_over_init", "ratio_stats",
     "depth_exponents", "shuffle_gap", "zero_mode_fraction", "mid_depth_change", "layer_exponents",
-    "trained_init_factors", "gf_by_noise", "layer_shuffle_gaps",
+    "trained_init_factors", "gf_by_noise", "layer_shuffle_gaps", "PER_LAYER_COLUMNS",
 ]
+
+
+#: Columns of a ``layers`` table that vary from layer to layer but are not in
+#: :data:`~stabkit.report.tables.MEASUREMENT_COLUMNS` (``features``: values per probe at a node). They are
+#: never part of a run's key: without a run identifier column, a run is matched on its configuration.
+PER_LAYER_COLUMNS = ("features",)
+
+
+def _layer_run_keys(rows: pd.DataFrame) -> list[str]:
+    """The columns that identify a run in a table with one row per layer: the run identifier when the
+    table has one, else its configuration columns, never a per-layer column (:data:`PER_LAYER_COLUMNS`)."""
+    return run_columns(rows, exclude=PER_LAYER_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -238,7 +250,7 @@ def mid_depth_change(layers: pd.DataFrame, quantity: str = "R_f", split: float =
     rows = select(rows, **where)
     rows = rows[rows["rel_depth"] <= split]
     keys = _group_keys(rows, by)
-    run_keys = run_columns(rows)
+    run_keys = _layer_run_keys(rows)
     idx = list(dict.fromkeys(keys + run_keys + ["layer", "rel_depth"]))
     init = rows[(rows["state"] == "init") & (rows["shuffle"] == 0)].groupby(idx, dropna=False)[quantity].mean()
     tr = rows[(rows["state"] == "trained") & (rows["shuffle"] == shuffle)].groupby(idx, dropna=False)[

@@ -3,15 +3,33 @@ the probe page that sets rotation invariance against R_k): R_k falls with depth,
 first half, channel pooling in the second half, shuffling changes nothing on scale detection, trained
 early filters concentrate on the constant filter, and the layer NV tracks R_k.
 
+The batch-norm control of the shuffle (``book/methods.md``, "Channel shuffling"): in batch-norm nets a
+shuffled network keeps the running statistics of the unshuffled one, so part of a shuffle gap can be stale
+statistics rather than lost channel pooling. :func:`claim_shuffle_no_effect_recalibrated` (Fig. 6) and
+:func:`claim_channel_pooling_recalibrated` (Fig. 3) apply the rules of :func:`claim_shuffle_no_effect` and
+:func:`claim_channel_pooling_second_half` to the batch-norm nets of the ``recalibrated`` table (every
+network measured with its batch-norm running statistics re-estimated after shuffling); given the
+``layers`` table too, they report the late-layer (second-half) gap of the same runs before and after
+recalibration.
+
 Same conventions as :mod:`stabkit.report.stability_claims`: tidy tables in, a
 :class:`~stabkit.report.verdicts.Claim` out.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
-from .fits import depth_exponents, layer_shuffle_gaps, mid_depth_change, shuffle_gap, zero_mode_fraction
+from .fits import (
+    PER_LAYER_COLUMNS,
+    depth_exponents,
+    layer_shuffle_gaps,
+    mid_depth_change,
+    shuffle_gap,
+    zero_mode_fraction,
+)
 from .selection import (
     CONVERGENCE_RULE,
     paper_rows,
@@ -23,13 +41,14 @@ from .stats import (
     rank_correlation,
     t_interval,
 )
-from .tables import layer_nv_vs_rk, require_columns, run_columns
+from .tables import layer_nv_vs_rk, require_columns, run_columns, select
 from .verdicts import FAILS, Claim, verdict
 
 __all__ = [
     "MIN_OUTPUT_FALL", "output_fall", "depth_slopes", "claim_rk_falls_with_depth",
     "claim_channel_pooling_second_half", "claim_spatial_pooling_first_half", "claim_shuffle_no_effect",
     "claim_spectra_concentrate", "nv_rk_correlations", "claim_nv_tracks_rk",
+    "claim_shuffle_no_effect_recalibrated", "claim_channel_pooling_recalibrated",
 ]
 
 
@@ -78,11 +97,6 @@ def _pooling_precondition(layers: pd.DataFrame, quantity: str, min_fall: float, 
 _CONVERGENCE_COLUMNS = ("best_test_err", "last_test_err", "well_trained", "collapsed", "converged", "train_fell")
 
 
-#: Columns of a layers table that vary from layer to layer but are not in
-#: :data:`~stabkit.report.tables.MEASUREMENT_COLUMNS` (they must not split a run into groups).
-_PER_LAYER_COLUMNS = ("features",)
-
-
 def depth_slopes(layers: pd.DataFrame, quantity: str = "R_f", state: str = "trained", shuffle: int = 0,
                  **where) -> pd.DataFrame:
     """Per run: the least-squares slope of ``log10 quantity`` against the relative depth of its nodes
@@ -90,7 +104,7 @@ def depth_slopes(layers: pd.DataFrame, quantity: str = "R_f", state: str = "trai
     depth). Returns one row per run: ``net`` (when present), the run's key columns, ``slope``, ``r``,
     ``n`` (nodes)."""
     require_columns(layers, [quantity, "rel_depth", "state"], "layers")
-    keys = run_columns(layers, exclude=(*_CONVERGENCE_COLUMNS, *_PER_LAYER_COLUMNS))
+    keys = run_columns(layers, exclude=(*_CONVERGENCE_COLUMNS, *PER_LAYER_COLUMNS))
     keys = list(dict.fromkeys((["net"] if "net" in layers.columns else []) + keys))
     out = depth_exponents(layers, quantity, x="rel_depth", law="exp", by=keys, state=state, shuffle=shuffle,
                           **where)
@@ -212,11 +226,14 @@ def claim_channel_pooling_second_half(layers: pd.DataFrame, quantity: str = "R_f
         holds, reason = False, f"holds pooled, not for {', '.join(against)}"
     details["reason"] = reason
     return Claim("channel_pooling_second_half", holds and ok, diff, margin, details,
-                 testable=bool(np.isfinite(diff)) and ok,
-                 rule=f"precondition: output {quantity} fell >= {min_fall:g} decades with training; then shuffling "
-                      f"gap of {quantity}: second half - first half >= {margin:g} decades, |first half| < {margin:g}, "
-                      f"pooled and for every net",
+                 testable=bool(np.isfinite(diff)) and ok, rule=_channel_pooling_rule(quantity, margin, min_fall),
                  statement="Channel pooling happens in the second half of the network")
+
+
+def _channel_pooling_rule(quantity: str, margin: float, min_fall: float) -> str:
+    return (f"precondition: output {quantity} fell >= {min_fall:g} decades with training; then shuffling gap of "
+            f"{quantity}: second half - first half >= {margin:g} decades, |first half| < {margin:g}, pooled and for "
+            f"every net")
 
 
 def claim_spatial_pooling_first_half(layers: pd.DataFrame, quantity: str = "R_f", margin: float = 0.3,
@@ -296,10 +313,202 @@ def claim_shuffle_no_effect(layers: pd.DataFrame, quantity: str = "R_f", toleran
     ok, reason, fall = _pooling_precondition(layers, quantity, min_fall, **where)
     details.update(output_fall=fall, reason=reason, **_halves_parts(layers, split, **where))
     return Claim("shuffle_no_effect", bool(value < tolerance) and ok, value, tolerance, details, testable=ok,
-                 rule=f"precondition: output {quantity} fell >= {min_fall:g} decades with training; then |shuffling "
-                      f"gap of {quantity}| < {tolerance:g} decades at every layer of every net (D_k and G_k parts "
-                      f"reported)",
+                 rule=_shuffle_no_effect_rule(quantity, tolerance, min_fall),
                  statement="Shuffling channels changes nothing on scale detection")
+
+
+def _shuffle_no_effect_rule(quantity: str, tolerance: float, min_fall: float) -> str:
+    return (f"precondition: output {quantity} fell >= {min_fall:g} decades with training; then |shuffling gap of "
+            f"{quantity}| < {tolerance:g} decades at every layer of every net (D_k and G_k parts reported)")
+
+
+#: Recalibrated claims: the rows kept and the precondition's words (``book/methods.md``, "Channel shuffling").
+_RECALIBRATED_SCOPE = ("batch-norm nets of the recalibrated table (batch-norm running statistics re-estimated after "
+                       "shuffling)")
+_NO_BATCHNORM = "no batch-norm network measured with recalibrated statistics"
+
+
+def _batchnorm_rows(recalibrated: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the batch-norm nets of a ``recalibrated`` table (a net without batch norm repeats its
+    ``layers`` rows there: no control). An empty table (no run measured it) gives no rows."""
+    if isinstance(recalibrated, pd.DataFrame) and recalibrated.empty:
+        cols = list(dict.fromkeys([*recalibrated.columns, "batchnorm", "layer", "rel_depth", "state", "shuffle",
+                                   "R_f", "D_f", "G_f"]))
+        return pd.DataFrame(columns=cols)
+    require_columns(recalibrated, ["batchnorm", "state", "shuffle"], "recalibrated")
+    return recalibrated[recalibrated["batchnorm"].astype("boolean").fillna(False).to_numpy(dtype=bool)]
+
+
+def _recalibrated_precondition(rows: pd.DataFrame, **where) -> tuple[bool, str, int, int]:
+    """``(ok, reason, runs, nets)``: at least one batch-norm run (of ``rows``: batch-norm rows as the claims
+    see them) measured trained with shuffle 0 and with shuffle 1; ``runs`` and ``nets`` count those."""
+    tr = select(rows, state="trained", **where)
+    if tr.empty:
+        return False, _NO_BATCHNORM + " after training (runs that are not well trained are left out)", 0, 0
+    keys = run_columns(tr, exclude=(*_CONVERGENCE_COLUMNS, *PER_LAYER_COLUMNS))
+    keys = list(dict.fromkeys((["net"] if "net" in tr.columns else []) + keys))
+    both = (tr.groupby(keys, dropna=False)["shuffle"].agg(lambda s: {0, 1} <= set(s)) if keys
+            else pd.Series([{0, 1} <= set(tr["shuffle"])]))
+    runs = both[both.to_numpy(dtype=bool)]
+    if runs.empty:
+        return False, _NO_BATCHNORM + " both with and without channel shuffling (shuffle 0 and 1, trained)", 0, 0
+    nets = len(set(runs.index.get_level_values("net"))) if "net" in keys else 1
+    return True, "", int(len(runs)), int(nets)
+
+
+def _same_runs(layers: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``layers`` of the runs in ``rows`` (matched on the run identifier, else on the
+    configuration columns both tables have; on ``net`` when they share none)."""
+    exclude = (*_CONVERGENCE_COLUMNS, *PER_LAYER_COLUMNS, "probes", "relu_convention", "batchnorm", "images")
+    keys = [c for c in run_columns(layers, exclude=exclude) if c in rows.columns]
+    keys = keys or [c for c in ("net",) if c in layers.columns and c in rows.columns]
+    if not keys or rows.empty:
+        return layers.iloc[0:0]
+    have = pd.MultiIndex.from_frame(rows[keys].drop_duplicates())
+    return layers[pd.MultiIndex.from_frame(layers[keys]).isin(have)]
+
+
+def _late_gap_details(after: pd.DataFrame, before: pd.DataFrame | None, quantity: str, split: float,
+                      **where) -> dict[str, float]:
+    """The late-layer (second-half: ``rel_depth > split``) shuffling gaps, pooled and per net, of the
+    recalibrated rows (``after``) and of the same runs' ``layers`` rows (``before``; nan without them):
+    ``late_before``, ``late_after`` (mean signed gap of ``quantity``, decades), ``late_removed`` (the
+    fraction of the gap that recalibration removes, ``1 - after / before``), the D_k and G_k parts
+    ``late_D_before``, ``late_D_after``, ``late_G_before``, ``late_G_after``; per net the same keys as
+    ``<net>:late_before``..."""
+    nan = float("nan")
+    out: dict[str, float] = {}
+    nets: list[str] = []
+    for tag, tab in (("after", after), ("before", before)):
+        for q, part in ((quantity, ""), ("D_f", "D_"), ("G_f", "G_")):
+            if tab is None or q not in tab.columns:
+                out[f"late_{part}{tag}"] = nan
+                continue
+            out[f"late_{part}{tag}"] = _half(shuffle_gap(tab, q, split=split, by=(), **where), "second")
+            if "net" in tab.columns:
+                for net, g in shuffle_gap(tab, q, split=split, by=("net",), **where).groupby("net"):
+                    out[f"{net}:late_{part}{tag}"] = _half(g, "second")
+                    nets.append(str(net))
+    for prefix in ("", *(f"{n}:" for n in dict.fromkeys(nets))):
+        for tag in ("before", "after"):
+            for part in ("", "D_", "G_"):
+                out.setdefault(f"{prefix}late_{part}{tag}", nan)
+        b, a = out[f"{prefix}late_before"], out[f"{prefix}late_after"]
+        out[f"{prefix}late_removed"] = float(1 - a / b) if np.isfinite(a) and np.isfinite(b) and b != 0 else nan
+    return out
+
+
+def _test_errors(rows: pd.DataFrame, **where) -> dict[str, float]:
+    """Per net, the mean test error of the recalibrated trained networks, unshuffled and shuffled
+    (``<net>:test_err_unshuffled``, ``<net>:test_err_shuffled``)."""
+    out: dict[str, float] = {}
+    if "test_err" not in rows.columns or "net" not in rows.columns:
+        return out
+    tr = select(rows, state="trained", **where)
+    for (net, sh), g in tr.groupby(["net", "shuffle"]):
+        if sh in (0, 1):
+            out[f"{net}:test_err_{'shuffled' if sh else 'unshuffled'}"] = float(g["test_err"].mean())
+    return out
+
+
+def _recalibrated(base: Claim, name: str, statement: str, rule: str, pre: tuple[bool, str, int, int],
+                  details: dict) -> Claim:
+    """``base`` (a claim computed on the batch-norm rows of the recalibrated table) under its own name,
+    statement and rule, with the recalibration precondition ``pre``, the further ``details`` and
+    ``against`` (the nets whose own verdict is "does not hold": the pooled rule of both claims already
+    covers every net, so none of them can turn a pooled "holds")."""
+    pre_ok, pre_reason, n, n_units = pre
+    out = {**base.details, **details, "n": n, "n_units": n_units}
+    holds, testable, reason = base.holds, base.testable, base.details.get("reason", "")
+    against = [k.split(":", 1)[1] for k, v in out.items() if k.startswith("verdict:") and v == FAILS]
+    if not pre_ok:
+        holds, testable, reason = False, False, pre_reason
+    elif not testable and not reason:
+        reason = "no layer measured with and without channel shuffling in each half of the network"
+    out.update(reason=reason, against=", ".join(against))
+    return replace(base, name=name, holds=bool(holds and testable), testable=bool(testable), details=out,
+                   rule=f"{_RECALIBRATED_SCOPE}; precondition: at least one batch-norm net measured trained with "
+                        f"shuffle 0 and 1, {rule.removeprefix('precondition: ')}",
+                   statement=statement)
+
+
+def claim_shuffle_no_effect_recalibrated(recalibrated: pd.DataFrame, tolerance: float = 0.3, *,
+                                         layers: pd.DataFrame | None = None, quantity: str = "R_f",
+                                         split: float = 0.5, probes: str = "paper", relu_convention: str = "true",
+                                         min_fall: float = MIN_OUTPUT_FALL, **where) -> Claim:
+    """Fig. 6, batch-norm control: "shuffling channels changes nothing on scale detection, once batch-norm
+    statistics are re-estimated". The rule of :func:`claim_shuffle_no_effect` (every layer's shuffling gap
+    below ``tolerance`` in absolute value, in every net) on the batch-norm nets' rows of ``recalibrated``
+    (rows with ``batchnorm`` False are no control and are left out).
+
+    Precondition (else "cannot be tested at this scale", with the reason): at least one batch-norm run
+    measured trained with shuffle 0 and 1 in ``recalibrated``, and its output R_f fell at least ``min_fall``
+    decades with training (:data:`MIN_OUTPUT_FALL`, both states of the recalibrated table).
+
+    ``value`` = the largest ``|gap|``. Details: those of :func:`claim_shuffle_no_effect` (``worst_*``,
+    ``worst_D``, ``worst_G``, ``n_over``, ``n_layers``, ``first``, ``second``, ``first_D``... ``second_G``,
+    ``output_fall``); per net its largest ``|gap|`` (``decades:<net>``) and own verdict (``verdict:<net>``,
+    its own output-fall precondition); ``against`` (nets that testably do not hold), ``n`` (batch-norm runs
+    measured with and without shuffling), ``n_units`` (their nets), ``reason``; the late-layer gap before
+    (``layers``, the same runs, if given) and after recalibration with its D_k and G_k parts
+    (``late_before``, ``late_after``, ``late_removed``, ``late_D_before``, ``late_D_after``,
+    ``late_G_before``, ``late_G_after``, and per net ``<net>:late_before``...), ``largest_before`` (the
+    largest ``|gap|`` before recalibration) and the recalibrated test errors (``<net>:test_err_unshuffled``,
+    ``<net>:test_err_shuffled``)."""
+    bn = _batchnorm_rows(recalibrated)
+    rows = _well_trained_rows(paper_rows(bn, probes, relu_convention))
+    pre = (False, _NO_BATCHNORM, 0, 0) if bn.empty else _recalibrated_precondition(rows, **where)
+    base = claim_shuffle_no_effect(bn, quantity, tolerance, split, probes, relu_convention, min_fall, **where)
+    details: dict = {}
+    parts = [q for q in (quantity, "D_f", "G_f") if q in rows.columns]
+    gaps = layer_shuffle_gaps(rows, list(dict.fromkeys(parts)), **where).dropna(subset=[f"gap_{quantity}"])
+    if "net" in gaps.columns:
+        for net, g in gaps.groupby("net"):
+            worst = float(g[f"gap_{quantity}"].abs().max())
+            net_ok = _pooling_precondition(rows, quantity, min_fall, **{**where, "net": net})[0]
+            details[f"decades:{net}"] = worst
+            details[f"verdict:{net}"] = verdict(worst < tolerance, net_ok)
+    before = None
+    if layers is not None:
+        before = _same_runs(_well_trained_rows(paper_rows(layers, probes, relu_convention)), rows)
+    details["largest_before"] = float("nan")
+    if before is not None and quantity in before.columns:
+        b = layer_shuffle_gaps(before, [quantity], **where)[f"gap_{quantity}"].abs()
+        details["largest_before"] = float(b.max()) if b.notna().any() else float("nan")
+    details.update(_late_gap_details(rows, before, quantity, split, **where), **_test_errors(rows, **where))
+    return _recalibrated(base, "shuffle_no_effect_recalibrated",
+                         "Shuffling channels changes nothing on scale detection, once batch-norm statistics are "
+                         "re-estimated", _shuffle_no_effect_rule(quantity, tolerance, min_fall), pre, details)
+
+
+def claim_channel_pooling_recalibrated(recalibrated: pd.DataFrame, margin: float = 0.3, *,
+                                       layers: pd.DataFrame | None = None, quantity: str = "R_f",
+                                       split: float = 0.5, probes: str = "paper", relu_convention: str = "true",
+                                       min_fall: float = MIN_OUTPUT_FALL, **where) -> Claim:
+    """Fig. 3, batch-norm control: "the channel-pooling gap survives recalibration". The rule of
+    :func:`claim_channel_pooling_second_half` (shuffling raises R_k at least ``margin`` decades more in the
+    second half than in the first, the first-half gap below ``margin``, pooled and for every net) on the
+    batch-norm nets' rows of ``recalibrated`` (rows with ``batchnorm`` False are left out).
+
+    Precondition (else "cannot be tested at this scale", with the reason): as
+    :func:`claim_shuffle_no_effect_recalibrated`. ``value`` = second-half gap minus first-half gap
+    (decades). Details: those of :func:`claim_channel_pooling_second_half` (``first``, ``second``,
+    ``first_D``... ``second_G``, ``<net>:first``, ``<net>:second``, ``verdict:<net>``, ``output_fall``),
+    ``against``, ``n``, ``n_units``, ``reason``, the late-layer gaps before (``layers``, if given) and after
+    recalibration (``late_before``, ``late_after``, ``late_removed``, their D_k and G_k parts, per net
+    ``<net>:late_before``...) and the recalibrated test errors, as
+    :func:`claim_shuffle_no_effect_recalibrated`."""
+    bn = _batchnorm_rows(recalibrated)
+    rows = _well_trained_rows(paper_rows(bn, probes, relu_convention))
+    pre = (False, _NO_BATCHNORM, 0, 0) if bn.empty else _recalibrated_precondition(rows, **where)
+    base = claim_channel_pooling_second_half(bn, quantity, margin, split, probes, relu_convention, min_fall, **where)
+    before = None
+    if layers is not None:
+        before = _same_runs(_well_trained_rows(paper_rows(layers, probes, relu_convention)), rows)
+    details = {**_late_gap_details(rows, before, quantity, split, **where), **_test_errors(rows, **where)}
+    return _recalibrated(base, "channel_pooling_second_half_recalibrated",
+                         "Channel pooling happens in the second half of the network, once batch-norm statistics "
+                         "are re-estimated", _channel_pooling_rule(quantity, margin, min_fall), pre, details)
 
 
 def claim_spectra_concentrate(spectra: pd.DataFrame, early: float = 0.5, factor: float = 1.5,
