@@ -45,7 +45,7 @@ def _step_fn(net: str, width: float, precision: str, channels_last: bool, batch:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return step, losses
 
 

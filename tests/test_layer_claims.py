@@ -331,6 +331,20 @@ def test_recalibrated_claims_need_the_batchnorm_column():
         layer_claims.claim_shuffle_no_effect_recalibrated(rec)
 
 
+def test_recalibrated_gap_before_matches_the_network_not_the_run_key():
+    """The control is a run of its own (sweep files derive it with ``set: {measure: [recalibrated]}``): its
+    run key and ``measure`` differ from the run whose network it measures again; the "before" gap is that
+    network's, matched on the training configuration."""
+    rec = _recalibrated({"VGG11bn": 0.1, "ResNet18bn": 0.1}).assign(measure="['recalibrated']")
+    rec["run"] = "control-" + rec["run"]
+    lay = pd.concat([shuffle_layers(0.6, recalibrated=False),
+                     shuffle_layers(3.0, nets=("VGG11bn",), seeds=(2,), recalibrated=False)], ignore_index=True)
+    lay = lay.assign(measure="['output', 'layers', 'spectra']")
+    for claim in RECALIBRATED_CLAIMS:
+        d = claim(rec, layers=lay).details
+        assert d["late_before"] == pytest.approx(0.6) and d["late_removed"] == pytest.approx(1 - 0.1 / 0.6)
+
+
 @pytest.mark.parametrize("run_column", [True, False])
 def test_recalibrated_gap_before_is_that_of_the_same_runs(run_column):
     """The gap before recalibration comes from the layers rows of the runs in the recalibrated table: not

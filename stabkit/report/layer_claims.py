@@ -22,6 +22,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from ..runs.config import MEASUREMENT_FIELDS
 from .fits import (
     PER_LAYER_COLUMNS,
     depth_exponents,
@@ -41,7 +42,7 @@ from .stats import (
     rank_correlation,
     t_interval,
 )
-from .tables import layer_nv_vs_rk, require_columns, run_columns, select
+from .tables import RUN_ID_COLUMNS, layer_nv_vs_rk, require_columns, run_columns, select
 from .verdicts import FAILS, Claim, verdict
 
 __all__ = [
@@ -357,10 +358,14 @@ def _recalibrated_precondition(rows: pd.DataFrame, **where) -> tuple[bool, str, 
 
 
 def _same_runs(layers: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``layers`` of the runs in ``rows`` (matched on the run identifier, else on the
-    configuration columns both tables have; on ``net`` when they share none)."""
-    exclude = (*_CONVERGENCE_COLUMNS, *PER_LAYER_COLUMNS, "probes", "relu_convention", "batchnorm", "images")
-    keys = [c for c in run_columns(layers, exclude=exclude) if c in rows.columns]
+    """The rows of ``layers`` of the networks in ``rows``: matched on the configuration columns both tables
+    have, less what is measured (the control is a run of its own, with its own run key, that measures the
+    included run's network again: ``stabkit.runs.MEASUREMENT_FIELDS`` and the run identifier differ); on
+    ``net`` when they share none."""
+    exclude = (*_CONVERGENCE_COLUMNS, *PER_LAYER_COLUMNS, "probes", "relu_convention", "batchnorm", "images",
+               *MEASUREMENT_FIELDS, *RUN_ID_COLUMNS)
+    keys = [c for c in run_columns(layers.drop(columns=[c for c in RUN_ID_COLUMNS if c in layers.columns]),
+                                   exclude=exclude) if c in rows.columns]
     keys = keys or [c for c in ("net",) if c in layers.columns and c in rows.columns]
     if not keys or rows.empty:
         return layers.iloc[0:0]
