@@ -127,7 +127,7 @@ def write_results(path: Path, results: list[Result], info: dict, vers: dict, arg
         lines += ["", "## Errors", ""] + [f"- {e}" for e in errors]
     lines += ["", "## Notes", "",
               "- measure: VGG11 (CIFAR size, 32x32, at initialisation), P probes drawn once with "
-              "`stabkit.stability.draw_probes(x, seed=0)` (delta 1 pixel, cut 3, bilinear, matched noise); "
+              "`stabkit.probes.draw_probes(x, seed=0)` (delta 1 pixel, cut 3, bilinear, matched noise); "
               "every tensor-valued node of the FX graph, output included. The naive pipeline also returns "
               "the input placeholder, which `measure` excludes; it is left out of the comparison.",
               "- diffeo: the naive loop draws the coefficients with the layout documented in "

@@ -21,7 +21,7 @@ TOL = 1e-6
 def prepare(P: int, seed: int = 0):
     """VGG11 at initialisation (seeded) and the probe set ``(x, x_tau, x_eta)`` of ``P`` CIFAR images."""
     from stabkit.nets import build
-    from stabkit.stability import draw_probes
+    from stabkit.probes import draw_probes
 
     imgs, _, source = cifar_sample(P, seed=seed)
     mean = torch.tensor(naive.CIFAR_MEAN).view(1, 3, 1, 1)

@@ -19,18 +19,18 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 #: Public names of the package root -> the submodule that defines them.
-_FUNCTIONS = {"measure": "stability", "draw_probes": "stability", "Probes": "stability",
-              "shuffle_channels": "stability"}
+_FUNCTIONS = {"measure": "stability", "draw_probes": "probes", "Probes": "probes", "shuffle_channels": "stability"}
 
 #: Submodules reachable as attributes (``stabkit.nets``), imported on first access.
-SUBMODULES = ("checks", "atomic", "checkpoints", "protocol", "transforms", "graph", "laplacian", "theory",
-              "nets", "data", "stability", "invariance", "batchnorm", "precision", "train", "robustness", "runs", "sweeps",
-              "campaign", "report")
+SUBMODULES = ("checks", "atomic", "checkpoints", "protocol", "locks", "transforms", "graph", "laplacian", "theory",
+              "nets", "data", "probes", "stability", "invariance", "batchnorm", "precision", "train", "robustness",
+              "runs", "sweeps", "campaign", "report")
 
 __all__ = ["Probes", "draw_probes", "measure", "shuffle_channels"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs only; at run time the names load lazily
-    from .stability import Probes, draw_probes, measure, shuffle_channels
+    from .probes import Probes, draw_probes
+    from .stability import measure, shuffle_channels
 
 
 def __getattr__(name: str) -> Any:

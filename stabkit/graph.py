@@ -9,7 +9,7 @@ share:
   (:func:`layer_name`), and :func:`layer_nodes`, :func:`node_kind`, :func:`is_reshape` to describe them;
 * :class:`LayerInterpreter`, a :class:`torch.fx.Interpreter` (values freed after their last use) that hands
   every layer node's value to a hook as soon as it is computed, i.e. before any later in-place operation
-  can change it;
+  can change it, and :func:`activation_nodes`, the nodes whose values are activations of the batch;
 * :func:`eval_mode` (eval mode, or batch-norm batch statistics, restoring every module's own flag),
   :func:`model_device` and :func:`strict_float32` (no TF32 on CUDA).
 """
@@ -31,7 +31,9 @@ __all__ = [
     "CONV_CHUNK",
     "LAYER_OPS",
     "LayerInterpreter",
+    "activation_nodes",
     "eval_mode",
+    "is_activation",
     "measurement_device",
     "is_inplace_relu",
     "is_reshape",
@@ -268,6 +270,30 @@ class LayerInterpreter(fx.Interpreter):
         return value
 
     _promote = False
+
+
+def is_activation(value: Any, batch: int) -> bool:
+    """Whether a node's value is an activation of ``batch`` inputs: a floating tensor with the batch axis first
+    (a layer of the layer tables; shapes, sizes and integer tensors are not)."""
+    return (isinstance(value, torch.Tensor) and value.dtype.is_floating_point and value.ndim >= 1
+            and value.shape[0] == batch)
+
+
+def activation_nodes(gm: fx.GraphModule, example: torch.Tensor) -> list[fx.Node]:
+    """The layer nodes whose value on ``example`` (``[B, ...]``, run once in the dtype and on the device of the
+    graph's parameters) is an activation (:func:`is_activation`), in execution order, pure reshapes included.
+    Modes and gradients are the caller's (:func:`eval_mode`, ``torch.no_grad()``)."""
+    keep = []
+
+    def hook(node, value):
+        if is_activation(value, example.shape[0]):
+            keep.append(node)
+
+    floats = [p for p in gm.parameters() if p.dtype.is_floating_point]
+    if floats:  # run in the model's dtype and on its device
+        example = example.to(device=floats[0].device, dtype=floats[0].dtype)
+    LayerInterpreter(gm, hook).run(example)
+    return keep
 
 
 # --------------------------------------------------------------------------------- modes and devices

@@ -44,7 +44,8 @@ from torch import nn
 
 from . import graph
 from .checks import check_choice, check_int
-from .graph import LayerInterpreter, eval_mode, is_reshape, layer_name, node_kind, on_depth_axis, trace
+from .graph import (LayerInterpreter, activation_nodes, eval_mode, is_reshape, layer_name, node_kind, on_depth_axis,
+                    trace)
 from .transforms import normalize, rotate
 
 __all__ = ["STATS", "AGGREGATIONS", "Transformation", "rotations", "identity_transforms", "invariance",
@@ -206,24 +207,6 @@ def _stream_subset(interpreter, nodes, images, transformations, aggregate, stat,
     return {node: streams[node].result() for node in nodes}
 
 
-def _activation_nodes(gm, example: torch.Tensor) -> list:
-    """Layer nodes whose value on ``example`` is a floating tensor with the batch axis first, in execution
-    order (the rows of :func:`stabkit.stability.measure` with ``layers="all"``, plus the pure reshapes,
-    which :func:`stabkit.graph.on_depth_axis` leaves off the depth axis)."""
-    keep = []
-
-    def hook(node, value):
-        if (isinstance(value, torch.Tensor) and value.dtype.is_floating_point and value.ndim >= 1
-                and value.shape[0] == example.shape[0]):
-            keep.append(node)
-
-    floats = [p for p in gm.parameters() if p.dtype.is_floating_point]
-    if floats:  # run in the model's dtype and on its device
-        example = example.to(device=floats[0].device, dtype=floats[0].dtype)
-    LayerInterpreter(gm, hook).run(example)
-    return keep
-
-
 @torch.no_grad()
 def invariance(model: nn.Module, images: torch.Tensor, transformations: Sequence[Transformation | Callable],
                labels: torch.Tensor | None = None, *, layers: Sequence[str] | None = None,
@@ -291,7 +274,8 @@ def invariance(model: nn.Module, images: torch.Tensor, transformations: Sequence
 
     with eval_mode(model):
         gm = trace(model)
-        all_nodes = _activation_nodes(gm, normalise(_pixels(images[:2].to(device))))  # execution order
+        # execution order: the rows of stability.measure(layers="all") plus the pure reshapes (off its depth axis)
+        all_nodes = activation_nodes(gm, normalise(_pixels(images[:2].to(device))))
         all_names = [layer_name(n) for n in all_nodes]
         if layers is None:
             nodes = list(all_nodes)

@@ -10,8 +10,8 @@ from typing import Any
 
 from .checks import check_choice
 
-__all__ = ["TASKS", "OPTIMIZERS", "SCHEDULES", "PRECISIONS", "LOSSES", "CIFAR10_MEAN", "CIFAR10_STD", "training_defaults",
-           "is_fully_connected"]
+__all__ = ["TASKS", "OPTIMIZERS", "SCHEDULES", "PRECISIONS", "LOSSES", "RELU_CONVENTIONS", "CIFAR10_MEAN", "CIFAR10_STD",
+           "training_defaults", "is_fully_connected"]
 
 TASKS = ("cifar10", "twopoints", "scale1d")
 OPTIMIZERS = ("sgd", "adam")
@@ -21,6 +21,10 @@ SCHEDULES = ("cosine", "cosine_to_zero", "constant")
 #: measurement is float64 either way.
 PRECISIONS = ("float32", "tf32", "bf16")
 LOSSES = ("ce", "hinge")
+#: How a layer is read where an in-place ReLU overwrites it (``stability.measure(relu_convention=...)``, a run's
+#: ``options.layers.relu_conventions``): ``"true"`` every node's own value; ``"inplace"`` the value after the
+#: in-place ReLU, as the original code's feature extraction reported it.
+RELU_CONVENTIONS = ("true", "inplace")
 
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 """Per-channel mean used for normalisation (images scaled to [0, 1])."""

@@ -20,7 +20,7 @@ per-channel normalisation (:func:`stabkit.transforms.normalize`), each (family, 
 own seeded generator.
 
 Public API: :func:`apply_family`, :func:`family_options`, :func:`accuracy_under`, :func:`summarize`,
-:func:`gradient_saliency`, :func:`resolution_transfer`, :func:`transfer_grid`, :func:`rotate_augment`,
+:func:`gradient_saliency`, :func:`resolution_transfer`, :func:`resolution_table`, :func:`transfer_grid`, :func:`rotate_augment`,
 :func:`global_nv` (pooled over activations, the reference convention), :func:`layer_mean_nv`,
 :func:`example_images`; ``AtResolution`` is :class:`stabkit.nets.AtResolution`. The run
 measurements that wrap them live in :mod:`stabkit.runs`.
@@ -46,7 +46,7 @@ from .nets import VARIABLE_INPUT_NETS, AtResolution
 from .transforms import draws, mask_patches, normalize, patch_shuffle, pixelate, resize, rotate
 
 __all__ = ["FAMILIES", "MAGNITUDES", "CIFAR10_CLASSES", "VARIABLE_INPUT_NETS", "apply_family", "family_options",
-           "accuracy_under", "summarize", "gradient_saliency", "resolution_transfer", "transfer_grid",
+           "accuracy_under", "summarize", "gradient_saliency", "resolution_transfer", "resolution_table", "transfer_grid",
            "rotate_augment", "AtResolution", "REFERENCE", "global_nv", "layer_mean_nv", "example_images",
            "GENERATED_EXAMPLES"]
 
@@ -247,6 +247,31 @@ def resolution_transfer(acc: pd.DataFrame, source: int, targets: Sequence[int] |
         rows.append(dict(source=int(source), target=int(t), acc_source=acc_src, acc_ootb=ootb,
                          delta=ootb - acc_src, options=opts))
     return pd.DataFrame(rows)
+
+
+def resolution_table(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, targets: Sequence[int], *,
+                     input_size: int, mean=None, std=None, batch_size: int = 256,
+                     device: str | torch.device | None = None) -> pd.DataFrame:
+    """Resolution transfer of ``model``: accuracy (%) at its source size and out of the box at each size of
+    ``targets`` (px), images ``[N, C, H, W]`` and labels ``[N]`` as in :func:`accuracy_under`.
+
+    The source size is the size the net was trained at: ``source_size`` of a net fed at a lower resolution
+    (:class:`stabkit.nets.AtResolution`: its bare ``net`` is evaluated, with the resampling options it was
+    trained with), else ``input_size`` (with :func:`family_options` of ``resize``). Returns the rows of
+    :func:`resolution_transfer` (``source, target, acc_source, acc_ootb, delta``), one per target, with the
+    resampling options of the evaluation as columns.
+    """
+    if hasattr(model, "source_size") and hasattr(model, "resampling"):
+        net, source, resampling = model.net, int(model.source_size), dict(model.resampling())
+    else:
+        net, source, resampling = model, int(input_size), dict(family_options("resize"))
+    sizes = sorted(set(targets) | {source})
+    acc = accuracy_under(net, images, labels, "resize", sizes, mean=mean, std=std, batch_size=batch_size,
+                         device=device, **resampling)
+    tab = resolution_transfer(acc, source, targets)
+    for k, v in resampling.items():
+        tab[k] = v
+    return tab.drop(columns="options")
 
 
 def transfer_grid(df: pd.DataFrame, by: Sequence[str] = ("source", "target")) -> pd.DataFrame:

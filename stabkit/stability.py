@@ -2,8 +2,8 @@
 
 Definitions: ``book/methods.md``, section "Stabilities".  For a function ``f`` (the network output, or the
 flattened activations of one node of its graph) and ``P`` probes ``x_i`` with their deformed versions
-``tau x_i`` and noisy versions ``x_i + eta_i`` (``||eta_i|| = ||tau x_i - x_i||``), a :class:`Probes` set
-made by :func:`draw_probes`:
+``tau x_i`` and noisy versions ``x_i + eta_i`` (``||eta_i|| = ||tau x_i - x_i||``), a probe set
+:class:`~stabkit.probes.Probes` made by :func:`~stabkit.probes.draw_probes`:
 
 * ``D = (1/P) sum_i ||f(tau x_i) - f(x_i)||^2``, ``G = (1/P) sum_i ||f(x_i + eta_i) - f(x_i)||^2``;
 * ``deno = (1/P^2) sum_{i,j} ||f(x_i) - f(x_j)||^2 + 1e-10`` over all ordered pairs *including* ``i = j``
@@ -22,17 +22,19 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import pandas as pd
 import torch
 from torch import fx, nn
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
-from .checks import check_choice, check_device, check_float, check_int
+from .checks import check_choice, check_float, check_int
 from .graph import (
+    LAYER_OPS,
     LayerInterpreter,
+    activation_nodes,
     eval_mode,
+    is_activation,
     layer_name,
     layer_nodes,
     model_device,
@@ -43,14 +45,11 @@ from .graph import (
     strict_float32,
     trace,
 )
-from .transforms.diffeo import deform, diffeo_batch
-from .transforms.noise import noisy_batch
+from .probes import Probes, as_probes, check_probe_tensor
+from .protocol import RELU_CONVENTIONS
 
 __all__ = [
     "COLUMNS",
-    "RELU_CONVENTIONS",
-    "Probes",
-    "draw_probes",
     "layer_names",
     "measure",
     "shuffle_channels",
@@ -64,36 +63,6 @@ EPS = 1e-10
 COLUMNS = ["layer", "depth", "rel_depth", "kind", "features", "D", "G", "deno", "D_f", "G_f", "R_f", "P"]
 
 LAYER_CHOICES = ("all", "output")
-
-#: ``measure(relu_convention=...)``: ``"true"`` every node's own value; ``"inplace"`` the value after the
-#: in-place ReLU that overwrites it, as the original code's feature extraction reported it.
-RELU_CONVENTIONS = ("true", "inplace")
-
-
-# ------------------------------------------------------------------------------------------ checks
-def _check_outputs(t, name: str) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor [P, ...]; got {type(t).__name__}")
-    if t.ndim < 1 or t.shape[0] < 2:
-        raise ValueError(f"{name} must have shape [P, ...] with at least P = 2 probes; "
-                         f"got shape {tuple(t.shape)}")
-    if not (t.dtype.is_floating_point or t.dtype.is_complex):
-        t = t.to(torch.float64)
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} must not contain NaN or inf")
-    return t
-
-
-def _check_input(t, name: str) -> torch.Tensor:
-    """A network input ``[P, ...]``: floating (pixel bytes refused), finite, ``P >= 2``."""
-    if isinstance(t, torch.Tensor) and t.dtype == torch.uint8:
-        # Other entry points take pixel-space images and normalise them; measure takes the network's input
-        # as it is, so a silent /255 would feed unnormalised images to a net trained on normalised ones.
-        raise ValueError(f"{name} is uint8 (pixel values 0..255); measure takes the network's input as "
-                         f"floats: convert with {name}.float() / 255 (then normalise as in training)")
-    if isinstance(t, torch.Tensor) and not t.dtype.is_floating_point:
-        raise ValueError(f"{name} must be a floating tensor (the network's input); got dtype {t.dtype}")
-    return _check_outputs(t, name)
 
 
 def _ratio(a: float, b: float) -> float:
@@ -125,8 +94,8 @@ def stability(o: torch.Tensor, op: torch.Tensor, mean: bool = True) -> tuple[flo
         ``deno = (1/P^2) sum_{i,j} ||o_i - o_j||^2 + 1e-10`` over all ordered pairs including ``i = j``.
         So ``D_f = nume / deno`` for ``op = f(tau x)`` and ``G_f`` likewise for ``op = f(x + eta)``.
     """
-    o = _check_outputs(o, "o")
-    op = _check_outputs(op, "op")
+    o = check_probe_tensor(o, "o")
+    op = check_probe_tensor(op, "op")
     if o.shape != op.shape:
         raise ValueError(f"o and op must have the same shape; got {tuple(o.shape)} and {tuple(op.shape)}")
     P = o.shape[0]
@@ -178,55 +147,6 @@ def shuffle_channels(model: nn.Module, mode: int = 1, generator: torch.Generator
                     perm = torch.randperm(param.shape[axis], generator=generator, device=gen_device)
                     param.copy_(param.index_select(axis, perm.to(param.device)))
     return new
-
-
-# ------------------------------------------------------------------------------------------- probes
-class Probes(NamedTuple):
-    """A probe set (``book/methods.md``, sections "Random diffeomorphisms" to "Stabilities"): three
-    tensors of the same shape ``[P, ...]`` (``P >= 2``), the clean probes ``x``, their deformed versions
-    ``x_tau`` and their noisy versions ``x_eta`` (per-probe noise norm ``||x_tau_i - x_i||``)."""
-
-    x: torch.Tensor
-    x_tau: torch.Tensor
-    x_eta: torch.Tensor
-
-
-def draw_probes(x: torch.Tensor, *, delta: float = 1.0, cut: int = 3, interpolation: str = "bilinear",
-                generator: torch.Generator | None = None, seed: int = 0,
-                device: str | torch.device | None = None) -> Probes:
-    """The probe set of images ``x``: ``Probes(x, x_tau, x_eta)``, float64, on ``device`` (default: ``x``'s).
-
-    Args:
-        x: ``[P, C, n, n]`` images as the network takes them (``P >= 2``, floating, square).
-        delta: typical displacement of the diffeomorphisms in pixels (the paper: 1).
-        cut: mode cut-off of the diffeomorphisms (the paper: 3).
-        interpolation: ``"bilinear"`` (the paper's), ``"nearest"`` or ``"gaussian"``; see
-            :func:`stabkit.transforms.deform`.
-        generator: source of every draw (default: a CPU generator seeded with ``seed``, so that the same
-            seed gives the same probes bit for bit on any device).
-        seed: used only when ``generator`` is ``None``.
-        device: where the probes are made and returned.
-
-    ``x_tau = diffeo_batch(x, delta, cut, interpolation)`` (one field per image), then
-    ``x_eta = noisy_batch(x, x_tau)`` (per-image noise of norm ``||x_tau_i - x_i||``), drawn in this order.
-    The returned ``x`` is ``x`` itself (in float64) except for ``interpolation="gaussian"``, whose kernel
-    blurs: then it is ``deform(x, 0, cut, "gaussian")``, so that clean and deformed probes are blurred alike.
-    """
-    check_choice("interpolation", interpolation, ("bilinear", "nearest", "gaussian"))
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"x must be images [P, C, n, n] to draw diffeomorphisms; got {shape} "
-                         f"(for other inputs make a Probes(x, x_tau, x_eta) and pass it to measure)")
-    x = _check_input(x, "x")
-    if generator is None:
-        generator = torch.Generator().manual_seed(check_int("seed", seed))
-    if device is not None:
-        device = torch.device(check_device("device", device))
-    x64 = x.to(device=device if device is not None else x.device, dtype=torch.float64)
-    x_tau = diffeo_batch(x64, delta=delta, cut=cut, interpolation=interpolation, generator=generator)
-    x0 = deform(x64, 0.0, cut, interpolation="gaussian") if interpolation == "gaussian" else x64
-    x_eta = noisy_batch(x0, x_tau, generator=generator)
-    return Probes(x0, x_tau, x_eta)
 
 
 class _Scratch:
@@ -307,12 +227,7 @@ def _after_last_conv(gm: fx.GraphModule) -> set:
     convs = [i for i, n in enumerate(nodes) if n.op == "call_module" and isinstance(gm.get_submodule(n.target), _ConvNd)]
     if not convs:
         return set()
-    return {n for n in nodes[convs[-1] + 1:] if n.op in ("call_module", "call_function", "call_method")}
-
-
-def _is_activation(value, batch: int) -> bool:
-    return (isinstance(value, torch.Tensor) and value.dtype.is_floating_point and value.ndim >= 1
-            and value.shape[0] == batch)
+    return {n for n in nodes[convs[-1] + 1:] if n.op in LAYER_OPS}
 
 
 def _depth_nodes(gm: fx.GraphModule) -> set:
@@ -353,44 +268,11 @@ def layer_names(model: nn.Module, x: torch.Tensor | None = None) -> list[str]:
     if not isinstance(x, torch.Tensor) or x.ndim < 1:
         raise ValueError(f"x must be a tensor [P, ...]; got {type(x).__name__}")
     skip = _depth_nodes(gm)
-    keep: list[str] = []
-
-    def hook(node, value):
-        if node not in skip and _is_activation(value, x.shape[0]):
-            keep.append(layer_name(node))
-
-    floats = [p for p in model.parameters() if p.dtype.is_floating_point]
-    if floats:  # run in the model's dtype and on its device
-        x = x.to(device=floats[0].device, dtype=floats[0].dtype)
     with eval_mode(model), torch.no_grad():
-        LayerInterpreter(gm, hook).run(x)
-    return keep
+        return [layer_name(n) for n in activation_nodes(gm, x) if n not in skip]
 
 
 # ------------------------------------------------------------------------------------------ measure
-def _probe_set(probes, delta, cut, interpolation, seed, device) -> tuple[Probes, str]:
-    """The probe set to measure, and the name of its clean part for error messages."""
-    if isinstance(probes, torch.Tensor):
-        _check_input(probes, "x")
-        drawn = draw_probes(probes, delta=1.0 if delta is None else delta, cut=3 if cut is None else cut,
-                            interpolation="bilinear" if interpolation is None else interpolation,
-                            seed=0 if seed is None else seed, device=device)
-        return drawn, "x"
-    if any(v is not None for v in (delta, cut, interpolation)):
-        raise ValueError("delta, cut and interpolation apply only when measure is given images x to draw "
-                         "probes from; a Probes set is measured as it is")
-    if probes is None:
-        raise ValueError("probes must be a Probes(x, x_tau, x_eta) (see draw_probes) or images x [P, C, n, n]; "
-                         "got None")
-    if not (isinstance(probes, (list, tuple)) and len(probes) == 3):
-        raise ValueError(f"probes must be a Probes(x, x_tau, x_eta) of three tensors [P, ...] or images x "
-                         f"[P, C, n, n]; got {type(probes).__name__}")
-    parts = [_check_input(t, f"probes.{field}") for t, field in zip(probes, Probes._fields)]
-    if not (parts[0].shape == parts[1].shape == parts[2].shape):
-        raise ValueError(f"probes must have equal shapes; got {[tuple(t.shape) for t in parts]}")
-    return Probes(*parts), "probes.x"
-
-
 def measure(model: nn.Module, probes: Probes | Sequence[torch.Tensor] | torch.Tensor, /, *,
             layers: str | Sequence[str] = "all", batch_size: int | None = None,
             dtype: torch.dtype | None = torch.float64, device: str | torch.device | None = None,
@@ -403,12 +285,13 @@ def measure(model: nn.Module, probes: Probes | Sequence[torch.Tensor] | torch.Te
         model: any ``nn.Module`` traceable by ``torch.fx`` with one required input.  It is run in eval
             mode; the training flags of all its modules are restored afterwards, its parameters and
             buffers are never modified (a deep copy is used when converting dtype/device).
-        probes: a :class:`Probes` ``(x, x_tau, x_eta)`` (e.g. from :func:`draw_probes`, or made elsewhere:
-            the pixel moves of the scale-detection task, 1-D inputs), three floating tensors ``[P, ...]``
-            of equal shapes, ``P >= 2``.  Or images ``x`` ``[P, C, n, n]``: then the probes are drawn with
-            ``draw_probes(x, delta=delta, cut=cut, interpolation=interpolation, seed=seed)`` (defaults 1,
-            3, "bilinear", 0), so that several networks measured with the same ``x`` and ``seed`` share
-            one probe set.  ``delta``, ``cut``, ``interpolation`` are refused with a :class:`Probes`.
+        probes: a :class:`~stabkit.probes.Probes` ``(x, x_tau, x_eta)`` (e.g. from
+            :func:`~stabkit.probes.draw_probes`, or made elsewhere: the pixel moves of the scale-detection
+            task, 1-D inputs), three floating tensors ``[P, ...]`` of equal shapes, ``P >= 2``.  Or images
+            ``x`` ``[P, C, n, n]``: then the probes are drawn with ``draw_probes(x, delta=delta, cut=cut,
+            interpolation=interpolation, seed=seed)`` (defaults 1, 3, "bilinear", 0), so that several networks
+            measured with the same ``x`` and ``seed`` share one probe set.  ``delta``, ``cut``,
+            ``interpolation`` are refused with a :class:`~stabkit.probes.Probes`.
             Inputs are the network's own (normalised floats): uint8 images are refused.
         layers: ``"all"`` (every layer: every node whose value is a floating tensor ``[P, ...]``, in
             execution order, less the input and the pure reshapes such as view or flatten, which repeat
@@ -477,7 +360,7 @@ def measure(model: nn.Module, probes: Probes | Sequence[torch.Tensor] | torch.Te
                                                                     and probes else None)
             device = first.device if isinstance(first, torch.Tensor) else torch.device("cpu")
     device = resolve_device(device)
-    (x0, x_tau, x_eta), xname = _probe_set(probes, delta, cut, interpolation, seed, device)
+    (x0, x_tau, x_eta), xname = as_probes(probes, delta, cut, interpolation, seed, device)
     if seed is not None and xname != "x":
         raise ValueError("seed applies only when measure is given images x to draw probes from")
     P = x0.shape[0]
@@ -536,7 +419,7 @@ def measure(model: nn.Module, probes: Probes | Sequence[torch.Tensor] | torch.Te
 
             def hook(node, value, bb=bb, first=first):
                 if first:
-                    if node in skip or not _is_activation(value, 3 * bb):
+                    if node in skip or not is_activation(value, 3 * bb):
                         return
                     order.append(node)
                     if node in selected:

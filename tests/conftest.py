@@ -29,13 +29,13 @@ ENV_GENERATED = "STABKIT_TEST_DATA_GENERATED"
 
 def _real_copy() -> Path | None:
     """The real CIFAR-10 the user provides ($STABKIT_DATA, then the cache's data folder), or None."""
-    from stabkit.data import cifar
+    from stabkit.data import cifar_files
 
     env = os.environ.get("STABKIT_DATA")
     roots = [Path(env).expanduser()] if env else []
-    roots.append(cifar.cache_dir() / "data")
+    roots.append(cifar_files.cache_dir() / "data")
     for root in roots:
-        found = cifar._locate(root)  # the search stabkit.data itself makes, without decoding anything
+        found = cifar_files.locate(root)  # the search stabkit.data itself makes, without decoding anything
         if found is not None:
             return root
     return None

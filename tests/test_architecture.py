@@ -1,8 +1,8 @@
 """The import structure of stabkit follows its layers (ARCHITECTURE.md): parsed with ``ast``, nothing imported.
 
-- Layers, lowest first: ``checks, atomic, checkpoints, protocol`` < ``transforms, graph, laplacian, nets, data, precision``
-  < ``stability, invariance, train`` < ``robustness, theory`` (the core; theory measures its constant-filter
-  nets with ``stability``) < ``runs`` (one run) < ``sweeps`` (many runs) < ``campaign`` (and the CLI
+- Layers, lowest first: ``checks, atomic, checkpoints, protocol, locks`` < ``transforms, graph, laplacian, nets,
+  data, precision`` < ``probes, stability, invariance, train`` < ``robustness, theory`` (the core; theory measures
+  its constant-filter nets with ``stability``) < ``runs`` (one run) < ``sweeps`` (many runs) < ``campaign`` (and the CLI
   ``__main__``) < ``report`` (notebook support) < ``tools/`` (the book's build tool, outside the package). A module
   may import its own layer and the layers below it, never one above (imports inside functions count).
 - No import cycle between modules (a package's ``__init__`` re-exporting its own submodules is not one).
@@ -21,9 +21,9 @@ PACKAGE = REPO / "stabkit"
 
 #: Rank of each top-level module or subpackage of stabkit (a higher rank may import a lower one).
 LAYERS = {
-    "checks": 0, "atomic": 0, "checkpoints": 0, "protocol": 0, "lazy": 0,
+    "checks": 0, "atomic": 0, "checkpoints": 0, "protocol": 0, "lazy": 0, "locks": 0,
     "transforms": 1, "graph": 1, "laplacian": 1, "nets": 1, "data": 1, "precision": 1,
-    "stability": 2, "invariance": 2, "train": 2, "batchnorm": 2,
+    "stability": 2, "probes": 2, "invariance": 2, "train": 2, "batchnorm": 2,
     "robustness": 3, "theory": 3,
     "runs": 4, "sweeps": 5, "campaign": 6, "__main__": 6,
     "report": 7,

@@ -16,7 +16,8 @@ def test_quick_diffeo_case_writes_results(tmp_path, monkeypatch):
 
 def test_naive_measure_agrees_with_stabkit():
     from stabkit.nets import build
-    from stabkit.stability import draw_probes, measure
+    from stabkit.probes import draw_probes
+    from stabkit.stability import measure
 
     torch.manual_seed(0)
     model = build("lenet").eval()

@@ -148,14 +148,14 @@ def test_campaign_rehearsal_on_cpu(tmp_path):
 def test_cifar_archive_in_an_ignored_data_folder(tmp_path, monkeypatch):
     """The data travel with the code: data/cifar10-jpeg.tar.gz in the checkout, STABKIT_DATA=data."""
     from stabkit.data import data_roots
-    from stabkit.data.cifar import _locate
+    from stabkit.data.cifar_files import locate
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "cifar10-jpeg.tar.gz").write_bytes(b"")  # located by name, not read here
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("STABKIT_DATA", "data")
     root = data_roots()[0]
     assert root == Path("data")
-    kind, path = _locate(root)
+    kind, path = locate(root)
     assert kind == "archive" and path.name == "cifar10-jpeg.tar.gz"
     res = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", "data/cifar10-jpeg.tar.gz"])
     assert res.returncode == 0, "data/ must be ignored by git"

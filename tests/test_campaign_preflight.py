@@ -163,8 +163,8 @@ def test_spent_smoke_budget_never_drops_cifar(tmp_path, monkeypatch):
                        skip_tasks=skip)
     assert len(plan.todo) == len(load_sweep("fig1_noise_corrupted_cifar", "gpu").configs)
     monkeypatch.setenv("STABKIT_DATA", str(tmp_path / "nothing-here"))
-    import stabkit.data.cifar as cifar
-    monkeypatch.setattr(cifar, "shared_data_dir", lambda: None)
+    import stabkit.data.cifar_files as cifar_files
+    monkeypatch.setattr(cifar_files, "shared_data_dir", lambda: None)
     assert S.smoke("cpu", "tiny", tmp_path / "runs", time.time() - 1.0, lines.append)["cifar10_available"] is False
 
 
@@ -184,25 +184,26 @@ def test_smoke_part_is_really_bounded():
 def test_cifar_decoding_is_parallel_and_in_order(tmp_path, monkeypatch):
     import threading
 
-    import stabkit.data.cifar as cifar
+    import stabkit.data.cifar_files as cifar_files
+    from stabkit.data import cifar10_tensors
     root = _tiny_cifar(tmp_path / "cifar", per_class=40)
     seen: set[str] = set()
-    real = cifar._decode_image
+    real = cifar_files._decode_image
 
     def spy(raw, name, tv=None):
         seen.add(threading.current_thread().name)
         return real(raw, name, tv)
-    monkeypatch.setattr(cifar, "_decode_image", spy)
-    monkeypatch.setattr(cifar.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(cifar_files, "_decode_image", spy)
+    monkeypatch.setattr(cifar_files.os, "cpu_count", lambda: 4)
     monkeypatch.setenv("STABKIT_CACHE", str(tmp_path / "cache"))
-    x, y = cifar.cifar10_tensors(root, train=True)
+    x, y = cifar10_tensors(root, train=True)
     assert x.shape == (400, 3, 32, 32) and y.tolist() == sorted(y.tolist())
     assert len({n for n in seen if n.startswith("cifar-decode")}) >= 2
     from PIL import Image
     import numpy as np
     first = np.asarray(Image.open(root / "train" / "airplane" / "0.png").convert("RGB")).transpose(2, 0, 1)
     assert (x[0].numpy() == first).all()
-    assert cifar.cifar10_location(root) == ("folders", root)
+    assert cifar_files.cifar10_location(root) == ("folders", root)
 
 
 # ----------------------------------------------------------------------- 4: dead and broken workers

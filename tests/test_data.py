@@ -1,4 +1,4 @@
-"""Tests of stabkit.data.cifar (book/methods.md, "Tasks") on generated data and, when
+"""Tests of stabkit.data.cifar and stabkit.data.cifar_files (book/methods.md, "Tasks") on generated data and, when
 STABKIT_DATA names one, a real copy. The loader and the scale-detection tasks: test_loader.py, test_scale_detection.py."""
 import os
 import pickle
@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from stabkit import data
-from stabkit.data import cifar
+from stabkit.data import cifar_files
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     """Every test gets its own cache, no STABKIT_DATA and no shared/data folder beside the checkout."""
     monkeypatch.setenv("STABKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("STABKIT_DATA", raising=False)
-    monkeypatch.setattr(cifar, "shared_data_dir", lambda: None)
+    monkeypatch.setattr(cifar_files, "shared_data_dir", lambda: None)
 
 
 # ------------------------------------------------------------------------------------ generated layouts
@@ -140,7 +140,7 @@ def test_missing_data_error_says_where_and_how(tmp_path, monkeypatch):
 def test_data_roots_order(tmp_path, monkeypatch):
     shared = tmp_path / "shared" / "data"
     shared.mkdir(parents=True)
-    monkeypatch.setattr(cifar, "shared_data_dir", lambda: shared)
+    monkeypatch.setattr(cifar_files, "shared_data_dir", lambda: shared)
     monkeypatch.setenv("STABKIT_DATA", str(tmp_path / "env"))
     assert data.data_roots() == [tmp_path / "env", tmp_path / "cache" / "data", shared]
     assert data.data_roots(tmp_path / "given") == [tmp_path / "given"]
@@ -239,7 +239,7 @@ def test_tests_never_take_the_shared_copy(tmp_path, monkeypatch):
 
     shared = tmp_path / "shared" / "data"
     write_generated_cifar10(shared, n_train_per_class=1, n_test_per_class=1)
-    monkeypatch.setattr(cifar, "shared_data_dir", lambda: shared)
+    monkeypatch.setattr(cifar_files, "shared_data_dir", lambda: shared)
     assert data.cifar10_tensors(train=False)[0].shape[0] == 10  # stabkit itself finds it
     assert conftest._real_copy() is None                          # the tests generate instead
     monkeypatch.setenv("STABKIT_DATA", str(shared))              # unless the user names it

@@ -1,5 +1,5 @@
-"""stabkit.sweeps.executors: sweeps record failures without stopping, submitit executors, a SIGKILLed sweep
-resumes (also with the local process pool)."""
+"""stabkit.sweeps.executors, local_pool, slurm and worker: sweeps record failures without stopping, submitit
+executors, a SIGKILLed sweep resumes (also with the local process pool)."""
 import json
 import os
 import signal
@@ -165,7 +165,7 @@ def test_every_run_uses_the_same_thread_count(monkeypatch, tmp_path):
     def threads(model, cfg, ctx):
         return {"threads": pd.DataFrame({"threads": [torch.get_num_threads()]})}
 
-    from stabkit.sweeps.executors import run_guarded
+    from stabkit.sweeps.worker import run_guarded
     torch.set_num_threads(2)
     cfg = runs.RunConfig(**TINY, measure=["test_threads"], states=["trained"])
     assert run_guarded(cfg.to_dict(), str(tmp_path), "cpu", False, False, 1)[1] == "done"

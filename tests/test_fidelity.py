@@ -13,7 +13,8 @@ from torch import nn
 
 from stabkit import data, nets, runs, sweeps
 from stabkit.runs import tasks
-from stabkit.stability import draw_probes, measure
+from stabkit.probes import draw_probes
+from stabkit.stability import measure
 from stabkit.transforms import GaussianNoiseCorruption
 
 TINY = dict(task="cifar10", net="LeNet", ptr=64, test_size=64, epochs=1, P=8, width_factor=0.25, batch_size=32,

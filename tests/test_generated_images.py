@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from stabkit import robustness
-from stabkit.data import cifar
+from stabkit.data import cifar_files
 from stabkit.report import facts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ def test_example_note_warns_only_for_generated_images():
 def test_example_images_say_they_are_generated_without_cifar(tmp_path, monkeypatch):
     monkeypatch.setenv("STABKIT_DATA", str(tmp_path / "nothing"))
     monkeypatch.setenv("STABKIT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(cifar, "shared_data_dir", lambda: None)
+    monkeypatch.setattr(cifar_files, "shared_data_dir", lambda: None)
     images, source = robustness.example_images(3)
     assert images.shape == (3, 3, 32, 32) and source == robustness.GENERATED_EXAMPLES
 

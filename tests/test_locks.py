@@ -1,4 +1,4 @@
-"""stabkit.runs.locks: the run lock cannot race (flock held for the run), a dead holder never blocks
+"""stabkit.locks: the run lock cannot race (flock held for the run), a dead holder never blocks
 (SIGKILL, PID reuse), release never removes a lock another process owns now (issue 15, items 2-3)."""
 import json
 import os
@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from stabkit import runs
-from stabkit.runs.locks import hold_lock
+from stabkit.locks import hold_lock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,6 +118,6 @@ def test_a_stale_lock_of_a_done_run_is_cleared_by_the_next_sweep(tmp_path):
     assert list(rep.status) == ["done"] and not (d / "lock").exists()
     held = tmp_path / "held"
     held.mkdir()
-    from stabkit.runs.locks import clear_stale_lock, hold_lock
+    from stabkit.locks import clear_stale_lock, hold_lock
     with hold_lock(held):  # a live holder's lock is never removed
         assert clear_stale_lock(held) is False and (held / "lock").exists()

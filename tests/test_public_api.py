@@ -14,11 +14,11 @@ def test_import_is_cheap_and_lazy():
 
 
 def test_public_names():
-    from stabkit import stability
+    from stabkit import probes, stability
 
     assert stabkit.measure is stability.measure
-    assert stabkit.draw_probes is stability.draw_probes
-    assert stabkit.Probes is stability.Probes
+    assert stabkit.draw_probes is probes.draw_probes
+    assert stabkit.Probes is probes.Probes
     assert stabkit.shuffle_channels is stability.shuffle_channels
     assert set(stabkit.__all__) == {"measure", "draw_probes", "Probes", "shuffle_channels"}
     assert {"measure", "transforms", "nets", "graph"} <= set(dir(stabkit))

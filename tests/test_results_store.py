@@ -1,5 +1,5 @@
-"""stabkit.sweeps.resultstore: the committed results store (merge by run key, order-free, atomic, schema and
-configuration errors naming the file), campaign imports, skipping committed runs, scale="auto" and the
+"""stabkit.sweeps.resultstore and merging: the committed results store (merge by run key, order-free, atomic,
+schema and configuration errors naming the file), campaign imports, skipping committed runs, scale="auto" and the
 coverage / provenance facts of a page. Synthetic run folders: no training, a few seconds in all."""
 import importlib
 import io
@@ -15,6 +15,7 @@ from stabkit import runs, sweeps
 from stabkit.__main__ import main
 
 R = importlib.import_module("stabkit.sweeps.resultstore")
+M = importlib.import_module("stabkit.sweeps.merging")
 
 TINY = dict(task="twopoints", net="LeNet", ptr=64, test_size=64, epochs=1, P=8, width_factor=0.25, batch_size=32,
             measure=["output"])
@@ -81,7 +82,7 @@ def test_merge_order_does_not_matter_and_never_drops_a_run(tmp_path):
     assert not list(ab.glob(".*tmp*"))
     # merging the same runs again changes nothing (not even the files)
     before = {f.name: f.stat().st_mtime_ns for f in ab.glob("*.parquet")}
-    rep = R.merge_runs(ab, [R.read_run(a / c[0].key, R._exporter())])
+    rep = M.merge_runs(ab, [M.read_run(a / c[0].key, M._exporter())])
     assert list(rep.action) == ["kept"]
     assert before == {f.name: f.stat().st_mtime_ns for f in ab.glob("*.parquet")}
     prov = json.loads((ab / "provenance.json").read_text())
@@ -121,7 +122,7 @@ def test_a_kill_between_files_loses_nothing_and_readers_see_old_or_new(tmp_path,
     clean = sweeps.export(SPEC, "tiny", a, tmp_path / "clean")
     sweeps.export(SPEC, "tiny", b, tmp_path / "clean")
     new = {t: sweeps.load("st", "tiny", t, tmp_path / "clean") for t in ("output", "metrics", "summary")}
-    real = R.atomic_write_table
+    real = M.atomic_write_table
     for kill_at in range(8):
         root = tmp_path / f"k{kill_at}"
         sweeps.export(SPEC, "tiny", a, root)
@@ -134,12 +135,12 @@ def test_a_kill_between_files_loses_nothing_and_readers_see_old_or_new(tmp_path,
             calls.append(path)
             return real(path, df)
 
-        monkeypatch.setattr(R, "atomic_write_table", dying)
+        monkeypatch.setattr(M, "atomic_write_table", dying)
         try:
             sweeps.export(SPEC, "tiny", b, root)
         except KeyboardInterrupt:
             pass
-        monkeypatch.setattr(R, "atomic_write_table", real)
+        monkeypatch.setattr(M, "atomic_write_table", real)
         seen = {t: sweeps.load("st", "tiny", t, root) for t in old}
         same_old = all(seen[t].equals(old[t]) for t in old)
         same_new = all(seen[t].equals(new[t]) for t in old)
@@ -152,8 +153,8 @@ def test_a_kill_between_files_loses_nothing_and_readers_see_old_or_new(tmp_path,
 
 def test_an_interrupted_first_export_is_not_committed(tmp_path, monkeypatch):
     _, a, _ = two_machines(tmp_path)
-    real = R.atomic_write_table
-    monkeypatch.setattr(R, "atomic_write_table", lambda p, df: (_ for _ in ()).throw(KeyboardInterrupt)
+    real = M.atomic_write_table
+    monkeypatch.setattr(M, "atomic_write_table", lambda p, df: (_ for _ in ()).throw(KeyboardInterrupt)
                         if Path(p).name == "runs.parquet" else real(p, df))
     with pytest.raises(KeyboardInterrupt):
         sweeps.export(SPEC, "tiny", a, tmp_path / "res")
@@ -527,7 +528,7 @@ def test_a_damaged_store_is_refused_clearly_or_repaired_by_its_runs(tmp_path, da
         after = store_state(d)
         assert after.keys() == before.keys() and all(after[k].equals(before[k]) for k in after)  # untouched
     # the damaged runs exported again: repaired, and the store reads as before the damage
-    rep = sweeps.resultstore.merge_runs(d, [R.read_run(a / x.key, R._exporter()) for x in c[:2]])
+    rep = sweeps.merging.merge_runs(d, [M.read_run(a / x.key, M._exporter()) for x in c[:2]])
     assert set(rep.action) <= {"repaired", "kept"} and "repaired" in set(rep.action), rep
     got = sweeps.load("st", "tiny", "output", res)
     assert sorted(set(got.run)) == sorted([c[0].key, c[1].key]) and got.R_f.dtype == float

@@ -244,7 +244,7 @@ def test_the_time_limit_signal_leaves_the_run_resumable_not_failed(tmp_path, mon
     cleanly: ``stopped``, its folder ``interrupted`` (resumed by the next sweep), never ``failed``."""
     import signal
 
-    from stabkit.sweeps.executors import _job_run
+    from stabkit.sweeps.slurm import _job_run
 
     @runs.register_measurement("test_signal", overwrite=True)
     def signalled(model, cfg, ctx):
@@ -277,7 +277,7 @@ def test_bad_names_are_refused_with_the_names_the_cluster_knows(tmp_path, monkey
         (bin_ / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_ / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_}{os.pathsep}{os.environ['PATH']}")
-    from stabkit.sweeps.executors import check_slurm_params
+    from stabkit.sweeps.slurm import check_slurm_params
     check_slurm_params({"slurm_partition": "debug", "timeout_min": 5})  # accepted: nothing raised
     check_slurm_params({"timeout_min": 5})  # nothing to check: sbatch not even asked
     with pytest.raises(ValueError, match=r"slurm_partition='gpu' is no partition of this cluster \(sbatch: sbatch: "

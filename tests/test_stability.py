@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stabkit.stability import COLUMNS, Probes, draw_probes, layer_names, measure, shuffle_channels, stability
+from stabkit.probes import Probes, draw_probes
+from stabkit.stability import COLUMNS, layer_names, measure, shuffle_channels, stability
 from stabkit.transforms import noisy_batch
 
 

@@ -35,7 +35,8 @@ from ..graph import strict_float32, tf32_float32
 from ..runs.config import RunConfig
 from ..runs.execute import run
 from ..runs.validation import validate
-from ..stability import Probes, measure
+from ..probes import Probes
+from ..stability import measure
 from ..sweeps.sweepfile import load_sweep
 from ..precision import float32_mode, tf32_state
 from ..train import make_loss, make_optimizer

@@ -60,7 +60,7 @@ def _worker(wid: int, device: str, threads: int, tasks, results) -> None:
         torch.zeros(1, device=device)  # the CUDA context now, not in the first run's time
     results.put(("ready", wid, os.getpid()))
     # here, not above: a spawned worker imports this module first and reports ready before the run stack loads
-    from ..sweeps.executors import run_guarded
+    from ..sweeps.worker import run_guarded
     while True:
         msg = tasks.get()
         if msg is None:

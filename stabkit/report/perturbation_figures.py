@@ -68,7 +68,7 @@ def temperature_grid(img: torch.Tensor, cuts: Sequence[int], n_T: int, seed: int
 def perturbation_grid(images: torch.Tensor, x_tau: torch.Tensor, x_eta: torch.Tensor) -> Figure:
     """Per image (columns): clean, deformed (``x_tau``), with the noise of the same norm (``x_eta``), and
     ``|x_tau - x|`` summed over channels: the probe set of every stability measurement
-    (:func:`~stabkit.stability.draw_probes`, delta = 1 pixel, c = 3)."""
+    (:func:`~stabkit.probes.draw_probes`, delta = 1 pixel, c = 3)."""
     fig, axes = plt.subplots(4, len(images), figsize=(1.6 * len(images), 6.6))
     for i in range(len(images)):
         d = (x_tau[i] - images[i]).abs().sum(0).cpu().numpy()

@@ -12,10 +12,10 @@ The package, one concern per module (each imports only the ones above it and the
 - :mod:`~stabkit.runs.paths`: where runs, results and sweep files live (torch-free);
 - :mod:`~stabkit.runs.config`: :class:`RunConfig` and its key (torch-free);
 - :mod:`~stabkit.runs.validation`: :func:`validate`, the checks against the registries before training;
-- :mod:`~stabkit.runs.locks`: flock run locks; :mod:`~stabkit.runs.folder`: a run's folder, its state,
+- :mod:`~stabkit.runs.folder`: a run's folder, its state and lock (:class:`RunLock`, from :mod:`stabkit.locks`),
   :func:`verify_run`; :mod:`~stabkit.runs.provenance`: the code state and versions of a result;
-- :mod:`~stabkit.runs.measurements`: the ``MEASUREMENTS`` / ``AUGMENTATIONS`` registries and every
-  built-in measurement;
+- :mod:`~stabkit.runs.measurements`: the ``MEASUREMENTS`` / ``AUGMENTATIONS`` registries, the paper's
+  measurements, and the related probes of :mod:`~stabkit.runs.probe_measurements` registered;
 - :mod:`~stabkit.runs.tasks`: task data, loaders, normalisation, the network, the probe set, ``RunContext``;
 - :mod:`~stabkit.runs.execute`: :func:`run` and :func:`remeasure` (one measurement loop).
 
@@ -41,12 +41,13 @@ _NAMES = {
                     "execute"),
     **dict.fromkeys(("MEASUREMENTS", "AUGMENTATIONS", "register_measurement", "register_augmentation"),
                     "measurements"),
-    **dict.fromkeys(("TABLES", "KNOWN_TABLES", "RunLocked", "run_dir", "run_state", "verify_run", "progress_line"),
-                    "folder"),
-    "RunLock": "locks", "git_state": "provenance",
+    **dict.fromkeys(("TABLES", "KNOWN_TABLES", "RunLock", "RunLocked", "run_dir", "run_state", "verify_run",
+                     "progress_line"), "folder"),
+    "git_state": "provenance",
     **dict.fromkeys(("default_runs_root", "default_results_root", "sweeps_dir"), "paths"),
 }
-_SUBMODULES = ("config", "validation", "execute", "measurements", "tasks", "folder", "locks", "paths", "provenance")
+_SUBMODULES = ("config", "validation", "execute", "measurements", "probe_measurements", "tasks", "folder", "paths",
+               "provenance")
 
 __all__ = list(_NAMES)
 __getattr__, __dir__ = lazy_face(__name__, _NAMES, _SUBMODULES)
@@ -54,8 +55,8 @@ __getattr__, __dir__ = lazy_face(__name__, _NAMES, _SUBMODULES)
 if TYPE_CHECKING:  # for type checkers and readers: the names __getattr__ serves
     from .config import FORMAT_VERSION, MEASUREMENT_FIELDS, RunConfig, training_key  # noqa: F401
     from .execute import TRAINED_FILE, find_trained, finished_training, remeasure, resolve_device, run  # noqa: F401
-    from .folder import KNOWN_TABLES, TABLES, RunLocked, progress_line, run_dir, run_state, verify_run  # noqa: F401
-    from .locks import RunLock  # noqa: F401
+    from .folder import KNOWN_TABLES, TABLES, RunLock, RunLocked, progress_line, run_dir, run_state  # noqa: F401
+    from .folder import verify_run  # noqa: F401
     from .measurements import AUGMENTATIONS, MEASUREMENTS, register_augmentation, register_measurement  # noqa: F401
     from .paths import default_results_root, default_runs_root, sweeps_dir  # noqa: F401
     from .provenance import git_state  # noqa: F401

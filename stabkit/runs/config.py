@@ -8,13 +8,16 @@ run's folder, so the same configuration is never trained twice.
 Keys are a contract with every run folder already computed: a change here that alters the key of an
 existing configuration orphans hours of training. A new field must therefore be left out of the key while
 it holds its default (see :meth:`~stabkit.runs.RunConfig.to_dict`), and the tests pin the keys of real runs.
+
+The strict value checks (``strict_*``: no coercion, errors naming where the value was) check the fields here and
+the measurements' ``options`` (:mod:`~stabkit.runs.measurements`, :mod:`~stabkit.runs.probe_measurements`).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +25,8 @@ from ..checks import check_choice, check_float, check_int
 from ..protocol import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, TASKS, training_defaults
 
 __all__ = ["FORMAT_VERSION", "TASKS", "STATES", "SHUFFLES", "MEASURE_DTYPES", "DERIVED_FIELDS", "RunConfig",
-           "MEASUREMENT_FIELDS", "KEY_SPELLINGS", "key_spelling", "training_key", "plain"]
+           "MEASUREMENT_FIELDS", "KEY_SPELLINGS", "key_spelling", "training_key", "plain", "strict_int", "strict_bool",
+           "strict_list", "strict_real", "strict_mapping", "refuse_unknown_keys"]
 
 #: Version of the run format and of the code's numerical conventions; part of every run's hash, so bump it
 #: when a change of the code must invalidate earlier runs.
@@ -162,12 +166,7 @@ class RunConfig:
         check_choice("task", self.task, TASKS)
         s("_explicit", frozenset(k for k in DERIVED_FIELDS if getattr(self, k) is not None))
         for k in ("net_options", "task_options", "options"):
-            v = getattr(self, k)
-            if v is None:
-                v = {}
-            if not isinstance(v, Mapping):
-                raise ValueError(f"{k} must be a mapping, got {v!r}")
-            s(k, _current_spelling(k, plain(dict(v))))
+            s(k, _current_spelling(k, plain(strict_mapping(k, getattr(self, k)))))
         if not isinstance(self.net, str) or not self.net:
             raise ValueError(f"net must be a network name (str), got {self.net!r}")
         d = training_defaults(self.task, self.net)
@@ -186,9 +185,7 @@ class RunConfig:
         if self.ptr is None and self.task != "cifar10":
             s("ptr", 1024)
         for k in ("stop_at_zero_loss", "fast"):
-            v = getattr(self, k)
-            if not isinstance(v, bool):  # bool("no") is True: a string or a number is a mistake, not a flag
-                raise ValueError(f"{k} must be true or false, got {v!r}")
+            strict_bool(k, getattr(self, k))
         s("augment", _tuple(self.augment, name="augment"))
         s("measure", _tuple(self.measure, name="measure"))
         s("states", _tuple(self.states, name="states"))
@@ -296,6 +293,10 @@ class RunConfig:
     def hinge(self) -> bool:
         return self.loss == "hinge"
 
+    def options_of(self, measurement: str) -> dict:
+        """The options of a measurement (``options.<measurement>``) as a new dict; ``{}`` when it has none."""
+        return dict((self.options or {}).get(measurement) or {})
+
 
 #: Fields added after runs were committed, and the default at which they stay out of the key.
 _KEY_NEUTRAL_DEFAULTS = {"precision": "float32"}
@@ -322,3 +323,52 @@ def _integer(name: str, value: Any) -> int:
         return check_int(name, value)
     except TypeError as exc:
         raise ValueError(str(exc)) from None
+
+
+# ------------------------------------------------------------------- strict values (no coercion)
+#: Checks of values read from a configuration document (YAML or JSON): a value of the wrong kind is refused with
+#: a ``ValueError`` naming where it was (``where``), never converted (``"no"`` is no ``False``, ``0.5`` no ``0``).
+def strict_int(where: str, v: Any, minimum: int = 1) -> int:
+    """An integer ``>= minimum`` (an integral float such as ``4.0`` is accepted, a bool or ``0.5`` is not)."""
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ValueError(f"{where} must be an integer >= {minimum}, got {v!r}")
+    return v
+
+
+def strict_bool(where: str, v: Any) -> bool:
+    """A bool (``bool("no")`` is True: a string or a number is a mistake, not a flag)."""
+    if not isinstance(v, bool):
+        raise ValueError(f"{where} must be true or false, got {v!r}")
+    return v
+
+
+def strict_list(where: str, v: Any, one: Callable[[str, Any], Any]) -> list:
+    """A non-empty list whose items ``one(where, item)`` accepts (a single value counts as a list of it)."""
+    items = list(v) if isinstance(v, (list, tuple)) else [v]
+    if not items:
+        raise ValueError(f"{where} must be a non-empty list, got {v!r}")
+    return [one(where, x) for x in items]
+
+
+def strict_real(where: str, v: Any) -> float:
+    """A finite int or float (a bool or a string is refused), as a float."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"{where} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def strict_mapping(where: str, v: Any) -> dict:
+    """A mapping as a new dict (``None``: empty)."""
+    if v is None:
+        return {}
+    if not isinstance(v, Mapping):
+        raise ValueError(f"{where} must be a mapping, got {v!r}")
+    return dict(v)
+
+
+def refuse_unknown_keys(where: str, o: dict, accepted: tuple[str, ...]) -> None:
+    """``ValueError`` naming the keys left in ``o`` (those a parser did not take) and the ``accepted`` ones."""
+    if o:
+        raise ValueError(f"{where}: unknown key(s) {sorted(o)}; accepted: {', '.join(accepted)}")

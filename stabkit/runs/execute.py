@@ -18,18 +18,17 @@ from typing import Any
 import pandas as pd
 
 from ..checkpoints import RESUME_FILE, TRAINED_FILE, TRAINING_OUTPUTS, CheckpointFolder
+from ..locks import RunLock
 from .config import RunConfig, training_key
-from .measurements import MEASUREMENT_FACTS, MEASUREMENTS, load_plugins
-from .locks import RunLock
+from .measurements import MEASUREMENT_FACTS, MEASUREMENTS, check_measurements
 from .folder import (RunLocked, check_table_name, hold_lock, mark_done, read_config, run_dir, write_config,
                      write_status, write_table)
 from .provenance import git_state
 from .tasks import RunContext, build_net, loader, task_data
 from .validation import validate
 
-__all__ = ["RESERVED_TABLES", "TRAINED_FILE", "train_spec", "resolve_device", "device_name", "check_measurements",
-           "measure_states",
-           "run", "remeasure", "run_mode", "find_trained", "finished_training"]
+__all__ = ["RESERVED_TABLES", "TRAINED_FILE", "train_spec", "resolve_device", "device_name", "measure_states", "run",
+           "remeasure", "run_mode", "find_trained", "finished_training"]
 
 #: Tables a measurement may not write (the run writes them itself).
 RESERVED_TABLES = ("metrics", "summary")
@@ -48,14 +47,6 @@ def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
     return platform.processor() or platform.machine() or "cpu"
-
-
-def check_measurements(names: Sequence[str]) -> None:
-    """``ValueError`` listing the registered measurements if one of ``names`` is unknown."""
-    load_plugins()
-    unknown = [m for m in names if m not in MEASUREMENTS]
-    if unknown:
-        raise ValueError(f"unknown measurement(s) {unknown}; registered: {sorted(MEASUREMENTS)}")
 
 
 def _env_flag(name: str) -> bool:
@@ -267,8 +258,7 @@ def _run_body(cfg: RunConfig, ckpt: CheckpointFolder, device: str, progress: boo
               donor: Path | None = None, trained: tuple[dict, pd.DataFrame] | None = None) -> dict:
     import torch  # not at import: loading a sweep through this package must not import torch
 
-    validate(cfg)
-    check_measurements(cfg.measure)  # before hours of training
+    validate(cfg)  # before hours of training: the measurements and their options too
     d = task_data(cfg)
     model = build_net(cfg, d).to(device)
     init_state = _trainer().cpu_state(model)
@@ -380,8 +370,7 @@ def remeasure(path: str | Path, *, measure: Sequence[str] | None = None, states:
                              + (", out_dir" if out_dir is not None else "") + ")")
         return _remeasure_in_place(path, original, device)
     cfg = original.replace(**changes)
-    validate(cfg)  # P above the test set, unknown layers, options: refused, not measured on fewer
-    check_measurements(cfg.measure)
+    validate(cfg)  # P above the test set, unknown layers or measurements, options: refused, not measured on fewer
     dev = resolve_device(device)
     d = task_data(cfg)
     model = build_net(cfg, d).to(dev)

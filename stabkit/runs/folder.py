@@ -4,7 +4,7 @@ committed results store: :mod:`stabkit.sweeps.resultstore`).
 Folder of a run (``<root>/<key>``)::
 
     config.json      the configuration (plus key and format version)
-    lock             while a process works on it: flock held for the run (stabkit.runs.locks), JSON
+    lock             while a process works on it: flock held for the run (stabkit.locks), JSON
                      host/pid/since/nonce, touched every epoch (heartbeat)
     best.pt last.pt  checkpoints (state dicts + metadata, loaded with weights_only=True)
     metrics.parquet output.parquet layers.parquet spectra.parquet summary.parquet [+ registered tables]
@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from ..atomic import atomic_write_json, atomic_write_table, atomic_write_text, fsync_dir
 from ..checkpoints import CHECKPOINTS, CheckpointFolder
 from .config import FORMAT_VERSION, RunConfig
-from .locks import LOCK_NAME, RunLock, heartbeat_age, hold_lock, lock_held, lock_info
+from ..locks import LOCK_NAME, RunLock, heartbeat_age, hold_lock, lock_held, lock_info
 from .measurements import MEASUREMENTS, known_tables, measurement_tables
 from .paths import default_runs_root
 
@@ -115,7 +115,7 @@ def read_config(path: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ locks and states
 def run_state(path: str | Path) -> str:
     """State of a run folder: ``done``, ``failed``, ``running`` (its lock is held by a live process,
-    :mod:`~stabkit.runs.locks`), ``interrupted`` (folder without done/failed marker and no live lock) or
+    :mod:`~stabkit.locks`), ``interrupted`` (folder without done/failed marker and no live lock) or
     ``pending`` (no folder). Cheap: the files of a done run are not checked (see :func:`verify_run`)."""
     path = Path(path)
     if (path / "done").exists():

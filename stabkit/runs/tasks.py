@@ -19,8 +19,8 @@ from typing import Any
 from .config import RunConfig
 from .measurements import AUGMENTATIONS, BUILTIN_AUGMENT, load_plugins
 
-__all__ = ["TaskData", "RunContext", "task_data", "loader", "augment_fn", "build_net", "normalize", "probe_set",
-           "probe_kinds", "corruption_generator", "PROBE_KINDS", "CORRUPTION_SEED_OFFSET"]
+__all__ = ["TaskData", "RunContext", "task_data", "loader", "check_augment", "augment_fn", "build_net", "normalize",
+           "probe_set", "probe_kinds", "corruption_generator", "PROBE_KINDS", "CORRUPTION_SEED_OFFSET"]
 
 
 @dataclass
@@ -78,14 +78,27 @@ def loader(cfg: RunConfig, d: TaskData, device: str, *, train: bool, noise_std: 
     Fig. 1 corruption of norm ``noise_std``."""
     from .. import data  # torch: see the module docstring
     x, y = (d.train_x, d.train_y) if train else (d.test_x, d.test_y)
+    if train:
+        check_augment(cfg)
     aug = [a for a in cfg.augment if a in BUILTIN_AUGMENT] if train else []
-    if aug and cfg.task != "cifar10":
-        raise ValueError(f"augment {aug} (crop/flip) is only defined for cifar10, not {cfg.task!r}")
-    if aug and sorted(aug) != ["crop", "flip"]:
-        raise ValueError(f"augment: 'crop' and 'flip' go together (DeviceLoader does both), got {cfg.augment}")
     return data.DeviceLoader(x, y, cfg.batch_size if train else data.default_eval_batch_size(cfg.batch_size, device), shuffle=train,
                              augment=bool(aug), mean=d.mean, std=d.std, noise_std=noise_std, device=device,
                              seed=seed, extra_augment=augment_fn(cfg) if train else None)
+
+
+def check_augment(cfg: RunConfig) -> None:
+    """``ValueError`` unless the loader can do ``cfg.augment``: ``crop`` and ``flip`` together (the loader does
+    both) and only for cifar10, the others registered augmentations (after ``$STABKIT_PLUGINS`` is loaded)."""
+    builtin = [a for a in cfg.augment if a in BUILTIN_AUGMENT]
+    if builtin and cfg.task != "cifar10":
+        raise ValueError(f"augment {builtin} (crop/flip) is only defined for cifar10, not {cfg.task!r}")
+    if builtin and sorted(builtin) != ["crop", "flip"]:
+        raise ValueError(f"augment: 'crop' and 'flip' go together (the loader does both), got {list(cfg.augment)}")
+    load_plugins()
+    unknown = [a for a in cfg.augment if a not in BUILTIN_AUGMENT and a not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"augment: unknown augmentation(s) {unknown}; accepted: "
+                         f"{list(BUILTIN_AUGMENT) + sorted(AUGMENTATIONS)}")
 
 
 def augment_fn(cfg: RunConfig) -> Callable | None:
@@ -93,10 +106,7 @@ def augment_fn(cfg: RunConfig) -> Callable | None:
     extra = [a for a in cfg.augment if a not in BUILTIN_AUGMENT]
     if not extra:
         return None
-    load_plugins()
-    missing = [a for a in extra if a not in AUGMENTATIONS]
-    if missing:
-        raise ValueError(f"unknown augment {missing}; accepted: {list(BUILTIN_AUGMENT) + sorted(AUGMENTATIONS)}")
+    check_augment(cfg)
     fns = [AUGMENTATIONS[a] for a in extra]
 
     def apply(x, gen):
@@ -176,7 +186,7 @@ def probe_set(cfg: RunConfig, d: TaskData, kind: str | None = None):
                          f"noise_std {cfg.noise_std})")
     gen = torch.Generator().manual_seed(cfg.probe_seed)
     if cfg.task == "cifar10":
-        from ..stability import draw_probes  # torch: see the module docstring
+        from ..probes import draw_probes  # torch: see the module docstring
         n = len(d.test_y)
         if cfg.P > n:
             raise ValueError(f"P={cfg.P} is larger than the test set ({n} images)")

@@ -17,7 +17,8 @@ import torch
 from .. import data, nets
 from ..stability import layer_names
 from .config import RunConfig, plain
-from .measurements import AUGMENTATIONS, BUILTIN_AUGMENT, MEASUREMENT_FACTS, MEASUREMENTS, check_options, load_plugins
+from .measurements import MEASUREMENT_FACTS, check_measurements, check_options
+from .tasks import check_augment
 
 __all__ = ["validate", "known_nets", "task_option_names", "test_set_size"]
 
@@ -121,20 +122,9 @@ def validate(cfg: RunConfig, build: bool = True) -> RunConfig:
     unknown = sorted(set(cfg.task_options) - set(accepted))
     if unknown:
         raise ValueError(f"task_options {unknown} are no options of task {cfg.task!r}; accepted: {accepted}")
-    load_plugins()
-    unknown = [m for m in cfg.measure if m not in MEASUREMENTS]
-    if unknown:
-        raise ValueError(f"measure: unknown measurement(s) {unknown}; registered: {sorted(MEASUREMENTS)}")
+    check_measurements(cfg.measure)
     check_options(cfg.options)  # before hours of training: a bad value would fail the run after it
-    builtin = [a for a in cfg.augment if a in BUILTIN_AUGMENT]
-    if builtin and cfg.task != "cifar10":
-        raise ValueError(f"augment {builtin} (crop/flip) is only defined for cifar10, not {cfg.task!r}")
-    if builtin and sorted(builtin) != ["crop", "flip"]:
-        raise ValueError(f"augment: 'crop' and 'flip' go together (the loader does both), got {list(cfg.augment)}")
-    unknown = [a for a in cfg.augment if a not in BUILTIN_AUGMENT and a not in AUGMENTATIONS]
-    if unknown:
-        raise ValueError(f"augment: unknown augmentation(s) {unknown}; accepted: "
-                         f"{list(BUILTIN_AUGMENT) + sorted(AUGMENTATIONS)}")
+    check_augment(cfg)
     n_test = test_set_size(cfg)
     if not build:
         return cfg

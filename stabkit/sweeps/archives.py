@@ -1,4 +1,4 @@
-"""A campaign's archives merged into the committed results store (:mod:`stabkit.sweeps.resultstore`):
+"""A campaign's archives merged into the committed results store (:mod:`stabkit.sweeps.merging`):
 ``runs.tar`` / ``runs.tar.gz`` parts (``stabkit.campaign.packing``), checked against ``IMPORT_LIMITS``
 before anything is extracted, then merged run by run into every (sweep, scale) their manifest lists.
 """
@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..runs.paths import default_results_root
-from .resultstore import check_store_name, merge_runs, read_run, store_dir
+from .merging import merge_runs, read_run
+from .resultstore import check_store_name, store_dir
 
 __all__ = ["IMPORT_LIMITS", "IMPORT_AREA", "import_runs"]
 

@@ -1,5 +1,5 @@
-"""The committed results store: tables that accumulate across machines (the notebooks read it through
-:mod:`stabkit.sweeps.lookup`).
+"""The committed results store: tables that accumulate across machines, and how they are read (the notebooks read
+it through :mod:`stabkit.sweeps.lookup`; runs are merged into it by :mod:`stabkit.sweeps.merging`).
 
 Layout (one store per sweep and scale)::
 
@@ -19,22 +19,9 @@ checkout, when the run recorded none), ``device``, ``device_name``, ``host`` (th
 ``status`` (the run's whole ``status.json``), ``tables`` and ``schema`` (per table, the run's columns
 and dtypes, so that a run's rows come back exactly as the run wrote them).
 
-Merging (``export()`` from run folders, ``import_runs()`` from a campaign's
-``runs.tar``):
-
-* by run key, never dropping a run: a key the store lacks is added; a key it has is kept or replaced by
-  one rule, the same whatever the order of the merges (so merging A then B equals B then A): **the copy
-  with the latest ``finished`` date wins, ties broken by the larger device name, then host name, then
-  ``run_version``, then the provenance record**;
-* a run whose configuration differs from the committed one under the same key, a store file that is
-  not a valid table of the store, or an incoming column whose type contradicts the committed one
-  (numbers against text) is a ``ValueError`` naming the file;
-* atomic: every file is replaced with :mod:`stabkit.atomic`, tables first (holding the rows of both the
-  old and the new index), ``runs.parquet`` last, then the rows no index lists are dropped. Readers trust
-  only the (key, run_version) pairs of the index and re-read when the index changed under them, so a
-  reader never sees a half-merged store, a kill at any moment loses nothing, and a store whose
-  ``runs.parquet`` was never written (an interrupted first export) is not committed at all;
-* one merge at a time per store (``flock`` on its folder).
+Readers trust only the (key, run_version) pairs of the index and re-read when the index changed under them,
+so a reader never sees a half-merged store, and a store whose ``runs.parquet`` was never written (an
+interrupted first export) is not committed at all.
 
 Skipping committed work: ``committed_keys()`` gives the keys a sweep need not run
 (``python -m stabkit sweep --recompute`` runs them anyway).
@@ -44,30 +31,21 @@ Skipping committed work: ``committed_keys()`` gives the keys a sweep need not ru
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import hashlib
 import json
-import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ..atomic import atomic_write_json, atomic_write_table
-from ..runs.folder import read_config, run_state, verify_run
-from ..runs.paths import default_results_root, default_runs_root
-from ..runs.provenance import git_state, provenance
-from .collection import config_columns, status
-from .sweepfile import Sweep, as_sweep
+from ..runs.paths import default_results_root
 
-__all__ = ["STORE_FORMAT", "SCALE_ORDER", "INDEX_COLUMNS", "store_dir", "committed_runs", "committed_keys",
-           "committed_scales", "load", "export", "merge_runs", "read_run", "check_store_name"]
+__all__ = ["SCALE_ORDER", "INDEX_COLUMNS", "KEY", "VERSION", "INDEX", "PROVENANCE", "store_dir", "committed_runs",
+           "committed_keys", "committed_scales", "load", "check_store_name", "read_store_table", "read_index",
+           "run_schema", "restore_run_rows", "concat_frames", "split_by_run"]
 
-STORE_FORMAT = 1
 #: Scales by preference for ``scale="auto"``, largest first.
 SCALE_ORDER = ("paper", "gpu", "cpu", "small", "tiny")
 #: Columns of a store's index ``runs.parquet``, one row per committed run: its key and version, the
@@ -75,11 +53,13 @@ SCALE_ORDER = ("paper", "gpu", "cpu", "small", "tiny")
 INDEX_COLUMNS = ("key", "run_version", "config", "code_commit", "code_dirty", "commit_source", "device",
                  "device_name", "host", "torch", "python", "finished", "wall_seconds", "epochs_run",
                  "best_test_err", "status", "tables", "schema")
+#: The run-key and run-version columns of every table; the index and the provenance file of a store folder.
 KEY, VERSION, INDEX, PROVENANCE = "run", "run_version", "runs.parquet", "provenance.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def check_store_name(what: str, value: Any) -> str:
+    """``value`` if it is a plain name of a store folder or table (``what`` names it in the ``ValueError``)."""
     if not isinstance(value, str) or not _NAME.match(value) or ".." in value:
         raise ValueError(f"{what} must be a plain name (letters, digits, '_', '.', '-'; no path), got {value!r}")
     return value
@@ -92,7 +72,7 @@ def store_dir(sweep: str, scale: str, results_root: str | Path | None = None) ->
 
 
 # ---------------------------------------------------------------------------------------- reading
-def _read_parquet(f: Path) -> pd.DataFrame:
+def read_store_table(f: Path) -> pd.DataFrame:
     """One parquet file, read through one open handle: a merge replaces the file by name (``os.replace``),
     never the inode we hold, so the read sees one version whole (reading by name opens the file more
     than once, and can mix the footer of one version with the data of the next)."""
@@ -103,31 +83,13 @@ def _read_parquet(f: Path) -> pd.DataFrame:
         raise ValueError(f"{f}: not a readable parquet table ({type(exc).__name__}: {exc})") from None
 
 
-def _norm(row: Mapping) -> dict[str, Any]:
-    """An index row in plain Python types (a row read back from parquet equals the row written)."""
-    out = {}
-    for c in INDEX_COLUMNS:
-        v = row.get(c)
-        v = v.item() if hasattr(v, "item") and getattr(v, "shape", None) == () else v
-        if v is None or (isinstance(v, float) and v != v) or v is pd.NA:
-            v = None
-        elif c in ("wall_seconds", "best_test_err"):
-            v = float(v)
-        elif c == "epochs_run":
-            v = int(v)
-        elif c == "code_dirty":
-            v = bool(v)
-        else:
-            v = str(v)
-        out[c] = v
-    return out
-
-
-def _read_index(d: Path) -> pd.DataFrame:
+def read_index(d: Path) -> pd.DataFrame:
+    """The index ``runs.parquet`` of store folder ``d`` (``INDEX_COLUMNS``; empty when there is none);
+    ``ValueError`` naming the file when it is not an index."""
     f = d / INDEX
     if not f.is_file():
         return pd.DataFrame(columns=list(INDEX_COLUMNS))
-    idx = _read_parquet(f)
+    idx = read_store_table(f)
     lacking = [c for c in INDEX_COLUMNS if c not in idx.columns]
     if lacking:
         raise ValueError(f"{f}: not a results index (columns {lacking} missing)")
@@ -146,7 +108,7 @@ def _sig(f: Path) -> tuple | None:
 
 def committed_runs(sweep: str, scale: str, results_root: str | Path | None = None) -> pd.DataFrame:
     """The index of a store (``INDEX_COLUMNS``, one row per committed run; empty if none)."""
-    return _read_index(store_dir(sweep, scale, results_root))
+    return read_index(store_dir(sweep, scale, results_root))
 
 
 def committed_keys(sweep: str, scale: str, results_root: str | Path | None = None) -> set[str]:
@@ -158,18 +120,19 @@ def committed_scales(sweep: str, results_root: str | Path | None = None) -> list
     """Scales of ``sweep`` with committed runs, largest first (``SCALE_ORDER``, then other names)."""
     base = Path(results_root or default_results_root()) / check_store_name("sweep", sweep)
     found = [p.name for p in base.iterdir() if (p / INDEX).is_file()] if base.is_dir() else []
-    found = [s for s in found if _NAME.match(s) and len(_read_index(base / s))]
+    found = [s for s in found if _NAME.match(s) and len(read_index(base / s))]
     return sorted(found, key=lambda s: (SCALE_ORDER.index(s) if s in SCALE_ORDER else len(SCALE_ORDER), s))
 
 
-def _schema(row: Mapping) -> dict[str, list]:
+def run_schema(row: Mapping) -> dict[str, list]:
+    """``{table: [[column, dtype], ...]}`` of an index row: the tables of the run and their columns as it wrote them."""
     try:
         return json.loads(row["schema"])
     except (TypeError, ValueError):
         raise ValueError(f"run {row.get('key')}: unreadable schema record in {INDEX}") from None
 
 
-def _restore(df: pd.DataFrame, cols: list) -> pd.DataFrame:
+def restore_run_rows(df: pd.DataFrame, cols: list) -> pd.DataFrame:
     """The rows of one run as it wrote them: its own columns, its dtypes where they survive the union."""
     df = df[[c for c, _ in cols]].reset_index(drop=True)
     for c, dt in cols:
@@ -179,7 +142,8 @@ def _restore(df: pd.DataFrame, cols: list) -> pd.DataFrame:
     return df
 
 
-def _assemble(frames: list[pd.DataFrame]) -> pd.DataFrame:
+def concat_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The per-run frames as one table (empty with none)."""
     if not frames:
         return pd.DataFrame()
     with warnings.catch_warnings():
@@ -187,7 +151,8 @@ def _assemble(frames: list[pd.DataFrame]) -> pd.DataFrame:
         return pd.concat(frames, ignore_index=True)
 
 
-def _split(table: pd.DataFrame, f: Path) -> dict[tuple[str, str], pd.DataFrame]:
+def split_by_run(table: pd.DataFrame, f: Path) -> dict[tuple[str, str], pd.DataFrame]:
+    """A stored table (file ``f``) cut into its runs' rows: ``{(key, run_version): rows without run_version}``."""
     if KEY not in table.columns or VERSION not in table.columns:
         raise ValueError(f"{f}: not a table of the results store (columns {KEY!r} and {VERSION!r} required)")
     return {(str(k), str(v)): g.drop(columns=[VERSION]) for (k, v), g in table.groupby([KEY, VERSION], sort=False)}
@@ -195,18 +160,18 @@ def _split(table: pd.DataFrame, f: Path) -> dict[tuple[str, str], pd.DataFrame]:
 
 def _frames_of(d: Path, table: str, rows: list[Mapping]) -> dict[tuple[str, str], pd.DataFrame]:
     """The per-run frames of ``table`` for the index ``rows`` that list it (error if the file lacks some)."""
-    want = {(r["key"], r["run_version"]): _schema(r)[table] for r in rows if table in _schema(r)}
+    want = {(r["key"], r["run_version"]): run_schema(r)[table] for r in rows if table in run_schema(r)}
     if not want:
         return {}
     f = d / f"{table}.parquet"
     if not f.is_file():
         raise ValueError(f"{f}: missing, but {d / INDEX} lists {len(want)} run(s) with table {table!r}")
-    parts = _split(_read_parquet(f), f)
+    parts = split_by_run(read_store_table(f), f)
     lost = sorted(p[0] for p in want if p not in parts)
     if lost:
         raise ValueError(f"{f}: no rows of run(s) {lost[:5]} that {d / INDEX} lists with this table")
     try:
-        return {p: _restore(parts[p], cols) for p, cols in want.items()}
+        return {p: restore_run_rows(parts[p], cols) for p, cols in want.items()}
     except KeyError as exc:
         raise ValueError(f"{f}: column {exc} of the recorded schema is missing") from None
 
@@ -222,7 +187,7 @@ def load(sweep: str, scale: str, table: str, results_root: str | Path | None = N
     for attempt in range(tries):  # a merge replacing the index or a table while we read: read again
         before = _sig(d / INDEX)
         try:
-            idx = _read_index(d)
+            idx = read_index(d)
             rows = sorted(idx.to_dict("records"), key=lambda r: r["key"])
             frames = _frames_of(d, table, rows)
         except ValueError:
@@ -232,280 +197,6 @@ def load(sweep: str, scale: str, table: str, results_root: str | Path | None = N
         if _sig(d / INDEX) == before:
             break
     if rows and not frames:
-        have = sorted({t for r in rows for t in _schema(r)})
+        have = sorted({t for r in rows for t in run_schema(r)})
         raise ValueError(f"no committed table {table!r} in {d}; committed tables: {have}")
-    return _assemble([frames[p] for p in sorted(frames)])
-
-
-# ------------------------------------------------------------------------------------- incoming runs
-@dataclass
-class _Incoming:
-    key: str
-    folder: Path
-    config: dict
-    row: dict                        # the index row (without schema / tables)
-    tables: dict[str, pd.DataFrame]  # collected rows (run columns + configuration columns)
-
-
-def _iso(value: Any) -> str | None:
-    if value is None or (isinstance(value, float) and value != value):
-        return None
-    with contextlib.suppress(TypeError, ValueError):
-        t = _dt.datetime.fromisoformat(str(value))
-        return (t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)).astimezone(_dt.timezone.utc).isoformat()
-    return str(value)
-
-
-def read_run(folder: Path, fallback: Mapping[str, Any]) -> _Incoming:
-    """One finished run folder as an incoming run; ``fallback``: provenance the run did not record."""
-    problems = verify_run(folder) if (folder / "done").exists() else [f"{folder / 'done'}: missing (not finished)"]
-    if problems:
-        raise ValueError("; ".join(problems))
-    cfg = read_config(folder)
-    key = str(cfg.get("key"))
-    try:
-        st = json.loads((folder / "status.json").read_text())
-    except (OSError, ValueError):
-        st = {}
-    summ = _read_parquet(folder / "summary.parquet").iloc[0].to_dict() if (folder / "summary.parquet").is_file() else {}
-    get = lambda k: st.get(k, summ.get(k))  # noqa: E731
-    git = st.get("git") if isinstance(st.get("git"), Mapping) else {}
-    commit = get("code_commit") or git.get("commit") or st.get("commit")
-    row = {"key": key, "config": json.dumps(cfg, sort_keys=True), "device": get("device"),
-           "device_name": get("device_name"), "host": get("host"), "torch": get("torch"),
-           "python": get("python") or fallback.get("python"), "finished": _iso(get("finished")),
-           "wall_seconds": get("wall_seconds"), "epochs_run": get("epochs_run"),
-           "best_test_err": get("best_test_err"), "status": json.dumps(st, sort_keys=True, default=str)}
-    if commit:
-        dirty = get("code_dirty")
-        row.update(code_commit=commit, code_dirty=git.get("dirty") if dirty is None else bool(dirty),
-                   commit_source="run")
-    else:
-        row.update(code_commit=fallback.get("commit"), code_dirty=fallback.get("dirty"),
-                   commit_source=fallback.get("source"))
-    for k in ("wall_seconds", "best_test_err"):
-        row[k] = None if row[k] is None else float(row[k])
-    row["epochs_run"] = None if row["epochs_run"] is None else int(row["epochs_run"])
-    row["run_version"] = hashlib.sha256(f"{key}|{row['host']}|{row['finished']}|{row['wall_seconds']}".encode()
-                                        ).hexdigest()[:12]
-    cols = config_columns(cfg)
-    cols["run"] = cols.pop("key", key)
-    tables = {}
-    for f in sorted(folder.glob("*.parquet")):
-        df = _read_parquet(f)
-        extra = {k: [v] * len(df) for k, v in cols.items() if k not in df.columns}
-        tables[f.stem] = pd.concat([df, pd.DataFrame(extra, index=df.index)], axis=1) if extra else df
-    return _Incoming(key, folder, cfg, row, tables)
-
-
-# ------------------------------------------------------------------------------------------- merging
-def _rank(row: Mapping) -> tuple:
-    prov = json.dumps({k: row.get(k) for k in INDEX_COLUMNS if k not in ("schema", "tables")}, sort_keys=True,
-                      default=str)
-    return (row.get("finished") or "", str(row.get("device_name") or ""), str(row.get("host") or ""),
-            row.get("run_version") or "", prov)
-
-
-def _kind(s: pd.Series) -> str | None:
-    s = s.dropna()
-    if s.empty:
-        return None
-    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
-        return "number"
-    return "text" if all(isinstance(v, str) for v in s) else None
-
-
-def _check_schema(stored: pd.DataFrame, f: Path, inc: pd.DataFrame, src: Path) -> None:
-    for c in inc.columns:
-        if c in stored.columns:
-            a, b = _kind(stored[c]), _kind(inc[c])
-            if a and b and a != b:
-                held = sorted({str(k) for k in stored.loc[stored[c].notna(), KEY]}) if KEY in stored.columns else []
-                raise ValueError(f"{src}: column {c!r} holds {b} values, but the committed table {f} holds "
-                                 f"{a} values there (wrong schema; committed by run(s) {held[:5]})")
-
-
-@contextlib.contextmanager
-def _merge_lock(d: Path) -> Iterator[None]:
-    d.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: one merger at a time is the user's business
-        yield
-        return
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def _write_index(d: Path, rows: list[dict]) -> None:
-    idx = pd.DataFrame(sorted(rows, key=lambda r: r["key"]), columns=list(INDEX_COLUMNS))
-    atomic_write_table(d / INDEX, idx)
-
-
-def _write_tables(d: Path, names: list[str], frames: dict[str, dict], keep: set, old_files: dict) -> None:
-    for t in names:
-        parts = {p: fr.assign(**{VERSION: p[1]}) for p, fr in frames[t].items() if p in keep}
-        if set(parts) == old_files.get(t):
-            continue  # this file already holds exactly these rows
-        if parts:
-            atomic_write_table(d / f"{t}.parquet", _assemble([parts[p] for p in sorted(parts)]))
-        else:
-            (d / f"{t}.parquet").unlink(missing_ok=True)
-        old_files[t] = set(parts)
-
-
-def _damage(d: Path, rows: list[dict]) -> dict[str, list[str]]:
-    """The committed runs (index ``rows``) whose rows in the store folder ``d`` are not as the index
-    records them: table file missing or unreadable, the run's rows absent, a column of its schema missing
-    or of another type. ``{key: [problem naming the file, ...]}``; empty for a sound store."""
-    out: dict[str, list[str]] = {}
-    for t in sorted({t for r in rows for t in _schema(r)}):
-        want = {(r["key"], r["run_version"]): _schema(r)[t] for r in rows if t in _schema(r)}
-        f = d / f"{t}.parquet"
-        try:
-            parts = _split(_read_parquet(f), f) if f.is_file() else None
-        except ValueError as exc:
-            parts, why = None, str(exc)
-        else:
-            why = f"{f}: missing"
-        for p, cols in want.items():
-            if parts is None:
-                out.setdefault(p[0], []).append(why)
-            elif p not in parts:
-                out.setdefault(p[0], []).append(f"{f}: no rows of run {p[0]}")
-            else:
-                got = _restore(parts[p].reindex(columns=[c for c, _ in cols]), cols)
-                bad = [c for c, dt in cols if c not in parts[p].columns or str(got[c].dtype) != dt]
-                if bad:
-                    out.setdefault(p[0], []).append(f"{f}: run {p[0]}: column(s) {bad} missing or not of the "
-                                                    f"recorded type")
-    return out
-
-
-def merge_runs(d: str | Path, incoming: list[_Incoming], *, sweep: str | None = None, scale: str | None = None,
-               extra: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """Merge incoming runs into the store folder ``d`` (see the module docstring for the rule and the order
-    of the writes). Returns one row per incoming run: key, action (added | replaced | kept | repaired),
-    run_version.
-
-    The store is checked first (``_damage``: a table missing, a run's rows dropped, a column retyped):
-    a damaged run is repaired by an incoming copy of it that would win or tie the merge rule (its rows
-    are written again, action ``repaired``); with none, the merge is refused with a ``ValueError``
-    naming the files and runs (export or import those runs again to repair the store)."""
-    d = Path(d)
-    with _merge_lock(d):
-        old = {r["key"]: _norm(r) for r in _read_index(d).to_dict("records")}
-        damaged = _damage(d, list(old.values())) if old else {}
-        new = dict(old)
-        report, chosen = [], {}
-        for inc in sorted(incoming, key=lambda i: (i.key, _rank(i.row))):
-            cur = new.get(inc.key)
-            if cur is not None and json.loads(cur["config"]) != inc.config:
-                diff = sorted(k for k in set(inc.config) | set(json.loads(cur["config"]))
-                              if inc.config.get(k) != json.loads(cur["config"]).get(k))
-                where = "an incoming run" if inc.key in chosen else d / INDEX
-                raise ValueError(f"{inc.folder / 'config.json'}: run {inc.key} has another configuration than "
-                                 f"the one committed under this key in {where} (fields {diff})")
-            schema = {t: [[c, str(df[c].dtype)] for c in df.columns] for t, df in inc.tables.items()}
-            row = _norm({**inc.row, "tables": ",".join(sorted(inc.tables)), "schema": json.dumps(schema, sort_keys=True)})
-            if cur is None or _rank(row) > _rank(cur) or (inc.key in damaged and _rank(row) == _rank(cur)):
-                action = "added" if inc.key not in old else ("kept" if old[inc.key] == row else "replaced")
-                action = "repaired" if inc.key in damaged and old.get(inc.key) == row else action
-                new[inc.key], chosen[inc.key] = row, inc
-            else:
-                action = "kept"
-            report.append({"key": inc.key, "action": action, "run_version": new[inc.key]["run_version"]})
-        left = {k: v for k, v in damaged.items() if k not in chosen}
-        if left:
-            raise ValueError(f"the results store {d} is damaged; nothing merged: "
-                             + "; ".join(p for k in sorted(left) for p in left[k][:2])
-                             + f" (run(s) {sorted(left)}: export or import them again to repair it)")
-        # every table: stored per-run frames of the old and new index, plus the incoming winners
-        names = sorted({t for r in [*old.values(), *new.values()] for t in _schema(r)})
-        frames, old_files = {}, {}
-        for t in names:
-            f = d / f"{t}.parquet"
-            try:
-                stored = _read_parquet(f) if f.is_file() else None
-            except ValueError:
-                stored = None  # unreadable: every run listing it is damaged, and repaired now (else refused above)
-            parts = {}
-            if stored is not None:
-                raw = _split(stored, f)
-                old_files[t] = set(raw) if not damaged else None  # a repair rewrites the file whatever it lists
-                sound = [p for p in raw if p[0] not in damaged]
-                stored = _assemble([raw[p] for p in sound]) if len(sound) < len(raw) else stored
-                for r in [*old.values(), *new.values()]:
-                    p = (r["key"], r["run_version"])
-                    if t in _schema(r) and p in raw and p not in parts and r["key"] not in damaged:
-                        parts[p] = _restore(raw[p], _schema(r)[t])
-            for k, inc in chosen.items():
-                if t in inc.tables:
-                    if stored is not None and len(stored):
-                        _check_schema(stored, f, inc.tables[t], inc.folder / f"{t}.parquet")
-                    parts.setdefault((k, new[k]["run_version"]), inc.tables[t])
-            frames[t] = parts
-        both = {(r["key"], r["run_version"]) for r in [*old.values(), *new.values()]}
-        live = {(r["key"], r["run_version"]) for r in new.values()}
-        changed = new != old or bool(damaged)
-        if changed:
-            _write_tables(d, names, frames, both, old_files)  # 1. tables: rows of the old and the new index
-            _write_index(d, list(new.values()))               # 2. the commit point
-        if changed or not (d / PROVENANCE).is_file():  # a summary for people; readers use the index
-            _write_provenance(d, list(new.values()), sweep, scale, extra)
-        _write_tables(d, names, frames, live, old_files)      # 3. drop the rows no index lists any more
-    return pd.DataFrame(report, columns=["key", "action", "run_version"])
-
-
-def _write_provenance(d: Path, rows: list[dict], sweep: str | None, scale: str | None,
-                      extra: Mapping[str, Any] | None) -> None:
-    runs = [{k: r.get(k) for k in INDEX_COLUMNS if k not in ("config", "schema", "status")} for r in
-            sorted(rows, key=lambda r: r["key"])]
-    for r in runs:
-        r["run"] = r["key"]
-    dates = sorted(r["finished"] for r in runs if r.get("finished"))
-    prov = {"store_format": STORE_FORMAT, "sweep": sweep or d.parent.name, "scale": scale or d.name,
-            **provenance(), "tables": sorted({t for r in rows for t in _schema(r)}), "n_runs": len(rows),
-            "devices": sorted({str(r["device_name"]) for r in runs if r.get("device_name")}),
-            "commits": sorted({str(r["code_commit"]) for r in runs if r.get("code_commit")}),
-            "hosts": sorted({str(r["host"]) for r in runs if r.get("host")}),
-            "first_finished": dates[0] if dates else None, "last_finished": dates[-1] if dates else None,
-            "total_wall_seconds": float(sum(r.get("wall_seconds") or 0 for r in runs)), "runs": runs,
-            **dict(extra or {})}
-    atomic_write_json(d / PROVENANCE, prov)
-
-
-def _exporter() -> dict[str, Any]:
-    import platform
-    g = git_state()
-    return {"commit": g["commit"], "dirty": g["dirty"], "source": "export", "python": platform.python_version()}
-
-
-def export(sweep: str | Path | Mapping | Sweep, scale: str = "small", runs_root: str | Path | None = None,
-           results_root: str | Path | None = None, *, out_dir: str | Path | None = None) -> Path:
-    """Merge the finished runs of ``sweep`` at ``scale`` (run folders under ``runs_root``) into the store
-    ``<results_root>/<sweep>/<scale>`` (or ``out_dir``); returns the store folder. A finished run that
-    fails :func:`~stabkit.runs.verify_run` is skipped with a warning naming the file; no finished run
-    at all is a ``ValueError``."""
-    sw = as_sweep(sweep, scale)
-    root = Path(runs_root or default_runs_root())
-    d = Path(out_dir) if out_dir else store_dir(sw.name, sw.scale, results_root)
-    fallback, incoming = _exporter(), []
-    for k in sw.keys:
-        if run_state(root / k) != "done":
-            continue
-        try:
-            incoming.append(read_run(root / k, fallback))
-        except ValueError as exc:
-            warnings.warn(f"run {k} not exported: {exc}", stacklevel=2)
-    if not incoming:
-        raise ValueError(f"no finished run of sweep {sw.name!r} at scale {sw.scale!r} under {root}")
-    merge_runs(d, incoming, sweep=sw.name, scale=sw.scale, extra={"counts": status(root, sw)})
-    return d
-
-
-# ---------------------------------------------------------------------------------- notebooks' entry
+    return concat_frames([frames[p] for p in sorted(frames)])

@@ -1,4 +1,6 @@
-"""The lock of a run folder: one process computes a run at a time, and a dead one never blocks it.
+"""The lock of a folder in which one process works at a time, and a dead one never blocks it: a run's folder
+(:mod:`stabkit.runs`: one process computes a run), or the folder of a network that several runs share
+(it is trained once), and the sweeps that wait for such folders read its record and heartbeat.
 
 The lock is ``fcntl.flock`` on the open file ``<run>/lock``, held for the whole run: the kernel releases it
 when the process dies (also on SIGKILL), so liveness never depends on a PID (which the system may give to
