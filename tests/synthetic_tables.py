@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stabkit.report import tables
+from stabkit.report import robustness_claims
 
 
 EIGEN_3 = {0.0: 1, 1.0: 2, 2.0: 1, 3.0: 2, 4.0: 2, 6.0: 1}
@@ -74,7 +74,7 @@ def synthetic_spectra(trained_zero: float | dict[str, float] = 0.6, nets=("VGG11
 
 
 def curves_table(k2_kept: float = 0.76, kmax_acc: float = 20.0, salient_gap: float = -5.0) -> pd.DataFrame:
-    """Accuracy curves (%) as tables.accuracy_curves returns them, for masking (variant) and patch
+    """Accuracy curves (%) as robustness_claims.accuracy_curves returns them, for masking (variant) and patch
     shuffling (mode), two nets trained without rotations."""
     rows = []
     for net, clean in (("VGG11bn", 80.0), ("LeNet", 60.0)):
@@ -83,10 +83,10 @@ def curves_table(k2_kept: float = 0.76, kmax_acc: float = 20.0, salient_gap: flo
                              mean=acc, sd=1.0, n=2))
         for f in (0.0, 0.5, 0.9):
             acc = clean * (1 - f)
-            rows.append(dict(net=net, training="unrotated", mode=None, variant=tables.MASK_VARIANTS["mask"],
+            rows.append(dict(net=net, training="unrotated", mode=None, variant=robustness_claims.MASK_VARIANTS["mask"],
                              magnitude=f, mean=acc, sd=1.0, n=2))
             rows.append(dict(net=net, training="unrotated", mode=None,
-                             variant=tables.MASK_VARIANTS["mask_saliency"], magnitude=f,
+                             variant=robustness_claims.MASK_VARIANTS["mask_saliency"], magnitude=f,
                              mean=acc + (salient_gap if f > 0 else 0.0), sd=1.0, n=2))
     return pd.DataFrame(rows)
 

@@ -8,7 +8,7 @@ import pytest
 
 from stabkit import robustness
 from stabkit.data import cifar_files
-from stabkit.report import facts
+from stabkit.report.page import example_note
 
 REPO = Path(__file__).resolve().parents[1]
 #: Pages that draw example images, CIFAR-10 when it is found, generated patterns otherwise.
@@ -16,13 +16,13 @@ EXAMPLE_PAGES = ("diffeomorphisms", "probe_masking", "probe_patch_shuffle", "pro
 
 
 def test_example_note_warns_only_for_generated_images():
-    real = facts.example_note(False, "Examples: CIFAR-10 test images; the object stays recognisable.", "other")
+    real = example_note(False, "Examples: CIFAR-10 test images; the object stays recognisable.", "other")
     assert real == "Examples: CIFAR-10 test images; the object stays recognisable."
-    gen = facts.example_note(True, "the object stays recognisable", "Only colours remain.")
+    gen = example_note(True, "the object stays recognisable", "Only colours remain.")
     assert gen.startswith("```{warning}") and "not CIFAR-10" in gen and "STABKIT_DATA" in gen
     assert gen.rstrip().endswith("Only colours remain.") and "recognisable" not in gen
     with pytest.raises(TypeError, match="generated"):
-        facts.example_note("generated", "a", "b")
+        example_note("generated", "a", "b")
 
 
 def test_example_images_say_they_are_generated_without_cifar(tmp_path, monkeypatch):
@@ -38,7 +38,7 @@ def test_example_pages_render_the_note_and_claim_nothing_fixed(name):
     nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    assert 'glue("example_note", facts.example_note(' in code, f"{name}: glue the examples' note"
+    assert 'glue("example_note", example_note(' in code, f"{name}: glue the examples' note"
     assert re.search(r"\{glue:md\}\s+example_note\s*\n:format: myst", text), f"{name}: render example_note"
     assert not re.search(r"recogni[sz]", text), f"{name}: the fixed text claims an object stays recognisable"
     captions = [c.metadata.get("mystnb", {}).get("figure", {}).get("caption", "") for c in nb.cells]

@@ -35,6 +35,8 @@ FORBIDDEN = {"def table(": "a copied table() helper (use stabkit.report.page.pag
              "stabkit.probes": "the old module name (stabkit.robustness)", "import seaborn": "seaborn (use report.figures)",
              "from stabkit import book": "the old stabkit.book (stabkit.report.page)"}
 TIMEOUT_S = 120
+#: A page of a sweep calls page(...); a demonstration page (no sweep) demo_page(...).
+SWEEP_PAGE = re.compile(r"(?<![\w.])page\(")
 
 # {glue}`key`, {glue:text}`key:.2f`, {glue:md}`key` ... and ```{glue:figure} key / :::{glue} key
 ROLE = re.compile(r"\{glue(?::[a-z]+)?\}`([^`]+)`")
@@ -83,7 +85,7 @@ def test_notebook_conventions(entry):
             params[node.target.id] = ast.literal_eval(node.value)
     assert params.get("scale") == "auto", "parameters must be typed (name: type = value), scale default 'auto'"
     assert params.get("device") == "auto", "parameter device must default to 'auto'"
-    sweep_page = any("page(" in c.source for c in code)  # pages of a sweep (not the demonstration pages)
+    sweep_page = any(SWEEP_PAGE.search(c.source) for c in code)  # pages of a sweep (not the demonstration pages)
     for c in code[1:]:
         for text, why in FORBIDDEN.items():
             assert text not in c.source, f"{entry.name}: a code cell holds {why}"
@@ -152,7 +154,7 @@ def test_notebook_runs_tiny(entry, tmp_path, runs_root, monkeypatch):
             assert shown and all("image/png" in o["data"] for o in shown), \
                 f"{entry.name}: a captioned cell shows no figure or something besides its figure"
     tables = sorted((tmp_path / "tables").rglob("*.csv"))
-    if any("page(" in c.source for c in nb.cells if c.cell_type == "code"):
+    if any(SWEEP_PAGE.search(c.source) for c in nb.cells if c.cell_type == "code"):
         assert tables, f"{entry.name}: wrote no table for download"
     for path in tables:
         head = path.read_text().splitlines()[0].split(",")

@@ -234,3 +234,96 @@ def test_page_joins_convergence_to_the_asked_tables(monkeypatch):
     assert book.page("fig5_scale_detection", "tiny", "output", glue_facts=False).convergence is None
     with pytest.raises(TypeError, match="convergence"):
         book.page("fig5_scale_detection", "tiny", "output", convergence="yes")
+
+
+def test_page_shapes_its_tables_and_keeps_every_row_for_the_downloads(monkeypatch, tmp_path):
+    """Issue 24 item 7: page() hands the notebook its rows already selected (rows="paper": a noise-trained net
+    on its corrupted probes, the true ReLU values), with task_err and the training label; Page.all_rows keeps
+    every row, what Page.downloads writes."""
+    from stabkit import sweeps
+    from stabkit.report import selection, tables as report_tables
+
+    summary = pd.DataFrame({"run": ["a", "b"], "net": ["VGG11", "VGG11"], "seed": [0, 0], "status": "done",
+                            "task": "cifar10", "augment": ['["crop"]', '["crop", "rotate"]']})
+    output = pd.DataFrame({"run": ["a", "a", "b", "b", "b"], "net": "VGG11", "noise_std": [0.0, 0.0, 1.0, 1.0, 1.0],
+                           "probes": ["clean", "clean", "clean", "corrupted", "corrupted"],
+                           "relu_convention": ["true", "inplace", "true", "true", "inplace"],
+                           "augment": ['["crop"]', '["crop"]', '["crop", "rotate"]', '["crop", "rotate"]',
+                                       '["crop", "rotate"]'],
+                           "test_err": [0.1, 0.1, 0.2, 0.2, 0.2], "test_err_corrupted": [None, None, 0.3, 0.3, 0.3],
+                           "R_f": [0.1, 0.2, 0.3, 0.4, 0.5]})
+    tabs = {"summary": summary, "output": output}
+    monkeypatch.setattr(sweeps, "results", lambda sweep, scale, table, **kw: tabs[table].copy())
+    monkeypatch.delenv(book.ENV_PROVENANCE, raising=False)
+    monkeypatch.setenv(report_tables.ENV_PAGE_TABLES, str(tmp_path / "tables"))
+    styles = []
+    monkeypatch.setattr(book.palette, "set_style", lambda font_scale=1.0: styles.append(font_scale))
+    pg = book.page("fig1_noise_corrupted_cifar", "tiny", "output", name="fig1", glue_facts=False, task_error=True,
+                   training=True, rows="paper", font_scale=0.9)
+    (out,) = pg
+    assert styles == [0.9]  # the house style, applied by page()
+    full = report_tables.with_task_error(output).assign(training=["unrotated", "unrotated", "rotated", "rotated",
+                                                                  "rotated"])
+    pd.testing.assert_frame_equal(pg.all_rows["output"], full)
+    pd.testing.assert_frame_equal(out, selection.paper_rows(full))
+    assert list(out["R_f"]) == [0.1, 0.4] and pg["output"] is out
+    assert pg["summary"] is pg.all_rows["summary"] and "training" not in pg["summary"]  # summary as loaded
+    md = pg.downloads("output")
+    assert "output.csv" in md and "5 rows" in md  # every row, not only those shown
+    assert len(pd.read_csv(tmp_path / "tables" / "fig1" / "output.csv")) == 5
+    with pytest.raises(ValueError, match="tables"):
+        pg.downloads("layers")
+    plain = book.page("fig1_noise_corrupted_cifar", "tiny", "output", glue_facts=False)
+    assert plain.all_rows is plain.tables and list(plain["output"].columns) == list(output.columns)
+    with pytest.raises(ValueError, match="rows"):
+        book.page("fig1_noise_corrupted_cifar", "tiny", "output", rows="all")
+    with pytest.raises(TypeError, match="training"):
+        book.page("fig1_noise_corrupted_cifar", "tiny", "output", training="yes")
+    with pytest.raises(TypeError, match="training"):
+        book.page("fig1_noise_corrupted_cifar", "tiny", "output", training=["summary"])
+    both = book.page("fig1_noise_corrupted_cifar", "tiny", "output", glue_facts=False, training=["output"])
+    assert "training" in both["output"] and "training" not in both["summary"]
+
+
+def test_page_glues_its_convergence_listing(monkeypatch):
+    """Page.glue_convergence: the rule, the number of runs not well trained, and their list for display;
+    Page.early_fits: the runs that stopped at zero training loss with a high test error."""
+    from stabkit import sweeps
+    from stabkit.report import selection
+
+    summary = pd.DataFrame({"run": ["a", "b"], "net": ["LeNet", "VGG11"], "seed": [0, 0], "status": "done",
+                            "task": "twopoints", "best_test_err": [0.01, 0.05], "last_test_err": [0.01, 0.5]})
+    metrics = pd.DataFrame({"run": ["a", "a", "b", "b"], "net": ["LeNet", "LeNet", "VGG11", "VGG11"], "seed": 0,
+                            "epoch": [1, 2, 1, 2], "train_err": [0.3, 0.0, 0.4, 0.3], "train_loss": [0.5, 0.0, 1, 1],
+                            "test_err": [0.3, 0.2, 0.4, 0.5], "test_loss": [1.0, 2.0, 1.0, 1.0]})
+    tabs = {"summary": summary, "metrics": metrics, "output": pd.DataFrame({"run": ["a", "b"], "R_f": [0.1, 0.2]})}
+    monkeypatch.setattr(sweeps, "results", lambda sweep, scale, table, **kw: tabs[table].copy())
+    monkeypatch.delenv(book.ENV_PROVENANCE, raising=False)
+    pg = book.page("fig5_scale_detection", "tiny", "output", "metrics", glue_facts=False, convergence=True)
+    glued = _glued(monkeypatch)
+    shown = pg.glue_convergence()
+    pd.testing.assert_frame_equal(shown, selection.collapsed_runs(pg.convergence))
+    assert glued["convergence_rule"][0] == selection.CONVERGENCE_RULE
+    assert glued["n_not_well_trained"][0] == "1" and glued["n_conv"][0] == "2"
+    assert pg.early_fits() == selection.early_fits(metrics) and "LeNet seed 0 at epoch 2" in pg.early_fits()
+    without = book.page("fig5_scale_detection", "tiny", "output", glue_facts=False)
+    with pytest.raises(ValueError, match="convergence"):
+        without.glue_convergence()
+    with pytest.raises(ValueError, match="metrics"):
+        without.early_fits()
+
+
+def test_demo_page_resolves_the_scale_and_is_the_current_page(monkeypatch):
+    """A demonstration page (no sweep): "auto" is small, a scale it does not define is refused, the style
+    is applied, scale glued, and glue_claim takes the page's name and scale."""
+    glued = _glued(monkeypatch)
+    styles = []
+    monkeypatch.setattr(book.palette, "set_style", lambda font_scale=1.0: styles.append(font_scale))
+    settings = {"tiny": {"n": 1}, "small": {"n": 2}}
+    assert book.demo_page("theory_constant_filters", "auto", settings, font_scale=0.95) == ("small", {"n": 2})
+    assert styles == [0.95] and glued["scale"][0] == "small"
+    rec = book.glue_claim("law", Claim("law", True, 1.0, 0.0))
+    assert rec["page"] == "theory_constant_filters" and rec["scale"] == "small" and rec["figure"] == rec["page"]
+    assert book.demo_page("diffeomorphisms", "tiny", settings)[1] == {"n": 1}
+    with pytest.raises(ValueError, match="scale"):
+        book.demo_page("diffeomorphisms", "gpu", settings)

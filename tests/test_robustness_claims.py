@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from stabkit.report import robustness_claims, tables, verdicts
+from stabkit.report import robustness_claims, verdicts
 
 from synthetic_tables import curves_table, invariance_table
 
@@ -31,7 +31,7 @@ def test_patch_shuffle_claims():
     only_small = cur[cur["magnitude"] <= 2]
     assert robustness_claims.claim_patch_shuffle_chance(only_small).verdict == verdicts.UNTESTABLE
     rc = cur[cur["mode"] == "full"].assign(mode="rows_cols", mean=lambda d: d["mean"] + 2.0)
-    assert tables.mode_difference(pd.concat([cur, rc]), "rows_cols", "full") == pytest.approx(2.0)
+    assert robustness_claims.mode_difference(pd.concat([cur, rc]), "rows_cols", "full") == pytest.approx(2.0)
 
 
 def test_transfer_claims():
@@ -68,3 +68,21 @@ def test_rotation_flattens_accuracy():
                              accuracy=0.6 if angle == 0 else 0.6 * keep))
     c = robustness_claims.claim_rotation_flattens_accuracy(pd.DataFrame(rows))
     assert c.holds and c.details["kept_rot"] == pytest.approx(90.0) and c.details["acc0_unrot"] == pytest.approx(60.0)
+
+
+def test_masking_set_up_and_pixelation_curves():
+    """The masking probes' tile size and fractions (the example images); the pixelation curves per training
+    size (net_options.source_size, 16 px when unset) and resampling."""
+    acc = pd.DataFrame({"probe": ["mask", "mask", "rotate"], "magnitude": [0.5, 0.25, 90.0],
+                        "options": ['{"patch": 4}', '{"patch": 4}', "{}"]})
+    assert robustness_claims.masking_probes(acc) == (4, [0.25, 0.5])
+    with pytest.raises(ValueError, match="mask_mean"):
+        robustness_claims.masking_probes(acc, "mask_mean")
+    rows = [{"probe": probe, "label": -1, "magnitude": m, "accuracy": a, "seed": seed, "net": "LowRes-ResNet18",
+             "net_options": opts}
+            for probe in ("pixelate", "rotate") for seed in (0, 1) for m, a in ((1.0, 0.8), (2.0, 0.6))
+            for opts in ('{"source_size": 32}', '{"interpolation": "nearest"}')]
+    curves = robustness_claims.pixelate_curves(pd.DataFrame(rows))
+    assert set(zip(curves["resampling"], curves["source"])) == {("bilinear", 32), ("nearest", 16)}
+    assert list(curves.columns[:4]) == ["resampling", "source", "variant", "magnitude"]
+    assert list(curves[curves.magnitude == 2.0]["mean"]) == pytest.approx([60.0, 60.0]) and (curves["n"] == 2).all()

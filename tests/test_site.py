@@ -414,15 +414,15 @@ def test_page_tables_show_no_nan_and_pass_the_table_check():
     import numpy as np
     import pandas as pd
 
-    from stabkit.report import tables
+    from stabkit.report import robustness_claims, stability_claims
 
     curves = pd.DataFrame({"net": ["A"] * 3, "mode": ["full", "full", "rows_cols"], "magnitude": [1.0, 3.0, 1.0],
                            "mean": [80.0, 40.0, 80.0]})
     raw = curves.pivot_table(index=["net", "mode"], columns="magnitude", values="mean").to_html()
     assert any("NaN" in p for p in check_site.table_problems(raw))  # what the page showed before
-    assert check_site.table_problems(tables.curves_table(curves, ["net", "mode"]).to_html()) == []
+    assert check_site.table_problems(robustness_claims.curves_table(curves, ["net", "mode"]).to_html()) == []
     parts = pd.DataFrame({"": ["init", "trained", "trained / init"], "D": [1.0, 2.0, 2.0], "G": [1.0, 0.5, 0.5],
                           "deno": [1.0, 20.0, 20.0], "D_f": [1.0, 0.1, 0.1], "G_f": [1.0, 0.025, 0.025],
                           "R_f": [1.0, np.nan, np.nan], "n": [2, 2, 2]})
-    html = tables.parts_display(parts).to_html()
+    html = stability_claims.parts_display(parts).to_html()
     assert check_site.table_problems(html) == [] and "\u2013" in html

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from stabkit.report import spectra_figures
-from stabkit.report.fits import zero_mode_fraction
 
 from synthetic_tables import EIGEN_3
 
@@ -66,8 +65,7 @@ def test_filter_spectra_from_energy_only():
 
 
 def test_zero_mode_profile():
-    z = zero_mode_fraction(spectra_table())
-    fig = spectra_figures.zero_mode_profile(z)
+    fig = spectra_figures.zero_mode_profile(spectra_table())
     ax = fig.axes[0]
     assert len([l for l in ax.lines if l.get_linestyle() in ("-", ":")]) == 4
     assert ax.get_yscale() == "log"

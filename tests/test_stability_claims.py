@@ -11,6 +11,7 @@ from stabkit.report.layer_claims import (claim_channel_pooling_second_half, clai
                                          claim_spectra_concentrate)
 from stabkit.report.stability_claims import (claim_error_correlation, claim_gf_grows, claim_rf_falls,
                                              claim_rf_init_order_one)
+from stabkit.report.page import claims_table
 from stabkit.report.verdicts import Claim, verdict
 
 from synthetic_tables import CNNS, paper_output, synthetic_layers, synthetic_output, synthetic_spectra
@@ -69,7 +70,7 @@ def test_untestable_claims_say_so():
 
 def test_claims_table():
     out = paper_output(seeds=(0, 1))
-    t = verdicts.claims_table([claim_rf_falls(out), claim_gf_grows(out)])
+    t = claims_table([claim_rf_falls(out), claim_gf_grows(out)])
     assert list(t.columns) == ["claim", "value", "rule", "verdict"]
     assert t["rule"].str.len().min() > 10
     assert list(t["verdict"]) == ["holds", "holds"]
@@ -77,10 +78,10 @@ def test_claims_table():
 
 def test_claims_table_with_labels():
     out = synthetic_output()
-    t = verdicts.claims_table({"R_f falls": claim_rf_falls(out)})
+    t = claims_table({"R_f falls": claim_rf_falls(out)})
     assert t.loc[0, "claim"] == "R_f falls"
     with pytest.raises(ValueError, match="items"):
-        verdicts.claims_table({"x": 1.0})
+        claims_table({"x": 1.0})
 
 
 def test_claims_on_empty_tables_are_untestable():

@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stabkit.report import (differences, facts, fits, layer_claims, robustness_claims, stability_claims, stats, tables,
-                            verdicts)
+from stabkit.report import (differences, facts, fits, layer_claims, narrative, page, robustness_claims, selection,
+                            stability_claims, stats, tables, theory_claims, verdicts)
 from stabkit.report.tables import geomean
 
 from synthetic_tables import curves_table
 
 
 @pytest.mark.parametrize("module", [tables, fits, stats, verdicts, layer_claims, robustness_claims, stability_claims,
-                                    facts, differences])
+                                    facts, differences, narrative, page, selection, theory_claims])
 def test_module_exports_exist(module):
     for name in module.__all__:
         assert hasattr(module, name), name
@@ -29,15 +29,15 @@ def test_curves_table_shows_a_dash_for_a_magnitude_a_mode_lacks():
     cur = curves_table()
     full = cur[cur["mode"] == "full"]
     rows_cols = full[full.magnitude < 8].assign(mode="rows_cols")
-    wide = tables.curves_table(pd.concat([full, rows_cols]), ["net", "training", "mode"])
+    wide = robustness_claims.curves_table(pd.concat([full, rows_cols]), ["net", "training", "mode"])
     assert list(wide.columns) == [1.0, 2.0, 4.0, 8.0] and len(wide) == 4
     assert wide.loc[("LeNet", "unrotated", "rows_cols"), 8.0] == "\u2013"
     assert wide.loc[("LeNet", "unrotated", "full"), 2.0] == pytest.approx(45.6)
     html = wide.to_html()
     assert "NaN" not in html and "nan" not in html
-    assert tables.curves_table(full, "net").shape == (2, 4)  # one index column given as a string
+    assert robustness_claims.curves_table(full, "net").shape == (2, 4)  # one index column given as a string
     with pytest.raises(ValueError, match="curves"):
-        tables.curves_table(full.drop(columns="magnitude"), ["net"])
+        robustness_claims.curves_table(full.drop(columns="magnitude"), ["net"])
 
 
 def test_config_values_reads_json_dicts_and_expanded_columns():
@@ -72,10 +72,10 @@ def test_ratio_parts_shows_the_denominator():
         for state, D, G, deno in (("init", 1.0, 1.0, 1.0), ("trained", 2.0, 0.5, 20.0)):
             rows.append(dict(run=run, state=state, shuffle=0, D=D, G=G, deno=deno, D_f=D / deno, G_f=G / deno,
                              R_f=D / G, noise_std=0.0))
-    parts = tables.ratio_parts(pd.DataFrame(rows))
+    parts = stability_claims.ratio_parts(pd.DataFrame(rows))
     ratio = parts[parts[""] == "trained / init"].iloc[0]
     assert abs(ratio["deno"] - 20) < 1e-9 and abs(ratio["R_f"] - 4) < 1e-9 and ratio["n"] == 2
-    assert tables.parts_display(parts).data.equals(parts)
+    assert stability_claims.parts_display(parts).data.equals(parts)
 
 
 def test_table_downloads_writes_csv_and_links(tmp_path):

@@ -105,3 +105,20 @@ def test_trained_exponent_cannot_be_tested_on_networks_that_did_not_learn_the_ta
     assert c.verdict == verdicts.UNTESTABLE and c.details["reason"] == "2 seeds (need 3 for an interval)"
     with pytest.raises(ValueError, match="max_error"):
         claim_trained_exponent(layers, output, "D", max_error=5)
+
+
+def test_block_exponents_and_which_moved_closer_to_the_prediction():
+    """The appendix's table of slopes: one fit per task and state of the block profile; training moves D and
+    R towards the filter = stride = 2 prediction on both tasks, G on task 1 only."""
+    rows = []
+    for task, (init, trained) in {"task 1": ((-0.5, 0.5), (-0.9, 0.9)), "task 2": ((-0.5, 0.5), (-0.9, 0.2))}.items():
+        for state, (d, g) in (("init", init), ("trained", trained)):
+            t = _law_table(d, g, seeds=(1,), jitter=0.0, column="block")
+            rows.append(t[t["block"] >= 1].drop(columns="seed").assign(task_name=task, state=state))
+    exps = theory_claims.block_exponents(pd.concat(rows), ["task 1", "task 2"])
+    assert set(exps) == {(t, s) for t in ("task 1", "task 2") for s in ("init", "trained")}
+    assert exps[("task 1", "trained")] == pytest.approx({"D": -0.9, "G": 0.9, "R": -1.8})
+    assert exps[("task 2", "init")] == pytest.approx({"D": -0.5, "G": 0.5, "R": -1.0})
+    closer, farther = theory_claims.closer_to_prediction(exps, theory.predicted_exponents(2, 2),
+                                                         {1: "task 1", 2: "task 2"})
+    assert closer == "D (tasks 1 and 2), G (task 1), R (tasks 1 and 2)" and farther == "G (task 2)"

@@ -1,8 +1,7 @@
 """What a page states about its runs, computed from the ``summary`` table: the "This run" facts (seeds,
 nets, epochs, P, training-set size, device, data, test errors, the differences from the paper's
 protocol as a line and as a markdown table: :func:`page_facts`, glued by
-:func:`stabkit.report.page.page` under :data:`FACT_KEYS`), the note under generated example images, and
-which fitted exponents moved towards the theory's prediction.
+:func:`stabkit.report.page.page` under :data:`FACT_KEYS`).
 """
 from __future__ import annotations
 
@@ -18,10 +17,7 @@ from stabkit import sweeps
 from .differences import DIFFERENCE_LABELS, NONE_LABELS, differences_table, paper_protocol
 from .tables import MarkdownText, config_values, is_missing, markdown_table, run_columns, values_text
 
-__all__ = [
-    "FACT_KEYS", "ptr_text", "example_note", "page_facts", "ERROR_LABELS", "error_range", "errors_text",
-    "run_facts", "closer_to_prediction",
-]
+__all__ = ["FACT_KEYS", "ptr_text", "page_facts", "ERROR_LABELS", "error_range", "errors_text", "run_facts"]
 
 
 #: The facts :func:`page_facts` returns (and :func:`stabkit.report.page.page` glues, under these names):
@@ -97,23 +93,6 @@ def _cifar_source() -> str:
     except Exception:  # noqa: BLE001 - a description only
         pass
     return "CIFAR-10 (source not recorded)"
-
-
-def example_note(generated: bool, real: str, instead: str) -> MarkdownText:
-    """Markdown about a page's example images (render it with a ``{glue:md}`` directive and ``:format: myst``).
-
-    ``real``: what the examples show when they are CIFAR-10 test images. When they are ``generated``
-    (CIFAR-10 not found, :data:`stabkit.robustness.GENERATED_EXAMPLES`), a visible warning that they are not
-    CIFAR-10 and how to provide the data, then ``instead``: text that claims only what a generated pattern
-    can show (no object to recognise, no class)."""
-    if not isinstance(generated, bool):
-        raise TypeError(f"generated must be True or False, got {generated!r}")
-    if not generated:
-        return MarkdownText(real)  # text/markdown: what a {glue:md} directive renders
-    return MarkdownText("```{warning}\nThese examples are **generated patterns, not CIFAR-10 images**: CIFAR-10 was not "
-            "found and nothing is downloaded. They show what the transformation does to the pixels, not what "
-            "it does to a photograph. To show CIFAR-10 test images, set `STABKIT_DATA` to a copy (torchvision's "
-            "`cifar-10-batches-py` or a class-folder archive) and rebuild the page.\n```\n\n" + instead)
 
 
 def page_facts(summary: pd.DataFrame, sweep: Any = None, scale: str | None = None) -> dict[str, Any]:
@@ -284,21 +263,3 @@ def run_facts(table: pd.DataFrame, columns: Sequence[str] = ("seed", "device", "
     facts["n_runs"] = int(table[keys].drop_duplicates().shape[0]) if keys else int(len(table))
     facts["n_rows"] = int(len(table))
     return facts
-
-
-def closer_to_prediction(exponents: dict, predicted: dict, tasks: dict) -> tuple[str, str]:
-    """Which fitted exponents moved towards the prediction with training.
-
-    ``exponents``: ``{(task label, state): {"D": ..., "G": ..., "R": ...}}`` for states ``init`` and
-    ``trained``; ``predicted``: ``{"D": ..., ...}``; ``tasks``: ``{task id: task label}``. Returns two
-    texts, e.g. ``("D (tasks 1 and 2), R (task 1)", "G (tasks 1 and 2)")`` (``"none"`` when empty).
-    """
-    closer, farther = [], []
-    for q in predicted:
-        moved = {tid: abs(exponents[(t, "trained")][q] - predicted[q]) < abs(exponents[(t, "init")][q] - predicted[q])
-                 for tid, t in tasks.items()}
-        for flag, bucket in ((True, closer), (False, farther)):
-            ids = [str(tid) for tid, m in moved.items() if m == flag]
-            if ids:
-                bucket.append(f"{q} (task{'s' if len(ids) > 1 else ''} {' and '.join(ids)})")
-    return ", ".join(closer) or "none", ", ".join(farther) or "none"

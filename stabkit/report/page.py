@@ -1,11 +1,20 @@
 """What a notebook page calls: load its tables, glue numbers and claims into the text, record provenance.
 
-* :func:`page` reads the page's sweep file once (:func:`sweep_document`), resolves its scale on it and loads
-  every table from that one grid through ``results()`` (committed results first,
-  else the sweep's missing runs are run), records them as the page's inputs and glues the standard page
-  facts (:data:`stabkit.report.facts.FACT_KEYS` and ``scale``) for the "This run" paragraph, and the
-  page's coverage of its grid and the provenance of its runs (:data:`COVERAGE_KEYS`); ``scale="auto"``
-  shows the largest committed scale; ``convergence=True`` joins which runs are well trained.
+A page imports this module, the figure module of its concern and the claims module of its concern.
+
+* :func:`page` applies the book's plot style, reads the page's sweep file once (:func:`sweep_document`),
+  resolves its scale on it and loads every table from that one grid through ``results()`` (committed
+  results first, else the sweep's missing runs are run), records them as the page's inputs and glues the
+  standard page facts (:data:`stabkit.report.facts.FACT_KEYS` and ``scale``) for the "This run" paragraph,
+  and the page's coverage of its grid and the provenance of its runs (:data:`COVERAGE_KEYS`);
+  ``scale="auto"`` shows the largest committed scale. It hands the notebook its tables shaped:
+  ``convergence=True`` joins which runs are well trained, ``task_error=True`` adds the error of the task a
+  net was trained for, ``training=True`` the probe pages' training label, ``rows="paper"`` keeps the rows
+  measured as the figure shows them (every row stays in ``Page.all_rows``, what :meth:`Page.downloads`
+  writes). :meth:`Page.glue_convergence` lists the runs that are not well trained.
+* :func:`demo_page` starts a demonstration page (one that computes what it shows, from no sweep).
+* :func:`claims_table` and :func:`verdict_counts` show a page's claims; :func:`example_note` is the note
+  under a page's example images.
 * :func:`glue` stores a number, a string or a figure for the text (``{glue:text}`name:.3g``` in markdown).
 * :func:`glue_claim` glues a :class:`~stabkit.report.verdicts.Claim` under standard names and as one JSON
   record ``<prefix>_claim`` (hidden), which the book's claims dashboard collects from every executed page.
@@ -21,21 +30,27 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from stabkit import sweeps
 from stabkit.sweeps.sweepfile import load_yaml
 
-from . import selection
+from . import palette, selection
 from .facts import FACT_KEYS, page_facts
+from .tables import MarkdownText, table_downloads, training_label, with_task_error
+from .verdicts import FAILS, HOLDS, UNTESTABLE, Claim
 
 __all__ = [
     "REPO_ROOT", "ENV_PROVENANCE", "ENV_SHOW_GLUE", "GLUE_PREFIX", "progress_enabled", "glue_bundle", "show_glue",
     "glue", "repo_relative", "record_inputs", "record", "recorded", "collect_records", "Page", "COVERAGE_KEYS",
-    "current_page", "page", "sweep_document", "claim_record", "glue_claim",
+    "current_page", "page", "ROWS", "demo_page", "sweep_document", "claim_record", "glue_claim", "claims_table",
+    "verdict_counts", "example_note",
 ]
 
 
@@ -172,8 +187,6 @@ def _sha256_file(path: Path) -> str:
 
 
 def _hash_frame(df: Any) -> str:
-    import pandas as pd
-
     h = hashlib.sha256()
     h.update(json.dumps([str(c) for c in df.columns]).encode())
     try:
@@ -193,7 +206,6 @@ def repo_relative(path: Path) -> str:
 
 
 def _describe(obj: Any, label: str | None) -> list[dict]:
-    import pandas as pd
     if isinstance(obj, (str, os.PathLike)):
         path = Path(obj)
         if path.is_dir():
@@ -274,10 +286,12 @@ class Page:
     """The tables and facts of one page (returned by :func:`page`).
 
     ``name``: the page (notebook) name; ``sweep``, ``scale``; ``tables``: table name -> DataFrame in the
-    order asked (``summary`` always present); ``facts``: :func:`stabkit.report.facts.page_facts`.
-    Iterating yields the asked tables in order, so ``output, summary = page(...)`` works.
-    ``convergence``: :func:`stabkit.report.selection.convergence` of the runs (``page(...,
-    convergence=True)``), else ``None``.
+    order asked (``summary`` always present), shaped as ``page(...)`` asked and with the rows it shows
+    (``rows=``); ``all_rows``: the same tables with every row (what :meth:`downloads` writes; ``tables``
+    itself when ``page(...)`` kept every row); ``facts``: :func:`stabkit.report.facts.page_facts`.
+    Iterating yields the asked tables in order, so ``output, summary = page(...)`` works; ``page["output"]``
+    is ``page.tables["output"]``. ``convergence``: :func:`stabkit.report.selection.convergence` of the
+    runs (``page(..., convergence=True)``), else ``None``.
     """
 
     name: str
@@ -287,12 +301,54 @@ class Page:
     facts: dict[str, Any]
     asked: tuple[str, ...] = field(default=())
     convergence: Any = None
+    all_rows: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.all_rows is None:
+            self.all_rows = self.tables
 
     def __iter__(self) -> Iterator[Any]:
         return iter([self.tables[t] for t in self.asked])
 
     def __getitem__(self, table: str) -> Any:
         return self.tables[table]
+
+    def downloads(self, *tables: str) -> MarkdownText:
+        """Write the page's ``tables`` (default: those asked, in order) with every row (:attr:`all_rows`:
+        every probe set and ReLU convention, the raw ``D``, ``G``, ``deno`` columns, every configuration
+        column) as CSV files and return the markdown list of their links
+        (:func:`stabkit.report.tables.table_downloads` under the page's name); glue it as ``downloads``
+        and render it with ``{glue:md}`` and ``:format: myst``."""
+        names = tables or self.asked
+        unknown = [t for t in names if t not in self.all_rows]
+        if unknown:
+            raise ValueError(f"tables must be tables of the page ({sorted(self.all_rows)}), got {unknown}")
+        return table_downloads(self.name, {t: self.all_rows[t] for t in names})
+
+    def _convergence(self) -> Any:
+        if self.convergence is None:
+            raise ValueError(f"page {self.name!r} was loaded without convergence: call page(..., convergence=True)")
+        return self.convergence
+
+    def glue_convergence(self) -> Any:
+        """The runs that are not well trained (:data:`stabkit.report.selection.CONVERGENCE_RULE`), for the
+        page's list: glues ``convergence_rule`` (the rule in words), ``n_not_well_trained`` and ``n_conv``
+        (the number of runs, as text) and returns the table of those runs
+        (:func:`stabkit.report.selection.collapsed_runs`), or ``"every run is well trained"``. Needs
+        ``page(..., convergence=True)``."""
+        conv = self._convergence()
+        bad = selection.collapsed_runs(conv)
+        glue("convergence_rule", selection.CONVERGENCE_RULE)
+        glue("n_not_well_trained", str(len(bad)))
+        glue("n_conv", str(len(conv)))
+        return bad if len(bad) else "every run is well trained"
+
+    def early_fits(self, threshold: float = 0.1) -> str:
+        """The page's runs that stopped at zero training loss with a test error above ``threshold``, in one
+        sentence (:func:`stabkit.report.selection.early_fits` of its ``metrics`` table)."""
+        if "metrics" not in self.tables:
+            raise ValueError(f"page {self.name!r} has no metrics table: ask page(..., 'metrics')")
+        return selection.early_fits(self.tables["metrics"], threshold)
 
 
 _CURRENT: list[Page] = []
@@ -338,10 +394,21 @@ def sweep_document(sweep: str) -> dict[str, Any]:
     return {**doc, "name": doc.get("name") or path.stem}
 
 
+#: What ``page(..., rows=...)`` keeps of the run tables: ``None`` every row; ``"paper"`` the rows measured as the
+#: paper's figure shows them, ``"clean"`` / ``"corrupted"`` one probe set (:func:`stabkit.report.selection.paper_rows`).
+ROWS = (None, "paper", "clean", "corrupted")
+
+
+def _run_tables(loaded: dict[str, Any]) -> list[str]:
+    """The run tables of a page: every table but ``summary`` and ``metrics`` (one row per run, per epoch)."""
+    return [t for t in loaded if t not in ("summary", "metrics")]
+
+
 def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None, runs_root: str | None = None,
          results_root: str | None = None, device: str = "auto", jobs: int = 1, data_root: str | None = None,
-         glue_facts: bool = True, convergence: bool = False) -> Page:
-    """Load a page's run tables and glue its standard facts.
+         glue_facts: bool = True, convergence: bool = False, task_error: bool = False,
+         training: bool | Sequence[str] = False, rows: str | None = None, font_scale: float = 1.0) -> Page:
+    """Apply the book's plot style, load a page's run tables and glue its standard facts.
 
     ``sweep``: the sweep whose tables the page shows; ``scale``: ``tiny | small | cpu | gpu | paper`` or
     ``"auto"`` (default: the largest scale with committed results of the sweep's grid, else ``small``
@@ -357,6 +424,17 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
     of :func:`~stabkit.report.selection.convergence` joined by run (``well_trained``, ``collapsed``...:
     :func:`~stabkit.report.selection.with_convergence`; ``metrics`` is loaded for it), and
     ``Page.convergence`` holds the per-run table; the claims leave out the runs that are not well trained.
+    ``task_error=True``: the run tables with a ``test_err`` column get ``task_err``, the error on the task a
+    net was trained for (:func:`~stabkit.report.tables.with_task_error`: the corrupted test set for a
+    noise-trained net). ``training=True``: the run tables get the probe pages' ``training`` column
+    (``"rotated"`` / ``"unrotated"``: :func:`~stabkit.report.tables.training_label`); a sequence of table
+    names: those tables only. ``rows`` (one of
+    :data:`ROWS`): ``"paper"`` keeps the rows of the run tables measured as the figure shows them
+    (:func:`~stabkit.report.selection.paper_rows`: a noise-trained net on its own corrupted images, the true
+    ReLU values), what the figures and the claims then get (the claims select the same rows themselves:
+    selecting them twice changes nothing); ``Page.all_rows`` keeps every row for the downloads. The run
+    tables are the asked tables but ``summary`` and ``metrics``. ``font_scale``: of the plot style
+    (:func:`stabkit.report.palette.set_style`).
 
     Records every table as an input of the page and glues ``scale`` (the resolved one) and each of
     :data:`stabkit.report.facts.FACT_KEYS` (``seeds``, ``nets``, ``epochs``, ``P``, ``ptr``, ``device``,
@@ -371,8 +449,16 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
     bad = [t for t in tables if not isinstance(t, str) or not t]
     if bad:
         raise ValueError(f"tables must be table names such as 'output' or 'layers', got {bad!r}")
-    if not isinstance(convergence, bool):
-        raise TypeError(f"convergence must be True or False, got {convergence!r}")
+    for arg, v in (("convergence", convergence), ("task_error", task_error)):
+        if not isinstance(v, bool):
+            raise TypeError(f"{arg} must be True or False, got {v!r}")
+    if not isinstance(training, bool) and (isinstance(training, str) or not isinstance(training, Sequence)
+                                           or not set(training) <= set(tables) - {"summary", "metrics"}):
+        raise TypeError(f"training must be True, False or names of the asked run tables "
+                        f"{[t for t in tables if t not in ('summary', 'metrics')]}, got {training!r}")
+    if rows not in ROWS:
+        raise ValueError(f"rows must be one of {ROWS}, got {rows!r}")
+    palette.set_style(font_scale)
     if data_root:
         os.environ["STABKIT_DATA"] = str(data_root)
     spec = sweep_document(sweep)  # the one read of the sweep file: scale and tables come from it
@@ -394,13 +480,37 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
     record(scale=sw.scale, device=facts["device"], seeds=facts["seeds"], data=facts["data"],
            coverage=facts["coverage"], sources=facts["sources"])
     conv = None
-    if convergence:  # after record_inputs: the provenance hashes the tables as loaded
+    run_tables = _run_tables(loaded)  # after record_inputs: the provenance hashes the tables as loaded
+    if convergence:
         conv = selection.convergence(loaded["summary"], loaded["metrics"])
-        loaded = {t: df if t in ("summary", "metrics") else selection.with_convergence(df, conv)
-                  for t, df in loaded.items()}
-    pg = Page(name or sweep, sweep, sw.scale, loaded, facts, tuple(tables), conv)
+        loaded.update({t: selection.with_convergence(loaded[t], conv) for t in run_tables})
+    if task_error:
+        loaded.update({t: with_task_error(loaded[t]) for t in run_tables if "test_err" in loaded[t].columns})
+    labelled = run_tables if training is True else list(training or ())
+    loaded.update({t: loaded[t].assign(training=training_label(loaded[t])) for t in labelled})
+    shown = loaded if rows is None else {t: selection.paper_rows(df, rows) if t in run_tables else df
+                                         for t, df in loaded.items()}
+    pg = Page(name or sweep, sweep, sw.scale, shown, facts, tuple(tables), conv, loaded)
     _CURRENT.append(pg)
     return pg
+
+
+def demo_page(name: str, scale: str, settings: Mapping[str, Any], *, font_scale: float = 1.0) -> tuple[str, Any]:
+    """Start a demonstration page: one that computes what it shows (no sweep, nothing committed).
+
+    ``scale``: a key of ``settings`` (the page's settings per scale), or ``"auto"``, which is ``small``.
+    Applies the book's plot style (``font_scale``: :func:`stabkit.report.palette.set_style`), glues
+    ``scale`` and makes the page current (:func:`current_page`: :func:`glue_claim` takes the page's name
+    and scale from it). Returns ``(scale, settings[scale])``."""
+    if not isinstance(name, str) or not _NAME_OK.match(name):
+        raise ValueError(f"name must be a page name such as 'theory_constant_filters', got {name!r}")
+    resolved = "small" if scale == "auto" else scale
+    if resolved not in settings:
+        raise ValueError(f"scale must be one of {sorted(settings)}, got {resolved!r}")
+    palette.set_style(font_scale)
+    glue("scale", resolved)
+    _CURRENT.append(Page(name, "", resolved, {}, {}))
+    return resolved, settings[resolved]
 
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -479,3 +589,49 @@ def glue_claim(prefix: str, claim: Any, *, page: str | None = None, figure: str 
     if show_glue():  # one line per claim, not one per glued name
         _echo(prefix, f"{claim.text}; 95 % interval {ci}")
     return rec
+
+
+def claims_table(items: Sequence[Claim] | Mapping[str, Claim]) -> pd.DataFrame:
+    """A page's claims as a table to display: one row per claim, ``claim``, ``value`` (rounded to 3
+    decimals; an en dash when missing), ``rule``, ``verdict``.
+
+    ``items``: claims (named by ``Claim.name``) or a mapping ``label -> Claim`` (named by the label).
+    """
+    pairs = items.items() if isinstance(items, Mapping) else ((c.name, c) for c in items)
+    out = []
+    for label, c in pairs:
+        if not isinstance(c, Claim):
+            raise ValueError(f"items must hold Claim objects, got {type(c).__name__} for {label!r}")
+        value = float(c.value) if isinstance(c.value, (int, float, np.floating)) else math.nan
+        # a missing value reads as a dash, never "NaN" (make check-book fails on NaN in a table)
+        out.append({"claim": label, "value": round(value, 3) if math.isfinite(value) else "\u2013",
+                    "rule": c.rule, "verdict": c.verdict})
+    return pd.DataFrame(out, columns=["claim", "value", "rule", "verdict"])
+
+
+def verdict_counts(claims: Sequence[Claim] | Mapping[str, Claim]) -> str:
+    """The verdicts of ``claims`` counted, in words: ``"2 hold, 1 does not hold, 1 cannot be tested at
+    this scale"`` (verdicts with no claim left out; ``"no claim"`` for none)."""
+    items = list(claims.values()) if isinstance(claims, Mapping) else list(claims)
+    counts = {v: sum(c.verdict == v for c in items) for v in (HOLDS, FAILS, UNTESTABLE)}
+    words = {HOLDS: ("holds", "hold"), FAILS: ("does not hold", "do not hold"),
+             UNTESTABLE: ("cannot be tested at this scale", "cannot be tested at this scale")}
+    parts = [f"{n} {words[v][n != 1]}" for v, n in counts.items() if n]
+    return ", ".join(parts) if parts else "no claim"
+
+
+def example_note(generated: bool, real: str, instead: str) -> MarkdownText:
+    """Markdown about a page's example images (render it with a ``{glue:md}`` directive and ``:format: myst``).
+
+    ``real``: what the examples show when they are CIFAR-10 test images. When they are ``generated``
+    (CIFAR-10 not found, :data:`stabkit.robustness.GENERATED_EXAMPLES`), a visible warning that they are not
+    CIFAR-10 and how to provide the data, then ``instead``: text that claims only what a generated pattern
+    can show (no object to recognise, no class)."""
+    if not isinstance(generated, bool):
+        raise TypeError(f"generated must be True or False, got {generated!r}")
+    if not generated:
+        return MarkdownText(real)  # text/markdown: what a {glue:md} directive renders
+    return MarkdownText("```{warning}\nThese examples are **generated patterns, not CIFAR-10 images**: CIFAR-10 was not "
+            "found and nothing is downloaded. They show what the transformation does to the pixels, not what "
+            "it does to a photograph. To show CIFAR-10 test images, set `STABKIT_DATA` to a copy (torchvision's "
+            "`cifar-10-batches-py` or a class-folder archive) and rebuild the page.\n```\n\n" + instead)

@@ -138,7 +138,7 @@ def accuracy_vs_magnitude(curves: pd.DataFrame, style: str, xlabel: str, col: st
                           band: bool = True) -> Figure:
     """Accuracy (%) against the probe magnitude: colour and marker = net (palette), line style = ``style``
     (e.g. the probe variant), one panel per ``col`` value (in ``col_order``, those present); a band of
-    +- one sd over seeds; chance dotted. ``curves``: :func:`stabkit.report.tables.accuracy_curves`."""
+    +- one sd over seeds; chance dotted. ``curves``: :func:`stabkit.report.robustness_claims.accuracy_curves`."""
     require_columns(curves, ["net", "magnitude", "mean", "sd", style], "curves")
     cols = [c for c in col_order if col in curves.columns and c in set(curves[col])] or [None]
     styles = {v: LINESTYLES[i % len(LINESTYLES)] for i, v in enumerate(_order(curves[style]))}

@@ -1,22 +1,142 @@
-"""The claims of the related probes' pages on accuracy and invariance under transformations: masking,
-patch shuffling, resolution transfer and rotation (accuracy curves, the transfer grid, NV of the
-``invariance`` table), checked on the tables of :mod:`stabkit.report.tables`.
+"""The related probes' pages: their accuracy and NV tables and the claims on them. Masking, patch
+shuffling, resolution transfer and rotation: the accuracy curves of a probe family
+(:func:`accuracy_curves`, shown with :func:`curves_table`), the masking set-up (:func:`masking_probes`),
+the pixelation curves (:func:`pixelate_curves`), the global NV of the ``invariance`` table
+(:func:`global_nv_table`), and the ``claim_*`` functions checked on them.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .tables import MASK_VARIANTS, global_nv_table, per_net, rotation_kept, select
+from .tables import config_values, require_columns, select
 from .verdicts import Claim
 
 __all__ = [
+    "MASK_VARIANTS", "SHUFFLE_MODES", "resampling_label", "accuracy_curves", "per_net", "curves_table",
+    "rotation_kept", "global_nv_table", "mode_difference", "masking_probes", "pixelate_curves",
     "claim_mask_falls", "claim_saliency_first", "claim_patch_shuffle_falls", "claim_patch_shuffle_k2",
     "claim_patch_shuffle_chance", "claim_transfer_loses", "claim_transfer_loss_size", "claim_rotation_lowers_nv",
     "claim_nv_in_reference_range", "claim_stratified_raises_nv", "claim_rotation_flattens_accuracy",
 ]
+
+
+def resampling_label(df: pd.DataFrame) -> pd.Series:
+    """How a resolution-probe run resampled its images, as a label: ``"<interpolation>"`` plus ``", no
+    antialias"`` without antialiasing; read from ``interpolation`` / ``antialias`` columns (the ``resolution``
+    table) or from the run's ``net_options`` (``nearest`` for nearest-neighbour resampling)."""
+    if {"interpolation", "antialias"} <= set(df.columns):
+        return df["interpolation"].astype(str) + np.where(df["antialias"].astype(bool), "", ", no antialias")
+    interpolation = config_values(df, "net_options", "interpolation", "bilinear")
+    aa = config_values(df, "net_options", "antialias", True)
+    return pd.Series(["nearest" if i == "nearest" else "bilinear" + ("" if a else ", no antialias")
+                      for i, a in zip(interpolation, aa)], index=df.index)
+
+
+def _robustness():
+    from stabkit import robustness  # torch: imported when a probe table is shaped, so that page() stays torch-free
+
+    return robustness
+
+
+def accuracy_curves(acc: pd.DataFrame, variants: dict[str, str], by: Sequence[str] = ("net", "training"),
+                    variant: str = "variant") -> pd.DataFrame:
+    """Accuracy (%) against magnitude, all classes, per ``by`` group and probe variant.
+
+    ``acc``: the ``accuracy`` run table (``probe``, ``label``, ``magnitude``, ``accuracy`` in [0, 1]).
+    ``variants``: probe name -> label (rows of other probes are left out). Returns ``by + [variant,
+    "magnitude", "mean", "sd", "n"]`` (mean and sample sd over seeds, in %).
+    """
+    require_columns(acc, ["probe", "label", "magnitude", "accuracy"], "acc")
+    s = acc[(acc["label"] < 0) & acc["probe"].isin(list(variants))].copy()
+    s[variant] = s["probe"].map(variants)
+    s["accuracy"] = 100 * s["accuracy"]
+    keys = [c for c in by if c in s.columns] + [variant, "magnitude"]
+    return _robustness().summarize(s, by=tuple(keys))
+
+
+def per_net(curves: pd.DataFrame, value: str = "mean", **where) -> pd.DataFrame:
+    """``curves`` rows matching ``where`` as a net x magnitude table of ``value``."""
+    rows = select(curves, **where)
+    return rows.pivot_table(index="net", columns="magnitude", values=value)
+
+
+def curves_table(curves: pd.DataFrame, index: Sequence[str], value: str = "mean", decimals: int = 1) -> pd.DataFrame:
+    """``curves`` (:func:`accuracy_curves`) for display: one row per ``index`` group, one column per
+    magnitude, ``value`` rounded to ``decimals``; a combination that was not measured (a mode without that
+    magnitude, a failed run) reads as an en dash, never "NaN" (``make check-book`` fails on NaN in a table).
+    """
+    index = [index] if isinstance(index, str) else list(index)
+    require_columns(curves, [*index, "magnitude", value], "curves")
+    wide = curves.pivot_table(index=index, columns="magnitude", values=value).round(decimals)
+    # object columns: a number stays a number, a missing one becomes the dash
+    return wide.astype(object).where(wide.notna(), "\u2013")
+
+
+def rotation_kept(acc: pd.DataFrame) -> pd.DataFrame:
+    """Per net and training: accuracy (%) on upright images (``clean``) and the mean over the other
+    angles divided by it (``kept``), from the ``rotate`` probe rows of all classes."""
+    require_columns(acc, ["probe", "label", "magnitude", "accuracy", "net", "training"], "acc")
+    r = acc[(acc["probe"] == "rotate") & (acc["label"] < 0)]
+    allr = r.groupby(["net", "training", "magnitude"], as_index=False)["accuracy"].mean()
+    allr["accuracy"] *= 100
+    clean = allr[allr["magnitude"] == 0].set_index(["net", "training"])["accuracy"]
+    rotd = allr[allr["magnitude"] != 0].groupby(["net", "training"])["accuracy"].mean()
+    out = pd.DataFrame({"clean": clean, "rotated": rotd}).dropna()
+    out["kept"] = out["rotated"] / out["clean"]
+    return out.reset_index()
+
+
+#: Masking probes of the ``probe_masking`` sweep -> the variant labels on the page.
+MASK_VARIANTS = {"mask": "random, zero fill", "mask_saliency": "salient first, zero fill",
+                 "mask_mean": "random, mean fill"}
+
+
+#: Patch-shuffling probes -> the ``mode`` labels on the page.
+SHUFFLE_MODES = {"patch_shuffle": "full", "patch_shuffle_rows_cols": "rows_cols"}
+
+
+def global_nv_table(inv: pd.DataFrame) -> pd.DataFrame:
+    """Global mean NV (:func:`stabkit.robustness.global_nv`) per run, then averaged over seeds: one row
+    per ``net``, ``training`` and ``stratified`` with ``global_NV``."""
+    require_columns(inv, ["net", "training", "seed", "stratified", "mean_NV"], "inv")
+    g = _robustness().global_nv(inv, by=("net", "training", "seed", "stratified"))
+    return g.groupby(["net", "training", "stratified"], as_index=False)["global_NV"].mean()
+
+
+def mode_difference(curves: pd.DataFrame, a: str, b: str, column: str = "mode", training: str = "unrotated",
+                    above: float = 1.0) -> float:
+    """Mean over nets and magnitudes ``> above`` of ``curves`` accuracy of ``column == a`` minus
+    ``column == b`` (e.g. patch shuffling rows_cols minus full), for nets trained ``training``."""
+    u = select(curves, training=training)
+    keys = ["net", "magnitude"]
+    both = (u[u[column] == a].merge(u[u[column] == b], on=keys, suffixes=("_a", "_b")))
+    both = both[both["magnitude"] > above]
+    return float((both["mean_a"] - both["mean_b"]).mean()) if len(both) else float("nan")
+
+
+def masking_probes(acc: pd.DataFrame, probe: str = "mask") -> tuple[int, list[float]]:
+    """The set-up of the masking probe ``probe`` in the ``accuracy`` table ``acc``: the tile size in pixels
+    (its ``options.patch``, read with :func:`~stabkit.report.tables.config_values`) and the masked fractions
+    (its magnitudes, sorted), what the page's example images show."""
+    require_columns(acc, ["probe", "magnitude"], "acc")
+    m = acc[acc["probe"] == probe]
+    if m.empty:
+        raise ValueError(f"acc holds no row of the probe {probe!r} (probes: {sorted(acc['probe'].unique())})")
+    return int(config_values(m, "options", "patch").iloc[0]), sorted(m["magnitude"].unique())
+
+
+def pixelate_curves(acc: pd.DataFrame, default_source: int = 16) -> pd.DataFrame:
+    """Accuracy (%) against the pixelation factor (:func:`accuracy_curves` of the ``pixelate`` probe rows of
+    ``acc``), per training resolution ``source`` (the run's ``net_options.source_size``, ``default_source``
+    when it sets none) and ``resampling`` (:func:`resampling_label`)."""
+    require_columns(acc, ["probe"], "acc")
+    p = acc[acc["probe"] == "pixelate"]
+    p = p.assign(source=config_values(p, "net_options", "source_size", default_source))
+    p["resampling"] = resampling_label(p)
+    return accuracy_curves(p, {"pixelate": "pixelate"}, by=("resampling", "source"))
 
 
 def _nan() -> float:
@@ -32,7 +152,7 @@ def claim_mask_falls(curves: pd.DataFrame, variant: str = MASK_VARIANTS["mask"],
     """Masking: accuracy falls with the masked fraction. For every net trained ``training`` (random
     order, zero fill: ``variant``), the accuracy at the largest fraction is below the clean one.
 
-    ``curves``: :func:`stabkit.report.tables.accuracy_curves` of the masking probes (column
+    ``curves``: :func:`accuracy_curves` of the masking probes (column
     ``variant``). ``value`` = mean accuracy at the largest fraction minus the clean one (points);
     details ``clean_acc``, ``fmax``, ``acc_fmax`` (%)."""
     rnd = per_net(curves, training=training, variant=variant)

@@ -1,10 +1,10 @@
 """Which rows a page shows and a claim tests: the paper's probe set and ReLU convention
 (:func:`paper_rows`), the error of the task a net was trained for, the CNNs that train well
-(:data:`WELL_TRAINED_RULE`) and the runs that converged (:data:`CONVERGENCE_RULE`: best against last test
-error, training error fell).
+(:data:`WELL_TRAINED_RULE`), the runs that converged (:data:`CONVERGENCE_RULE`: best against last test
+error, training error fell) and those that stopped early at zero training loss (:func:`early_fits`).
 
 See ``book/methods.md``, "Parity with the original code". Nothing here decides a verdict (the
-``*_claims`` modules) or writes a sentence (:mod:`stabkit.report.narrative`).
+``*_claims`` modules) or words a change (:mod:`stabkit.report.narrative`).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from .tables import require_columns, run_columns
 __all__ = [
     "MAX_ERROR", "FALLS_MAX_ERROR", "LAST_WITHIN", "CONVERGENCE_RULE", "EXCLUDED_NETS", "well_trained_rule",
     "WELL_TRAINED_RULE", "paper_rows", "task_error_column", "well_trained_cnns", "convergence",
-    "with_convergence", "collapsed_runs",
+    "with_convergence", "collapsed_runs", "early_fits",
 ]
 
 
@@ -186,3 +186,30 @@ def collapsed_runs(conv: pd.DataFrame) -> pd.DataFrame:
     out["last test error (%)"] = (100 * bad["last_test_err"]).round(1)
     out["why not well trained"] = bad["reason"]
     return out.reset_index(drop=True)
+
+
+def early_fits(metrics: pd.DataFrame, threshold: float = 0.1) -> str:
+    """The runs that stopped at zero training loss with a test error above ``threshold`` (a fraction), in
+    one sentence: ``"VGG13bn seed 2 at epoch 6 (test error 35.6 %, test loss 5.7e+03 at epoch 1, 6.38 at
+    the stop)"``, or a sentence saying there is none. ``metrics``: the per-epoch table of the runs (columns
+    ``run``, ``net``, ``seed``, ``epoch``, ``train_loss``, ``test_err``, ``test_loss``)."""
+    if not isinstance(metrics, pd.DataFrame):
+        raise ValueError(f"metrics must be a pandas DataFrame, got {type(metrics).__name__}")
+    need = ["run", "net", "seed", "epoch", "train_loss", "test_err", "test_loss"]
+    missing = [c for c in need if c not in metrics.columns]
+    if missing:
+        raise ValueError(f"metrics lacks column(s) {missing} (has {list(metrics.columns)})")
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must be a fraction in (0, 1), got {threshold!r}")
+    found = []
+    for _, g in metrics.sort_values("epoch").groupby("run", sort=False):
+        last, first = g.iloc[-1], g.iloc[0]
+        if last["train_loss"] == 0.0 and last["test_err"] > threshold:
+            found.append((str(last["net"]), int(last["seed"]),
+                          f"{last['net']} seed {int(last['seed'])} at epoch {int(last['epoch'])} (test error "
+                          f"{100 * last['test_err']:.1f} %, test loss {first['test_loss']:.3g} at epoch "
+                          f"{int(first['epoch'])}, {last['test_loss']:.3g} at the stop)"))
+    if not found:
+        return f"No run stopped at zero training loss with a test error above {100 * threshold:.0f} %."
+    return (f"Stopped at zero training loss with a test error above {100 * threshold:.0f} %: "
+            + "; ".join(text for *_, text in sorted(found)) + ".")

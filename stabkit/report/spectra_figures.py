@@ -12,6 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from .fits import zero_mode_fraction
 from .figures import axis_label, log_ticks, ordered, positive_rows, require_rows, subplots
 from .palette import hue_colours
 from .tables import geomean
@@ -110,14 +111,15 @@ def filter_spectra(spectra: pd.DataFrame, col: str = "net", value: str = "fracti
     return fig
 
 
-def zero_mode_profile(fractions: pd.DataFrame, hue: str = "net", ax=None,
+def zero_mode_profile(spectra: pd.DataFrame, hue: str = "net", ax=None,
                       title: str | None = None, ylabel: bool = True, legend: bool | Sequence[str] = True) -> Figure:
-    """Energy fraction at eigenvalue 0 against relative depth (output of
-    :func:`stabkit.report.fits.zero_mode_fraction`): solid = trained, dotted = initialisation, grey = the
-    flat value ``1/k^2``. Panels side by side: ``ylabel`` on the first only, ``legend`` on the last only
-    (a legend placed right of a panel would cover the next one), given as the ``hue`` values of every
-    panel (a sequence) so that it names the lines of the other panels too."""
-    require_rows(fractions, ["state", "rel_depth", "fraction"], "fractions")
+    """Energy fraction at eigenvalue 0 against relative depth, per ``hue`` value (averaged over its runs:
+    :func:`stabkit.report.fits.zero_mode_fraction` of the ``spectra`` run table): solid = trained, dotted =
+    initialisation, grey = the flat value ``1/k^2``. Panels side by side: ``ylabel`` on the first only,
+    ``legend`` on the last only (a legend placed right of a panel would cover the next one), given as the
+    ``hue`` values of every panel (a sequence) so that it names the lines of the other panels too."""
+    require_rows(spectra, ["layer", "rel_depth", "eigenvalue", "energy", "state"], "spectra")
+    fractions = zero_mode_fraction(spectra, by=(hue,))
     df = fractions if hue in fractions.columns else fractions.assign(**{hue: "net"})
     cmap = hue_colours(df[hue], hue)
     if ax is None:

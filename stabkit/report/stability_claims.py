@@ -8,6 +8,10 @@ words, a one-line ``statement`` of what the paper says and further numbers in ``
 claim with :func:`stabkit.report.page.glue_claim`, so a sentence such as "R_f falls by decades with
 training" is never decided by hand, and the book's claims dashboard lists every claim of every page.
 
+Beside the claims, the story of the change in words (:func:`training_change`, :func:`ratio_story`: where
+a ratio moves because of its denominator) and its parts ``D``, ``G``, ``deno`` as a table
+(:func:`ratio_parts`, shown with :func:`parts_display`; ``book/methods.md``, "Stabilities").
+
 Claims test what the paper claims (``book/methods.md``, "Parity with the original code"): the figure's
 probe set (a noise-trained net on its own corrupted images: :func:`stabkit.report.selection.paper_rows`),
 the networks a statement is made for (R_f falls by decades: CNNs that train well; G_f grows: networks
@@ -17,10 +21,14 @@ the networks are near chance or the interval spans the threshold.
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
-from .fits import ratio_stats, trained_over_init
+from .fits import ratio_stats, trained_init_factors, trained_over_init
+from .narrative import change_sentence
 from .selection import (
     FALLS_MAX_ERROR,
     paper_rows,
@@ -45,10 +53,11 @@ from .stats import (
     t_interval,
     test_set_sizes,
 )
-from .tables import require_columns, select
+from .tables import require_columns, run_columns, select
 from .verdicts import FAILS, Claim, verdict
 
 __all__ = [
+    "DENOMINATOR_NAMES", "training_change", "explain_ratio", "ratio_story", "ratio_parts", "parts_display",
     "claim_rf_falls", "claim_rf_init_order_one", "claim_error_correlation", "claim_sqrt_law",
     "error_correlation_by_noise", "claim_error_correlation_noisy", "claim_gf_grows", "claim_df_falls",
     "claim_gf_grows_noisy", "claim_gf_falls_with_noise",
@@ -384,3 +393,108 @@ def claim_gf_falls_with_noise(output: pd.DataFrame, quantity: str = "G_f", probe
                  statement="Training on larger noise lowers G_f (noise augmentation; this project's hypothesis, "
                            "not the paper's)",
                  ci_low=c["r_low"], ci_high=c["r_high"])
+
+
+#: What the denominator of a ratio is, in words.
+DENOMINATOR_NAMES = {"deno": "the spread of the outputs across images (the denominator)"}
+
+
+_PARTS = {"D_f": ("D", "deno"), "G_f": ("G", "deno"), "R_f": ("D", "G")}
+
+
+def training_change(output: pd.DataFrame, quantity: str = "R_f", restrict: bool = False, **where) -> str:
+    """What training did to ``quantity``: ``"R_f rose 3.3x with training (geometric mean over 8 runs,
+    from 0.12 to 0.4)"``. ``restrict``: over the CNNs that train well only
+    (:func:`~stabkit.report.selection.well_trained_cnns`, the networks "R_f falls by decades" is stated for)."""
+    if restrict:
+        output = well_trained_cnns(output)
+    t = trained_over_init(output, quantity, **where)
+    st = ratio_stats(t["ratio"])
+    if st["n"] == 0:
+        return f"{quantity}: no run has both states"
+    init, tr = ratio_stats(t["init"])["geomean"], ratio_stats(t["trained"])["geomean"]
+    return (f"{change_sentence(quantity, st['geomean'])} with training (geometric mean over {st['n']} "
+            f"run{'s' if st['n'] != 1 else ''}, from {init:.2g} to {tr:.2g})")
+
+
+def explain_ratio(parts: dict[str, float], quantity: str = "R_f") -> dict[str, str | bool]:
+    """Why a ratio moved, from :func:`stabkit.report.fits.trained_init_factors` (trained / init per part).
+
+    Returns ``text`` (e.g. ``"D_f fell 12x because the spread of the outputs across images (the
+    denominator) rose 20x, while D rose 1.7x"``), ``by_denominator`` (True when the denominator moved more,
+    in decades, than the numerator) and ``parts`` (``"D rose 1.7x; G rose 5x; deno rose 20x"``)."""
+    if quantity not in _PARTS:
+        raise ValueError(f"quantity must be one of {sorted(_PARTS)}, got {quantity!r}")
+    num, den = _PARTS[quantity]
+    r, rn, rd = (parts.get(k, float("nan")) for k in (quantity, num, den))
+    listed = "; ".join(change_sentence(k, parts.get(k, float("nan"))) for k in ("D", "G", "deno"))
+    finite = all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in (r, rn, rd))
+    if not finite:
+        return {"text": change_sentence(quantity, r), "by_denominator": False, "parts": listed}
+    by_den = abs(math.log10(rd)) > abs(math.log10(rn))
+    den_name = DENOMINATOR_NAMES.get(den, den)
+    head = change_sentence(quantity, r)
+    if by_den:
+        text = f"{head} because {change_sentence(den_name, rd)}, while {change_sentence(num, rn)}"
+    else:
+        text = f"{head}: {change_sentence(num, rn)} and {change_sentence(den_name, rd)}"
+    return {"text": text, "by_denominator": bool(by_den), "parts": listed}
+
+
+def ratio_story(output: pd.DataFrame, quantities=("D_f", "G_f", "R_f"), **where) -> dict[str, str | bool]:
+    """:func:`explain_ratio` of each of ``quantities`` over the runs of ``output`` (``where``: column
+    equalities, e.g. ``noise_std=0.0``): ``{"<q>": text, "<q>_by_denominator": bool, "parts": ...}``."""
+    parts = trained_init_factors(output, **where)
+    out: dict[str, str | bool] = {}
+    for q in quantities:
+        e = explain_ratio(parts, q)
+        out[q] = e["text"]
+        out[f"{q}_by_denominator"] = e["by_denominator"]
+        out["parts"] = e["parts"]
+    return out
+
+
+def ratio_parts(output: pd.DataFrame, by: Sequence[str] = (), shuffle: int | None = 0) -> pd.DataFrame:
+    """Where a ratio's change comes from: the geometric means over runs of ``D``, ``G``, ``deno`` and of
+    ``D_f = D/deno``, ``G_f = G/deno``, ``R_f = D/G``, at initialisation, after training, and their
+    ratio trained / init (the row ``"trained / init"``), optionally per ``by`` (e.g. ``("noise_std",)``).
+    Only runs measured in both states count. ``output``: the ``output`` run table."""
+    cols = ["D", "G", "deno", "D_f", "G_f", "R_f"]
+    if not isinstance(output, pd.DataFrame):
+        raise ValueError(f"output must be a pandas DataFrame, got {type(output).__name__}")
+    missing = [c for c in [*cols, "state", *by] if c not in output.columns]
+    if missing:
+        raise ValueError(f"output lacks columns {missing}")
+    df = output if shuffle is None or "shuffle" not in output.columns else output[output["shuffle"] == shuffle]
+    keys = [k for k in run_columns(df) if k not in cols and k not in ("state", "test_err", "task_err",
+                                                                     "test_err_corrupted", "P")]
+    keys = [*by, *[k for k in keys if k not in by]]
+    logs = df[[*keys, "state"]].copy()
+    for c in cols:
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
+        logs[c] = np.log10(np.where(v > 0, v, np.nan))
+    wide = logs.groupby([*keys, "state"], dropna=False)[cols].mean().unstack("state")
+    rows = []
+    groups = wide.groupby(level=list(by), dropna=False) if by else [((), wide)]
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        for state in ("init", "trained"):
+            if state in g.columns.get_level_values(1):
+                both = g.dropna(subset=[(c, s) for c in ("R_f",) for s in ("init", "trained")
+                                        if s in g.columns.get_level_values(1)])
+                rows.append({**dict(zip(by, key)), "": state, "n": len(both),
+                             **{c: 10 ** both[(c, state)].mean() for c in cols}})
+        if {"init", "trained"} <= set(g.columns.get_level_values(1)):
+            both = g.dropna(subset=[("R_f", "init"), ("R_f", "trained")])
+            rows.append({**dict(zip(by, key)), "": "trained / init", "n": len(both),
+                         **{c: 10 ** (both[(c, "trained")] - both[(c, "init")]).mean() for c in cols}})
+    return pd.DataFrame(rows, columns=[*by, "", "n", *cols])
+
+
+def parts_display(parts: pd.DataFrame):
+    """:func:`ratio_parts` for display: numbers with 3 significant digits, a missing one as an en dash, no
+    index (a pandas Styler). The table is marked as a DataFrame (``class="dataframe"``), as pandas marks
+    its own: its column names are the CSV's (``D_f``), which ``make check-book`` accepts there only."""
+    cols = [c for c in ("D", "G", "deno", "D_f", "G_f", "R_f") if c in parts.columns]
+    return (parts.style.format("{:.3g}", subset=cols, na_rep="\u2013").hide(axis="index")
+            .set_table_attributes('class="dataframe"'))

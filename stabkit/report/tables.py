@@ -1,5 +1,7 @@
 """Tidy run tables shaped for a page: selecting rows, the columns that identify a run, configuration
-fields, the probe pages' accuracy and NV tables, the D / G / deno table, markdown tables and CSV downloads.
+fields, derived columns (the probe pages' training label, the error of the task a net was trained for),
+block profiles, markdown tables and CSV downloads. The probe pages' accuracy and NV tables are
+:mod:`stabkit.report.robustness_claims`; the D / G / deno table :mod:`stabkit.report.stability_claims`.
 
 Every function takes the tidy tables written by :mod:`stabkit.runs` (``output``, ``layers``, ``spectra``,
 ``accuracy``, ``invariance``...; see ARCHITECTURE.md, "Run tables") and returns a DataFrame, a Series or
@@ -28,10 +30,8 @@ from stabkit.atomic import atomic_write_text
 
 __all__ = [
     "MEASUREMENT_COLUMNS", "RUN_ID_COLUMNS", "require_columns", "select", "run_columns", "geomean",
-    "config_values", "training_label", "with_task_error", "resampling_label", "block_profile", "is_missing",
-    "MarkdownText", "markdown_table", "ratio_parts", "parts_display", "accuracy_curves", "per_net",
-    "curves_table", "rotation_kept", "MASK_VARIANTS", "SHUFFLE_MODES", "global_nv_table", "layer_nv_vs_rk",
-    "mode_difference", "ENV_PAGE_TABLES", "table_downloads", "as_integral", "values_text",
+    "config_values", "training_label", "with_task_error", "block_profile", "is_missing", "MarkdownText",
+    "markdown_table", "layer_nv_vs_rk", "ENV_PAGE_TABLES", "table_downloads", "as_integral", "values_text",
 ]
 
 
@@ -166,18 +166,6 @@ def with_task_error(output: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def resampling_label(df: pd.DataFrame) -> pd.Series:
-    """How a resolution-probe run resampled its images, as a label: ``"<interpolation>"`` plus ``", no
-    antialias"`` without antialiasing; read from ``interpolation`` / ``antialias`` columns (the ``resolution``
-    table) or from the run's ``net_options`` (``nearest`` for nearest-neighbour resampling)."""
-    if {"interpolation", "antialias"} <= set(df.columns):
-        return df["interpolation"].astype(str) + np.where(df["antialias"].astype(bool), "", ", no antialias")
-    interpolation = config_values(df, "net_options", "interpolation", "bilinear")
-    aa = config_values(df, "net_options", "antialias", True)
-    return pd.Series(["nearest" if i == "nearest" else "bilinear" + ("" if a else ", no antialias")
-                      for i, a in zip(interpolation, aa)], index=df.index)
-
-
 def block_profile(layers: pd.DataFrame, pattern: str = r"features\.relu(\d+)",
                   quantities: Sequence[str] = ("D_f", "G_f", "R_f"), by: Sequence[str] = ("state",),
                   shuffle: int | None = 0) -> pd.DataFrame:
@@ -243,123 +231,6 @@ def markdown_table(table: pd.DataFrame, empty: str = "") -> str:
     return "\n".join(lines)
 
 
-def ratio_parts(output: pd.DataFrame, by: Sequence[str] = (), shuffle: int | None = 0) -> pd.DataFrame:
-    """Where a ratio's change comes from: the geometric means over runs of ``D``, ``G``, ``deno`` and of
-    ``D_f = D/deno``, ``G_f = G/deno``, ``R_f = D/G``, at initialisation, after training, and their
-    ratio trained / init (the row ``"trained / init"``), optionally per ``by`` (e.g. ``("noise_std",)``).
-    Only runs measured in both states count. ``output``: the ``output`` run table."""
-    cols = ["D", "G", "deno", "D_f", "G_f", "R_f"]
-    if not isinstance(output, pd.DataFrame):
-        raise ValueError(f"output must be a pandas DataFrame, got {type(output).__name__}")
-    missing = [c for c in [*cols, "state", *by] if c not in output.columns]
-    if missing:
-        raise ValueError(f"output lacks columns {missing}")
-    df = output if shuffle is None or "shuffle" not in output.columns else output[output["shuffle"] == shuffle]
-    keys = [k for k in run_columns(df) if k not in cols and k not in ("state", "test_err", "task_err",
-                                                                     "test_err_corrupted", "P")]
-    keys = [*by, *[k for k in keys if k not in by]]
-    logs = df[[*keys, "state"]].copy()
-    for c in cols:
-        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
-        logs[c] = np.log10(np.where(v > 0, v, np.nan))
-    wide = logs.groupby([*keys, "state"], dropna=False)[cols].mean().unstack("state")
-    rows = []
-    groups = wide.groupby(level=list(by), dropna=False) if by else [((), wide)]
-    for key, g in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        for state in ("init", "trained"):
-            if state in g.columns.get_level_values(1):
-                both = g.dropna(subset=[(c, s) for c in ("R_f",) for s in ("init", "trained")
-                                        if s in g.columns.get_level_values(1)])
-                rows.append({**dict(zip(by, key)), "": state, "n": len(both),
-                             **{c: 10 ** both[(c, state)].mean() for c in cols}})
-        if {"init", "trained"} <= set(g.columns.get_level_values(1)):
-            both = g.dropna(subset=[("R_f", "init"), ("R_f", "trained")])
-            rows.append({**dict(zip(by, key)), "": "trained / init", "n": len(both),
-                         **{c: 10 ** (both[(c, "trained")] - both[(c, "init")]).mean() for c in cols}})
-    return pd.DataFrame(rows, columns=[*by, "", "n", *cols])
-
-
-def parts_display(parts: pd.DataFrame):
-    """:func:`ratio_parts` for display: numbers with 3 significant digits, a missing one as an en dash, no
-    index (a pandas Styler). The table is marked as a DataFrame (``class="dataframe"``), as pandas marks
-    its own: its column names are the CSV's (``D_f``), which ``make check-book`` accepts there only."""
-    cols = [c for c in ("D", "G", "deno", "D_f", "G_f", "R_f") if c in parts.columns]
-    return (parts.style.format("{:.3g}", subset=cols, na_rep="\u2013").hide(axis="index")
-            .set_table_attributes('class="dataframe"'))
-
-
-def _robustness():
-    from stabkit import robustness  # torch: imported when a probe table is shaped, so that page() stays torch-free
-
-    return robustness
-
-
-def accuracy_curves(acc: pd.DataFrame, variants: dict[str, str], by: Sequence[str] = ("net", "training"),
-                    variant: str = "variant") -> pd.DataFrame:
-    """Accuracy (%) against magnitude, all classes, per ``by`` group and probe variant.
-
-    ``acc``: the ``accuracy`` run table (``probe``, ``label``, ``magnitude``, ``accuracy`` in [0, 1]).
-    ``variants``: probe name -> label (rows of other probes are left out). Returns ``by + [variant,
-    "magnitude", "mean", "sd", "n"]`` (mean and sample sd over seeds, in %).
-    """
-    require_columns(acc, ["probe", "label", "magnitude", "accuracy"], "acc")
-    s = acc[(acc["label"] < 0) & acc["probe"].isin(list(variants))].copy()
-    s[variant] = s["probe"].map(variants)
-    s["accuracy"] = 100 * s["accuracy"]
-    keys = [c for c in by if c in s.columns] + [variant, "magnitude"]
-    return _robustness().summarize(s, by=tuple(keys))
-
-
-def per_net(curves: pd.DataFrame, value: str = "mean", **where) -> pd.DataFrame:
-    """``curves`` rows matching ``where`` as a net x magnitude table of ``value``."""
-    rows = select(curves, **where)
-    return rows.pivot_table(index="net", columns="magnitude", values=value)
-
-
-def curves_table(curves: pd.DataFrame, index: Sequence[str], value: str = "mean", decimals: int = 1) -> pd.DataFrame:
-    """``curves`` (:func:`accuracy_curves`) for display: one row per ``index`` group, one column per
-    magnitude, ``value`` rounded to ``decimals``; a combination that was not measured (a mode without that
-    magnitude, a failed run) reads as an en dash, never "NaN" (``make check-book`` fails on NaN in a table).
-    """
-    index = [index] if isinstance(index, str) else list(index)
-    require_columns(curves, [*index, "magnitude", value], "curves")
-    wide = curves.pivot_table(index=index, columns="magnitude", values=value).round(decimals)
-    # object columns: a number stays a number, a missing one becomes the dash
-    return wide.astype(object).where(wide.notna(), "\u2013")
-
-
-def rotation_kept(acc: pd.DataFrame) -> pd.DataFrame:
-    """Per net and training: accuracy (%) on upright images (``clean``) and the mean over the other
-    angles divided by it (``kept``), from the ``rotate`` probe rows of all classes."""
-    require_columns(acc, ["probe", "label", "magnitude", "accuracy", "net", "training"], "acc")
-    r = acc[(acc["probe"] == "rotate") & (acc["label"] < 0)]
-    allr = r.groupby(["net", "training", "magnitude"], as_index=False)["accuracy"].mean()
-    allr["accuracy"] *= 100
-    clean = allr[allr["magnitude"] == 0].set_index(["net", "training"])["accuracy"]
-    rotd = allr[allr["magnitude"] != 0].groupby(["net", "training"])["accuracy"].mean()
-    out = pd.DataFrame({"clean": clean, "rotated": rotd}).dropna()
-    out["kept"] = out["rotated"] / out["clean"]
-    return out.reset_index()
-
-
-#: Masking probes of the ``probe_masking`` sweep -> the variant labels on the page.
-MASK_VARIANTS = {"mask": "random, zero fill", "mask_saliency": "salient first, zero fill",
-                 "mask_mean": "random, mean fill"}
-
-
-#: Patch-shuffling probes -> the ``mode`` labels on the page.
-SHUFFLE_MODES = {"patch_shuffle": "full", "patch_shuffle_rows_cols": "rows_cols"}
-
-
-def global_nv_table(inv: pd.DataFrame) -> pd.DataFrame:
-    """Global mean NV (:func:`stabkit.robustness.global_nv`) per run, then averaged over seeds: one row
-    per ``net``, ``training`` and ``stratified`` with ``global_NV``."""
-    require_columns(inv, ["net", "training", "seed", "stratified", "mean_NV"], "inv")
-    g = _robustness().global_nv(inv, by=("net", "training", "seed", "stratified"))
-    return g.groupby(["net", "training", "stratified"], as_index=False)["global_NV"].mean()
-
-
 def layer_nv_vs_rk(inv: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
     """Trained unshuffled nodes with both a rotation NV (``invariance``, unstratified) and an ``R_k``
     (``layers``), matched on run and layer: ``inv`` columns + ``R_f, D_f, G_f, log10_R`` and ``training``."""
@@ -373,17 +244,6 @@ def layer_nv_vs_rk(inv: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
     if "training" not in both.columns:
         both["training"] = training_label(both)
     return both
-
-
-def mode_difference(curves: pd.DataFrame, a: str, b: str, column: str = "mode", training: str = "unrotated",
-                    above: float = 1.0) -> float:
-    """Mean over nets and magnitudes ``> above`` of ``curves`` accuracy of ``column == a`` minus
-    ``column == b`` (e.g. patch shuffling rows_cols minus full), for nets trained ``training``."""
-    u = select(curves, training=training)
-    keys = ["net", "magnitude"]
-    both = (u[u[column] == a].merge(u[u[column] == b], on=keys, suffixes=("_a", "_b")))
-    both = both[both["magnitude"] > above]
-    return float((both["mean_a"] - both["mean_b"]).mean()) if len(both) else float("nan")
 
 
 #: Environment variable naming the folder :func:`table_downloads` writes to (the tests point it to a

@@ -26,8 +26,8 @@ from .tables import block_profile, require_columns, select
 from .verdicts import Claim
 
 __all__ = [
-    "EXPONENT_TOLERANCE", "TRAINED_MAX_ERROR", "law_text", "replicate_exponents",
-    "claim_constant_filter_exponent", "claim_trained_exponent",
+    "EXPONENT_TOLERANCE", "TRAINED_MAX_ERROR", "law_text", "replicate_exponents", "block_exponents",
+    "closer_to_prediction", "claim_constant_filter_exponent", "claim_trained_exponent",
 ]
 
 
@@ -79,6 +79,40 @@ def replicate_exponents(table: pd.DataFrame, stride: int, *, replicate: str = "s
         fit = layer_exponents(g, stride, layer=layer, first_layer=first_layer, last_layer=last_layer)
         rows.append({replicate: rep, **{q: fit[c] for q, c in _QUANTITIES.items()}, "layers": int(len(g))})
     return pd.DataFrame(rows, columns=[replicate, *_QUANTITIES, "layers"])
+
+
+def block_exponents(profile: pd.DataFrame, panels: Sequence[str], panel: str = "task_name", stride: int = 2,
+                    states: Sequence[str] = ("init", "trained")) -> dict[tuple[str, str], dict[str, float]]:
+    """The depth exponents of a block profile (:func:`stabkit.report.tables.block_profile` rows: ``block``,
+    ``state``, ``panel``, ``D_f``, ``G_f``, ``R_f``; geometric means over the runs) per value of ``panel``
+    and state: ``{(panel value, state): {"D": ..., "G": ..., "R": ...}}``, each the slope of ``log_stride
+    Q`` against the block index (:func:`stabkit.report.fits.layer_exponents`), what
+    :func:`closer_to_prediction` compares with the theory."""
+    require_columns(profile, ["block", "state", panel, *_QUANTITIES.values()], "profile")
+    out = {}
+    for p in panels:
+        for state in states:
+            fit = layer_exponents(profile[(profile[panel] == p) & (profile["state"] == state)], stride, layer="block")
+            out[(p, state)] = {c[0]: v for c, v in fit.items()}
+    return out
+
+
+def closer_to_prediction(exponents: dict, predicted: dict, tasks: dict) -> tuple[str, str]:
+    """Which fitted exponents moved towards the prediction with training.
+
+    ``exponents``: ``{(task label, state): {"D": ..., "G": ..., "R": ...}}`` for states ``init`` and
+    ``trained``; ``predicted``: ``{"D": ..., ...}``; ``tasks``: ``{task id: task label}``. Returns two
+    texts, e.g. ``("D (tasks 1 and 2), R (task 1)", "G (tasks 1 and 2)")`` (``"none"`` when empty).
+    """
+    closer, farther = [], []
+    for q in predicted:
+        moved = {tid: abs(exponents[(t, "trained")][q] - predicted[q]) < abs(exponents[(t, "init")][q] - predicted[q])
+                 for tid, t in tasks.items()}
+        for flag, bucket in ((True, closer), (False, farther)):
+            ids = [str(tid) for tid, m in moved.items() if m == flag]
+            if ids:
+                bucket.append(f"{q} (task{'s' if len(ids) > 1 else ''} {' and '.join(ids)})")
+    return ", ".join(closer) or "none", ", ".join(farther) or "none"
 
 
 def _band_decision(low: float, high: float, predicted: float, tolerance: float) -> tuple[bool, bool, str]:

@@ -1,22 +1,21 @@
-"""What a claim check returns: :class:`Claim`, the three verdicts, the claims table, and a claim in a
-few words (:func:`brief`, :func:`per_net_text`). The claims themselves are in the ``*_claims`` modules:
-:mod:`~stabkit.report.stability_claims`, :mod:`~stabkit.report.layer_claims`,
-:mod:`~stabkit.report.robustness_claims`.
+"""What a claim check returns: :class:`Claim`, the three verdicts, and a claim in words (its sentence, a
+brief form for a list, its per-architecture verdicts, a detail's change as a sentence: ``Claim`` methods).
+The claims themselves are in the ``*_claims`` modules: :mod:`~stabkit.report.stability_claims`,
+:mod:`~stabkit.report.layer_claims`, :mod:`~stabkit.report.robustness_claims`,
+:mod:`~stabkit.report.theory_claims`; a page shows its claims as a table with
+:func:`stabkit.report.page.claims_table`.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-__all__ = [
-    "HOLDS", "FAILS", "UNTESTABLE", "UNITS", "PAPER_VALUES", "unit_of", "verdict", "Claim", "claims_table",
-    "verdict_counts", "SHORT_VERDICTS", "brief", "per_net_text",
-]
+from .narrative import change_sentence
+
+__all__ = ["HOLDS", "FAILS", "UNTESTABLE", "UNITS", "PAPER_VALUES", "unit_of", "verdict", "Claim", "SHORT_VERDICTS"]
 
 HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "cannot be tested at this scale"
 
@@ -51,6 +50,15 @@ def verdict(holds: bool, testable: bool = True) -> str:
     if not testable:
         return UNTESTABLE
     return HOLDS if bool(holds) else FAILS
+
+
+#: Verdicts in a list of many (each phrase once per sentence: "cannot be tested at this scale" is long).
+SHORT_VERDICTS = {HOLDS: "holds", FAILS: "does not hold", UNTESTABLE: "cannot be tested"}
+
+
+def _num(v, fmt: str = ".2f") -> str:
+    """``v`` formatted, or an en dash for a missing number (never "nan" on a page)."""
+    return format(v, fmt) if isinstance(v, (int, float, np.floating)) and np.isfinite(v) else "\u2013"
 
 
 @dataclass(frozen=True)
@@ -103,64 +111,42 @@ class Claim:
                 "ci_low": num(self.ci_low), "ci_high": num(self.ci_high), "threshold": num(self.threshold),
                 "verdict": self.verdict, "rule": self.rule, "details": details}
 
+    def brief(self, symbol: str = "r") -> str:
+        """The claim in a few words for a list: ``"r = 0.78 [-0.06, 0.98], n = 6 (6 architectures), cannot be
+        tested"`` (``symbol`` names the value; missing numbers as an en dash, the short verdict)."""
+        n = self.details.get("n")
+        units = self.details.get("n_units")
+        sample = f", n = {n}" + (f" ({units} architectures)" if units is not None else "") if n is not None else ""
+        return (f"{symbol} = {_num(self.value)} [{_num(self.ci_low)}, {_num(self.ci_high)}]{sample}, "
+                f"{SHORT_VERDICTS.get(self.verdict, self.verdict)}")
 
-def claims_table(items: Sequence[Claim] | Mapping[str, Claim]) -> pd.DataFrame:
-    """One row per claim: ``claim``, ``value`` (rounded to 3 decimals; an en dash when missing), ``rule``,
-    ``verdict`` (for display on a page).
+    def _per_net(self) -> list[tuple[str, str]]:
+        """``(net, verdict)`` of the details' ``verdict:<net>`` entries, in their order."""
+        return [(key.split(":", 1)[1], v) for key, v in self.details.items()
+                if isinstance(key, str) and key.startswith("verdict:")]
 
-    ``items``: claims (named by ``Claim.name``) or a mapping ``label -> Claim`` (named by the label).
-    """
-    pairs = items.items() if isinstance(items, Mapping) else ((c.name, c) for c in items)
-    rows = []
-    for label, c in pairs:
-        if not isinstance(c, Claim):
-            raise ValueError(f"items must hold Claim objects, got {type(c).__name__} for {label!r}")
-        value = float(c.value) if isinstance(c.value, (int, float, np.floating)) else math.nan
-        # a missing value reads as a dash, never "NaN" (make check-book fails on NaN in a table)
-        rows.append({"claim": label, "value": round(value, 3) if math.isfinite(value) else "\u2013",
-                     "rule": c.rule, "verdict": c.verdict})
-    return pd.DataFrame(rows, columns=["claim", "value", "rule", "verdict"])
-
-
-def verdict_counts(claims: Sequence[Claim] | Mapping[str, Claim]) -> str:
-    """The verdicts of ``claims`` counted, in words: ``"2 hold, 1 does not hold, 1 cannot be tested at
-    this scale"`` (verdicts with no claim left out; ``"no claim"`` for none)."""
-    items = list(claims.values()) if isinstance(claims, Mapping) else list(claims)
-    counts = {v: sum(c.verdict == v for c in items) for v in (HOLDS, FAILS, UNTESTABLE)}
-    words = {HOLDS: ("holds", "hold"), FAILS: ("does not hold", "do not hold"),
-             UNTESTABLE: ("cannot be tested at this scale", "cannot be tested at this scale")}
-    parts = [f"{n} {words[v][n != 1]}" for v, n in counts.items() if n]
-    return ", ".join(parts) if parts else "no claim"
-
-
-#: Verdicts in a list of many (each phrase once per sentence: "cannot be tested at this scale" is long).
-SHORT_VERDICTS = {HOLDS: "holds", FAILS: "does not hold", UNTESTABLE: "cannot be tested"}
-
-
-def _num(v, fmt: str = ".2f") -> str:
-    """``v`` formatted, or an en dash for a missing number (never "nan" on a page)."""
-    return format(v, fmt) if isinstance(v, (int, float, np.floating)) and np.isfinite(v) else "\u2013"
-
-
-def brief(claim: Claim, symbol: str = "r") -> str:
-    """One claim in a few words for a list: ``"r = 0.78 [-0.06, 0.98], n = 6 (6 architectures), cannot be
-    tested"`` (missing numbers as an en dash, the short verdict)."""
-    n = claim.details.get("n")
-    units = claim.details.get("n_units")
-    sample = f", n = {n}" + (f" ({units} architectures)" if units is not None else "") if n is not None else ""
-    return (f"{symbol} = {_num(claim.value)} [{_num(claim.ci_low)}, {_num(claim.ci_high)}]{sample}, "
-            f"{SHORT_VERDICTS.get(claim.verdict, claim.verdict)}")
-
-
-def per_net_text(claim: Claim) -> str:
-    """The per-architecture verdicts of a pooled claim, in words: ``"AlexNet -0.47 decades (does not
-    hold); VGG11bn -2.69 decades (holds)"`` (``"none"`` without them)."""
-    parts = []
-    for key, v in claim.details.items():
-        if isinstance(key, str) and key.startswith("verdict:"):
-            net = key.split(":", 1)[1]
-            dec = claim.details.get(f"decades:{net}", claim.details.get(f"{net}:shuffled",
-                                                                        claim.details.get(f"slope:{net}")))
+    def per_net_text(self) -> str:
+        """The per-architecture verdicts of a pooled claim with their numbers: ``"AlexNet -0.47 decades (does
+        not hold); VGG11bn -2.69 decades (holds)"`` (the number from the details ``decades:<net>``,
+        ``<net>:shuffled`` or ``slope:<net>``; ``"none"`` without per-architecture verdicts)."""
+        parts = []
+        for net, v in self._per_net():
+            dec = self.details.get(f"decades:{net}", self.details.get(f"{net}:shuffled",
+                                                                      self.details.get(f"slope:{net}")))
             num = f" {dec:+.2f} decades" if isinstance(dec, (int, float)) and np.isfinite(dec) else ""
             parts.append(f"{net}{num} ({SHORT_VERDICTS.get(v, v)})")
-    return "; ".join(parts) if parts else "none"
+        return "; ".join(parts) if parts else "none"
+
+    def per_net_verdicts(self) -> str:
+        """The per-architecture verdicts alone, in full: ``"AlexNet: does not hold; VGG11bn: holds"``
+        (``"none"`` without them)."""
+        return "; ".join(f"{net}: {v}" for net, v in self._per_net()) or "none"
+
+    def change_text(self, key: str, quantity: str) -> str:
+        """The detail ``key`` (a change in decades, ``log10`` of a ratio) as a sentence about ``quantity``
+        (:func:`stabkit.report.narrative.change_sentence`): ``"R_k rose 3.2x"`` for 0.5 decades, ``"R_k:
+        not measured"`` when the detail is missing or not a finite number."""
+        decades = self.details.get(key)
+        if not (isinstance(decades, (int, float)) and math.isfinite(decades)):
+            return f"{quantity}: not measured"
+        return change_sentence(quantity, 10.0 ** decades)
