@@ -245,7 +245,7 @@ def test_shuffle_no_effect_recalibrated_does_not_hold_with_a_large_gap_and_has_p
     assert c.verdict == verdicts.FAILS and c.details["worst_net"] == "ResNet18bn"
     assert c.details["verdict:VGG11bn"] == verdicts.HOLDS and c.details["verdict:ResNet18bn"] == verdicts.FAILS
     assert c.details["decades:ResNet18bn"] == pytest.approx(0.5) and c.details["against"] == "ResNet18bn"
-    assert verdicts.per_net_text(c) == "ResNet18bn +0.50 decades (does not hold); VGG11bn +0.10 decades (holds)"
+    assert c.per_net_text() == "ResNet18bn +0.50 decades (does not hold); VGG11bn +0.10 decades (holds)"
     # a looser tolerance: the same gaps hold
     c = layer_claims.claim_shuffle_no_effect_recalibrated(_recalibrated({"VGG11bn": 0.1, "ResNet18bn": 0.5}),
                                                           tolerance=0.6)
