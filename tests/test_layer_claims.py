@@ -331,6 +331,25 @@ def test_recalibrated_claims_need_the_batchnorm_column():
         layer_claims.claim_shuffle_no_effect_recalibrated(rec)
 
 
+def test_recalibrated_table_carries_its_own_before_rows_which_win_over_layers():
+    """The measurement writes the same network measured with batch statistics (``recalibrated`` False) beside
+    the recalibrated rows: the control compares a network with itself, even where a control run retrained
+    its network to a different result; those rows are no "after" rows."""
+    after = _recalibrated({"VGG11bn": 0.1, "ResNet18bn": 0.1}).assign(recalibrated=True)
+    own = _recalibrated({"VGG11bn": 0.8, "ResNet18bn": 0.8}).assign(recalibrated=False, images=0)
+    rec = pd.concat([after, own], ignore_index=True)
+    other = shuffle_layers(0.6, recalibrated=False)  # the committed runs' networks: not the ones measured here
+    for claim in RECALIBRATED_CLAIMS:
+        d = claim(rec, layers=other).details
+        assert d["late_after"] == pytest.approx(0.1) and d["late_before"] == pytest.approx(0.8)
+        assert d["late_removed"] == pytest.approx(1 - 0.1 / 0.8)
+        assert claim(rec).details["late_before"] == pytest.approx(0.8)  # no `layers` needed
+    kept = rec.copy()
+    c = layer_claims.claim_shuffle_no_effect_recalibrated(rec)
+    assert c.holds and c.value == pytest.approx(0.1) and c.details["largest_before"] == pytest.approx(0.8)
+    pd.testing.assert_frame_equal(rec, kept)  # the caller's table is left as it was
+
+
 def test_recalibrated_gap_before_matches_the_network_not_the_run_key():
     """The control is a run of its own (sweep files derive it with ``set: {measure: [recalibrated]}``): its
     run key and ``measure`` differ from the run whose network it measures again; the "before" gap is that

@@ -337,7 +337,27 @@ def _batchnorm_rows(recalibrated: pd.DataFrame) -> pd.DataFrame:
                                    "R_f", "D_f", "G_f"]))
         return pd.DataFrame(columns=cols)
     require_columns(recalibrated, ["batchnorm", "state", "shuffle"], "recalibrated")
-    return recalibrated[recalibrated["batchnorm"].astype("boolean").fillna(False).to_numpy(dtype=bool)]
+    keep = recalibrated["batchnorm"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    if "recalibrated" in recalibrated.columns:  # the rows measured with re-estimated statistics
+        # not `&=`: to_numpy may hand back the table's own memory, which must not change
+        keep = keep & recalibrated["recalibrated"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    return recalibrated[keep]
+
+
+def _before(recalibrated: pd.DataFrame, layers: pd.DataFrame | None, rows: pd.DataFrame, probes: str,
+            relu_convention: str) -> pd.DataFrame | None:
+    """The "before" rows of the control: the same networks measured as ``layers`` does (batch statistics).
+    The measurement writes them beside the recalibrated rows (``recalibrated`` False), so that a network is
+    compared with itself; a table without them (an older control) falls back on ``layers``, matched on the
+    training configuration, which is the same network only where the control did not train it again."""
+    if isinstance(recalibrated, pd.DataFrame) and "recalibrated" in recalibrated.columns and len(recalibrated):
+        own = recalibrated[recalibrated["batchnorm"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+                           & ~recalibrated["recalibrated"].astype("boolean").fillna(True).to_numpy(dtype=bool)]
+        if len(own):
+            return _well_trained_rows(paper_rows(own, probes, relu_convention))
+    if layers is None:
+        return None
+    return _same_runs(_well_trained_rows(paper_rows(layers, probes, relu_convention)), rows)
 
 
 def _recalibrated_precondition(rows: pd.DataFrame, **where) -> tuple[bool, str, int, int]:
@@ -455,7 +475,8 @@ def claim_shuffle_no_effect_recalibrated(recalibrated: pd.DataFrame, tolerance: 
     ``output_fall``); per net its largest ``|gap|`` (``decades:<net>``) and own verdict (``verdict:<net>``,
     its own output-fall precondition); ``against`` (nets that testably do not hold), ``n`` (batch-norm runs
     measured with and without shuffling), ``n_units`` (their nets), ``reason``; the late-layer gap before
-    (``layers``, the same runs, if given) and after recalibration with its D_k and G_k parts
+    (the same networks with batch statistics: the table's rows with ``recalibrated`` False, else ``layers``
+    matched on the training configuration) and after recalibration with its D_k and G_k parts
     (``late_before``, ``late_after``, ``late_removed``, ``late_D_before``, ``late_D_after``,
     ``late_G_before``, ``late_G_after``, and per net ``<net>:late_before``...), ``largest_before`` (the
     largest ``|gap|`` before recalibration) and the recalibrated test errors (``<net>:test_err_unshuffled``,
@@ -473,9 +494,7 @@ def claim_shuffle_no_effect_recalibrated(recalibrated: pd.DataFrame, tolerance: 
             net_ok = _pooling_precondition(rows, quantity, min_fall, **{**where, "net": net})[0]
             details[f"decades:{net}"] = worst
             details[f"verdict:{net}"] = verdict(worst < tolerance, net_ok)
-    before = None
-    if layers is not None:
-        before = _same_runs(_well_trained_rows(paper_rows(layers, probes, relu_convention)), rows)
+    before = _before(recalibrated, layers, rows, probes, relu_convention)
     details["largest_before"] = float("nan")
     if before is not None and quantity in before.columns:
         b = layer_shuffle_gaps(before, [quantity], **where)[f"gap_{quantity}"].abs()
@@ -507,9 +526,7 @@ def claim_channel_pooling_recalibrated(recalibrated: pd.DataFrame, margin: float
     rows = _well_trained_rows(paper_rows(bn, probes, relu_convention))
     pre = (False, _NO_BATCHNORM, 0, 0) if bn.empty else _recalibrated_precondition(rows, **where)
     base = claim_channel_pooling_second_half(bn, quantity, margin, split, probes, relu_convention, min_fall, **where)
-    before = None
-    if layers is not None:
-        before = _same_runs(_well_trained_rows(paper_rows(layers, probes, relu_convention)), rows)
+    before = _before(recalibrated, layers, rows, probes, relu_convention)
     details = {**_late_gap_details(rows, before, quantity, split, **where), **_test_errors(rows, **where)}
     return _recalibrated(base, "channel_pooling_second_half_recalibrated",
                          "Channel pooling happens in the second half of the network, once batch-norm statistics "

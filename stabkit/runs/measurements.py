@@ -317,9 +317,12 @@ def _measure_recalibrated(model, cfg, ctx) -> dict[str, pd.DataFrame]:
     batch-norm statistics are re-estimated on ``options.recalibrated.images`` training images (a fixed random
     subset, :func:`stabkit.batchnorm.recalibrate_batchnorm`), then it is measured layer by layer with those
     running statistics, in every state: at "init" this is the sensitivity check of the paper's batch-statistics
-    convention. Rows as ``layers`` (the paper's probe set) plus ``test_err`` of that network and
-    ``batchnorm`` (whether the net has any; without batch norm nothing is recalibrated and the rows are those
-    of ``layers``, reused)."""
+    convention. Rows as ``layers`` (the paper's probe set) plus ``test_err`` of that network, ``batchnorm``
+    (whether the net has any) and ``recalibrated``: the rows of the same network measured as ``layers`` does
+    (batch statistics, ``recalibrated`` False) come with it, so that the control compares one network with
+    itself (a control run retrained elsewhere is not bit-identical to the run it controls: training on
+    another machine or thread count differs in the last bits, and a scale-detection run that stops at zero
+    training loss amplifies them). Without batch norm nothing is recalibrated: only the ``layers`` rows."""
     from ..batchnorm import has_batchnorm, recalibrate_batchnorm  # torch: see the module docstring
 
     n = _recalibrated_options(cfg.options_of("recalibrated"))["images"]
@@ -333,11 +336,12 @@ def _measure_recalibrated(model, cfg, ctx) -> dict[str, pd.DataFrame]:
         images = ctx.normalize(train_x[idx])
     for sh in cfg.shuffles:
         shuffled = _shuffled(model, ctx, sh)
+        plain = _stability(model, ctx, sh, kind)  # the paper's convention, as `layers` measures it
+        tabs.append(plain.assign(shuffle=sh, probes=kind, test_err=ctx.evaluate(shuffled)[1], batchnorm=bn,
+                                 images=0, recalibrated=False))
         if bn:
             net = recalibrate_batchnorm(shuffled, images)
             tab = _layer_table(net, ctx, kind, batch_stats=False)  # with the re-estimated running statistics
-        else:
-            net, tab = shuffled, _stability(model, ctx, sh, kind)
-        tabs.append(tab.assign(shuffle=sh, probes=kind, test_err=ctx.evaluate(net)[1], batchnorm=bn,
-                               images=n if bn else 0))
+            tabs.append(tab.assign(shuffle=sh, probes=kind, test_err=ctx.evaluate(net)[1], batchnorm=bn,
+                                   images=n, recalibrated=True))
     return {"recalibrated": pd.concat(tabs, ignore_index=True)}
