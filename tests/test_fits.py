@@ -120,18 +120,6 @@ def test_zero_mode_fraction_uses_energy_not_fraction_column():
     assert z["fraction"].max() == pytest.approx(0.6)
 
 
-def test_layer_exponents_is_theory_fit():
-    from stabkit import theory
-
-    t = theory.constant_filter_stabilities(2, 2, 6, seeds=1)
-    assert fits.layer_exponents(t, 2) == pytest.approx(
-        dict(zip(("D_f", "G_f", "R_f"), theory.fit_exponents(t, 2).values())))
-    raw = fits.layer_exponents(t, 2, columns=("D", "G", "deno"))
-    assert set(raw) == {"D", "G", "deno"}
-    blocks = pd.DataFrame({"block": [1, 2, 3, 4], "D_f": 2.0 ** -np.arange(1, 5)})
-    assert fits.layer_exponents(blocks, 2, layer="block", columns=("D_f",))["D_f"] == pytest.approx(-1.0)
-
-
 @pytest.mark.parametrize("run_column", [False, True])
 def test_mid_depth_change_does_not_split_a_run_by_a_per_layer_column(run_column):
     """The run tables carry ``features`` (values per probe, one per layer): without a ``run`` column it must

@@ -93,7 +93,7 @@ def test_shuffle_no_effect_is_tested_layer_by_layer():
     assert c.verdict == verdicts.FAILS and c.value == pytest.approx(1.0)
     assert c.details["worst_layer"] == "l7" and c.details["worst_D"] == pytest.approx(1.0)
     assert c.details["worst_G"] == pytest.approx(0.0) and c.details["n_over"] == 2  # both nets
-    gaps = fits.layer_shuffle_gaps(lay)
+    gaps = layer_claims.layer_shuffle_gaps(lay)
     np.testing.assert_allclose(gaps.gap_R_f, gaps.gap_D_f - gaps.gap_G_f)
     assert claim_shuffle_no_effect(synthetic_layers(0.0, 0.0)).verdict == verdicts.HOLDS
 
@@ -377,3 +377,77 @@ def test_recalibrated_gap_before_is_that_of_the_same_runs(run_column):
         d = claim(rec, layers=lay).details
         assert d["late_before"] == pytest.approx(0.6) and d["VGG11bn:late_before"] == pytest.approx(0.6)
         assert "VGG11:late_before" not in d and d["late_after"] == pytest.approx(0.1)
+
+
+def test_layer_gap_tables_and_shuffle_gap_table_are_what_the_claims_test():
+    """Fig. 6's gap tables (one per quantity, layer by layer, a net's missing layer as a dash) and Fig. 3's
+    table per half: the numbers of layer_shuffle_gaps and fits.shuffle_gap, pivoted for display."""
+    lay = synthetic_layers(second_half_gap=1.0, first_half_gap=0.0)
+    lay = lay[~((lay["net"] == lay["net"].iloc[0]) & (lay["layer"] == "l9"))]  # one net lacks its last layer
+    tabs = layer_claims.layer_gap_tables(lay)
+    assert list(tabs) == ["R_f", "D_f", "G_f"] and tabs["R_f"].index.name == "gap of R_k"
+    gaps = layer_claims.layer_shuffle_gaps(lay)
+    assert list(tabs["R_f"].index) == list(gaps.groupby("layer")["rel_depth"].mean().sort_values().index)
+    assert tabs["R_f"].loc["l9", lay["net"].iloc[0]] == "\u2013" and tabs["R_f"].loc["l0"].tolist() == [0.0, 0.0]
+    assert layer_claims.layer_gap_tables(lay[lay["shuffle"] == 0])["G_f"].empty  # nothing shuffled: empty tables
+    halves = layer_claims.shuffle_gap_table(lay)
+    assert list(halves.columns) == ["first", "second"] and sorted(halves.index) == sorted(lay["net"].unique())
+    np.testing.assert_allclose(halves["first"], 0.0, atol=1e-12)
+    np.testing.assert_allclose(halves["second"], 1.0)
+
+
+def test_output_node_story_is_the_ratio_story_of_the_last_node():
+    from stabkit.report import stability_claims
+
+    lay = synthetic_layers(second_half_gap=1.0).assign(D=1.0, G=1.0, deno=1.0)
+    story = layer_claims.output_node_story(lay)
+    assert story == stability_claims.ratio_story(lay[lay["rel_depth"] == 1])
+    assert story["R_f"].startswith("R_f fell")
+
+
+def test_layer_nv_vs_rk_matches_trained_unshuffled_layers_by_run_and_layer():
+    inv = invariance_table()
+    layers = inv[["run", "layer"]].drop_duplicates().assign(state="trained", shuffle=0, R_f=10.0, D_f=1.0, G_f=0.1)
+    layers = pd.concat([layers, layers.assign(shuffle=1, R_f=100.0)], ignore_index=True)
+    both = layer_claims.layer_nv_vs_rk(inv, layers)
+    assert len(both) == len(inv[~inv.stratified]) and not both["stratified"].any()
+    assert (both["log10_R"] == 1.0).all() and set(both["training"]) == {"rotated", "unrotated"}
+
+
+def test_recalibration_texts_and_table_read_right_whatever_the_data():
+    """The page's words for a recalibrated claim: measured runs, the late gap before / after and how much
+    recalibration removes, its D_k / G_k parts, a per-net table; never "nan" when nothing was measured."""
+    rec = _recalibrated({"VGG11bn": 0.1, "ResNet18bn": 0.1, "VGG11": 1.0})
+    lay = shuffle_layers(0.6, nets=BN_AND_PLAIN, recalibrated=False)
+    c = layer_claims.claim_shuffle_no_effect_recalibrated(rec, layers=lay)
+    t = layer_claims.recalibration_texts(c)
+    assert t["measured_text"] == "4 runs of 2 batch-norm networks (ResNet18bn, VGG11bn)"
+    assert t["value_text"] == "0.10 decades"
+    assert "R_k rose 4x" in t["gap_text"] and "R_k rose 1.3x" in t["gap_text"]
+    assert t["gap_text"].endswith("Recalibration removes 83 % of the gap (in decades).")
+    assert t["parts_text"].endswith("D_k +0.00 / +0.00, G_k -0.60 / -0.10.")  # never "-0.00"
+    md = layer_claims.recalibration_table(c)
+    assert md.splitlines()[0].startswith("| network | $R_k$ gap before | $R_k$ gap after | $D_k$ gap before")
+    assert "| VGG11bn | +0.60 | +0.10 | +0.00 | +0.00 | -0.60 | -0.10 | 10.0 | 50.0 | holds |" in md
+    assert "VGG11 |" not in md and md._repr_markdown_() == md  # the plain net is no control
+    for claim in RECALIBRATED_CLAIMS:
+        empty = claim(pd.DataFrame(), layers=lay)
+        t = layer_claims.recalibration_texts(empty)
+        assert t == {"measured_text": "none that the claim can use", "value_text": "not measured",
+                     "gap_text": "No late-layer shuffling gap was measured with re-estimated batch-norm statistics.",
+                     "parts_text": ""}
+        assert "nan" not in layer_claims.recalibration_table(empty).lower()
+        assert "No batch-norm network" in layer_claims.recalibration_table(empty)
+    # without the layers table: the gap after recalibration, and why the fraction removed is not known
+    t = layer_claims.recalibration_texts(layer_claims.claim_channel_pooling_recalibrated(rec))
+    assert "R_k: not measured" in t["gap_text"] and "not in the layers table" in t["gap_text"]
+
+
+@pytest.mark.parametrize("before, after, words", [
+    (0.6, 0.1, "removes 83 % of the gap"), (0.6, 0.0, "removes all of the gap."),
+    (0.6, -0.3, "removes all of the gap and reverses its sign."), (-0.6, -0.3, "removes 50 % of the gap"),
+    (0.6, 0.9, "does not reduce the gap: it grows by 50 %"), (0.01, 0.2, "hardly a gap to remove"),
+    (float("nan"), 0.1, "not in the layers table"), (0.6, float("nan"), "nothing was measured"),
+])
+def test_removed_text(before, after, words):
+    assert words in layer_claims.removed_text(before, after)

@@ -327,3 +327,106 @@ def test_demo_page_resolves_the_scale_and_is_the_current_page(monkeypatch):
     assert book.demo_page("diffeomorphisms", "tiny", settings)[1] == {"n": 1}
     with pytest.raises(ValueError, match="scale"):
         book.demo_page("diffeomorphisms", "gpu", settings)
+
+
+def _control_tables():
+    """A page of two networks and the control run of one (``measure: recalibrated``, the same network)."""
+    summary = pd.DataFrame({"run": ["a", "b", "c"], "net": ["VGG11", "VGG11bn", "VGG11bn"], "seed": 0,
+                            "status": "done", "task": "twopoints", "measure": ["output,layers", "output,layers",
+                                                                             "recalibrated"],
+                            "trained_by": ["", "", "b"], "best_test_err": [0.02, 0.01, 0.01],
+                            "last_test_err": [0.02, 0.5, 0.5]})
+    metrics = pd.DataFrame({"run": ["a", "a", "b", "b", "c", "c"], "net": ["VGG11"] * 2 + ["VGG11bn"] * 4,
+                            "seed": 0, "epoch": [1, 2] * 3, "train_err": [0.3, 0.0, 0.4, 0.3, 0.4, 0.3],
+                            "train_loss": [0.5, 0.0, 1, 0.0, 1, 0.0], "test_err": [0.3, 0.2, 0.4, 0.5, 0.4, 0.5],
+                            "test_loss": [1.0, 2.0, 1.0, 1.0, 1.0, 1.0]})
+    layers = pd.DataFrame({"run": ["a", "b"], "layer": "l0", "R_f": [0.1, 0.2]})
+    return {"summary": summary, "metrics": metrics, "layers": layers}
+
+
+@pytest.mark.parametrize("error, words", [
+    (ValueError("no committed table 'recalibrated' in results/x; committed tables: ['layers']"),
+     "and it is not committed yet"),
+    (RuntimeError("no 'recalibrated' table for sweep x at scale tiny"), "and it has not finished yet"),
+    ("failed", "and it has failed"),
+])
+def test_page_gives_an_empty_frame_and_a_note_for_an_optional_table_no_run_has(monkeypatch, tmp_path, error, words):
+    """A control's table (written by control runs only) that no run has: an empty frame, a note that says why
+    (glued as <table>_note), no download; a table that is not optional still raises."""
+    from stabkit import sweeps
+    from stabkit.report import tables as report_tables
+
+    tabs = _control_tables()
+    exc = sweeps.RunsFailedError("1 of 3 run(s) failed") if error == "failed" else error
+
+    def fake_results(sweep, scale, table, **kw):
+        if table == "recalibrated":
+            raise exc
+        return tabs[table].copy()
+
+    monkeypatch.setattr(sweeps, "results", fake_results)
+    monkeypatch.delenv(book.ENV_PROVENANCE, raising=False)
+    monkeypatch.setenv(report_tables.ENV_PAGE_TABLES, str(tmp_path / "tables"))
+    glued = _glued(monkeypatch)
+    inputs = []
+    monkeypatch.setattr(book, "record_inputs", lambda *objs, label=None: inputs.append(objs))
+    pg = book.page("fig6_layers_scale_detection", "tiny", "layers", "recalibrated", "summary", "metrics",
+                   name="fig6", convergence=True, rows="paper", optional=("recalibrated",))
+    layers, recalibrated, _, _ = pg
+    assert recalibrated.empty and "well_trained" in layers.columns  # the other tables shaped as asked
+    n = sum(c.measure == ("recalibrated",) for c in sweeps.load_sweep("fig6_layers_scale_detection", "tiny").configs)
+    assert n == 1  # the tiny grid's VGG11bn control
+    assert pg.notes == {"recalibrated": f"No run of this page has the recalibrated table: 1 run of the tiny grid "
+                                        f"measures it, {words}."}
+    assert glued["recalibrated_note"][0] == pg.notes["recalibrated"]
+    assert set(inputs[-1][0]) == {"layers", "summary", "metrics"}  # the table no run has is no input of the page
+    md = pg.downloads("layers", "recalibrated")
+    assert "layers.csv" in md and "recalibrated" not in md
+    assert not (tmp_path / "tables" / "fig6" / "recalibrated.csv").exists()
+    with pytest.raises(type(exc)):
+        book.page("fig6_layers_scale_detection", "tiny", "layers", "recalibrated", glue_facts=False)
+    with pytest.raises(ValueError, match="optional"):
+        book.page("fig6_layers_scale_detection", "tiny", "layers", optional=("recalibrated",))
+
+
+def test_page_notes_a_table_that_no_run_of_the_grid_measures_and_glues_an_empty_note_when_it_is_there(monkeypatch):
+    from stabkit import sweeps
+
+    tabs = _control_tables()
+    tabs["recalibrated"] = pd.DataFrame({"run": ["c"], "layer": "l0", "R_f": [0.3], "batchnorm": True})
+
+    def fake_results(sweep, scale, table, **kw):
+        if table == "accuracy":
+            raise RuntimeError("no 'accuracy' table")
+        return tabs[table].copy()
+
+    monkeypatch.setattr(sweeps, "results", fake_results)
+    monkeypatch.delenv(book.ENV_PROVENANCE, raising=False)
+    glued = _glued(monkeypatch)
+    pg = book.page("fig6_layers_scale_detection", "tiny", "recalibrated", "accuracy",
+                   optional=("recalibrated", "accuracy"))
+    assert pg.notes == {"accuracy": "No run of this page has the accuracy table: no run of the tiny grid measures it."}
+    assert len(pg["recalibrated"]) == 1 and glued["recalibrated_note"][0] == "" and pg["accuracy"].empty
+
+
+def test_page_counts_each_network_once_without_its_control_runs(monkeypatch):
+    """The control runs (selection.control_runs: measure recalibrated only) measure a network another run of
+    the page trained: the facts, the convergence listing and the early fits leave them out; the tables keep
+    them."""
+    from stabkit import sweeps
+    from stabkit.report import selection
+
+    tabs = _control_tables()
+    tabs["recalibrated"] = pd.DataFrame({"run": ["c"], "layer": "l0", "R_f": [0.3], "batchnorm": True})
+    monkeypatch.setattr(sweeps, "results", lambda sweep, scale, table, **kw: tabs[table].copy())
+    monkeypatch.delenv(book.ENV_PROVENANCE, raising=False)
+    glued = _glued(monkeypatch)
+    pg = book.page("fig6_layers_scale_detection", "tiny", "layers", "recalibrated", "metrics", convergence=True,
+                   optional=("recalibrated",))
+    assert pg.controls == ("c",) and selection.control_runs(tabs["summary"]) == ["c"]
+    assert glued["n_runs"][0] == 2 and glued["test_errors"][0] == "VGG11 2.0 %; VGG11bn 1.0 %"
+    assert len(pg["summary"]) == 3 and pg["recalibrated"]["well_trained"].tolist() == [False]  # joined by run
+    assert len(pg.convergence) == 3
+    shown = pg.glue_convergence()
+    assert list(shown["net"]) == ["VGG11bn"] and glued["n_conv"][0] == "2" and glued["n_not_well_trained"][0] == "1"
+    assert pg.early_fits().count("VGG11bn") == 1

@@ -27,3 +27,15 @@ def test_collapsed_run_is_not_well_trained():
     assert "training error did not fall" in conv.loc["never", "reason"]
     listed = selection.collapsed_runs(conv.reset_index())
     assert list(listed["net"]) == ["COLLAPSED", "NEVER"] and "last test error (%)" in listed.columns
+
+
+def test_control_runs_measure_nothing_but_a_control():
+    """The recalibrated control runs (sweep files: ``set: {measure: [recalibrated]}``), whatever the table
+    stores in ``measure``: a list, its comma-joined text (collect) or its JSON text."""
+    summary = pd.DataFrame({"run": ["a", "b", "c", "d", "e"],
+                            "measure": ["output,layers,spectra", "recalibrated", '["recalibrated"]',
+                                        ["layers", "recalibrated"], None]})
+    assert selection.control_runs(summary) == ["b", "c"]
+    assert selection.control_runs(summary.assign(measure=[["recalibrated"]] * 5)) == list("abcde")
+    assert selection.control_runs(summary.drop(columns="measure")) == []
+    assert "recalibrated" in selection.CONTROL_MEASUREMENTS

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stabkit.report import fits, layer_claims, selection, stability_claims, stats, verdicts
+from stabkit.report import layer_claims, selection, stability_claims, stats, verdicts
 from stabkit.report.layer_claims import (claim_channel_pooling_second_half, claim_shuffle_no_effect,
                                          claim_spectra_concentrate)
 from stabkit.report.stability_claims import (claim_error_correlation, claim_gf_grows, claim_rf_falls,
@@ -115,7 +115,7 @@ def test_gf_grows_is_evaluated_on_clean_training_only():
     assert claim_gf_grows(out, clean_only=False).verdict != verdicts.HOLDS  # the old, pooled reading
     falls = stability_claims.claim_gf_falls_with_noise(out)
     assert falls.verdict == verdicts.HOLDS and falls.value < 0
-    tab = fits.gf_by_noise(out)
+    tab = stability_claims.gf_by_noise(out)
     assert list(tab.noise_std) == [0.0, 10.0, 100.0] and tab.G_f.is_monotonic_decreasing
 
 

@@ -50,14 +50,6 @@ def test_config_values_reads_json_dicts_and_expanded_columns():
         tables.config_values(df, "nothing")
 
 
-def test_block_profile_geomean_over_runs():
-    lay = pd.DataFrame({"layer": ["features.relu1", "features.relu2", "features.conv1"] * 2, "shuffle": 0,
-                        "state": "trained", "seed": [0, 0, 0, 1, 1, 1], "D_f": [1.0, 10.0, 5.0, 100.0, 1000.0, 5.0],
-                        "G_f": 1.0, "R_f": 1.0})
-    prof = tables.block_profile(lay)
-    assert prof["block"].tolist() == [1, 2] and prof["D_f"].tolist() == pytest.approx([10.0, 100.0])
-
-
 def test_geomean():
     df = pd.DataFrame({"g": ["a", "a", "b"], "v": [1.0, 100.0, -1.0]})
     out = geomean(df, ["g"], ["v"]).set_index("g")["v"]

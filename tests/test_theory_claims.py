@@ -122,3 +122,46 @@ def test_block_exponents_and_which_moved_closer_to_the_prediction():
     closer, farther = theory_claims.closer_to_prediction(exps, theory.predicted_exponents(2, 2),
                                                          {1: "task 1", 2: "task 2"})
     assert closer == "D (tasks 1 and 2), G (task 1), R (tasks 1 and 2)" and farther == "G (task 2)"
+
+
+def test_layer_exponents_is_theory_fit():
+    t = theory.constant_filter_stabilities(2, 2, 6, seeds=1)
+    assert theory_claims.layer_exponents(t, 2) == pytest.approx(
+        dict(zip(("D_f", "G_f", "R_f"), theory.fit_exponents(t, 2).values())))
+    raw = theory_claims.layer_exponents(t, 2, columns=("D", "G", "deno"))
+    assert set(raw) == {"D", "G", "deno"}
+    blocks = pd.DataFrame({"block": [1, 2, 3, 4], "D_f": 2.0 ** -np.arange(1, 5)})
+    assert theory_claims.layer_exponents(blocks, 2, layer="block", columns=("D_f",))["D_f"] == pytest.approx(-1.0)
+
+
+def test_block_profile_geomean_over_runs():
+    lay = pd.DataFrame({"layer": ["features.relu1", "features.relu2", "features.conv1"] * 2, "shuffle": 0,
+                        "state": "trained", "seed": [0, 0, 0, 1, 1, 1], "D_f": [1.0, 10.0, 5.0, 100.0, 1000.0, 5.0],
+                        "G_f": 1.0, "R_f": 1.0})
+    prof = theory_claims.block_profile(lay)
+    assert prof["block"].tolist() == [1, 2] and prof["D_f"].tolist() == pytest.approx([10.0, 100.0])
+
+
+def test_the_appendix_runs_by_task():
+    """task_names (task_options.task, stored as a dict, JSON text or an expanded column), channels_text (H =
+    width x width factor) and task_outcomes (per task: trained test error, R_f change in words)."""
+    names = {1: "task 1 (distance)", 2: "task 2 (same block)"}
+    summary = pd.DataFrame({"task_options": ['{"task": 1}', {"task": 2}, '{"task": 3}'],
+                            "net_options": ['{"width": 32}', {"width": 32}, '{"width": 64}'],
+                            "width_factor": [1.0, 0.5, 0.5]})
+    assert theory_claims.task_names(summary, names).tolist()[:2] == list(names.values())
+    assert np.isnan(theory_claims.task_names(summary, names).iloc[2])
+    assert theory_claims.task_names(pd.DataFrame({"task_options.task": [2]}), names).tolist() == [names[2]]
+    assert theory_claims.channels_text(summary) == "16, 32"
+    with pytest.raises(ValueError, match="names"):
+        theory_claims.task_names(summary, {})
+    rows = []
+    for task, (r0, r1, err) in {"a": (1.0, 0.04, 0.02), "b": (1.0, 2.0, 0.3)}.items():
+        for seed in (0, 1):
+            for state, r, e in (("init", r0, 0.5), ("trained", r1 * (1 + seed), err)):
+                rows += [{"task_name": task, "seed": seed, "state": state, "shuffle": sh, "R_f": r * (10 if sh else 1),
+                          "test_err": e + 0.01 * seed} for sh in (0, 1)]
+    out = theory_claims.task_outcomes(pd.DataFrame(rows))
+    assert list(out.index) == ["a", "b"] and out.loc["a", "test_err"] == pytest.approx(0.025)
+    assert out.loc["a", "R_f_trained"] == pytest.approx(0.06) and out.loc["a", "R_f_change"] == "R_f fell 17x"
+    assert out.loc["b", "R_f_change"] == "R_f rose 3x"

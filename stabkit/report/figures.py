@@ -390,7 +390,7 @@ def block_profiles(profile: pd.DataFrame, panels: Sequence[str], panel: str = "t
     """Block-by-block sensitivities (log y) of trained (the net's palette colour) and initial (grey,
     dashed) networks, one column per value of ``panel`` (in the order of ``panels``), one row per quantity.
 
-    ``profile``: :func:`stabkit.report.tables.block_profile` rows (``block``, ``state``, ``panel``,
+    ``profile``: :func:`stabkit.report.theory_claims.block_profile` rows (``block``, ``state``, ``panel``,
     quantities). ``law``: optional ``law(quantity, blocks) -> values`` drawn dotted through the first
     trained point (e.g. :func:`stabkit.theory.predicted_law` with filter = stride = 2).
     """

@@ -1,12 +1,15 @@
-"""Fits, exponents and ratios of the run tables: log-log fits of the error against a stability, trained /
-init ratios per run and their summaries, depth exponents, shuffling gaps, the energy at the constant
-filter, the parts of a ratio (D, G, deno) and the layer exponents of the constant-filter laws.
+"""Fits, exponents and ratios of the run tables, shared by the claims of several concerns: log-log fits of
+the error against a stability, trained / init ratios per run and their summaries, depth exponents,
+shuffling gaps per half of the network, the energy at the constant filter, the parts of a ratio (D, G,
+deno).
 
 Logarithms are base 10 (``decades``: a ratio of ``0.01`` is ``-2`` decades); rows whose value is not
 finite or not positive are dropped before taking logarithms. Rows of one run are matched as
-:mod:`stabkit.report.tables` says (:func:`~stabkit.report.tables.run_columns`). Exponents of a law
-against the layer index are fitted by :func:`stabkit.theory.fit_exponents` (the one fit of the project);
-:func:`layer_exponents` adapts a table to it. Intervals and verdict rules: :mod:`stabkit.report.stats`.
+:mod:`stabkit.report.tables` says (:func:`~stabkit.report.tables.run_columns`). What one concern alone
+computes lives with its claims: the layer-by-layer shuffling gaps in :mod:`stabkit.report.layer_claims`,
+G_f against the training noise in :mod:`stabkit.report.stability_claims`, the exponents of the
+constant-filter laws (:func:`stabkit.theory.fit_exponents`, the one fit of the project) in
+:mod:`stabkit.report.theory_claims`. Intervals and verdict rules: :mod:`stabkit.report.stats`.
 """
 from __future__ import annotations
 
@@ -16,15 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from stabkit import theory
-
 from .stats import positive_logs
-from .tables import geomean, require_columns, run_columns, select
+from .tables import require_columns, run_columns, select
 
 __all__ = [
     "LogLogFit", "loglog_fit", "sqrt_law_prefactor", "error_fit", "trained_over_init", "ratio_stats",
-    "depth_exponents", "shuffle_gap", "zero_mode_fraction", "mid_depth_change", "layer_exponents",
-    "trained_init_factors", "gf_by_noise", "layer_shuffle_gaps", "PER_LAYER_COLUMNS",
+    "depth_exponents", "shuffle_gap", "zero_mode_fraction", "mid_depth_change", "trained_init_factors",
+    "PER_LAYER_COLUMNS",
 ]
 
 
@@ -272,27 +273,6 @@ def mid_depth_change(layers: pd.DataFrame, quantity: str = "R_f", split: float =
     return out[keys + ["decades", "rel_depth", "n"]]
 
 
-def layer_exponents(table: pd.DataFrame, stride: int, layer: str = "layer",
-                    columns: Sequence[str] = ("D_f", "G_f", "R_f"), first_layer: int = 1,
-                    last_layer: int | None = None) -> dict[str, float]:
-    """Exponents of ``columns`` against the layer index, fitted by :func:`stabkit.theory.fit_exponents`.
-
-    ``table``: one row per layer index (column ``layer``, an integer >= 1) holding up to three positive
-    ``columns``. Stride 1: slope of ``log Q`` against ``log l``; stride ``s > 1``: slope of ``log_s Q``
-    against ``l`` (the form of the constant-filter laws). Returns ``{column: exponent}``.
-    """
-    columns = list(columns)
-    if not 1 <= len(columns) <= 3:
-        raise ValueError(f"columns must name 1 to 3 columns, got {columns!r}")
-    require_columns(table, [layer, *columns], "table")
-    slots = ("D_f", "G_f", "R_f")
-    t = pd.DataFrame({"layer": table[layer].to_numpy()})
-    for i, slot in enumerate(slots):
-        t[slot] = table[columns[min(i, len(columns) - 1)]].to_numpy(dtype=np.float64)
-    fit = theory.fit_exponents(t, stride, first_layer=first_layer, last_layer=last_layer)
-    return {c: fit[slot[0]] for c, slot in zip(columns, slots)}
-
-
 def trained_init_factors(output: pd.DataFrame, quantities: Sequence[str] = ("D", "G", "deno", "D_f", "G_f", "R_f"),
                 **where) -> dict[str, float]:
     """Geometric mean over runs of ``trained / init`` for each of ``quantities`` (the parts of
@@ -312,45 +292,3 @@ def trained_init_factors(output: pd.DataFrame, quantities: Sequence[str] = ("D",
         n = max(n, int(r.size))
     out["n"] = n
     return out
-
-
-def gf_by_noise(output: pd.DataFrame, quantity: str = "G_f", **where) -> pd.DataFrame:
-    """``quantity`` of trained networks against the training noise: one row per ``noise_std`` with the
-    geometric means over runs of the trained value (``trained``), of ``trained / init`` (``ratio``) and
-    ``n`` (runs). Expected: a lower G_f where the training noise exceeds the probe noise (noise
-    augmentation)."""
-    require_columns(output, [quantity, "state", "noise_std"], "output")
-    t = trained_over_init(output, quantity, **where)
-    if "noise_std" not in t.columns:
-        keys = run_columns(output)
-        t = t.merge(output[keys + ["noise_std"]].drop_duplicates(), on=keys, how="left")
-    g = geomean(t, ["noise_std"], ["trained", "ratio"])
-    g["n"] = t.groupby("noise_std").size().reindex(g["noise_std"]).to_numpy()
-    return g.rename(columns={"trained": quantity}).sort_values("noise_std").reset_index(drop=True)
-
-
-def layer_shuffle_gaps(layers: pd.DataFrame, quantities: Sequence[str] = ("R_f", "D_f", "G_f"),
-                       shuffled: int = 1, state: str = "trained", by: Sequence[str] = ("net",),
-                       **where) -> pd.DataFrame:
-    """Layer by layer, how channel shuffling changes each of ``quantities``: ``gap_<q> = log10(q[shuffle =
-    shuffled] / q[shuffle = 0])`` (decades, mean over runs) per ``by`` group and layer, with
-    ``rel_depth`` and ``n`` (runs). ``gap_R_f = gap_D_f - gap_G_f``: the D_k and G_k parts of a change."""
-    require_columns(layers, ["layer", "rel_depth", "shuffle", "state", *quantities], "layers")
-    rows = select(layers, state=state, **where)
-    rows = rows[rows["shuffle"].isin([0, shuffled])]
-    keys = [c for c in by if c in rows.columns]
-    run_keys = run_columns(rows.drop(columns=[c for c in ("probes", "relu_convention") if c in rows.columns]))
-    idx = list(dict.fromkeys(keys + run_keys + ["layer", "rel_depth"]))
-    per_run = []
-    for q in quantities:
-        w = rows.groupby(idx + ["shuffle"], dropna=False)[q].mean().unstack("shuffle")
-        if 0 not in w.columns or shuffled not in w.columns:
-            return pd.DataFrame(columns=keys + ["layer", "rel_depth", *(f"gap_{q}" for q in quantities), "n"])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            g = np.log10(w[shuffled].where(w[shuffled] > 0) / w[0].where(w[0] > 0))
-        per_run.append(g.rename(f"gap_{q}"))
-    wide = pd.concat(per_run, axis=1).reset_index()
-    wide = wide.dropna(subset=[f"gap_{q}" for q in quantities], how="all")
-    agg = {f"gap_{q}": (f"gap_{q}", "mean") for q in quantities}
-    out = wide.groupby(keys + ["layer", "rel_depth"], dropna=False).agg(**agg, n=(f"gap_{quantities[0]}", "size"))
-    return out.reset_index().sort_values(keys + ["rel_depth"]).reset_index(drop=True)

@@ -10,14 +10,21 @@ statistics rather than lost channel pooling. :func:`claim_shuffle_no_effect_reca
 :func:`claim_channel_pooling_second_half` to the batch-norm nets of the ``recalibrated`` table (every
 network measured with its batch-norm running statistics re-estimated after shuffling); given the
 ``layers`` table too, they report the late-layer (second-half) gap of the same runs before and after
-recalibration.
+recalibration; :func:`recalibration_texts` and :func:`recalibration_table` say it on the page.
+
+Beside the claims, the tables and sentences the layer pages show: the shuffling gaps layer by layer
+(:func:`layer_shuffle_gaps`, shown by :func:`layer_gap_tables`: Fig. 6) and per half of the network
+(:func:`shuffle_gap_table`: Fig. 3), the story of the output stabilities told at the last node
+(:func:`output_node_story`), and the rotation NV of a layer matched with its R_k (:func:`layer_nv_vs_rk`).
 
 Same conventions as :mod:`stabkit.report.stability_claims`: tidy tables in, a
 :class:`~stabkit.report.verdicts.Claim` out.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +33,6 @@ from ..runs.config import MEASUREMENT_FIELDS
 from .fits import (
     PER_LAYER_COLUMNS,
     depth_exponents,
-    layer_shuffle_gaps,
     mid_depth_change,
     shuffle_gap,
     zero_mode_fraction,
@@ -42,14 +48,25 @@ from .stats import (
     rank_correlation,
     t_interval,
 )
-from .tables import RUN_ID_COLUMNS, layer_nv_vs_rk, require_columns, run_columns, select
-from .verdicts import FAILS, Claim, verdict
+from .stability_claims import ratio_story
+from .tables import (
+    RUN_ID_COLUMNS,
+    MarkdownText,
+    markdown_table,
+    require_columns,
+    run_columns,
+    select,
+    training_label,
+)
+from .verdicts import FAILS, SHORT_VERDICTS, Claim, verdict
 
 __all__ = [
     "MIN_OUTPUT_FALL", "output_fall", "depth_slopes", "claim_rk_falls_with_depth",
     "claim_channel_pooling_second_half", "claim_spatial_pooling_first_half", "claim_shuffle_no_effect",
-    "claim_spectra_concentrate", "nv_rk_correlations", "claim_nv_tracks_rk",
-    "claim_shuffle_no_effect_recalibrated", "claim_channel_pooling_recalibrated",
+    "layer_shuffle_gaps", "layer_gap_tables", "shuffle_gap_table", "output_node_story",
+    "claim_spectra_concentrate", "layer_nv_vs_rk", "nv_rk_correlations", "claim_nv_tracks_rk",
+    "claim_shuffle_no_effect_recalibrated", "claim_channel_pooling_recalibrated", "NEGLIGIBLE_GAP",
+    "removed_text", "recalibration_texts", "recalibration_table",
 ]
 
 
@@ -323,6 +340,68 @@ def _shuffle_no_effect_rule(quantity: str, tolerance: float, min_fall: float) ->
             f"{quantity}| < {tolerance:g} decades at every layer of every net (D_k and G_k parts reported)")
 
 
+def layer_shuffle_gaps(layers: pd.DataFrame, quantities: Sequence[str] = ("R_f", "D_f", "G_f"),
+                       shuffled: int = 1, state: str = "trained", by: Sequence[str] = ("net",),
+                       **where) -> pd.DataFrame:
+    """Layer by layer, how channel shuffling changes each of ``quantities``: ``gap_<q> = log10(q[shuffle =
+    shuffled] / q[shuffle = 0])`` (decades, mean over runs) per ``by`` group and layer, with
+    ``rel_depth`` and ``n`` (runs). ``gap_R_f = gap_D_f - gap_G_f``: the D_k and G_k parts of a change.
+    What :func:`claim_shuffle_no_effect` tests and :func:`layer_gap_tables` shows."""
+    require_columns(layers, ["layer", "rel_depth", "shuffle", "state", *quantities], "layers")
+    rows = select(layers, state=state, **where)
+    rows = rows[rows["shuffle"].isin([0, shuffled])]
+    keys = [c for c in by if c in rows.columns]
+    run_keys = run_columns(rows.drop(columns=[c for c in ("probes", "relu_convention") if c in rows.columns]))
+    idx = list(dict.fromkeys(keys + run_keys + ["layer", "rel_depth"]))
+    per_run = []
+    for q in quantities:
+        w = rows.groupby(idx + ["shuffle"], dropna=False)[q].mean().unstack("shuffle")
+        if 0 not in w.columns or shuffled not in w.columns:
+            return pd.DataFrame(columns=keys + ["layer", "rel_depth", *(f"gap_{q}" for q in quantities), "n"])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = np.log10(w[shuffled].where(w[shuffled] > 0) / w[0].where(w[0] > 0))
+        per_run.append(g.rename(f"gap_{q}"))
+    wide = pd.concat(per_run, axis=1).reset_index()
+    wide = wide.dropna(subset=[f"gap_{q}" for q in quantities], how="all")
+    agg = {f"gap_{q}": (f"gap_{q}", "mean") for q in quantities}
+    out = wide.groupby(keys + ["layer", "rel_depth"], dropna=False).agg(**agg, n=(f"gap_{quantities[0]}", "size"))
+    return out.reset_index().sort_values(keys + ["rel_depth"]).reset_index(drop=True)
+
+
+def layer_gap_tables(layers: pd.DataFrame, quantities: Sequence[str] = ("R_f", "D_f", "G_f"),
+                     **where) -> dict[str, pd.DataFrame]:
+    """Fig. 6's tables of the shuffling gaps layer by layer (:func:`layer_shuffle_gaps`), one per quantity:
+    ``{q: table}`` with one row per layer (in the order of their mean relative depth; the index is named
+    ``"gap of D_k"``...) and one column per net, the gap in decades rounded to 2 decimals, a layer a net
+    lacks as an en dash."""
+    gaps = layer_shuffle_gaps(layers, quantities, **where)
+    if gaps.empty or "net" not in gaps.columns:
+        return {q: pd.DataFrame(index=pd.Index([], name=f"gap of {q[0]}_k")) for q in quantities}
+    order = gaps.groupby("layer")["rel_depth"].mean().sort_values().index
+    return {q: (gaps.pivot_table(index="layer", columns="net", values=f"gap_{q}").reindex(order).round(2)
+                .rename_axis(f"gap of {q[0]}_k").astype(object).fillna("\u2013"))  # a layer the net lacks: a dash
+            for q in quantities}
+
+
+def shuffle_gap_table(layers: pd.DataFrame, quantity: str = "R_f", split: float = 0.5, **where) -> pd.DataFrame:
+    """Fig. 3's table of the shuffling gaps per half of the network: one row per net, columns ``first`` and
+    ``second`` (relative depth up to ``split`` and beyond it), the mean gap of ``quantity`` over the nodes
+    and runs of that half (decades, :func:`stabkit.report.fits.shuffle_gap`; positive: shuffling raises
+    it), rounded to 2 decimals. Every row of ``layers`` counts (the page's rows: the claims further leave
+    out the runs that are not well trained)."""
+    gaps = shuffle_gap(layers, quantity, split=split, by=("net",), **where)
+    return gaps.pivot(index="net", columns="half", values="gap").round(2)
+
+
+def output_node_story(layers: pd.DataFrame, quantities: Sequence[str] = ("D_f", "G_f", "R_f"),
+                      **where) -> dict[str, str | bool]:
+    """The story of the output stabilities' change with training told at the last node of every network
+    (``rel_depth`` 1) of a ``layers`` table: :func:`stabkit.report.stability_claims.ratio_story` of those
+    rows (``{"R_f": "R_f fell 25x because ...", "parts": "D rose 1.7x; ...", ...}``)."""
+    require_columns(layers, ["rel_depth"], "layers")
+    return ratio_story(layers[layers["rel_depth"] == 1], quantities, **where)
+
+
 #: Recalibrated claims: the rows kept and the precondition's words (``book/methods.md``, "Channel shuffling").
 _RECALIBRATED_SCOPE = ("batch-norm nets of the recalibrated table (batch-norm running statistics re-estimated after "
                        "shuffling)")
@@ -533,6 +612,98 @@ def claim_channel_pooling_recalibrated(recalibrated: pd.DataFrame, margin: float
                          "are re-estimated", _channel_pooling_rule(quantity, margin, min_fall), pre, details)
 
 
+#: A late-layer gap smaller than this (decades, a factor 1.12) before recalibration leaves nothing to remove.
+NEGLIGIBLE_GAP = 0.05
+
+
+def _nets_of(claim: Claim) -> list[str]:
+    """The nets a recalibrated claim gives numbers for (``<net>:late_after``, ``verdict:<net>``), in order."""
+    nets = [k.split(":", 1)[0] for k in claim.details if isinstance(k, str) and k.endswith(":late_after")]
+    nets += [k.split(":", 1)[1] for k in claim.details if isinstance(k, str) and k.startswith("verdict:")]
+    return list(dict.fromkeys(nets))
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def _decades(v: Any) -> str:
+    """A signed gap in decades to 2 decimals (``"+0.00"``, never ``"-0.00"``), an en dash when missing."""
+    return f"{round(float(v), 2) + 0.0:+.2f}" if _finite(v) else "\u2013"
+
+
+def removed_text(before: float, after: float) -> str:
+    """How much of a late-layer shuffling gap (decades; ``before`` and ``after`` recalibration) recalibration
+    removes, in one sentence that reads right whatever the numbers: "Recalibration removes 86 % of the
+    gap.", "... all of it and reverses its sign.", "... does not reduce it: it grows by 30 %.", a gap below
+    :data:`NEGLIGIBLE_GAP` before recalibration leaves nothing to remove; a missing number says which."""
+    if not _finite(after):
+        return "How much of the gap recalibration removes is not known: nothing was measured with re-estimated statistics."
+    if not _finite(before):
+        return ("How much of the gap recalibration removes is not known: the same runs without recalibration are not "
+                "in the layers table.")
+    if abs(before) < NEGLIGIBLE_GAP:
+        return (f"Before recalibration there is hardly a gap to remove (|gap| below {NEGLIGIBLE_GAP:g} decades); after "
+                f"it the gap is {after:+.2f} decades.")
+    removed = 1 - after / before
+    if removed >= 1:
+        flips = after * before < 0 and abs(after) >= NEGLIGIBLE_GAP
+        return "Recalibration removes all of the gap" + (" and reverses its sign." if flips else ".")
+    if removed >= 0:
+        return f"Recalibration removes {100 * removed:.0f} % of the gap (in decades)."
+    return f"Recalibration does not reduce the gap: it grows by {100 * -removed:.0f} % (in decades)."
+
+
+def recalibration_texts(claim: Claim, quantity: str = "R_k") -> dict[str, str]:
+    """The words a page says about a recalibrated claim (:func:`claim_shuffle_no_effect_recalibrated`,
+    :func:`claim_channel_pooling_recalibrated`), from its details, each reading right whatever the data
+    (never a "nan" on the page): ``measured_text`` (``"2 runs of 2 batch-norm networks (VGG11bn, VGG13bn)"``,
+    the well-trained runs measured with and without shuffling, or ``"none that the claim can use"``: its
+    reason says why), ``value_text`` (the claim's value in decades, or ``"not measured"``), ``gap_text`` (the
+    late-layer gap of ``quantity`` before and after recalibration, :meth:`~stabkit.report.verdicts.Claim.change_text`,
+    and how much of it recalibration removes, :func:`removed_text`: sentences) and ``parts_text`` (a
+    sentence on its D_k and G_k parts before / after, decades; empty when none was measured)."""
+    d = claim.details
+    n, units, nets = int(d.get("n") or 0), int(d.get("n_units") or 0), _nets_of(claim)
+    measured = (f"{n} run{'s' if n != 1 else ''} of {units} batch-norm network{'s' if units != 1 else ''}"
+                + (f" ({', '.join(nets)})" if nets else "")) if n else "none that the claim can use"
+    before, after = d.get("late_before"), d.get("late_after")
+    if _finite(after):
+        gap = (f"In the second half of the networks, shuffling with the unshuffled network's batch-norm statistics: "
+               f"{claim.change_text('late_before', quantity)}; with re-estimated statistics: "
+               f"{claim.change_text('late_after', quantity)}. {removed_text(before, after)}")
+    else:
+        gap = "No late-layer shuffling gap was measured with re-estimated batch-norm statistics."
+    parts = [(p, d.get(f"late_{p}_before"), d.get(f"late_{p}_after")) for p in ("D", "G")]
+    parts_text = ("Its D_k and G_k parts (decades, before / after recalibration): "
+                  + ", ".join(f"{p}_k {_decades(b)} / {_decades(a)}" for p, b, a in parts) + "."
+                  if any(_finite(b) or _finite(a) for _, b, a in parts) else "")
+    value = f"{claim.value:.2f} decades" if _finite(claim.value) else "not measured"
+    return {"measured_text": measured, "value_text": value, "gap_text": gap, "parts_text": parts_text}
+
+
+def recalibration_table(claim: Claim, quantity: str = "R_k") -> MarkdownText:
+    """Per batch-norm net of a recalibrated claim, as a markdown table (render it with ``{glue:md}`` and
+    ``:format: myst``): the late-layer (second-half) shuffling gap of ``quantity`` before and after
+    recalibration and its D_k and G_k parts (decades), the test error of the recalibrated network
+    unshuffled and shuffled (%) and the net's own verdict; a missing number reads as an en dash. Without a
+    net, one sentence saying so."""
+    d = claim.details
+    rows = []
+    for net in _nets_of(claim):
+        def err(key: str) -> str:
+            v = d.get(f"{net}:test_err_{key}")
+            return f"{100 * v:.1f}" if _finite(v) else "\u2013"
+
+        rows.append({"network": net,
+                     **{f"${q}$ gap {t}": _decades(d.get(f"{net}:late_{p}{t}"))
+                        for q, p in ((quantity, ""), ("D_k", "D_"), ("G_k", "G_")) for t in ("before", "after")},
+                     "test error, unshuffled (%)": err("unshuffled"), "test error, shuffled (%)": err("shuffled"),
+                     "verdict": SHORT_VERDICTS.get(d.get(f"verdict:{net}"), d.get(f"verdict:{net}") or "\u2013")})
+    return MarkdownText(markdown_table(pd.DataFrame(rows), empty="*No batch-norm network was measured with re-estimated "
+                                                               "statistics at this scale.*"))
+
+
 def claim_spectra_concentrate(spectra: pd.DataFrame, early: float = 0.5, factor: float = 1.5,
                               flat_tolerance: float = 0.5, **where) -> Claim:
     """Fig. 2: "trained early-layer filters concentrate on eigenvalue 0, flat spectrum at init".
@@ -600,10 +771,24 @@ def claim_spectra_concentrate(spectra: pd.DataFrame, early: float = 0.5, factor:
                  ci_high=float(10 ** hi) if np.isfinite(hi) else nan)
 
 
+def layer_nv_vs_rk(inv: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """Trained unshuffled nodes with both a rotation NV (``invariance``, unstratified) and an ``R_k``
+    (``layers``), matched on run and layer: ``inv`` columns + ``R_f, D_f, G_f, log10_R`` and ``training``."""
+    require_columns(inv, ["run", "layer", "mean_NV"], "inv")
+    require_columns(layers, ["run", "layer", "R_f", "state"], "layers")
+    plain = inv[~inv["stratified"].astype(bool)] if "stratified" in inv.columns else inv
+    lay = select(layers, state="trained", shuffle=0)
+    both = plain.merge(lay[["run", "layer", "R_f", "D_f", "G_f"]], on=["run", "layer"], how="inner")
+    both = both[np.isfinite(both["mean_NV"]) & (both["R_f"] > 0)].copy()
+    both["log10_R"] = np.log10(both["R_f"])
+    if "training" not in both.columns:
+        both["training"] = training_label(both)
+    return both
+
+
 def nv_rk_correlations(both: pd.DataFrame, min_layers: int = 4) -> pd.DataFrame:
     """Spearman correlation between a layer's rotation NV and ``log10 R_k`` per (net, training, seed),
-    over runs with at least ``min_layers`` matched layers (``both``:
-    :func:`~stabkit.report.tables.layer_nv_vs_rk`)."""
+    over runs with at least ``min_layers`` matched layers (``both``: :func:`layer_nv_vs_rk`)."""
     rows = []
     for (net, tr, seed), d in both.groupby(["net", "training", "seed"]):
         if len(d) >= min_layers:

@@ -11,7 +11,9 @@ A page imports this module, the figure module of its concern and the claims modu
   ``convergence=True`` joins which runs are well trained, ``task_error=True`` adds the error of the task a
   net was trained for, ``training=True`` the probe pages' training label, ``rows="paper"`` keeps the rows
   measured as the figure shows them (every row stays in ``Page.all_rows``, what :meth:`Page.downloads`
-  writes). :meth:`Page.glue_convergence` lists the runs that are not well trained.
+  writes). :meth:`Page.glue_convergence` lists the runs that are not well trained. A table that only some
+  runs write (a control, ``optional=``) is an empty frame where no run has it, with a note that says why;
+  the control runs (:func:`~stabkit.report.selection.control_runs`) are left out of the page's counts.
 * :func:`demo_page` starts a demonstration page (one that computes what it shows, from no sweep).
 * :func:`claims_table` and :func:`verdict_counts` show a page's claims; :func:`example_note` is the note
   under a page's example images.
@@ -39,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from stabkit import sweeps
+from stabkit.runs.folder import expected_tables
 from stabkit.sweeps.sweepfile import load_yaml
 
 from . import palette, selection
@@ -291,7 +294,10 @@ class Page:
     itself when ``page(...)`` kept every row); ``facts``: :func:`stabkit.report.facts.page_facts`.
     Iterating yields the asked tables in order, so ``output, summary = page(...)`` works; ``page["output"]``
     is ``page.tables["output"]``. ``convergence``: :func:`stabkit.report.selection.convergence` of the
-    runs (``page(..., convergence=True)``), else ``None``.
+    runs (``page(..., convergence=True)``), else ``None``. ``notes``: for each optional table that no run
+    of the page has (``page(..., optional=...)``; the page holds an empty frame for it), why, in one sentence.
+    ``controls``: the run keys of the control runs (:func:`stabkit.report.selection.control_runs`), which the
+    page's counts leave out.
     """
 
     name: str
@@ -302,6 +308,8 @@ class Page:
     asked: tuple[str, ...] = field(default=())
     convergence: Any = None
     all_rows: dict[str, Any] | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+    controls: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.all_rows is None:
@@ -318,12 +326,13 @@ class Page:
         every probe set and ReLU convention, the raw ``D``, ``G``, ``deno`` columns, every configuration
         column) as CSV files and return the markdown list of their links
         (:func:`stabkit.report.tables.table_downloads` under the page's name); glue it as ``downloads``
-        and render it with ``{glue:md}`` and ``:format: myst``."""
+        and render it with ``{glue:md}`` and ``:format: myst``. An optional table that no run has
+        (:attr:`notes`) has no file: it is left out."""
         names = tables or self.asked
         unknown = [t for t in names if t not in self.all_rows]
         if unknown:
             raise ValueError(f"tables must be tables of the page ({sorted(self.all_rows)}), got {unknown}")
-        return table_downloads(self.name, {t: self.all_rows[t] for t in names})
+        return table_downloads(self.name, {t: self.all_rows[t] for t in names if t not in self.notes})
 
     def _convergence(self) -> Any:
         if self.convergence is None:
@@ -335,8 +344,10 @@ class Page:
         page's list: glues ``convergence_rule`` (the rule in words), ``n_not_well_trained`` and ``n_conv``
         (the number of runs, as text) and returns the table of those runs
         (:func:`stabkit.report.selection.collapsed_runs`), or ``"every run is well trained"``. Needs
-        ``page(..., convergence=True)``."""
+        ``page(..., convergence=True)``. The control runs (:attr:`controls`) are not listed: each measures a
+        network that another run of the page trained (its metrics are that run's)."""
         conv = self._convergence()
+        conv = conv[~conv["run"].astype(str).isin(self.controls)] if self.controls else conv
         bad = selection.collapsed_runs(conv)
         glue("convergence_rule", selection.CONVERGENCE_RULE)
         glue("n_not_well_trained", str(len(bad)))
@@ -348,7 +359,10 @@ class Page:
         sentence (:func:`stabkit.report.selection.early_fits` of its ``metrics`` table)."""
         if "metrics" not in self.tables:
             raise ValueError(f"page {self.name!r} has no metrics table: ask page(..., 'metrics')")
-        return selection.early_fits(self.tables["metrics"], threshold)
+        metrics = self.tables["metrics"]
+        if self.controls and "run" in metrics.columns:  # a control's metrics are its network's: listed once
+            metrics = metrics[~metrics["run"].astype(str).isin(self.controls)]
+        return selection.early_fits(metrics, threshold)
 
 
 _CURRENT: list[Page] = []
@@ -404,10 +418,30 @@ def _run_tables(loaded: dict[str, Any]) -> list[str]:
     return [t for t in loaded if t not in ("summary", "metrics")]
 
 
+def _missing_note(sw: Any, table: str, exc: BaseException) -> str:
+    """Why no run of a page has the optional ``table``, in one sentence: no run of the grid measures it, or
+    those that do are not committed (``results()`` found committed runs without it), have not finished, or
+    failed."""
+    n = sum(table in expected_tables(c.to_dict()) for c in sw.configs)
+    head = f"No run of this page has the {table} table"
+    if not n:
+        return f"{head}: no run of the {sw.scale} grid measures it."
+    runs = f"{n} run{'s' if n != 1 else ''} of the {sw.scale} grid measure{'s' if n == 1 else ''} it"
+    one = n == 1
+    if isinstance(exc, sweeps.RunsFailedError):
+        state = "has failed" if one else "have failed"
+    elif isinstance(exc, ValueError):  # committed runs of the grid, none with the table
+        state = "is not committed yet" if one else "are not committed yet"
+    else:
+        state = "has not finished yet" if one else "have not finished yet"
+    return f"{head}: {runs}, and {'it' if one else 'they'} {state}."
+
+
 def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None, runs_root: str | None = None,
          results_root: str | None = None, device: str = "auto", jobs: int = 1, data_root: str | None = None,
          glue_facts: bool = True, convergence: bool = False, task_error: bool = False,
-         training: bool | Sequence[str] = False, rows: str | None = None, font_scale: float = 1.0) -> Page:
+         training: bool | Sequence[str] = False, rows: str | None = None, font_scale: float = 1.0,
+         optional: Sequence[str] = ()) -> Page:
     """Apply the book's plot style, load a page's run tables and glue its standard facts.
 
     ``sweep``: the sweep whose tables the page shows; ``scale``: ``tiny | small | cpu | gpu | paper`` or
@@ -436,7 +470,21 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
     tables are the asked tables but ``summary`` and ``metrics``. ``font_scale``: of the plot style
     (:func:`stabkit.report.palette.set_style`).
 
-    Records every table as an input of the page and glues ``scale`` (the resolved one) and each of
+    ``optional``: asked run tables that only some runs write (a control such as ``"recalibrated"``, measured
+    by runs of their own: ``book/methods.md``, "Channel shuffling"). Where no run of the page has one (none
+    of the grid measures it, or those that do are not committed, not finished or failed), the page gets an
+    empty DataFrame for it (shaped by nothing above), ``Page.notes[table]`` says why in one sentence, glued
+    as ``<table>_note`` (an empty string when the table is there), and :meth:`Page.downloads` leaves it out.
+    An asked table that is not optional and that no run has raises, as ``results()`` does.
+
+    The control runs (:func:`~stabkit.report.selection.control_runs`: they measure again, as a control, a
+    network that another run of the page measures) stay in the tables, but the page's facts count each
+    network once: ``n_runs``, ``test_errors``, ``error_range``... come from the ``summary`` rows of the
+    other runs, and :meth:`Page.glue_convergence` and :meth:`Page.early_fits` leave them out (the coverage
+    facts count configurations of the grid: a control run is one).
+
+    Records every table (but an optional one no run has) as an input of the page and glues ``scale`` (the
+    resolved one) and each of
     :data:`stabkit.report.facts.FACT_KEYS` (``seeds``, ``nets``, ``epochs``, ``P``, ``ptr``, ``device``,
     ``data``, ``differences``, ``n_runs``, ``n_failed``) and of :data:`COVERAGE_KEYS`: ``coverage`` (one
     sentence: "41 of 66 configurations of the gpu grid (committed); missing: ..."), ``n_configs``,
@@ -458,6 +506,9 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
                         f"{[t for t in tables if t not in ('summary', 'metrics')]}, got {training!r}")
     if rows not in ROWS:
         raise ValueError(f"rows must be one of {ROWS}, got {rows!r}")
+    run_asked = [t for t in tables if t not in ("summary", "metrics")]
+    if isinstance(optional, str) or not isinstance(optional, Sequence) or not set(optional) <= set(run_asked):
+        raise ValueError(f"optional must be names of the asked run tables {run_asked}, got {optional!r}")
     palette.set_style(font_scale)
     if data_root:
         os.environ["STABKIT_DATA"] = str(data_root)
@@ -465,22 +516,37 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
     scale = sweeps.resolve_scale(spec, scale, results_root or None)
     sw = replace(sweeps.load_sweep(spec, scale), path=sweeps.sweep_path(sweep))
     loaded: dict[str, Any] = {}
+    notes: dict[str, str] = {}
     for t in dict.fromkeys([*tables, "summary", *(["metrics"] if convergence else [])]):
-        loaded[t] = sweeps.results(sw, sw.scale, t, runs_root=runs_root or None, results_root=results_root or None,
-                                 device=device, jobs=jobs, progress=progress_enabled())
-    record_inputs(loaded)
-    facts = page_facts(loaded["summary"], spec, sw.scale)
-    facts.update(_coverage(loaded["summary"], facts))
+        try:
+            loaded[t] = sweeps.results(sw, sw.scale, t, runs_root=runs_root or None,
+                                     results_root=results_root or None, device=device, jobs=jobs,
+                                     progress=progress_enabled())
+        except (ValueError, RuntimeError) as exc:  # sweeps.RunsFailedError is a RuntimeError
+            if t not in optional:
+                raise
+            loaded[t], notes[t] = pd.DataFrame(), _missing_note(sw, t, exc)
+    record_inputs({t: df for t, df in loaded.items() if t not in notes})  # a table no run has is no input
+    summary = loaded["summary"]
+    controls = selection.control_runs(summary)
+    # the control runs measure again networks that other runs of the page measure: the facts count each
+    # network once (n_runs, test errors, error range), from the summary rows of the other runs
+    counted = summary[~summary["run"].astype(str).isin(controls)] if controls else summary
+    facts = page_facts(counted, spec, sw.scale)
+    facts.update(_coverage(summary, facts))
     if glue_facts:
         glue("scale", sw.scale)
         for key in FACT_KEYS:
             glue(key, facts[key])
         for key in COVERAGE_KEYS:
             glue(key, _short_list(facts[key]) if key == "missing" else facts[key])
+        for t in optional:
+            glue(f"{t}_note", notes.get(t, ""))
     record(scale=sw.scale, device=facts["device"], seeds=facts["seeds"], data=facts["data"],
            coverage=facts["coverage"], sources=facts["sources"])
     conv = None
-    run_tables = _run_tables(loaded)  # after record_inputs: the provenance hashes the tables as loaded
+    # after record_inputs (the provenance hashes the tables as loaded); a missing optional table stays empty
+    run_tables = [t for t in _run_tables(loaded) if t not in notes]
     if convergence:
         conv = selection.convergence(loaded["summary"], loaded["metrics"])
         loaded.update({t: selection.with_convergence(loaded[t], conv) for t in run_tables})
@@ -490,7 +556,7 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
     loaded.update({t: loaded[t].assign(training=training_label(loaded[t])) for t in labelled})
     shown = loaded if rows is None else {t: selection.paper_rows(df, rows) if t in run_tables else df
                                          for t, df in loaded.items()}
-    pg = Page(name or sweep, sweep, sw.scale, shown, facts, tuple(tables), conv, loaded)
+    pg = Page(name or sweep, sweep, sw.scale, shown, facts, tuple(tables), conv, loaded, notes, tuple(controls))
     _CURRENT.append(pg)
     return pg
 

@@ -265,7 +265,7 @@ def rotation_accuracy(acc: pd.DataFrame, classes: Sequence[str],
 def nv_vs_rk(both: pd.DataFrame) -> Figure:
     """Layer mean NV against ``log10 R_k``, one panel per net: one point per node, colour = relative
     depth, circles = trained without rotations, triangles = with. ``both``:
-    :func:`stabkit.report.tables.layer_nv_vs_rk`."""
+    :func:`stabkit.report.layer_claims.layer_nv_vs_rk`."""
     require_columns(both, ["net", "training", "log10_R", "mean_NV", "rel_depth"], "both")
     nets = _order(both["net"])
     fig, axes = plt.subplots(1, len(nets), figsize=(4.4 * len(nets) + 1.2, 3.6), squeeze=False,

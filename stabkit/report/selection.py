@@ -1,7 +1,8 @@
 """Which rows a page shows and a claim tests: the paper's probe set and ReLU convention
 (:func:`paper_rows`), the error of the task a net was trained for, the CNNs that train well
 (:data:`WELL_TRAINED_RULE`), the runs that converged (:data:`CONVERGENCE_RULE`: best against last test
-error, training error fell) and those that stopped early at zero training loss (:func:`early_fits`).
+error, training error fell) and those that stopped early at zero training loss (:func:`early_fits`), and
+the control runs that measure again a network another run of the page measures (:func:`control_runs`).
 
 See ``book/methods.md``, "Parity with the original code". Nothing here decides a verdict (the
 ``*_claims`` modules) or words a change (:mod:`stabkit.report.narrative`).
@@ -21,7 +22,7 @@ from .tables import require_columns, run_columns
 __all__ = [
     "MAX_ERROR", "FALLS_MAX_ERROR", "LAST_WITHIN", "CONVERGENCE_RULE", "EXCLUDED_NETS", "well_trained_rule",
     "WELL_TRAINED_RULE", "paper_rows", "task_error_column", "well_trained_cnns", "convergence",
-    "with_convergence", "collapsed_runs", "early_fits",
+    "with_convergence", "collapsed_runs", "early_fits", "CONTROL_MEASUREMENTS", "control_runs",
 ]
 
 
@@ -213,3 +214,31 @@ def early_fits(metrics: pd.DataFrame, threshold: float = 0.1) -> str:
         return f"No run stopped at zero training loss with a test error above {100 * threshold:.0f} %."
     return (f"Stopped at zero training loss with a test error above {100 * threshold:.0f} %: "
             + "; ".join(text for *_, text in sorted(found)) + ".")
+
+
+#: Measurements that measure again, as a control, a network that another run of the page trained and
+#: measures: the batch-norm recalibrated shuffle (``book/methods.md``, "Channel shuffling"; the sweep files
+#: derive these runs from the plain ones with ``set: {measure: [recalibrated]}``).
+CONTROL_MEASUREMENTS = frozenset({"recalibrated"})
+
+
+def _measurements(value) -> list[str]:
+    """A ``measure`` cell as a list of names: a list, its JSON text or its comma-joined text."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [str(v).strip() for v in value]
+    if not isinstance(value, str):
+        return []
+    return [v.strip().strip("'\"") for v in value.strip().strip("[]").split(",") if v.strip().strip("'\"")]
+
+
+def control_runs(summary: pd.DataFrame) -> list[str]:
+    """The runs (column ``run``) of ``summary`` that measure nothing but :data:`CONTROL_MEASUREMENTS` (column
+    ``measure``: a list, its JSON text or its comma-joined text): controls of a network that another run of
+    the page trained and measured. A page counts its networks, their test errors and their convergence
+    without them (:func:`stabkit.report.page.page`). ``[]`` without a ``run`` or ``measure`` column."""
+    require_columns(summary, [], "summary")
+    if "run" not in summary.columns or "measure" not in summary.columns:
+        return []
+    names = summary["measure"].map(_measurements)
+    only = names.map(lambda m: bool(m) and set(m) <= CONTROL_MEASUREMENTS).to_numpy(dtype=bool)
+    return list(dict.fromkeys(summary.loc[only, "run"].astype(str)))

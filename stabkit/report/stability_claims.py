@@ -9,8 +9,9 @@ claim with :func:`stabkit.report.page.glue_claim`, so a sentence such as "R_f fa
 training" is never decided by hand, and the book's claims dashboard lists every claim of every page.
 
 Beside the claims, the story of the change in words (:func:`training_change`, :func:`ratio_story`: where
-a ratio moves because of its denominator) and its parts ``D``, ``G``, ``deno`` as a table
-(:func:`ratio_parts`, shown with :func:`parts_display`; ``book/methods.md``, "Stabilities").
+a ratio moves because of its denominator), its parts ``D``, ``G``, ``deno`` as a table
+(:func:`ratio_parts`, shown with :func:`parts_display`; ``book/methods.md``, "Stabilities") and G_f
+against the training noise (:func:`gf_by_noise`, the table behind :func:`claim_gf_falls_with_noise`).
 
 Claims test what the paper claims (``book/methods.md``, "Parity with the original code"): the figure's
 probe set (a noise-trained net on its own corrupted images: :func:`stabkit.report.selection.paper_rows`),
@@ -53,14 +54,14 @@ from .stats import (
     t_interval,
     test_set_sizes,
 )
-from .tables import require_columns, run_columns, select
+from .tables import geomean, require_columns, run_columns, select
 from .verdicts import FAILS, Claim, verdict
 
 __all__ = [
     "DENOMINATOR_NAMES", "training_change", "explain_ratio", "ratio_story", "ratio_parts", "parts_display",
     "claim_rf_falls", "claim_rf_init_order_one", "claim_error_correlation", "claim_sqrt_law",
     "error_correlation_by_noise", "claim_error_correlation_noisy", "claim_gf_grows", "claim_df_falls",
-    "claim_gf_grows_noisy", "claim_gf_falls_with_noise",
+    "claim_gf_grows_noisy", "claim_gf_falls_with_noise", "gf_by_noise",
 ]
 
 
@@ -375,7 +376,7 @@ def claim_gf_falls_with_noise(output: pd.DataFrame, quantity: str = "G_f", probe
     """Noise-trained networks: G_f after training falls as the training noise grows (training on noise is
     noise augmentation). Pearson r of ``log10 G_f`` (trained) against ``log10 noise_std`` over nets with
     ``noise_std > 0``, with its bootstrap interval: holds when the interval lies below 0. The table
-    behind it: :func:`stabkit.report.fits.gf_by_noise`. This project's hypothesis, not a statement of
+    behind it: :func:`gf_by_noise`. This project's hypothesis, not a statement of
     the paper (``details["source"]``)."""
     require_columns(output, [quantity, "state", "noise_std"], "output")
     rows = select(paper_rows(output, probes), state="trained", shuffle=0, **where)
@@ -393,6 +394,21 @@ def claim_gf_falls_with_noise(output: pd.DataFrame, quantity: str = "G_f", probe
                  statement="Training on larger noise lowers G_f (noise augmentation; this project's hypothesis, "
                            "not the paper's)",
                  ci_low=c["r_low"], ci_high=c["r_high"])
+
+
+def gf_by_noise(output: pd.DataFrame, quantity: str = "G_f", **where) -> pd.DataFrame:
+    """``quantity`` of trained networks against the training noise: one row per ``noise_std`` with the
+    geometric means over runs of the trained value (``trained``), of ``trained / init`` (``ratio``) and
+    ``n`` (runs). Expected: a lower G_f where the training noise exceeds the probe noise (noise
+    augmentation)."""
+    require_columns(output, [quantity, "state", "noise_std"], "output")
+    t = trained_over_init(output, quantity, **where)
+    if "noise_std" not in t.columns:
+        keys = run_columns(output)
+        t = t.merge(output[keys + ["noise_std"]].drop_duplicates(), on=keys, how="left")
+    g = geomean(t, ["noise_std"], ["trained", "ratio"])
+    g["n"] = t.groupby("noise_std").size().reindex(g["noise_std"]).to_numpy()
+    return g.rename(columns={"trained": quantity}).sort_values("noise_std").reset_index(drop=True)
 
 
 #: What the denominator of a ratio is, in words.

@@ -1,7 +1,9 @@
 """Tidy run tables shaped for a page: selecting rows, the columns that identify a run, configuration
 fields, derived columns (the probe pages' training label, the error of the task a net was trained for),
-block profiles, markdown tables and CSV downloads. The probe pages' accuracy and NV tables are
-:mod:`stabkit.report.robustness_claims`; the D / G / deno table :mod:`stabkit.report.stability_claims`.
+markdown tables and CSV downloads: what pages of several concerns use. A table that one concern shows
+lives with its claims: the probe pages' accuracy and NV tables in :mod:`stabkit.report.robustness_claims`,
+the D / G / deno table in :mod:`stabkit.report.stability_claims`, the layer NV against R_k in
+:mod:`stabkit.report.layer_claims`, the 1-D appendix's block profile in :mod:`stabkit.report.theory_claims`.
 
 Every function takes the tidy tables written by :mod:`stabkit.runs` (``output``, ``layers``, ``spectra``,
 ``accuracy``, ``invariance``...; see ARCHITECTURE.md, "Run tables") and returns a DataFrame, a Series or
@@ -30,8 +32,8 @@ from stabkit.atomic import atomic_write_text
 
 __all__ = [
     "MEASUREMENT_COLUMNS", "RUN_ID_COLUMNS", "require_columns", "select", "run_columns", "geomean",
-    "config_values", "training_label", "with_task_error", "block_profile", "is_missing", "MarkdownText",
-    "markdown_table", "layer_nv_vs_rk", "ENV_PAGE_TABLES", "table_downloads", "as_integral", "values_text",
+    "config_values", "training_label", "with_task_error", "is_missing", "MarkdownText", "markdown_table",
+    "ENV_PAGE_TABLES", "table_downloads", "as_integral", "values_text",
 ]
 
 
@@ -166,18 +168,6 @@ def with_task_error(output: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def block_profile(layers: pd.DataFrame, pattern: str = r"features\.relu(\d+)",
-                  quantities: Sequence[str] = ("D_f", "G_f", "R_f"), by: Sequence[str] = ("state",),
-                  shuffle: int | None = 0) -> pd.DataFrame:
-    """Geometric mean over runs of layer quantities at the nodes whose name matches ``pattern`` (its
-    first group is the block index): one row per ``by`` group and ``block``."""
-    require_columns(layers, ["layer", *quantities], "layers")
-    rows = select(layers, shuffle=shuffle)
-    rows = rows[rows["layer"].astype(str).str.fullmatch(pattern)]
-    rows = rows.assign(block=rows["layer"].astype(str).str.extract(pattern, expand=False).astype(int))
-    return geomean(rows, [*by, "block"], list(quantities)).sort_values([*by, "block"]).reset_index(drop=True)
-
-
 def is_missing(v: Any) -> bool:
     """Whether a table cell is missing (``None``, NaN, ``pd.NA``, NaT); a list, tuple, dict or array never is."""
     if isinstance(v, (list, tuple, dict, np.ndarray)):
@@ -229,21 +219,6 @@ def markdown_table(table: pd.DataFrame, empty: str = "") -> str:
              "|" + "---|" * table.shape[1]]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines)
-
-
-def layer_nv_vs_rk(inv: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
-    """Trained unshuffled nodes with both a rotation NV (``invariance``, unstratified) and an ``R_k``
-    (``layers``), matched on run and layer: ``inv`` columns + ``R_f, D_f, G_f, log10_R`` and ``training``."""
-    require_columns(inv, ["run", "layer", "mean_NV"], "inv")
-    require_columns(layers, ["run", "layer", "R_f", "state"], "layers")
-    plain = inv[~inv["stratified"].astype(bool)] if "stratified" in inv.columns else inv
-    lay = select(layers, state="trained", shuffle=0)
-    both = plain.merge(lay[["run", "layer", "R_f", "D_f", "G_f"]], on=["run", "layer"], how="inner")
-    both = both[np.isfinite(both["mean_NV"]) & (both["R_f"] > 0)].copy()
-    both["log10_R"] = np.log10(both["R_f"])
-    if "training" not in both.columns:
-        both["training"] = training_label(both)
-    return both
 
 
 #: Environment variable naming the folder :func:`table_downloads` writes to (the tests point it to a

@@ -10,24 +10,31 @@ predicted one" is decided from the mean and its t interval over the replicates a
 ``+- tolerance`` around the prediction: inside the band, holds; outside, does not hold; across an edge
 of the band, cannot be tested. Same conventions as :mod:`stabkit.report.stability_claims`: tidy tables
 in, a :class:`~stabkit.report.verdicts.Claim` out.
+
+Beside the claims, what the two pages show of the laws: the exponents of a table of layers
+(:func:`layer_exponents`; the theory page fits the raw ``D``, ``G``, ``deno`` with it too), the appendix's
+block profile (:func:`block_profile`) and its exponents (:func:`block_exponents`,
+:func:`closer_to_prediction`), and the appendix's runs by task (:func:`task_names`, :func:`channels_text`,
+:func:`task_outcomes`: the trained test error and the change of the output R_f, in words).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from stabkit import theory
 
-from .fits import layer_exponents
+from .narrative import change_sentence
 from .stats import MIN_UNITS, t_interval
-from .tables import block_profile, require_columns, select
+from .tables import config_values, geomean, require_columns, select
 from .verdicts import Claim
 
 __all__ = [
-    "EXPONENT_TOLERANCE", "TRAINED_MAX_ERROR", "law_text", "replicate_exponents", "block_exponents",
-    "closer_to_prediction", "claim_constant_filter_exponent", "claim_trained_exponent",
+    "EXPONENT_TOLERANCE", "TRAINED_MAX_ERROR", "law_text", "layer_exponents", "replicate_exponents",
+    "block_profile", "block_exponents", "closer_to_prediction", "task_names", "channels_text", "task_outcomes",
+    "claim_constant_filter_exponent", "claim_trained_exponent",
 ]
 
 
@@ -62,9 +69,30 @@ def law_text(quantity: str, kernel_size: int, stride: int) -> str:
     return f"${q}_k \\sim {stride}^{{{power}}}$"
 
 
+def layer_exponents(table: pd.DataFrame, stride: int, layer: str = "layer",
+                    columns: Sequence[str] = ("D_f", "G_f", "R_f"), first_layer: int = 1,
+                    last_layer: int | None = None) -> dict[str, float]:
+    """Exponents of ``columns`` against the layer index, fitted by :func:`stabkit.theory.fit_exponents`.
+
+    ``table``: one row per layer index (column ``layer``, an integer >= 1) holding up to three positive
+    ``columns``. Stride 1: slope of ``log Q`` against ``log l``; stride ``s > 1``: slope of ``log_s Q``
+    against ``l`` (the form of the constant-filter laws). Returns ``{column: exponent}``.
+    """
+    columns = list(columns)
+    if not 1 <= len(columns) <= 3:
+        raise ValueError(f"columns must name 1 to 3 columns, got {columns!r}")
+    require_columns(table, [layer, *columns], "table")
+    slots = ("D_f", "G_f", "R_f")
+    t = pd.DataFrame({"layer": table[layer].to_numpy()})
+    for i, slot in enumerate(slots):
+        t[slot] = table[columns[min(i, len(columns) - 1)]].to_numpy(dtype=np.float64)
+    fit = theory.fit_exponents(t, stride, first_layer=first_layer, last_layer=last_layer)
+    return {c: fit[slot[0]] for c, slot in zip(columns, slots)}
+
+
 def replicate_exponents(table: pd.DataFrame, stride: int, *, replicate: str = "seed", layer: str = "layer",
                         first_layer: int = 1, last_layer: int | None = None) -> pd.DataFrame:
-    """Depth exponents of ``D_f``, ``G_f``, ``R_f`` of every replicate (:func:`stabkit.report.fits.layer_exponents`:
+    """Depth exponents of ``D_f``, ``G_f``, ``R_f`` of every replicate (:func:`layer_exponents`:
     stride 1, slope of ``log Q`` against ``log l``; stride ``s``, slope of ``log_s Q`` against ``l``).
 
     ``table``: one row per replicate and layer index (column ``layer``, integers >= 1; layer 0, the
@@ -81,12 +109,26 @@ def replicate_exponents(table: pd.DataFrame, stride: int, *, replicate: str = "s
     return pd.DataFrame(rows, columns=[replicate, *_QUANTITIES, "layers"])
 
 
+def block_profile(layers: pd.DataFrame, pattern: str = r"features\.relu(\d+)",
+                  quantities: Sequence[str] = ("D_f", "G_f", "R_f"), by: Sequence[str] = ("state",),
+                  shuffle: int | None = 0) -> pd.DataFrame:
+    """Geometric mean over runs of layer quantities at the nodes whose name matches ``pattern`` (its
+    first group is the block index: the 1-D appendix network's blocks are its ReLU outputs): one row per
+    ``by`` group and ``block``, what :func:`block_exponents` fits and
+    :func:`stabkit.report.figures.block_profiles` draws."""
+    require_columns(layers, ["layer", *quantities], "layers")
+    rows = select(layers, shuffle=shuffle)
+    rows = rows[rows["layer"].astype(str).str.fullmatch(pattern)]
+    rows = rows.assign(block=rows["layer"].astype(str).str.extract(pattern, expand=False).astype(int))
+    return geomean(rows, [*by, "block"], list(quantities)).sort_values([*by, "block"]).reset_index(drop=True)
+
+
 def block_exponents(profile: pd.DataFrame, panels: Sequence[str], panel: str = "task_name", stride: int = 2,
                     states: Sequence[str] = ("init", "trained")) -> dict[tuple[str, str], dict[str, float]]:
-    """The depth exponents of a block profile (:func:`stabkit.report.tables.block_profile` rows: ``block``,
+    """The depth exponents of a block profile (:func:`block_profile` rows: ``block``,
     ``state``, ``panel``, ``D_f``, ``G_f``, ``R_f``; geometric means over the runs) per value of ``panel``
     and state: ``{(panel value, state): {"D": ..., "G": ..., "R": ...}}``, each the slope of ``log_stride
-    Q`` against the block index (:func:`stabkit.report.fits.layer_exponents`), what
+    Q`` against the block index (:func:`layer_exponents`), what
     :func:`closer_to_prediction` compares with the theory."""
     require_columns(profile, ["block", "state", panel, *_QUANTITIES.values()], "profile")
     out = {}
@@ -113,6 +155,43 @@ def closer_to_prediction(exponents: dict, predicted: dict, tasks: dict) -> tuple
             if ids:
                 bucket.append(f"{q} (task{'s' if len(ids) > 1 else ''} {' and '.join(ids)})")
     return ", ".join(closer) or "none", ", ".join(farther) or "none"
+
+
+def task_names(df: pd.DataFrame, names: Mapping[int, str]) -> pd.Series:
+    """The 1-D appendix's task of each row, by name: its configuration field ``task_options.task`` (1: are
+    the two pixels close, 2: are they in the same block; read with
+    :func:`~stabkit.report.tables.config_values`, whatever the table stores) mapped through ``names``
+    (e.g. ``{1: "task 1 (distance)", 2: "task 2 (same block)"}``); a task ``names`` lacks gives NaN."""
+    if not isinstance(names, Mapping) or not names:
+        raise ValueError(f"names must be a mapping task number -> label such as {{1: 'task 1'}}, got {names!r}")
+    return config_values(df, "task_options", "task").map(dict(names))
+
+
+def channels_text(summary: pd.DataFrame) -> str:
+    """The channel counts ``H`` of the 1-D appendix's networks, as text (``"32"``, ``"16, 32"``): the
+    distinct ``net_options.width`` times ``width_factor`` of the runs of ``summary``, rounded."""
+    require_columns(summary, ["width_factor"], "summary")
+    widths = config_values(summary, "net_options", "width")
+    return ", ".join(str(h) for h in sorted({int(round(w * f)) for w, f in zip(widths, summary["width_factor"])}))
+
+
+def task_outcomes(output: pd.DataFrame, task: str = "task_name") -> pd.DataFrame:
+    """What training did on each task of the 1-D appendix, from its ``output`` table (unshuffled rows; a
+    ``task`` column such as :func:`task_names` gives): one row per task (the index) with ``test_err``
+    (trained), ``R_f_init``, ``R_f_trained`` (each the mean over seeds of a seed's mean) and ``R_f_change``,
+    the change of the output R_f with training in words (:func:`stabkit.report.narrative.change_sentence`
+    of ``R_f_trained / R_f_init``: ``"R_f fell 25x"``)."""
+    require_columns(output, [task, "seed", "state", "R_f", "test_err"], "output")
+    rows = select(output, shuffle=0)
+    tab = rows.pivot_table(index=[task, "seed"], columns="state", values=["R_f", "test_err"]).groupby(task).mean()
+    out = pd.DataFrame(index=tab.index)
+    have = set(tab.columns.get_level_values(1))
+    nan = pd.Series(np.nan, index=tab.index)
+    out["test_err"] = tab[("test_err", "trained")] if "trained" in have else nan
+    out["R_f_init"] = tab[("R_f", "init")] if "init" in have else nan
+    out["R_f_trained"] = tab[("R_f", "trained")] if "trained" in have else nan
+    out["R_f_change"] = [change_sentence("R_f", float(tr / ini)) for tr, ini in zip(out["R_f_trained"], out["R_f_init"])]
+    return out
 
 
 def _band_decision(low: float, high: float, predicted: float, tolerance: float) -> tuple[bool, bool, str]:
