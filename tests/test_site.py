@@ -305,8 +305,8 @@ def test_claim_record_of_glue_claim_format():
     assert (c.id, c.statement, c.value, c.ci_low, c.verdict) == (
         "fig3_layers_cifar:spatial", "Spatial pooling happens early", 0.41, None, "holds")
     md = dashboard.render_claims([c], {"fig3_layers_cifar": "Fig. 3: layers of CIFAR-10 nets"})
-    assert ("| Spatial pooling happens early | [Fig. 3: layers of CIFAR-10 nets](executed/fig3_layers_cifar.ipynb) "
-            "(small) | – | 0.41 | 0.3 | – | **holds** |") in md
+    assert ("| Spatial pooling happens early ([Fig. 3: layers of CIFAR-10 nets](executed/fig3_layers_cifar.ipynb), "
+            "small) | – | 0.41 | 0.3 | **holds** |") in md
 
 
 def test_claims_of_rejects_a_malformed_claim():
@@ -325,8 +325,8 @@ def test_render_claims_table():
                               anchor="claims")]
     md = dashboard.render_claims(claims, {"fig1": "Fig. 1 [noise]", "fig5": "Fig. 5: scale detection"})
     assert "**2 claims on 2 pages.**" in md and "2 claims: 1 holds, 1 does not hold." in md
-    assert "| $R_f$ falls \\| a lot | [Fig. 1](executed/fig1.ipynb) (small) | – | -1.42 [-1.9, -0.8] | – | – | **holds** |" in md
-    assert "| $G_f$ grows | [Fig. 5: scale detection](executed/fig5.ipynb#claims) (tiny) | – | 0.5 | – | – | does not hold |" in md
+    assert "| $R_f$ falls \\| a lot ([Fig. 1](executed/fig1.ipynb), small) | – | -1.42 [-1.9, -0.8] | – | **holds** |" in md
+    assert "| $G_f$ grows ([Fig. 5: scale detection](executed/fig5.ipynb#claims), tiny) | – | 0.5 | – | does not hold |" in md
     assert "run `make book`" in dashboard.render_claims([], {})
     assert "None of the 1 executed pages" in dashboard.render_claims([], {"x": "X"})
 
