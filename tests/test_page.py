@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from stabkit.report import page as book
+from stabkit.report import palette
+from stabkit.report.page import claim_display, loading
 from stabkit.report.verdicts import Claim
 
 
@@ -99,7 +101,10 @@ def test_progress_enabled(monkeypatch):
 # ---------------------------------------------------------------------------------- pages and claims
 def _glued(monkeypatch) -> dict:
     out = {}
-    monkeypatch.setattr(book, "glue", lambda name, value, display=False: out.__setitem__(name, (value, display)))
+    # where glue is looked up: page(), demo_page() and Page.glue_convergence in loading, glue_claim in
+    # claim_display (the package's own `glue` is only the face the notebooks import)
+    for module in (loading, claim_display):
+        monkeypatch.setattr(module, "glue", lambda name, value, display=False: out.__setitem__(name, (value, display)))
     return out
 
 
@@ -257,7 +262,7 @@ def test_page_shapes_its_tables_and_keeps_every_row_for_the_downloads(monkeypatc
     monkeypatch.delenv(book.ENV_PROVENANCE, raising=False)
     monkeypatch.setenv(report_tables.ENV_PAGE_TABLES, str(tmp_path / "tables"))
     styles = []
-    monkeypatch.setattr(book.palette, "set_style", lambda font_scale=1.0: styles.append(font_scale))
+    monkeypatch.setattr(palette, "set_style", lambda font_scale=1.0: styles.append(font_scale))
     pg = book.page("fig1_noise_corrupted_cifar", "tiny", "output", name="fig1", glue_facts=False, task_error=True,
                    training=True, rows="paper", font_scale=0.9)
     (out,) = pg
@@ -318,7 +323,7 @@ def test_demo_page_resolves_the_scale_and_is_the_current_page(monkeypatch):
     is applied, scale glued, and glue_claim takes the page's name and scale."""
     glued = _glued(monkeypatch)
     styles = []
-    monkeypatch.setattr(book.palette, "set_style", lambda font_scale=1.0: styles.append(font_scale))
+    monkeypatch.setattr(palette, "set_style", lambda font_scale=1.0: styles.append(font_scale))
     settings = {"tiny": {"n": 1}, "small": {"n": 2}}
     assert book.demo_page("theory_constant_filters", "auto", settings, font_scale=0.95) == ("small", {"n": 2})
     assert styles == [0.95] and glued["scale"][0] == "small"
@@ -369,7 +374,7 @@ def test_page_gives_an_empty_frame_and_a_note_for_an_optional_table_no_run_has(m
     monkeypatch.setenv(report_tables.ENV_PAGE_TABLES, str(tmp_path / "tables"))
     glued = _glued(monkeypatch)
     inputs = []
-    monkeypatch.setattr(book, "record_inputs", lambda *objs, label=None: inputs.append(objs))
+    monkeypatch.setattr(loading, "record_inputs", lambda *objs, label=None: inputs.append(objs))  # page()'s
     pg = book.page("fig6_layers_scale_detection", "tiny", "layers", "recalibrated", "summary", "metrics",
                    name="fig6", convergence=True, rows="paper", optional=("recalibrated",))
     layers, recalibrated, _, _ = pg

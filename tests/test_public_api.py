@@ -51,3 +51,21 @@ def test_the_package_faces_serve_what_they_list_and_load_lazily():
             "import stabkit.campaign; assert 'torch' not in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_report_packages_serve_what_they_list_from_their_submodules():
+    """stabkit.report.page and stabkit.report.layer_claims: packages whose ``__init__`` re-exports the names
+    the notebooks use (``from stabkit.report.page import glue``, ``layer_claims.claim_...``); every name of
+    ``__all__`` is the object its submodule defines, and no submodule is named as a name the package serves."""
+    import importlib
+    import pkgutil
+
+    for name in ("page", "layer_claims"):
+        pkg = importlib.import_module(f"stabkit.report.{name}")
+        subs = {m.name for m in pkgutil.iter_modules(pkg.__path__)}
+        assert subs and not subs & set(pkg.__all__), (name, subs & set(pkg.__all__))
+        for n in pkg.__all__:
+            obj = getattr(pkg, n)
+            owner = getattr(obj, "__module__", None)
+            if owner is not None and owner.startswith(pkg.__name__ + "."):  # functions and classes: where defined
+                assert getattr(importlib.import_module(owner), n) is obj, (name, n)

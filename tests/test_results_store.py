@@ -315,7 +315,8 @@ def test_page_glues_coverage_and_provenance(tmp_path, monkeypatch):
         fake_run(tmp_path / "cpu", x, device="cuda", finished="2026-05-02T10:00:00+00:00")
     sweeps.export("st", "cpu", tmp_path / "cpu", tmp_path / "res")
     glued = {}
-    monkeypatch.setattr(G, "glue", lambda name, value, display=False: glued.__setitem__(name, value))
+    # page() looks glue up in its own submodule
+    monkeypatch.setattr(G.loading, "glue", lambda name, value, display=False: glued.__setitem__(name, value))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         pg = G.page("st", "auto", "output", results_root=str(tmp_path / "res"), runs_root=str(tmp_path / "none"))
