@@ -346,6 +346,17 @@ def test_paper_grid_coverage_counts_the_cells_of_the_papers_grid():
                                                  "tiny"), []) == {}
 
 
+def test_missing_runs_are_named_by_what_sets_them_apart_not_by_every_measure_list():
+    """A control run measures the same network again: "VGG13bn seed 9 (measures recalibrated)"; the plain
+    runs are not named by their measure list."""
+    from stabkit.sweeps.lookup import _describe
+
+    fig6 = sweeps.load_sweep("fig6_layers_scale_detection", "paper")
+    names = _describe(fig6.configs, fig6.keys)
+    assert "VGG11 seed 3" in names and "VGG13bn seed 9 (measures recalibrated)" in names
+    assert not any("output" in n for n in names)
+
+
 def test_export_command(tmp_path, capsys):
     _, a, _ = two_machines(tmp_path)
     sweep_files = tmp_path / "sweeps"

@@ -132,12 +132,22 @@ def _describe(configs: list, keys: list[str]) -> list[str]:
             seen.setdefault(tuple(val(d, g) for g in kept), set()).add(val(d, f))
         if any(len(v) > 1 for v in seen.values()):
             kept.append(f)
-    vary = kept
+    # what is measured names a run only where it differs from the usual (a control that measures the same
+    # network again): "VGG11bn seed 3 (measures recalibrated)", not the measure list of every run
+    measured = [f for f in kept if f in MEASUREMENT_FIELDS]
+    vary = [f for f in kept if f not in MEASUREMENT_FIELDS]
+    usual = {f: max({val(d, f) for d in dicts.values()}, key=[val(d, f) for d in dicts.values()].count)
+             for f in measured}
     out = []
     for k in keys:
         d = dicts.get(k, {})
         parts = [str(d[f]) if f == "net" else f"{f} {json.dumps(d[f], default=str)}" for f in vary if f in d]
-        out.append(" ".join(parts) or k)
+        odd = []
+        for f in measured:
+            if f in d and val(d, f) != usual[f]:
+                v = ", ".join(map(str, d[f])) if isinstance(d[f], (list, tuple)) else str(d[f])
+                odd.append(f"measures {v}" if f == "measure" else f"{f} {v}")
+        out.append((" ".join(parts) or k) + (f" ({'; '.join(odd)})" if odd else ""))
     return out
 
 
