@@ -350,6 +350,24 @@ def test_recalibrated_table_carries_its_own_before_rows_which_win_over_layers():
     pd.testing.assert_frame_equal(rec, kept)  # the caller's table is left as it was
 
 
+def test_recalibrated_claims_give_the_initialisation_reference_with_running_statistics():
+    """Issue 26 item 4: at init, the output R_f with batch statistics (the paper's convention) beside the same
+    network with re-estimated running statistics, per net, in the details and in one sentence."""
+    after = _recalibrated({"VGG11bn": 0.1, "ResNet18bn": 0.1}).assign(recalibrated=True)
+    init = after["state"] == "init"
+    after.loc[init & (after["net"] == "VGG11bn"), "R_f"] = 0.2
+    own = _recalibrated({"VGG11bn": 0.8, "ResNet18bn": 0.8}).assign(recalibrated=False, images=0)
+    rec = pd.concat([after, own], ignore_index=True)
+    for claim in RECALIBRATED_CLAIMS:
+        c = claim(rec)
+        assert c.details["VGG11bn:init_batch"] == pytest.approx(1.0)
+        assert c.details["VGG11bn:init_running"] == pytest.approx(0.2)
+        assert c.details["ResNet18bn:init_running"] == pytest.approx(1.0)
+        text = layer_claims.recalibration_texts(c)["init_text"]
+        assert "VGG11bn 1 / 0.2" in text and "ResNet18bn 1 / 1" in text
+    assert layer_claims.recalibration_texts(RECALIBRATED_CLAIMS[0](after.iloc[0:0]))["init_text"] == ""
+
+
 def test_recalibrated_gap_before_matches_the_network_not_the_run_key():
     """The control is a run of its own (sweep files derive it with ``set: {measure: [recalibrated]}``): its
     run key and ``measure`` differ from the run whose network it measures again; the "before" gap is that
@@ -435,7 +453,7 @@ def test_recalibration_texts_and_table_read_right_whatever_the_data():
         t = layer_claims.recalibration_texts(empty)
         assert t == {"measured_text": "none that the claim can use", "value_text": "not measured",
                      "gap_text": "No late-layer shuffling gap was measured with re-estimated batch-norm statistics.",
-                     "parts_text": ""}
+                     "parts_text": "", "init_text": ""}
         assert "nan" not in layer_claims.recalibration_table(empty).lower()
         assert "No batch-norm network" in layer_claims.recalibration_table(empty)
     # without the layers table: the gap after recalibration, and why the fraction removed is not known

@@ -158,6 +158,22 @@ def _test_errors(rows: pd.DataFrame, **where) -> dict[str, float]:
     return out
 
 
+def _init_reference(after: pd.DataFrame, before: pd.DataFrame | None, quantity: str, **where) -> dict[str, float]:
+    """The sensitivity check of the paper's batch-statistics convention at initialisation: per net, the output
+    (deepest layer) ``quantity`` of the unshuffled network at init, mean over runs, with batch statistics
+    (``before``: ``<net>:init_batch``) and with running statistics re-estimated on training images
+    (``after``: ``<net>:init_running``)."""
+    out: dict[str, float] = {}
+    for tag, tab in (("running", after), ("batch", before)):
+        if tab is None or tab.empty or quantity not in tab.columns or "net" not in tab.columns:
+            continue
+        init = select(tab, state="init", shuffle=0, **where)
+        for net, g in init.groupby("net"):
+            last = g[g["rel_depth"] == g["rel_depth"].max()]
+            out[f"{net}:init_{tag}"] = float(np.exp(np.log(last[quantity].astype(float)).mean()))
+    return out
+
+
 def _recalibrated(base: Claim, name: str, statement: str, rule: str, pre: tuple[bool, str, int, int],
                   details: dict) -> Claim:
     """``base`` (a claim computed on the batch-norm rows of the recalibrated table) under its own name,
@@ -221,7 +237,8 @@ def claim_shuffle_no_effect_recalibrated(recalibrated: pd.DataFrame, tolerance: 
     if before is not None and quantity in before.columns:
         b = layer_shuffle_gaps(before, [quantity], **where)[f"gap_{quantity}"].abs()
         details["largest_before"] = float(b.max()) if b.notna().any() else float("nan")
-    details.update(_late_gap_details(rows, before, quantity, split, **where), **_test_errors(rows, **where))
+    details.update(_late_gap_details(rows, before, quantity, split, **where), **_test_errors(rows, **where),
+                   **_init_reference(bn, before, quantity, **where))
     return _recalibrated(base, "shuffle_no_effect_recalibrated",
                          "Shuffling channels changes nothing on scale detection, once batch-norm statistics are "
                          "re-estimated", shuffle_no_effect_rule(quantity, tolerance, min_fall), pre, details)
@@ -249,7 +266,8 @@ def claim_channel_pooling_recalibrated(recalibrated: pd.DataFrame, margin: float
     pre = (False, _NO_BATCHNORM, 0, 0) if bn.empty else _recalibrated_precondition(rows, **where)
     base = claim_channel_pooling_second_half(bn, quantity, margin, split, probes, relu_convention, min_fall, **where)
     before = _before(recalibrated, layers, rows, probes, relu_convention)
-    details = {**_late_gap_details(rows, before, quantity, split, **where), **_test_errors(rows, **where)}
+    details = {**_late_gap_details(rows, before, quantity, split, **where), **_test_errors(rows, **where),
+               **_init_reference(bn, before, quantity, **where)}
     return _recalibrated(base, "channel_pooling_second_half_recalibrated",
                          "Channel pooling happens in the second half of the network, once batch-norm statistics "
                          "are re-estimated", channel_pooling_rule(quantity, margin, min_fall), pre, details)
@@ -305,7 +323,9 @@ def recalibration_texts(claim: Claim, quantity: str = "R_k") -> dict[str, str]:
     reason says why), ``value_text`` (the claim's value in decades, or ``"not measured"``), ``gap_text`` (the
     late-layer gap of ``quantity`` before and after recalibration, :meth:`~stabkit.report.verdicts.Claim.change_text`,
     and how much of it recalibration removes, :func:`removed_text`: sentences) and ``parts_text`` (a
-    sentence on its D_k and G_k parts before / after, decades; empty when none was measured)."""
+    sentence on its D_k and G_k parts before / after, decades; empty when none was measured) and ``init_text``
+    (the output R_f at initialisation with batch statistics and with re-estimated running statistics, per
+    net: the sensitivity check of the paper's convention; empty when not measured)."""
     d = claim.details
     n, units, nets = int(d.get("n") or 0), int(d.get("n_units") or 0), _nets_of(claim)
     measured = (f"{n} run{'s' if n != 1 else ''} of {units} batch-norm network{'s' if units != 1 else ''}"
@@ -322,7 +342,13 @@ def recalibration_texts(claim: Claim, quantity: str = "R_k") -> dict[str, str]:
                   + ", ".join(f"{p}_k {_decades(b)} / {_decades(a)}" for p, b, a in parts) + "."
                   if any(_finite(b) or _finite(a) for _, b, a in parts) else "")
     value = f"{claim.value:.2f} decades" if _finite(claim.value) else "not measured"
-    return {"measured_text": measured, "value_text": value, "gap_text": gap, "parts_text": parts_text}
+    init = [(net, d.get(f"{net}:init_batch"), d.get(f"{net}:init_running")) for net in nets]
+    init = [(net, b, r) for net, b, r in init if _finite(b) and _finite(r)]
+    init_text = ("At initialisation (the sensitivity check of the paper's convention of measuring with batch "
+                 "statistics), the output R_f with batch statistics / with re-estimated running statistics: "
+                 + "; ".join(f"{net} {b:.2g} / {r:.2g}" for net, b, r in init) + "." if init else "")
+    return {"measured_text": measured, "value_text": value, "gap_text": gap, "parts_text": parts_text,
+            "init_text": init_text}
 
 
 def recalibration_table(claim: Claim, quantity: str = "R_k") -> MarkdownText:
