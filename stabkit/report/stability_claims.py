@@ -46,12 +46,12 @@ from .stats import (
     cluster_labels,
     floor_errors,
     interval_decision,
+    per_net_intervals,
     log_correlation,
     mean_ci,
     power_law_fit,
     sample_decision,
     sqrt_law_fit,
-    t_interval,
     test_set_sizes,
 )
 from .tables import geomean, require_columns, run_columns, select
@@ -68,16 +68,8 @@ __all__ = [
 def _per_net_ratio(ratios: pd.DataFrame, threshold: float, below: bool) -> dict[str, dict]:
     """Per architecture: mean log10(trained / init) over its runs, its t interval over runs (``n - 1``
     degrees of freedom; none with one run) and its own verdict against ``threshold``."""
-    out: dict[str, dict] = {}
-    if "net" not in ratios.columns:
-        return out
-    for net, g in ratios.groupby("net"):
-        m, lo, hi, n = t_interval(g["decades"])
-        if n == 0:
-            continue
-        holds, ok, _ = interval_decision(m, lo, hi, threshold, above=not below)
-        out[str(net)] = {"decades": m, "low": lo, "high": hi, "n": n, "verdict": verdict(holds, ok)}
-    return out
+    return {net: {"decades": m, "low": lo, "high": hi, "n": n, "verdict": verdict(holds, ok)}
+            for net, (m, lo, hi, n, holds, ok) in per_net_intervals(ratios, "decades", threshold, not below).items()}
 
 
 def _trained_ratio_claim(name: str, output: pd.DataFrame, quantity: str, threshold_decades: float, below: bool,

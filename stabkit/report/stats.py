@@ -29,7 +29,7 @@ import pandas as pd
 __all__ = [
     "positive_logs", "rank_correlation", "bootstrap_ci", "MIN_NETWORKS", "NEAR_CHANCE", "CHANCE_ERROR",
     "SQRT_LAW_A", "chance_error", "near_chance_fraction", "sqrt_law_fit", "mean_ci", "interval_decision",
-    "sample_decision", "MIN_UNITS", "t_quantile_95", "t_interval", "fisher_interval", "cluster_bootstrap_ci", "floor_errors",
+    "sample_decision", "MIN_UNITS", "t_quantile_95", "t_interval", "per_net_intervals", "fisher_interval", "cluster_bootstrap_ci", "floor_errors",
     "test_set_sizes", "cluster_labels", "log_correlation", "power_law_fit",
 ]
 
@@ -223,6 +223,21 @@ def t_interval(values) -> tuple[float, float, float, int]:
         return m, float("nan"), float("nan"), 1
     h = t_quantile_95(v.size - 1) * float(v.std(ddof=1)) / np.sqrt(v.size)
     return m, m - h, m + h, int(v.size)
+
+
+def per_net_intervals(df, column: str, threshold: float, above: bool) -> dict[str, tuple]:
+    """Per architecture (``net``): the mean of ``column`` over its runs with its t interval
+    (:func:`t_interval`, none with one run) and the decision of that interval against ``threshold``
+    (:func:`interval_decision`): ``{net: (mean, low, high, n, holds, ok)}``; empty without a ``net`` column."""
+    out: dict[str, tuple] = {}
+    if "net" not in df.columns:
+        return out
+    for net, g in df.groupby("net"):
+        m, lo, hi, n = t_interval(g[column])
+        if n:
+            holds, ok, _ = interval_decision(m, lo, hi, threshold, above=above)
+            out[str(net)] = (m, lo, hi, n, holds, ok)
+    return out
 
 
 def _level_check(level: float) -> None:

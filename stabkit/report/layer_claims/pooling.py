@@ -27,8 +27,8 @@ from ..selection import paper_rows
 from ..stats import (
     MIN_UNITS,
     interval_decision,
+    per_net_intervals,
     mean_ci,
-    t_interval,
 )
 from ..stability_claims import ratio_story
 from ..tables import (
@@ -103,16 +103,8 @@ def depth_slopes(layers: pd.DataFrame, quantity: str = "R_f", state: str = "trai
 def _per_net_slopes(slopes: pd.DataFrame, threshold: float) -> dict[str, dict]:
     """Per architecture: mean slope over its runs with a t interval over them (``n - 1`` degrees of
     freedom; none with one run) and its own verdict "slope <= ``threshold``" from that interval."""
-    out: dict[str, dict] = {}
-    if "net" not in slopes.columns:
-        return out
-    for net, g in slopes.groupby("net"):
-        m, lo, hi, n = t_interval(g["slope"])
-        if n == 0:
-            continue
-        holds, ok, _ = interval_decision(m, lo, hi, threshold, above=False)
-        out[str(net)] = {"slope": m, "low": lo, "high": hi, "n": n, "holds": holds, "ok": ok}
-    return out
+    return {net: {"slope": m, "low": lo, "high": hi, "n": n, "holds": holds, "ok": ok}
+            for net, (m, lo, hi, n, holds, ok) in per_net_intervals(slopes, "slope", threshold, False).items()}
 
 
 def claim_rk_falls_with_depth(layers: pd.DataFrame, quantity: str = "R_f", margin: float = 0.3,
