@@ -51,6 +51,12 @@ _RECALIBRATED_SCOPE = ("batch-norm nets of the recalibrated table (batch-norm ru
 _NO_BATCHNORM = "no batch-norm network measured with recalibrated statistics"
 
 
+def _flag(df: pd.DataFrame, column: str, missing: bool) -> np.ndarray:
+    """Column ``column`` of ``df`` as a new boolean array, ``missing`` where it is NA (a new array: `&` on it
+    never writes into the table's own memory)."""
+    return df[column].astype("boolean").fillna(missing).to_numpy(dtype=bool, copy=True)
+
+
 def _batchnorm_rows(recalibrated: pd.DataFrame) -> pd.DataFrame:
     """The rows of the batch-norm nets of a ``recalibrated`` table (a net without batch norm repeats its
     ``layers`` rows there: no control). An empty table (no run measured it) gives no rows."""
@@ -59,10 +65,9 @@ def _batchnorm_rows(recalibrated: pd.DataFrame) -> pd.DataFrame:
                                    "R_f", "D_f", "G_f"]))
         return pd.DataFrame(columns=cols)
     require_columns(recalibrated, ["batchnorm", "state", "shuffle"], "recalibrated")
-    keep = recalibrated["batchnorm"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    keep = _flag(recalibrated, "batchnorm", False)
     if "recalibrated" in recalibrated.columns:  # the rows measured with re-estimated statistics
-        # not `&=`: to_numpy may hand back the table's own memory, which must not change
-        keep = keep & recalibrated["recalibrated"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+        keep &= _flag(recalibrated, "recalibrated", False)
     return recalibrated[keep]
 
 
@@ -73,8 +78,7 @@ def _before(recalibrated: pd.DataFrame, layers: pd.DataFrame | None, rows: pd.Da
     compared with itself; a table without them (an older control) falls back on ``layers``, matched on the
     training configuration, which is the same network only where the control did not train it again."""
     if isinstance(recalibrated, pd.DataFrame) and "recalibrated" in recalibrated.columns and len(recalibrated):
-        own = recalibrated[recalibrated["batchnorm"].astype("boolean").fillna(False).to_numpy(dtype=bool)
-                           & ~recalibrated["recalibrated"].astype("boolean").fillna(True).to_numpy(dtype=bool)]
+        own = recalibrated[_flag(recalibrated, "batchnorm", False) & ~_flag(recalibrated, "recalibrated", True)]
         if len(own):
             return well_trained_rows(paper_rows(own, probes, relu_convention))
     if layers is None:
