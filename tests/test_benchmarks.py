@@ -72,3 +72,38 @@ def test_quick_precision_case_compares_float32_and_bf16(tmp_path, monkeypatch):
     assert bench_main.main(["--quick", "--only", "precision", "--output", str(out)]) == 0
     text = out.read_text()
     assert "| bf16 |" in text and "| float32 |" in text and "test error (best / last)" in text
+
+
+def test_a_partial_run_keeps_the_other_cases_records(tmp_path, monkeypatch):
+    """``--only step`` after ``--only diffeo``: RESULTS.md shows both, each with when it ran."""
+    import json
+
+    monkeypatch.setattr(common, "CIFAR_TAR", tmp_path / "absent.tar.gz")
+    out = tmp_path / "RESULTS.md"
+    assert bench_main.main(["--quick", "--only", "diffeo", "--output", str(out)]) == 0
+    first = json.loads((tmp_path / "RESULTS.json").read_text())
+    assert set(first) == {"diffeo"} and first["diffeo"]["results"][0]["variant"]
+    assert bench_main.main(["--quick", "--only", "step", "--output", str(out)]) == 0
+    text = out.read_text()
+    assert "diffeo_batch 16x3x32x32" in text and "train step LeNet, batch 32" in text
+    assert "| diffeo | " in text and "| step | " in text  # the when-and-where table, a row per case
+    both = json.loads((tmp_path / "RESULTS.json").read_text())
+    assert set(both) == {"diffeo", "step"} and both["diffeo"] == first["diffeo"]
+    # a case measured again replaces its own record only
+    assert bench_main.main(["--quick", "--only", "diffeo", "--output", str(out)]) == 0
+    again = json.loads((tmp_path / "RESULTS.json").read_text())
+    assert again["step"] == both["step"] and again["diffeo"]["date"] >= first["diffeo"]["date"]
+
+
+def test_a_damaged_records_file_is_named(tmp_path):
+    import pytest
+
+    from benchmarks import records
+
+    bad = tmp_path / "RESULTS.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="RESULTS.json"):
+        records.load(bad)
+    bad.write_text('{"step": [1, 2]}')
+    with pytest.raises(ValueError, match="not a benchmark records file"):
+        records.load(bad)
