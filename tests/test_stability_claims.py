@@ -242,6 +242,20 @@ def test_law_is_fitted_with_a_free_exponent():
     assert np.isfinite(fit["b_low"]) and fit["b_low"] <= fit["b"] <= fit["b_high"]
 
 
+def test_sqrt_law_cannot_be_tested_when_the_exponent_interval_also_contains_zero():
+    """Fig. 1 cpu: b = 0.13 [-0.63, 0.89] contained 1/2 and 'held'; it contains 0 as well (the error not
+    depending on R_f at all), so the data cannot tell the law from no law."""
+    out = paper_output(nets=CNNS[:6])
+    tr = out["state"] == "trained"
+    rng = np.random.default_rng(3)
+    rf = np.linspace(0.1, 0.2, int(tr.sum()))  # a narrow range of R_f: a is pinned down, b is not
+    out.loc[tr, "R_f"] = rf
+    out.loc[tr, "test_err"] = 0.2 * np.sqrt(rf) * 10 ** rng.normal(0, 0.05, len(rf))
+    c = stability_claims.claim_sqrt_law(out)
+    assert c.ci_low < 0 < 0.5 < c.ci_high and 0.1 < c.details["a_low"] < c.details["a_high"] < 0.4
+    assert c.verdict == verdicts.UNTESTABLE and "contains both 0" in c.details["reason"]
+
+
 def test_zero_errors_are_floored_and_counted():
     out = paper_output(seeds=(0, 1))
     tr = out["state"] == "trained"

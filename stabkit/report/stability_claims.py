@@ -230,7 +230,8 @@ def claim_sqrt_law(output: pd.DataFrame, quantity: str = "R_f", error: str = "te
                    min_networks: int = MIN_NETWORKS, chance: float | None = None, **where) -> Claim:
     """The 2021 law ``eps_t = a sqrt(R_f)`` (``a`` about 0.2), tested as a free fit ``eps_t = a R_f^b``
     (:func:`stabkit.report.stats.power_law_fit`, intervals over architectures) over well-trained nets:
-    holds when the interval of the exponent contains ``b`` (1/2) and the interval of ``a`` with the
+    holds when the interval of the exponent contains ``b`` (1/2) but not 0 (an error that does not depend
+    on R_f at all would fit as well: "cannot be tested") and the interval of ``a`` with the
     exponent fixed at ``b`` lies within a ``factor`` of ``a`` (0.1-0.4); does not hold when the exponent's
     interval excludes ``b`` or ``a``'s lies outside; else (or with too few nets / architectures, or nets
     near chance) "cannot be tested at this scale". ``value`` = the free exponent ``b``; details: ``a``
@@ -251,6 +252,9 @@ def claim_sqrt_law(output: pd.DataFrame, quantity: str = "R_f", error: str = "te
     elif free["b_high"] < b or free["b_low"] > b:
         holds, ok, reason = False, True, f"the exponent's interval [{free['b_low']:.2f}, {free['b_high']:.2f}] " \
                                          f"excludes {b:g}"
+    elif free["b_low"] <= 0:  # an exponent of 0 (error independent of R_f) fits as well: no law is told apart
+        holds, ok, reason = False, False, f"the exponent's interval [{free['b_low']:.2f}, {free['b_high']:.2f}] " \
+                                          f"contains both 0 (no dependence on {quantity}) and {b:g}"
     elif fixed["a_high"] < lo_t or fixed["a_low"] > hi_t:
         holds, ok, reason = False, True, f"a's interval lies outside [{lo_t:g}, {hi_t:g}]"
     elif lo_t <= fixed["a_low"] and fixed["a_high"] <= hi_t:
@@ -264,7 +268,7 @@ def claim_sqrt_law(output: pd.DataFrame, quantity: str = "R_f", error: str = "te
                "reason": reason, **sample, **info, "n": free["n"], "n_units": free["n_units"]}
     return Claim(f"sqrt_law_{error}", bool(holds), free["b"], b, details, testable=ok,
                  rule=f"free fit {error} = a {quantity}^b over well-trained nets: the 95 % interval of b (over "
-                      f"architectures) contains {b:g} and, with b = {b:g}, a's interval lies within "
+                      f"architectures) contains {b:g} and excludes 0 and, with b = {b:g}, a's interval lies within "
                       f"[{lo_t:g}, {hi_t:g}]; >= {min_networks} nets, most not near chance",
                  statement=f"The test error follows eps_t = {a:g} sqrt(R_f) (2021 paper)",
                  ci_low=free["b_low"], ci_high=free["b_high"])
