@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -87,6 +88,30 @@ def test_a_page_shows_cpu_committed_runs_of_the_gpu_grid_by_key(tmp_path, monkey
         df = sweeps.results(SPEC, "gpu", "output", results_root=res, runs_root=tmp_path / "none", run_missing=False)
     assert set(df.run) == set(load_sweep(SPEC, "cpu").keys)
     assert set(df.attrs["results"]["borrowed"]["cpu"]) == set(load_sweep(SPEC, "cpu").keys)
+
+
+def test_a_table_only_some_scales_committed_is_read_from_those(tmp_path, monkeypatch):
+    """A table that the runs committed at one scale have and those at another lack (a measurement added
+    later): the page gets the rows that exist (before: the store without it raised for the whole table)."""
+    monkeypatch.delenv(sweeps.RECOMPUTE_ENV, raising=False)
+    res = tmp_path / "res"
+    cpu, gpu = load_sweep(SPEC, "cpu").configs, load_sweep(SPEC, "gpu").configs
+    for c in cpu:
+        fake_run(tmp_path / "cpu", c)
+    sweeps.export(SPEC, "cpu", tmp_path / "cpu", res)
+    late = next(c for c in gpu if c.key not in {x.key for x in cpu})
+    d = fake_run(tmp_path / "gpu", late)
+    pd.DataFrame({"state": ["trained"], "R_f": [0.25]}).to_parquet(d / "recalibrated.parquet")
+    sweeps.export(SPEC, "gpu", tmp_path / "gpu", res)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # part of the grid: said in a warning
+        df = sweeps.results(SPEC, "gpu", "recalibrated", results_root=res, runs_root=tmp_path / "none",
+                            run_missing=False)
+        assert list(df.run) == [late.key] and list(df.R_f) == [0.25]
+        out = sweeps.results(SPEC, "gpu", "output", results_root=res, runs_root=tmp_path / "none", run_missing=False)
+        assert len(set(out.run)) == 3
+        with pytest.raises(ValueError, match="no committed table 'spectra'.*committed tables"):
+            sweeps.results(SPEC, "gpu", "spectra", results_root=res, runs_root=tmp_path / "none", run_missing=False)
 
 
 def test_one_larger_scale_run_does_not_flip_a_page(tmp_path, monkeypatch):

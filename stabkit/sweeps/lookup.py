@@ -261,10 +261,21 @@ def results(sweep: str | Path | Mapping | Sweep, scale: str = "small", table: st
                 borrowed[sc] = [r["key"] for r in extra]
                 rows += extra
         if rows:
-            frames = [load(sw.name, sw.scale, table, results_root) if len(idx) else pd.DataFrame()]
-            frames += [load(sw.name, sc, table, results_root).pipe(lambda d, ks=ks: d[d[KEY].isin(ks)] if len(d) else d)
-                       for sc, ks in borrowed.items()]
+            # a store without the table (its runs do not measure it) adds nothing; only when no store of
+            # the grid's runs has it does the error (which lists the tables they have) reach the caller
+            frames, missing = [], []
+            for sc, ks in [(sw.scale, None)] * bool(len(idx)) + list(borrowed.items()):
+                try:
+                    d = load(sw.name, sc, table, results_root)
+                except ValueError as err:
+                    if f"no committed table {table!r}" not in str(err):
+                        raise
+                    missing.append(err)
+                    continue
+                frames.append(d[d[KEY].isin(ks)] if ks is not None and len(d) else d)
             frames = [f for f in frames if len(f)]
+            if not frames and missing:
+                raise missing[0]
             df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else (frames[0] if frames else pd.DataFrame())
             df = df[df[KEY].isin(grid)].reset_index(drop=True) if len(df) else df
             info = coverage_facts(sw, [r["key"] for r in rows], "committed", rows, outside=len(idx) - sum(
