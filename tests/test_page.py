@@ -435,3 +435,31 @@ def test_page_counts_each_network_once_without_its_control_runs(monkeypatch):
     shown = pg.glue_convergence()
     assert list(shown["net"]) == ["VGG11bn"] and glued["n_conv"][0] == "2" and glued["n_not_well_trained"][0] == "1"
     assert pg.early_fits().count("VGG11bn") == 1
+
+
+def test_page_shows_the_longest_training_of_a_configuration(monkeypatch):
+    """Run b trained the configuration of run a for longer: a leaves every table and the facts, the
+    coverage sentence says so."""
+    from stabkit import sweeps
+
+    summary = pd.DataFrame({"run": ["a", "b", "c"], "net": ["VGG11bn", "VGG11bn", "VGG11"], "seed": 0,
+                            "epochs": [20, 60, 20], "status": "done", "task": "cifar10",
+                            "measure": "output,layers", "best_test_err": [0.15, 0.09, 0.19],
+                            "last_test_err": [0.15, 0.09, 0.19]})
+    summary.attrs["results"] = {"coverage": "3 of 3 configurations of the tiny grid", "n_configs": 3,
+                                "n_grid": 3, "missing": [], "sources": "x"}
+    tabs = {"summary": summary, "layers": pd.DataFrame({"run": ["a", "b", "c"], "layer": "l0", "R_f": [1, 2, 3]})}
+
+    def fake(sweep, scale, table, **kw):
+        df = tabs[table].copy()
+        df.attrs = dict(tabs[table].attrs)
+        return df
+
+    monkeypatch.setattr(sweeps, "results", fake)
+    monkeypatch.delenv(book.ENV_PROVENANCE, raising=False)
+    glued = _glued(monkeypatch)
+    pg = book.page("fig1_noise_corrupted_cifar", "tiny", "layers")
+    assert list(pg["layers"].run) == ["b", "c"] and list(pg.all_rows["summary"].run) == ["b", "c"]
+    assert pg.facts["superseded"] == {"a": "b"} and glued["n_runs"][0] == 2
+    assert glued["coverage"][0] == ("3 of 3 configurations of the tiny grid; not shown: VGG11bn seed 0 at 20 "
+                                    "epochs (its 60-epoch run is)")

@@ -39,3 +39,23 @@ def test_control_runs_measure_nothing_but_a_control():
     assert selection.control_runs(summary.assign(measure=[["recalibrated"]] * 5)) == list("abcde")
     assert selection.control_runs(summary.drop(columns="measure")) == []
     assert "recalibrated" in selection.CONTROL_MEASUREMENTS
+
+
+def test_a_longer_training_of_the_same_configuration_supersedes_the_shorter():
+    """The cpu grid keeps VGG11bn at 20 epochs beside its 60-epoch successor (and both controls): each
+    shorter run maps to the longest of its configuration; other fields keep runs apart."""
+    summary = pd.DataFrame({
+        "run": ["v20", "v60", "c20", "c60", "n30", "r20", "v20"],
+        "net": ["VGG11bn", "VGG11bn", "VGG11bn", "VGG11bn", "VGG11bn", "ResNet18", "VGG11bn"],
+        "seed": 0, "noise_std": [0.0, 0.0, 0.0, 0.0, 30.0, 0.0, 0.0],
+        "epochs": [20, 60, 20, 60, 20, 20, 20],
+        "measure": [["output", "layers"], ["output", "layers"], ["recalibrated"], ["recalibrated"],
+                    ["output", "layers"], ["output", "layers"], ["output", "layers"]],
+        "best_test_err": [0.15, 0.09, 0.15, 0.09, 0.3, 0.14, 0.15]})
+    assert selection.superseded_runs(summary) == {"v20": "v60", "c20": "c60"}
+    text = selection.superseded_text(summary, selection.superseded_runs(summary))
+    assert text == ("not shown: VGG11bn seed 0 at 20 epochs (its 60-epoch run is); VGG11bn seed 0 at 20 epochs "
+                    "(its 60-epoch run is)")
+    assert selection.superseded_runs(summary[summary.run.isin(["v20", "n30", "r20"])]) == {}
+    assert selection.superseded_runs(summary.drop(columns="epochs")) == {}
+    assert selection.superseded_text(summary, {}) == ""

@@ -2,7 +2,8 @@
 (:func:`paper_rows`), the error of the task a net was trained for, the CNNs that train well
 (:data:`WELL_TRAINED_RULE`), the runs that converged (:data:`CONVERGENCE_RULE`: best against last test
 error, training error fell) and those that stopped early at zero training loss (:func:`early_fits`), and
-the control runs that measure again a network another run of the page measures (:func:`control_runs`).
+the control runs that measure again a network another run of the page measures (:func:`control_runs`), and
+the runs a longer training of the same configuration supersedes (:func:`superseded_runs`).
 
 See ``book/methods.md``, "Parity with the original code". Nothing here decides a verdict (the
 ``*_claims`` modules) or words a change (:mod:`stabkit.report.narrative`).
@@ -10,11 +11,13 @@ See ``book/methods.md``, "Parity with the original code". Nothing here decides a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 
 import numpy as np
 import pandas as pd
 
 from stabkit.protocol import is_fully_connected
+from stabkit.runs.config import RunConfig
 
 from .stats import NEAR_CHANCE, chance_error
 from .tables import require_columns, run_columns
@@ -23,6 +26,7 @@ __all__ = [
     "MAX_ERROR", "FALLS_MAX_ERROR", "LAST_WITHIN", "CONVERGENCE_RULE", "EXCLUDED_NETS", "well_trained_rule",
     "WELL_TRAINED_RULE", "paper_rows", "task_error_column", "well_trained_cnns", "convergence",
     "with_convergence", "collapsed_runs", "early_fits", "CONTROL_MEASUREMENTS", "control_runs",
+    "superseded_runs", "superseded_text",
 ]
 
 
@@ -242,3 +246,52 @@ def control_runs(summary: pd.DataFrame) -> list[str]:
     names = summary["measure"].map(_measurements)
     only = names.map(lambda m: bool(m) and set(m) <= CONTROL_MEASUREMENTS).to_numpy(dtype=bool)
     return list(dict.fromkeys(summary.loc[only, "run"].astype(str)))
+
+
+def _cell(value) -> str:
+    """A configuration cell as comparable text (lists, tuples and arrays by their items)."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return repr([_cell(v) for v in value])
+    if isinstance(value, float) and np.isnan(value):
+        return "nan"
+    return repr(value)
+
+
+def superseded_runs(summary: pd.DataFrame) -> dict[str, str]:
+    """``{run: the run that supersedes it}``: runs of ``summary`` that another run of the same configuration
+    but for ``epochs`` trained longer (a grid that keeps a short recipe's run beside its longer successor,
+    as the cpu grid of Fig. 1 / Fig. 3 does while the longer one trains). A page shows, and its claims test,
+    the longest-trained run of each configuration (:func:`stabkit.report.page.page`), so one network is not
+    counted twice. The configuration is every :class:`~stabkit.runs.RunConfig` field the table has; ``{}``
+    without ``run`` and ``epochs`` columns."""
+    require_columns(summary, [], "summary")
+    if not {"run", "epochs"} <= set(summary.columns) or summary.empty:
+        return {}
+    cols = [f.name for f in fields(RunConfig) if f.name in summary.columns and f.name != "epochs"]
+    rows = summary.drop_duplicates("run")
+    key = rows[cols].apply(lambda r: "|".join(_cell(v) for v in r), axis=1) if cols else pd.Series("", rows.index)
+    out: dict[str, str] = {}
+    for _, grp in rows.assign(_config=key).groupby("_config", sort=False):
+        epochs = pd.to_numeric(grp["epochs"], errors="coerce")
+        if epochs.nunique() < 2:
+            continue
+        longest = str(grp.loc[epochs.idxmax(), "run"])
+        out.update({str(r): longest for r, e in zip(grp["run"], epochs) if e < epochs.max()})
+    return out
+
+
+def superseded_text(summary: pd.DataFrame, superseded: dict[str, str]) -> str:
+    """One sentence naming the superseded runs (:func:`superseded_runs`) and what replaces them, ``""``
+    when there are none: "not shown: VGG11bn seed 0 at 20 epochs (its 60-epoch run is)"."""
+    if not superseded:
+        return ""
+    rows = summary.drop_duplicates("run").set_index(summary.drop_duplicates("run")["run"].astype(str))
+
+    def name(run: str) -> str:
+        r = rows.loc[run]
+        noise = r.get("noise_std", 0) if "noise_std" in rows.columns else 0
+        return f"{r['net']} seed {r['seed']}" + (f" noise {noise:g}" if noise and noise == noise else "")
+
+    parts = [f"{name(old)} at {int(rows.loc[old, 'epochs'])} epochs (its {int(rows.loc[new, 'epochs'])}-epoch run "
+             f"is)" for old, new in superseded.items() if old in rows.index and new in rows.index]
+    return "not shown: " + "; ".join(parts) if parts else ""

@@ -126,6 +126,15 @@ def _short_list(items: Any, n: int = 5) -> str:
     return "; ".join(map(str, items[:n])) + (f"; and {len(items) - n} more" if len(items) > n else "")
 
 
+def _without_runs(df: pd.DataFrame, runs: Mapping[str, str]) -> pd.DataFrame:
+    """``df`` less the rows of ``runs`` (a table without a ``run`` column as it is; ``attrs`` kept)."""
+    if "run" not in df.columns:
+        return df
+    out = df[~df["run"].astype(str).isin(list(runs))].reset_index(drop=True)
+    out.attrs = dict(df.attrs)
+    return out
+
+
 def _coverage(summary: Any, facts: dict[str, Any]) -> dict[str, Any]:
     """The coverage facts of a page from its summary table's ``attrs["results"]``
     (:func:`stabkit.sweeps.lookup.coverage_facts`), or plain counts when the table carries none."""
@@ -230,6 +239,11 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
     other runs, and :meth:`Page.glue_convergence` and :meth:`Page.early_fits` leave them out (the coverage
     facts count configurations of the grid: a control run is one).
 
+    A run whose configuration the grid also holds trained for more epochs
+    (:func:`~stabkit.report.selection.superseded_runs`) leaves every table of the page: the longest
+    training stands for its configuration. ``Page.facts["superseded"]`` maps each to its successor and the
+    coverage sentence ends with which runs are not shown.
+
     Records every table (but an optional one no run has) as an input of the page and glues ``scale`` (the
     resolved one) and each of
     :data:`stabkit.report.facts.FACT_KEYS` (``seeds``, ``nets``, ``epochs``, ``P``, ``ptr``, ``device``,
@@ -275,12 +289,22 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
             loaded[t], notes[t] = pd.DataFrame(), _missing_note(sw, t, exc)
     record_inputs({t: df for t, df in loaded.items() if t not in notes})  # a table no run has is no input
     summary = loaded["summary"]
-    controls = selection.control_runs(summary)
+    # a configuration trained longer stands for its shorter run (one network is not counted twice); the
+    # coverage still counts both (configurations of the grid) and says which runs are not shown
+    superseded = selection.superseded_runs(summary)
+    superseded_note = selection.superseded_text(summary, superseded)
+    if superseded:
+        loaded = {t: _without_runs(df, superseded) for t, df in loaded.items()}
+    controls = selection.control_runs(loaded["summary"])
     # the control runs measure again networks that other runs of the page measure: the facts count each
     # network once (n_runs, test errors, error range), from the summary rows of the other runs
-    counted = summary[~summary["run"].astype(str).isin(controls)] if controls else summary
+    shown_summary = loaded["summary"]
+    counted = shown_summary[~shown_summary["run"].astype(str).isin(controls)] if controls else shown_summary
     facts = page_facts(counted, spec, sw.scale)
     facts.update(_coverage(summary, facts))
+    facts["superseded"] = superseded
+    if superseded_note:
+        facts["coverage"] = f"{facts['coverage']}; {superseded_note}"
     if glue_facts:
         glue("scale", sw.scale)
         for key in FACT_KEYS:
