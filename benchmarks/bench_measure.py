@@ -5,6 +5,10 @@ torchvision feature extractor returning every node, all activations stored, ``de
 stabkit: :func:`stabkit.stability.measure` with the same probes, once with ``dtype=torch.float64`` (the
 reference path, default) and once with ``dtype=torch.float32`` (forward in float32, sums in float64).
 Both are checked against the naive numbers (max relative difference of ``D_f, G_f, R_f`` over all nodes).
+stabkit runs with ``relu_convention="inplace"`` here: torchvision's VGG uses ``ReLU(inplace=True)``, so the
+naive pipeline's stored conv outputs are overwritten by the ReLU that follows them (what the original code
+measured); stabkit's default (``"true"``) measures each conv's own output, a different number at those nodes
+(``book/methods.md``, "Parity with the original code").
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ def prepare(P: int, seed: int = 0):
 def _stabkit(dtype):
     def fn(model, probes):
         from stabkit.stability import measure
-        return measure(model, probes, layers="all", dtype=dtype)
+        return measure(model, probes, layers="all", dtype=dtype, relu_convention="inplace")
     return fn
 
 

@@ -107,3 +107,17 @@ def test_a_damaged_records_file_is_named(tmp_path):
     bad.write_text('{"step": [1, 2]}')
     with pytest.raises(ValueError, match="not a benchmark records file"):
         records.load(bad)
+
+
+def test_the_measure_case_compares_like_with_like_on_a_net_with_inplace_relus():
+    """VGG's ReLU(inplace=True) overwrites the conv outputs the naive pipeline stores: the benchmark's
+    stabkit variants measure with the same convention (with the default, conv1's G_f differed by 29 %)."""
+    from stabkit.nets import build
+    from stabkit.probes import draw_probes
+
+    torch.manual_seed(0)
+    model = build("vgg11", width_factor=0.125).eval()
+    probes = draw_probes(torch.randn(4, 3, 32, 32), seed=0)
+    ref = naive.measure_float64(model, *probes)
+    table = bench_measure.VARIANTS["stabkit-float64"](model, probes)
+    assert bench_measure.max_rel_diff(table, ref) < 1e-9
