@@ -77,3 +77,28 @@ def test_table_downloads_writes_csv_and_links(tmp_path):
     assert (tmp_path / "t" / "fig1" / "output.csv").read_text().splitlines()[0] == "D,G,deno,R_f"
     with pytest.raises(ValueError, match="page"):
         tables.table_downloads("../x", {"output": df}, folder=tmp_path)
+
+
+def test_training_runs_lists_each_network_once_with_its_cost():
+    """The networks table of the Fig. 1 / Fig. 3 pages: controls left out, core-minutes = seconds x threads
+    on a CPU, GPU-minutes on CUDA, the recorded precision (else float32, or bf16 for a fast CUDA run)."""
+    from stabkit.report.tables import training_runs
+
+    summary = pd.DataFrame({
+        "run": ["a", "b", "c", "a"], "net": ["VGG11bn", "ResNet18", "VGG11bn", "VGG11bn"], "seed": 0,
+        "noise_std": [0.0, 30.0, 0.0, 0.0], "width_factor": [0.5, 0.25, 0.5, 0.5], "epochs": [60, 20, 60, 60],
+        "epochs_run": [41, 20, 41, 41], "optimizer": "sgd", "mode_precision": ["float32", None, "float32", "float32"],
+        "fast": [False, True, False, False], "device": ["cpu", "cuda", "cpu", "cpu"],
+        "best_test_err": [0.0912, 0.2, 0.0912, 0.0912], "last_test_err": [0.0931, 0.21, 0.0931, 0.0931],
+        "best_epoch": [40.0, 19.0, 40.0, 40.0], "train_seconds": [7200.0, 600.0, 7200.0, 7200.0],
+        "threads": [2.0, 1.0, 2.0, 2.0]})
+    t = training_runs(summary, exclude=["c"])
+    assert list(t.net) == ["VGG11bn", "ResNet18"]  # sorted by noise; the duplicate row and the control once out
+    first = t.iloc[0]
+    assert first["epochs"] == "41 of 60" and first["training time"] == "240 core-min"
+    assert first["best test error (%)"] == 9.12 and first["best epoch"] == 40 and first["precision"] == "float32"
+    assert t.iloc[1]["training time"] == "10 GPU-min" and t.iloc[1]["precision"] == "bf16 (fast)"
+    assert t.iloc[1]["epochs"] == "20"
+    assert "noise std" in t.columns and "noise std" not in training_runs(summary[summary.noise_std == 0]).columns
+    with pytest.raises(ValueError, match="best_test_err"):
+        training_runs(summary.drop(columns="best_test_err"))

@@ -33,7 +33,7 @@ from stabkit.atomic import atomic_write_text
 __all__ = [
     "MEASUREMENT_COLUMNS", "RUN_ID_COLUMNS", "require_columns", "select", "run_columns", "geomean",
     "config_values", "training_label", "with_task_error", "is_missing", "MarkdownText", "markdown_table",
-    "ENV_PAGE_TABLES", "table_downloads", "as_integral", "values_text",
+    "ENV_PAGE_TABLES", "table_downloads", "as_integral", "values_text", "training_runs",
 ]
 
 
@@ -257,3 +257,54 @@ def table_downloads(page: str, tables: dict[str, pd.DataFrame], folder: str | os
         rows = f"{len(df)} row{'' if len(df) == 1 else 's'}"
         lines.append(f"- {{download}}`{name}.csv <{link}>`: {rows}, {df.shape[1]} columns")
     return MarkdownText("\n".join(lines))
+
+
+def _precision(row: pd.Series) -> str:
+    """The training arithmetic of a summary row: the recorded mode, else what ``fast`` implied."""
+    mode = row.get("mode_precision")
+    if isinstance(mode, str) and mode:
+        return mode
+    return "bf16 (fast)" if bool(row.get("fast")) and row.get("device") == "cuda" else "float32"
+
+
+def _training_time(row: pd.Series) -> str:
+    """Training time of a summary row: core-minutes on a CPU (seconds x torch threads), GPU-minutes on CUDA."""
+    secs = row.get("train_seconds")
+    if is_missing(secs):
+        return "-"
+    if row.get("device") == "cuda":
+        return f"{secs / 60:.0f} GPU-min"
+    threads = row.get("threads")
+    threads = 1 if is_missing(threads) else float(threads)
+    return f"{secs * threads / 60:.0f} core-min"
+
+
+def training_runs(summary: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.DataFrame:
+    """One row per trained network of a page's ``summary`` (the runs in ``exclude``, such as control runs
+    that measure a network another run trained, left out): net, width, training noise, seed, epochs run
+    (of those set), optimizer, training precision, best and last test error (%), the epoch of the best
+    checkpoint, training time (core-minutes on a CPU: seconds x torch threads; GPU-minutes on CUDA) and
+    the device. Sorted by noise, then net."""
+    require_columns(summary, ["net", "best_test_err"], "summary")
+    rows = summary.drop_duplicates("run") if "run" in summary.columns else summary
+    if "run" in rows.columns:
+        rows = rows[~rows["run"].astype(str).isin(set(map(str, exclude)))]
+    out = pd.DataFrame({"net": rows["net"].to_numpy()})
+    get = lambda c, default=np.nan: rows[c].to_numpy() if c in rows.columns else np.full(len(rows), default)  # noqa: E731
+    out["width"] = get("width_factor", 1.0)
+    if "noise_std" in rows.columns and (pd.to_numeric(rows["noise_std"], errors="coerce").fillna(0) != 0).any():
+        out["noise std"] = get("noise_std", 0.0)  # a page of noise-free nets only shows no noise column
+    out["seed"] = get("seed")
+    run, total = get("epochs_run"), get("epochs")
+    out["epochs"] = [f"{as_integral(r)}" + (f" of {as_integral(t)}" if not is_missing(t) and not is_missing(r)
+                                            and r != t else "") if not is_missing(r) else "-"
+                     for r, t in zip(run, total)]
+    out["optimizer"] = [("-" if is_missing(o) else str(o)) for o in get("optimizer", None)]
+    out["precision"] = [_precision(r) for _, r in rows.iterrows()]
+    out["best test error (%)"] = np.round(100 * get("best_test_err").astype(float), 2)
+    out["last test error (%)"] = np.round(100 * get("last_test_err").astype(float), 2)
+    out["best epoch"] = [as_integral(e) if not is_missing(e) else "-" for e in get("best_epoch")]
+    out["training time"] = [_training_time(r) for _, r in rows.iterrows()]
+    out["device"] = [("-" if is_missing(d) else str(d)) for d in get("device", None)]
+    keys = [c for c in ("noise std", "net", "seed") if c in out.columns]
+    return out.sort_values(keys, kind="stable").reset_index(drop=True)

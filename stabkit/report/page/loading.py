@@ -20,7 +20,7 @@ from stabkit.sweeps.sweepfile import load_yaml
 
 from .. import palette, selection
 from ..facts import FACT_KEYS, page_facts
-from ..tables import MarkdownText, table_downloads, training_label, with_task_error
+from ..tables import MarkdownText, table_downloads, training_label, training_runs, with_task_error
 from .glued import glue
 from .records import record, record_inputs
 
@@ -100,6 +100,12 @@ class Page:
         glue("n_not_well_trained", str(len(bad)))
         glue("n_conv", str(len(conv)))
         return bad if len(bad) else "every run is well trained"
+
+    def training_runs(self) -> pd.DataFrame:
+        """One row per network the page shows (:func:`stabkit.report.tables.training_runs`: width, noise,
+        epochs, optimizer, precision, best / last test error, training time, device), the control runs left
+        out (their networks are other runs')."""
+        return training_runs(self.tables["summary"], exclude=self.controls)
 
     def early_fits(self, threshold: float = 0.1) -> str:
         """The page's runs that stopped at zero training loss with a test error above ``threshold``, in one
