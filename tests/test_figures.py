@@ -140,6 +140,22 @@ def test_training_curves_log_epochs_when_run_lengths_differ_much():
     assert curves({"A": 15, "B": 25}) == "linear"
 
 
+def test_training_cost_one_line_per_architecture_noise_free_runs_only():
+    from stabkit.report.palette import net_style
+
+    runs = pd.DataFrame({"net": ["VGG11bn", "VGG11bn", "ResNet18", "VGG11bn"], "width": [0.25, 0.5, 0.25, 0.5],
+                         "noise std": [0.0, 0.0, 0.0, 30.0], "epochs": ["15", "41 of 60", "20", "20"],
+                         "best test error (%)": [20.2, 9.5, 14.6, 30.0], "core-hours": [0.6, 4.0, 2.0, 1.8]})
+    ax = plots.training_cost(runs).axes[0]
+    lines = {ln.get_label(): ln for ln in ax.lines}
+    assert set(lines) == {"VGG11bn", "ResNet18"} and list(lines["VGG11bn"].get_ydata()) == [20.2, 9.5]
+    assert lines["VGG11bn"].get_color() == net_style("VGG11bn")[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["1/2 x 41", "1/4 x 15", "1/4 x 20"]
+    assert ax.get_xlabel() == "training time (core-hours)" and ax.get_xscale() == "log"
+    with pytest.raises(ValueError, match="core-hours"):
+        plots.training_cost(runs.drop(columns="core-hours"))
+
+
 def test_log_axes_spanning_less_than_a_decade_have_labels():
     out = output_table()
     out["test_err"] = np.where(out["state"] == "trained", 0.30 + 0.01 * out["seed"], 0.9)

@@ -463,3 +463,30 @@ def test_page_shows_the_longest_training_of_a_configuration(monkeypatch):
     assert pg.facts["superseded"] == {"a": "b"} and glued["n_runs"][0] == 2
     assert glued["coverage"][0] == ("3 of 3 configurations of the tiny grid; not shown: VGG11bn seed 0 at 20 "
                                     "epochs (its 60-epoch run is)")
+
+
+def test_training_history_reads_every_committed_run_of_the_scale(monkeypatch):
+    """The runs of earlier grids are in the store, not on the page: the history reads the store at the page's
+    scale, leaves the control runs out, and is empty where nothing is committed or the store is damaged."""
+    from stabkit import sweeps
+    from stabkit.report.page import Page
+
+    summary = pd.DataFrame({"run": ["old", "new", "ctl"], "net": "VGG11bn", "seed": 0, "width_factor": [0.25, 0.5, 0.5],
+                            "epochs": [15, 20, 20], "measure": ["output", "output", "recalibrated"],
+                            "best_test_err": [0.2, 0.15, 0.15], "last_test_err": [0.2, 0.15, 0.15],
+                            "train_seconds": [3600.0, 7200.0, 7200.0], "threads": 1, "device": "cpu"})
+    asked = []
+
+    def fake_load(sweep, scale, table, results_root=None):
+        asked.append((sweep, scale, table, results_root))
+        return summary
+
+    monkeypatch.setattr(sweeps, "load", fake_load)
+    pg = Page("fig1", "fig1_noise_corrupted_cifar", "cpu", {"summary": summary.iloc[1:2]}, {}, controls=(),
+              results_root="/x")
+    hist = pg.training_history()
+    assert list(hist["core-hours"]) == [1.0, 2.0] and asked == [("fig1_noise_corrupted_cifar", "cpu", "summary", "/x")]
+    monkeypatch.setattr(sweeps, "load", lambda *a, **k: pd.DataFrame())
+    assert pg.training_history().empty
+    monkeypatch.setattr(sweeps, "load", lambda *a, **k: (_ for _ in ()).throw(ValueError("damaged")))
+    assert pg.training_history().empty

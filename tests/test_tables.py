@@ -80,8 +80,8 @@ def test_table_downloads_writes_csv_and_links(tmp_path):
 
 
 def test_training_runs_lists_each_network_once_with_its_cost():
-    """The networks table of the Fig. 1 / Fig. 3 pages: controls left out, core-minutes = seconds x threads
-    on a CPU, GPU-minutes on CUDA, the recorded precision (else float32, or bf16 for a fast CUDA run)."""
+    """The networks table of the Fig. 1 / Fig. 3 pages: controls left out, core-hours = seconds x threads
+    on a CPU, GPU-hours on CUDA, the recorded precision (else float32, or bf16 for a fast CUDA run)."""
     from stabkit.report.tables import training_runs
 
     summary = pd.DataFrame({
@@ -95,9 +95,10 @@ def test_training_runs_lists_each_network_once_with_its_cost():
     t = training_runs(summary, exclude=["c"])
     assert list(t.net) == ["VGG11bn", "ResNet18"]  # sorted by noise; the duplicate row and the control once out
     first = t.iloc[0]
-    assert first["epochs"] == "41 of 60" and first["training time"] == "240 core-min"
+    assert first["epochs"] == "41 of 60" and first["core-hours"] == 4.0 and np.isnan(first["GPU-hours"])
     assert first["best test error (%)"] == 9.12 and first["best epoch"] == 40 and first["precision"] == "float32"
-    assert t.iloc[1]["training time"] == "10 GPU-min" and t.iloc[1]["precision"] == "bf16 (fast)"
+    assert t.iloc[1]["GPU-hours"] == 0.17 and t.iloc[1]["precision"] == "bf16 (fast)"
+    assert "GPU-hours" not in training_runs(summary[summary.device == "cpu"]).columns
     assert t.iloc[1]["epochs"] == "20"
     assert "noise std" in t.columns and "noise std" not in training_runs(summary[summary.noise_std == 0]).columns
     with pytest.raises(ValueError, match="best_test_err"):

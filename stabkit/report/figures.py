@@ -13,6 +13,7 @@ demonstration pages' in :mod:`stabkit.report.perturbation_figures` and :mod:`sta
 - ``sensitivity_vs_error(output, ...)``  Fig. 1 / Fig. 5: output ``D_f, G_f, R_f`` against test error.
 - ``layer_profiles(layers, ...)``        Fig. 3 / Fig. 6: ``D_k, G_k, R_k`` against relative depth.
 - ``training_curves(metrics, ...)``      test error per epoch (a check that the runs trained).
+- ``training_cost(runs, ...)``           best test error against training time, per architecture.
 - ``block_profiles(profile, ...)``       appendix: block-by-block sensitivities with the theory's law.
 - ``task_states(output, ...)``           appendix: output sensitivities per task, at init and trained.
 - ``two_points_examples(...)``           Fig. 5: far and close images of the scale-detection task, and
@@ -36,7 +37,7 @@ from .tables import geomean, require_columns, run_columns
 
 __all__ = [
     "LABELS", "LAYER_LABELS", "VARIANTS", "MARKERS", "colours", "subplots", "log_ticks", "sensitivity_vs_error",
-    "layer_profiles", "two_points_examples", "training_curves", "block_profiles", "task_states",
+    "layer_profiles", "two_points_examples", "training_curves", "training_cost", "block_profiles", "task_states",
 ]
 
 
@@ -379,6 +380,46 @@ def training_curves(metrics: pd.DataFrame, hue: str = "net", y: str = "test_err"
         handles.append(Line2D([], [], ls="", label=f"{axis_label(style)}:"))
         handles += [Line2D([], [], color="0.3", ls=ls, label=str(v)) for v, ls in styles.items()]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def training_cost(runs: pd.DataFrame, error: str = "best test error (%)", ax=None,
+                  title: str | None = None) -> Figure:
+    """Test error against training time, one point per run in the architecture's colour and marker, the
+    runs of one architecture joined in order of cost, each labelled ``width x epochs`` (e.g. ``1/2 x 20``).
+    ``runs``: :func:`stabkit.report.tables.training_runs` (columns ``net``, ``width``, ``epochs``,
+    ``error`` and ``core-hours`` or ``GPU-hours``); runs trained with noise (``noise std`` > 0) are left
+    out. Both axes logarithmic."""
+    hours = next((c for c in ("core-hours", "GPU-hours") if c in runs.columns), None)
+    if hours is None:
+        raise ValueError(f"runs must have a 'core-hours' or 'GPU-hours' column (tables.training_runs), got "
+                         f"{list(runs.columns)}")
+    require_rows(runs, ["net", "width", "epochs", error], "runs")
+    df = runs[pd.to_numeric(runs["noise std"], errors="coerce").fillna(0) == 0] if "noise std" in runs else runs
+    df = positive_rows(df, [hours, error])
+    if df.empty:
+        raise ValueError("runs: no noise-free run with a training time and an error to draw")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.6, 3.6), constrained_layout=True)
+    else:
+        fig = ax.figure
+    for net in ordered(df["net"]):
+        g = df[df["net"] == net].sort_values(hours)
+        colour, marker = net_style(net)
+        ax.plot(g[hours], g[error], color=colour, marker=marker, lw=0.9, ms=5, label=net)
+        for _, r in g.iterrows():
+            w = float(r["width"])
+            width = "1" if w == 1 else (f"1/{round(1 / w)}" if (1 / w).is_integer() else f"{w:g}")
+            ax.annotate(f"{width} x {str(r['epochs']).split(' ')[0]}", (r[hours], r[error]), fontsize="x-small",
+                        xytext=(3, 3), textcoords="offset points", color=colour)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    log_ticks(ax, "xy")
+    ax.set_xlabel(f"training time ({hours})")
+    ax.set_ylabel(f"{error.replace(' (%)', '')} (%)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
     if title:
         ax.set_title(title)
     return fig

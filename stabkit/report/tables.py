@@ -267,24 +267,23 @@ def _precision(row: pd.Series) -> str:
     return "bf16 (fast)" if bool(row.get("fast")) and row.get("device") == "cuda" else "float32"
 
 
-def _training_time(row: pd.Series) -> str:
-    """Training time of a summary row: core-minutes on a CPU (seconds x torch threads), GPU-minutes on CUDA."""
+def _training_hours(row: pd.Series) -> tuple[float, float]:
+    """``(core-hours, GPU-hours)`` of a summary row: seconds x torch threads on a CPU, seconds on CUDA."""
     secs = row.get("train_seconds")
     if is_missing(secs):
-        return "-"
+        return np.nan, np.nan
     if row.get("device") == "cuda":
-        return f"{secs / 60:.0f} GPU-min"
+        return np.nan, secs / 3600
     threads = row.get("threads")
-    threads = 1 if is_missing(threads) else float(threads)
-    return f"{secs * threads / 60:.0f} core-min"
+    return secs * (1.0 if is_missing(threads) else float(threads)) / 3600, np.nan
 
 
 def training_runs(summary: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.DataFrame:
     """One row per trained network of a page's ``summary`` (the runs in ``exclude``, such as control runs
     that measure a network another run trained, left out): net, width, training noise, seed, epochs run
     (of those set), optimizer, training precision, best and last test error (%), the epoch of the best
-    checkpoint, training time (core-minutes on a CPU: seconds x torch threads; GPU-minutes on CUDA) and
-    the device. Sorted by noise, then net."""
+    checkpoint, training time (``core-hours`` on a CPU: seconds x torch threads; ``GPU-hours`` on CUDA;
+    a column that no run fills is left out) and the device. Sorted by noise, then net."""
     require_columns(summary, ["net", "best_test_err"], "summary")
     rows = summary.drop_duplicates("run") if "run" in summary.columns else summary
     if "run" in rows.columns:
@@ -304,7 +303,10 @@ def training_runs(summary: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.Data
     out["best test error (%)"] = np.round(100 * get("best_test_err").astype(float), 2)
     out["last test error (%)"] = np.round(100 * get("last_test_err").astype(float), 2)
     out["best epoch"] = [as_integral(e) if not is_missing(e) else "-" for e in get("best_epoch")]
-    out["training time"] = [_training_time(r) for _, r in rows.iterrows()]
+    hours = np.array([_training_hours(r) for _, r in rows.iterrows()], dtype=float).reshape(-1, 2)
+    for i, col in enumerate(("core-hours", "GPU-hours")):
+        if np.isfinite(hours[:, i]).any():
+            out[col] = np.round(hours[:, i], 2)
     out["device"] = [("-" if is_missing(d) else str(d)) for d in get("device", None)]
     keys = [c for c in ("noise std", "net", "seed") if c in out.columns]
     return out.sort_values(keys, kind="stable").reset_index(drop=True)

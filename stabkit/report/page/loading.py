@@ -44,7 +44,7 @@ class Page:
     runs (``page(..., convergence=True)``), else ``None``. ``notes``: for each optional table that no run
     of the page has (``page(..., optional=...)``; the page holds an empty frame for it), why, in one sentence.
     ``controls``: the run keys of the control runs (:func:`stabkit.report.selection.control_runs`), which the
-    page's counts leave out.
+    page's counts leave out. ``results_root``: the results store the page read (None: the default).
     """
 
     name: str
@@ -57,6 +57,7 @@ class Page:
     all_rows: dict[str, Any] | None = None
     notes: dict[str, str] = field(default_factory=dict)
     controls: tuple[str, ...] = ()
+    results_root: str | None = None
 
     def __post_init__(self) -> None:
         if self.all_rows is None:
@@ -106,6 +107,19 @@ class Page:
         epochs, optimizer, precision, best / last test error, training time, device), the control runs left
         out (their networks are other runs')."""
         return training_runs(self.tables["summary"], exclude=self.controls)
+
+    def training_history(self) -> pd.DataFrame:
+        """:func:`stabkit.report.tables.training_runs` of every run committed for the page's sweep at its
+        scale, the runs of earlier grids included (the results store keeps them), control runs left out:
+        what each width and length of training bought on that scale's machines
+        (:func:`stabkit.report.figures.training_cost`). Empty when nothing is committed."""
+        try:
+            summary = sweeps.load(self.sweep, self.scale, "summary", self.results_root)
+        except ValueError:  # a damaged store says so on the page's other tables; here: no history
+            return pd.DataFrame()
+        if summary.empty:
+            return pd.DataFrame()
+        return training_runs(summary, exclude=selection.control_runs(summary))
 
     def early_fits(self, threshold: float = 0.1) -> str:
         """The page's runs that stopped at zero training loss with a test error above ``threshold``, in one
@@ -333,7 +347,8 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
     loaded.update({t: loaded[t].assign(training=training_label(loaded[t])) for t in labelled})
     shown = loaded if rows is None else {t: selection.paper_rows(df, rows) if t in run_tables else df
                                          for t, df in loaded.items()}
-    pg = Page(name or sweep, sweep, sw.scale, shown, facts, tuple(tables), conv, loaded, notes, tuple(controls))
+    pg = Page(name or sweep, sweep, sw.scale, shown, facts, tuple(tables), conv, loaded, notes, tuple(controls),
+              results_root or None)
     _CURRENT.append(pg)
     return pg
 
