@@ -370,7 +370,8 @@ def test_a_running_run_reports_its_progress(tmp_path, monkeypatch, capsys):
     runs.run(cfg, tmp_path / "r", device="cpu", progress=False)
     assert len(seen) == 5, seen
     for i, line in enumerate(seen[:3], start=1):
-        assert re.fullmatch(rf"epoch {i} of 3: \d+\.\d s per epoch, train loss [0-9.e+-]+, test error "
+        left = r", about \d+ s left" if i < 3 else ""  # the time left at the last epoch's pace
+        assert re.fullmatch(rf"epoch {i} of 3: \d+\.\d s per epoch{left}, train loss [0-9.e+-]+, test error "
                             r"\d+\.\d %; heartbeat \d+ s ago", line), line
     assert seen[3].startswith("measuring at initialisation: output; heartbeat")
     assert seen[4].startswith("measuring the trained network: output; heartbeat")
@@ -481,3 +482,16 @@ def test_runs_that_share_a_network_and_start_together_train_it_once(tmp_path, mo
     by = sorted(pd.read_parquet(tmp_path / c.key / "summary.parquet").trained_by.iloc[0] for c in cfgs)
     assert by[0] == "" and by[1] in {c.key for c in cfgs}
     assert not list((tmp_path / ".training").rglob("lock"))  # released
+
+
+def test_progress_line_says_how_long_is_left(tmp_path):
+    import json
+
+    lock = tmp_path / runs.folder.LOCK_NAME
+    record = {"phase": "training", "epoch": 5, "epochs": 60, "epoch_seconds": 240.0, "train_loss": 1.0, "test_err": 0.3}
+    lock.write_text(json.dumps(record))
+    assert "240.0 s per epoch, about 3.7 h left, train loss" in runs.progress_line(tmp_path)
+    lock.write_text(json.dumps({**record, "epoch": 58}))
+    assert "about 8 min left" in runs.progress_line(tmp_path)
+    lock.write_text(json.dumps({**record, "epoch": 60}))
+    assert "left" not in runs.progress_line(tmp_path)

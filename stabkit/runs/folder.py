@@ -127,9 +127,19 @@ def run_state(path: str | Path) -> str:
     return "failed" if read_status(path).get("status") == "failed" else "interrupted"
 
 
+def _duration(seconds: float) -> str:
+    """``"40 s"``, ``"12 min"``, ``"3.7 h"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def progress_line(path: str | Path) -> str:
     """What the process computing run folder ``path`` last reported in its lock record, as one line
-    ("epoch 23 of 300: 12.4 s per epoch, train loss 0.981, test error 50.1 %; heartbeat 4 s ago", or
+    ("epoch 23 of 300: 12.4 s per epoch, about 57 min left, train loss 0.981, test error 50.1 %; heartbeat 4 s
+    ago": the time left at the last epoch's pace, or
     "measuring the trained network: layers, spectra; heartbeat ..."); ``""`` with no report."""
     lock = Path(path) / LOCK_NAME
     info = lock_info(lock)
@@ -137,8 +147,11 @@ def progress_line(path: str | Path) -> str:
     beat = f"; heartbeat {age:.0f} s ago" if age is not None else ""
     try:
         if info.get("phase") == "training":
+            left = (int(info["epochs"]) - int(info["epoch"])) * float(info["epoch_seconds"])
+            # at the last epoch's pace; a run that stops at zero training loss may end sooner
+            eta = f", about {_duration(left)} left" if left > 0 else ""
             return (f"epoch {int(info['epoch'])} of {int(info['epochs'])}: {float(info['epoch_seconds']):.1f} s per "
-                    f"epoch, train loss {float(info['train_loss']):.3g}, test error "
+                    f"epoch{eta}, train loss {float(info['train_loss']):.3g}, test error "
                     f"{100 * float(info['test_err']):.1f} %{beat}")
         if info.get("phase") == "measuring":
             state = {"init": "at initialisation", "trained": "the trained network"}.get(info["state"], info["state"])
