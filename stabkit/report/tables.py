@@ -305,8 +305,8 @@ def training_runs(summary: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.Data
     out["best epoch"] = [as_integral(e) if not is_missing(e) else "-" for e in get("best_epoch")]
     hours = np.array([_training_hours(r) for _, r in rows.iterrows()], dtype=float).reshape(-1, 2)
     for i, col in enumerate(("core-hours", "GPU-hours")):
-        if np.isfinite(hours[:, i]).any():
-            out[col] = np.round(hours[:, i], 2)
+        if np.isfinite(hours[:, i]).any():  # three significant digits: a tiny run's seconds stay above 0
+            out[col] = [float(f"{h:.3g}") if np.isfinite(h) else np.nan for h in hours[:, i]]
     out["device"] = [("-" if is_missing(d) else str(d)) for d in get("device", None)]
     keys = [c for c in ("noise std", "net", "seed") if c in out.columns]
     return out.sort_values(keys, kind="stable").reset_index(drop=True)

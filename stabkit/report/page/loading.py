@@ -112,13 +112,14 @@ class Page:
         """:func:`stabkit.report.tables.training_runs` of every run committed for the page's sweep at its
         scale, the runs of earlier grids included (the results store keeps them), control runs left out:
         what each width and length of training bought on that scale's machines
-        (:func:`stabkit.report.figures.training_cost`). Empty when nothing is committed."""
+        (:func:`stabkit.report.figures.training_cost`). Where nothing is committed at that scale (a page that
+        computed its runs), the page's own networks (:meth:`training_runs`)."""
         try:
             summary = sweeps.load(self.sweep, self.scale, "summary", self.results_root)
-        except ValueError:  # a damaged store says so on the page's other tables; here: no history
-            return pd.DataFrame()
+        except ValueError:  # a damaged store says so on the page's other tables; here: the page's runs
+            summary = pd.DataFrame()
         if summary.empty:
-            return pd.DataFrame()
+            return self.training_runs()
         return training_runs(summary, exclude=selection.control_runs(summary))
 
     def early_fits(self, threshold: float = 0.1) -> str:
