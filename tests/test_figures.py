@@ -144,8 +144,8 @@ def test_training_cost_one_line_per_architecture_noise_free_runs_only():
     from stabkit.report.palette import net_style
 
     runs = pd.DataFrame({"net": ["VGG11bn", "VGG11bn", "ResNet18", "VGG11bn"], "width": [0.25, 0.5, 0.25, 0.5],
-                         "noise std": [0.0, 0.0, 0.0, 30.0], "epochs": ["15", "41 of 60", "20", "20"],
-                         "best test error (%)": [20.2, 9.5, 14.6, 30.0], "core-hours": [0.6, 4.0, 2.0, 1.8]})
+                         "noise": [0.0, 0.0, 0.0, 30.0], "epochs": ["15", "41 of 60", "20", "20"],
+                         "best error (%)": [20.2, 9.5, 14.6, 30.0], "core-hours": [0.6, 4.0, 2.0, 1.8]})
     ax = plots.training_cost(runs).axes[0]
     lines = {ln.get_label(): ln for ln in ax.lines}
     assert set(lines) == {"VGG11bn", "ResNet18"} and list(lines["VGG11bn"].get_ydata()) == [20.2, 9.5]

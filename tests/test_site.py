@@ -8,6 +8,7 @@ a real headless-Chromium run on a two-page synthetic site when Chromium and play
 from __future__ import annotations
 
 import base64
+import hashlib
 import importlib
 import json
 import re
@@ -350,13 +351,14 @@ def test_write_pages_from_executed_notebooks(tmp_path):
     (executed / "fig1.ipynb").write_text(json.dumps(fig1))
     (executed / "fig5.ipynb").write_text(json.dumps(fig5))
     written = dashboard.write_pages(book)
-    assert {p.name for p in written} == {"claims.md", "landing.md", "landing.png", "summary.md"}
+    png_name = f"landing-{hashlib.sha1(PNG).hexdigest()[:10]}.png"  # named by content: a rebuild never collides
+    assert {p.name for p in written} == {"claims.md", "landing.md", png_name, "summary.md"}
     md = (book / "claims.md").read_text()
     assert md.index("executed/fig5.ipynb") < md.index("executed/fig1.ipynb")  # toc order
     landing = (book / "_generated" / "landing.md").read_text()
-    assert "```{image} _generated/landing.png" in landing and "(executed/fig5.ipynb)" in landing
+    assert f"```{{image}} _generated/{png_name}" in landing and "(executed/fig5.ipynb)" in landing
     assert ":alt: A figure of Fig. 5," in landing
-    assert (book / "_generated" / "landing.png").read_bytes() == PNG
+    assert (book / "_generated" / png_name).read_bytes() == PNG
     assert dashboard.write_pages(book) == []  # unchanged content is not rewritten
 
     # An explicitly glued landing figure wins; with no qualifying page, the include says why.
@@ -369,7 +371,7 @@ def test_write_pages_from_executed_notebooks(tmp_path):
     shutil.rmtree(executed)
     dashboard.write_pages(book)
     assert "no executed notebook" in (book / "_generated" / "landing.md").read_text()
-    assert not (book / "_generated" / "landing.png").exists()
+    assert not list((book / "_generated").glob("landing*.png"))
 
 
 # ------------------------------------------------------------------------------------ headless browser

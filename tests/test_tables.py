@@ -96,10 +96,10 @@ def test_training_runs_lists_each_network_once_with_its_cost():
     assert list(t.net) == ["VGG11bn", "ResNet18"]  # sorted by noise; the duplicate row and the control once out
     first = t.iloc[0]
     assert first["epochs"] == "41 of 60" and first["core-hours"] == 4.0 and np.isnan(first["GPU-hours"])
-    assert first["best test error (%)"] == 9.12 and first["best epoch"] == 40 and first["precision"] == "float32"
+    assert first["best error (%)"] == 9.12 and first["best epoch"] == 40 and first["precision"] == "float32"
     assert t.iloc[1]["GPU-hours"] == 0.167 and t.iloc[1]["precision"] == "bf16 (fast)"
     assert "GPU-hours" not in training_runs(summary[summary.device == "cpu"]).columns
     assert t.iloc[1]["epochs"] == "20"
-    assert "noise std" in t.columns and "noise std" not in training_runs(summary[summary.noise_std == 0]).columns
+    assert "noise" in t.columns and "noise" not in training_runs(summary[summary.noise_std == 0]).columns
     with pytest.raises(ValueError, match="best_test_err"):
         training_runs(summary.drop(columns="best_test_err"))

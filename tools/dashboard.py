@@ -16,7 +16,7 @@ from ``book/executed/*.ipynb`` and writes:
   link to the page), pages in table-of-contents order;
 - ``book/_generated/summary.md``: the landing page's first minute, one row per page of the paper's
   figures (scale, test errors, coverage, verdicts of the paper's claims, what does not reproduce and why);
-- ``book/_generated/landing.md`` (+ ``landing.png``): the landing page's figure, included by
+- ``book/_generated/landing.md`` (+ ``landing-<hash>.png``, named by its content): the landing page's figure, included by
   ``book/intro.md`` (its paths are relative to ``book/``). It is the figure glued as ``landing_figure``
   (caption ``landing_caption``) by any page; otherwise, on the first page (in toc order) whose claims all
   hold, the figure its claims are about (the last figure before the page's first claim; illustrations of
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import ast
 import base64
+import hashlib
 import json
 import math
 import os
@@ -455,6 +456,12 @@ def write_pages(book: str | os.PathLike = REPO / "book", executed: str | os.Path
     gen = book / "_generated"
     gen.mkdir(exist_ok=True)
     png, caption = landing(executed, toc)
+    # named by its content: Sphinx refuses (a warning, an error under -W) to copy a changed image over the
+    # one a previous build copied under the same name, so a rebuild after new results would fail
+    png_name = None if png is None else f"landing-{hashlib.sha1(png).hexdigest()[:10]}.png"
+    for old in gen.glob("landing*.png"):
+        if old.name != png_name:
+            old.unlink()
     if png is None:
         why = ("no executed notebook was found at build time (run `make book`)" if not titles else
                "no page of this build has a figure whose claims all hold")
@@ -464,7 +471,7 @@ def write_pages(book: str | os.PathLike = REPO / "book", executed: str | os.Path
         alt = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", " ".join(caption.split()))  # links -> text
         # An image and a caption paragraph, not a {figure}: Sphinx would number it "Fig. 1", which reads as
         # the paper's Figure 1.
-        landing_md = ("```{image} _generated/landing.png\n"
+        landing_md = (f"```{{image}} _generated/{png_name}\n"
                       f":alt: {alt[:250]}\n"
                       ":width: 100%\n"
                       ":align: center\n```\n\n"
@@ -473,11 +480,7 @@ def write_pages(book: str | os.PathLike = REPO / "book", executed: str | os.Path
     for path, content in ((book / "claims.md", render_claims(claims, titles).encode()),
                           (gen / "landing.md", landing_md.encode()),
                           (gen / "summary.md", render_summary(executed, toc).encode()),
-                          (gen / "landing.png", png)):
-        if content is None:
-            if path.exists():
-                path.unlink()
-            continue
+                          *([(gen / png_name, png)] if png_name else [])):
         if not path.exists() or path.read_bytes() != content:
             path.write_bytes(content)
             written.append(path)

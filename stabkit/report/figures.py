@@ -385,19 +385,19 @@ def training_curves(metrics: pd.DataFrame, hue: str = "net", y: str = "test_err"
     return fig
 
 
-def training_cost(runs: pd.DataFrame, error: str = "best test error (%)", ax=None,
+def training_cost(runs: pd.DataFrame, error: str = "best error (%)", ax=None,
                   title: str | None = None) -> Figure:
     """Test error against training time, one point per run in the architecture's colour and marker, the
     runs of one architecture joined in order of cost, each labelled ``width x epochs`` (e.g. ``1/2 x 20``).
     ``runs``: :func:`stabkit.report.tables.training_runs` (columns ``net``, ``width``, ``epochs``,
-    ``error`` and ``core-hours`` or ``GPU-hours``); runs trained with noise (``noise std`` > 0) are left
+    ``error`` and ``core-hours`` or ``GPU-hours``); runs trained with noise (``noise`` > 0) are left
     out. Both axes logarithmic."""
     hours = next((c for c in ("core-hours", "GPU-hours") if c in runs.columns), None)
     if hours is None:
         raise ValueError(f"runs must have a 'core-hours' or 'GPU-hours' column (tables.training_runs), got "
                          f"{list(runs.columns)}")
     require_rows(runs, ["net", "width", "epochs", error], "runs")
-    df = runs[pd.to_numeric(runs["noise std"], errors="coerce").fillna(0) == 0] if "noise std" in runs else runs
+    df = runs[pd.to_numeric(runs["noise"], errors="coerce").fillna(0) == 0] if "noise" in runs else runs
     df = positive_rows(df, [hours, error])
     if df.empty:
         raise ValueError("runs: no noise-free run with a training time and an error to draw")
@@ -418,7 +418,7 @@ def training_cost(runs: pd.DataFrame, error: str = "best test error (%)", ax=Non
     ax.set_yscale("log")
     log_ticks(ax, "xy")
     ax.set_xlabel(f"training time ({hours})")
-    ax.set_ylabel(f"{error.replace(' (%)', '')} (%)")
+    ax.set_ylabel("best test error (%)" if error == "best error (%)" else error)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
     if title:
         ax.set_title(title)

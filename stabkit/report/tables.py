@@ -280,10 +280,11 @@ def _training_hours(row: pd.Series) -> tuple[float, float]:
 
 def training_runs(summary: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.DataFrame:
     """One row per trained network of a page's ``summary`` (the runs in ``exclude``, such as control runs
-    that measure a network another run trained, left out): net, width, training noise, seed, epochs run
-    (of those set), optimizer, training precision, best and last test error (%), the epoch of the best
-    checkpoint, training time (``core-hours`` on a CPU: seconds x torch threads; ``GPU-hours`` on CUDA;
-    a column that no run fills is left out) and the device. Sorted by noise, then net."""
+    that measure a network another run trained, left out): net, width, training noise (``noise``, only when
+    some run has some), seed, epochs run (of those set), optimizer, training precision, best and last test
+    error (%), the epoch of the best checkpoint and the training time (``core-hours`` on a CPU: seconds x
+    torch threads; ``GPU-hours`` on CUDA; a column that no run fills is left out). Sorted by noise, then
+    net."""
     require_columns(summary, ["net", "best_test_err"], "summary")
     rows = summary.drop_duplicates("run") if "run" in summary.columns else summary
     if "run" in rows.columns:
@@ -292,7 +293,7 @@ def training_runs(summary: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.Data
     get = lambda c, default=np.nan: rows[c].to_numpy() if c in rows.columns else np.full(len(rows), default)  # noqa: E731
     out["width"] = get("width_factor", 1.0)
     if "noise_std" in rows.columns and (pd.to_numeric(rows["noise_std"], errors="coerce").fillna(0) != 0).any():
-        out["noise std"] = get("noise_std", 0.0)  # a page of noise-free nets only shows no noise column
+        out["noise"] = get("noise_std", 0.0)  # a page of noise-free nets only shows no noise column
     out["seed"] = get("seed")
     run, total = get("epochs_run"), get("epochs")
     out["epochs"] = [f"{as_integral(r)}" + (f" of {as_integral(t)}" if not is_missing(t) and not is_missing(r)
@@ -300,13 +301,12 @@ def training_runs(summary: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.Data
                      for r, t in zip(run, total)]
     out["optimizer"] = [("-" if is_missing(o) else str(o)) for o in get("optimizer", None)]
     out["precision"] = [_precision(r) for _, r in rows.iterrows()]
-    out["best test error (%)"] = np.round(100 * get("best_test_err").astype(float), 2)
-    out["last test error (%)"] = np.round(100 * get("last_test_err").astype(float), 2)
+    out["best error (%)"] = np.round(100 * get("best_test_err").astype(float), 2)
+    out["last error (%)"] = np.round(100 * get("last_test_err").astype(float), 2)
     out["best epoch"] = [as_integral(e) if not is_missing(e) else "-" for e in get("best_epoch")]
     hours = np.array([_training_hours(r) for _, r in rows.iterrows()], dtype=float).reshape(-1, 2)
     for i, col in enumerate(("core-hours", "GPU-hours")):
         if np.isfinite(hours[:, i]).any():  # three significant digits: a tiny run's seconds stay above 0
             out[col] = [float(f"{h:.3g}") if np.isfinite(h) else np.nan for h in hours[:, i]]
-    out["device"] = [("-" if is_missing(d) else str(d)) for d in get("device", None)]
-    keys = [c for c in ("noise std", "net", "seed") if c in out.columns]
+    keys = [c for c in ("noise", "net", "seed") if c in out.columns]
     return out.sort_values(keys, kind="stable").reset_index(drop=True)

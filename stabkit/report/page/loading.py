@@ -103,10 +103,10 @@ class Page:
         return bad if len(bad) else "every run is well trained"
 
     def training_runs(self) -> pd.DataFrame:
-        """One row per network the page shows (:func:`stabkit.report.tables.training_runs`: width, noise,
-        epochs, optimizer, precision, best / last test error, training time, device), the control runs left
-        out (their networks are other runs')."""
-        return training_runs(self.tables["summary"], exclude=self.controls)
+        """One row per network the page shows, indexed by net (:func:`stabkit.report.tables.training_runs`:
+        width, noise, epochs, optimizer, precision, best / last test error, training time), the control runs
+        left out (their networks are other runs')."""
+        return training_runs(self.tables["summary"], exclude=self.controls).set_index("net")
 
     def training_history(self) -> pd.DataFrame:
         """:func:`stabkit.report.tables.training_runs` of every run committed for the page's sweep at its
@@ -119,7 +119,7 @@ class Page:
         except ValueError:  # a damaged store says so on the page's other tables; here: the page's runs
             summary = pd.DataFrame()
         if summary.empty:
-            return self.training_runs()
+            summary = self.tables["summary"]
         return training_runs(summary, exclude=selection.control_runs(summary))
 
     def early_fits(self, threshold: float = 0.1) -> str:
