@@ -277,3 +277,34 @@ def test_ctrl_c_stops_a_jobs_sweep_and_leaves_its_runs_resumable(tmp_path):
             break
         time.sleep(0.2)
     assert sweeps.status(root, spec, "tiny") == dict(total=4, done=0, pending=4, failed=0, running=0)
+
+
+# ------------------------------------------------------------------- a network another process trains
+def test_a_run_whose_network_another_process_trains_does_not_hold_the_sweep(tmp_path):
+    """A control run (measure recalibrated) of a network that another process is training for hours: the
+    sweep used to start it, and the run waited inside for that training, holding the process (and a core)
+    whatever --wait-timeout said. Now the sweep runs the others first, waits at most the timeout, reports
+    the run pending with the reason, and runs it (reusing the network) once the training is done."""
+    import threading
+
+    from stabkit.locks import RunLock
+    from stabkit.runs.execute import TRAINING_LOCKS
+
+    spec = {"name": "netbusy", "base": TINY, "grid": [{"seed": [0], "measure": [["output"]]},
+                                                    {"seed": [1], "measure": [["output"]]}],
+            "scales": {"tiny": {}}}
+    sw = sweeps.load_sweep(spec, "tiny")
+    shared, other = sw.configs
+    held = RunLock(tmp_path / TRAINING_LOCKS / shared.training_key)  # "another process" trains shared's network
+    held.path.mkdir(parents=True)
+    assert held.acquire()
+    t0 = time.time()
+    rep = sweeps.sweep(spec, "tiny", tmp_path, device="cpu", progress=False, wait_timeout_s=1.0,
+                       poll_s=0.1).set_index("key")
+    assert time.time() - t0 < 60
+    assert rep.loc[other.key, "status"] == "done" and rep.loc[shared.key, "status"] == "pending"
+    assert "its network is still being trained by another process after waiting 1 s" in rep.loc[shared.key, "error"]
+    assert not (tmp_path / shared.key).exists()  # never started: no run waiting inside
+    threading.Timer(1.0, held.release).start()  # the training ends while the next sweep waits for it
+    rep = sweeps.sweep(spec, "tiny", tmp_path, device="cpu", progress=False, poll_s=0.1).set_index("key")
+    assert rep.loc[shared.key, "status"] == "done"

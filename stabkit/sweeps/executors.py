@@ -22,9 +22,9 @@ from typing import Any
 import pandas as pd
 
 from ..checks import check_int
-from ..runs.execute import resolve_device
+from ..runs.execute import TRAINING_LOCKS, find_trained, resolve_device
 from ..runs.folder import error_line, run_state, verify_run
-from ..locks import clear_stale_lock, heartbeat_age, lock_info
+from ..locks import clear_stale_lock, heartbeat_age, lock_held, lock_info
 from ..runs.paths import default_runs_root
 from .local_pool import local_pool
 from .slurm import check_slurm_params, submitit_map
@@ -136,13 +136,16 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
     given_up: dict[str, str] = {}
     try:
         while True:
-            todo, force = [], []
+            todo, force, net_busy = [], [], {}
             for c in sw.configs:
                 k, st = c.key, run_state(root / c.key)
-                if attempts[k] >= _MAX_ATTEMPTS or st == "running" or k in skip:
+                if attempts[k] >= _MAX_ATTEMPTS or st == "running" or k in skip or k in given_up:
                     continue
                 if (k in redo_keys and attempts[k] == 0) or st in ("pending", "interrupted") or (
                         st == "failed" and retry_failed and attempts[k] == 0):
+                    if (lock := _network_lock(root, c)) is not None:
+                        net_busy[k] = lock  # started now, it would wait inside for that training (hours)
+                        continue
                     todo.append(c)
                     force.append(k in redo_keys and attempts[k] == 0)
             for c in todo:
@@ -164,19 +167,24 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
                 for k, (st, _) in ended.items():
                     if st == "stopped":  # scancel, time limit, preemption: resumed by the next sweep, not now
                         attempts[k] = _MAX_ATTEMPTS
-            # runs held by another live process: wait, then retry those it left unfinished
-            busy = [k for k in sw.keys if k not in given_up and k not in skip and run_state(root / k) == "running"]
+            # runs held by another live process, and runs whose network another process is training: wait,
+            # then retry those left unfinished (a run whose network is now trained reuses it)
+            busy = {k: root / k for k in sw.keys
+                    if k not in given_up and k not in skip and run_state(root / k) == "running"}
+            busy.update(net_busy)
             if busy and wait_running:
                 if progress:
-                    print(f"{sw.name}/{sw.scale}: waiting for {len(busy)} run(s) computed by another process",
+                    print(f"{sw.name}/{sw.scale}: waiting for {len(busy)} run(s) computed by another process"
+                          + (f" ({len(net_busy)} of them for a network it trains)" if net_busy else ""),
                           file=sys.stderr)
-                stuck = _wait(root, busy, poll_s, wait_timeout_s, stale_s)
+                stuck = _wait(busy, poll_s, wait_timeout_s, stale_s, set(net_busy))
                 given_up.update(stuck)
                 for k in busy:
-                    outcome[k] = ("running", stuck[k]) if k in stuck else ("", "")
+                    outcome[k] = (("pending" if k in net_busy else "running"), stuck[k]) if k in stuck else ("", "")
                 continue
             for k in busy:
-                outcome[k] = ("running", "computed by another process (not waited for)")
+                outcome[k] = (("pending", "its network is being trained by another process (not waited for)")
+                              if k in net_busy else ("running", "computed by another process (not waited for)"))
             if not todo:
                 break
     finally:
@@ -191,23 +199,36 @@ def _positive(name: str, value: Any) -> int:
         raise ValueError(str(exc)) from None
 
 
-def _wait(root: Path, keys: list[str], poll_s: float, timeout_s: float | None, stale_s: float) -> dict[str, str]:
-    """Wait until none of ``keys`` is held by another live process; returns the keys given up on (wait
-    timeout, or heartbeat older than ``stale_s``) with the reason."""
-    t0, stuck = time.time(), {}
-    keys = list(keys)
+def _network_lock(root: Path, cfg) -> Path | None:
+    """The training lock folder of ``cfg``'s network when another live process holds it (it is training
+    that network) and no finished run lends it yet; else ``None``."""
+    folder = root / TRAINING_LOCKS / cfg.training_key
+    if lock_held(folder) and find_trained(cfg, root) is None:
+        return folder
+    return None
+
+
+def _wait(locks: Mapping[str, Path], poll_s: float, timeout_s: float | None, stale_s: float,
+          networks: Iterable[str] = ()) -> dict[str, str]:
+    """Wait until none of the lock folders ``locks`` (key -> a run folder, or for the keys in ``networks``
+    the training lock of their network) is held by another live process; returns the keys given up on
+    (wait timeout, or a run's heartbeat older than ``stale_s``) with the reason. A training lock has no
+    heartbeat of its own (the run training holds it for hours): only the timeout ends that wait."""
+    t0, stuck, networks = time.time(), {}, set(networks)
+    keys = list(locks)
     while keys:
-        keys = [k for k in keys if run_state(root / k) == "running"]
-        for k in list(keys):
-            age = heartbeat_age(root / k / "lock")
+        keys = [k for k in keys if lock_held(locks[k])]
+        for k in [k for k in keys if k not in networks]:
+            age = heartbeat_age(locks[k] / "lock")
             if age is not None and age > stale_s:
-                info = lock_info(root / k / "lock")
+                info = lock_info(locks[k] / "lock")
                 stuck[k] = (f"held by another process (host {info.get('host')}, pid {info.get('pid')}) whose "
                             f"heartbeat is {age:.0f} s old (> {stale_s:g} s): not waited for")
                 keys.remove(k)
         if keys and timeout_s is not None and time.time() - t0 > timeout_s:
             for k in keys:
-                stuck[k] = f"still computed by another process after waiting {timeout_s:g} s"
+                stuck[k] = (f"its network is still being trained by another process after waiting {timeout_s:g} s"
+                            if k in networks else f"still computed by another process after waiting {timeout_s:g} s")
             break
         if keys:
             time.sleep(poll_s)
