@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import gc
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
-import queue as _queue
 import resource
 import time
 from collections.abc import Sequence
@@ -53,12 +53,13 @@ def _release(device: str) -> None:
 
 def _worker(wid: int, device: str, threads: int, tasks, results) -> None:
     """A worker process: runs what ``tasks`` sends (``("run", cfg_dict, root)``, ``("throughput", ...)``,
-    ``None`` to stop) and reports on ``results``: ``("run", wid, key, status, error, wall_s, memory)``.
+    ``None`` to stop) and reports on ``results`` (the sending end of its own pipe): ``("run", wid, key,
+    status, error, wall_s, memory)``.
     It exits after a run that broke its CUDA context (:func:`failure_kind` ``"sticky"``)."""
     torch.set_num_threads(max(1, threads))
     if device.startswith("cuda"):
         torch.zeros(1, device=device)  # the CUDA context now, not in the first run's time
-    results.put(("ready", wid, os.getpid()))
+    results.send(("ready", wid, os.getpid()))
     # here, not above: a spawned worker imports this module first and reports ready before the run stack loads
     from ..sweeps.worker import run_guarded
     while True:
@@ -74,16 +75,16 @@ def _worker(wid: int, device: str, threads: int, tasks, results) -> None:
             except Exception as exc:  # noqa: BLE001 - a broken context shows here too
                 mem, err = {}, err or f"{type(exc).__name__}: {exc}"
                 st = "failed" if st == "done" and failure_kind(err) == "sticky" else st
-            results.put(("run", wid, key, st, err, time.time() - t, mem))
+            results.send(("run", wid, key, st, err, time.time() - t, mem))
             if st == "failed" and failure_kind(err) == "sticky":
                 return  # this process's CUDA context is unusable: the campaign starts a fresh worker
         elif msg[0] == "throughput":
             from .smoke import concurrent_rate  # here, not above: only the smoke test's throughput probe needs it
             try:
                 rate = concurrent_rate(RunConfig.from_dict(msg[1]), device, msg[2], msg[3], msg[4])
-                results.put(("throughput", wid, rate, ""))
+                results.send(("throughput", wid, rate, ""))
             except Exception as exc:  # noqa: BLE001 - reported, the campaign goes on with 1 slot
-                results.put(("throughput", wid, 0.0, f"{type(exc).__name__}: {exc}"))
+                results.send(("throughput", wid, 0.0, f"{type(exc).__name__}: {exc}"))
             finally:
                 _release(device)
 
@@ -95,7 +96,10 @@ class WorkerPool:
     def __init__(self, n: int, device: str, threads: int):
         self.ctx = mp.get_context("spawn")
         self.device, self.threads = device, threads
-        self.results = self.ctx.Queue()
+        # one result pipe per worker, not one queue for all: a worker killed while it held a shared queue's
+        # write lock (SIGKILL right after a put) left every later put, a respawned worker's "ready"
+        # included, blocked for good
+        self.results: list = [None] * n
         self.tasks: list = [None] * n
         self.procs: list = [None] * n
         for i in range(n):
@@ -106,9 +110,13 @@ class WorkerPool:
 
     def _start(self, i: int) -> None:
         self.tasks[i] = self.ctx.Queue()
-        self.procs[i] = self.ctx.Process(target=_worker, args=(i, self.device, self.threads, self.tasks[i],
-                                                               self.results), daemon=True)
+        if self.results[i] is not None:
+            self.results[i].close()
+        self.results[i], send = self.ctx.Pipe(duplex=False)
+        self.procs[i] = self.ctx.Process(target=_worker, args=(i, self.device, self.threads, self.tasks[i], send),
+                                         daemon=True)
         self.procs[i].start()
+        send.close()  # the child holds its end: the parent's reader then sees EOF when the child dies
 
     def alive(self, w: int) -> bool:
         return self.procs[w].is_alive()
@@ -128,10 +136,21 @@ class WorkerPool:
         self._start(w)
 
     def get(self, timeout: float):
-        try:
-            return self.results.get(timeout=max(0.01, timeout))
-        except _queue.Empty:
-            return None
+        """The next message of any worker, or ``None`` after ``timeout`` seconds (a dead worker's closed
+        pipe is set aside; :meth:`alive` tells the caller)."""
+        until = time.time() + max(0.01, timeout)
+        while True:
+            open_ = [c for c in self.results if c is not None and not c.closed]
+            ready = mp_connection.wait(open_, timeout=max(0.0, until - time.time())) if open_ else []
+            for conn in ready:
+                try:
+                    return conn.recv()
+                except (EOFError, OSError):  # the worker died: nothing more will come from it
+                    conn.close()
+            if not open_:
+                time.sleep(max(0.0, min(0.05, until - time.time())))
+            if time.time() >= until:
+                return None
 
     def wait_ready(self, ids: Sequence[int], until: float) -> None:
         """Wait until the workers ``ids`` are ready, or dead, or ``until``."""
