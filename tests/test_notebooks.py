@@ -68,6 +68,25 @@ def test_toc_lists_notebooks():
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
+def test_headings_never_skip_a_level(entry):
+    """The book builds with -W: a heading two levels below the last one (H1 then H3) fails `make book`,
+    which CI does not run."""
+    nb = nbformat.read(entry.source, as_version=4)
+    last, fence = 0, False
+    for c in nb.cells:
+        if c.cell_type != "markdown":
+            continue
+        for line in c.source.splitlines():
+            if line.lstrip().startswith("```"):
+                fence = not fence
+            m = re.match(r"(#{1,6}) ", line)
+            if m and not fence:
+                level = len(m.group(1))
+                assert level <= last + 1, f"{entry.name}: heading {line!r} (H{level}) follows an H{last}"
+                last = level
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
 def test_notebook_conventions(entry):
     """Committed without outputs; a title; first code cell tagged parameters with scale and device."""
     assert entry.source.is_file(), (f"_toc.yml lists book/executed/{entry.name} but its source "
