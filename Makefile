@@ -12,11 +12,12 @@ STAMP  := $(VENV)/.stabkit-installed
 
 venv: $(STAMP)
 
-# Reinstalls only when the dependency files change.
+# Reinstalls only when the dependency files change. PYTHONWARNINGS: setuptools' build backend warns on
+# every editable install, in a boxed "!!" block that reads like an error to a new user.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip 2>&1 | { $(QUIET_PIP); }
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[book,dev]" 2>&1 | { $(QUIET_PIP); }
+	PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip install --quiet -c constraints.txt -e ".[book,dev]" 2>&1 | { $(QUIET_PIP); }
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (stabkit)" >/dev/null
 	touch $(STAMP)
 
