@@ -134,12 +134,13 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
     outcome: dict[str, tuple[str, str]] = {}
     attempts = dict.fromkeys(sw.keys, 0)
     given_up: dict[str, str] = {}
+    net_given_up: set[str] = set()
     try:
         while True:
             todo, force, net_busy = [], [], {}
             for c in sw.configs:
                 k, st = c.key, run_state(root / c.key)
-                if attempts[k] >= _MAX_ATTEMPTS or st == "running" or k in skip or k in given_up:
+                if attempts[k] >= _MAX_ATTEMPTS or st == "running" or k in skip or k in net_given_up:
                     continue
                 if (k in redo_keys and attempts[k] == 0) or st in ("pending", "interrupted") or (
                         st == "failed" and retry_failed and attempts[k] == 0):
@@ -179,12 +180,14 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
                           file=sys.stderr)
                 stuck = _wait(busy, poll_s, wait_timeout_s, stale_s, set(net_busy))
                 given_up.update(stuck)
+                net_given_up.update(k for k in stuck if k in net_busy)  # not started again in this call
                 for k in busy:
                     outcome[k] = (("pending" if k in net_busy else "running"), stuck[k]) if k in stuck else ("", "")
                 continue
             for k in busy:
                 outcome[k] = (("pending", "its network is being trained by another process (not waited for)")
                               if k in net_busy else ("running", "computed by another process (not waited for)"))
+            net_given_up.update(net_busy if not wait_running else ())
             if not todo:
                 break
     finally:
