@@ -110,7 +110,8 @@ def test_a_table_only_some_scales_committed_is_read_from_those(tmp_path, monkeyp
         assert list(df.run) == [late.key] and list(df.R_f) == [0.25]
         out = sweeps.results(SPEC, "gpu", "output", results_root=res, runs_root=tmp_path / "none", run_missing=False)
         assert len(set(out.run)) == 3
-        with pytest.raises(ValueError, match="no committed table 'spectra'.*committed tables"):
+        from stabkit.sweeps.resultstore import MissingTableError
+        with pytest.raises(MissingTableError, match="no committed table 'spectra'.*committed tables"):
             sweeps.results(SPEC, "gpu", "spectra", results_root=res, runs_root=tmp_path / "none", run_missing=False)
 
 

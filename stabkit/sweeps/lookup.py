@@ -22,7 +22,8 @@ from ..runs.paths import default_runs_root
 from .collection import collect
 from .executors import failure_summary
 from .executors import sweep as run_sweep
-from .resultstore import KEY, SCALE_ORDER, committed_keys, committed_runs, committed_scales, load, store_dir
+from .resultstore import (KEY, SCALE_ORDER, MissingTableError, committed_keys, committed_runs, committed_scales, load,
+                          store_dir)
 from .sweepfile import Sweep, as_sweep, load_sweep, load_yaml, sweep_path, sweep_scales
 
 __all__ = ["RECOMPUTE_ENV", "RunsFailedError", "recompute_requested", "scale_choice", "resolve_scale",
@@ -267,9 +268,7 @@ def results(sweep: str | Path | Mapping | Sweep, scale: str = "small", table: st
             for sc, ks in [(sw.scale, None)] * bool(len(idx)) + list(borrowed.items()):
                 try:
                     d = load(sw.name, sc, table, results_root)
-                except ValueError as err:
-                    if f"no committed table {table!r}" not in str(err):
-                        raise
+                except MissingTableError as err:
                     missing.append(err)
                     continue
                 frames.append(d[d[KEY].isin(ks)] if ks is not None and len(d) else d)

@@ -43,8 +43,14 @@ import pandas as pd
 from ..runs.paths import default_results_root
 
 __all__ = ["SCALE_ORDER", "INDEX_COLUMNS", "KEY", "VERSION", "INDEX", "PROVENANCE", "store_dir", "committed_runs",
-           "committed_keys", "committed_scales", "load", "check_store_name", "read_store_table", "read_index",
-           "run_schema", "restore_run_rows", "concat_frames", "split_by_run"]
+           "committed_keys", "committed_scales", "load", "MissingTableError", "check_store_name", "read_store_table",
+           "read_index", "run_schema", "restore_run_rows", "concat_frames", "split_by_run"]
+
+
+class MissingTableError(ValueError):
+    """:func:`load`: runs are committed, but none of them has the asked table (its message lists those they
+    have). A ``ValueError``, as before; its own type lets a caller that reads several stores tell it from a
+    damaged store."""
 
 #: Scales by preference for ``scale="auto"``, largest first.
 SCALE_ORDER = ("paper", "gpu", "cpu", "small", "tiny")
@@ -179,7 +185,8 @@ def _frames_of(d: Path, table: str, rows: list[Mapping]) -> dict[tuple[str, str]
 def load(sweep: str, scale: str, table: str, results_root: str | Path | None = None) -> pd.DataFrame:
     """The committed ``table`` of ``sweep`` at ``scale``: the rows of every run in the index, in key order,
     as :func:`~stabkit.sweeps.collect` gives them (``run`` = key). ``ValueError`` naming the file for a
-    damaged store, or listing the committed tables when none of the runs has ``table``; an empty frame
+    damaged store, or :class:`MissingTableError` (a ``ValueError``) listing the committed tables when none
+    of the runs has ``table``; an empty frame
     when nothing is committed."""
     d = store_dir(sweep, scale, results_root)
     check_store_name("table", table)
@@ -198,5 +205,5 @@ def load(sweep: str, scale: str, table: str, results_root: str | Path | None = N
             break
     if rows and not frames:
         have = sorted({t for r in rows for t in run_schema(r)})
-        raise ValueError(f"no committed table {table!r} in {d}; committed tables: {have}")
+        raise MissingTableError(f"no committed table {table!r} in {d}; committed tables: {have}")
     return concat_frames([frames[p] for p in sorted(frames)])
