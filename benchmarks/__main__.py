@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from . import records
-from .common import Result, machine, versions
+from .common import Result, load_average, machine, versions
 
 HERE = Path(__file__).resolve().parent
 CASES = ("measure", "diffeo", "train", "step", "precision", "gpu")
@@ -99,13 +99,6 @@ def breakdown_lines(results: list[Result]) -> list[str]:
 
 def _now() -> str:
     return dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-
-
-def _load(key: str) -> dict:
-    try:
-        return {key: " ".join(f"{v:.2f}" for v in os.getloadavg())}
-    except OSError:
-        return {}
 
 
 def write_results(path: Path, kept: dict[str, dict], args, wall: float, skipped: list[str],
@@ -213,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {case}: skipped (budget)", flush=True)
             continue
         print(f"== {case}", flush=True)
-        first, load0 = len(results), _load("load_average_at_start")
+        first, load0 = len(results), load_average("load_average_at_start")
         try:
             if case == "measure":
                 from . import bench_measure
@@ -246,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             errors.append(f"{case}: {type(err).__name__}: {err}")
         if len(results) > first:
             print("\n".join(table(results[first:])), flush=True)
-            runs[case] = {"results": results[first:], "date": _now(), "machine": {**info, **load0, **_load("load_average_at_end")},
+            runs[case] = {"results": results[first:], "date": _now(), "machine": {**info, **load0, **load_average("load_average_at_end")},
                           "versions": vers, "wall_s": time.perf_counter() - t0 - elapsed}
     wall = time.perf_counter() - t0
     print()

@@ -129,12 +129,15 @@ def machine() -> dict:
         info["gpu"] = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
     else:
         info["gpu"] = "none (torch.cuda.is_available() is False)"
+    return info | load_average("load_average_at_start")
+
+
+def load_average(key: str) -> dict[str, str]:
+    """``{key: "1-, 5- and 15-minute load averages"}``, or ``{}`` where the platform has none."""
     try:
-        load = os.getloadavg()
-        info["load_average_at_start"] = " ".join(f"{v:.2f}" for v in load)
+        return {key: " ".join(f"{v:.2f}" for v in os.getloadavg())}
     except OSError:
-        pass
-    return info
+        return {}
 
 
 def versions() -> dict:

@@ -285,7 +285,8 @@ def superseded_text(summary: pd.DataFrame, superseded: dict[str, str]) -> str:
     when there are none: "not shown: VGG11bn seed 0 at 20 epochs (its 60-epoch run is)"."""
     if not superseded:
         return ""
-    rows = summary.drop_duplicates("run").set_index(summary.drop_duplicates("run")["run"].astype(str))
+    rows = summary.drop_duplicates("run")
+    rows = rows.set_index(rows["run"].astype(str))
 
     def name(run: str) -> str:
         r = rows.loc[run]
