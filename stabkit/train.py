@@ -208,7 +208,8 @@ def evaluate(model: nn.Module, loader: Iterable, loss: str = "ce", fast: bool = 
 @dataclass
 class TrainResult:
     """Outcome of :func:`train`: per-epoch ``metrics`` (epoch, train_loss, train_err, test_loss, test_err,
-    lr, seconds [+ extra test sets' ``<name>_err``]), CPU state dicts of the best-test and last epochs.
+    lr, seconds (wall), cpu_seconds (the process's CPU time, all threads) [+ extra test sets' ``<name>_err``]),
+    CPU state dicts of the best-test and last epochs.
 
     ``mode`` records how the run was computed: ``deterministic`` (the ``deterministic_mode()`` switch),
     ``nondeterministic_ops`` (operations without a deterministic implementation that ran anyway),
@@ -343,13 +344,20 @@ def train(model: nn.Module, loaders: Mapping[str, Iterable], spec: TrainSpec, *,
                       cpu_state(model), best[1], rows[best[1] - 1]["test_err"], rows[-1]["test_err"], stopped,
                       before + time.perf_counter() - t_start,
                       extra={"resumed_epoch": len(state["rows"]) if state is not None else 0,
-                             "resumed_seconds": before}, mode=mode)
+                             "resumed_seconds": before, "cpu_seconds": _cpu_seconds(rows)}, mode=mode)
     if checkpoints is not None:
         for kind, sd, ep in (("best", res.best_state, res.best_epoch), ("last", res.last_state, len(rows))):
             checkpoints.save(kind, sd, epoch=ep, test_err=rows[ep - 1]["test_err"],
                              deterministic=spec.deterministic)
         checkpoints.drop_resume()  # after the checkpoints: a kill in between resumes again
     return res
+
+
+def _cpu_seconds(rows: list[dict]) -> float:
+    """The CPU time of all epochs, NaN when some epoch lacks it (resumed from a file written before
+    ``cpu_seconds`` was recorded): a partial sum would pass for the whole."""
+    vals = [r.get("cpu_seconds") for r in rows]
+    return float(sum(vals)) if vals and all(isinstance(v, (int, float)) for v in vals) else float("nan")
 
 
 def _loader_epoch(loader: Any) -> int | None:
@@ -383,7 +391,9 @@ def _loop(model: nn.Module, forward: Callable, loaders: Mapping[str, Iterable], 
                initial=len(rows), total=spec.epochs)
     for epoch in bar:  # ------------------------------------------------------------------ the loop
         model.train()
-        t0, lr_now = time.perf_counter(), opt.param_groups[0]["lr"]
+        # CPU time of the process (all its threads): the core-seconds the epoch used, which wall time
+        # overstates when the process is paused or shares its cores with others
+        t0, c0, lr_now = time.perf_counter(), time.process_time(), opt.param_groups[0]["lr"]
         tot_loss = torch.zeros((), device=device, dtype=torch.float64)
         tot_err = torch.zeros((), device=device, dtype=torch.int64)
         n = 0
@@ -408,7 +418,7 @@ def _loop(model: nn.Module, forward: Callable, loaders: Mapping[str, Iterable], 
                    test_loss=values[2] / counts[1], test_err=values[3] / counts[1])
         for k, name in enumerate(extra, start=2):
             row[f"{name}_err"] = values[2 * k + 1] / counts[k]
-        row.update(lr=lr_now, seconds=time.perf_counter() - t0)
+        row.update(lr=lr_now, seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
         rows.append(row)
         score = row["test_err" if spec.select_on == "test" else f"{spec.select_on}_err"]
         if best is None or score < best[0]:

@@ -54,7 +54,7 @@ def test_same_config_gives_identical_results_on_cpu(tmp_path):
     b = runs.run(cfg, tmp_path / "b", device="cpu", progress=False)
     for t in ("metrics", "output", "layers", "spectra"):
         da, db = pd.read_parquet(a / f"{t}.parquet"), pd.read_parquet(b / f"{t}.parquet")
-        da, db = da.drop(columns=["seconds"], errors="ignore"), db.drop(columns=["seconds"], errors="ignore")
+        da, db = da.drop(columns=["seconds", "cpu_seconds"], errors="ignore"), db.drop(columns=["seconds", "cpu_seconds"], errors="ignore")
         pd.testing.assert_frame_equal(da, db)
 
 
@@ -278,8 +278,8 @@ def test_an_interrupted_run_resumes_its_training(tmp_path, monkeypatch, capsys):
     assert pd.read_parquet(ref / "summary.parquet").iloc[0].resumed_epoch == 0
     for t in ("metrics", "output", "layers", "spectra"):  # as if never interrupted
         a, b = pd.read_parquet(ref / f"{t}.parquet"), pd.read_parquet(path / f"{t}.parquet")
-        pd.testing.assert_frame_equal(a.drop(columns=["seconds"], errors="ignore"),
-                                      b.drop(columns=["seconds"], errors="ignore"))
+        pd.testing.assert_frame_equal(a.drop(columns=["seconds", "cpu_seconds"], errors="ignore"),
+                                      b.drop(columns=["seconds", "cpu_seconds"], errors="ignore"))
     # force redoes from scratch; a resume file of another run is not continued
     monkeypatch.setattr(T, "train", killed_during_epoch_3)
     with pytest.raises(_Killed):
@@ -323,8 +323,8 @@ def test_a_run_killed_while_it_measures_keeps_its_training(tmp_path, monkeypatch
         assert a[c] == b[c], c
     assert isinstance(b.best_test_err, float) and b.train_seconds > 0
     for t in ("metrics", "output", "layers", "spectra"):  # as if never interrupted
-        pd.testing.assert_frame_equal(pd.read_parquet(ref / f"{t}.parquet").drop(columns=["seconds"], errors="ignore"),
-                                      pd.read_parquet(path / f"{t}.parquet").drop(columns=["seconds"], errors="ignore"))
+        pd.testing.assert_frame_equal(pd.read_parquet(ref / f"{t}.parquet").drop(columns=["seconds", "cpu_seconds"], errors="ignore"),
+                                      pd.read_parquet(path / f"{t}.parquet").drop(columns=["seconds", "cpu_seconds"], errors="ignore"))
     # a record without its checkpoints, or of another run, is not trusted: the network is trained again
     for spoil in (lambda p: (p / "best.pt").unlink(),
                   lambda p: (p / runs.TRAINED_FILE).write_text('{"key": "other", "training": {}}')):

@@ -80,8 +80,8 @@ def test_table_downloads_writes_csv_and_links(tmp_path):
 
 
 def test_training_runs_lists_each_network_once_with_its_cost():
-    """The networks table of the Fig. 1 / Fig. 3 pages: controls left out, core-hours = seconds x threads
-    on a CPU, GPU-hours on CUDA, the recorded precision (else float32, or bf16 for a fast CUDA run)."""
+    """The networks table of the Fig. 1 / Fig. 3 pages: controls left out, core-hours = CPU time (else
+    seconds x threads) on a CPU, GPU-hours on CUDA, the recorded precision (else float32, or bf16 for a fast CUDA run)."""
     from stabkit.report.tables import training_runs
 
     summary = pd.DataFrame({
@@ -103,3 +103,7 @@ def test_training_runs_lists_each_network_once_with_its_cost():
     assert "noise" in t.columns and "noise" not in training_runs(summary[summary.noise_std == 0]).columns
     with pytest.raises(ValueError, match="best_test_err"):
         training_runs(summary.drop(columns="best_test_err"))
+    assert list(t["timed by"]) == ["wall x threads", "-"]  # no CPU time recorded: the upper bound, named
+    # with the CPU time of the epochs recorded, that is the cost (a paused or time-shared run's wall time is not)
+    timed = training_runs(summary.assign(train_cpu_seconds=[3600.0, np.nan, 3600.0, 3600.0]), exclude=["c"])
+    assert timed.iloc[0]["core-hours"] == 1.0 and timed.iloc[0]["timed by"] == "CPU time"

@@ -12,6 +12,9 @@ from stabkit.checkpoints import CheckpointFolder
 from stabkit.precision import deterministic_mode
 from stabkit.train import TrainSpec
 
+#: The metrics' timing columns (wall and CPU seconds): they differ between identical runs.
+TIMES = ["seconds", "cpu_seconds"]
+
 
 def test_defaults_follow_the_paper():
     c = T.defaults("cifar10", "VGG11")
@@ -109,7 +112,8 @@ def test_train_loop_metrics_best_and_zero_loss_stop(tmp_path):
     res = T.train(model, _ld(_batches(x, y), _batches(*_blobs(seed=1))),
                   TrainSpec.for_task("twopoints", "lin", epochs=50, lr=0.05), progress=False,
                   checkpoints=CheckpointFolder(tmp_path, "lin", "abc"))
-    assert list(res.metrics.columns) == ["epoch", "train_loss", "train_err", "test_loss", "test_err", "lr", "seconds"]
+    assert list(res.metrics.columns) == ["epoch", "train_loss", "train_err", "test_loss", "test_err", "lr", "seconds",
+                                          "cpu_seconds"]
     assert res.stopped_early and len(res.metrics) < 50  # separable: hinge loss reaches exactly 0
     assert res.metrics.train_loss.iloc[-1] == 0.0 and (res.metrics.train_loss.iloc[:-1] > 0).all()
     assert res.best_test_err == res.metrics.test_err.min()
@@ -127,7 +131,7 @@ def test_train_is_deterministic_on_cpu():
         x, y = _blobs()
         noise = lambda b, g: b + 0.1 * torch.randn(b.shape, generator=g)  # noqa: E731
         return T.train(model, _ld(_batches(x, y), _batches(x, y)), TrainSpec(epochs=3, seed=5), augment_fn=noise,
-                       progress=False).metrics.drop(columns="seconds")
+                       progress=False).metrics.drop(columns=TIMES)
     a, b = once(), once()
     assert a.equals(b)
 
@@ -247,7 +251,7 @@ def test_deterministic_switch_is_recorded_and_restores_flags(tmp_path):
     assert det_res.mode["nondeterministic_ops"] == [] and det_res.mode["device"] == "cpu"
     assert set(det_res.mode) >= {"fast", "cudnn_benchmark", "tf32_matmul", "tf32_cudnn"}
     # on the CPU the switch changes nothing in the numbers
-    assert fast_res.metrics.drop(columns="seconds").equals(det_res.metrics.drop(columns="seconds"))
+    assert fast_res.metrics.drop(columns=TIMES).equals(det_res.metrics.drop(columns=TIMES))
     assert all(torch.equal(fast_res.best_state[k], det_res.best_state[k]) for k in fast_res.best_state)
     assert C.load_checkpoint(tmp_path / "best.pt")[1]["deterministic"] is True
     after = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
@@ -359,7 +363,7 @@ class _Interrupt(Exception):
     pass
 
 
-def _resumable_fit(root, *, stop_after=None, resume=False, hash_="run1"):
+def _resumable_fit(root, *, stop_after=None, resume=False, hash_="run1", augment=None):
     """A small CNN with batch norm and dropout, trained on DeviceLoaders with crop/flip and noise, an
     augmentation generator and a noisy extra test set: every random state a resume must restore."""
     from stabkit.data import DeviceLoader
@@ -380,7 +384,7 @@ def _resumable_fit(root, *, stop_after=None, resume=False, hash_="run1"):
             raise _Interrupt
 
     return model, T.train(model, _ld(train_ld, test_ld, noisy=noisy), TrainSpec(epochs=5, lr=0.05, seed=7),
-                          augment_fn=jitter, progress=False, checkpoints=CheckpointFolder(root, "cnn", hash_),
+                          augment_fn=augment or jitter, progress=False, checkpoints=CheckpointFolder(root, "cnn", hash_),
                           on_epoch=on_epoch, resume=resume, resume_every_s=0)
 
 
@@ -396,7 +400,7 @@ def test_an_interrupted_training_resumes_bit_for_bit(tmp_path):
         _resumable_fit(tmp_path / "cut", resume=True, hash_="other")
     model, res = _resumable_fit(tmp_path / "cut", resume=True)
     assert res.extra["resumed_epoch"] == 2 and len(res.metrics) == 5
-    assert res.metrics.drop(columns="seconds").equals(ref.metrics.drop(columns="seconds"))
+    assert res.metrics.drop(columns=TIMES).equals(ref.metrics.drop(columns=TIMES))
     assert res.best_epoch == ref.best_epoch
     for k in ref.best_state:
         assert torch.equal(res.best_state[k], ref.best_state[k]), k
@@ -404,6 +408,30 @@ def test_an_interrupted_training_resumes_bit_for_bit(tmp_path):
     assert not (tmp_path / "cut" / C.RESUME_FILE).exists()  # removed once training ended
     sd, meta = C.load_checkpoint(tmp_path / "cut" / "last.pt", config_hash="run1")
     assert meta["epoch"] == 5 and all(torch.equal(sd[k], ref.last_state[k]) for k in sd)
+    # the CPU time of every epoch, the resumed ones included, sums to the run's
+    assert (res.metrics.cpu_seconds > 0).all() and res.extra["cpu_seconds"] == pytest.approx(res.metrics.cpu_seconds.sum())
+
+
+def test_cpu_time_is_the_processes_not_the_wall_clock(tmp_path):
+    """An epoch's ``cpu_seconds`` is the process's CPU time: a pause (a SIGSTOP of a background sweep, a
+    sleep here) lengthens the wall time of the epoch but not its CPU time, so core-hours are not inflated.
+    A run resumed from a file written before the column existed has no total (NaN), not a partial one."""
+    import time
+
+    calls = []
+
+    def pause(b, gen):  # 3 batches an epoch: the 4th call is epoch 2's first batch
+        calls.append(1)
+        if len(calls) == 4:
+            time.sleep(0.6)
+        return b
+    _, res = _resumable_fit(tmp_path / "a", augment=pause)
+    m = res.metrics
+    assert m.seconds.iloc[1] > 0.6 and m.cpu_seconds.iloc[1] < m.seconds.iloc[1] - 0.4
+    rows = [dict(r) for _, r in m.iterrows()]
+    assert T._cpu_seconds(rows) == pytest.approx(m.cpu_seconds.sum())
+    rows[0].pop("cpu_seconds")
+    assert math.isnan(T._cpu_seconds(rows)) and math.isnan(T._cpu_seconds([]))
 
 
 def test_resume_arguments_are_checked(tmp_path):

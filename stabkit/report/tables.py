@@ -45,7 +45,7 @@ MEASUREMENT_COLUMNS = frozenset({
     # spectra
     "kernel_size", "eigenvalue", "energy", "fraction",
     # metrics / summary
-    "epoch", "train_loss", "train_err", "test_loss", "lr", "seconds", "wall_time", "status",
+    "epoch", "train_loss", "train_err", "test_loss", "lr", "seconds", "cpu_seconds", "wall_time", "status",
     "best_test_err", "last_test_err", "best_epoch", "epochs_run", "device_name", "finished", "started",
     "path", "dir", "run_dir",
 })
@@ -267,24 +267,30 @@ def _precision(row: pd.Series) -> str:
     return "bf16 (fast)" if bool(row.get("fast")) and row.get("device") == "cuda" else "float32"
 
 
-def _training_hours(row: pd.Series) -> tuple[float, float]:
-    """``(core-hours, GPU-hours)`` of a summary row: seconds x torch threads on a CPU, seconds on CUDA."""
+def _training_hours(row: pd.Series) -> tuple[float, float, bool]:
+    """``(core-hours, GPU-hours, measured)`` of a summary row. On a CPU the process's CPU time over the
+    epochs (``train_cpu_seconds``: ``measured``), else, for runs that predate it, wall seconds x torch threads
+    (an upper bound: it counts pauses and time-sharing with other processes); on CUDA wall seconds."""
     secs = row.get("train_seconds")
-    if is_missing(secs):
-        return np.nan, np.nan
     if row.get("device") == "cuda":
-        return np.nan, secs / 3600
+        return np.nan, (np.nan if is_missing(secs) else secs / 3600), True
+    cpu = row.get("train_cpu_seconds")
+    if not is_missing(cpu):
+        return float(cpu) / 3600, np.nan, True
+    if is_missing(secs):
+        return np.nan, np.nan, True
     threads = row.get("threads")
-    return secs * (1.0 if is_missing(threads) else float(threads)) / 3600, np.nan
+    return secs * (1.0 if is_missing(threads) else float(threads)) / 3600, np.nan, False
 
 
 def training_runs(summary: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.DataFrame:
     """One row per trained network of a page's ``summary`` (the runs in ``exclude``, such as control runs
     that measure a network another run trained, left out): net, width, training noise (``noise``, only when
     some run has some), seed, epochs run (of those set), optimizer, training precision, best and last test
-    error (%), the epoch of the best checkpoint and the training time (``core-hours`` on a CPU: seconds x
-    torch threads; ``GPU-hours`` on CUDA; a column that no run fills is left out). Sorted by noise, then
-    net."""
+    error (%), the epoch of the best checkpoint and the training time (``core-hours`` on a CPU: the process's
+    CPU time over the epochs, ``timed by`` "CPU time", or for runs that predate that record wall seconds x
+    torch threads, "wall x threads", an upper bound; ``GPU-hours`` on CUDA; a column that no run fills is
+    left out). Sorted by noise, then net."""
     require_columns(summary, ["net", "best_test_err"], "summary")
     rows = summary.drop_duplicates("run") if "run" in summary.columns else summary
     if "run" in rows.columns:
@@ -304,9 +310,13 @@ def training_runs(summary: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.Data
     out["best error (%)"] = np.round(100 * get("best_test_err").astype(float), 2)
     out["last error (%)"] = np.round(100 * get("last_test_err").astype(float), 2)
     out["best epoch"] = [as_integral(e) if not is_missing(e) else "-" for e in get("best_epoch")]
-    hours = np.array([_training_hours(r) for _, r in rows.iterrows()], dtype=float).reshape(-1, 2)
+    timed = [_training_hours(r) for _, r in rows.iterrows()]
+    hours = np.array([t[:2] for t in timed], dtype=float).reshape(-1, 2)
     for i, col in enumerate(("core-hours", "GPU-hours")):
         if np.isfinite(hours[:, i]).any():  # three significant digits: a tiny run's seconds stay above 0
             out[col] = [float(f"{h:.3g}") if np.isfinite(h) else np.nan for h in hours[:, i]]
+    if "core-hours" in out.columns:
+        out["timed by"] = ["-" if not np.isfinite(h) else "CPU time" if measured else "wall x threads"
+                           for h, (_, _, measured) in zip(hours[:, 0], timed)]
     keys = [c for c in ("noise", "net", "seed") if c in out.columns]
     return out.sort_values(keys, kind="stable").reset_index(drop=True)

@@ -286,7 +286,7 @@ def _run_body(cfg: RunConfig, ckpt: CheckpointFolder, device: str, progress: boo
 
 #: Summary columns that describe the training (copied from the run that trained, when it is reused).
 _TRAINING_COLUMNS = ("best_test_err", "best_test_err_corrupted", "last_test_err", "best_epoch", "epochs_run",
-                     "stopped_early", "train_seconds", "resumed_epoch")
+                     "stopped_early", "train_seconds", "train_cpu_seconds", "resumed_epoch")
 
 
 def train_spec(cfg: RunConfig, select_on: str = "test") -> Any:
@@ -322,6 +322,8 @@ def _train(cfg: RunConfig, d, model, ckpt: CheckpointFolder, device: str, progre
              "best_epoch": res.best_epoch, "epochs_run": len(res.metrics), "stopped_early": res.stopped_early,
              # with the time before an interruption (the time model learns from it)
              "train_seconds": time.time() - t0 + res.extra["resumed_seconds"],
+             # the core-seconds the epochs used (NaN when an epoch resumed from an older file lacks them)
+             "train_cpu_seconds": res.extra["cpu_seconds"],
              "resumed_epoch": res.extra["resumed_epoch"], **_mode_columns(res.mode)}, res.metrics)
 
 
