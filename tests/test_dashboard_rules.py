@@ -105,3 +105,26 @@ def test_shortened_reasons_end_at_a_word_not_inside_a_number():
     assert not short[:-1].rstrip().endswith("1") and "has 1…" not in short
     assert reason.startswith(short[:-1])
     assert dashboard._short("short enough", 70) == "short enough"
+
+
+def test_compare_lists_the_claims_whose_verdict_changed(tmp_path, capsys):
+    """Each build writes _generated/claims.json; --compare OLD.json names the claims whose verdict changed
+    (matched by page and glue name), those that appeared or went, and refuses a file that is not one."""
+    C = dashboard.Claim
+    old = [C("fig1", "a_claim", "a", "R_f falls", "Fig. 1", "cpu", -0.1, None, None, "cannot be tested at this scale"),
+           C("fig1", "b_claim", "b", "G_f grows", "Fig. 1", "cpu", 0.3, None, None, "does not hold"),
+           C("fig3", "c_claim", "c", "gone", "Fig. 3", "cpu", float("inf"), None, None, "holds")]
+    saved = json.loads(dashboard.claims_json(old))
+    assert saved[2]["value"] is None  # JSON has no infinity
+    new = [C("fig1", "a_claim", "a", "R_f falls", "Fig. 1", "cpu", -1.4, -2.0, -1.1, "holds"), old[1],
+           C("fig5", "d_claim", "d", "new one", "Fig. 5", "cpu", 1.0, None, None, "holds")]
+    changes = dashboard.verdict_changes(saved, new)
+    assert [(c["page"], c["before"], c["after"]) for c in changes] == [
+        ("fig1", "cannot be tested at this scale", "holds"), ("fig5", "(absent)", "holds"), ("fig3", "holds", "(absent)")]
+    md = dashboard.render_changes(changes)
+    assert "| Fig. 1 | cpu | R_f falls | cannot be tested at this scale | holds | -0.1 | -1.4 |" in md
+    assert dashboard.render_changes([]) == "No claim changed its verdict.\n"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"not": "a list"}')
+    assert dashboard.main(["--compare", str(bad), "--book", str(tmp_path), "--executed", str(tmp_path)]) == 2
+    assert "--compare" in capsys.readouterr().err

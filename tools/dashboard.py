@@ -16,6 +16,8 @@ from ``book/executed/*.ipynb`` and writes:
   link to the page), pages in table-of-contents order;
 - ``book/_generated/summary.md``: the landing page's first minute, one row per page of the paper's
   figures (scale, test errors, coverage, verdicts of the paper's claims, what does not reproduce and why);
+- ``book/_generated/claims.json``: the same claims as data (every field of :class:`Claim`), so that two builds
+  can be compared: ``tools/dashboard.py --compare OLD.json`` lists the claims whose verdict changed;
 - ``book/_generated/landing.md`` (+ ``landing-<hash>.png``, named by its content): the landing page's figure, included by
   ``book/intro.md`` (its paths are relative to ``book/``). It is the figure glued as ``landing_figure``
   (caption ``landing_caption``) by any page; otherwise, on the first page (in toc order) whose claims all
@@ -25,6 +27,7 @@ from ``book/executed/*.ipynb`` and writes:
 The Sphinx extension ``tools/sphinx_offline.py`` calls :func:`write_pages` at every build; by hand::
 
     .venv/bin/python tools/dashboard.py [--executed book/executed] [--book book] [--toc _toc.yml]
+    .venv/bin/python tools/dashboard.py --compare saved/claims.json   # verdicts that changed since then
 """
 
 from __future__ import annotations
@@ -38,12 +41,13 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 __all__ = ["GLUE_PREFIX", "CLAIM_SUFFIX", "Claim", "glued", "parse_glued", "claims_of", "collect",
-           "render_claims", "render_summary", "typeset", "source_of", "landing", "write_pages", "main"]
+           "render_claims", "render_summary", "typeset", "source_of", "landing", "write_pages", "claims_json",
+           "verdict_changes", "render_changes", "main"]
 
 GLUE_PREFIX = "application/papermill.record/"
 CLAIM_SUFFIX = "_claim"
@@ -478,6 +482,7 @@ def write_pages(book: str | os.PathLike = REPO / "book", executed: str | os.Path
                       f"*{caption}*\n")
     written = []
     for path, content in ((book / "claims.md", render_claims(claims, titles).encode()),
+                          (gen / "claims.json", claims_json(claims).encode()),
                           (gen / "landing.md", landing_md.encode()),
                           (gen / "summary.md", render_summary(executed, toc).encode()),
                           *([(gen / png_name, png)] if png_name else [])):
@@ -487,12 +492,61 @@ def write_pages(book: str | os.PathLike = REPO / "book", executed: str | os.Path
     return written
 
 
+# ------------------------------------------------------------------------------------- comparing builds
+def claims_json(claims: list[Claim]) -> str:
+    """The claims as a JSON list of objects (the fields of :class:`Claim`), one build's record."""
+    finite = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731 - JSON has no inf
+    return json.dumps([{k: finite(v) for k, v in asdict(c).items()} for c in claims], indent=1, default=str) + "\n"
+
+
+def verdict_changes(old: list[dict], new: list[Claim]) -> list[dict]:
+    """Claims whose verdict differs between a saved build (``old``: :func:`claims_json`'s objects) and
+    ``new``, matched by page and glue name: ``{page, figure, scale, statement, before, after, value_before,
+    value_after}``; a claim present in one build only has ``before`` or ``after`` = ``"(absent)"``."""
+    before = {(c["page"], c["key"]): c for c in old}
+    after = {(c.page, c.key): asdict(c) for c in new}
+    out = []
+    for k in [*after, *(k for k in before if k not in after)]:
+        b, a = before.get(k), after.get(k)
+        if b is not None and a is not None and b["verdict"] == a["verdict"]:
+            continue
+        ref = a or b
+        out.append({"page": k[0], "figure": ref["figure"], "scale": ref["scale"], "statement": ref["statement"],
+                    "before": b["verdict"] if b else "(absent)", "after": a["verdict"] if a else "(absent)",
+                    "value_before": b.get("value") if b else None, "value_after": a.get("value") if a else None})
+    return out
+
+
+def render_changes(changes: list[dict]) -> str:
+    """:func:`verdict_changes` as a Markdown table (a sentence when nothing changed)."""
+    if not changes:
+        return "No claim changed its verdict.\n"
+    lines = ["| page | scale | claim | before | after | value before | value after |", "|---|---|---|---|---|---|---|"]
+    for c in changes:
+        lines.append(f"| {c['figure'] or c['page']} | {c['scale']} | {_cell(c['statement'])} | {c['before']} | "
+                     f"{c['after']} | {_fmt(c['value_before'])} | {_fmt(c['value_after'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Write book/claims.md and the landing figure from executed notebooks.")
     ap.add_argument("--book", default=str(REPO / "book"))
     ap.add_argument("--executed", default=None, help="default: BOOK/executed")
     ap.add_argument("--toc", default=None, help="default: BOOK/../_toc.yml")
+    ap.add_argument("--compare", metavar="OLD.json", default=None,
+                    help="also list the claims whose verdict changed since a saved BOOK/_generated/claims.json")
     args = ap.parse_args(argv)
+    old = None
+    if args.compare:
+        try:
+            old = json.loads(Path(args.compare).read_text(encoding="utf-8"))
+            if not isinstance(old, list) or not all(isinstance(c, dict) and {"page", "key", "verdict"} <= set(c)
+                                                    for c in old):
+                raise ValueError("not a list of claims with page, key and verdict")
+        except (OSError, ValueError) as exc:
+            print(f"dashboard: --compare {args.compare}: {exc} (expected a claims.json that a build wrote)",
+                  file=sys.stderr)
+            return 2
     try:
         written = write_pages(args.book, args.executed, args.toc)
     except ValueError as exc:
@@ -501,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     book = Path(args.book)
     claims, _ = collect(Path(args.executed or book / "executed"), args.toc or book.parent / "_toc.yml")
     print(f"dashboard: {len(claims)} claims; wrote {', '.join(map(str, written)) or 'nothing new'}")
+    if old is not None:
+        print(render_changes(verdict_changes(old, claims)), end="")
     return 0
 
 
