@@ -48,9 +48,9 @@ __all__ = ["SCALE_ORDER", "INDEX_COLUMNS", "KEY", "VERSION", "INDEX", "PROVENANC
 
 
 class MissingTableError(ValueError):
-    """:func:`load`: runs are committed, but none of them has the asked table (its message lists those they
-    have). A ``ValueError``, as before; its own type lets a caller that reads several stores tell it from a
-    damaged store."""
+    """:func:`stabkit.sweeps.load`: runs are committed, but none of them has the asked table (its message
+    lists those they have). A ``ValueError``, as before; its own type lets a caller that reads several
+    stores tell it from a damaged store."""
 
 #: Scales by preference for ``scale="auto"``, largest first.
 SCALE_ORDER = ("paper", "gpu", "cpu", "small", "tiny")
@@ -185,9 +185,8 @@ def _frames_of(d: Path, table: str, rows: list[Mapping]) -> dict[tuple[str, str]
 def load(sweep: str, scale: str, table: str, results_root: str | Path | None = None) -> pd.DataFrame:
     """The committed ``table`` of ``sweep`` at ``scale``: the rows of every run in the index, in key order,
     as :func:`~stabkit.sweeps.collect` gives them (``run`` = key). ``ValueError`` naming the file for a
-    damaged store, or :class:`MissingTableError` (a ``ValueError``) listing the committed tables when none
-    of the runs has ``table``; an empty frame
-    when nothing is committed."""
+    damaged store, or :class:`~stabkit.sweeps.resultstore.MissingTableError` (a ``ValueError``) listing the
+    committed tables when none of the runs has ``table``; an empty frame when nothing is committed."""
     d = store_dir(sweep, scale, results_root)
     check_store_name("table", table)
     tries = 20
