@@ -370,7 +370,7 @@ def test_a_running_run_reports_its_progress(tmp_path, monkeypatch, capsys):
     runs.run(cfg, tmp_path / "r", device="cpu", progress=False)
     assert len(seen) == 5, seen
     for i, line in enumerate(seen[:3], start=1):
-        left = r", about \d+ s left" if i < 3 else ""  # the time left at the last epoch's pace
+        left = r", about \d+ s left" if i < 3 else ""  # the time left at the recent epochs' pace
         assert re.fullmatch(rf"epoch {i} of 3: \d+\.\d s per epoch{left}, train loss [0-9.e+-]+, test error "
                             r"\d+\.\d %; heartbeat \d+ s ago", line), line
     assert seen[3].startswith("measuring at initialisation: output; heartbeat")
@@ -495,3 +495,9 @@ def test_progress_line_says_how_long_is_left(tmp_path):
     assert "about 8 min left" in runs.progress_line(tmp_path)
     lock.write_text(json.dumps({**record, "epoch": 60}))
     assert "left" not in runs.progress_line(tmp_path)
+    # an epoch stretched by a pause: the time left follows the median pace of the last five, the last is named
+    lock.write_text(json.dumps({**record, "epoch_seconds": 1430.0, "pace_seconds": 300.0}))
+    line = runs.progress_line(tmp_path)
+    assert "300.0 s per epoch (the last epoch 1430.0 s), about 4.6 h left" in line, line
+    lock.write_text(json.dumps({**record, "epoch_seconds": 310.0, "pace_seconds": 300.0}))
+    assert "300.0 s per epoch, about" in runs.progress_line(tmp_path)

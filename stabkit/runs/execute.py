@@ -9,6 +9,7 @@ import os
 import platform
 import shutil
 import socket
+import statistics
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -309,10 +310,16 @@ def _train(cfg: RunConfig, d, model, ckpt: CheckpointFolder, device: str, progre
     corrupted = "test_corrupted" in loaders
     t0 = time.time()
 
+    paces: list[float] = []
+
     def report(row: Mapping[str, Any]) -> None:  # the lock's record: what `sweep --dry-run` and `status` show
+        paces.append(float(row["seconds"]))
         heartbeat({"phase": "training", "epoch": int(row["epoch"]), "epochs": cfg.epochs,
-                   "epoch_seconds": float(row["seconds"]), "train_loss": float(row["train_loss"]),
-                   "test_err": float(row["test_err"])})
+                   "epoch_seconds": float(row["seconds"]),
+                   # the pace to estimate the time left: one epoch stretched by a pause (SIGSTOP while a test
+                   # suite runs) or a busy machine does not move the median of the last five
+                   "pace_seconds": float(statistics.median(paces[-5:])),
+                   "train_loss": float(row["train_loss"]), "test_err": float(row["test_err"])})
 
     res = _trainer().train(model, loaders, train_spec(cfg, "test_corrupted" if corrupted else "test"),
                         checkpoints=ckpt, resume=True, on_epoch=report, progress=progress)

@@ -139,7 +139,7 @@ def _duration(seconds: float) -> str:
 def progress_line(path: str | Path) -> str:
     """What the process computing run folder ``path`` last reported in its lock record, as one line
     ("epoch 23 of 300: 12.4 s per epoch, about 57 min left, train loss 0.981, test error 50.1 %; heartbeat 4 s
-    ago": the time left at the last epoch's pace, or
+    ago": the time left at the median pace of the last 5 epochs, the last one named when it strays, or
     "measuring the trained network: layers, spectra; heartbeat ..."); ``""`` with no report."""
     lock = Path(path) / LOCK_NAME
     info = lock_info(lock)
@@ -147,12 +147,16 @@ def progress_line(path: str | Path) -> str:
     beat = f"; heartbeat {age:.0f} s ago" if age is not None else ""
     try:
         if info.get("phase") == "training":
-            left = (int(info["epochs"]) - int(info["epoch"])) * float(info["epoch_seconds"])
-            # at the last epoch's pace; a run that stops at zero training loss may end sooner
+            last = float(info["epoch_seconds"])
+            pace = float(info.get("pace_seconds", last))  # the median of the last 5 epochs (older records: the last)
+            left = (int(info["epochs"]) - int(info["epoch"])) * pace
+            # a run that stops at zero training loss may end sooner
             eta = f", about {_duration(left)} left" if left > 0 else ""
-            return (f"epoch {int(info['epoch'])} of {int(info['epochs'])}: {float(info['epoch_seconds']):.1f} s per "
-                    f"epoch{eta}, train loss {float(info['train_loss']):.3g}, test error "
-                    f"{100 * float(info['test_err']):.1f} %{beat}")
+            strays = abs(last - pace) > 10 and not 2 / 3 <= last / pace <= 1.5  # seconds-long epochs jitter
+            odd = f" (the last epoch {last:.1f} s)" if strays else ""
+            return (f"epoch {int(info['epoch'])} of {int(info['epochs'])}: {pace:.1f} s per epoch{odd}{eta}, "
+                    f"train loss {float(info['train_loss']):.3g}, test error {100 * float(info['test_err']):.1f} %"
+                    f"{beat}")
         if info.get("phase") == "measuring":
             state = {"init": "at initialisation", "trained": "the trained network"}.get(info["state"], info["state"])
             return f"measuring {state}: {', '.join(map(str, info.get('measurements', [])))}{beat}"
