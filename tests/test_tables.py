@@ -107,3 +107,20 @@ def test_training_runs_lists_each_network_once_with_its_cost():
     # with the CPU time of the epochs recorded, that is the cost (a paused or time-shared run's wall time is not)
     timed = training_runs(summary.assign(train_cpu_seconds=[3600.0, np.nan, 3600.0, 3600.0]), exclude=["c"])
     assert timed.iloc[0]["core-hours"] == 1.0 and timed.iloc[0]["timed by"] == "CPU time"
+
+
+def test_compact_runs_moves_shared_values_into_a_sentence_and_marks_upper_bounds():
+    """The page's networks table fits the book's column: columns every network shares become a sentence,
+    and a core-hours value timed by wall x threads reads as an upper bound."""
+    from stabkit.report.tables import compact_runs
+
+    runs = pd.DataFrame({"net": ["VGG11bn", "VGG11"], "width": [0.5, 0.5], "seed": [0.0, 0.0],
+                         "optimizer": ["sgd", "adam"], "precision": ["float32", "float32"],
+                         "core-hours": [1.8, 0.97], "timed by": ["wall x threads", "CPU time"]}).set_index("net")
+    table, sentence = compact_runs(runs)
+    assert list(table.columns) == ["optimizer", "core-hours"] and list(table.index) == ["VGG11bn", "VGG11"]
+    assert sentence == "Every network: width 0.5, seed 0, precision float32."
+    assert list(table["core-hours"]) == ["\u2264 1.8", "0.97"]
+    one, none = compact_runs(runs.iloc[:1])
+    assert "seed" in one.columns and none == ""  # a single network keeps its columns
+    assert compact_runs(runs.drop(columns="timed by"))[0]["core-hours"].tolist() == [1.8, 0.97]

@@ -33,7 +33,8 @@ from stabkit.atomic import atomic_write_text
 __all__ = [
     "MEASUREMENT_COLUMNS", "RUN_ID_COLUMNS", "require_columns", "select", "run_columns", "geomean",
     "config_values", "training_label", "with_task_error", "is_missing", "MarkdownText", "markdown_table",
-    "ENV_PAGE_TABLES", "table_downloads", "as_integral", "values_text", "training_runs",
+    "ENV_PAGE_TABLES", "table_downloads", "as_integral", "values_text", "training_runs", "compact_runs",
+    "SHARED_RUN_COLUMNS",
 ]
 
 
@@ -320,3 +321,29 @@ def training_runs(summary: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.Data
                            for h, (_, _, measured) in zip(hours[:, 0], timed)]
     keys = [c for c in ("noise", "net", "seed") if c in out.columns]
     return out.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+#: Columns of :func:`training_runs` that :func:`compact_runs` moves into its sentence when every row shares
+#: their value.
+SHARED_RUN_COLUMNS = ("width", "noise", "seed", "optimizer", "precision")
+
+
+def compact_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """:func:`training_runs` as a page shows it, narrow enough for the book's column: the columns of
+    :data:`SHARED_RUN_COLUMNS` whose value every row shares leave the table for a sentence ("Every network:
+    seed 0, precision float32."), and the ``timed by`` column is folded into ``core-hours``, where a time
+    that is only an upper bound (wall seconds x threads) reads "\u2264 1.8". Returns ``(table, sentence)``; the
+    sentence is empty when no column is shared (or with a single row, which keeps every column)."""
+    out = runs.copy()
+    shared = []
+    if len(out) > 1:
+        for c in SHARED_RUN_COLUMNS:
+            if c in out.columns and out[c].nunique(dropna=False) == 1:
+                v = out[c].iloc[0]
+                shared.append(f"{c} {as_integral(v)}")
+                out = out.drop(columns=c)
+    if "timed by" in out.columns:
+        out["core-hours"] = [("-" if is_missing(h) else f"\u2264 {h:g}" if how == "wall x threads" else f"{h:g}")
+                             for h, how in zip(out["core-hours"], out["timed by"])]
+        out = out.drop(columns="timed by")
+    return out, (f"Every network: {', '.join(shared)}." if shared else "")
