@@ -352,7 +352,9 @@ def test_write_pages_from_executed_notebooks(tmp_path):
     (executed / "fig5.ipynb").write_text(json.dumps(fig5))
     written = dashboard.write_pages(book)
     png_name = f"landing-{hashlib.sha1(PNG).hexdigest()[:10]}.png"  # named by content: a rebuild never collides
-    assert {p.name for p in written} == {"claims.md", "landing.md", png_name, "summary.md"}
+    assert {p.name for p in written} == {"claims.md", "claims.json", "landing.md", png_name, "summary.md"}
+    saved = json.loads((book / "_generated" / "claims.json").read_text())  # the build's claims as data
+    assert [(c["page"], c["verdict"]) for c in saved] == [("fig5", "holds"), ("fig1", "does not hold")]
     md = (book / "claims.md").read_text()
     assert md.index("executed/fig5.ipynb") < md.index("executed/fig1.ipynb")  # toc order
     landing = (book / "_generated" / "landing.md").read_text()
