@@ -246,6 +246,7 @@ def cmd_status(a) -> int:
         return 0
     errors = 0  # a sweep file that cannot be read: the exit status says so, not only the table
     shown: set[str] = set()  # running runs already listed (a run is in every sweep that includes it)
+    forecasts: list = []  # the sweeps whose unfinished runs --forecast estimates
     # committed: published under results/; finished: done in the runs root, not committed (export them)
     print(f"{'sweep':34s} {'scale':6s} {'total':>6s} {'committed':>9s} {'finished':>8s} {'running':>8s} "
           f"{'failed':>7s} {'pending':>8s}")
@@ -269,7 +270,42 @@ def cmd_status(a) -> int:
                         shown.add(cfg.key)
                         line = runs.progress_line(root / cfg.key) or "no progress reported yet"
                         print(f"  running {cfg.key} {cfg.net} seed {cfg.seed}: {line}")
+            if a.forecast:
+                forecasts.append(sw)
+    if a.forecast:
+        _print_forecasts(forecasts, a.root, a.results_root)
     return 1 if errors else 0
+
+
+def _print_forecasts(sws: list, root: str | None, results_root: str | None) -> None:
+    """The unfinished runs of each sweep with the core-hours they still need (stabkit.campaign.forecast);
+    a run shared by several sweeps is listed under the first."""
+    import os
+
+    from .campaign import forecast_sweep, paces
+    measured = paces(results_root, root)
+    listed: set[str] = set()
+    cores = os.cpu_count() or 1
+    print(f"\nCore-hours still needed on a CPU, at the pace of {len(measured)} finished CPU runs "
+          "(the median epoch of the same network, scaled by the time model; CPU time where recorded):")
+    for sw in sws:
+        f = forecast_sweep(sw, runs_root=root, results_root=results_root, measured=measured)
+        shared = f.key.isin(listed)
+        f = f[~shared]
+        listed.update(f.key)
+        if f.empty:
+            if shared.any():
+                print(f"{sw.name} {sw.scale}: its {int(shared.sum())} unfinished runs are listed above")
+            continue
+        total = f.core_hours.sum()
+        also = f" ({int(shared.sum())} more listed above)" if shared.any() else ""
+        print(f"{sw.name} {sw.scale}: {len(f)} unfinished runs{also}, about {total:.1f} core-hours "
+              f"({total / cores:.1f} h on this machine's {cores} cores)")
+        print(f"  {'key':12s} {'net':16s} {'width':>5s} {'epochs':>6s} {'noise':>5s} {'seed':>4s} {'state':11s} "
+              f"{'left':>4s} {'core-h':>6s}  basis")
+        for r in f.itertuples(index=False):
+            print(f"  {r.key:12s} {r.net:16s} {r.width_factor:5.3g} {r.epochs!s:>6s} {r.noise_std:5.3g} {r.seed:4d} "
+                  f"{r.state:11s} {r.epochs_left:4d} {r.core_hours:6.2f}  {r.basis}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -419,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--scale", default=None, help="one scale (default: every scale of each sweep)")
     q.add_argument("--results-root", dest="results_root", default=None,
                    help="committed results store (default: $STABKIT_RESULTS, else <repo>/results)")
+    q.add_argument("--forecast", action="store_true",
+                   help="also list each sweep's unfinished runs with the core-hours they still need on a CPU, "
+                        "estimated from the pace of finished CPU runs (committed and in the runs root)")
     common(q, device=False)
     q.set_defaults(fn=cmd_status)
     return p

@@ -7,7 +7,9 @@
 - :mod:`~stabkit.campaign.timemodel`: how long a run takes (:class:`TimeModel`);
 - :mod:`~stabkit.campaign.workers`: the worker processes; :mod:`~stabkit.campaign.packing`: the packed
   runs (``runs*.tar.gz``);
-- :mod:`~stabkit.campaign.scheduler`: :func:`campaign`, the schedule under the deadline.
+- :mod:`~stabkit.campaign.scheduler`: :func:`campaign`, the schedule under the deadline;
+- :mod:`~stabkit.campaign.forecast`: the core-hours a sweep's unfinished runs still need on a CPU, from the
+  pace of finished runs (:func:`forecast_sweep`, ``stabkit status --forecast``).
 
 Public names load on first use (:mod:`stabkit.lazy`).
 """
@@ -23,13 +25,15 @@ _NAMES = {
     **dict.fromkeys(("check_options", "make_plan", "Plan", "PlanItem", "simulate", "estimate_plan"), "plan"),
     **dict.fromkeys(("pack_runs", "Packer", "part_name", "MANIFEST_FORMAT", "PART_LIMIT"), "packing"),
     "failure_kind": "workers", "TimeModel": "timemodel",
+    **dict.fromkeys(("forecast_sweep", "paces"), "forecast"),
 }
-_SUBMODULES = ("plan", "smoke", "timemodel", "workers", "packing", "scheduler")
+_SUBMODULES = ("plan", "smoke", "timemodel", "workers", "packing", "scheduler", "forecast")
 
 __all__ = list(_NAMES)
 __getattr__, __dir__ = lazy_face(__name__, _NAMES, _SUBMODULES)
 
 if TYPE_CHECKING:  # for type checkers and readers: the names __getattr__ serves
+    from .forecast import forecast_sweep, paces  # noqa: F401
     from .packing import MANIFEST_FORMAT, PART_LIMIT, Packer, pack_runs, part_name  # noqa: F401
     from .plan import Plan, PlanItem, check_options, estimate_plan, make_plan, simulate  # noqa: F401
     from .scheduler import campaign  # noqa: F401

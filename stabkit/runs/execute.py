@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import shutil
@@ -299,6 +300,11 @@ def train_spec(cfg: RunConfig, select_on: str = "test") -> Any:
                      precision=cfg.precision, fast=cfg.fast, **run_mode())
 
 
+def _torch_threads() -> int:
+    import torch
+    return torch.get_num_threads()
+
+
 def _train(cfg: RunConfig, d, model, ckpt: CheckpointFolder, device: str, progress: bool,
            heartbeat: Callable) -> tuple[dict, pd.DataFrame]:
     """Train ``model`` for ``cfg`` (checkpoints into ``ckpt``): the summary's training columns, metrics."""
@@ -311,14 +317,20 @@ def _train(cfg: RunConfig, d, model, ckpt: CheckpointFolder, device: str, progre
     t0 = time.time()
 
     paces: list[float] = []
+    cpu_paces: list[float] = []
 
     def report(row: Mapping[str, Any]) -> None:  # the lock's record: what `sweep --dry-run` and `status` show
         paces.append(float(row["seconds"]))
+        if row.get("cpu_seconds") is not None and math.isfinite(float(row["cpu_seconds"])):
+            cpu_paces.append(float(row["cpu_seconds"]))
+        cpu_pace = {"pace_cpu_seconds": float(statistics.median(cpu_paces[-5:]))} if cpu_paces else {}
         heartbeat({"phase": "training", "epoch": int(row["epoch"]), "epochs": cfg.epochs,
                    "epoch_seconds": float(row["seconds"]),
                    # the pace to estimate the time left: one epoch stretched by a pause (SIGSTOP while a test
                    # suite runs) or a busy machine does not move the median of the last five
                    "pace_seconds": float(statistics.median(paces[-5:])),
+                   # the same in CPU time (core-seconds; `stabkit status --forecast`)
+                   **cpu_pace, "threads": _torch_threads(),
                    "train_loss": float(row["train_loss"]), "test_err": float(row["test_err"])})
 
     res = _trainer().train(model, loaders, train_spec(cfg, "test_corrupted" if corrupted else "test"),

@@ -1,0 +1,167 @@
+"""``stabkit.campaign.forecast`` and ``stabkit status --forecast``: the core-hours a sweep's unfinished runs
+still need on a CPU, from the pace finished runs measured (CPU time where recorded)."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from stabkit import campaign, locks, runs, sweeps
+from stabkit.__main__ import main
+from stabkit.campaign.timemodel import TimeModel
+from stabkit.checkpoints import CheckpointFolder
+
+TINY = dict(task="twopoints", net="LeNet", ptr=64, test_size=64, epochs=3, P=8, width_factor=0.25, batch_size=32,
+            measure=["output"], stop_at_zero_loss=False)
+
+
+def _sweep(tmp_path, name="plan", grid=None, base=None):
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(yaml.safe_dump({"name": name, "base": {**TINY, **(base or {})},
+                                    "grid": grid or {"seed": [0, 1, 2, 3]}, "scales": {"tiny": {}}}))
+    return spec, sweeps.load_sweep(spec, "tiny")
+
+
+def _timed(path, seconds, cpu=None, threads=1, device="cpu"):
+    """Give a finished run folder chosen epoch times (its real ones depend on the machine)."""
+    m = pd.read_parquet(path / "metrics.parquet")
+    m["seconds"] = seconds
+    m["cpu_seconds"] = np.nan if cpu is None else cpu
+    m.to_parquet(path / "metrics.parquet")
+    s = pd.read_parquet(path / "summary.parquet")
+    s["threads"], s["mode_device"], s["device"], s["measure_seconds"] = threads, device, device, 2.0
+    s.to_parquet(path / "summary.parquet")
+    st = json.loads((path / "status.json").read_text())  # what an export commits beside the tables
+    st.update(threads=threads, mode_device=device, device=device, measure_seconds=2.0)
+    (path / "status.json").write_text(json.dumps(st))
+
+
+def _model_epoch(cfg) -> float:
+    p = TimeModel("cpu").parts(cfg)
+    return (p["train"] + p["eval"]) / p["epochs"]
+
+
+def test_paces_take_the_median_epoch_in_cpu_time_else_wall_times_threads(tmp_path):
+    _, sw = _sweep(tmp_path)
+    root = tmp_path / "runs"
+    a, b, gpu = sw.configs[:3]
+    for c in (a, b, gpu):
+        runs.run(c, root, device="cpu", progress=False)
+    _timed(root / a.key, [5.0, 5.0, 5.0], cpu=[1.0, 1.0, 9.0])   # a paused epoch: its wall time, not its CPU time
+    _timed(root / b.key, [2.0, 2.0, 50.0], threads=2)            # older record: no CPU time
+    _timed(root / gpu.key, [0.1, 0.1, 0.1], device="cuda")       # another kind of machine: not a CPU pace
+    sweeps.export(sw, "tiny", root, tmp_path / "results")         # committed and in the runs root: counted once
+    got = campaign.paces(tmp_path / "results", root).set_index("run")
+    assert sorted(got.index) == sorted([a.key, b.key])
+    assert got.loc[a.key, "epoch_core_s"] == 1.0 and got.loc[a.key, "timed_by"] == "cpu time"
+    assert got.loc[b.key, "epoch_core_s"] == 4.0 and got.loc[b.key, "timed_by"] == "wall x threads"
+    assert got.loc[b.key, "measure_core_s"] == 4.0 and got.loc[a.key, "epochs_run"] == 3
+    # a fresh clone has only the committed tables: the same paces
+    only_committed = campaign.paces(tmp_path / "results", tmp_path / "nothing").set_index("run")
+    pd.testing.assert_frame_equal(only_committed.drop(columns="config").sort_index(),
+                                  got.drop(columns="config").sort_index())
+
+
+def test_forecast_scales_the_pace_of_the_same_network_by_the_time_model(tmp_path):
+    _, done = _sweep(tmp_path, "done", grid={"seed": [0]})
+    root = tmp_path / "runs"
+    runs.run(done.configs[0], root, device="cpu", progress=False)
+    _timed(root / done.configs[0].key, [7.0, 7.0, 7.0], cpu=[3.0, 3.0, 3.0])
+    _, sw = _sweep(tmp_path, "todo", grid=[{"width_factor": [0.25, 1.0]}, {"net": ["AlexNet"]}],
+                   base={"seed": 5})
+    f = campaign.forecast_sweep(sw, runs_root=root, results_root=tmp_path / "results").set_index("width_factor")
+    narrow, wide = sw.configs[0], sw.configs[1]
+    lenet = f[f.net == "LeNet"]
+    assert lenet.loc[0.25, "epoch_core_s"] == pytest.approx(3.0)          # the same configuration: its pace
+    assert lenet.loc[1.0, "epoch_core_s"] == pytest.approx(3.0 * _model_epoch(wide) / _model_epoch(narrow))
+    assert lenet.loc[1.0, "epoch_core_s"] > 3.0
+    assert set(lenet.basis) == {"1 run of LeNet"}
+    assert list(f[f.net == "AlexNet"].basis) == ["1 run of other networks, scaled"]
+    assert (f.state == "pending").all() and (f.epochs_left == 3).all()
+    # three epochs and the measurement (that run's 2 s, the same configuration)
+    assert lenet.loc[0.25, "core_hours"] == pytest.approx((3 * 3.0 + 2.0) / 3600)
+    assert (f.core_hours > 3 * f.epoch_core_s / 3600).all()
+    # nothing measured: the time model's assumption, said so
+    bare = campaign.forecast_sweep(sw, runs_root=tmp_path / "empty", results_root=tmp_path / "results",
+                                   measured=campaign.paces(tmp_path / "none", tmp_path / "none"))
+    assert set(bare.basis) == {"time model (assumed)"}
+
+
+def test_cpu_time_is_preferred_to_wall_times_threads(tmp_path):
+    _, done = _sweep(tmp_path, "done", grid={"seed": [0, 1]})
+    root = tmp_path / "runs"
+    for c in done.configs:
+        runs.run(c, root, device="cpu", progress=False)
+    _timed(root / done.configs[0].key, [3.0] * 3, cpu=[3.0] * 3)
+    _timed(root / done.configs[1].key, [30.0] * 3, threads=2)  # a busy machine, timed by the wall clock
+    _, sw = _sweep(tmp_path, "todo", grid={"seed": [9]})
+    f = campaign.forecast_sweep(sw, runs_root=root, results_root=tmp_path / "results")
+    assert f.epoch_core_s.tolist() == [pytest.approx(3.0)] and f.basis.tolist() == ["1 run of LeNet"]
+
+
+def test_forecast_counts_what_each_run_has_done(tmp_path):
+    _, sw = _sweep(tmp_path, grid={"seed": [0, 1, 2, 3, 4, 5]})
+    by_seed = {c.seed: c for c in sw.configs}
+    root, res = tmp_path / "runs", tmp_path / "results"
+    runs.run(by_seed[0], root, device="cpu", progress=False)
+    _timed(root / by_seed[0].key, [4.0] * 3, cpu=[2.0] * 3)
+    runs.run(by_seed[1], root, device="cpu", progress=False)
+    _timed(root / by_seed[1].key, [4.0] * 3, cpu=[2.0] * 3)
+    sweeps.export(sweeps.load_sweep({"name": "plan", "base": TINY, "grid": {"seed": [1]}, "scales": {"tiny": {}}},
+                                    "tiny"), "tiny", root, res)
+    interrupted = root / by_seed[2].key                              # two epochs saved
+    interrupted.mkdir(parents=True)
+    CheckpointFolder(interrupted, "LeNet", by_seed[2].key).write_resume({"rows": [{"epoch": 1}, {"epoch": 2}]})
+    trained = root / by_seed[3].key                                  # training ended, measurement missing
+    trained.mkdir(parents=True)
+    (trained / "trained.json").write_text(json.dumps({"key": by_seed[3].key, "training": {}}))
+    running = root / by_seed[4].key
+    running.mkdir(parents=True)
+    lock = locks.RunLock(running)
+    assert lock.acquire()
+    try:
+        lock.heartbeat({"phase": "training", "epoch": 1, "epochs": 3, "epoch_seconds": 9.0, "pace_seconds": 9.0,
+                        "pace_cpu_seconds": 8.0, "threads": 1})
+        f = campaign.forecast_sweep(sw, runs_root=root, results_root=res).set_index("seed")
+    finally:
+        lock.release()
+    assert sorted(f.index) == [2, 3, 4, 5]                           # seed 0 finished, seed 1 committed
+    assert f.loc[2, "state"] == "interrupted" and f.loc[2, "epochs_left"] == 1
+    assert f.loc[3, "epochs_left"] == 0
+    assert f.loc[4, "state"] == "running" and f.loc[4, "epochs_left"] == 2
+    assert f.loc[4, "epoch_core_s"] == 8.0 and f.loc[4, "basis"] == "its own pace"
+    assert f.loc[5, "epochs_left"] == 3 and f.loc[5, "epoch_core_s"] == pytest.approx(2.0)
+    measure_h = f.loc[3, "core_hours"]
+    assert measure_h > 0
+    assert f.loc[2, "core_hours"] == pytest.approx(1 * 2.0 / 3600 + measure_h)
+    assert f.loc[5, "core_hours"] == pytest.approx(3 * 2.0 / 3600 + measure_h)
+
+
+def test_a_training_reports_its_pace_in_cpu_time(tmp_path, monkeypatch):
+    seen = []
+    real = locks.RunLock.heartbeat
+    monkeypatch.setattr(locks.RunLock, "heartbeat", lambda self, progress=None: (seen.append(progress),
+                                                                                 real(self, progress))[1])
+    _, sw = _sweep(tmp_path, grid={"seed": [0]})
+    runs.run(sw.configs[0], tmp_path / "runs", device="cpu", progress=False)
+    training = [p for p in seen if p and p.get("phase") == "training"]
+    assert [p["epoch"] for p in training] == [1, 2, 3]
+    assert all(p["pace_cpu_seconds"] > 0 and p["threads"] >= 1 for p in training)
+
+
+def test_status_forecast_lists_each_unfinished_run_once(tmp_path, capsys):
+    base, sw = _sweep(tmp_path, "base", grid={"seed": [0, 1]})
+    (tmp_path / "whole.yaml").write_text(yaml.safe_dump({"name": "whole", "include": ["base"], "base": TINY,
+                                                         "grid": {"seed": [0, 1, 2]}, "scales": {"tiny": {}}}))
+    root = tmp_path / "runs"
+    runs.run(sw.configs[0], root, device="cpu", progress=False)
+    assert main(["status", str(base), str(tmp_path / "whole.yaml"), "--scale", "tiny", "--root", str(root),
+                 "--results-root", str(tmp_path / "results"), "--forecast"]) == 0
+    out = capsys.readouterr().out
+    keys = {c.seed: c.key for c in sweeps.load_sweep(tmp_path / "whole.yaml", "tiny").configs}
+    assert "Core-hours still needed on a CPU, at the pace of 1 finished CPU runs" in out
+    assert "base tiny: 1 unfinished runs, about " in out
+    assert "whole tiny: 1 unfinished runs (1 more listed above), about " in out
+    assert out.count(keys[1]) == 1 and out.count(keys[2]) == 1 and keys[0] not in out.split("Core-hours")[1]
+    assert "1 run of LeNet" in out
