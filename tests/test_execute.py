@@ -501,3 +501,21 @@ def test_progress_line_says_how_long_is_left(tmp_path):
     assert "300.0 s per epoch (the last epoch 1430.0 s), about 4.6 h left" in line, line
     lock.write_text(json.dumps({**record, "epoch_seconds": 310.0, "pace_seconds": 300.0}))
     assert "300.0 s per epoch, about" in runs.progress_line(tmp_path)
+    assert "paused or stuck" not in runs.progress_line(tmp_path)
+
+
+def test_progress_line_flags_a_run_silent_for_longer_than_its_pace(tmp_path):
+    import json
+    import os
+    import time
+
+    lock = tmp_path / runs.folder.LOCK_NAME
+    lock.write_text(json.dumps({"phase": "training", "epoch": 3, "epochs": 20, "epoch_seconds": 200.0,
+                                "pace_seconds": 200.0, "train_loss": 1.0, "test_err": 0.5}))
+    ago = time.time() - 527
+    os.utime(lock, (ago, ago))  # a sweep paused (SIGSTOP) 527 s ago, in an epoch of 200 s
+    line = runs.progress_line(tmp_path)
+    assert line.endswith("heartbeat 527 s ago (no report for 2.6x its pace: paused or stuck?)"), line
+    ago = time.time() - 300
+    os.utime(lock, (ago, ago))  # within twice the pace (and a minute): an epoch under way
+    assert runs.progress_line(tmp_path).endswith("heartbeat 300 s ago")
