@@ -10,9 +10,10 @@ are the measurements:
   median, not the sum, because sweeps paused (SIGSTOP) or sharing the cores stretch single epochs;
 - a run to come is estimated from the finished runs of the **same task, network and training precision**,
   each pace scaled by the time model's ratio of per-epoch cost (:class:`~stabkit.campaign.TimeModel`:
-  width, batch, training-set size, corrupted test set), the median of those; without such runs, from
-  every finished run of the task, scaled the same way; without any, the time model's assumption for this
-  CPU. Its measurement adds the same runs' ``measure_seconds`` x threads, scaled by the model's ratio;
+  width, batch, training-set size, corrupted test set), the median of those; those of the same width,
+  training- and test-set size and batch only, when there are any (the fixed costs of an epoch do not
+  scale with operations); without runs of the network, from every finished run of the task, scaled the
+  same way; without any, the time model's assumption for this CPU. Its measurement adds the same runs' ``measure_seconds`` x threads, scaled by the model's ratio;
 - among those runs, the ones timed in CPU time are preferred when there are any;
 - a run that stops at zero training loss is expected to take the most epochs its finished peers (same task,
   network, training-set size) took, else the sweep files' ``campaign.zero_loss_epochs``;
@@ -177,6 +178,10 @@ def forecast_sweep(sweep: Sweep, *, runs_root: str | Path | None = None, results
         same = [(c, r) for c, r in ref_cfgs if c.task == cfg.task and c.net == cfg.net and c.precision == cfg.precision]
         task = [(c, r) for c, r in ref_cfgs if c.task == cfg.task and c.precision == cfg.precision]
         refs, what = (same, f"of {cfg.net}") if same else (task, "of other networks, scaled")
+        # the same shape first: scaling by operations misses the fixed costs of an epoch (loaders, evaluation),
+        # which dominate small training sets
+        shape = lambda c: (c.width_factor, c.ptr, c.test_size, c.batch_size)  # noqa: E731
+        refs = [(c, r) for c, r in refs if shape(c) == shape(cfg)] or refs
         timed = [(c, r) for c, r in refs if r.timed_by == "cpu time"]
         refs = timed or refs  # CPU time where measured: wall x threads also counts pauses and time-sharing
         if refs:
