@@ -165,3 +165,21 @@ def test_status_forecast_lists_each_unfinished_run_once(tmp_path, capsys):
     assert "whole tiny: 1 unfinished runs (1 more listed above), about " in out
     assert out.count(keys[1]) == 1 and out.count(keys[2]) == 1 and keys[0] not in out.split("Core-hours")[1]
     assert "1 run of LeNet" in out
+
+
+def test_runs_of_the_same_shape_come_first(tmp_path):
+    """Scaling by operations misses an epoch's fixed costs: a run of the same width, data sizes and batch is
+    the better guide when there is one."""
+    _, done = _sweep(tmp_path, "done", grid={"width_factor": [0.25, 1.0]})
+    root = tmp_path / "runs"
+    for c in done.configs:
+        runs.run(c, root, device="cpu", progress=False)
+    narrow, wide = done.configs
+    _timed(root / narrow.key, [3.0] * 3, cpu=[3.0] * 3)
+    _timed(root / wide.key, [100.0] * 3, cpu=[100.0] * 3)
+    _, sw = _sweep(tmp_path, "todo", grid={"width_factor": [0.25, 0.5]}, base={"seed": 7})
+    f = campaign.forecast_sweep(sw, runs_root=root, results_root=tmp_path / "results").set_index("width_factor")
+    assert f.loc[0.25, "epoch_core_s"] == pytest.approx(3.0) and f.loc[0.25, "basis"] == "1 run of LeNet"
+    half = sw.configs[1]
+    both = [3.0 * _model_epoch(half) / _model_epoch(narrow), 100.0 * _model_epoch(half) / _model_epoch(wide)]
+    assert f.loc[0.5, "epoch_core_s"] == pytest.approx(np.median(both)) and f.loc[0.5, "basis"] == "2 runs of LeNet"
