@@ -140,7 +140,7 @@ def progress_line(path: str | Path) -> str:
     """What the process computing run folder ``path`` last reported in its lock record, as one line
     ("epoch 23 of 300: 12.4 s per epoch, about 57 min left, train loss 0.981, test error 50.1 %; heartbeat 4 s
     ago": the time left at the median pace of the last 5 epochs, the last one named when it strays, a
-    heartbeat older than twice the pace flagged as "paused or stuck?"; or
+    heartbeat older than three times the pace flagged as "paused or stuck?"; or
     "measuring the trained network: layers, spectra; heartbeat ..."); ``""`` with no report."""
     lock = Path(path) / LOCK_NAME
     info = lock_info(lock)
@@ -155,9 +155,10 @@ def progress_line(path: str | Path) -> str:
             eta = f", about {_duration(left)} left" if left > 0 else ""
             strays = abs(last - pace) > 10 and not 2 / 3 <= last / pace <= 1.5  # seconds-long epochs jitter
             odd = f" (the last epoch {last:.1f} s)" if strays else ""
-            # silent for more than twice its pace: stopped (SIGSTOP, a suspended job) or stuck, not training
+            # silent for more than three times its pace: stopped (SIGSTOP, a suspended job) or stuck, not merely slowed
+            # by other work (two threads on cores that other processes share can take twice as long)
             quiet = (f" (no report for {age / pace:.1f}x its pace: paused or stuck?)"
-                     if age is not None and left > 0 and age > 2 * pace + 60 else "")
+                     if age is not None and left > 0 and age > 3 * pace + 60 else "")
             return (f"epoch {int(info['epoch'])} of {int(info['epochs'])}: {pace:.1f} s per epoch{odd}{eta}, "
                     f"train loss {float(info['train_loss']):.3g}, test error {100 * float(info['test_err']):.1f} %"
                     f"{beat}{quiet}")
