@@ -21,7 +21,7 @@ are the measurements:
   at its own pace when it is running and its report gives one, and a run whose training ended
   (``trained.json``) only its measurement.
 
-Public: :func:`paces` (one row per finished CPU run), :func:`forecast_sweep` (one row per unfinished run of a sweep).
+Public: :func:`~stabkit.campaign.paces` (one row per finished CPU run), :func:`~stabkit.campaign.forecast_sweep` (one row per unfinished run of a sweep).
 Estimates are of this kind of machine only: runs finished on GPUs are not used.
 """
 from __future__ import annotations
@@ -44,10 +44,10 @@ from .timemodel import TimeModel
 
 __all__ = ["PACE_COLUMNS", "FORECAST_COLUMNS", "paces", "forecast_sweep"]
 
-#: Columns of :func:`paces`.
+#: Columns of :func:`~stabkit.campaign.paces`.
 PACE_COLUMNS = ["run", "task", "net", "width_factor", "precision", "epochs_run", "epoch_core_s", "measure_core_s",
                 "timed_by", "host", "config"]
-#: Columns of :func:`forecast_sweep`.
+#: Columns of :func:`~stabkit.campaign.forecast_sweep`.
 FORECAST_COLUMNS = ["key", "net", "width_factor", "epochs", "noise_std", "seed", "state", "epochs_left",
                     "epoch_core_s", "core_hours", "basis"]
 
@@ -74,7 +74,7 @@ def _pace_row(cfg: dict, metrics: pd.DataFrame, status: dict) -> dict[str, Any] 
 
 
 def paces(results_root: str | Path | None = None, runs_root: str | Path | None = None) -> pd.DataFrame:
-    """One row per finished CPU run (:data:`PACE_COLUMNS`): the committed runs of every sweep and scale under
+    """One row per finished CPU run (:data:`~stabkit.campaign.forecast.PACE_COLUMNS`): the committed runs of every sweep and scale under
     ``results_root`` (default ``$STABKIT_RESULTS``, else ``<repo>/results``) and the finished run folders of
     ``runs_root`` (default ``$STABKIT_RUNS``, else ``<repo>/runs``); a run in both counts once. ``config``
     holds the run's configuration (a dict)."""
@@ -147,13 +147,13 @@ def _progress(path: Path, cfg: RunConfig) -> tuple[str, int, bool, float | None]
 def forecast_sweep(sweep: Sweep, *, runs_root: str | Path | None = None, results_root: str | Path | None = None,
              committed: Collection[str] | None = None, measured: pd.DataFrame | None = None) -> pd.DataFrame:
     """The runs of ``sweep`` that are neither finished in ``runs_root`` nor committed for its scale, in grid
-    order, with the core-hours each still needs (:data:`FORECAST_COLUMNS`; see the module text).
+    order, with the core-hours each still needs (:data:`~stabkit.campaign.forecast.FORECAST_COLUMNS`; see the module text).
 
     ``state``: pending, interrupted, running or failed; ``epochs_left``: epochs still to train;
     ``epoch_core_s``: the estimated core-seconds of one of its epochs; ``basis``: what the estimate rests on
     ("3 runs of VGG11bn", "5 runs of other networks, scaled", "its own pace", "time model (assumed)"). ``committed``: the
     keys committed for the sweep's scale (default: read from ``results_root``); ``measured``: a
-    :func:`paces` table (default: computed from both roots). Imports torch (the time model builds each
+    :func:`~stabkit.campaign.paces` table (default: computed from both roots). Imports torch (the time model builds each
     network once to count its operations)."""
     root = Path(runs_root or default_runs_root())
     published = set(committed_keys(sweep.name, sweep.scale, results_root) if committed is None else committed)
