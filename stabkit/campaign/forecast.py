@@ -13,16 +13,21 @@ are the measurements:
   width, batch, training-set size, corrupted test set), the median of those; those of the same width,
   training- and test-set size and batch only, when there are any (the fixed costs of an epoch do not
   scale with operations); without runs of the network, from every finished run of the task, scaled the
-  same way; without any, the time model's assumption for this CPU. Its measurement adds the same runs' ``measure_seconds`` x threads, scaled by the model's ratio;
-- among those runs, the ones timed in CPU time are preferred when there are any;
+  same way; without any, the time model's assumption for this CPU. Its measurement adds the same runs'
+  ``measure_seconds`` x threads, scaled by the model's ratio;
+- among those runs, the ones timed in CPU time are preferred when there are any (a run on two threads
+  uses about 1.2x the core-seconds of one thread on the 2-core development machine: the estimate for a
+  one-thread run from it is high by as much);
 - a run that stops at zero training loss is expected to take the most epochs its finished peers (same task,
   network, training-set size) took, else the sweep files' ``campaign.zero_loss_epochs``;
 - a run that already trained some epochs (``resume.pt``; a running run's last report) needs only the rest,
   at its own pace when it is running and its report gives one, and a run whose training ended
   (``trained.json``) only its measurement.
 
-Public: :func:`~stabkit.campaign.paces` (one row per finished CPU run), :func:`~stabkit.campaign.forecast_sweep` (one row per unfinished run of a sweep).
-Estimates are of this kind of machine only: runs finished on GPUs are not used.
+Public: :func:`~stabkit.campaign.paces` (one row per finished CPU run), :func:`~stabkit.campaign.forecast_sweep`
+(one row per unfinished run of a sweep). Estimates are of CPUs only: runs finished on GPUs are not used.
+Leave-one-out over the 53 committed CIFAR-10 runs of the cpu scale (December 2026): median estimate/actual
+0.99, quartiles 0.83-1.17; old wall-clock timings of busy machines are the main error.
 """
 from __future__ import annotations
 
