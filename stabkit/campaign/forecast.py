@@ -150,7 +150,7 @@ def _progress(path: Path, cfg: RunConfig) -> tuple[str, int, bool, float | None]
 
 
 def forecast_sweep(sweep: Sweep, *, runs_root: str | Path | None = None, results_root: str | Path | None = None,
-             committed: Collection[str] | None = None, measured: pd.DataFrame | None = None) -> pd.DataFrame:
+                   committed: Collection[str] | None = None, measured: pd.DataFrame | None = None) -> pd.DataFrame:
     """The runs of ``sweep`` that are neither finished in ``runs_root`` nor committed for its scale, in grid
     order, with the core-hours each still needs (:data:`~stabkit.campaign.forecast.FORECAST_COLUMNS`; see the module text).
 
@@ -173,6 +173,11 @@ def forecast_sweep(sweep: Sweep, *, runs_root: str | Path | None = None, results
         parts = model.parts(cfg)
         return (parts["train"] + parts["eval"]) / max(1.0, parts["epochs"]), parts["measure"]
 
+    ref_model = {r.run: per_epoch(c) for c, r in ref_cfgs}  # each reference's modelled cost, once
+
+    def shape(c: RunConfig) -> tuple:
+        return c.width_factor, c.ptr, c.test_size, c.batch_size
+
     rows = []
     for cfg in sweep.configs:
         path = root / cfg.key
@@ -185,15 +190,14 @@ def forecast_sweep(sweep: Sweep, *, runs_root: str | Path | None = None, results
         refs, what = (same, f"of {cfg.net}") if same else (task, "of other networks, scaled")
         # the same shape first: scaling by operations misses the fixed costs of an epoch (loaders, evaluation),
         # which dominate small training sets
-        shape = lambda c: (c.width_factor, c.ptr, c.test_size, c.batch_size)  # noqa: E731
         refs = [(c, r) for c, r in refs if shape(c) == shape(cfg)] or refs
         timed = [(c, r) for c, r in refs if r.timed_by == "cpu time"]
         refs = timed or refs  # CPU time where measured: wall x threads also counts pauses and time-sharing
         if refs:
-            epoch_s = float(np.median([r.epoch_core_s * epoch_m / per_epoch(c)[0] for c, r in refs]))
+            epoch_s = float(np.median([r.epoch_core_s * epoch_m / ref_model[r.run][0] for c, r in refs]))
             # measured measurements only of the same kind (a control that measures one thing is no guide)
-            ms = [r.measure_core_s * measure_m / per_epoch(c)[1] for c, r in refs
-                  if np.isfinite(r.measure_core_s) and c.measure == cfg.measure and per_epoch(c)[1] > 0]
+            ms = [r.measure_core_s * measure_m / ref_model[r.run][1] for c, r in refs
+                  if np.isfinite(r.measure_core_s) and c.measure == cfg.measure and ref_model[r.run][1] > 0]
             measure_s = float(np.median(ms)) if ms else measure_m
             basis = f"{len(refs)} run{'s' if len(refs) > 1 else ''} {what}"
         else:
