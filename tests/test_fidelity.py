@@ -97,15 +97,14 @@ def test_run_tables_label_the_probe_sets_and_keys_do_not_change(fake_cifar, tmp_
 # ------------------------------------------------------------------------------------ 12.2 the sweeps
 CPU_KEYS = [  # `python -m stabkit sweep sweeps/fig1_noise_corrupted_cifar.yaml --scale cpu --dry-run`: the runs
     # the background sweeps train must keep their folders (the half-width 20-epoch grid; LeNet keeps its 250-epoch runs;
-    # VGG11bn and ResNet18 for 60 epochs after the noise-30 VGG11bn; after the other noise-30 runs, the wider
-    # 60-epoch candidates for <= 10 %: ResNet18 at half width, then the noise-1 runs, VGG11bn at full width)
+    # VGG11bn and ResNet18 for 60 epochs after the noise-30 VGG11bn; after the noise-30 AlexNet, the candidates for
+    # <= 10 %: ResNet18 at half width, VGG11bn and VGG16bn at full width, 40 epochs in bf16; then noise 30 and 1)
     "5a58cda18e9c", "12c945d9a3ae", "f06f258120c3", "c5181c0fcea8", "2bc1ab034af1", "11adf9b96082",
-    "724a9911ab03", "10221de460ab", "154da34e041e",
-    "c2d1e56213f5", "98ffc4f3052e", "8d7ccd8847e4", "cf27037275cb", "2816bc24858b", "e9c90e328b17",
+    "724a9911ab03", "10221de460ab", "154da34e041e", "c2d1e56213f5",
+    "146dd7beba69", "224203a17cd9", "ee80ed2add6b",
+    "98ffc4f3052e", "8d7ccd8847e4", "cf27037275cb", "e9c90e328b17",
     "0abbbee2988a", "4c366ff58c5c", "df623acd92c5", "1aa08ab2a401", "97ed09a416ca", "12b19f4f8111",
-    "49315287bba8",
-    "bdf57e087a22", "132aa6711042", "38dd73854d85", "2949b5eb9465",  # seed 1 of Fig. 3's nets
-    "855f419adbfc"]  # VGG16bn at half width for 60 epochs, last
+    "64aca60db58d", "132aa6711042", "38dd73854d85", "2949b5eb9465"]  # seed 1 of Fig. 3's nets
 OLD_KEYS = {  # tiny and small grids before the network lists changed: still the same runs
     ("fig1_noise_corrupted_cifar", "tiny"): ["f59b6c277bfc", "7829321d9885"],
     ("fig1_noise_corrupted_cifar", "small"): ["f3d3b704c535", "384215cae9c8", "7e39bb842877", "b0e9f29c0b03",

@@ -183,3 +183,27 @@ def test_runs_of_the_same_shape_come_first(tmp_path):
     half = sw.configs[1]
     both = [3.0 * _model_epoch(half) / _model_epoch(narrow), 100.0 * _model_epoch(half) / _model_epoch(wide)]
     assert f.loc[0.5, "epoch_core_s"] == pytest.approx(np.median(both)) and f.loc[0.5, "basis"] == "2 runs of LeNet"
+
+
+def test_another_precision_is_used_only_when_no_run_of_this_one_finished(tmp_path):
+    """A bf16 run is estimated from bf16 runs (of other networks, scaled) before float32 runs of its own network:
+    the arithmetic changes the pace by a factor that depends on the CPU. With no bf16 run at all, the float32
+    runs of the network, said so in the basis."""
+    _, done = _sweep(tmp_path, "done", grid={"seed": [0]})
+    root = tmp_path / "runs"
+    runs.run(done.configs[0], root, device="cpu", progress=False)
+    _timed(root / done.configs[0].key, [3.0] * 3, cpu=[3.0] * 3)
+    _, sw = _sweep(tmp_path, "todo", grid={"net": ["LeNet", "AlexNet"]}, base={"seed": 9, "precision": "bf16"})
+    f = campaign.forecast_sweep(sw, runs_root=root, results_root=tmp_path / "results").set_index("net")
+    assert f.loc["LeNet", "basis"] == "1 run of LeNet in float32, not bf16"
+    assert f.loc["LeNet", "epoch_core_s"] == pytest.approx(3.0)
+    assert f.loc["AlexNet", "basis"] == "time model (assumed)"
+    # once a bf16 run of another network finished, it is the guide (scaled), not the float32 run
+    _, bf = _sweep(tmp_path, "bf", grid={"seed": [1]}, base={"net": "AlexNet", "precision": "bf16"})
+    runs.run(bf.configs[0], root, device="cpu", progress=False)
+    _timed(root / bf.configs[0].key, [50.0] * 3, cpu=[50.0] * 3)
+    g = campaign.forecast_sweep(sw, runs_root=root, results_root=tmp_path / "results").set_index("net")
+    assert g.loc["LeNet", "basis"] == "1 run of other networks, scaled"
+    assert g.loc["LeNet", "epoch_core_s"] == pytest.approx(
+        50.0 * _model_epoch(sw.configs[0]) / _model_epoch(bf.configs[0]))
+    assert g.loc["AlexNet", "basis"] == "1 run of AlexNet" and g.loc["AlexNet", "epoch_core_s"] == pytest.approx(50.0)

@@ -59,3 +59,29 @@ def test_a_longer_training_of_the_same_configuration_supersedes_the_shorter():
     assert selection.superseded_runs(summary[summary.run.isin(["v20", "n30", "r20"])]) == {}
     assert selection.superseded_runs(summary.drop(columns="epochs")) == {}
     assert selection.superseded_text(summary, {}) == ""
+
+
+def test_a_wider_training_of_the_same_network_supersedes_the_narrower_whatever_its_epochs():
+    """The cpu grid's successors of ResNet18 (quarter width, 20 and 60 epochs) and VGG11bn (half width, 60
+    epochs): the widest run stands for its network, then the longest; the arithmetic does not keep runs apart
+    and two runs of one width and length (float32 and bf16) are both shown. Test errors play no part: the
+    narrower run with the lower error is superseded all the same."""
+    summary = pd.DataFrame({
+        "run": ["r20", "r60", "r40w", "v60", "v40w", "v40w32", "a20"],
+        "net": ["ResNet18"] * 3 + ["VGG11bn"] * 3 + ["AlexNet"],
+        "seed": 0, "noise_std": 0.0,
+        "width_factor": [0.25, 0.25, 0.5, 0.5, 1.0, 1.0, 0.5],
+        "epochs": [20, 60, 40, 60, 40, 40, 20],
+        "precision": ["float32", "float32", "bf16", "float32", "bf16", "float32", "float32"],
+        "best_test_err": [0.15, 0.08, 0.09, 0.13, 0.10, 0.10, 0.22]})
+    assert selection.superseded_runs(summary) == {"r20": "r40w", "r60": "r40w", "v60": "v40w"}
+    text = selection.superseded_text(summary, selection.superseded_runs(summary))
+    assert text == ("not shown: ResNet18 seed 0 at width 0.25, 20 epochs (its width-0.5, 40-epoch run is); "
+                    "ResNet18 seed 0 at width 0.25, 60 epochs (its width-0.5, 40-epoch run is); "
+                    "VGG11bn seed 0 at width 0.5, 60 epochs (its width-1, 40-epoch run is)")
+    # another noise level, seed or optimiser is another network: nothing supersedes across them
+    other = summary.assign(noise_std=[0.0, 0.0, 30.0, 0.0, 0.0, 0.0, 0.0], seed=[0, 0, 0, 0, 1, 1, 0])
+    assert selection.superseded_runs(other) == {"r20": "r60"}
+    # without a width column every run counts as width 1: the longest training stands
+    assert selection.superseded_runs(summary.drop(columns="width_factor")) == {
+        "r20": "r60", "r40w": "r60", "v40w": "v60", "v40w32": "v60"}

@@ -13,7 +13,9 @@ are the measurements:
   width, batch, training-set size, corrupted test set), the median of those; those of the same width,
   training- and test-set size and batch only, when there are any (the fixed costs of an epoch do not
   scale with operations); without runs of the network, from every finished run of the task, scaled the
-  same way; without any, the time model's assumption for this CPU. Its measurement adds the same runs'
+  same way; without any run in its precision, from the finished runs of the network in another precision
+  (an upper bound for bf16 on a CPU with native bf16, far too low without it; the basis says which); without
+  any, the time model's assumption for this CPU. Its measurement adds the same runs'
   ``measure_seconds`` x threads, scaled by the model's ratio;
 - among those runs, the ones timed in CPU time are preferred when there are any (a run on two threads
   uses about 1.2x the core-seconds of one thread on the 2-core development machine: the estimate for a
@@ -187,7 +189,12 @@ def forecast_sweep(sweep: Sweep, *, runs_root: str | Path | None = None, results
         epoch_m, measure_m = per_epoch(cfg)
         same = [(c, r) for c, r in ref_cfgs if c.task == cfg.task and c.net == cfg.net and c.precision == cfg.precision]
         task = [(c, r) for c, r in ref_cfgs if c.task == cfg.task and c.precision == cfg.precision]
-        refs, what = (same, f"of {cfg.net}") if same else (task, "of other networks, scaled")
+        # another arithmetic changes the pace by a factor that depends on the CPU (bf16: 1.6-2x faster with native
+        # bf16, 11-29x slower without), so the same network in another precision is the last measured guide
+        other = [(c, r) for c, r in ref_cfgs if c.task == cfg.task and c.net == cfg.net]
+        refs, what = ((same, f"of {cfg.net}") if same else (task, "of other networks, scaled") if task else
+                      (other, f"of {cfg.net} in {'/'.join(sorted({c.precision for c, _ in other}))}, not "
+                              f"{cfg.precision}"))
         # the same shape first: scaling by operations misses the fixed costs of an epoch (loaders, evaluation),
         # which dominate small training sets
         refs = [(c, r) for c, r in refs if shape(c) == shape(cfg)] or refs

@@ -26,7 +26,7 @@ __all__ = [
     "MAX_ERROR", "FALLS_MAX_ERROR", "LAST_WITHIN", "CONVERGENCE_RULE", "EXCLUDED_NETS", "well_trained_rule",
     "WELL_TRAINED_RULE", "paper_rows", "task_error_column", "well_trained_cnns", "convergence",
     "with_convergence", "collapsed_runs", "early_fits", "CONTROL_MEASUREMENTS", "control_runs",
-    "superseded_runs", "superseded_text",
+    "SUCCESSION_FIELDS", "superseded_runs", "superseded_text",
 ]
 
 
@@ -257,32 +257,44 @@ def _cell(value) -> str:
     return repr(value)
 
 
+#: The fields in which a grid's successor of a run may differ from it: a wider or longer training of the same
+#: network, in any arithmetic (the cpu grid of Fig. 1 / Fig. 3 keeps a cheaper recipe's run beside its successor).
+SUCCESSION_FIELDS = ("width_factor", "epochs", "precision")
+
+
 def superseded_runs(summary: pd.DataFrame) -> dict[str, str]:
     """``{run: the run that supersedes it}``: runs of ``summary`` that another run of the same configuration
-    but for ``epochs`` trained longer (a grid that keeps a short recipe's run beside its longer successor,
-    as the cpu grid of Fig. 1 / Fig. 3 does while the longer one trains). A page shows, and its claims test,
-    the longest-trained run of each configuration (:func:`stabkit.report.page.page`), so one network is not
-    counted twice. The configuration is every :class:`~stabkit.runs.RunConfig` field the table has; ``{}``
-    without ``run`` and ``epochs`` columns."""
+    but for :data:`SUCCESSION_FIELDS` trains closer to the paper's network: wider (the paper's width is 1),
+    else for more epochs. A grid that keeps a cheaper recipe's run beside its successor (the cpu grid of
+    Fig. 1 / Fig. 3 does) shows, and its claims test, one run per network (:func:`stabkit.report.page.page`),
+    so that one network is not counted twice. The order reads the configuration only, never a test error, so
+    that no run is chosen for its result; runs of the same width and length (the same recipe in two
+    arithmetics) supersede none of each other. The configuration is every :class:`~stabkit.runs.RunConfig` field the
+    table has; ``{}`` without ``run`` and ``epochs`` columns. A missing width counts as 1."""
     require_columns(summary, [], "summary")
     if not {"run", "epochs"} <= set(summary.columns) or summary.empty:
         return {}
-    cols = [f.name for f in fields(RunConfig) if f.name in summary.columns and f.name != "epochs"]
+    cols = [f.name for f in fields(RunConfig) if f.name in summary.columns and f.name not in SUCCESSION_FIELDS]
     rows = summary.drop_duplicates("run")
     key = rows[cols].apply(lambda r: "|".join(_cell(v) for v in r), axis=1) if cols else pd.Series("", rows.index)
+    width = (pd.to_numeric(rows["width_factor"], errors="coerce").fillna(1.0) if "width_factor" in rows.columns
+             else pd.Series(1.0, rows.index))
+    rank = list(zip(width, pd.to_numeric(rows["epochs"], errors="coerce").fillna(0)))
+    ranked = pd.Series(rank, index=rows.index)
     out: dict[str, str] = {}
     for _, grp in rows.assign(_config=key).groupby("_config", sort=False):
-        epochs = pd.to_numeric(grp["epochs"], errors="coerce")
-        if epochs.nunique() < 2:
-            continue
-        longest = str(grp.loc[epochs.idxmax(), "run"])
-        out.update({str(r): longest for r, e in zip(grp["run"], epochs) if e < epochs.max()})
+        top = max(ranked.loc[grp.index])
+        leaders = [i for i in grp.index if ranked[i] == top]
+        best = str(grp.loc[leaders[0], "run"])  # several leaders (one recipe in two arithmetics): all shown
+        out.update({str(grp.loc[i, "run"]): best for i in grp.index if ranked[i] != top})
     return out
 
 
 def superseded_text(summary: pd.DataFrame, superseded: dict[str, str]) -> str:
     """One sentence naming the superseded runs (:func:`superseded_runs`) and what replaces them, ``""``
-    when there are none: "not shown: VGG11bn seed 0 at 20 epochs (its 60-epoch run is)"."""
+    when there are none: "not shown: VGG11bn seed 0 at 20 epochs (its 60-epoch run is)", with the widths
+    where they differ: "not shown: ResNet18 seed 0 at width 0.25, 60 epochs (its width-0.5, 40-epoch run
+    is)"."""
     if not superseded:
         return ""
     rows = summary.drop_duplicates("run")
@@ -293,6 +305,18 @@ def superseded_text(summary: pd.DataFrame, superseded: dict[str, str]) -> str:
         noise = r.get("noise_std", 0) if "noise_std" in rows.columns else 0
         return f"{r['net']} seed {r['seed']}" + (f" noise {noise:g}" if noise and noise == noise else "")
 
-    parts = [f"{name(old)} at {int(rows.loc[old, 'epochs'])} epochs (its {int(rows.loc[new, 'epochs'])}-epoch run "
-             f"is)" for old, new in superseded.items() if old in rows.index and new in rows.index]
+    def width(run: str) -> float:
+        w = rows.loc[run, "width_factor"] if "width_factor" in rows.columns else 1.0
+        return 1.0 if w is None or w != w else float(w)
+
+    parts = []
+    for old, new in superseded.items():
+        if old not in rows.index or new not in rows.index:
+            continue
+        e_old, e_new = int(rows.loc[old, "epochs"]), int(rows.loc[new, "epochs"])
+        if width(old) == width(new):
+            parts.append(f"{name(old)} at {e_old} epochs (its {e_new}-epoch run is)")
+        else:
+            parts.append(f"{name(old)} at width {width(old):g}, {e_old} epochs (its width-{width(new):g}, "
+                         f"{e_new}-epoch run is)")
     return "not shown: " + "; ".join(parts) if parts else ""
