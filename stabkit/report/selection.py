@@ -3,7 +3,7 @@
 (:data:`WELL_TRAINED_RULE`), the runs that converged (:data:`CONVERGENCE_RULE`: best against last test
 error, training error fell) and those that stopped early at zero training loss (:func:`early_fits`), and
 the control runs that measure again a network another run of the page measures (:func:`control_runs`), and
-the runs a longer training of the same configuration supersedes (:func:`superseded_runs`).
+the runs a wider or longer training of the same network supersedes (:func:`superseded_runs`).
 
 See ``book/methods.md``, "Parity with the original code". Nothing here decides a verdict (the
 ``*_claims`` modules) or words a change (:mod:`stabkit.report.narrative`).

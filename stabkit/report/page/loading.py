@@ -260,9 +260,9 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
     other runs, and :meth:`Page.glue_convergence` and :meth:`Page.early_fits` leave them out (the coverage
     facts count configurations of the grid: a control run is one).
 
-    A run whose configuration the grid also holds trained for more epochs
-    (:func:`~stabkit.report.selection.superseded_runs`) leaves every table of the page: the longest
-    training stands for its configuration. ``Page.facts["superseded"]`` maps each to its successor and the
+    A run whose network the grid also holds wider or trained for more epochs
+    (:func:`~stabkit.report.selection.superseded_runs`) leaves every table of the page: the widest, then
+    longest, training stands for its network. ``Page.facts["superseded"]`` maps each to its successor and the
     coverage sentence ends with which runs are not shown.
 
     Records every table (but an optional one no run has) as an input of the page and glues ``scale`` (the
@@ -310,7 +310,7 @@ def page(sweep: str, scale: str = "auto", *tables: str, name: str | None = None,
             loaded[t], notes[t] = pd.DataFrame(), _missing_note(sw, t, exc)
     record_inputs({t: df for t, df in loaded.items() if t not in notes})  # a table no run has is no input
     summary = loaded["summary"]
-    # a configuration trained longer stands for its shorter run (one network is not counted twice); the
+    # a network trained wider or longer stands for its cheaper runs (one network is not counted twice); the
     # coverage still counts both (configurations of the grid) and says which runs are not shown
     superseded = selection.superseded_runs(summary)
     superseded_note = selection.superseded_text(summary, superseded)
