@@ -229,6 +229,7 @@ def test_killing_a_jobs_sweep_leaves_no_process_behind(tmp_path, sig):
 
 
 # --------------------------------------------------------------------------- issue 28.1: Ctrl-C stops --jobs N
+STOP_BOUND_S = 90  # seconds from Ctrl-C to the sweep's exit; its runs would take 300 s each
 @pytest.mark.slow
 def test_ctrl_c_stops_a_jobs_sweep_and_leaves_its_runs_resumable(tmp_path):
     """Issue 28.1: Ctrl-C (SIGINT to the whole process group, as a terminal sends it) stops `sweep --jobs 2`
@@ -256,10 +257,15 @@ def test_ctrl_c_stops_a_jobs_sweep_and_leaves_its_runs_resumable(tmp_path):
             time.sleep(0.2)
         t0 = time.time()
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        # "at once" against the runs' 300 s (a sweep that waits for its runs takes that long): the bound leaves
+        # room for three interpreters with torch loaded to wind down on a loaded machine (30 s was once exceeded
+        # during the full suite beside two trainings on 2 cores, and never alone or under 3 busy loops: 20-33 s)
         try:
-            proc.wait(30)
+            proc.wait(STOP_BOUND_S)
         except subprocess.TimeoutExpired:
-            pytest.fail("sweep --jobs 2 still running 30 s after Ctrl-C")
+            tree = subprocess.run(["ps", "-o", "pid,ppid,stat,etime,args", "-g", str(proc.pid)],
+                                  capture_output=True, text=True).stdout
+            pytest.fail(f"sweep --jobs 2 still running {STOP_BOUND_S} s after Ctrl-C; its processes:\n{tree}")
         stopped_s = time.time() - t0
     finally:
         if proc.poll() is None:
@@ -267,7 +273,7 @@ def test_ctrl_c_stops_a_jobs_sweep_and_leaves_its_runs_resumable(tmp_path):
             proc.wait(30)
     out = proc.stdout.read().decode()
     assert proc.returncode == 130, out[-3000:]
-    assert stopped_s < 30
+    assert stopped_s < STOP_BOUND_S
     states = [runs.run_state(d) for d in dirs]
     assert "failed" not in states and "done" not in states, (states, out[-3000:])
     assert sorted(states) == ["interrupted", "interrupted", "pending", "pending"], states  # queued: not started
