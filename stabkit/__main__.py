@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 # The package faces load their modules on first use (stabkit.lazy), so these imports cost nothing until a
@@ -122,8 +123,25 @@ def cmd_remeasure(a) -> int:
     return 0
 
 
+def _only(sw, keys: list[str]):
+    """The sweep restricted to the runs ``--only`` names (full keys or unique prefixes), in grid order."""
+    if not keys:
+        raise ValueError("--only: give one or more run keys (`stabkit sweep ... --dry-run` lists them)")
+    chosen = set()
+    for k in keys:
+        hits = [c.key for c in sw.configs if c.key.startswith(k)]
+        if len(hits) != 1:
+            what = "matches no run" if not hits else f"matches {len(hits)} runs ({', '.join(hits[:4])})"
+            raise ValueError(f"--only: {k!r} {what} of {sw.name}/{sw.scale}; accepted: a key or a unique prefix "
+                             f"of one (`stabkit sweep {sw.name} --scale {sw.scale} --dry-run` lists them)")
+        chosen.add(hits[0])
+    return replace(sw, configs=[c for c in sw.configs if c.key in chosen])
+
+
 def cmd_sweep(a) -> int:
     sw = sweeps.load_sweep(a.spec, a.scale)
+    if a.only is not None:
+        sw = _only(sw, a.only)
     root = Path(a.root) if a.root else runs.default_runs_root()
     committed = set() if a.recompute else sweeps.committed_keys(sw.name, sw.scale, a.results_root)
     if a.dry_run:
@@ -373,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check the files of finished runs first; redo those that are damaged (named)")
     q.add_argument("--redo", nargs="*", default=None, metavar="KEY",
                    help="recompute these runs (default: every run of the sweep) even if finished")
+    q.add_argument("--only", nargs="*", default=None, metavar="KEY",
+                   help="run only these runs of the sweep (keys or unique prefixes; the others stay as they are)")
     q.add_argument("--wait-timeout", dest="wait_timeout", type=float, default=None, metavar="SECONDS",
                    help="stop waiting for runs computed by another process after this long (default: wait "
                         "while their heartbeat is younger than 2 h)")

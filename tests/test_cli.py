@@ -240,6 +240,28 @@ def test_dry_run_names_the_run_whose_network_a_run_reuses(env, capsys, tmp_path)
     assert any(ln.startswith(f"{other.key} pending (network trained by {first.key}) ") for ln in lines), lines
 
 
+def test_sweep_only_runs_the_named_runs(tmp_path, capsys):
+    """``sweep --only KEY...``: the named runs (full keys or unique prefixes) and no other, in grid order, e.g.
+    the batch-norm control of one network of Fig. 3 without starting the grid's next training; a key that
+    names no run, or several, is refused naming the parameter."""
+    base = dict(task="twopoints", net="LeNet", ptr=64, test_size=64, epochs=1, P=8, width_factor=0.25, batch_size=32,
+                measure=["output"])
+    spec = tmp_path / "only.yaml"
+    spec.write_text(json.dumps({"base": base, "grid": {"seed": [0, 1, 2]}, "scales": {"tiny": {}}}))
+    keys = sweeps.load_sweep(spec, "tiny").keys
+    root = ["--root", str(tmp_path / "runs"), "--device", "cpu", "--quiet"]
+    assert main(["sweep", str(spec), "--scale", "tiny", "--only", keys[2], keys[0][:6], *root]) == 0
+    assert [runs.run_state(tmp_path / "runs" / k) for k in keys] == ["done", "pending", "done"]
+    capsys.readouterr()
+    assert main(["sweep", str(spec), "--scale", "tiny", "--only", "zzzz", *root]) == 2
+    assert "--only: 'zzzz' matches no run of only/tiny" in capsys.readouterr().err
+    assert main(["sweep", str(spec), "--scale", "tiny", "--only", "", *root]) == 2
+    assert "matches 3 runs" in capsys.readouterr().err
+    assert main(["sweep", str(spec), "--scale", "tiny", "--only", *root]) == 2
+    assert "--only: give one or more run keys" in capsys.readouterr().err
+    assert runs.run_state(tmp_path / "runs" / keys[1]) == "pending"
+
+
 def test_set_refuses_an_empty_value_a_second_spelling_and_duplicate_config_keys(tmp_path, capsys):
     """Issue 28.8: ``--set epochs=`` fell back to the default, ``--set task=...`` overrode ``--task``,
     duplicate keys of a ``--config`` file kept the last value."""
