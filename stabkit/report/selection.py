@@ -319,4 +319,5 @@ def superseded_text(summary: pd.DataFrame, superseded: dict[str, str]) -> str:
         else:
             parts.append(f"{name(old)} at width {width(old):g}, {e_old} epochs (its width-{width(new):g}, "
                          f"{e_new}-epoch run is)")
-    return "not shown: " + "; ".join(parts) if parts else ""
+    # a network's control run (Fig. 3's batch-norm control) reads as the network itself: named once
+    return "not shown: " + "; ".join(dict.fromkeys(parts)) if parts else ""
