@@ -123,7 +123,7 @@ def cmd_remeasure(a) -> int:
     return 0
 
 
-def _only(sw, keys: list[str]):
+def _only(sw: sweeps.Sweep, keys: list[str]) -> sweeps.Sweep:
     """The sweep restricted to the runs ``--only`` names (full keys or unique prefixes), in grid order."""
     if not keys:
         raise ValueError("--only: give one or more run keys (`stabkit sweep ... --dry-run` lists them)")

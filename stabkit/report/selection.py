@@ -269,8 +269,8 @@ def superseded_runs(summary: pd.DataFrame) -> dict[str, str]:
     Fig. 1 / Fig. 3 does) shows, and its claims test, one run per network (:func:`stabkit.report.page.page`),
     so that one network is not counted twice. The order reads the configuration only, never a test error, so
     that no run is chosen for its result; runs of the same width and length (the same recipe in two
-    arithmetics) supersede none of each other. The configuration is every :class:`~stabkit.runs.RunConfig` field the
-    table has; ``{}`` without ``run`` and ``epochs`` columns. A missing width counts as 1."""
+    arithmetics) supersede none of each other. The configuration is every :class:`~stabkit.runs.RunConfig`
+    field the table has; ``{}`` without ``run`` and ``epochs`` columns. A missing width counts as 1."""
     require_columns(summary, [], "summary")
     if not {"run", "epochs"} <= set(summary.columns) or summary.empty:
         return {}
