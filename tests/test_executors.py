@@ -229,6 +229,9 @@ def test_killing_a_jobs_sweep_leaves_no_process_behind(tmp_path, sig):
 
 
 # --------------------------------------------------------------------------- issue 28.1: Ctrl-C stops --jobs N
+STOP_BOUND_S = 30  # seconds from Ctrl-C to the sweep's exit (1.5 s measured); its runs would take 300 s each
+
+
 def _sigint_default() -> None:
     """In the child before exec: SIGINT handled by default, as in a terminal. A test suite started as a background
     job of a non-interactive shell (`make test &` in a script, nohup) inherits SIGINT ignored; a Python started so
@@ -237,7 +240,6 @@ def _sigint_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-STOP_BOUND_S = 30  # seconds from Ctrl-C to the sweep's exit (1.5 s measured); its runs would take 300 s each
 @pytest.mark.slow
 def test_ctrl_c_stops_a_jobs_sweep_and_leaves_its_runs_resumable(tmp_path):
     """Issue 28.1: Ctrl-C (SIGINT to the whole process group, as a terminal sends it) stops `sweep --jobs 2`
