@@ -189,15 +189,15 @@ def forecast_sweep(sweep: Sweep, *, runs_root: str | Path | None = None, results
         epoch_m, measure_m = per_epoch(cfg)
         same = [(c, r) for c, r in ref_cfgs if c.task == cfg.task and c.net == cfg.net and c.precision == cfg.precision]
         task = [(c, r) for c, r in ref_cfgs if c.task == cfg.task and c.precision == cfg.precision]
-        # another arithmetic changes the pace by a factor that depends on the CPU (bf16: 1.6-2x faster with native
-        # bf16, 11-29x slower without), so the same network in another precision is the last measured guide
-        other = [(c, r) for c, r in ref_cfgs if c.task == cfg.task and c.net == cfg.net]
         if same:
             refs, what = same, f"of {cfg.net}"
         elif task:
             refs, what = task, "of other networks, scaled"
         else:
-            refs, what = other, f"of {cfg.net} in {'/'.join(sorted({c.precision for c, _ in other}))}, not {cfg.precision}"
+            # another arithmetic changes the pace by a factor that depends on the CPU (bf16: 1.6-2x faster with
+            # native bf16, 11-29x slower without), so the same network in another precision is the last guide
+            refs = [(c, r) for c, r in ref_cfgs if c.task == cfg.task and c.net == cfg.net]
+            what = f"of {cfg.net} in {'/'.join(sorted({c.precision for c, _ in refs}))}, not {cfg.precision}"
         # the same shape first: scaling by operations misses the fixed costs of an epoch (loaders, evaluation),
         # which dominate small training sets
         refs = [(c, r) for c, r in refs if shape(c) == shape(cfg)] or refs

@@ -262,6 +262,13 @@ def _cell(value) -> str:
 SUCCESSION_FIELDS = ("width_factor", "epochs", "precision")
 
 
+def _widths(rows: pd.DataFrame) -> pd.Series:
+    """Each row's ``width_factor`` as a number, 1 (the paper's) where the table has none."""
+    if "width_factor" not in rows.columns:
+        return pd.Series(1.0, rows.index)
+    return pd.to_numeric(rows["width_factor"], errors="coerce").fillna(1.0)
+
+
 def superseded_runs(summary: pd.DataFrame) -> dict[str, str]:
     """``{run: the run that supersedes it}``: runs of ``summary`` that another run of the same configuration
     but for :data:`SUCCESSION_FIELDS` trains closer to the paper's network: wider (the paper's width is 1),
@@ -277,10 +284,8 @@ def superseded_runs(summary: pd.DataFrame) -> dict[str, str]:
     cols = [f.name for f in fields(RunConfig) if f.name in summary.columns and f.name not in SUCCESSION_FIELDS]
     rows = summary.drop_duplicates("run")
     key = rows[cols].apply(lambda r: "|".join(_cell(v) for v in r), axis=1) if cols else pd.Series("", rows.index)
-    width = (pd.to_numeric(rows["width_factor"], errors="coerce").fillna(1.0) if "width_factor" in rows.columns
-             else pd.Series(1.0, rows.index))
-    rank = list(zip(width, pd.to_numeric(rows["epochs"], errors="coerce").fillna(0)))
-    ranked = pd.Series(rank, index=rows.index)
+    ranked = pd.Series(list(zip(_widths(rows), pd.to_numeric(rows["epochs"], errors="coerce").fillna(0))),
+                       index=rows.index)
     out: dict[str, str] = {}
     for _, grp in rows.assign(_config=key).groupby("_config", sort=False):
         top = max(ranked.loc[grp.index])
@@ -305,19 +310,16 @@ def superseded_text(summary: pd.DataFrame, superseded: dict[str, str]) -> str:
         noise = r.get("noise_std", 0) if "noise_std" in rows.columns else 0
         return f"{r['net']} seed {r['seed']}" + (f" noise {noise:g}" if noise and noise == noise else "")
 
-    def width(run: str) -> float:
-        w = rows.loc[run, "width_factor"] if "width_factor" in rows.columns else 1.0
-        return 1.0 if w is None or w != w else float(w)
-
+    width = _widths(rows)
     parts = []
     for old, new in superseded.items():
         if old not in rows.index or new not in rows.index:
             continue
         e_old, e_new = int(rows.loc[old, "epochs"]), int(rows.loc[new, "epochs"])
-        if width(old) == width(new):
+        if width[old] == width[new]:
             parts.append(f"{name(old)} at {e_old} epochs (its {e_new}-epoch run is)")
         else:
-            parts.append(f"{name(old)} at width {width(old):g}, {e_old} epochs (its width-{width(new):g}, "
+            parts.append(f"{name(old)} at width {width[old]:g}, {e_old} epochs (its width-{width[new]:g}, "
                          f"{e_new}-epoch run is)")
     # a network's control run (Fig. 3's batch-norm control) reads as the network itself: named once
     return "not shown: " + "; ".join(dict.fromkeys(parts)) if parts else ""
