@@ -166,7 +166,7 @@ def cmd_sweep(a) -> int:
                      slots_per_gpu=a.slots_per_gpu, retry_failed=a.retry_failed, progress=not a.quiet,
                      submitit_params=_pairs(a.submitit_param, "--submitit-param") or None, verify=a.verify,
                      redo=True if a.redo == [] else (a.redo or False), threads=a.threads,
-                     wait_timeout_s=a.wait_timeout, skip_keys=committed)
+                     wait_timeout_s=a.wait_timeout, skip_keys=committed, emulated=a.emulated)
     counts = rep.status.value_counts().to_dict()
     print(f"{sw.name}/{sw.scale}: " + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("done", "committed", "failed",
                                                                                   "running", "pending"))
@@ -315,15 +315,20 @@ def _print_forecasts(sws: list, root: str | None, results_root: str | None) -> N
             if shared.any():
                 print(f"{sw.name} {sw.scale}: its {int(shared.sum())} unfinished runs are listed above")
             continue
-        total = f.core_hours.sum()
+        emulated = f.emulated.astype(bool)
+        total = f.core_hours[~emulated].sum()
         also = f" ({int(shared.sum())} more listed above)" if shared.any() else ""
-        print(f"{sw.name} {sw.scale}: {len(f)} unfinished runs{also}, about {total:.1f} core-hours "
-              f"({total / cores:.1f} h on this machine's {cores} cores)")
+        print(f"{sw.name} {sw.scale}: {int((~emulated).sum())} unfinished runs{also}, about {total:.1f} core-hours "
+              f"({total / cores:.1f} h on this machine's {cores} cores)"
+              + (f"; {int(emulated.sum())} more in bf16, which this CPU only emulates (11-29x slower; a sweep here "
+                 f"skips them): about {f.core_hours[emulated].sum():.1f} core-hours on a CPU with native bf16"
+                 if emulated.any() else ""))
         print(f"  {'key':12s} {'net':16s} {'width':>5s} {'epochs':>6s} {'noise':>5s} {'seed':>4s} {'state':11s} "
               f"{'left':>4s} {'core-h':>6s}  basis")
         for r in f.itertuples(index=False):
             print(f"  {r.key:12s} {r.net:16s} {r.width_factor:5.3g} {r.epochs!s:>6s} {r.noise_std:5.3g} {r.seed:4d} "
-                  f"{r.state:11s} {r.epochs_left:4d} {r.core_hours:6.2f}  {r.basis}")
+                  f"{r.state:11s} {r.epochs_left:4d} {r.core_hours:6.2f}  {r.basis}"
+                  + ("  [bf16 emulated here: skipped]" if r.emulated else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -393,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recompute these runs (default: every run of the sweep) even if finished")
     q.add_argument("--only", nargs="*", default=None, metavar="KEY",
                    help="run only these runs of the sweep (keys or unique prefixes; the others stay as they are)")
+    q.add_argument("--emulated", default="skip", choices=["skip", "run"],
+                   help="runs trained in bf16 on a CPU without native bf16 (emulated, 11-29x slower): skip "
+                        "(default; reported pending, the other runs go on) | run")
     q.add_argument("--wait-timeout", dest="wait_timeout", type=float, default=None, metavar="SECONDS",
                    help="stop waiting for runs computed by another process after this long (default: wait "
                         "while their heartbeat is younger than 2 h)")

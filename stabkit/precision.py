@@ -6,6 +6,7 @@ benchmarks read them.
 ``float32_mode(device_type, fast, precision) -> "strict" | "tf32" | None``, ``float32_flags(mode)`` (context)
 ``autocast(device, fast, precision)``                    bf16 autocast for ``bf16`` / ``fast`` on CUDA, else nothing
 ``cpu_supports_bf16() -> bool``                          native bfloat16 on this CPU
+``cpu_name() -> str``                                    this CPU's model and widest vector instructions
 ``deterministic_mode(enabled)``                          context: deterministic algorithms and cuDNN flags
 ``tf32_state() -> {"matmul", "cudnn_conv"}``              whether float32 may use TF32 (never raises)
 """
@@ -22,7 +23,11 @@ import torch
 
 from . import graph
 
-__all__ = ["float32_mode", "float32_flags", "autocast", "cpu_supports_bf16", "deterministic_mode", "tf32_state"]
+__all__ = ["float32_mode", "float32_flags", "autocast", "cpu_supports_bf16", "cpu_name", "deterministic_mode",
+           "tf32_state"]
+
+#: Vector instruction sets, widest first: what sets a CPU's training speed here (bf16 is native from avx512_bf16).
+_ISAS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2", "avx")
 
 
 def float32_mode(device_type: str, fast: bool, precision: str) -> str | None:
@@ -48,6 +53,20 @@ def autocast(device: torch.device, fast: bool, precision: str = "float32"):
     return nullcontext()
 
 
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's block of ``/proc/cpuinfo`` (``{}`` where there is none: not Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    info = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        k, sep, v = line.partition(":")
+        if sep:
+            info[k.strip()] = v.strip()
+    return info
+
+
 def cpu_supports_bf16() -> bool:
     """Whether this CPU has native bfloat16 arithmetic (avx512_bf16 or AMX), where ``precision="bf16"``
     measured 1.7-1.9x faster per training step; elsewhere bf16 autocast is emulated and may be slower."""
@@ -56,11 +75,27 @@ def cpu_supports_bf16() -> bool:
         caps = str(_cpu.get_cpu_capability()).lower()
     except Exception:  # noqa: BLE001 - old torch: read the flags directly
         caps = ""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        flags = []
+    flags = _cpuinfo().get("flags", "").split()
     return "amx" in caps or "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_name() -> str:
+    """This CPU as run records name it, e.g. ``"AMD EPYC (family 25 model 1, avx2)"``: the model name, then
+    family and model (virtual machines show one model name for several generations: the AVX2-only and the
+    avx512_bf16 EPYC of this project both read "AMD EPYC") and the widest vector instruction set, which set
+    a training step's pace. Where ``/proc/cpuinfo`` is absent: ``platform.processor()``."""
+    import platform
+
+    info = _cpuinfo()
+    if not info:
+        return platform.processor() or platform.machine() or "cpu"
+    flags = set(info.get("flags", "").split())
+    isa = next((f for f in _ISAS if f in flags), None)
+    parts = [f"family {info['cpu family']} model {info['model']}" if "cpu family" in info and "model" in info
+             else None, isa]
+    detail = ", ".join(p for p in parts if p)
+    name = info.get("model name") or platform.processor() or platform.machine() or "cpu"
+    return f"{name} ({detail})" if detail else name
 
 
 @contextlib.contextmanager

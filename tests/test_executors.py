@@ -322,3 +322,25 @@ def test_a_run_whose_network_another_process_trains_does_not_hold_the_sweep(tmp_
     threading.Timer(1.0, held.release).start()  # the training ends while the next sweep waits for it
     rep = sweeps.sweep(spec, "tiny", tmp_path, device="cpu", progress=False, poll_s=0.1).set_index("key")
     assert rep.loc[shared.key, "status"] == "done"
+
+
+# ------------------------------------------------------------------------------ emulated precision
+@pytest.mark.filterwarnings("ignore:precision=.bf16. on a CPU without native")
+def test_bf16_runs_wait_for_a_cpu_that_does_not_emulate_them(tmp_path, monkeypatch):
+    from stabkit import precision
+
+    spec = {"name": "emul", "base": dict(TINY, measure=["output"]), "grid": {"precision": ["float32", "bf16"]},
+            "scales": {"tiny": {}}}
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)  # an AVX2-only CPU
+    rep = sweeps.sweep(spec, "tiny", tmp_path, device="cpu", progress=False)
+    assert list(rep.status) == ["done", "pending"]
+    assert "emulated" in rep.error[1] and "--emulated run" in rep.error[1]
+    assert runs.run_state(Path(rep.run_dir[1])) == "pending"  # never started
+    with pytest.raises(ValueError, match=r"emulated must be one of \('skip', 'run'\), got 'yes'"):
+        sweeps.sweep(spec, "tiny", tmp_path, device="cpu", progress=False, emulated="yes")
+    assert list(sweeps.sweep(spec, "tiny", tmp_path, device="cpu", progress=False, emulated="run").status) == [
+        "done", "done"]
+    # a CPU with native bf16 runs them by default
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    other = tmp_path / "native"
+    assert list(sweeps.sweep(spec, "tiny", other, device="cpu", progress=False).status) == ["done", "done"]

@@ -23,17 +23,19 @@ def _sweep(tmp_path, name="plan", grid=None, base=None):
     return spec, sweeps.load_sweep(spec, "tiny")
 
 
-def _timed(path, seconds, cpu=None, threads=1, device="cpu"):
-    """Give a finished run folder chosen epoch times (its real ones depend on the machine)."""
+def _timed(path, seconds, cpu=None, threads=1, device="cpu", machine="CPU A"):
+    """Give a finished run folder chosen epoch times (its real ones depend on the machine) and the name of the
+    machine that took them (not this one: the forecast prefers runs of the CPU it runs on)."""
     m = pd.read_parquet(path / "metrics.parquet")
     m["seconds"] = seconds
     m["cpu_seconds"] = np.nan if cpu is None else cpu
     m.to_parquet(path / "metrics.parquet")
     s = pd.read_parquet(path / "summary.parquet")
     s["threads"], s["mode_device"], s["device"], s["measure_seconds"] = threads, device, device, 2.0
+    s["device_name"] = machine
     s.to_parquet(path / "summary.parquet")
     st = json.loads((path / "status.json").read_text())  # what an export commits beside the tables
-    st.update(threads=threads, mode_device=device, device=device, measure_seconds=2.0)
+    st.update(threads=threads, mode_device=device, device=device, measure_seconds=2.0, device_name=machine)
     (path / "status.json").write_text(json.dumps(st))
 
 
@@ -207,3 +209,40 @@ def test_another_precision_is_used_only_when_no_run_of_this_one_finished(tmp_pat
     assert g.loc["LeNet", "epoch_core_s"] == pytest.approx(
         50.0 * _model_epoch(sw.configs[0]) / _model_epoch(bf.configs[0]))
     assert g.loc["AlexNet", "basis"] == "1 run of AlexNet" and g.loc["AlexNet", "epoch_core_s"] == pytest.approx(50.0)
+
+
+def test_runs_of_this_cpu_come_first_and_bf16_without_native_bf16_is_marked_emulated(tmp_path):
+    """CPUs differ (2.4x per float32 step between the project's two EPYC machines): the runs of the CPU the
+    estimate is for are the guide when there are any; a bf16 run on a CPU that only emulates bf16 is flagged
+    (a local sweep there skips it)."""
+    _, done = _sweep(tmp_path, "done", grid={"seed": [0, 1]})
+    root = tmp_path / "runs"
+    for c in done.configs:
+        runs.run(c, root, device="cpu", progress=False)
+    _timed(root / done.configs[0].key, [3.0] * 3, cpu=[3.0] * 3, machine="CPU A")
+    _timed(root / done.configs[1].key, [7.0] * 3, cpu=[7.0] * 3, machine="CPU B")
+    _, sw = _sweep(tmp_path, "todo", grid={"precision": ["float32", "bf16"]}, base={"seed": 5})
+    kw = dict(runs_root=root, results_root=tmp_path / "results")
+    on_b = campaign.forecast_sweep(sw, cpu="CPU B", native_bf16=False, **kw).set_index("key")
+    f32, bf = (on_b.loc[c.key] for c in sw.configs)
+    assert f32.epoch_core_s == pytest.approx(7.0) and f32.basis == "1 run of LeNet on this CPU"
+    assert not f32.emulated and bf.emulated and "not bf16" in bf.basis
+    elsewhere = campaign.forecast_sweep(sw, cpu="CPU C", native_bf16=True, **kw).set_index("key")
+    f32, bf = (elsewhere.loc[c.key] for c in sw.configs)
+    assert f32.epoch_core_s == pytest.approx(5.0) and f32.basis == "2 runs of LeNet" and not bf.emulated
+    # the runs record the CPU they ran on
+    assert campaign.paces(tmp_path / "results", root).set_index("run").loc[done.configs[1].key, "cpu"] == "CPU B"
+
+
+def test_status_forecast_counts_emulated_bf16_runs_apart(tmp_path, capsys, monkeypatch):
+    from stabkit import precision
+
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)
+    spec, sw = _sweep(tmp_path, "mixed", grid={"precision": ["float32", "bf16"]})
+    assert main(["status", str(spec), "--scale", "tiny", "--root", str(tmp_path / "runs"),
+                 "--results-root", str(tmp_path / "results"), "--forecast"]) == 0
+    out = capsys.readouterr().out
+    assert "mixed tiny: 1 unfinished runs, about " in out
+    assert "; 1 more in bf16, which this CPU only emulates (11-29x slower; a sweep here skips them)" in out
+    bf16_line = next(line for line in out.splitlines() if sw.configs[1].key in line)
+    assert bf16_line.endswith("[bf16 emulated here: skipped]") and sw.configs[0].key not in bf16_line

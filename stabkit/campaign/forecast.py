@@ -17,6 +17,8 @@ are the measurements:
   (an upper bound for bf16 on a CPU with native bf16, far too low without it; the basis says which); without
   any, the time model's assumption for this CPU. Its measurement adds the same runs'
   ``measure_seconds`` x threads, scaled by the model's ratio;
+- among those runs, the ones that ran on this CPU (the run records its CPU: :func:`stabkit.precision.cpu_name`)
+  are the only guide when there are any: the project's two EPYC machines differ by 2.4x per float32 step;
 - among those runs, the ones timed in CPU time are preferred when there are any (a run on two threads
   uses about 1.2x the core-seconds of one thread on the 2-core development machine: the estimate for a
   one-thread run from it is high by as much);
@@ -25,6 +27,9 @@ are the measurements:
 - a run that already trained some epochs (``resume.pt``; a running run's last report) needs only the rest,
   at its own pace when it is running and its report gives one, and a run whose training ended
   (``trained.json``) only its measurement.
+
+A bf16 run on a CPU without native bf16 is marked ``emulated``: a local sweep there skips it
+(:func:`stabkit.sweeps.sweep`, ``emulated``), and its hours are those of a CPU with native bf16.
 
 Public: :func:`~stabkit.campaign.paces` (one row per finished CPU run), :func:`~stabkit.campaign.forecast_sweep`
 (one row per unfinished run of a sweep). Estimates are of CPUs only: runs finished on GPUs are not used.
@@ -53,10 +58,10 @@ __all__ = ["PACE_COLUMNS", "FORECAST_COLUMNS", "paces", "forecast_sweep"]
 
 #: Columns of :func:`~stabkit.campaign.paces`.
 PACE_COLUMNS = ["run", "task", "net", "width_factor", "precision", "epochs_run", "epoch_core_s", "measure_core_s",
-                "timed_by", "host", "config"]
+                "timed_by", "host", "cpu", "config"]
 #: Columns of :func:`~stabkit.campaign.forecast_sweep`.
 FORECAST_COLUMNS = ["key", "net", "width_factor", "epochs", "noise_std", "seed", "state", "epochs_left",
-                    "epoch_core_s", "core_hours", "basis"]
+                    "epoch_core_s", "core_hours", "basis", "emulated"]
 
 
 def _epoch_core_seconds(metrics: pd.DataFrame, threads: float) -> tuple[float, str]:
@@ -77,7 +82,7 @@ def _pace_row(cfg: dict, metrics: pd.DataFrame, status: dict) -> dict[str, Any] 
     return {"run": cfg["key"], "task": cfg.get("task", "cifar10"), "net": cfg["net"],
             "width_factor": float(cfg.get("width_factor", 1.0)), "precision": cfg.get("precision", "float32"),
             "epochs_run": len(metrics), "epoch_core_s": epoch_s, "measure_core_s": measure_s, "timed_by": how,
-            "host": str(status.get("host", "")), "config": cfg}
+            "host": str(status.get("host", "")), "cpu": str(status.get("device_name") or ""), "config": cfg}
 
 
 def paces(results_root: str | Path | None = None, runs_root: str | Path | None = None) -> pd.DataFrame:
@@ -152,7 +157,8 @@ def _progress(path: Path, cfg: RunConfig) -> tuple[str, int, bool, float | None]
 
 
 def forecast_sweep(sweep: Sweep, *, runs_root: str | Path | None = None, results_root: str | Path | None = None,
-                   committed: Collection[str] | None = None, measured: pd.DataFrame | None = None) -> pd.DataFrame:
+                   committed: Collection[str] | None = None, measured: pd.DataFrame | None = None,
+                   cpu: str | None = None, native_bf16: bool | None = None) -> pd.DataFrame:
     """The runs of ``sweep`` that are neither finished in ``runs_root`` nor committed for its scale, in grid
     order, with the core-hours each still needs (:data:`~stabkit.campaign.forecast.FORECAST_COLUMNS`; see the module text).
 
@@ -161,7 +167,16 @@ def forecast_sweep(sweep: Sweep, *, runs_root: str | Path | None = None, results
     ("3 runs of VGG11bn", "5 runs of other networks, scaled", "its own pace", "time model (assumed)"). ``committed``: the
     keys committed for the sweep's scale (default: read from ``results_root``); ``measured``: a
     :func:`~stabkit.campaign.paces` table (default: computed from both roots). Imports torch (the time model builds each
-    network once to count its operations)."""
+    network once to count its operations).
+
+    ``cpu``: the CPU the estimate is for (default this one, :func:`stabkit.precision.cpu_name`): the references
+    that ran on it, when there are any, are the only ones used ("... on this CPU"; CPUs differ by 2.4x per
+    float32 step between the project's two EPYC machines). ``native_bf16`` (default: this CPU's,
+    :func:`stabkit.precision.cpu_supports_bf16`): without it a bf16 run is ``emulated`` (True in that column):
+    a local sweep here skips it, and its hours are those of a CPU with native bf16."""
+    from ..precision import cpu_name, cpu_supports_bf16
+    cpu = cpu_name() if cpu is None else cpu
+    native_bf16 = cpu_supports_bf16() if native_bf16 is None else native_bf16
     root = Path(runs_root or default_runs_root())
     published = set(committed_keys(sweep.name, sweep.scale, results_root) if committed is None else committed)
     measured = paces(results_root, root) if measured is None else measured
@@ -201,6 +216,9 @@ def forecast_sweep(sweep: Sweep, *, runs_root: str | Path | None = None, results
         # the same shape first: scaling by operations misses the fixed costs of an epoch (loaders, evaluation),
         # which dominate small training sets
         refs = [(c, r) for c, r in refs if shape(c) == shape(cfg)] or refs
+        here = [(c, r) for c, r in refs if r.cpu == cpu]
+        if here:  # the machine sets the pace: another CPU's runs only when none ran here
+            refs, what = here, f"{what} on this CPU"
         timed = [(c, r) for c, r in refs if r.timed_by == "cpu time"]
         refs = timed or refs  # CPU time where measured: wall x threads also counts pauses and time-sharing
         if refs:
@@ -218,5 +236,5 @@ def forecast_sweep(sweep: Sweep, *, runs_root: str | Path | None = None, results
         rows.append({"key": cfg.key, "net": cfg.net, "width_factor": cfg.width_factor, "epochs": cfg.epochs,
                      "noise_std": cfg.noise_std, "seed": cfg.seed, "state": state, "epochs_left": max(0, left),
                      "epoch_core_s": epoch_s, "core_hours": (max(0, left) * epoch_s + measure_s) / 3600,
-                     "basis": basis})
+                     "basis": basis, "emulated": cfg.precision == "bf16" and not native_bf16})
     return pd.DataFrame(rows, columns=FORECAST_COLUMNS)

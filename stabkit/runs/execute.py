@@ -44,11 +44,13 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def device_name(device: str) -> str:
-    """The GPU model of a CUDA device, else the processor's name."""
+    """The GPU model of a CUDA device, else the CPU's (:func:`stabkit.precision.cpu_name`: model, family,
+    widest vector instructions), which the forecast reads to compare paces of the same machine."""
     import torch  # not at import: loading a sweep through this package must not import torch
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    return platform.processor() or platform.machine() or "cpu"
+    from ..precision import cpu_name
+    return cpu_name()
 
 
 def _env_flag(name: str) -> bool:

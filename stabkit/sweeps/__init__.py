@@ -30,7 +30,7 @@ from ..lazy import lazy_face
 #: Public name -> the module of this package that defines it.
 _NAMES = {
     **dict.fromkeys(("SCALES", "Sweep", "load_sweep", "as_sweep", "sweep_path", "sweep_scales"), "sweepfile"),
-    **dict.fromkeys(("EXECUTORS", "sweep", "failure_summary"), "executors"),
+    **dict.fromkeys(("EXECUTORS", "EMULATED_CHOICES", "sweep", "failure_summary"), "executors"),
     "run_threads": "worker",
     **dict.fromkeys(("collect", "status", "config_columns"), "collection"),
     **dict.fromkeys(("SCALE_ORDER", "load", "committed_keys", "committed_runs", "committed_scales", "store_dir"),
@@ -48,7 +48,7 @@ __getattr__, __dir__ = lazy_face(__name__, _NAMES, _SUBMODULES)
 
 if TYPE_CHECKING:  # for type checkers and readers: the names __getattr__ serves
     from .collection import collect, config_columns, status  # noqa: F401
-    from .executors import EXECUTORS, failure_summary, sweep  # noqa: F401
+    from .executors import EMULATED_CHOICES, EXECUTORS, failure_summary, sweep  # noqa: F401
     from .lookup import RECOMPUTE_ENV, RunsFailedError, recompute_requested, resolve_scale, results  # noqa: F401
     from .merging import export  # noqa: F401
     from .resultstore import SCALE_ORDER, committed_keys, committed_runs, committed_scales, store_dir  # noqa: F401

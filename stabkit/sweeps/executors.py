@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..checks import check_int
+from ..checks import check_choice, check_int
 from ..runs.execute import TRAINING_LOCKS, find_trained, resolve_device
 from ..runs.folder import error_line, run_state, verify_run
 from ..locks import clear_stale_lock, heartbeat_age, lock_held, lock_info
@@ -31,9 +31,11 @@ from .slurm import check_slurm_params, submitit_map
 from .sweepfile import Sweep, as_sweep
 from .worker import run_guarded, run_threads
 
-__all__ = ["EXECUTORS", "WAIT_STALE_S", "sweep", "failure_summary"]
+__all__ = ["EXECUTORS", "EMULATED_CHOICES", "WAIT_STALE_S", "sweep", "failure_summary"]
 
 EXECUTORS = ("local", "slurm", "submitit-local", "submitit-debug")
+#: What a local CPU sweep does with runs whose training precision the CPU only emulates (``sweep(emulated=...)``).
+EMULATED_CHOICES = ("skip", "run")
 #: A run held by another live process whose heartbeat (lock file touched every epoch) is older than this
 #: is not waited for any more: the sweep reports it as not finished (a hung process, or one that keeps
 #: a lock by mistake), instead of waiting forever.
@@ -79,7 +81,7 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
           submitit_folder: str | Path | None = None, wait_running: bool = True, poll_s: float = 2.0,
           verify: bool = False, redo: bool | Iterable[str] = False, threads: int | None = None,
           wait_timeout_s: float | None = None, stale_s: float = WAIT_STALE_S,
-          skip_keys: Iterable[str] = ()) -> pd.DataFrame:
+          skip_keys: Iterable[str] = (), emulated: str = "skip") -> pd.DataFrame:
     """Run every configuration of a sweep that is not finished; return one row per config
     (key, net, status in {done, failed, running, pending, committed}, error, run_dir). A status other
     than ``done`` or ``committed`` means the run did not finish in this call; ``error`` says why.
@@ -107,11 +109,17 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
     ``"submitit-local"`` / ``"submitit-debug"`` (submitit's LocalExecutor / DebugExecutor, for testing;
     the local one is throttled to ``jobs`` at a time), or any submitit
     ``Executor`` instance. ``threads``: torch threads of every run (:func:`~stabkit.sweeps.run_threads`).
+
+    ``emulated``: what a local sweep on a CPU without native bfloat16 (no avx512_bf16 / AMX) does with runs
+    trained in ``precision="bf16"``, which that CPU emulates 11-29x slower per step than float32:
+    ``"skip"`` (default; reported ``pending`` with the reason, so that a grid's other runs go on) or
+    ``"run"``. Elsewhere (CUDA, a CPU with native bf16, SLURM or submitit) it has no effect.
     """
     jobs = _positive("jobs", jobs)
     slots_per_gpu = _positive("slots_per_gpu", slots_per_gpu)
     threads = run_threads(threads)
     _check_executor(executor)
+    check_choice("emulated", emulated, EMULATED_CHOICES)
     if executor == "slurm":
         check_slurm_params(submitit_params)
     sw = as_sweep(spec, scale).validate()
@@ -129,6 +137,8 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
         if (root / c.key / "done").exists():
             clear_stale_lock(root / c.key)
     dev = resolve_device(device) if executor == "local" else device
+    slow = _emulated_keys(sw, dev) if emulated == "skip" and executor == "local" else {}
+    skip_slow = set(slow) - redo_keys - skip
     from tqdm.auto import tqdm
     bar = tqdm(total=0, desc=f"{sw.name}/{sw.scale}", unit="run", disable=not progress)
     outcome: dict[str, tuple[str, str]] = {}
@@ -140,7 +150,8 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
             todo, force, net_busy = [], [], {}
             for c in sw.configs:
                 k, st = c.key, run_state(root / c.key)
-                if attempts[k] >= _MAX_ATTEMPTS or st == "running" or k in skip or k in net_given_up:
+                if (attempts[k] >= _MAX_ATTEMPTS or st == "running" or k in skip or k in net_given_up
+                        or k in skip_slow):
                     continue
                 if (k in redo_keys and attempts[k] == 0) or st in ("pending", "interrupted") or (
                         st == "failed" and retry_failed and attempts[k] == 0):
@@ -192,7 +203,24 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
                 break
     finally:
         bar.close()
+    for k in skip_slow:
+        if run_state(root / k) != "done":
+            outcome[k] = ("pending", slow[k])
     return _report(sw, root, outcome, progress, skip)
+
+
+def _emulated_keys(sw: Sweep, dev: Any) -> dict[str, str]:
+    """{key: why} of the runs of ``sw`` whose training precision ``dev`` would only emulate: bf16 on a CPU
+    without native bfloat16."""
+    import torch
+
+    from .. import precision  # torch: not at import (loading a sweep must not import it)
+    if torch.device(dev).type != "cpu" or precision.cpu_supports_bf16():
+        return {}
+    why = ("deferred: precision bf16 on a CPU without native bfloat16 (no avx512_bf16 / AMX) is emulated, "
+           "11-29x slower per step than float32; train it on a GPU or a CPU with native bf16, or pass "
+           "emulated='run' (command line: --emulated run)")
+    return {c.key: why for c in sw.configs if c.precision == "bf16"}
 
 
 def _positive(name: str, value: Any) -> int:
