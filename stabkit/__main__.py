@@ -39,6 +39,17 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _positive_seconds(text: str) -> float:
+    import math
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return v
+
+
 def _parse_value(text: str):
     import yaml
     try:
@@ -138,7 +149,43 @@ def _only(sw: sweeps.Sweep, keys: list[str]) -> sweeps.Sweep:
     return replace(sw, configs=[c for c in sw.configs if c.key in chosen])
 
 
+#: Margin of ``sweep --deadline`` on the forecast: its estimates were 0.83-1.17x the actual time (quartiles,
+#: leave-one-out over the committed cpu runs), so 1.2x covers three runs in four.
+DEADLINE_MARGIN = 1.2
+#: Core-seconds of a run on two threads against one (the 2-core development machine; stabkit.campaign.forecast).
+TWO_THREAD_COST = 1.2
+
+
+def _deadline_admit(sw: sweeps.Sweep, root: Path, results_root: str | None, deadline_s: float,
+                    threads: int | None):
+    """``admit(config)`` for ``sweep --deadline``: None when the run's forecast (its core-hours, spread over
+    the run's threads, with :data:`DEADLINE_MARGIN`) ends before the deadline, else why not."""
+    import time
+
+    from .campaign import forecast_sweep, paces
+    end = _process_start() + deadline_s
+    measured = paces(results_root, root)
+    t = sweeps.run_threads(threads)
+
+    def admit(cfg) -> str | None:
+        f = forecast_sweep(replace(sw, configs=[cfg]), runs_root=root, results_root=results_root, committed=(),
+                           measured=measured)
+        if f.empty:
+            return None
+        need = float(f.core_hours.iloc[0]) * 3600 * (TWO_THREAD_COST if t > 1 else 1.0) / t * DEADLINE_MARGIN
+        left = end - time.time()
+        if need <= left:
+            return None
+        return (f"not started: it would not end before the deadline (--deadline {deadline_s:g} s): about "
+                f"{need / 3600:.2f} h on {t} thread(s) with a {DEADLINE_MARGIN - 1:.0%} margin ({f.basis.iloc[0]}), "
+                f"{max(left, 0) / 3600:.2f} h left")
+    return admit
+
+
 def cmd_sweep(a) -> int:
+    if a.deadline is not None and (a.executor != "local" or runs.resolve_device(a.device).split(":")[0] != "cpu"):
+        raise ValueError("--deadline: the forecast it reads is of CPU runs (--executor local on --device cpu); "
+                         "on a GPU allocation `stabkit campaign --deadline` plans the runs")
     sw = sweeps.load_sweep(a.spec, a.scale)
     if a.only is not None:
         sw = _only(sw, a.only)
@@ -166,7 +213,9 @@ def cmd_sweep(a) -> int:
                      slots_per_gpu=a.slots_per_gpu, retry_failed=a.retry_failed, progress=not a.quiet,
                      submitit_params=_pairs(a.submitit_param, "--submitit-param") or None, verify=a.verify,
                      redo=True if a.redo == [] else (a.redo or False), threads=a.threads,
-                     wait_timeout_s=a.wait_timeout, skip_keys=committed, emulated=a.emulated)
+                     wait_timeout_s=a.wait_timeout, skip_keys=committed, emulated=a.emulated,
+                     admit=None if a.deadline is None else _deadline_admit(sw, root, a.results_root, a.deadline,
+                                                                           a.threads))
     counts = rep.status.value_counts().to_dict()
     print(f"{sw.name}/{sw.scale}: " + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("done", "committed", "failed",
                                                                                   "running", "pending"))
@@ -398,6 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recompute these runs (default: every run of the sweep) even if finished")
     q.add_argument("--only", nargs="*", default=None, metavar="KEY",
                    help="run only these runs of the sweep (keys or unique prefixes; the others stay as they are)")
+    q.add_argument("--deadline", type=_positive_seconds, default=None, metavar="SECONDS",
+                   help="start a run only if its forecast (`status --forecast`, with a 20%% margin) ends within "
+                        "SECONDS of this command's start; the others stay pending, with the reason (a session "
+                        "whose machine goes away starts nothing it cannot finish)")
     q.add_argument("--emulated", default="skip", choices=["skip", "run"],
                    help="runs trained in bf16 on a CPU without native bf16 (emulated, 11-29x slower): skip "
                         "(default; reported pending, the other runs go on) | run")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from stabkit import campaign, locks, runs, sweeps
+from stabkit import campaign, locks, precision, runs, sweeps
 from stabkit.__main__ import main
 from stabkit.campaign.timemodel import TimeModel
 from stabkit.checkpoints import CheckpointFolder
@@ -246,3 +246,27 @@ def test_status_forecast_counts_emulated_bf16_runs_apart(tmp_path, capsys, monke
     assert "; 1 more in bf16, which this CPU only emulates (11-29x slower; a sweep here skips them)" in out
     bf16_line = next(line for line in out.splitlines() if sw.configs[1].key in line)
     assert bf16_line.endswith("[bf16 emulated here: skipped]") and sw.configs[0].key not in bf16_line
+
+
+def test_sweep_deadline_starts_only_the_runs_that_fit(tmp_path, capsys):
+    """``sweep --deadline S``: a run starts only if its forecast (with the margin) ends within S seconds; the
+    others stay pending with the reason, and the runs after them in the grid still get their chance."""
+    root = tmp_path / "runs"
+    for net, pace in (("LeNet", 1e-3), ("AlexNet", 1e5)):  # AlexNet "takes" a day per epoch on this CPU
+        _, ref = _sweep(tmp_path, f"ref{net}", base={"net": net, "seed": 0})
+        runs.run(ref.configs[0], root, device="cpu", progress=False)
+        _timed(root / ref.configs[0].key, [pace] * 3, cpu=[pace] * 3, machine=precision.cpu_name())
+    spec, sw = _sweep(tmp_path, "todo", grid={"net": ["AlexNet", "LeNet"]}, base={"seed": 4})
+    args = ["sweep", str(spec), "--scale", "tiny", "--root", str(root), "--results-root", str(tmp_path / "results"),
+            "--device", "cpu", "--threads", "1", "--deadline", "3600", "--quiet"]
+    assert main(args) == 1
+    out = capsys.readouterr()
+    alex, lenet = sw.configs
+    assert runs.run_state(root / lenet.key) == "done" and runs.run_state(root / alex.key) == "pending"
+    assert "not started: it would not end before the deadline (--deadline 3600 s): about 100.00 h on 1 thread(s)" in out.err
+    assert "1 run of AlexNet on this CPU" in out.err and "done 1, committed 0, failed 0, running 0, pending 1" in out.out
+    with pytest.raises(SystemExit):  # refused by the parser, naming the option
+        main([*args[:-3], "--deadline=-5"])
+    assert "argument --deadline: expected a number of seconds > 0, got -5" in capsys.readouterr().err
+    assert main([*args, "--executor", "submitit-debug"]) == 2  # the forecast is of CPU runs
+    assert "--deadline: the forecast it reads is of CPU runs" in capsys.readouterr().err

@@ -15,9 +15,9 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -30,6 +30,9 @@ from .local_pool import local_pool
 from .slurm import check_slurm_params, submitit_map
 from .sweepfile import Sweep, as_sweep
 from .worker import run_guarded, run_threads
+
+if TYPE_CHECKING:
+    from ..runs.config import RunConfig
 
 __all__ = ["EXECUTORS", "EMULATED_CHOICES", "WAIT_STALE_S", "sweep", "failure_summary"]
 
@@ -81,7 +84,8 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
           submitit_folder: str | Path | None = None, wait_running: bool = True, poll_s: float = 2.0,
           verify: bool = False, redo: bool | Iterable[str] = False, threads: int | None = None,
           wait_timeout_s: float | None = None, stale_s: float = WAIT_STALE_S,
-          skip_keys: Iterable[str] = (), emulated: str = "skip") -> pd.DataFrame:
+          skip_keys: Iterable[str] = (), emulated: str = "skip",
+          admit: Callable[[RunConfig], str | None] | None = None) -> pd.DataFrame:
     """Run every configuration of a sweep that is not finished; return one row per config
     (key, net, status in {done, failed, running, pending, committed}, error, run_dir). A status other
     than ``done`` or ``committed`` means the run did not finish in this call; ``error`` says why.
@@ -114,6 +118,11 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
     trained in ``precision="bf16"``, which that CPU emulates 11-29x slower per step than float32:
     ``"skip"`` (default; reported ``pending`` with the reason, so that a grid's other runs go on) or
     ``"run"``. Elsewhere (CUDA, a CPU with native bf16, SLURM or submitit) it has no effect.
+
+    ``admit``: asked just before a run would start, ``admit(config)`` returns None (start it) or why not (the
+    run is reported ``pending`` with that reason and not asked about again in this call): e.g. a run that
+    would not finish before a deadline (``stabkit sweep --deadline``). With it, at most ``jobs`` runs start
+    per round, so that each start is decided when its slot frees.
     """
     jobs = _positive("jobs", jobs)
     slots_per_gpu = _positive("slots_per_gpu", slots_per_gpu)
@@ -145,19 +154,26 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
     attempts = dict.fromkeys(sw.keys, 0)
     given_up: dict[str, str] = {}
     net_given_up: set[str] = set()
+    refused: dict[str, str] = {}
     try:
         while True:
             todo, force, net_busy = [], [], {}
             for c in sw.configs:
                 k, st = c.key, run_state(root / c.key)
                 if (attempts[k] >= _MAX_ATTEMPTS or st == "running" or k in skip or k in net_given_up
-                        or k in skip_slow):
+                        or k in skip_slow or k in refused):
                     continue
                 if (k in redo_keys and attempts[k] == 0) or st in ("pending", "interrupted") or (
                         st == "failed" and retry_failed and attempts[k] == 0):
                     if (lock := _network_lock(root, c)) is not None:
                         net_busy[k] = lock  # started now, it would wait inside for that training (hours)
                         continue
+                    if admit is not None:
+                        if len(todo) >= jobs:
+                            continue  # asked when a slot frees, not now: its answer may change by then
+                        if why := admit(c):
+                            refused[k] = why
+                            continue
                     todo.append(c)
                     force.append(k in redo_keys and attempts[k] == 0)
             for c in todo:
@@ -203,9 +219,9 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
                 break
     finally:
         bar.close()
-    for k in skip_slow:
+    for k, why in [*((k, slow[k]) for k in skip_slow), *refused.items()]:
         if run_state(root / k) != "done":
-            outcome[k] = ("pending", slow[k])
+            outcome[k] = ("pending", why)
     return _report(sw, root, outcome, progress, skip)
 
 
