@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import ast
 import base64
+import functools
 import hashlib
 import json
 import math
@@ -207,12 +208,25 @@ def title_of(nb: dict, default: str) -> str:
     return default
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed(path: Path, mtime_ns: int, size: int) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_notebook(path: Path) -> dict:
+    """An executed notebook, parsed once per build: the claims, the landing figure and the summary all read
+    every notebook (a few MB each); a file rewritten since (another mtime or size) is parsed again. Callers
+    read it and never change it."""
+    st = path.stat()
+    return _parsed(path.resolve(), st.st_mtime_ns, st.st_size)
+
+
 def collect(executed: str | os.PathLike, toc: str | os.PathLike | None = None
             ) -> tuple[list[Claim], dict[str, str]]:
     """All claims of the executed notebooks in ``executed`` and ``{page: title}`` of every notebook."""
     claims, titles = [], {}
     for path in _notebooks(Path(executed), toc):
-        nb = json.loads(path.read_text(encoding="utf-8"))
+        nb = read_notebook(path)
         titles[path.stem] = title_of(nb, path.stem)
         claims += claims_of(nb, path.stem)
     return claims, titles
@@ -358,7 +372,7 @@ def landing(executed: str | os.PathLike, toc: str | os.PathLike | None = None
             ) -> tuple[bytes | None, str]:
     """``(png, caption_markdown)`` of the landing figure (see the module docstring); ``png`` None if none."""
     paths = _notebooks(Path(executed), toc)
-    nbs = [(p.stem, json.loads(p.read_text(encoding="utf-8"))) for p in paths]
+    nbs = [(p.stem, read_notebook(p)) for p in paths]
     for name, nb in nbs:  # 1. an explicitly glued landing figure
         g = glued(nb)
         if LANDING_KEY in g and "image/png" in g[LANDING_KEY]:
@@ -414,7 +428,7 @@ def render_summary(executed: str | os.PathLike, toc: str | os.PathLike | None = 
     for path in _notebooks(Path(executed), toc):
         if path.stem.startswith("probe"):
             continue
-        nb = json.loads(path.read_text(encoding="utf-8"))
+        nb = read_notebook(path)
         g = glued(nb)
         claims = [c for c in claims_of(nb, path.stem) if c.source == "paper"]
         scale = _glued_text(g, "scale") or ", ".join(sorted({c.scale for c in claims if c.scale}))
