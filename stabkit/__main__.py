@@ -352,11 +352,12 @@ def _print_forecasts(sws: list, root: str | None, results_root: str | None) -> N
     from .campaign import forecast_sweep, paces
     measured = paces(results_root, root)
     listed: set[str] = set()
+    planned: dict[str, str] = {}  # networks that a run listed above trains
     cores = os.cpu_count() or 1
     print(f"\nCore-hours still needed on a CPU, at the pace of {len(measured)} finished CPU runs "
           "(the median epoch of the same network, scaled by the time model; CPU time where recorded):")
     for sw in sws:
-        f = forecast_sweep(sw, runs_root=root, results_root=results_root, measured=measured)
+        f = forecast_sweep(sw, runs_root=root, results_root=results_root, measured=measured, planned=planned)
         shared = f.key.isin(listed)
         f = f[~shared]
         listed.update(f.key)

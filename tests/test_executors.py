@@ -340,6 +340,10 @@ def test_bf16_runs_wait_for_a_cpu_that_does_not_emulate_them(tmp_path, monkeypat
         sweeps.sweep(spec, "tiny", tmp_path, device="cpu", progress=False, emulated="yes")
     assert list(sweeps.sweep(spec, "tiny", tmp_path, device="cpu", progress=False, emulated="run").status) == [
         "done", "done"]
+    # a run that only measures a network trained already (a control) is not emulated: it runs
+    control = dict(spec, name="emul_control", grid={"precision": ["bf16"]},
+                   base=dict(TINY, measure=["layers"]))
+    assert list(sweeps.sweep(control, "tiny", tmp_path, device="cpu", progress=False).status) == ["done"]
     # a CPU with native bf16 runs them by default
     monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
     other = tmp_path / "native"

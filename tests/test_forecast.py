@@ -270,3 +270,26 @@ def test_sweep_deadline_starts_only_the_runs_that_fit(tmp_path, capsys):
     assert "argument --deadline: expected a number of seconds > 0, got -5" in capsys.readouterr().err
     assert main([*args, "--executor", "submitit-debug"]) == 2  # the forecast is of CPU runs
     assert "--deadline: the forecast it reads is of CPU runs" in capsys.readouterr().err
+
+
+def test_a_run_whose_network_another_run_trains_needs_only_its_measurement(tmp_path):
+    """A control that measures the same network differently (the same training key) waits for that network:
+    listed after the run that trains it, or once that run finished, only its measurement counts."""
+    _, sw = _sweep(tmp_path, "ctl", grid={"measure": [["output"], ["recalibrated"]]}, base={"net": "VGG11bn"})
+    trains, control = sw.configs
+    root = tmp_path / "runs"
+    kw = dict(runs_root=root, results_root=tmp_path / "results", native_bf16=True)
+    f = campaign.forecast_sweep(sw, **kw).set_index("key")
+    assert f.loc[trains.key, "epochs_left"] == 3 and f.loc[control.key, "epochs_left"] == 0
+    assert f.loc[control.key, "basis"] == f"network trained by {trains.key}"
+    assert 0 < f.loc[control.key, "core_hours"] < f.loc[trains.key, "core_hours"]  # the recalibration is timed
+    runs.run(trains, root, device="cpu", progress=False)
+    g = campaign.forecast_sweep(sw, **kw)
+    assert list(g.key) == [control.key] and g.basis[0] == f"network trained by {trains.key}" and g.epochs_left[0] == 0
+    # several sweeps in a row: a network that a sweep listed before trains counts as planned
+    _, other = _sweep(tmp_path, "other", grid={"measure": [["layers"]]}, base={"net": "AlexNet"})
+    planned = {}
+    campaign.forecast_sweep(other, **kw, planned=planned)
+    _, later = _sweep(tmp_path, "later", grid={"measure": [["recalibrated"]]}, base={"net": "AlexNet"})
+    h = campaign.forecast_sweep(later, **kw, planned=planned)
+    assert h.basis[0] == f"network trained by {other.configs[0].key}" and h.epochs_left[0] == 0

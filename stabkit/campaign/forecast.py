@@ -48,7 +48,7 @@ import pandas as pd
 
 from ..checkpoints import TRAINED_FILE, CheckpointFolder
 from ..locks import LOCK_NAME, lock_info
-from ..runs import RunConfig, default_results_root, default_runs_root, run_state
+from ..runs import RunConfig, default_results_root, default_runs_root, find_trained, run_state
 from ..sweeps import Sweep, committed_keys
 from ..sweeps.resultstore import INDEX, read_index
 from .plan import zero_loss_epochs
@@ -158,7 +158,8 @@ def _progress(path: Path, cfg: RunConfig) -> tuple[str, int, bool, float | None]
 
 def forecast_sweep(sweep: Sweep, *, runs_root: str | Path | None = None, results_root: str | Path | None = None,
                    committed: Collection[str] | None = None, measured: pd.DataFrame | None = None,
-                   cpu: str | None = None, native_bf16: bool | None = None) -> pd.DataFrame:
+                   cpu: str | None = None, native_bf16: bool | None = None,
+                   planned: dict[str, str] | None = None) -> pd.DataFrame:
     """The runs of ``sweep`` that are neither finished in ``runs_root`` nor committed for its scale, in grid
     order, with the core-hours each still needs (:data:`~stabkit.campaign.forecast.FORECAST_COLUMNS`; see the module text).
 
@@ -173,7 +174,12 @@ def forecast_sweep(sweep: Sweep, *, runs_root: str | Path | None = None, results
     that ran on it, when there are any, are the only ones used ("... on this CPU"; CPUs differ by 2.4x per
     float32 step between the project's two EPYC machines). ``native_bf16`` (default: this CPU's,
     :func:`stabkit.precision.cpu_supports_bf16`): without it a bf16 run is ``emulated`` (True in that column):
-    a local sweep here skips it, and its hours are those of a CPU with native bf16."""
+    a local sweep here skips it, and its hours are those of a CPU with native bf16.
+
+    A run whose network another run trains (the same :attr:`~stabkit.runs.RunConfig.training_key`: a control
+    that only measures differently) needs only its measurement, when that other run is finished in
+    ``runs_root`` or comes before it in the list ("network trained by KEY"). ``planned``: ``{training key: run
+    key}`` of the runs listed before (for several sweeps in a row; updated with this sweep's)."""
     from ..precision import cpu_name, cpu_supports_bf16
     cpu = cpu_name() if cpu is None else cpu
     native_bf16 = cpu_supports_bf16() if native_bf16 is None else native_bf16
@@ -195,12 +201,18 @@ def forecast_sweep(sweep: Sweep, *, runs_root: str | Path | None = None, results
     def shape(c: RunConfig) -> tuple:
         return c.width_factor, c.ptr, c.test_size, c.batch_size
 
+    planned = {} if planned is None else planned
     rows = []
     for cfg in sweep.configs:
         path = root / cfg.key
         if cfg.key in published or run_state(path) == "done":
             continue
         state, done, trained, own = _progress(path, cfg)
+        lent = find_trained(cfg, root)  # a finished run with this network: this one only measures
+        donor = lent.name if lent is not None else planned.get(cfg.training_key)
+        planned.setdefault(cfg.training_key, cfg.key)
+        # (the same network means the same training precision: a donor still to train here is emulated too)
+        emulated = cfg.precision == "bf16" and not native_bf16 and not trained and lent is None
         epoch_m, measure_m = per_epoch(cfg)
         same = [(c, r) for c, r in ref_cfgs if c.task == cfg.task and c.net == cfg.net and c.precision == cfg.precision]
         task = [(c, r) for c, r in ref_cfgs if c.task == cfg.task and c.precision == cfg.precision]
@@ -232,9 +244,11 @@ def forecast_sweep(sweep: Sweep, *, runs_root: str | Path | None = None, results
             epoch_s, measure_s, basis = epoch_m, measure_m, "time model (assumed)"
         if own is not None:
             epoch_s, basis = own, "its own pace"
+        if donor is not None and not trained and own is None:
+            trained, basis = True, f"network trained by {donor}"
         left = 0 if trained else int(model.expected_epochs(cfg)) - done
         rows.append({"key": cfg.key, "net": cfg.net, "width_factor": cfg.width_factor, "epochs": cfg.epochs,
                      "noise_std": cfg.noise_std, "seed": cfg.seed, "state": state, "epochs_left": max(0, left),
                      "epoch_core_s": epoch_s, "core_hours": (max(0, left) * epoch_s + measure_s) / 3600,
-                     "basis": basis, "emulated": cfg.precision == "bf16" and not native_bf16})
+                     "basis": basis, "emulated": emulated})
     return pd.DataFrame(rows, columns=FORECAST_COLUMNS)

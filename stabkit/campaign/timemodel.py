@@ -17,7 +17,8 @@ A run's wall time is estimated as ::
   took.
 - ``measure``: ``states * shuffles * P`` float64 probe forwards (clean, deformed, noisy) per probe, from a
   measured ``measure`` call per family, else an assumption; registered measurements of the probe pages
-  (accuracy, invariance, resolution) add their forwards.
+  (accuracy, invariance, resolution) add their forwards, and the batch-norm control (``recalibrated``) its
+  second ``layers`` measurement and its re-estimation forwards.
 
 Finished runs calibrate the model (``TimeModel.observe()``): the ratio of measured to estimated wall
 time, per task, scales later estimates (clamped to [0.5, 4]). Nothing here imports torch at module level.
@@ -32,6 +33,7 @@ import torch
 
 from .. import nets
 from ..runs.config import RunConfig
+from ..runs.measurements import RECALIBRATION_IMAGES
 
 __all__ = ["PRIORS", "DEFAULT_ZERO_LOSS_EPOCHS", "input_shape", "net_features", "TimeModel"]
 
@@ -92,7 +94,7 @@ def _sizes(cfg: RunConfig) -> tuple[int, int]:
     return int(cfg.ptr), int(cfg.test_size or 4 * cfg.ptr)
 
 
-def _extra_forwards(cfg: RunConfig, n_test: int) -> int:
+def _extra_forwards(cfg: RunConfig, n_train: int, n_test: int) -> int:
     """Sample forwards of the registered measurements of the probe pages (a coarse count)."""
     total = 0
     opts = cfg.options
@@ -107,6 +109,9 @@ def _extra_forwards(cfg: RunConfig, n_test: int) -> int:
         total += int(inv.get("n", 1000)) * int(inv.get("n_angles", 16)) * (1 + len(inv.get("stratify", [False])))
     if "resolution" in cfg.measure:
         total += n_test * len(opts.get("resolution", {}).get("targets", [8, 16, 24, 32]))
+    if "recalibrated" in cfg.measure:  # per shuffle: the batch norms' statistics re-estimated, the test error
+        images = int(opts.get("recalibrated", {}).get("images", RECALIBRATION_IMAGES))
+        total += (min(images, n_train) + n_test) * len(cfg.shuffles)
     return total
 
 
@@ -192,8 +197,9 @@ class TimeModel:
         per_mac_m = p["per_mac_f64"] if f64 else p["per_mac"] / 3
         probe_s = 3 * f["macs"] * per_mac_m + p["per_leaf_f64"] * f["leaves"] / 16
         stab = [m for m in cfg.measure if m in ("output", "layers")]
-        n_measure = len(cfg.states) * len(cfg.shuffles) * cfg.P * (1.5 if len(stab) == 2 else len(stab))
-        measure_s = n_measure * probe_s + _extra_forwards(cfg, n_test) * len(cfg.states) * fwd_sample * 2
+        kinds = (1.5 if len(stab) == 2 else len(stab)) + ("recalibrated" in cfg.measure)  # it measures layers again
+        n_measure = len(cfg.states) * len(cfg.shuffles) * cfg.P * kinds
+        measure_s = n_measure * probe_s + _extra_forwards(cfg, n_train, n_test) * len(cfg.states) * fwd_sample * 2
         train_s = 0.0 if trained else epochs * steps * step
         eval_all = 0.0 if trained else epochs * eval_s
         total = p["setup"] + train_s + eval_all + measure_s

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..checks import check_choice, check_int
-from ..runs.execute import TRAINING_LOCKS, find_trained, resolve_device
+from ..runs.execute import TRAINING_LOCKS, find_trained, finished_training, resolve_device
 from ..runs.folder import error_line, run_state, verify_run
 from ..locks import clear_stale_lock, heartbeat_age, lock_held, lock_info
 from ..runs.paths import default_runs_root
@@ -146,7 +146,7 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
         if (root / c.key / "done").exists():
             clear_stale_lock(root / c.key)
     dev = resolve_device(device) if executor == "local" else device
-    slow = _emulated_keys(sw, dev) if emulated == "skip" and executor == "local" else {}
+    slow = _emulated_keys(sw, dev, root) if emulated == "skip" and executor == "local" else {}
     skip_slow = set(slow) - redo_keys - skip
     from tqdm.auto import tqdm
     bar = tqdm(total=0, desc=f"{sw.name}/{sw.scale}", unit="run", disable=not progress)
@@ -225,8 +225,8 @@ def sweep(spec: str | Path | Mapping | Sweep, scale: str = "small", root: str | 
     return _report(sw, root, outcome, progress, skip)
 
 
-def _emulated_keys(sw: Sweep, dev: Any) -> dict[str, str]:
-    """{key: why} of the runs of ``sw`` whose training precision ``dev`` would only emulate: bf16 on a CPU
+def _emulated_keys(sw: Sweep, dev: Any, root: Path) -> dict[str, str]:
+    """{key: why} of the runs of ``sw`` that would train in a precision ``dev`` only emulates: bf16 on a CPU
     without native bfloat16."""
     import torch
 
@@ -236,7 +236,13 @@ def _emulated_keys(sw: Sweep, dev: Any) -> dict[str, str]:
     why = ("deferred: precision bf16 on a CPU without native bfloat16 (no avx512_bf16 / AMX) is emulated, "
            "11-29x slower per step than float32; train it on a GPU or a CPU with native bf16, or pass "
            "emulated='run' (command line: --emulated run)")
-    return {c.key: why for c in sw.configs if c.precision == "bf16"}
+    return {c.key: why for c in sw.configs if c.precision == "bf16" and not _trained(c, root)}
+
+
+def _trained(cfg: RunConfig, root: Path) -> bool:
+    """Whether ``cfg``'s network is trained already (its own training ended, or a finished run with the same
+    network lends it): such a run only measures, in float64, whatever its training precision."""
+    return finished_training(root / cfg.key, cfg.key) is not None or find_trained(cfg, root) is not None
 
 
 def _positive(name: str, value: Any) -> int:
