@@ -502,6 +502,10 @@ def test_progress_line_says_how_long_is_left(tmp_path):
     lock.write_text(json.dumps({**record, "epoch_seconds": 310.0, "pace_seconds": 300.0}))
     assert "300.0 s per epoch, about" in runs.progress_line(tmp_path)
     assert "paused or stuck" not in runs.progress_line(tmp_path)
+    # a run that stops at zero training loss: its epochs are a cap
+    (tmp_path / "config.json").write_text(json.dumps({"key": "k", "net": "LeNet", "stop_at_zero_loss": True}))
+    assert "300.0 s per epoch, at most 4.6 h left (it stops at zero training loss), train loss" in \
+        runs.progress_line(tmp_path)
 
 
 def test_progress_line_flags_a_run_silent_for_longer_than_its_pace(tmp_path):

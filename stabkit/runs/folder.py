@@ -151,8 +151,9 @@ def progress_line(path: str | Path) -> str:
             last = float(info["epoch_seconds"])
             pace = float(info.get("pace_seconds", last))  # the median of the last 5 epochs (older records: the last)
             left = (int(info["epochs"]) - int(info["epoch"])) * pace
-            # a run that stops at zero training loss may end sooner
             eta = f", about {_duration(left)} left" if left > 0 else ""
+            if left > 0 and _stops_at_zero_loss(Path(path)):  # its epochs are a cap, reached only if the loss stays up
+                eta = f", at most {_duration(left)} left (it stops at zero training loss)"
             strays = abs(last - pace) > 10 and not 2 / 3 <= last / pace <= 1.5  # seconds-long epochs jitter
             odd = f" (the last epoch {last:.1f} s)" if strays else ""
             # silent for more than three times its pace: stopped (SIGSTOP, a suspended job) or stuck, not merely slowed
@@ -168,6 +169,13 @@ def progress_line(path: str | Path) -> str:
     except (KeyError, TypeError, ValueError):
         pass  # a record of other code, or read while being rewritten
     return ""
+
+
+def _stops_at_zero_loss(path: Path) -> bool:
+    try:
+        return bool(read_config(path).get("stop_at_zero_loss"))
+    except (OSError, ValueError):
+        return False
 
 
 def error_line(path: Path) -> str:
