@@ -21,7 +21,7 @@ A run's wall time is estimated as ::
   second ``layers`` measurement and its re-estimation forwards.
 
 Finished runs calibrate the model (``TimeModel.observe()``): the ratio of measured to estimated wall
-time, per task, scales later estimates (clamped to [0.5, 4]). Nothing here imports torch at module level.
+time, per task, scales later estimates (clamped to [0.5, 4]). It imports torch (each network is built once to count its operations).
 """
 from __future__ import annotations
 
