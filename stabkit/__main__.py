@@ -149,39 +149,6 @@ def _only(sw: sweeps.Sweep, keys: list[str]) -> sweeps.Sweep:
     return replace(sw, configs=[c for c in sw.configs if c.key in chosen])
 
 
-#: Margin of ``sweep --deadline`` on the forecast: its estimates were 0.83-1.17x the actual time (quartiles,
-#: leave-one-out over the committed cpu runs), so 1.2x covers three runs in four.
-DEADLINE_MARGIN = 1.2
-#: Core-seconds of a run on two threads against one (the 2-core development machine; stabkit.campaign.forecast).
-TWO_THREAD_COST = 1.2
-
-
-def _deadline_admit(sw: sweeps.Sweep, root: Path, results_root: str | None, deadline_s: float,
-                    threads: int | None):
-    """``admit(config)`` for ``sweep --deadline``: None when the run's forecast (its core-hours, spread over
-    the run's threads, with :data:`DEADLINE_MARGIN`) ends before the deadline, else why not."""
-    import time
-
-    from .campaign import forecast_sweep, paces
-    end = _process_start() + deadline_s
-    measured = paces(results_root, root)
-    t = sweeps.run_threads(threads)
-
-    def admit(cfg) -> str | None:
-        f = forecast_sweep(replace(sw, configs=[cfg]), runs_root=root, results_root=results_root, committed=(),
-                           measured=measured)
-        if f.empty:
-            return None
-        need = float(f.core_hours.iloc[0]) * 3600 * (TWO_THREAD_COST if t > 1 else 1.0) / t * DEADLINE_MARGIN
-        left = end - time.time()
-        if need <= left:
-            return None
-        return (f"not started: it would not end before the deadline (--deadline {deadline_s:g} s): about "
-                f"{need / 3600:.2f} h on {t} thread(s) with a {DEADLINE_MARGIN - 1:.0%} margin ({f.basis.iloc[0]}), "
-                f"{max(left, 0) / 3600:.2f} h left")
-    return admit
-
-
 def cmd_sweep(a) -> int:
     if a.deadline is not None and (a.executor != "local" or runs.resolve_device(a.device).split(":")[0] != "cpu"):
         raise ValueError("--deadline: the forecast it reads is of CPU runs (--executor local on --device cpu); "
@@ -214,8 +181,9 @@ def cmd_sweep(a) -> int:
                      submitit_params=_pairs(a.submitit_param, "--submitit-param") or None, verify=a.verify,
                      redo=True if a.redo == [] else (a.redo or False), threads=a.threads,
                      wait_timeout_s=a.wait_timeout, skip_keys=committed, emulated=a.emulated,
-                     admit=None if a.deadline is None else _deadline_admit(sw, root, a.results_root, a.deadline,
-                                                                           a.threads))
+                     admit=None if a.deadline is None else campaign.admit_before(
+                         sw, _process_start() + a.deadline, a.threads, label=f"--deadline {a.deadline:g} s",
+                         runs_root=root, results_root=a.results_root))
     counts = rep.status.value_counts().to_dict()
     print(f"{sw.name}/{sw.scale}: " + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("done", "committed", "failed",
                                                                                   "running", "pending"))

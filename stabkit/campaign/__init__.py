@@ -25,7 +25,7 @@ _NAMES = {
     **dict.fromkeys(("check_options", "make_plan", "Plan", "PlanItem", "simulate", "estimate_plan"), "plan"),
     **dict.fromkeys(("pack_runs", "Packer", "part_name", "MANIFEST_FORMAT", "PART_LIMIT"), "packing"),
     "failure_kind": "workers", "TimeModel": "timemodel",
-    **dict.fromkeys(("forecast_sweep", "paces"), "forecast"),
+    **dict.fromkeys(("forecast_sweep", "paces", "admit_before"), "forecast"),
 }
 _SUBMODULES = ("plan", "smoke", "timemodel", "workers", "packing", "scheduler", "forecast")
 
@@ -33,7 +33,7 @@ __all__ = list(_NAMES)
 __getattr__, __dir__ = lazy_face(__name__, _NAMES, _SUBMODULES)
 
 if TYPE_CHECKING:  # for type checkers and readers: the names __getattr__ serves
-    from .forecast import forecast_sweep, paces  # noqa: F401
+    from .forecast import admit_before, forecast_sweep, paces  # noqa: F401
     from .packing import MANIFEST_FORMAT, PART_LIMIT, Packer, pack_runs, part_name  # noqa: F401
     from .plan import Plan, PlanItem, check_options, estimate_plan, make_plan, simulate  # noqa: F401
     from .scheduler import campaign  # noqa: F401

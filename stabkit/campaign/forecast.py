@@ -32,14 +32,16 @@ A bf16 run on a CPU without native bf16 is marked ``emulated``: a local sweep th
 (:func:`stabkit.sweeps.sweep`, ``emulated``), and its hours are those of a CPU with native bf16.
 
 Public: :func:`~stabkit.campaign.paces` (one row per finished CPU run), :func:`~stabkit.campaign.forecast_sweep`
-(one row per unfinished run of a sweep). Estimates are of CPUs only: runs finished on GPUs are not used.
+(one row per unfinished run of a sweep), :func:`~stabkit.campaign.admit_before` (which runs fit before a
+deadline). Estimates are of CPUs only: runs finished on GPUs are not used.
 Leave-one-out over the 53 committed CIFAR-10 runs of the cpu scale (December 2026): median estimate/actual
 0.99, quartiles 0.83-1.17; old wall-clock timings of busy machines are the main error.
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +56,14 @@ from ..sweeps.resultstore import INDEX, read_index
 from .plan import zero_loss_epochs
 from .timemodel import TimeModel
 
-__all__ = ["PACE_COLUMNS", "FORECAST_COLUMNS", "paces", "forecast_sweep"]
+__all__ = ["PACE_COLUMNS", "FORECAST_COLUMNS", "DEADLINE_MARGIN", "TWO_THREAD_COST", "paces", "forecast_sweep",
+           "admit_before"]
+
+#: Margin of :func:`admit_before` on the forecast: its estimates were 0.83-1.17x the actual time (quartiles,
+#: leave-one-out over the committed cpu runs), so 1.2x covers three runs in four.
+DEADLINE_MARGIN = 1.2
+#: Core-seconds of a run on two threads against one (the 2-core development machine; see the module text).
+TWO_THREAD_COST = 1.2
 
 #: Columns of :func:`~stabkit.campaign.paces`.
 PACE_COLUMNS = ["run", "task", "net", "width_factor", "precision", "epochs_run", "epoch_core_s", "measure_core_s",
@@ -252,3 +261,31 @@ def forecast_sweep(sweep: Sweep, *, runs_root: str | Path | None = None, results
                      "epoch_core_s": epoch_s, "core_hours": (max(0, left) * epoch_s + measure_s) / 3600,
                      "basis": basis, "emulated": emulated})
     return pd.DataFrame(rows, columns=FORECAST_COLUMNS)
+
+
+def admit_before(sweep: Sweep, end: float, threads: int | None = None, *, label: str = "",
+                 runs_root: str | Path | None = None, results_root: str | Path | None = None
+                 ) -> Callable[[RunConfig], str | None]:
+    """``admit(config)`` for :func:`stabkit.sweeps.sweep` (``stabkit sweep --deadline``): None when the run's
+    forecast (:func:`forecast_sweep`: its core-hours, spread over the run's ``threads``, with
+    :data:`DEADLINE_MARGIN`) ends before ``end`` (a ``time.time()`` instant), else why not; ``label`` names
+    the deadline in that reason. The finished runs' paces are read once, here."""
+    import time
+
+    from ..sweeps import run_threads
+    measured = paces(results_root, runs_root)
+    t = run_threads(threads)
+    when = f" ({label})" if label else ""
+
+    def admit(cfg: RunConfig) -> str | None:
+        f = forecast_sweep(replace(sweep, configs=[cfg]), runs_root=runs_root, results_root=results_root,
+                           committed=(), measured=measured)
+        if f.empty:
+            return None
+        need = float(f.core_hours.iloc[0]) * 3600 * (TWO_THREAD_COST if t > 1 else 1.0) / t * DEADLINE_MARGIN
+        left = end - time.time()
+        if need <= left:
+            return None
+        return (f"not started: it would not end before the deadline{when}: about {need / 3600:.2f} h on {t} "
+                f"thread(s) with a {DEADLINE_MARGIN - 1:.0%} margin ({f.basis.iloc[0]}), {max(left, 0) / 3600:.2f} h left")
+    return admit
